@@ -1,0 +1,39 @@
+# offload: see README.md. Every target installs what it needs itself.
+SHELL := /bin/bash
+GO    ?= go
+STACK := infra/local/stack
+# How long "make fuzz" runs each fuzz target.
+FUZZTIME ?= 30s
+
+.PHONY: help test test-in-stack unit vet fuzz stack-up stack-down clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
+
+test: ## the full suite (vet, race detector, integration tests) on a private local stack
+	$(STACK) run -- $(MAKE) --no-print-directory test-in-stack
+
+# test-in-stack runs inside "stack run", which has set the stack's environment.
+test-in-stack:
+	$(GO) vet ./...
+	OFFLOAD_REQUIRE_STACK=1 $(GO) test -race -count=1 ./...
+
+unit: ## only the tests that need no stack (integration tests skip)
+	$(GO) test -count=1 ./...
+
+vet: ## go vet and gofmt
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
+
+fuzz: ## run every fuzz target for FUZZTIME (default 30s) each
+	$(GO) test -run '^$$' -fuzz '^FuzzKeyForFile$$' -fuzztime $(FUZZTIME) .
+	$(GO) test -run '^$$' -fuzz '^FuzzKeyForURL$$' -fuzztime $(FUZZTIME) .
+
+stack-up: ## start the local stack (MinIO, dynalite, Toxiproxy); then eval "$(infra/local/stack env)"
+	$(STACK) up
+
+stack-down: ## stop the local stack
+	$(STACK) down
+
+clean: ## remove build outputs (the tool cache .cache/ stays; rm -rf .cache to rebuild it)
+	rm -rf bin .aws-sam

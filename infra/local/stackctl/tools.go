@@ -1,0 +1,193 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+)
+
+// The versions of the tools, pinned so that every machine runs the same
+// servers. A binary is cached under its version, so a bump rebuilds it.
+const (
+	// minioVersion is what "go install github.com/minio/minio@latest"
+	// resolved to on 2026-11-25; MinIO publishes no tagged Go module versions.
+	minioVersion     = "v0.0.0-20260212201848-7aac2a2c5b7c"
+	toxiproxyVersion = "v2.12.0" // @latest resolves to an old 2022 release
+	rieVersion       = "v0.0.0-20261030222936-bef5c4ba774d"
+	versitygwVersion = "v1.8.0"
+)
+
+// goTool is a command built from the Go module proxy.
+type goTool struct {
+	name    string // file name in the cache's bin folder, before the version
+	pkg     string // package path to go install
+	version string
+}
+
+var (
+	minioTool       = goTool{"minio", "github.com/minio/minio", minioVersion}
+	toxiproxyTool   = goTool{"toxiproxy-server", "github.com/Shopify/toxiproxy/v2/cmd/server", toxiproxyVersion}
+	toxiproxyCLI    = goTool{"toxiproxy-cli", "github.com/Shopify/toxiproxy/v2/cmd/cli", toxiproxyVersion}
+	rieTool         = goTool{"aws-lambda-rie", "github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie", rieVersion}
+	versitygwTool   = goTool{"versitygw", "github.com/versity/versitygw/cmd/versitygw", versitygwVersion}
+	dynaliteVersion = "4.0.0" // also in infra/local/package.json and its lockfile
+)
+
+// tools are the paths of the installed tools.
+type tools struct {
+	s3Server  string // minio or versitygw
+	toxiproxy string
+	node      string
+	dynalite  string // cli.js
+}
+
+// install makes sure every tool is in the cache and returns their paths.
+// s3Kind picks the S3 server to install (minio or versitygw).
+func install(ctx context.Context, p stackPaths, s3Kind string) (tools, error) {
+	var t tools
+	var err error
+	s3 := minioTool
+	if s3Kind == "versitygw" {
+		s3 = versitygwTool
+	}
+	for _, g := range []struct {
+		tool goTool
+		dst  *string
+	}{{s3, &t.s3Server}, {toxiproxyTool, &t.toxiproxy}, {toxiproxyCLI, nil}, {rieTool, nil}} {
+		path, err := g.tool.ensure(ctx, p.cache)
+		if err != nil {
+			return t, err
+		}
+		if g.dst != nil {
+			*g.dst = path
+		}
+	}
+	if t.node, t.dynalite, err = ensureDynalite(ctx, p); err != nil {
+		return t, err
+	}
+	if err := ensureLighttpd(ctx); err != nil {
+		// Only the web-server tests need lighttpd, and they fail loudly
+		// without it; the rest of the stack is still useful.
+		fmt.Fprintf(os.Stderr, "stack: warning: %v\n", err)
+	}
+	return t, nil
+}
+
+// path is where the tool's binary lives in the cache.
+func (g goTool) path(cache string) string {
+	return filepath.Join(cache, "bin", g.name+"@"+g.version)
+}
+
+// ensure builds the tool with "go install" unless the cache has it.
+func (g goTool) ensure(ctx context.Context, cache string) (string, error) {
+	dst := g.path(cache)
+	if _, err := os.Stat(dst); err == nil {
+		return dst, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return "", err
+	}
+	tmp, err := os.MkdirTemp(cache, "gobin-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp)
+	fmt.Fprintf(os.Stderr, "stack: building %s@%s from the Go module proxy (first run only; MinIO takes a few minutes)\n", g.pkg, g.version)
+	start := time.Now()
+	cmd := exec.CommandContext(ctx, "go", "install", g.pkg+"@"+g.version)
+	cmd.Env = append(os.Environ(), "GOBIN="+tmp, "CGO_ENABLED=0", "GOFLAGS=-buildvcs=false")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go install %s@%s: %v\n%s", g.pkg, g.version, err, out)
+	}
+	entries, err := os.ReadDir(tmp)
+	if err != nil || len(entries) != 1 {
+		return "", fmt.Errorf("go install %s: want one binary in %s, found %d (%v)", g.pkg, tmp, len(entries), err)
+	}
+	if err := os.Rename(filepath.Join(tmp, entries[0].Name()), dst); err != nil {
+		return "", err
+	}
+	fmt.Fprintf(os.Stderr, "stack: built %s in %s\n", g.name, time.Since(start).Round(time.Second))
+	return dst, nil
+}
+
+// ensureDynalite installs dynalite with npm from the checked-in lockfile.
+func ensureDynalite(ctx context.Context, p stackPaths) (node, cli string, err error) {
+	node, err = exec.LookPath("node")
+	if err != nil {
+		return "", "", fmt.Errorf("node is needed for dynalite: %w", err)
+	}
+	dir := filepath.Join(p.cache, "node")
+	cli = filepath.Join(dir, "node_modules", "dynalite", "cli.js")
+	src := filepath.Join(p.repo, "infra", "local")
+	lock, err := os.ReadFile(filepath.Join(src, "package-lock.json"))
+	if err != nil {
+		return "", "", fmt.Errorf("dynalite lockfile: %w", err)
+	}
+	installed, _ := os.ReadFile(filepath.Join(dir, "package-lock.json"))
+	if _, err := os.Stat(cli); err == nil && bytes.Equal(lock, installed) {
+		return node, cli, nil
+	}
+	fmt.Fprintf(os.Stderr, "stack: installing dynalite %s with npm\n", dynaliteVersion)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", "", err
+	}
+	for _, f := range []string{"package.json", "package-lock.json"} {
+		b, err := os.ReadFile(filepath.Join(src, f))
+		if err != nil {
+			return "", "", err
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
+			return "", "", err
+		}
+	}
+	cmd := exec.CommandContext(ctx, "npm", "ci", "--no-audit", "--no-fund", "--ignore-scripts")
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", "", fmt.Errorf("npm ci (dynalite): %v\n%s", err, out)
+	}
+	return node, cli, nil
+}
+
+// lighttpdPackages are the Debian packages that give lighttpd with mod_magnet.
+var lighttpdPackages = []string{"lighttpd", "lighttpd-modules-lua"}
+
+const modMagnet = "/usr/lib/lighttpd/mod_magnet.so"
+
+// ensureLighttpd installs lighttpd and its Lua module through apt when they
+// are missing, without letting the package start a system-wide server.
+func ensureLighttpd(ctx context.Context) error {
+	_, errBin := exec.LookPath("lighttpd")
+	_, errMod := os.Stat(modMagnet)
+	if errBin == nil && errMod == nil {
+		return nil
+	}
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("lighttpd with mod_magnet is missing and only root can install it: sudo apt-get install %s %s", lighttpdPackages[0], lighttpdPackages[1])
+	}
+	fmt.Fprintf(os.Stderr, "stack: installing %v with apt-get\n", lighttpdPackages)
+	// policy-rc.d exiting 101 tells Debian's maintainer scripts not to start
+	// the service: a package-started lighttpd would listen on every address.
+	const policy = "/usr/sbin/policy-rc.d"
+	if _, err := os.Stat(policy); os.IsNotExist(err) {
+		if err := os.WriteFile(policy, []byte("#!/bin/sh\nexit 101\n"), 0o755); err != nil {
+			return err
+		}
+		defer os.Remove(policy)
+	}
+	env := append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+	for _, args := range [][]string{
+		{"apt-get", "update", "-qq"},
+		append([]string{"apt-get", "install", "-y", "-qq", "--no-install-recommends"}, lighttpdPackages...),
+	} {
+		cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+		cmd.Env = env
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("%v: %v\n%s", args, err, out)
+		}
+	}
+	return nil
+}
