@@ -1,0 +1,51 @@
+package offload
+
+import (
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+)
+
+func TestRecordItemRoundTrip(t *testing.T) {
+	tests := []Record{
+		{Key: "original/a.jpg", Size: 0, CRC64NVME: "AAAAAAAAAAA=", UploadedAt: time.Date(2026, 11, 25, 4, 0, 0, 123, time.UTC)},
+		{Key: "original/é b.jpg", Size: 1 << 40, CRC64NVME: "rosUhgp5mIg=", ETag: `"abc-3"`, VersionID: "v1",
+			ContentType: "image/jpeg", Host: "web1", Path: "é b.jpg", UploadedAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)},
+	}
+	for _, want := range tests {
+		got, err := RecordFromItem(want.Item())
+		if err != nil {
+			t.Fatalf("RecordFromItem(%+v): %v", want, err)
+		}
+		if got != want {
+			t.Errorf("round trip = %+v; want %+v", got, want)
+		}
+	}
+}
+
+func TestRecordFromBadItem(t *testing.T) {
+	for name, item := range map[string]map[string]types.AttributeValue{
+		"no key":   {"size": &types.AttributeValueMemberN{Value: "1"}},
+		"no size":  {LedgerPartitionKey: &types.AttributeValueMemberS{Value: "k"}},
+		"bad size": {LedgerPartitionKey: &types.AttributeValueMemberS{Value: "k"}, "size": &types.AttributeValueMemberN{Value: "x"}},
+		"bad time": {LedgerPartitionKey: &types.AttributeValueMemberS{Value: "k"}, "size": &types.AttributeValueMemberN{Value: "1"}, "uploaded_at": &types.AttributeValueMemberS{Value: "yesterday"}},
+	} {
+		if r, err := RecordFromItem(item); err == nil {
+			t.Errorf("%s: RecordFromItem = %+v, nil; want an error", name, r)
+		}
+	}
+}
+
+func TestSameObject(t *testing.T) {
+	a := Record{Key: "k", Size: 3, CRC64NVME: "x", Host: "web1", UploadedAt: time.Unix(1, 0)}
+	b := Record{Key: "k", Size: 3, CRC64NVME: "x", Host: "web2", UploadedAt: time.Unix(2, 0)}
+	if !a.SameObject(b) {
+		t.Errorf("records differing only in host and time: SameObject = false")
+	}
+	for _, c := range []Record{{Key: "k", Size: 4, CRC64NVME: "x"}, {Key: "k", Size: 3, CRC64NVME: "y"}, {Key: "j", Size: 3, CRC64NVME: "x"}} {
+		if a.SameObject(c) {
+			t.Errorf("SameObject(%+v, %+v) = true", a, c)
+		}
+	}
+}
