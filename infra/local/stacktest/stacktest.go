@@ -117,13 +117,23 @@ func (s *Stack) AWSConfig(t testing.TB) aws.Config {
 
 // S3 returns an S3 client for the stack (path-style, as MinIO and
 // versitygw on an IP address need).
-func (s *Stack) S3(t testing.TB) *s3.Client {
-	return s3.NewFromConfig(s.AWSConfig(t), func(o *s3.Options) { o.UsePathStyle = true })
+func (s *Stack) S3(t testing.TB) *s3.Client { return s.S3At(t, s.S3Endpoint) }
+
+// S3At returns an S3 client for the stack that connects to endpoint, for
+// example a Proxy's.
+func (s *Stack) S3At(t testing.TB, endpoint string) *s3.Client {
+	return s3.NewFromConfig(s.AWSConfig(t), func(o *s3.Options) {
+		o.UsePathStyle = true
+		o.BaseEndpoint = aws.String(endpoint)
+	})
 }
 
 // DynamoDB returns a DynamoDB client for the stack.
-func (s *Stack) DynamoDB(t testing.TB) *dynamodb.Client {
-	return dynamodb.NewFromConfig(s.AWSConfig(t))
+func (s *Stack) DynamoDB(t testing.TB) *dynamodb.Client { return s.DynamoDBAt(t, s.DynamoDBEndpoint) }
+
+// DynamoDBAt returns a DynamoDB client that connects to endpoint.
+func (s *Stack) DynamoDBAt(t testing.TB, endpoint string) *dynamodb.Client {
+	return dynamodb.NewFromConfig(s.AWSConfig(t), func(o *dynamodb.Options) { o.BaseEndpoint = aws.String(endpoint) })
 }
 
 var unsafeInKey = regexp.MustCompile(`[^A-Za-z0-9_.-]+`)

@@ -1,0 +1,385 @@
+// Package agent is the on-host daemon: it watches the folder the back-end
+// writes originals into, and takes each finished file through
+// settle → upload → verify → record → archive (see offloadFile).
+//
+// The local file is archived only after S3 has checked a full-object
+// CRC64NVME equal to the local one and the ledger records it; an object in
+// S3 is never overwritten. While S3 or DynamoDB is unreachable files simply
+// stay local, where the web server keeps serving them.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/photosleeve/offload"
+)
+
+// objectStore is what the pipeline needs from S3.
+type objectStore interface {
+	put(ctx context.Context, u upload) (checksum string, obj objectInfo, err error)
+	head(ctx context.Context, key string) (objectInfo, error)
+}
+
+// ledger is what the pipeline needs from the ledger table.
+type ledger interface {
+	record(ctx context.Context, r offload.Record) error
+}
+
+var (
+	_ objectStore = (*s3Store)(nil)
+	_ ledger      = (*dynamoLedger)(nil)
+)
+
+// Agent offloads one watch folder. Build it with New.
+type Agent struct {
+	cfg    Config
+	root   *os.Root // the watch folder; no path through it leaves it
+	store  objectStore
+	s3     *s3Store
+	ledger ledger
+	log    *slog.Logger
+	stats  Stats
+}
+
+// Stats counts outcomes since the agent started.
+type Stats struct {
+	Uploaded  atomic.Int64 // files proven in S3, recorded, and archived/deleted/kept
+	Bytes     atomic.Int64 // bytes of those files
+	Conflicts atomic.Int64 // files left in place because the key holds other bytes
+	Refused   atomic.Int64 // files never uploaded because their name breaks the naming contract
+	Failures  atomic.Int64 // attempts that failed and will be retried
+}
+
+// New checks the configuration and builds an agent on the given clients.
+// The clients carry the retry and timeout settings (see main).
+func New(cfg Config, s3c *s3.Client, db *dynamodb.Client) (*Agent, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	for _, dir := range []*string{&cfg.Watch, &cfg.Archive} {
+		if *dir != "" {
+			abs, err := filepath.Abs(*dir)
+			if err != nil {
+				return nil, err
+			}
+			*dir = abs
+		}
+	}
+	root, err := os.OpenRoot(cfg.Watch)
+	if err != nil {
+		return nil, fmt.Errorf("watch: %w", err)
+	}
+	store := newS3Store(s3c, cfg.Bucket, cfg.PartSize, cfg.Concurrency, cfg.CallTimeout)
+	return &Agent{
+		cfg:    cfg,
+		root:   root,
+		store:  store,
+		s3:     store,
+		ledger: &dynamoLedger{client: db, table: cfg.Table, callTimeout: cfg.CallTimeout},
+		log:    cfg.Logger,
+	}, nil
+}
+
+// Stats returns the agent's counters.
+func (a *Agent) Stats() *Stats { return &a.stats }
+
+// Close releases the watch folder.
+func (a *Agent) Close() error { return a.root.Close() }
+
+// Run is the daemon: it offloads every settled file in the watch folder,
+// now and as they arrive, until ctx ends. Then it stops taking files, lets
+// in-flight ones finish within the grace period, abandons the rest (their
+// multipart uploads are aborted; the files stay local) and returns nil.
+func (a *Agent) Run(ctx context.Context) error {
+	return a.loop(ctx, false)
+}
+
+// ErrIncomplete is returned by Once when some file could not be offloaded.
+var ErrIncomplete = errors.New("some files were not offloaded")
+
+// Once offloads every file in the watch folder, waiting for files that are
+// still being written to settle, and returns. A file that fails
+// onceAttempts times, conflicts, or is refused makes it return ErrIncomplete.
+func (a *Agent) Once(ctx context.Context) error {
+	return a.loop(ctx, true)
+}
+
+// onceAttempts is how often Once tries a failing file before it reports it.
+const onceAttempts = 3
+
+// Retry backoff per file: exponential with full jitter, never giving up
+// while the file exists (in Run). Base and cap: a blip clears in seconds,
+// and during a long outage one attempt per file every few minutes costs
+// nothing.
+const (
+	backoffBase = time.Second
+	backoffCap  = 5 * time.Minute
+)
+
+func backoff(attempt int) time.Duration {
+	d := backoffCap
+	if attempt < 20 {
+		d = min(backoffCap, backoffBase<<attempt)
+	}
+	return time.Duration(rand.Int64N(int64(d)) + 1)
+}
+
+// entry is the scheduler's view of one pending file.
+type entry struct {
+	seen      fileID    // the last version observed
+	since     time.Time // when that version was first observed
+	notBefore time.Time // backoff after a failure
+	attempts  int
+	running   bool
+	dirty     bool // an event arrived while it was running
+}
+
+// loop is the scheduler: it owns every pending file's state, takes
+// candidates from the watcher, hands settled files to the workers and acts
+// on their results. Only this goroutine touches pending and parked.
+func (a *Agent) loop(ctx context.Context, once bool) error {
+	a.abortOrphans(ctx)
+
+	pending := map[string]*entry{}
+	// parked files are not looked at again until they change: conflicts,
+	// refusals, and (with --after keep) files already offloaded.
+	parked := map[string]fileID{}
+	failedForGood := 0
+
+	candidates := make(chan string, 4096)
+	scanned := make(chan error, 1)
+	var scannedIn <-chan error = scanned
+	w, err := a.startWatcher(ctx, candidates, scanned, once)
+	if err != nil {
+		return err
+	}
+	defer w.close()
+
+	// Workers get a context that outlives ctx by the grace period, so a
+	// shutdown lets in-flight uploads finish.
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	jobs := make(chan job)
+	results := make(chan result, a.cfg.Workers)
+	var wg sync.WaitGroup
+	for range a.cfg.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				results <- a.offloadFile(workCtx, j)
+			}
+		}()
+	}
+	running := 0
+	defer func() {
+		close(jobs)
+		wg.Wait()
+	}()
+
+	note := func(rel string) {
+		if ignored(rel, a.cfg.Ignore) {
+			return
+		}
+		e := pending[rel]
+		if e != nil && e.running {
+			e.dirty = true
+			return
+		}
+		fi, err := a.root.Lstat(rel)
+		if err != nil {
+			delete(pending, rel)
+			return
+		}
+		id, _ := idOf(fi)
+		if p, ok := parked[rel]; ok {
+			if p.sameVersion(id) {
+				return
+			}
+			delete(parked, rel)
+		}
+		now := time.Now()
+		switch {
+		case e == nil:
+			pending[rel] = &entry{seen: id, since: now}
+		case !e.seen.sameVersion(id):
+			e.seen, e.since = id, now
+		}
+	}
+
+	finish := func(r result) {
+		running--
+		e := pending[r.rel]
+		e.running = false
+		log := a.log.With("file", r.rel, "key", r.key)
+		version := r.id // what is parked: the version read, or else the one seen
+		if version == (fileID{}) {
+			version = e.seen
+		}
+		switch r.outcome {
+		case outDone:
+			a.stats.Uploaded.Add(1)
+			a.stats.Bytes.Add(r.id.size)
+			log.Info("offloaded", "bytes", r.id.size, "duration", r.elapsed.Round(time.Millisecond), "after", string(a.cfg.After))
+			delete(pending, r.rel)
+			if a.cfg.After == AfterKeep {
+				parked[r.rel] = version
+			}
+		case outGone:
+			delete(pending, r.rel)
+		case outNotReady:
+			if r.err != nil {
+				log.Info("not settled, will look again", "reason", r.err)
+			}
+			e.since = time.Now()
+		case outSkipped:
+			log.Info("skipped: only regular files are offloaded", "reason", r.err)
+			delete(pending, r.rel)
+			parked[r.rel] = version
+		case outRefused:
+			a.stats.Refused.Add(1)
+			log.Warn("refused: never uploaded", "err", r.err)
+			delete(pending, r.rel)
+			parked[r.rel] = version
+			failedForGood++
+		case outConflict:
+			a.stats.Conflicts.Add(1)
+			log.Error("conflict: left in place, never overwritten", "err", r.err)
+			delete(pending, r.rel)
+			parked[r.rel] = version
+			failedForGood++
+		case outFailed:
+			a.stats.Failures.Add(1)
+			e.attempts++
+			wait := backoff(e.attempts)
+			e.notBefore = time.Now().Add(wait)
+			log.Warn("failed, will retry", "attempt", e.attempts, "retry_in", wait.Round(time.Millisecond), "err", r.err)
+			if once && e.attempts >= onceAttempts {
+				delete(pending, r.rel)
+				failedForGood++
+			}
+		}
+		if e.dirty {
+			e.dirty = false
+			note(r.rel)
+		}
+	}
+
+	// dispatch hands every settled, due file to a free worker.
+	dispatch := func() {
+		now := time.Now()
+		for rel, e := range pending {
+			if running == a.cfg.Workers {
+				return
+			}
+			if e.running || now.Before(e.notBefore) {
+				continue
+			}
+			if now.Sub(e.seen.ctime) < a.cfg.Quiet && now.Sub(e.since) < a.cfg.Quiet {
+				continue
+			}
+			e.running, e.dirty = true, false
+			running++
+			jobs <- job{rel: rel, seen: e.seen, since: e.since}
+		}
+	}
+
+	tick := time.NewTicker(tickInterval(a.cfg.Quiet))
+	defer tick.Stop()
+	scanDone := false
+	for {
+		select {
+		case rel := <-candidates:
+			note(rel)
+		case err := <-scannedIn:
+			if err != nil && ctx.Err() == nil {
+				a.log.Error("scan failed", "err", err)
+			}
+			scannedIn, scanDone = nil, true
+		case r := <-results:
+			finish(r)
+			dispatch()
+		case <-tick.C:
+			dispatch()
+		case <-ctx.Done():
+			return a.drain(results, &running, cancelWork, finish)
+		}
+		if once && scanDone && len(pending) == 0 && running == 0 && len(candidates) == 0 {
+			if failedForGood > 0 {
+				return fmt.Errorf("%d files: %w", failedForGood, ErrIncomplete)
+			}
+			return nil
+		}
+	}
+}
+
+// drain waits for in-flight files for the grace period, then cancels them.
+func (a *Agent) drain(results chan result, running *int, cancelWork func(), finish func(result)) error {
+	if *running > 0 {
+		a.log.Info("shutting down: letting in-flight files finish", "files", *running, "grace", a.cfg.Grace)
+	}
+	grace := time.NewTimer(a.cfg.Grace)
+	defer grace.Stop()
+	for *running > 0 {
+		select {
+		case r := <-results:
+			finish(r)
+		case <-grace.C:
+			a.log.Warn("grace period over: aborting in-flight uploads; the files stay local", "files", *running)
+			cancelWork()
+			grace.Reset(time.Hour)
+		}
+	}
+	return nil
+}
+
+// tickInterval is how often the scheduler looks for settled files: a
+// quarter of the quiet period, between 20 ms and 500 ms.
+func tickInterval(quiet time.Duration) time.Duration {
+	return min(max(quiet/4, 20*time.Millisecond), 500*time.Millisecond)
+}
+
+// abortOrphans aborts multipart uploads under the key prefix that a dead
+// agent left: initiated before this agent started, and either older than
+// OrphanAge or for a file still in this watch folder (so this agent will
+// upload it again). Another host's upload of a name this host also has may
+// be aborted too; that host then retries, and nothing is lost.
+func (a *Agent) abortOrphans(ctx context.Context) {
+	n, err := a.s3.abortUploads(ctx, a.cfg.Mapping.KeyPrefix, func(u types.MultipartUpload) bool {
+		initiated := aws.ToTime(u.Initiated)
+		if !initiated.Before(a.s3.started) {
+			return false
+		}
+		if time.Since(initiated) > a.cfg.OrphanAge {
+			return true
+		}
+		rel, err := a.cfg.Mapping.FileForKey(aws.ToString(u.Key))
+		if err != nil {
+			return false
+		}
+		_, err = a.root.Lstat(rel)
+		return !errors.Is(err, fs.ErrNotExist)
+	})
+	if err != nil {
+		a.log.Warn("could not list multipart uploads to abort orphans", "err", err)
+	}
+	if n > 0 {
+		a.log.Info("aborted orphaned multipart uploads", "uploads", n)
+	}
+}

@@ -1,0 +1,293 @@
+package agent_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/photosleeve/offload/agent"
+)
+
+// TestOnceOffloadsEverything: files already in the folder at start, in
+// nested folders, with odd names, empty, small (one PUT) and large (a
+// multipart upload of 4 parts) all land whole, recorded and archived.
+func TestOnceOffloadsEverything(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	files := map[string][]byte{
+		"small.jpg":                 randomBytes(100<<10, 1),
+		"2026/11/nested.jpg":        randomBytes(3000, 2),
+		"with space/ünïcödé 写真.jpg": randomBytes(4000, 3),
+		"-leading-dash.jpg":         randomBytes(10, 4),
+		"empty.jpg":                 {},
+		"large.jpg":                 randomBytes(18<<20, 5), // 4 parts of 5 MiB
+	}
+	for rel, data := range files {
+		h.write(rel, data)
+	}
+	if err := h.once(); err != nil {
+		t.Fatalf("Once: %v", err)
+	}
+	for rel, data := range files {
+		h.assertOffloaded(rel, data)
+	}
+	if up := h.multipartUploads(); len(up) != 0 {
+		t.Errorf("unfinished multipart uploads left: %v", up)
+	}
+}
+
+// TestAfterDeleteAndKeep: the other two endings of the life of a file.
+func TestAfterDeleteAndKeep(t *testing.T) {
+	t.Parallel()
+	for _, after := range []agent.After{agent.AfterDelete, agent.AfterKeep} {
+		t.Run(string(after), func(t *testing.T) {
+			h := newHarness(t)
+			h.cfg.After, h.cfg.Archive = after, ""
+			data := randomBytes(5000, 9)
+			h.write("a.jpg", data)
+			if err := h.once(); err != nil {
+				t.Fatalf("Once: %v", err)
+			}
+			if got := h.ledgerItem("a.jpg"); got.CRC64NVME != checksum(data) {
+				t.Errorf("ledger crc64nvme = %q; want %q", got.CRC64NVME, checksum(data))
+			}
+			_, err := os.Stat(filepath.Join(h.cfg.Watch, "a.jpg"))
+			if kept := err == nil; kept != (after == agent.AfterKeep) {
+				t.Errorf("after %s: local file kept = %v", after, kept)
+			}
+			// A second run finds nothing to do and agrees with the ledger.
+			if err := h.once(); err != nil {
+				t.Errorf("second Once: %v", err)
+			}
+		})
+	}
+}
+
+// TestSymlinksAndSpecialFilesAreSkipped: a symlink to a file outside the
+// folder is never uploaded, nor is a FIFO; ignored names stay too.
+func TestSymlinksAndSpecialFilesAreSkipped(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	secret := filepath.Join(t.TempDir(), "secret.jpg")
+	if err := os.WriteFile(secret, []byte("outside"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(secret, filepath.Join(h.cfg.Watch, "link.jpg")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Dir(secret), filepath.Join(h.cfg.Watch, "linkdir")); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscallMkfifo(filepath.Join(h.cfg.Watch, "fifo.jpg")); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"upload.tmp", "upload.part", ".hidden.jpg", ".git/config"} {
+		p := filepath.Join(h.cfg.Watch, name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := h.once(); err != nil {
+		t.Fatalf("Once: %v", err)
+	}
+	for _, rel := range []string{"link.jpg", "linkdir/secret.jpg", "fifo.jpg", "upload.tmp", "upload.part", ".hidden.jpg", ".git/config"} {
+		if h.objectExists(rel) {
+			t.Errorf("%s was uploaded", rel)
+		}
+	}
+	if _, err := os.Lstat(filepath.Join(h.cfg.Watch, "link.jpg")); err != nil {
+		t.Errorf("symlink was moved: %v", err)
+	}
+	if b, err := os.ReadFile(secret); err != nil || string(b) != "outside" {
+		t.Errorf("the symlink's target was touched: %q, %v", b, err)
+	}
+}
+
+// TestInvalidNameIsRefusedAndKept: a name the naming contract refuses is
+// logged, kept, and makes Once report failure.
+func TestInvalidNameIsRefusedAndKept(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	for _, name := range []string{`back\slash.jpg`, "new\nline.jpg", "bad\xffutf8.jpg"} {
+		h.write(name, []byte("data"))
+	}
+	err := h.once()
+	if !errors.Is(err, agent.ErrIncomplete) {
+		t.Fatalf("Once = %v; want ErrIncomplete", err)
+	}
+	entries, _ := os.ReadDir(h.cfg.Watch)
+	if len(entries) != 3 {
+		t.Errorf("watch folder has %d files; want the 3 refused ones kept", len(entries))
+	}
+	if !strings.Contains(h.logs.String(), "refused") {
+		t.Errorf("no refusal logged:\n%s", h.logs)
+	}
+}
+
+// TestConflictNeverOverwrites: the key already holds other bytes (a
+// different original with the same name): the object is untouched, the
+// local file stays, a conflict is counted and Once fails.
+func TestConflictNeverOverwrites(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	first, second := randomBytes(6000, 1), randomBytes(6000, 2)
+	if _, err := h.s3.PutObject(context.Background(), &s3.PutObjectInput{
+		Bucket: aws.String(h.st.Bucket), Key: aws.String(h.key("same.jpg")), Body: bytes.NewReader(first),
+		ChecksumAlgorithm: s3types.ChecksumAlgorithmCrc64nvme,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	h.write("same.jpg", second)
+	a := h.newAgent(h.cfg)
+	err := a.Once(context.Background())
+	if !errors.Is(err, agent.ErrIncomplete) {
+		t.Fatalf("Once = %v; want ErrIncomplete", err)
+	}
+	if n := a.Stats().Conflicts.Load(); n != 1 {
+		t.Errorf("conflicts = %d; want 1", n)
+	}
+	got, err := h.s3.GetObject(context.Background(), &s3.GetObjectInput{Bucket: aws.String(h.st.Bucket), Key: aws.String(h.key("same.jpg"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer got.Body.Close()
+	var buf bytes.Buffer
+	buf.ReadFrom(got.Body)
+	if !bytes.Equal(buf.Bytes(), first) {
+		t.Errorf("the object in S3 was overwritten")
+	}
+	if local, err := os.ReadFile(filepath.Join(h.cfg.Watch, "same.jpg")); err != nil || !bytes.Equal(local, second) {
+		t.Errorf("local file not kept as it was: %v", err)
+	}
+	for _, want := range []string{checksum(first), checksum(second)} {
+		if !strings.Contains(h.logs.String(), want) {
+			t.Errorf("conflict log does not name checksum %s:\n%s", want, h.logs)
+		}
+	}
+}
+
+// TestDaemonSeesNewFilesAndFolders: Run offloads a file present at start,
+// then files written later, also into a folder created after start.
+func TestDaemonSeesNewFilesAndFolders(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	early := randomBytes(1000, 1)
+	h.write("early.jpg", early)
+	_, stop := h.runDaemon(h.cfg)
+	h.waitFor("early.jpg archived", 30*time.Second, func() bool { return h.archived("early.jpg") })
+	late, deep := randomBytes(2000, 2), randomBytes(3000, 3)
+	h.write("late.jpg", late)
+	h.write("new/folder/deep.jpg", deep)
+	h.waitFor("late files archived", 30*time.Second, func() bool { return h.archived("late.jpg") && h.archived("new/folder/deep.jpg") })
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	h.assertOffloaded("early.jpg", early)
+	h.assertOffloaded("late.jpg", late)
+	h.assertOffloaded("new/folder/deep.jpg", deep)
+}
+
+// TestSlowWriterIsUploadedWholeOnce: a file written in place over several
+// seconds, in bursts closer together than the quiet period, is uploaded
+// once, whole, after the writer is done.
+func TestSlowWriterIsUploadedWholeOnce(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	a, stop := h.runDaemon(h.cfg)
+	data := randomBytes(12<<20, 7)
+	f, err := os.Create(filepath.Join(h.cfg.Watch, "slow.jpg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := len(data) / 20
+	for i := 0; i < len(data); i += chunk {
+		if _, err := f.Write(data[i:min(i+chunk, len(data))]); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(h.cfg.Quiet / 2)
+	}
+	// A writer that keeps the file open and goes quiet for longer than the
+	// quiet period: the open-for-writing check holds the upload back.
+	time.Sleep(3 * h.cfg.Quiet)
+	if h.objectExists("slow.jpg") {
+		t.Errorf("uploaded while the writer still had the file open")
+	}
+	f.Close()
+	h.waitFor("slow.jpg archived", 30*time.Second, func() bool { return h.archived("slow.jpg") })
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	h.assertOffloaded("slow.jpg", data)
+	if n := a.Stats().Uploaded.Load(); n != 1 {
+		t.Errorf("uploaded %d times; want 1", n)
+	}
+}
+
+// TestTwoAgentsRaceOnOneName: two web hosts (two watch folders) share the
+// bucket and the table. Identical bytes under one name: both succeed, one
+// object, one ledger item. Different bytes: exactly one wins, the other
+// reports a conflict and keeps its file.
+func TestTwoAgentsRaceOnOneName(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name      string
+		identical bool
+	}{{"identical", true}, {"different", false}} {
+		t.Run(tt.name, func(t *testing.T) {
+			h1 := newHarness(t)
+			h2 := newHarness(t)
+			h2.cfg.Mapping = h1.cfg.Mapping // same keys
+			size := 11 << 20                // multipart, so both uploads overlap
+			d1 := randomBytes(size, 1)
+			d2 := d1
+			if !tt.identical {
+				d2 = randomBytes(size, 2)
+			}
+			h1.write("race.jpg", d1)
+			h2.write("race.jpg", d2)
+			a1, a2 := h1.newAgent(h1.cfg), h2.newAgent(h2.cfg)
+			done := make(chan error, 1)
+			go func() { done <- a1.Once(context.Background()) }()
+			e2 := a2.Once(context.Background())
+			e1 := <-done
+			conflicts := a1.Stats().Conflicts.Load() + a2.Stats().Conflicts.Load()
+			if tt.identical {
+				if e1 != nil || e2 != nil {
+					t.Fatalf("Once errors: %v, %v; want both nil", e1, e2)
+				}
+				h1.assertOffloaded("race.jpg", d1)
+				if !h2.archived("race.jpg") {
+					t.Errorf("second host did not archive its identical copy")
+				}
+				if conflicts != 0 {
+					t.Errorf("conflicts = %d; want 0", conflicts)
+				}
+				return
+			}
+			if (e1 == nil) == (e2 == nil) {
+				t.Fatalf("Once errors: %v, %v; want exactly one to fail", e1, e2)
+			}
+			if conflicts != 1 {
+				t.Errorf("conflicts = %d; want 1", conflicts)
+			}
+			winner, loser, wdata, ldata := h1, h2, d1, d2
+			if e1 != nil {
+				winner, loser, wdata, ldata = h2, h1, d2, d1
+			}
+			winner.assertOffloaded("race.jpg", wdata)
+			if b, err := os.ReadFile(filepath.Join(loser.cfg.Watch, "race.jpg")); err != nil || !bytes.Equal(b, ldata) {
+				t.Errorf("the losing host's file was not kept: %v", err)
+			}
+		})
+	}
+}

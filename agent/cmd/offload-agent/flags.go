@@ -1,0 +1,224 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/photosleeve/offload"
+	"github.com/photosleeve/offload/agent"
+)
+
+const usage = `offload-agent moves a web site's uploaded originals to S3 and keeps every URL working.
+
+usage:
+  offload-agent run  [flags]   watch the folder and offload files as they settle, until SIGTERM
+  offload-agent once [flags]   offload everything in the folder now, then exit
+                               (status 1 if any file failed, conflicted or was refused)
+  offload-agent help           this text
+
+Each file: settle (unchanged for --quiet) -> upload with a full-object CRC64NVME that S3
+checks, never overwriting (If-None-Match: *) -> verify -> record in the DynamoDB ledger ->
+archive (or delete, or keep). A key that already holds other bytes is a conflict: the
+local file is left where it is and an error is logged.
+
+S3 and DynamoDB endpoints, region and credentials come from the AWS SDK's own settings
+(AWS_REGION, AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL_DYNAMODB, AWS_PROFILE, instance role...).
+
+flags (each also read from the environment variable shown; a flag wins):
+`
+
+// options is everything the command line and the environment say.
+type options struct {
+	agent     agent.Config
+	pathStyle bool
+	logFormat string
+	logLevel  slog.Level
+}
+
+// setting is one flag with its environment fallback.
+type setting struct {
+	name, env, def, help string
+	set                  func(o *options, v string) error
+}
+
+var errHelp = errors.New("help requested")
+
+// settings lists every flag; help prints them in this order.
+var settings = []setting{
+	{"watch", "OFFLOAD_WATCH", "", "folder the back-end writes originals into (watched recursively)",
+		func(o *options, v string) error { o.agent.Watch = v; return nil }},
+	{"archive", "OFFLOAD_ARCHIVE", "", "folder offloaded files are moved to, same relative path (needed with --after archive)",
+		func(o *options, v string) error { o.agent.Archive = v; return nil }},
+	{"after", "OFFLOAD_AFTER", "archive", "what happens to a local file once S3 and the ledger hold it: archive, delete or keep",
+		func(o *options, v string) error { o.agent.After = agent.After(v); return nil }},
+	{"bucket", "OFFLOAD_BUCKET", "", "S3 bucket for the originals (required)",
+		func(o *options, v string) error { o.agent.Bucket = v; return nil }},
+	{"table", "OFFLOAD_TABLE", "", "DynamoDB ledger table (required)",
+		func(o *options, v string) error { o.agent.Table = v; return nil }},
+	{"key-prefix", "OFFLOAD_KEY_PREFIX", offload.DefaultMapping.KeyPrefix, "prefix of every object key: empty or ending in /",
+		func(o *options, v string) error { o.agent.Mapping.KeyPrefix = v; return nil }},
+	{"url-prefix", "OFFLOAD_URL_PREFIX", offload.DefaultMapping.URLPrefix, "URL path the web server serves the watch folder under (shared with the resolver)",
+		func(o *options, v string) error { o.agent.Mapping.URLPrefix = v; return nil }},
+	{"quiet", "OFFLOAD_QUIET", agent.DefaultQuiet.String(), "a file is settled when unchanged this long",
+		durationSetter(func(o *options) *time.Duration { return &o.agent.Quiet })},
+	{"rescan", "OFFLOAD_RESCAN", agent.DefaultRescan.String(), "full scan period, on top of file-system events",
+		durationSetter(func(o *options) *time.Duration { return &o.agent.Rescan })},
+	{"ignore", "OFFLOAD_IGNORE", strings.Join(agent.DefaultIgnore, ","), "comma-separated globs of base names never uploaded (dot-folders are always skipped)",
+		func(o *options, v string) error { o.agent.Ignore = splitList(v); return nil }},
+	{"part-size", "OFFLOAD_PART_SIZE", "8MiB", "multipart part size (5MiB..5GiB); larger files are uploaded in parts",
+		func(o *options, v string) error { n, err := parseSize(v); o.agent.PartSize = n; return err }},
+	{"concurrency", "OFFLOAD_CONCURRENCY", strconv.Itoa(agent.DefaultConcurrency), "parts in flight across all files; memory is about part-size x concurrency",
+		intSetter(func(o *options) *int { return &o.agent.Concurrency })},
+	{"workers", "OFFLOAD_WORKERS", strconv.Itoa(agent.DefaultWorkers), "files offloaded at once",
+		intSetter(func(o *options) *int { return &o.agent.Workers })},
+	{"grace", "OFFLOAD_GRACE", agent.DefaultGrace.String(), "on SIGTERM, how long in-flight uploads may finish before they are aborted",
+		durationSetter(func(o *options) *time.Duration { return &o.agent.Grace })},
+	{"call-timeout", "OFFLOAD_CALL_TIMEOUT", agent.DefaultCallTimeout.String(), "bound on every single S3 or DynamoDB call",
+		durationSetter(func(o *options) *time.Duration { return &o.agent.CallTimeout })},
+	{"orphan-age", "OFFLOAD_ORPHAN_AGE", agent.DefaultOrphanAge.String(), "at start, abort multipart uploads under the key prefix older than this",
+		durationSetter(func(o *options) *time.Duration { return &o.agent.OrphanAge })},
+	{"host", "OFFLOAD_HOST", "", "host name recorded in the ledger (default: this machine's)",
+		func(o *options, v string) error { o.agent.Host = v; return nil }},
+	{"s3-path-style", "OFFLOAD_S3_PATH_STYLE", "auto", "path-style S3 URLs: true, false, or auto (true when AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL is set)",
+		nil}, // resolved in parseFlags: it depends on other variables
+	{"log-format", "OFFLOAD_LOG_FORMAT", "text", "log format: text or json",
+		func(o *options, v string) error {
+			if v != "text" && v != "json" {
+				return fmt.Errorf("want text or json, got %q", v)
+			}
+			o.logFormat = v
+			return nil
+		}},
+	{"log-level", "OFFLOAD_LOG_LEVEL", "info", "log level: debug, info, warn or error",
+		func(o *options, v string) error { return o.logLevel.UnmarshalText([]byte(v)) }},
+}
+
+// parseFlags applies, for each setting, the flag if given, else the
+// environment variable if set, else the default.
+func parseFlags(cmd string, args []string, getenv func(string) string) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("offload-agent "+cmd, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	given := map[string]*string{}
+	for _, s := range settings {
+		v := new(string)
+		given[s.name] = v
+		fs.StringVar(v, s.name, "", s.help)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Print(usage)
+			printFlags(nil)
+			return o, errHelp
+		}
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	pathStyle := ""
+	for _, s := range settings {
+		v, from := s.def, "default"
+		if set[s.name] {
+			v, from = *given[s.name], "--"+s.name
+		} else if e := getenv(s.env); e != "" {
+			v, from = e, s.env
+		}
+		if s.set == nil {
+			pathStyle = v
+			continue
+		}
+		if err := s.set(&o, v); err != nil {
+			return o, fmt.Errorf("%s: %v", from, err)
+		}
+	}
+	switch pathStyle {
+	case "auto":
+		o.pathStyle = getenv("AWS_ENDPOINT_URL_S3") != "" || getenv("AWS_ENDPOINT_URL") != ""
+	default:
+		b, err := strconv.ParseBool(pathStyle)
+		if err != nil {
+			return o, fmt.Errorf("s3-path-style: want true, false or auto, got %q", pathStyle)
+		}
+		o.pathStyle = b
+	}
+	return o, nil
+}
+
+func printFlags(w io.Writer) {
+	if w == nil {
+		w = stdout{}
+	}
+	for _, s := range settings {
+		def := s.def
+		if def == "" {
+			def = `""`
+		}
+		fmt.Fprintf(w, "  --%-14s %s\n  %-16s env %s, default %s\n", s.name, s.help, "", s.env, def)
+	}
+}
+
+type stdout struct{}
+
+func (stdout) Write(p []byte) (int, error) { return fmt.Print(string(p)) }
+
+func durationSetter(field func(*options) *time.Duration) func(*options, string) error {
+	return func(o *options, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("want a duration like 2s or 1m, got %q", v)
+		}
+		*field(o) = d
+		return nil
+	}
+}
+
+func intSetter(field func(*options) *int) func(*options, string) error {
+	return func(o *options, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("want a whole number, got %q", v)
+		}
+		*field(o) = n
+		return nil
+	}
+}
+
+func splitList(v string) []string {
+	out := []string{}
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// parseSize reads a byte count: a number with an optional binary unit
+// (K, M, G, T or KiB, MiB, GiB, TiB; all powers of 1024).
+func parseSize(v string) (int64, error) {
+	s := strings.TrimSpace(v)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"T", 1 << 40}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}, {"B", 1}} {
+		if rest, ok := strings.CutSuffix(s, u.suffix); ok {
+			s, mult = strings.TrimSpace(rest), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("want a size like 8MiB, got %q", v)
+	}
+	return n * mult, nil
+}

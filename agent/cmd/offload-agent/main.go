@@ -1,0 +1,163 @@
+// Command offload-agent moves a web site's uploaded originals to S3: it
+// watches a folder and takes every finished file through upload → verify →
+// record → archive. See "offload-agent help".
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/photosleeve/offload/agent"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+// run returns the exit status: 0 done, 1 failed or incomplete, 2 bad usage
+// or configuration.
+func run(args []string) int {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprint(os.Stderr, usage)
+		printFlags(os.Stderr)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	cmd := args[0]
+	if cmd != "run" && cmd != "once" {
+		fmt.Fprintf(os.Stderr, "offload-agent: unknown command %q (want run or once; see offload-agent help)\n", cmd)
+		return 2
+	}
+	opts, err := parseFlags(cmd, args[1:], os.Getenv)
+	if errors.Is(err, errHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "offload-agent: %v\n", err)
+		return 2
+	}
+	log := newLogger(opts.logFormat, opts.logLevel)
+	cfg := opts.agent
+	cfg.Logger = log
+	if cfg.Host == "" {
+		cfg.Host, _ = os.Hostname()
+	}
+	if err := cfg.WithDefaults().Validate(); err != nil {
+		fmt.Fprintf(os.Stderr, "offload-agent: bad configuration: %v\n", oneLine(err))
+		return 2
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	s3c, db, err := awsClients(ctx, opts.pathStyle)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "offload-agent: %v\n", err)
+		return 2
+	}
+	a, err := agent.New(cfg, s3c, db)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "offload-agent: %v\n", oneLine(err))
+		return 2
+	}
+	defer a.Close()
+
+	log.Info("offload-agent starting", "mode", cmd, "watch", cfg.Watch, "bucket", cfg.Bucket, "table", cfg.Table, "after", string(cfg.After))
+	if cmd == "once" {
+		err = a.Once(ctx)
+	} else {
+		err = a.Run(ctx)
+	}
+	s := a.Stats()
+	log.Info("offload-agent stopped", "uploaded", s.Uploaded.Load(), "bytes", s.Bytes.Load(),
+		"conflicts", s.Conflicts.Load(), "refused", s.Refused.Load(), "failed_attempts", s.Failures.Load())
+	if err != nil {
+		log.Error("offload-agent", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// Client settings, set once for every call the agent makes.
+const (
+	// sdkMaxAttempts: the SDK retries a throttled, 5xx or reset call a few
+	// times within seconds; longer outages are the per-file backoff's job,
+	// which never gives up, so more attempts here would only hold a worker.
+	sdkMaxAttempts = 4
+	sdkMaxBackoff  = 2 * time.Second
+	// dialTimeout: a host that does not accept a connection on a healthy
+	// network within this is down; the call fails fast and is retried.
+	dialTimeout = 5 * time.Second
+	// responseHeaderTimeout: the time S3 or DynamoDB may take to start
+	// answering once a request is sent (S3 answers a long
+	// CompleteMultipartUpload at once and keeps the connection alive).
+	responseHeaderTimeout = time.Minute
+)
+
+// awsClients builds the S3 and DynamoDB clients once, from the SDK's own
+// configuration chain (AWS_REGION, AWS_ENDPOINT_URL_S3, credentials...).
+func awsClients(ctx context.Context, pathStyle bool) (*s3.Client, *dynamodb.Client, error) {
+	// The SDK's buildable client, not a plain *http.Client: it is what the
+	// SDK needs to apply AWS_CA_BUNDLE.
+	httpClient := awshttp.NewBuildableClient().
+		WithDialerOptions(func(d *net.Dialer) { d.Timeout = dialTimeout }).
+		WithTransportOptions(func(t *http.Transport) {
+			t.ResponseHeaderTimeout = responseHeaderTimeout
+			t.MaxIdleConnsPerHost = 64
+		})
+	cfg, err := config.LoadDefaultConfig(ctx,
+		config.WithHTTPClient(httpClient),
+		config.WithRetryer(func() aws.Retryer {
+			return retry.NewStandard(func(o *retry.StandardOptions) {
+				o.MaxAttempts = sdkMaxAttempts
+				o.MaxBackoff = sdkMaxBackoff
+			})
+		}),
+	)
+	if err != nil {
+		return nil, nil, fmt.Errorf("AWS configuration: %w", err)
+	}
+	if cfg.Region == "" {
+		return nil, nil, errors.New("AWS region: not set (AWS_REGION or the shared config)")
+	}
+	s3c := s3.NewFromConfig(cfg, func(o *s3.Options) { o.UsePathStyle = pathStyle })
+	return s3c, dynamodb.NewFromConfig(cfg), nil
+}
+
+func newLogger(format string, level slog.Level) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+// oneLine joins a multi-error's lines with "; " for a one-line refusal.
+func oneLine(err error) string {
+	s := err.Error()
+	out := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\n' {
+			out = append(out, "; "...)
+			continue
+		}
+		out = append(out, s[i])
+	}
+	return string(out)
+}

@@ -1,0 +1,211 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/photosleeve/offload"
+)
+
+// After says what happens to the local file once S3 and the ledger hold it.
+type After string
+
+// The choices for After.
+const (
+	AfterArchive After = "archive" // move it into the archive folder (the default)
+	AfterDelete  After = "delete"  // unlink it
+	AfterKeep    After = "keep"    // leave it where it is
+)
+
+// Defaults, each with the reason for its number.
+const (
+	// DefaultQuiet: a browser upload that stalls longer than this is rare,
+	// and the check that the file did not change while it was read catches
+	// the rest.
+	DefaultQuiet = 2 * time.Second
+	// DefaultRescan: fsnotify sees every new file; the periodic scan is the
+	// safety net for what it missed, so once a minute is plenty.
+	DefaultRescan = time.Minute
+	// DefaultPartSize: S3's minimum part is 5 MiB; 8 MiB parts keep memory
+	// small (PartSize × Concurrency) and request overhead low.
+	DefaultPartSize = 8 << 20
+	// DefaultConcurrency parts are in flight at once, across all files:
+	// enough to fill a web host's uplink, 64 MiB of buffers at most.
+	DefaultConcurrency = 8
+	// DefaultWorkers files are offloaded at once; small files are
+	// latency-bound, so a few in parallel keep the pipe full.
+	DefaultWorkers = 4
+	// DefaultGrace is how long in-flight uploads may run after SIGTERM;
+	// systemd's default stop timeout is 90 s.
+	DefaultGrace = 30 * time.Second
+	// DefaultCallTimeout bounds every single S3 or DynamoDB call (one part
+	// of at most PartSize bytes), so a blackholed connection cannot hang
+	// the agent: 8 MiB at 100 kB/s still fits.
+	DefaultCallTimeout = 2 * time.Minute
+	// DefaultOrphanAge: a multipart upload older than this under the key
+	// prefix belongs to an agent that died; no upload of one file runs this long.
+	DefaultOrphanAge = 24 * time.Hour
+
+	minPartSize = 5 << 20 // S3's minimum for every part but the last
+	maxPartSize = 5 << 30 // S3's maximum
+	maxParts    = 10000   // S3's maximum number of parts
+)
+
+// DefaultIgnore are the globs of temporary names that are never uploaded.
+var DefaultIgnore = []string{"*.tmp", "*.part", ".*"}
+
+// Config is everything the agent needs to know; main fills it from flags and
+// the environment, nothing below main reads either.
+type Config struct {
+	Watch   string // folder the back-end writes originals into (recursive)
+	Archive string // where offloaded files are moved when After is AfterArchive
+	After   After
+
+	Bucket  string
+	Table   string
+	Mapping offload.Mapping // only KeyPrefix is used by the agent
+	Host    string          // recorded in the ledger: which web host uploaded
+
+	Quiet       time.Duration // a file is settled when unchanged this long
+	Rescan      time.Duration // full scan period, on top of fsnotify
+	Ignore      []string      // base-name globs never uploaded
+	PartSize    int64         // multipart part size; files larger than this are multipart
+	Concurrency int           // parts in flight across all files
+	Workers     int           // files offloaded at once
+	Grace       time.Duration // how long in-flight uploads may finish on shutdown
+	CallTimeout time.Duration // bound on each S3 or DynamoDB call
+	OrphanAge   time.Duration // multipart uploads older than this are aborted at start
+
+	Logger *slog.Logger
+}
+
+// WithDefaults returns the config with every zero field set to its default.
+func (c Config) WithDefaults() Config {
+	if c.After == "" {
+		c.After = AfterArchive
+	}
+	if c.Mapping == (offload.Mapping{}) {
+		c.Mapping = offload.DefaultMapping
+	}
+	if c.Quiet == 0 {
+		c.Quiet = DefaultQuiet
+	}
+	if c.Rescan == 0 {
+		c.Rescan = DefaultRescan
+	}
+	if c.Ignore == nil {
+		c.Ignore = DefaultIgnore
+	}
+	if c.PartSize == 0 {
+		c.PartSize = DefaultPartSize
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = DefaultConcurrency
+	}
+	if c.Workers == 0 {
+		c.Workers = DefaultWorkers
+	}
+	if c.Grace == 0 {
+		c.Grace = DefaultGrace
+	}
+	if c.CallTimeout == 0 {
+		c.CallTimeout = DefaultCallTimeout
+	}
+	if c.OrphanAge == 0 {
+		c.OrphanAge = DefaultOrphanAge
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Validate refuses a configuration the agent cannot run safely with; the
+// error is one line that names the setting.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if c.Bucket == "" {
+		bad("bucket: required (--bucket or OFFLOAD_BUCKET)")
+	}
+	if c.Table == "" {
+		bad("table: required (--table or OFFLOAD_TABLE)")
+	}
+	if err := c.Mapping.Validate(); err != nil {
+		bad("key prefix: %v", err)
+	}
+	if err := checkDir("watch", c.Watch, unix.R_OK|unix.W_OK|unix.X_OK); err != nil {
+		errs = append(errs, err)
+	}
+	switch c.After {
+	case AfterArchive:
+		if err := checkDir("archive", c.Archive, unix.W_OK|unix.X_OK); err != nil {
+			errs = append(errs, err)
+		} else if c.Watch != "" && overlaps(c.Watch, c.Archive) {
+			bad("archive: %s and the watch folder %s must not contain one another", c.Archive, c.Watch)
+		}
+	case AfterDelete, AfterKeep:
+	default:
+		bad("after: %q is not one of archive, delete, keep", c.After)
+	}
+	for _, g := range c.Ignore {
+		if _, err := path.Match(g, ""); err != nil {
+			bad("ignore: bad glob %q", g)
+		}
+	}
+	if c.PartSize < minPartSize || c.PartSize > maxPartSize {
+		bad("part size: %d bytes is outside S3's 5 MiB to 5 GiB", c.PartSize)
+	}
+	for name, d := range map[string]time.Duration{"rescan": c.Rescan, "grace": c.Grace, "call timeout": c.CallTimeout, "orphan age": c.OrphanAge} {
+		if d <= 0 {
+			bad("%s: must be positive, got %s", name, d)
+		}
+	}
+	if c.Quiet < 0 {
+		bad("quiet: must not be negative, got %s", c.Quiet)
+	}
+	if c.Concurrency < 1 || c.Workers < 1 {
+		bad("concurrency and workers: must be at least 1")
+	}
+	return errors.Join(errs...)
+}
+
+// checkDir refuses a missing folder, a non-folder, or one the agent may not
+// use as it needs to (access(2) with mode).
+func checkDir(name, dir string, mode uint32) error {
+	if dir == "" {
+		return fmt.Errorf("%s: required (--%s or OFFLOAD_%s)", name, name, strings.ToUpper(name))
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s: %s is not a folder", name, dir)
+	}
+	if err := unix.Access(dir, mode); err != nil {
+		return fmt.Errorf("%s: %s: %w", name, dir, err)
+	}
+	return nil
+}
+
+// overlaps reports whether either folder is inside the other (or they are one).
+func overlaps(a, b string) bool {
+	ra, err1 := filepath.EvalSymlinks(a)
+	rb, err2 := filepath.EvalSymlinks(b)
+	if err1 != nil || err2 != nil {
+		ra, rb = filepath.Clean(a), filepath.Clean(b)
+	}
+	ra, _ = filepath.Abs(ra)
+	rb, _ = filepath.Abs(rb)
+	inside := func(x, y string) bool { return x == y || strings.HasPrefix(x, y+string(filepath.Separator)) }
+	return inside(ra, rb) || inside(rb, ra)
+}

@@ -1,0 +1,144 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// fileID identifies one version of a local file. If any field changed, the
+// bytes may have changed too.
+type fileID struct {
+	dev, ino uint64
+	size     int64
+	mtime    time.Time
+	ctime    time.Time
+}
+
+func idOf(fi fs.FileInfo) (fileID, bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fileID{}, false
+	}
+	return fileID{
+		dev:   uint64(st.Dev),
+		ino:   st.Ino,
+		size:  fi.Size(),
+		mtime: fi.ModTime(),
+		ctime: time.Unix(st.Ctim.Sec, st.Ctim.Nsec),
+	}, true
+}
+
+// sameVersion reports whether two IDs name the same bytes on disk. ctime is
+// left out on purpose: archiving or a chmod changes it, not the bytes.
+func (a fileID) sameVersion(b fileID) bool {
+	return a.dev == b.dev && a.ino == b.ino && a.size == b.size && a.mtime.Equal(b.mtime)
+}
+
+// errNotRegular refuses symlinks, folders, devices, FIFOs and sockets.
+var errNotRegular = errors.New("not a regular file")
+
+// openLocal opens rel under root for reading without following a symlink
+// (O_NOFOLLOW on the last name; os.Root refuses to leave the folder through
+// one on the way) and returns the open file with its identity.
+func openLocal(root *os.Root, rel string) (*os.File, fileID, error) {
+	// Lstat first so that a symlink or a FIFO is named as such (and a FIFO
+	// is never opened); O_NOFOLLOW and the check after opening close the
+	// race with a file swapped in between.
+	lfi, err := root.Lstat(rel)
+	if err != nil {
+		return nil, fileID{}, err
+	}
+	if !lfi.Mode().IsRegular() {
+		return nil, fileID{}, fmt.Errorf("%s: %w (%s)", rel, errNotRegular, lfi.Mode().Type())
+	}
+	f, err := root.OpenFile(rel, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	if err != nil {
+		if errors.Is(err, unix.ELOOP) {
+			return nil, fileID{}, fmt.Errorf("%s: %w (a symlink)", rel, errNotRegular)
+		}
+		return nil, fileID{}, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fileID{}, err
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fileID{}, fmt.Errorf("%s: %w (%s)", rel, errNotRegular, fi.Mode().Type())
+	}
+	id, ok := idOf(fi)
+	if !ok {
+		f.Close()
+		return nil, fileID{}, fmt.Errorf("%s: no inode information", rel)
+	}
+	return f, id, nil
+}
+
+// stillSame reports whether the open file and the name in the folder are
+// still the version that was read: same inode under the name, same size and
+// mtime. It is checked before an upload is committed and before archiving.
+func stillSame(root *os.Root, rel string, f *os.File, read fileID) error {
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	now, _ := idOf(fi)
+	if !now.sameVersion(read) {
+		return fmt.Errorf("%s: %w while it was read", rel, errChanged)
+	}
+	lfi, err := root.Lstat(rel)
+	if err != nil {
+		return fmt.Errorf("%s: %w: %v", rel, errChanged, err)
+	}
+	named, _ := idOf(lfi)
+	if !named.sameVersion(read) {
+		return fmt.Errorf("%s: %w: the name now points at other bytes", rel, errChanged)
+	}
+	return nil
+}
+
+// errChanged means the file changed after it was judged settled; it is
+// retried once it settles again.
+var errChanged = errors.New("file changed")
+
+// openForWriting reports whether some process holds the file open for
+// writing, where the kernel can tell: a read lease is refused (EAGAIN) while
+// a writer has the file open. The lease is dropped at once, so a writer that
+// opens the file later is not held up. Where leases are not available (not
+// the owner without CAP_LEASE, some network file systems) it reports false
+// and the quiet period alone decides.
+func openForWriting(f *os.File) bool {
+	fd := int(f.Fd())
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETLEASE, unix.F_RDLCK); err != nil {
+		return errors.Is(err, unix.EAGAIN)
+	}
+	_, _ = unix.FcntlInt(uintptr(fd), unix.F_SETLEASE, unix.F_UNLCK)
+	return false
+}
+
+// ignored reports whether a path relative to the watch folder is skipped:
+// any segment that is a dotfile or dot-folder, or a base name matching one
+// of the globs.
+func ignored(rel string, globs []string) bool {
+	for _, seg := range strings.Split(rel, "/") {
+		if len(seg) > 0 && seg[0] == '.' {
+			return true
+		}
+	}
+	base := path.Base(rel)
+	for _, g := range globs {
+		if ok, _ := path.Match(g, base); ok {
+			return true
+		}
+	}
+	return false
+}

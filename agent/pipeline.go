@@ -1,0 +1,166 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"mime"
+	"path"
+	"time"
+
+	"github.com/photosleeve/offload"
+)
+
+// outcome is how one attempt at one file ended.
+type outcome int
+
+const (
+	outDone     outcome = iota // S3 and the ledger hold it; the local file is archived, deleted or kept
+	outGone                    // the file vanished before it was read: nothing to do
+	outNotReady                // not settled, or changed while read: look again later
+	outSkipped                 // not a regular file (symlink, FIFO...): ignored, parked until it changes
+	outRefused                 // a name the agent cannot upload; parked until it changes
+	outConflict                // S3 or the ledger holds other bytes under the key; parked for a human
+	outFailed                  // a transient error; retried with backoff
+)
+
+func (o outcome) String() string {
+	return [...]string{"done", "gone", "not ready", "skipped", "refused", "conflict", "failed"}[o]
+}
+
+// result is what offloadFile reports about one attempt.
+type result struct {
+	rel     string
+	outcome outcome
+	id      fileID // the version that was read (zero when none was)
+	key     string
+	err     error
+	elapsed time.Duration
+}
+
+// offloadFile takes one file through the life of an original, top to bottom:
+// settle → upload → verify → record → archive. Every step is idempotent, so
+// after a crash at any point, running it again on the same file finishes the
+// job; and no step removes the local file before S3 has proved it holds the
+// same bytes and the ledger has recorded them.
+func (a *Agent) offloadFile(ctx context.Context, j job) (res result) {
+	start, rel := time.Now(), j.rel
+	res.rel = rel
+	defer func() { res.elapsed = time.Since(start) }()
+	fail := func(o outcome, err error) result {
+		res.outcome, res.err = o, err
+		return res
+	}
+
+	key, err := a.cfg.Mapping.KeyForFile(rel)
+	if err != nil {
+		return fail(outRefused, err)
+	}
+	res.key = key
+	f, id, err := openLocal(a.root, rel)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fail(outGone, nil)
+	case errors.Is(err, errNotRegular):
+		return fail(outSkipped, err)
+	case err != nil:
+		return fail(outFailed, err)
+	}
+	defer f.Close()
+	res.id = id
+
+	// Settle: unchanged for the quiet period, and no writer has it open.
+	if !a.settled(id, j, time.Now()) || openForWriting(f) {
+		return fail(outNotReady, nil)
+	}
+
+	// Upload: one read pass. S3 checks the full-object CRC64NVME computed on
+	// the way; If-None-Match: * means an existing object is never replaced.
+	sum, obj, err := a.store.put(ctx, upload{
+		key: key, body: f, size: id.size, contentType: contentType(rel),
+		beforeCommit: func() error { return stillSame(a.root, rel, f, id) },
+	})
+
+	// Verify: the upload response is the proof when S3 echoed our checksum;
+	// after a 412 (a resumed run, or another host) a HEAD must agree.
+	switch {
+	case err == nil && obj.CRC64NVME == sum:
+	case err == nil && obj.CRC64NVME != "":
+		return fail(outConflict, fmt.Errorf("%s: S3 stored crc64nvme %s, the file read has %s: %w", key, obj.CRC64NVME, sum, offload.ErrChecksumMismatch))
+	case err == nil || errors.Is(err, errObjectExists):
+		if obj, err = a.store.head(ctx, key); err != nil {
+			return fail(outFailed, err)
+		}
+		if obj.Size != id.size || obj.CRC64NVME != sum {
+			return fail(outConflict, fmt.Errorf("%s: S3 holds %d bytes with crc64nvme %q, the local file has %d bytes with crc64nvme %s: %w",
+				key, obj.Size, obj.CRC64NVME, id.size, sum, offload.ErrConflict))
+		}
+	case errors.Is(err, errChanged):
+		return fail(outNotReady, err)
+	default:
+		return fail(outFailed, err)
+	}
+	if err := stillSame(a.root, rel, f, id); err != nil {
+		return fail(outNotReady, err)
+	}
+
+	// Record: a conditional put; the same object already recorded is success.
+	err = a.ledger.record(ctx, offload.Record{
+		Key: key, Size: id.size, CRC64NVME: sum, ETag: obj.ETag, VersionID: obj.VersionID,
+		ContentType: contentType(rel), Host: a.cfg.Host, Path: rel, UploadedAt: time.Now().UTC(),
+	})
+	switch {
+	case errors.Is(err, offload.ErrConflict):
+		return fail(outConflict, err)
+	case err != nil:
+		return fail(outFailed, err)
+	}
+
+	// Archive, delete or keep, and only the version that was proven.
+	if err := stillSame(a.root, rel, f, id); err != nil {
+		return fail(outNotReady, err)
+	}
+	switch a.cfg.After {
+	case AfterArchive:
+		err = archiveFile(a.cfg.Watch, a.cfg.Archive, rel)
+	case AfterDelete:
+		err = deleteFile(a.cfg.Watch, rel)
+	}
+	if errors.Is(err, errArchiveTaken) {
+		return fail(outConflict, err)
+	}
+	if err != nil {
+		return fail(outFailed, fmt.Errorf("%s is in S3 and the ledger, but: %w", rel, err))
+	}
+	res.outcome = outDone
+	return res
+}
+
+// job is a file the scheduler judged settled: the version it saw and since
+// when it has seen that version unchanged.
+type job struct {
+	rel   string
+	seen  fileID
+	since time.Time
+}
+
+// settled applies the quiet rule. The kernel sets ctime on every write,
+// rename and chmod, so a ctime older than the quiet period means nothing
+// touched the file for that long; a file whose ctime is recent (or in the
+// future, after a clock step) is settled when the scheduler has seen the same
+// version for the quiet period.
+func (a *Agent) settled(id fileID, j job, now time.Time) bool {
+	if now.Sub(id.ctime) >= a.cfg.Quiet {
+		return true
+	}
+	return id.sameVersion(j.seen) && now.Sub(j.since) >= a.cfg.Quiet
+}
+
+// contentType is what the object is stored and later served with.
+func contentType(rel string) string {
+	if t := mime.TypeByExtension(path.Ext(rel)); t != "" {
+		return t
+	}
+	return "application/octet-stream"
+}

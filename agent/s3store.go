@@ -1,0 +1,339 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+
+	"github.com/photosleeve/offload"
+)
+
+// objectInfo is what S3 says about a stored object.
+type objectInfo struct {
+	Size      int64
+	CRC64NVME string // full-object checksum; empty when S3 has none
+	ETag      string
+	VersionID string
+}
+
+// errObjectExists means the key already holds an object: the upload was
+// refused with 412 (If-None-Match: *) and nothing was overwritten.
+var errObjectExists = errors.New("object already exists")
+
+// upload is one original to store: its bytes, read once from body.
+type upload struct {
+	key         string
+	body        io.Reader
+	size        int64
+	contentType string
+	// beforeCommit runs after the last byte was read and before the object
+	// becomes visible; an error aborts the upload. The pipeline checks here
+	// that the file did not change while it was read.
+	beforeCommit func() error
+}
+
+// s3Store uploads originals with direct S3 calls rather than the SDK's
+// transfer manager (feature/s3/transfermanager v0.5.5): the transfer manager
+// cannot compute a full-object CRC64NVME while it reads, so proving the
+// whole object would take a second read pass of every file, and it drops
+// part-level CRC64NVME checksums when it completes an upload.
+//
+// Memory is bounded by parts: at most Concurrency buffers of PartSize bytes
+// exist, shared by every file in flight.
+type s3Store struct {
+	client      *s3.Client
+	bucket      string
+	partSize    int64
+	callTimeout time.Duration
+	buffers     chan []byte // the part buffers; a receive takes one
+	started     time.Time   // uploads initiated before this are not ours
+}
+
+func newS3Store(client *s3.Client, bucket string, partSize int64, concurrency int, callTimeout time.Duration) *s3Store {
+	s := &s3Store{client: client, bucket: bucket, partSize: partSize, callTimeout: callTimeout,
+		buffers: make(chan []byte, concurrency), started: time.Now()}
+	for range concurrency {
+		s.buffers <- nil // allocated on first use, so an idle agent stays small
+	}
+	return s
+}
+
+func (s *s3Store) takeBuffer(ctx context.Context, n int64) ([]byte, error) {
+	select {
+	case b := <-s.buffers:
+		if int64(cap(b)) < n {
+			b = make([]byte, n)
+		}
+		return b[:n], nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (s *s3Store) returnBuffer(b []byte) { s.buffers <- b }
+
+// put stores the upload under its key unless the key exists, reading the
+// body exactly once and sending the full-object CRC64NVME it computed, which
+// S3 checks (a mismatch is refused with 400). It returns that checksum; with
+// a nil error S3 has accepted it for the whole object, and with
+// errObjectExists the caller compares it with the existing object's.
+func (s *s3Store) put(ctx context.Context, u upload) (string, objectInfo, error) {
+	partSize := s.partSize
+	if u.size > partSize*maxParts {
+		// S3 allows 10,000 parts; larger files get larger parts.
+		partSize = (u.size + maxParts - 1) / maxParts
+	}
+	if u.size <= partSize {
+		return s.putSingle(ctx, u)
+	}
+	return s.putMultipart(ctx, u, partSize)
+}
+
+// putSingle is one PutObject: read into a buffer while hashing, check, send.
+func (s *s3Store) putSingle(ctx context.Context, u upload) (string, objectInfo, error) {
+	buf, err := s.takeBuffer(ctx, u.size)
+	if err != nil {
+		return "", objectInfo{}, err
+	}
+	defer s.returnBuffer(buf)
+	crc := offload.NewCRC64NVME()
+	if _, err := io.ReadFull(io.TeeReader(u.body, crc), buf); err != nil {
+		return "", objectInfo{}, fmt.Errorf("read: %w", err)
+	}
+	sum := offload.EncodeChecksum(crc.Sum64())
+	if err := u.beforeCommit(); err != nil {
+		return sum, objectInfo{}, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, s.callTimeout)
+	defer cancel()
+	out, err := s.client.PutObject(cctx, &s3.PutObjectInput{
+		Bucket:            aws.String(s.bucket),
+		Key:               aws.String(u.key),
+		Body:              bytes.NewReader(buf),
+		ContentLength:     aws.Int64(u.size),
+		ContentType:       aws.String(u.contentType),
+		ChecksumAlgorithm: types.ChecksumAlgorithmCrc64nvme,
+		ChecksumCRC64NVME: aws.String(sum),
+		IfNoneMatch:       aws.String("*"),
+	})
+	if err != nil {
+		return sum, objectInfo{}, translate("put "+u.key, err)
+	}
+	return sum, objectInfo{Size: u.size, CRC64NVME: aws.ToString(out.ChecksumCRC64NVME),
+		ETag: aws.ToString(out.ETag), VersionID: aws.ToString(out.VersionId)}, nil
+}
+
+// putMultipart reads the file part by part in order, hashing the whole
+// object as it goes, uploads the parts in parallel, and completes with the
+// full-object checksum and If-None-Match: *.
+func (s *s3Store) putMultipart(ctx context.Context, u upload, partSize int64) (string, objectInfo, error) {
+	// A large file is worth one HEAD first: after a restart it is usually
+	// already there, and re-sending gigabytes only to be refused is waste.
+	if _, err := s.head(ctx, u.key); err == nil {
+		crc := offload.NewCRC64NVME()
+		if _, err := io.Copy(crc, u.body); err != nil {
+			return "", objectInfo{}, fmt.Errorf("read: %w", err)
+		}
+		return offload.EncodeChecksum(crc.Sum64()), objectInfo{}, errObjectExists
+	} else if !errors.Is(err, offload.ErrNotFound) {
+		return "", objectInfo{}, err
+	}
+	s.abortStale(ctx, u.key)
+
+	cctx, cancel := context.WithTimeout(ctx, s.callTimeout)
+	created, err := s.client.CreateMultipartUpload(cctx, &s3.CreateMultipartUploadInput{
+		Bucket:            aws.String(s.bucket),
+		Key:               aws.String(u.key),
+		ContentType:       aws.String(u.contentType),
+		ChecksumAlgorithm: types.ChecksumAlgorithmCrc64nvme,
+		ChecksumType:      types.ChecksumTypeFullObject,
+	})
+	cancel()
+	if err != nil {
+		return "", objectInfo{}, translate("create multipart upload "+u.key, err)
+	}
+	uploadID := aws.ToString(created.UploadId)
+	committed := false
+	defer func() {
+		if !committed {
+			s.abort(u.key, uploadID)
+		}
+	}()
+
+	sum, parts, err := s.uploadParts(ctx, u, uploadID, partSize)
+	if err != nil {
+		return sum, objectInfo{}, err
+	}
+	if err := u.beforeCommit(); err != nil {
+		return sum, objectInfo{}, err
+	}
+	cctx, cancel = context.WithTimeout(ctx, s.callTimeout)
+	defer cancel()
+	out, err := s.client.CompleteMultipartUpload(cctx, &s3.CompleteMultipartUploadInput{
+		Bucket:            aws.String(s.bucket),
+		Key:               aws.String(u.key),
+		UploadId:          aws.String(uploadID),
+		MultipartUpload:   &types.CompletedMultipartUpload{Parts: parts},
+		ChecksumCRC64NVME: aws.String(sum),
+		ChecksumType:      types.ChecksumTypeFullObject,
+		MpuObjectSize:     aws.Int64(u.size),
+		IfNoneMatch:       aws.String("*"),
+	})
+	if err != nil {
+		return sum, objectInfo{}, translate("complete multipart upload "+u.key, err)
+	}
+	committed = true
+	return sum, objectInfo{Size: u.size, CRC64NVME: aws.ToString(out.ChecksumCRC64NVME),
+		ETag: aws.ToString(out.ETag), VersionID: aws.ToString(out.VersionId)}, nil
+}
+
+// uploadParts reads the body sequentially (one pass) and sends each part as
+// soon as it is read, as many at once as there are free buffers.
+func (s *s3Store) uploadParts(ctx context.Context, u upload, uploadID string, partSize int64) (string, []types.CompletedPart, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	full := offload.NewCRC64NVME()
+	n := int((u.size + partSize - 1) / partSize)
+	parts := make([]types.CompletedPart, n)
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+	)
+	fail := func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if firstErr == nil {
+			firstErr = err
+			cancel()
+		}
+	}
+	for i := range n {
+		size := min(partSize, u.size-int64(i)*partSize)
+		buf, err := s.takeBuffer(ctx, size)
+		if err != nil {
+			fail(err)
+			break
+		}
+		partCRC := offload.NewCRC64NVME()
+		if _, err := io.ReadFull(io.TeeReader(u.body, io.MultiWriter(full, partCRC)), buf); err != nil {
+			s.returnBuffer(buf)
+			fail(fmt.Errorf("read: %w", err))
+			break
+		}
+		wg.Add(1)
+		go func(num int32, buf []byte, partCRC hash.Hash64) {
+			defer wg.Done()
+			defer s.returnBuffer(buf)
+			sum := offload.EncodeChecksum(partCRC.Sum64())
+			cctx, ccancel := context.WithTimeout(ctx, s.callTimeout)
+			defer ccancel()
+			out, err := s.client.UploadPart(cctx, &s3.UploadPartInput{
+				Bucket:            aws.String(s.bucket),
+				Key:               aws.String(u.key),
+				UploadId:          aws.String(uploadID),
+				PartNumber:        aws.Int32(num),
+				Body:              bytes.NewReader(buf),
+				ContentLength:     aws.Int64(int64(len(buf))),
+				ChecksumAlgorithm: types.ChecksumAlgorithmCrc64nvme,
+				ChecksumCRC64NVME: aws.String(sum),
+			})
+			if err != nil {
+				fail(translate(fmt.Sprintf("upload part %d of %s", num, u.key), err))
+				return
+			}
+			parts[num-1] = types.CompletedPart{PartNumber: aws.Int32(num), ETag: out.ETag, ChecksumCRC64NVME: aws.String(sum)}
+		}(int32(i+1), buf, partCRC)
+	}
+	wg.Wait()
+	return offload.EncodeChecksum(full.Sum64()), parts, firstErr
+}
+
+// abortCallTimeout bounds an abort, which runs even after the caller's
+// context ended (shutdown), so it gets a context of its own.
+const abortCallTimeout = 10 * time.Second
+
+// abort drops a multipart upload; a failure only leaves parts that the
+// bucket's lifecycle rule (AbortIncompleteMultipartUpload) removes.
+func (s *s3Store) abort(key, uploadID string) {
+	ctx, cancel := context.WithTimeout(context.Background(), abortCallTimeout)
+	defer cancel()
+	_, _ = s.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{
+		Bucket: aws.String(s.bucket), Key: aws.String(key), UploadId: aws.String(uploadID),
+	})
+}
+
+// abortStale aborts the key's multipart uploads initiated before this agent
+// started: they belong to an agent that was killed mid-upload. Idempotent;
+// failures are harmless (see abort).
+func (s *s3Store) abortStale(ctx context.Context, key string) {
+	_, _ = s.abortUploads(ctx, key, func(u types.MultipartUpload) bool {
+		return aws.ToString(u.Key) == key && aws.ToTime(u.Initiated).Before(s.started)
+	})
+}
+
+// abortUploads aborts every multipart upload under prefix that stale
+// selects, page by page, and returns how many it aborted.
+func (s *s3Store) abortUploads(ctx context.Context, prefix string, stale func(types.MultipartUpload) bool) (int, error) {
+	n := 0
+	p := s3.NewListMultipartUploadsPaginator(s.client, &s3.ListMultipartUploadsInput{Bucket: aws.String(s.bucket), Prefix: aws.String(prefix)})
+	for p.HasMorePages() {
+		cctx, cancel := context.WithTimeout(ctx, s.callTimeout)
+		page, err := p.NextPage(cctx)
+		cancel()
+		if err != nil {
+			return n, translate("list multipart uploads", err)
+		}
+		for _, u := range page.Uploads {
+			if stale(u) {
+				s.abort(aws.ToString(u.Key), aws.ToString(u.UploadId))
+				n++
+			}
+		}
+	}
+	return n, nil
+}
+
+// head returns what S3 holds under key, with its full-object checksum.
+func (s *s3Store) head(ctx context.Context, key string) (objectInfo, error) {
+	cctx, cancel := context.WithTimeout(ctx, s.callTimeout)
+	defer cancel()
+	out, err := s.client.HeadObject(cctx, &s3.HeadObjectInput{
+		Bucket: aws.String(s.bucket), Key: aws.String(key), ChecksumMode: types.ChecksumModeEnabled,
+	})
+	if err != nil {
+		return objectInfo{}, translate("head "+key, err)
+	}
+	info := objectInfo{Size: aws.ToInt64(out.ContentLength), ETag: aws.ToString(out.ETag), VersionID: aws.ToString(out.VersionId)}
+	// A composite checksum (of the parts' checksums) proves nothing about
+	// the whole object; only a full-object one counts.
+	if out.ChecksumType != types.ChecksumTypeComposite {
+		info.CRC64NVME = aws.ToString(out.ChecksumCRC64NVME)
+	}
+	return info, nil
+}
+
+// translate turns the S3 errors the pipeline acts on into sentinels.
+func translate(op string, err error) error {
+	var re *smithyhttp.ResponseError
+	if errors.As(err, &re) {
+		switch re.HTTPStatusCode() {
+		case http.StatusPreconditionFailed:
+			return fmt.Errorf("%s: %w", op, errObjectExists)
+		case http.StatusNotFound:
+			return fmt.Errorf("%s: %w: %v", op, offload.ErrNotFound, err)
+		}
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
