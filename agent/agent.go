@@ -17,6 +17,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -361,7 +362,12 @@ func tickInterval(quiet time.Duration) time.Duration {
 // upload it again). Another host's upload of a name this host also has may
 // be aborted too; that host then retries, and nothing is lost.
 func (a *Agent) abortOrphans(ctx context.Context) {
-	n, err := a.s3.abortUploads(ctx, a.cfg.Mapping.KeyPrefix, func(u types.MultipartUpload) bool {
+	// Listed without a prefix and filtered here: MinIO lists the uploads of
+	// a prefix only when the prefix is a whole key.
+	n, err := a.s3.abortUploads(ctx, "", func(u types.MultipartUpload) bool {
+		if !strings.HasPrefix(aws.ToString(u.Key), a.cfg.Mapping.KeyPrefix) {
+			return false
+		}
 		initiated := aws.ToTime(u.Initiated)
 		if !initiated.Before(a.s3.started) {
 			return false

@@ -195,15 +195,20 @@ func (h *harness) objectExists(rel string) bool {
 // multipartUploads lists the unfinished multipart uploads under the test's prefix.
 func (h *harness) multipartUploads() []string {
 	h.t.Helper()
-	out, err := h.s3.ListMultipartUploads(context.Background(), &s3.ListMultipartUploadsInput{
-		Bucket: aws.String(h.st.Bucket), Prefix: aws.String(h.cfg.Mapping.KeyPrefix),
-	})
-	if err != nil {
-		h.t.Fatalf("ListMultipartUploads: %v", err)
-	}
+	// MinIO lists uploads for a prefix only when it is a whole key, so
+	// list them all and filter.
 	var keys []string
-	for _, u := range out.Uploads {
-		keys = append(keys, aws.ToString(u.Key))
+	p := s3.NewListMultipartUploadsPaginator(h.s3, &s3.ListMultipartUploadsInput{Bucket: aws.String(h.st.Bucket)})
+	for p.HasMorePages() {
+		out, err := p.NextPage(context.Background())
+		if err != nil {
+			h.t.Fatalf("ListMultipartUploads: %v", err)
+		}
+		for _, u := range out.Uploads {
+			if k := aws.ToString(u.Key); strings.HasPrefix(k, h.cfg.Mapping.KeyPrefix) {
+				keys = append(keys, k)
+			}
+		}
 	}
 	return keys
 }

@@ -1,0 +1,248 @@
+package agent_test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	dbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/photosleeve/offload"
+)
+
+// TestOutageKeepsFilesLocal: while S3, then DynamoDB, is unreachable
+// (Toxiproxy turned off), files stay in the watch folder; when it is back
+// they go through, with nothing lost or doubled.
+func TestOutageKeepsFilesLocal(t *testing.T) {
+	t.Parallel()
+	for _, service := range []string{"s3", "dynamodb"} {
+		t.Run(service, func(t *testing.T) {
+			h := newHarness(t)
+			var proxy = h.st.Proxy(t, h.st.S3Endpoint)
+			if service == "s3" {
+				h.agentS3 = h.st.S3At(t, proxy.Endpoint)
+			} else {
+				proxy = h.st.Proxy(t, h.st.DynamoDBEndpoint)
+				h.agentDB = h.st.DynamoDBAt(t, proxy.Endpoint)
+			}
+			proxy.SetEnabled(false)
+			a, stop := h.runDaemon(h.cfg)
+			data := randomBytes(7<<20, 4)
+			h.write("outage.jpg", data)
+			h.waitFor("a failed attempt", 30*time.Second, func() bool { return a.Stats().Failures.Load() > 0 })
+			if h.archived("outage.jpg") {
+				t.Fatalf("archived while %s was down", service)
+			}
+			if _, err := os.Stat(filepath.Join(h.cfg.Watch, "outage.jpg")); err != nil {
+				t.Fatalf("local file gone while %s was down: %v", service, err)
+			}
+			proxy.SetEnabled(true)
+			h.waitFor("archived after the outage", 90*time.Second, func() bool { return h.archived("outage.jpg") })
+			if err := stop(); err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			h.assertOffloaded("outage.jpg", data)
+			if n := h.ledgerCount(); n != 1 {
+				t.Errorf("ledger items under the prefix = %d; want 1", n)
+			}
+		})
+	}
+}
+
+// TestShutdownDrains: on cancel (SIGTERM in the command), an upload in
+// flight finishes within the grace period; past the grace period it is
+// aborted and the file stays local, with no multipart upload left behind.
+func TestShutdownDrains(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name     string
+		grace    time.Duration
+		finishes bool
+	}{{"finishes within grace", time.Minute, true}, {"aborted after grace", 200 * time.Millisecond, false}} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t)
+			proxy := h.st.Proxy(t, h.st.S3Endpoint)
+			// 4 MB/s: the 12 MiB file takes about 3 s to send.
+			proxy.AddToxic("slow", "bandwidth", "upstream", map[string]any{"rate": 4000})
+			h.agentS3 = h.st.S3At(t, proxy.Endpoint)
+			h.cfg.Grace = tt.grace
+			_, stop := h.runDaemon(h.cfg)
+			data := randomBytes(12<<20, 5)
+			h.write("drain.jpg", data)
+			h.waitFor("the upload to start", 30*time.Second, func() bool { return len(h.multipartUploads()) > 0 })
+			start := time.Now()
+			if err := stop(); err != nil {
+				t.Fatalf("Run returned %v; want nil on shutdown", err)
+			}
+			t.Logf("Run returned %s after cancel", time.Since(start).Round(time.Millisecond))
+			if tt.finishes {
+				h.assertOffloaded("drain.jpg", data)
+				return
+			}
+			if h.objectExists("drain.jpg") || h.archived("drain.jpg") {
+				t.Errorf("aborted upload left an object or an archived file")
+			}
+			if _, err := os.Stat(filepath.Join(h.cfg.Watch, "drain.jpg")); err != nil {
+				t.Errorf("local file gone after an aborted upload: %v", err)
+			}
+			if up := h.multipartUploads(); len(up) != 0 {
+				t.Errorf("multipart uploads left after shutdown: %v", up)
+			}
+		})
+	}
+}
+
+// TestKill9MidUploadThenRestart runs the real command, kills it with
+// SIGKILL in the middle of a multipart upload, and starts it again: every
+// file ends offloaded, once, with no orphaned multipart upload.
+func TestKill9MidUploadThenRestart(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	bin := buildAgent(t)
+	proxy := h.st.Proxy(t, h.st.S3Endpoint)
+	proxy.AddToxic("slow", "bandwidth", "upstream", map[string]any{"rate": 3000})
+	files := map[string][]byte{"big.jpg": randomBytes(16<<20, 1), "small.jpg": randomBytes(2000, 2)}
+	for rel, data := range files {
+		h.write(rel, data)
+	}
+	start := func() *exec.Cmd {
+		cmd := exec.Command(bin, "run", "--watch", h.cfg.Watch, "--archive", h.cfg.Archive,
+			"--key-prefix", h.cfg.Mapping.KeyPrefix, "--quiet", "200ms", "--part-size", "5MiB", "--host", "test-host")
+		cmd.Env = append(os.Environ(), "AWS_ENDPOINT_URL_S3="+proxy.Endpoint)
+		cmd.Stdout, cmd.Stderr = testWriter{t}, testWriter{t}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		return cmd
+	}
+	first := start()
+	h.waitFor("the multipart upload to start", 30*time.Second, func() bool { return len(h.multipartUploads()) > 0 })
+	time.Sleep(500 * time.Millisecond)
+	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	first.Wait()
+	if _, err := os.Stat(filepath.Join(h.cfg.Watch, "big.jpg")); err != nil {
+		t.Fatalf("big.jpg left the watch folder before its upload finished: %v", err)
+	}
+	proxy.RemoveToxic("slow")
+
+	second := start()
+	h.waitFor("every file archived after the restart", 60*time.Second, func() bool {
+		return h.archived("big.jpg") && h.archived("small.jpg")
+	})
+	second.Process.Signal(syscall.SIGTERM)
+	if err := second.Wait(); err != nil {
+		t.Errorf("agent exit after SIGTERM: %v; want status 0", err)
+	}
+	for rel, data := range files {
+		h.assertOffloaded(rel, data)
+	}
+	if n := h.ledgerCount(); n != len(files) {
+		t.Errorf("ledger items = %d; want %d", n, len(files))
+	}
+	if up := h.multipartUploads(); len(up) != 0 {
+		t.Errorf("orphaned multipart uploads after the restart: %v", up)
+	}
+}
+
+// TestCommandRefusesBadConfig: the command says what is wrong, in one line,
+// with exit status 2, before touching anything.
+func TestCommandRefusesBadConfig(t *testing.T) {
+	t.Parallel()
+	bin := buildAgent(t)
+	watch, archive := t.TempDir(), t.TempDir()
+	nested := filepath.Join(watch, "archive")
+	os.Mkdir(nested, 0o755)
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"once", "--watch", watch, "--archive", archive, "--table", "t"}, "bucket: required"},
+		{[]string{"once", "--watch", "/nonexistent", "--archive", archive, "--bucket", "b", "--table", "t"}, "watch:"},
+		{[]string{"once", "--watch", watch, "--archive", nested, "--bucket", "b", "--table", "t"}, "must not contain one another"},
+		{[]string{"once", "--watch", watch, "--archive", archive, "--bucket", "b", "--table", "t", "--after", "move"}, "after:"},
+		{[]string{"once", "--watch", watch, "--archive", archive, "--bucket", "b", "--table", "t", "--part-size", "1MiB"}, "part size"},
+		{[]string{"once", "--watch", watch, "--archive", archive, "--bucket", "b", "--table", "t", "--key-prefix", "../"}, "key prefix"},
+		{[]string{"once", "--quiet", "soon"}, "--quiet"},
+		{[]string{"sync"}, "unknown command"},
+	} {
+		cmd := exec.Command(bin, tt.args...)
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+		out, err := cmd.CombinedOutput()
+		code := -1
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		if code != 2 || !strings.Contains(string(out), tt.want) || strings.Count(strings.TrimSpace(string(out)), "\n") != 0 {
+			t.Errorf("offload-agent %q: status %d, output %q; want status 2 and one line containing %q", tt.args, code, out, tt.want)
+		}
+	}
+	if out, err := exec.Command(bin, "help").CombinedOutput(); err != nil || !strings.Contains(string(out), "OFFLOAD_BUCKET") {
+		t.Errorf("offload-agent help: %v\n%s", err, out)
+	}
+}
+
+// ledgerCount counts the ledger items under the test's key prefix.
+func (h *harness) ledgerCount() int {
+	h.t.Helper()
+	n := 0
+	p := dynamodb.NewScanPaginator(h.db, &dynamodb.ScanInput{
+		TableName:                 aws.String(h.st.Table),
+		FilterExpression:          aws.String("begins_with(" + offload.LedgerPartitionKey + ", :p)"),
+		ExpressionAttributeValues: map[string]dbtypes.AttributeValue{":p": &dbtypes.AttributeValueMemberS{Value: h.cfg.Mapping.KeyPrefix}},
+		ConsistentRead:            aws.Bool(true),
+	})
+	for p.HasMorePages() {
+		page, err := p.NextPage(context.Background())
+		if err != nil {
+			h.t.Fatalf("scan ledger: %v", err)
+		}
+		n += int(page.Count)
+	}
+	return n
+}
+
+// buildAgent builds offload-agent once per test binary run.
+func buildAgent(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "offload-agent-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		builtAgent = filepath.Join(dir, "offload-agent")
+		out, err := exec.Command("go", "build", "-o", builtAgent, "./cmd/offload-agent").CombinedOutput()
+		if err != nil {
+			buildErr = &buildError{err, string(out)}
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("build offload-agent: %v", buildErr)
+	}
+	return builtAgent
+}
+
+type buildError struct {
+	err error
+	out string
+}
+
+func (e *buildError) Error() string { return e.err.Error() + "\n" + e.out }
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if builtAgent != "" {
+		os.RemoveAll(filepath.Dir(builtAgent))
+	}
+	os.Exit(code)
+}
