@@ -5,10 +5,13 @@ STACK := infra/local/stack
 # How long "make fuzz" runs each fuzz target.
 FUZZTIME ?= 30s
 
-.PHONY: help test test-in-stack unit vet fuzz stack-up stack-down clean
+.PHONY: help build test test-in-stack unit vet fuzz stack-up stack-down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
+
+build: ## build the commands into bin/
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/ ./agent/cmd/offload-agent
 
 test: ## the full suite (vet, race detector, integration tests) on a private local stack
 	$(STACK) run -- $(MAKE) --no-print-directory test-in-stack
