@@ -4,6 +4,8 @@ GO    ?= go
 STACK := infra/local/stack
 # How long "make fuzz" runs each fuzz target.
 FUZZTIME ?= 30s
+# Flags for the stack "make test" brings up, e.g. STACK_FLAGS="--tls" or "--s3 versitygw".
+STACK_FLAGS ?=
 
 .PHONY: help build test test-in-stack unit vet fuzz stack-up stack-down clean
 
@@ -14,7 +16,7 @@ build: ## build the commands into bin/
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/ ./agent/cmd/offload-agent
 
 test: ## the full suite (vet, race detector, integration tests) on a private local stack
-	$(STACK) run -- $(MAKE) --no-print-directory test-in-stack
+	$(STACK) run $(STACK_FLAGS) -- $(MAKE) --no-print-directory test-in-stack
 
 # test-in-stack runs inside "stack run", which has set the stack's environment.
 test-in-stack:
