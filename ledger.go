@@ -1,10 +1,13 @@
 package offload
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 )
 
@@ -81,4 +84,27 @@ func RecordFromItem(item map[string]types.AttributeValue) (Record, error) {
 		}
 	}
 	return r, nil
+}
+
+// ItemGetter is the one DynamoDB call GetRecord makes; *dynamodb.Client
+// satisfies it.
+type ItemGetter interface {
+	GetItem(ctx context.Context, in *dynamodb.GetItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error)
+}
+
+// GetRecord reads the ledger item of an object key, strongly consistent (so
+// a file recorded a moment ago is found). A missing item is ErrNotFound.
+func GetRecord(ctx context.Context, db ItemGetter, table, key string) (Record, error) {
+	out, err := db.GetItem(ctx, &dynamodb.GetItemInput{
+		TableName:      aws.String(table),
+		Key:            map[string]types.AttributeValue{LedgerPartitionKey: &types.AttributeValueMemberS{Value: key}},
+		ConsistentRead: aws.Bool(true),
+	})
+	if err != nil {
+		return Record{}, fmt.Errorf("ledger get %s: %w", key, err)
+	}
+	if out.Item == nil {
+		return Record{}, fmt.Errorf("ledger get %s: %w", key, ErrNotFound)
+	}
+	return RecordFromItem(out.Item)
 }

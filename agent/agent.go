@@ -155,6 +155,11 @@ type entry struct {
 // candidates from the watcher, hands settled files to the workers and acts
 // on their results. Only this goroutine touches pending and parked.
 func (a *Agent) loop(ctx context.Context, once bool) error {
+	if n, err := restoreClaimed(a.cfg.Watch); err != nil {
+		a.log.Error("could not put back files a crashed run left half archived", "folder", claimDir, "err", err)
+	} else if n > 0 {
+		a.log.Info("put back files a crashed run left half archived", "files", n)
+	}
 	a.abortOrphans(ctx)
 
 	pending := map[string]*entry{}
@@ -206,6 +211,7 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 		fi, err := a.root.Lstat(rel)
 		if err != nil {
 			delete(pending, rel)
+			delete(parked, rel)
 			return
 		}
 		id, _ := idOf(fi)
@@ -248,7 +254,13 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 			if r.err != nil {
 				log.Info("not settled, will look again", "reason", r.err)
 			}
+			// Watch it for a full quiet period before the next try, so a
+			// file held open by a writer is not reopened every tick.
+			if r.id != (fileID{}) {
+				e.seen = r.id
+			}
 			e.since = time.Now()
+			e.notBefore = e.since.Add(a.cfg.Quiet)
 		case outSkipped:
 			log.Info("skipped: only regular files are offloaded", "reason", r.err)
 			delete(pending, r.rel)
@@ -319,7 +331,12 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 		case <-tick.C:
 			dispatch()
 		case <-ctx.Done():
-			return a.drain(results, &running, cancelWork, finish)
+			left := len(pending)
+			a.drain(results, &running, cancelWork, finish)
+			if once && left > 0 {
+				return fmt.Errorf("interrupted with %d files not offloaded: %w", left, ErrIncomplete)
+			}
+			return nil
 		}
 		if once && scanDone && len(pending) == 0 && running == 0 && len(candidates) == 0 {
 			if failedForGood > 0 {
@@ -331,7 +348,7 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 }
 
 // drain waits for in-flight files for the grace period, then cancels them.
-func (a *Agent) drain(results chan result, running *int, cancelWork func(), finish func(result)) error {
+func (a *Agent) drain(results chan result, running *int, cancelWork func(), finish func(result)) {
 	if *running > 0 {
 		a.log.Info("shutting down: letting in-flight files finish", "files", *running, "grace", a.cfg.Grace)
 	}
@@ -347,7 +364,6 @@ func (a *Agent) drain(results chan result, running *int, cancelWork func(), fini
 			grace.Reset(time.Hour)
 		}
 	}
-	return nil
 }
 
 // tickInterval is how often the scheduler looks for settled files: a

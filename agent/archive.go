@@ -17,25 +17,108 @@ import (
 // file's name; neither copy is touched.
 var errArchiveTaken = errors.New("archive already holds a different file under this name")
 
-// archiveFile moves rel from the watch folder to the same relative path in
-// the archive folder and makes the move durable (fsync of the file and of
-// both folders). It never replaces a file in the archive: if one with the
-// same bytes is there (a run that crashed between the move and its fsync, or
-// a second copy of an already offloaded file), the watch-folder copy is the
-// redundant one and is removed; different bytes are errArchiveTaken. Across
-// file systems it copies, fsyncs, compares and only then unlinks.
-// Idempotent: running it again after a crash finishes the move.
-func archiveFile(watch, archive, rel string) error {
-	src := filepath.Join(watch, filepath.FromSlash(rel))
-	dst := filepath.Join(archive, filepath.FromSlash(rel))
-	if err := mkdirAllSynced(archive, path.Dir(rel)); err != nil {
+// claimDir is where a file is moved, inside the watch folder (so the move
+// is an atomic rename on the same file system), while it is being archived
+// or deleted. It is a dot-folder, so the agent never offloads from it; a
+// crash leaves files there, and restoreClaimed puts them back at start.
+const claimDir = ".offload-claim"
+
+// finishLocal ends the life of the local file rel after it was proven and
+// recorded: it claims the file by renaming it aside, checks that the claimed
+// file is the very version that was uploaded (same device, inode, size and
+// mtime: a back-end may have renamed a new file over the name a moment
+// before), and only then archives or deletes it. Anything else goes back
+// under its name and is errChanged. Idempotent after a crash (see
+// restoreClaimed).
+func finishLocal(cfg Config, rel string, proven fileID) error {
+	claimed := filepath.Join(cfg.Watch, claimDir, filepath.FromSlash(rel))
+	src := filepath.Join(cfg.Watch, filepath.FromSlash(rel))
+	if err := mkdirAllSynced(cfg.Watch, path.Join(claimDir, path.Dir(rel))); err != nil {
 		return err
 	}
-	err := unix.Renameat2(unix.AT_FDCWD, src, unix.AT_FDCWD, dst, unix.RENAME_NOREPLACE)
+	if err := renameNoReplace(src, claimed); err != nil {
+		return fmt.Errorf("claim %s: %w", rel, err)
+	}
+	fi, err := os.Lstat(claimed)
+	if err != nil {
+		return err
+	}
+	if id, _ := idOf(fi); !id.sameVersion(proven) {
+		if err := renameNoReplace(claimed, src); err != nil {
+			return fmt.Errorf("%s changed just before it was archived and could not be put back (it is at %s): %w", rel, claimed, err)
+		}
+		return fmt.Errorf("%s: %w just before it was archived", rel, errChanged)
+	}
+	switch cfg.After {
+	case AfterDelete:
+		err = os.Remove(claimed)
+	case AfterArchive:
+		err = archiveFile(claimed, filepath.Join(cfg.Archive, filepath.FromSlash(rel)))
+	}
+	if errors.Is(err, errArchiveTaken) {
+		if rerr := renameNoReplace(claimed, src); rerr != nil {
+			return fmt.Errorf("%w; and putting %s back failed (it is at %s): %v", err, rel, claimed, rerr)
+		}
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	if err := syncDir(filepath.Dir(claimed)); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(src))
+}
+
+// restoreClaimed puts files a crashed run left in the claim folder back
+// under their names (never replacing anything), so they are offloaded again;
+// that run finds them already in S3 and the ledger and finishes.
+func restoreClaimed(watch string) (restored int, err error) {
+	base := filepath.Join(watch, claimDir)
+	var errs []error // one name that cannot go back must not hold up the rest
+	err = filepath.WalkDir(base, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if d.IsDir() {
+			return nil
+		}
+		rel, err := filepath.Rel(base, p)
+		if err != nil {
+			return err
+		}
+		dst := filepath.Join(watch, rel)
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return err
+		}
+		if err := renameNoReplace(p, dst); err != nil {
+			errs = append(errs, fmt.Errorf("put back %s: %w", rel, err))
+			return nil
+		}
+		restored++
+		return nil
+	})
+	return restored, errors.Join(append(errs, err)...)
+}
+
+// archiveFile moves the claimed file to dst in the archive folder and makes
+// the move durable. It never replaces a file in the archive: if one with the
+// same bytes is there (a run that crashed after archiving, or a second copy
+// of an offloaded file), the claimed copy is redundant and removed;
+// different bytes are errArchiveTaken. Across file systems it copies,
+// fsyncs, compares, and only then unlinks.
+func archiveFile(claimed, dst string) error {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	err := renameNoReplace(claimed, dst)
 	switch {
 	case err == nil:
 	case errors.Is(err, unix.EEXIST):
-		same, cerr := sameContent(src, dst)
+		same, cerr := sameContent(claimed, dst)
 		if cerr != nil {
 			return cerr
 		}
@@ -45,32 +128,25 @@ func archiveFile(watch, archive, rel string) error {
 		if err := syncFile(dst); err != nil {
 			return err
 		}
-		if err := os.Remove(src); err != nil {
+		if err := os.Remove(claimed); err != nil {
 			return err
 		}
 	case errors.Is(err, unix.EXDEV):
-		if err := copyAcross(src, dst); err != nil {
+		if err := copyAcross(claimed, dst); err != nil {
 			return err
 		}
-		if err := os.Remove(src); err != nil {
+		if err := os.Remove(claimed); err != nil {
 			return err
 		}
 	default:
-		return fmt.Errorf("archive %s: %w", rel, err)
+		return fmt.Errorf("archive: %w", err)
 	}
-	if err := syncDir(filepath.Dir(dst)); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(src))
+	return syncDir(filepath.Dir(dst))
 }
 
-// deleteFile unlinks rel from the watch folder durably.
-func deleteFile(watch, rel string) error {
-	src := filepath.Join(watch, filepath.FromSlash(rel))
-	if err := os.Remove(src); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(src))
+// renameNoReplace renames without ever replacing an existing file.
+func renameNoReplace(from, to string) error {
+	return unix.Renameat2(unix.AT_FDCWD, from, unix.AT_FDCWD, to, unix.RENAME_NOREPLACE)
 }
 
 // mkdirAllSynced creates the folders of rel under base, fsyncing each new
@@ -123,7 +199,11 @@ func copyAcross(src, dst string) error {
 	if !same {
 		return fmt.Errorf("copy of %s to %s differs from the original", src, dst)
 	}
-	if err := unix.Renameat2(unix.AT_FDCWD, tmp.Name(), unix.AT_FDCWD, dst, unix.RENAME_NOREPLACE); err != nil {
+	if fi, err := in.Stat(); err == nil {
+		_ = tmp.Chmod(fi.Mode().Perm())
+		_ = os.Chtimes(tmp.Name(), fi.ModTime(), fi.ModTime())
+	}
+	if err := renameNoReplace(tmp.Name(), dst); err != nil {
 		if errors.Is(err, unix.EEXIST) {
 			if same, cerr := sameContent(src, dst); cerr == nil && same {
 				return nil
@@ -132,7 +212,8 @@ func copyAcross(src, dst string) error {
 		}
 		return err
 	}
-	return nil
+	// The copy's name must be durable before the caller unlinks the source.
+	return syncDir(filepath.Dir(dst))
 }
 
 // sameContent compares two files byte for byte.
@@ -147,8 +228,14 @@ func sameContent(a, b string) (bool, error) {
 		return false, err
 	}
 	defer fb.Close()
-	sa, _ := fa.Stat()
-	sb, _ := fb.Stat()
+	sa, err := fa.Stat()
+	if err != nil {
+		return false, err
+	}
+	sb, err := fb.Stat()
+	if err != nil {
+		return false, err
+	}
 	if sa.Size() != sb.Size() {
 		return false, nil
 	}

@@ -54,16 +54,5 @@ func (l *dynamoLedger) record(ctx context.Context, r offload.Record) error {
 func (l *dynamoLedger) get(ctx context.Context, key string) (offload.Record, error) {
 	cctx, cancel := context.WithTimeout(ctx, l.callTimeout)
 	defer cancel()
-	out, err := l.client.GetItem(cctx, &dynamodb.GetItemInput{
-		TableName:      aws.String(l.table),
-		Key:            map[string]types.AttributeValue{offload.LedgerPartitionKey: &types.AttributeValueMemberS{Value: key}},
-		ConsistentRead: aws.Bool(true),
-	})
-	if err != nil {
-		return offload.Record{}, fmt.Errorf("ledger get %s: %w", key, err)
-	}
-	if out.Item == nil {
-		return offload.Record{}, fmt.Errorf("ledger get %s: %w", key, offload.ErrNotFound)
-	}
-	return offload.RecordFromItem(out.Item)
+	return offload.GetRecord(cctx, l.client, l.table, key)
 }

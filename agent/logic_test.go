@@ -140,38 +140,81 @@ func writeFile(t *testing.T, path, data string) {
 	}
 }
 
-func TestArchiveFile(t *testing.T) {
+func TestFinishLocal(t *testing.T) {
 	watch, archive := t.TempDir(), t.TempDir()
-	writeFile(t, filepath.Join(watch, "a/b/c.jpg"), "one")
-	if err := archiveFile(watch, archive, "a/b/c.jpg"); err != nil {
-		t.Fatalf("archiveFile: %v", err)
+	cfg := Config{Watch: watch, Archive: archive, After: AfterArchive}
+	idOfPath := func(p string) fileID {
+		fi, err := os.Lstat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, _ := idOf(fi)
+		return id
+	}
+	src := filepath.Join(watch, "a/b/c.jpg")
+	writeFile(t, src, "one")
+	if err := finishLocal(cfg, "a/b/c.jpg", idOfPath(src)); err != nil {
+		t.Fatalf("finishLocal: %v", err)
 	}
 	if b, err := os.ReadFile(filepath.Join(archive, "a/b/c.jpg")); err != nil || string(b) != "one" {
 		t.Errorf("archived = %q, %v", b, err)
 	}
-	if _, err := os.Stat(filepath.Join(watch, "a/b/c.jpg")); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(src); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("source still there: %v", err)
 	}
 
-	// The same bytes already archived (a crash after the rename): the
+	// The same bytes already archived (a crash after archiving): the
 	// watch-folder copy is redundant and goes.
-	writeFile(t, filepath.Join(watch, "a/b/c.jpg"), "one")
-	if err := archiveFile(watch, archive, "a/b/c.jpg"); err != nil {
-		t.Fatalf("archiveFile onto an identical copy: %v", err)
+	writeFile(t, src, "one")
+	if err := finishLocal(cfg, "a/b/c.jpg", idOfPath(src)); err != nil {
+		t.Fatalf("finishLocal onto an identical copy: %v", err)
 	}
-	if _, err := os.Stat(filepath.Join(watch, "a/b/c.jpg")); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(src); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("redundant source still there: %v", err)
 	}
 
-	// Different bytes in the archive under the name: nothing is replaced.
-	writeFile(t, filepath.Join(watch, "a/b/c.jpg"), "two")
-	if err := archiveFile(watch, archive, "a/b/c.jpg"); !errors.Is(err, errArchiveTaken) {
-		t.Fatalf("archiveFile onto other bytes = %v; want errArchiveTaken", err)
+	// Different bytes in the archive under the name: nothing is replaced,
+	// and the file is back under its name.
+	writeFile(t, src, "two")
+	if err := finishLocal(cfg, "a/b/c.jpg", idOfPath(src)); !errors.Is(err, errArchiveTaken) {
+		t.Fatalf("finishLocal onto other bytes = %v; want errArchiveTaken", err)
 	}
-	for path, want := range map[string]string{filepath.Join(archive, "a/b/c.jpg"): "one", filepath.Join(watch, "a/b/c.jpg"): "two"} {
-		if b, _ := os.ReadFile(path); string(b) != want {
-			t.Errorf("%s = %q; want %q", path, b, want)
+	for p, want := range map[string]string{filepath.Join(archive, "a/b/c.jpg"): "one", src: "two"} {
+		if b, _ := os.ReadFile(p); string(b) != want {
+			t.Errorf("%s = %q; want %q", p, b, want)
 		}
+	}
+
+	// A new file renamed over the name after the upload was proven: it is
+	// not the proven version, so it stays where it is.
+	proven := idOfPath(src)
+	writeFile(t, src+".new", "three")
+	os.Rename(src+".new", src)
+	for _, after := range []After{AfterArchive, AfterDelete} {
+		cfg.After = after
+		if err := finishLocal(cfg, "a/b/c.jpg", proven); !errors.Is(err, errChanged) {
+			t.Fatalf("after %s: finishLocal of a replaced file = %v; want errChanged", after, err)
+		}
+		if b, _ := os.ReadFile(src); string(b) != "three" {
+			t.Errorf("after %s: the new file is %q; want it kept as three", after, b)
+		}
+	}
+}
+
+func TestRestoreClaimed(t *testing.T) {
+	watch := t.TempDir()
+	writeFile(t, filepath.Join(watch, claimDir, "x/y.jpg"), "claimed")
+	writeFile(t, filepath.Join(watch, claimDir, "taken.jpg"), "old")
+	writeFile(t, filepath.Join(watch, "taken.jpg"), "new")
+	n, err := restoreClaimed(watch)
+	if n != 1 || err == nil {
+		t.Errorf("restoreClaimed = %d, %v; want 1 and an error for the taken name", n, err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(watch, "x/y.jpg")); string(b) != "claimed" {
+		t.Errorf("x/y.jpg = %q; want it put back", b)
+	}
+	if b, _ := os.ReadFile(filepath.Join(watch, "taken.jpg")); string(b) != "new" {
+		t.Errorf("taken.jpg = %q; an existing file was replaced", b)
 	}
 }
 
@@ -184,14 +227,19 @@ func TestArchiveAcrossFileSystems(t *testing.T) {
 	}
 	defer os.RemoveAll(shm)
 	watch := t.TempDir()
-	writeFile(t, filepath.Join(watch, "x/y.jpg"), strings.Repeat("photo", 300000))
-	if err := archiveFile(watch, shm, "x/y.jpg"); err != nil {
-		t.Fatalf("archiveFile across file systems: %v", err)
+	src := filepath.Join(watch, "x/y.jpg")
+	writeFile(t, src, strings.Repeat("photo", 300000))
+	os.Chmod(src, 0o640)
+	fi, _ := os.Lstat(src)
+	id, _ := idOf(fi)
+	if err := finishLocal(Config{Watch: watch, Archive: shm, After: AfterArchive}, "x/y.jpg", id); err != nil {
+		t.Fatalf("finishLocal across file systems: %v", err)
 	}
-	if b, err := os.ReadFile(filepath.Join(shm, "x/y.jpg")); err != nil || len(b) != 1500000 {
-		t.Errorf("archived copy: %d bytes, %v", len(b), err)
+	got, err := os.Lstat(filepath.Join(shm, "x/y.jpg"))
+	if err != nil || got.Size() != 1500000 || got.Mode().Perm() != 0o640 || !got.ModTime().Equal(fi.ModTime()) {
+		t.Errorf("archived copy: %v, %v; want 1500000 bytes, mode 0640, the original mtime", got, err)
 	}
-	if _, err := os.Stat(filepath.Join(watch, "x/y.jpg")); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(src); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("source still there: %v", err)
 	}
 	entries, _ := os.ReadDir(filepath.Join(shm, "x"))

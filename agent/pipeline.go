@@ -117,21 +117,25 @@ func (a *Agent) offloadFile(ctx context.Context, j job) (res result) {
 		return fail(outFailed, err)
 	}
 
-	// Archive, delete or keep, and only the version that was proven.
+	// Archive, delete or keep, and only the version that was proven: no
+	// writer may have opened it since, and finishLocal checks the inode it
+	// moves.
 	if err := stillSame(a.root, rel, f, id); err != nil {
 		return fail(outNotReady, err)
 	}
-	switch a.cfg.After {
-	case AfterArchive:
-		err = archiveFile(a.cfg.Watch, a.cfg.Archive, rel)
-	case AfterDelete:
-		err = deleteFile(a.cfg.Watch, rel)
-	}
-	if errors.Is(err, errArchiveTaken) {
-		return fail(outConflict, err)
-	}
-	if err != nil {
-		return fail(outFailed, fmt.Errorf("%s is in S3 and the ledger, but: %w", rel, err))
+	if a.cfg.After != AfterKeep {
+		if openForWriting(f) {
+			return fail(outNotReady, fmt.Errorf("%s: %w: opened for writing after it was read", rel, errChanged))
+		}
+		err = finishLocal(a.cfg, rel, id)
+		switch {
+		case errors.Is(err, errChanged):
+			return fail(outNotReady, err)
+		case errors.Is(err, errArchiveTaken):
+			return fail(outConflict, err)
+		case err != nil:
+			return fail(outFailed, fmt.Errorf("%s is in S3 and the ledger, but: %w", rel, err))
+		}
 	}
 	res.outcome = outDone
 	return res

@@ -220,6 +220,10 @@ func (s *s3Store) uploadParts(ctx context.Context, u upload, uploadID string, pa
 		}
 	}
 	for i := range n {
+		if ctx.Err() != nil {
+			fail(ctx.Err()) // a part failed (or shutdown): read no further
+			break
+		}
 		size := min(partSize, u.size-int64(i)*partSize)
 		buf, err := s.takeBuffer(ctx, size)
 		if err != nil {
