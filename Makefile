@@ -7,13 +7,14 @@ FUZZTIME ?= 30s
 # Flags for the stack "make test" brings up, e.g. STACK_FLAGS="--tls" or "--s3 versitygw".
 STACK_FLAGS ?=
 
-.PHONY: help build test test-in-stack unit vet fuzz stack-up stack-down clean
+.PHONY: help build bench test test-in-stack unit vet fuzz stack-up stack-down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
 
-build: ## build the commands into bin/
-	CGO_ENABLED=0 $(GO) build -trimpath -o bin/ ./agent/cmd/offload-agent
+build: ## bin/offload-agent, bin/offload-resolver (local) and bin/bootstrap (the Lambda, linux/arm64)
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/ ./agent/cmd/offload-agent ./lambda/cmd/offload-resolver
+	GOOS=linux GOARCH=arm64 CGO_ENABLED=0 $(GO) build -tags lambda.norpc -trimpath -ldflags='-s -w' -o bin/bootstrap ./lambda/cmd/offload-resolver
 
 test: ## the full suite (vet, race detector, integration tests) on a private local stack
 	$(STACK) run $(STACK_FLAGS) -- $(MAKE) --no-print-directory test-in-stack
@@ -33,6 +34,10 @@ vet: ## go vet and gofmt
 fuzz: ## run every fuzz target for FUZZTIME (default 30s) each
 	$(GO) test -run '^$$' -fuzz '^FuzzKeyForFile$$' -fuzztime $(FUZZTIME) .
 	$(GO) test -run '^$$' -fuzz '^FuzzKeyForURL$$' -fuzztime $(FUZZTIME) .
+	$(GO) test -run '^$$' -fuzz '^FuzzFunctionURL$$' -fuzztime $(FUZZTIME) ./lambda
+
+bench: ## Go benchmarks (resolver hot path, key mapping)
+	$(GO) test -run '^$$' -bench . -benchmem ./lambda
 
 stack-up: ## start the local stack (MinIO, dynalite, Toxiproxy); then eval "$(infra/local/stack env)"
 	$(STACK) up

@@ -1,0 +1,294 @@
+package lambda_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/photosleeve/offload"
+	"github.com/photosleeve/offload/infra/local/stacktest"
+	"github.com/photosleeve/offload/lambda"
+)
+
+// eventsSigningKey is the test key the signed-* events are signed with.
+const eventsSigningKey = "events-test-signing-key-0123456789"
+
+// world is a bucket prefix with the originals the events name, uploaded
+// and recorded on the real stack.
+type world struct {
+	st     *stacktest.Stack
+	s3     *s3.Client
+	db     *dynamodb.Client
+	prefix string
+	files  map[string][]byte // rel -> bytes
+}
+
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	st := stacktest.Require(t)
+	w := &world{st: st, s3: st.S3(t), db: st.DynamoDB(t), prefix: stacktest.Prefix(t), files: map[string][]byte{
+		"cat.jpg":               []byte("\xff\xd8\xff a cat"),
+		"2026/café au lait.jpg": []byte("\xff\xd8\xff coffee"),
+	}}
+	ctx := context.Background()
+	for rel, data := range w.files {
+		key := w.prefix + rel
+		c := offload.NewCRC64NVME()
+		c.Write(data)
+		sum := offload.EncodeChecksum(c.Sum64())
+		out, err := w.s3.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(st.Bucket), Key: aws.String(key), Body: bytes.NewReader(data),
+			ContentType: aws.String("image/jpeg"), ChecksumAlgorithm: s3types.ChecksumAlgorithmCrc64nvme, ChecksumCRC64NVME: aws.String(sum)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := offload.Record{Key: key, Size: int64(len(data)), CRC64NVME: sum, ETag: aws.ToString(out.ETag), ContentType: "image/jpeg", Host: "web1", Path: rel, UploadedAt: time.Now()}
+		if _, err := w.db.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(st.Table), Item: rec.Item()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return w
+}
+
+func (w *world) handler(t *testing.T, change func(*lambda.Config)) http.Handler {
+	t.Helper()
+	cfg := lambda.Config{
+		Mapping: offload.Mapping{URLPrefix: "/static/", KeyPrefix: w.prefix},
+		Bucket:  w.st.Bucket, Table: w.st.Table, Verify: true,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	if change != nil {
+		change(&cfg)
+	}
+	h, err := lambda.NewHandler(cfg, s3.NewPresignClient(w.s3), w.db, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func loadEvent(t *testing.T, name string) events.LambdaFunctionURLRequest {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "events", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ev events.LambdaFunctionURLRequest
+	if err := json.Unmarshal(b, &ev); err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return ev
+}
+
+// TestEvents drives every file in events/ through the Lambda face.
+func TestEvents(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	open := lambda.FunctionURLHandler(w.handler(t, nil))
+	signed := lambda.FunctionURLHandler(w.handler(t, func(c *lambda.Config) {
+		c.Access = lambda.SignedLinks{Key: []byte(eventsSigningKey)}
+	}))
+	tests := []struct {
+		file    string
+		signed  bool
+		status  int
+		fetch   string // rel whose bytes the Location must return
+		headers map[string]string
+	}{
+		{"get-hit.json", false, 302, "cat.jpg", map[string]string{"Cache-Control": "private, max-age=180"}},
+		{"get-hit-encoded.json", false, 302, "2026/café au lait.jpg", nil},
+		{"get-hit-download.json", false, 302, "cat.jpg", nil},
+		{"head-hit.json", false, 302, "", nil},
+		{"get-miss.json", false, 404, "", map[string]string{"Cache-Control": "no-store"}},
+		{"post.json", false, 405, "", map[string]string{"Allow": "GET, HEAD"}},
+		{"get-outside-prefix.json", false, 404, "", nil},
+		{"get-traversal.json", false, 400, "", nil},
+		{"get-traversal-dots.json", false, 400, "", nil},
+		{"get-nul.json", false, 400, "", nil},
+		{"get-open-redirect.json", false, 400, "", nil},
+		{"signed-good.json", true, 302, "cat.jpg", nil},
+		{"signed-bad.json", true, 403, "", nil},
+		{"signed-expired.json", true, 403, "", nil},
+		{"get-hit.json", true, 403, "", nil}, // unsigned link where links must be signed
+	}
+	seen := map[string]bool{}
+	for _, tt := range tests {
+		seen[tt.file] = true
+		h := open
+		if tt.signed {
+			h = signed
+		}
+		resp, err := h(context.Background(), loadEvent(t, tt.file))
+		if err != nil {
+			t.Fatalf("%s: %v", tt.file, err)
+		}
+		if resp.StatusCode != tt.status {
+			t.Errorf("%s (signed %v): status %d; want %d (body %q)", tt.file, tt.signed, resp.StatusCode, tt.status, resp.Body)
+			continue
+		}
+		for k, v := range tt.headers {
+			if resp.Headers[k] != v {
+				t.Errorf("%s: %s = %q; want %q", tt.file, k, resp.Headers[k], v)
+			}
+		}
+		loc := resp.Headers["Location"]
+		if tt.status != 302 {
+			if loc != "" {
+				t.Errorf("%s: status %d with a Location %q", tt.file, tt.status, loc)
+			}
+			continue
+		}
+		w.checkLocation(t, tt.file, loc)
+		if tt.file == "get-hit-download.json" && !strings.Contains(loc, "response-content-disposition=attachment") {
+			t.Errorf("%s: no attachment disposition in %s", tt.file, loc)
+		}
+		if tt.file == "head-hit.json" && resp.Body != "" {
+			t.Errorf("%s: HEAD answered with a body %q", tt.file, resp.Body)
+		}
+		if tt.fetch != "" {
+			got := fetch(t, loc)
+			if !bytes.Equal(got, w.files[tt.fetch]) {
+				t.Errorf("%s: the presigned URL returned %q; want %q", tt.file, got, w.files[tt.fetch])
+			}
+		}
+	}
+	entries, _ := os.ReadDir(filepath.Join("..", "events"))
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), ".json") && !seen[e.Name()] {
+			t.Errorf("events/%s is not covered by TestEvents", e.Name())
+		}
+	}
+}
+
+// checkLocation: a redirect only ever points at the bucket's own endpoint,
+// under the key prefix.
+func (w *world) checkLocation(t *testing.T, name, loc string) {
+	t.Helper()
+	u, err := url.Parse(loc)
+	if err != nil {
+		t.Fatalf("%s: Location %q: %v", name, loc, err)
+	}
+	ep, _ := url.Parse(w.st.S3Endpoint)
+	if u.Scheme != ep.Scheme || u.Host != ep.Host || !strings.HasPrefix(u.Path, "/"+w.st.Bucket+"/"+w.prefix) {
+		t.Errorf("%s: Location %q is not on %s under /%s/%s", name, loc, w.st.S3Endpoint, w.st.Bucket, w.prefix)
+	}
+}
+
+func fetch(t *testing.T, loc string) []byte {
+	t.Helper()
+	resp, err := http.Get(loc)
+	if err != nil {
+		t.Fatalf("GET %s: %v", loc, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET presigned URL: %s: %s", resp.Status, b)
+	}
+	return b
+}
+
+// TestPresignedURLExpires: once the URL's life is over, S3 itself refuses.
+func TestPresignedURLExpires(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	h := w.handler(t, func(c *lambda.Config) { c.Expiry = time.Second })
+	rec := &responseRecorder{header: http.Header{}}
+	req, _ := http.NewRequest(http.MethodGet, "/static/cat.jpg", nil)
+	h.ServeHTTP(rec, req)
+	if rec.status != 302 {
+		t.Fatalf("status %d; want 302", rec.status)
+	}
+	time.Sleep(2100 * time.Millisecond)
+	resp, err := http.Get(rec.header.Get("Location"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("expired presigned URL: %s; want 403", resp.Status)
+	}
+}
+
+// TestVerifyNone presigns without a ledger look-up.
+func TestVerifyNone(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	h := w.handler(t, func(c *lambda.Config) { c.Verify = false })
+	for path, want := range map[string]int{"/static/cat.jpg": 302, "/static/never-uploaded.jpg": 302, "/static/../x": 400} {
+		rec := &responseRecorder{header: http.Header{}}
+		req := &http.Request{Method: http.MethodGet, URL: &url.URL{Path: path}, Header: http.Header{}}
+		h.ServeHTTP(rec, req.WithContext(context.Background()))
+		if rec.status != want {
+			t.Errorf("%s: status %d; want %d", path, rec.status, want)
+		}
+	}
+}
+
+type responseRecorder struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (r *responseRecorder) Header() http.Header { return r.header }
+func (r *responseRecorder) WriteHeader(s int) {
+	if r.status == 0 {
+		r.status = s
+	}
+}
+func (r *responseRecorder) Write(b []byte) (int, error) { r.WriteHeader(200); return r.body.Write(b) }
+
+// TestLocalHTTPFace serves the handler over real HTTP on loopback, as
+// offload-resolver --listen does, and sends raw request lines: an encoded
+// slash next to bytes that need escaping must not become a real slash.
+func TestLocalHTTPFace(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	srv := httptest.NewServer(w.handler(t, nil))
+	defer srv.Close()
+	for target, want := range map[string]int{
+		"/static/cat.jpg":                            302,
+		"/static/2026/caf%C3%A9%20au%20lait.jpg":     302,
+		"/static/2026%2fcaf%C3%A9%20au%20lait.jpg":   400,
+		"/static/2026\xc3\xa9%2fcaf\xc3\xa9.jpg":     400,
+		"/static/..%2f..%2fetc%2fpasswd":             400,
+		"/static/cat.jpg?download=1&x=https://evil/": 302,
+	} {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: example\r\nConnection: close\r\n\r\n", target)
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatalf("%q: %v", target, err)
+		}
+		resp.Body.Close()
+		conn.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET %q: status %d; want %d", target, resp.StatusCode, want)
+		}
+		if loc := resp.Header.Get("Location"); loc != "" {
+			w.checkLocation(t, target, loc)
+		}
+	}
+}
