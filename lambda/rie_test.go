@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -31,9 +32,30 @@ func TestBootstrapUnderRIE(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build bootstrap: %v\n%s", err, out)
 	}
+	out, raw := invokeUnderRIE(t, w.st.LambdaRIE, bin, "OFFLOAD_KEY_PREFIX="+w.prefix, "OFFLOAD_URL_PREFIX=/static/", "OFFLOAD_LOG_FORMAT=text")
+	if out.StatusCode != http.StatusFound {
+		t.Fatalf("status %d; want 302 (response %s)", out.StatusCode, raw)
+	}
+	w.checkLocation(t, "bootstrap get-hit", out.Headers["Location"])
+	if got := fetch(t, out.Headers["Location"]); !bytes.Equal(got, w.files["cat.jpg"]) {
+		t.Errorf("presigned URL from the bootstrap returned %q", got)
+	}
+
+	// A required setting missing: the function still answers, with a bare
+	// 500 that leaks nothing.
+	out, raw = invokeUnderRIE(t, w.st.LambdaRIE, bin, "OFFLOAD_BUCKET=")
+	if out.StatusCode != http.StatusInternalServerError || strings.Contains(string(raw), "bucket") {
+		t.Errorf("misconfigured bootstrap answered %s; want a bare 500", raw)
+	}
+}
+
+// invokeUnderRIE starts the binary under aws-lambda-rie on loopback with
+// extra environment, invokes it once with events/get-hit.json and stops it.
+func invokeUnderRIE(t *testing.T, rie, bin string, env ...string) (events.LambdaFunctionURLResponse, []byte) {
+	t.Helper()
 	rieAddr, apiAddr := freeAddr(t), freeAddr(t)
-	cmd := exec.Command(w.st.LambdaRIE, "--runtime-interface-emulator-address", rieAddr, "--runtime-api-address", apiAddr, bin)
-	cmd.Env = append(os.Environ(), "OFFLOAD_KEY_PREFIX="+w.prefix, "OFFLOAD_URL_PREFIX=/static/", "OFFLOAD_LOG_FORMAT=text")
+	cmd := exec.Command(rie, "--runtime-interface-emulator-address", rieAddr, "--runtime-api-address", apiAddr, bin)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
 	if testing.Verbose() {
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
@@ -41,7 +63,7 @@ func TestBootstrapUnderRIE(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
 
 	body, _ := os.ReadFile(filepath.Join("..", "events", "get-hit.json"))
 	invoke := "http://" + rieAddr + "/2015-03-31/functions/function/invocations"
@@ -61,13 +83,7 @@ func TestBootstrapUnderRIE(t *testing.T) {
 	if err := json.Unmarshal(raw, &out); err != nil {
 		t.Fatalf("response %q: %v", raw, err)
 	}
-	if out.StatusCode != http.StatusFound {
-		t.Fatalf("status %d; want 302 (response %s)", out.StatusCode, raw)
-	}
-	w.checkLocation(t, "bootstrap get-hit", out.Headers["Location"])
-	if got := fetch(t, out.Headers["Location"]); !bytes.Equal(got, w.files["cat.jpg"]) {
-		t.Errorf("presigned URL from the bootstrap returned %q", got)
-	}
+	return out, raw
 }
 
 func freeAddr(t *testing.T) string {

@@ -1,0 +1,53 @@
+package main
+
+import (
+	"bytes"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/photosleeve/offload"
+)
+
+func TestBadConfigIsOneLineAndStatus2(t *testing.T) {
+	for _, tt := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"OFFLOAD_TABLE": "t", "AWS_REGION": "us-east-1"}, "bucket: required"},
+		{map[string]string{"OFFLOAD_BUCKET": "b", "AWS_REGION": "us-east-1"}, "table: required"},
+		{map[string]string{"OFFLOAD_BUCKET": "b", "OFFLOAD_TABLE": "t", "OFFLOAD_EXPIRY": "forever"}, "expiry"},
+		{map[string]string{"OFFLOAD_BUCKET": "b", "OFFLOAD_TABLE": "t", "OFFLOAD_VERIFY": "maybe"}, "verify"},
+		{map[string]string{"OFFLOAD_BUCKET": "b", "OFFLOAD_TABLE": "t", "OFFLOAD_SIGNING_KEY": "short"}, "signing key"},
+		{map[string]string{"OFFLOAD_BUCKET": "b", "OFFLOAD_TABLE": "t", "OFFLOAD_KEY_PREFIX": "../"}, "prefixes"},
+	} {
+		var stderr bytes.Buffer
+		code := run([]string{"--log-format", "text"}, func(k string) string { return tt.env[k] }, &bytes.Buffer{}, &stderr)
+		out := strings.TrimSpace(stderr.String())
+		if code != 2 || !strings.Contains(out, tt.want) || strings.Contains(out, "\n") {
+			t.Errorf("env %v: status %d, log %q; want status 2 and one line containing %q", tt.env, code, out, tt.want)
+		}
+	}
+}
+
+func TestSignCommand(t *testing.T) {
+	key := "a signing key of enough bytes"
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"sign", "--expires", "10m", "/static/a%20b.jpg"}, func(k string) string {
+		return map[string]string{"OFFLOAD_SIGNING_KEY": key}[k]
+	}, &stdout, &stderr); code != 0 {
+		t.Fatalf("sign: status %d: %s", code, stderr.String())
+	}
+	u, err := url.Parse(strings.TrimSpace(stdout.String()))
+	if err != nil || u.EscapedPath() != "/static/a%20b.jpg" {
+		t.Fatalf("sign printed %q (%v)", stdout.String(), err)
+	}
+	q := u.Query()
+	if err := offload.VerifyLink([]byte(key), "a b.jpg", q.Get("exp"), q.Get("sig"), time.Now()); err != nil {
+		t.Errorf("the printed link does not verify: %v", err)
+	}
+	if code := run([]string{"sign", "/static/x.jpg"}, func(string) string { return "" }, &stdout, &stderr); code != 2 {
+		t.Errorf("sign without a key: status %d; want 2", code)
+	}
+}
