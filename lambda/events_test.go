@@ -211,14 +211,14 @@ func TestPresignedURLExpires(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	h := w.handler(t, func(c *lambda.Config) { c.Expiry = time.Second })
-	rec := &responseRecorder{header: http.Header{}}
+	rec := httptest.NewRecorder()
 	req, _ := http.NewRequest(http.MethodGet, "/static/cat.jpg", nil)
 	h.ServeHTTP(rec, req)
-	if rec.status != 302 {
-		t.Fatalf("status %d; want 302", rec.status)
+	if rec.Code != 302 {
+		t.Fatalf("status %d; want 302", rec.Code)
 	}
 	time.Sleep(2100 * time.Millisecond)
-	resp, err := http.Get(rec.header.Get("Location"))
+	resp, err := http.Get(rec.Header().Get("Location"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,28 +234,14 @@ func TestVerifyNone(t *testing.T) {
 	w := newWorld(t)
 	h := w.handler(t, func(c *lambda.Config) { c.Verify = false })
 	for path, want := range map[string]int{"/static/cat.jpg": 302, "/static/never-uploaded.jpg": 302, "/static/../x": 400} {
-		rec := &responseRecorder{header: http.Header{}}
+		rec := httptest.NewRecorder()
 		req := &http.Request{Method: http.MethodGet, URL: &url.URL{Path: path}, Header: http.Header{}}
 		h.ServeHTTP(rec, req.WithContext(context.Background()))
-		if rec.status != want {
-			t.Errorf("%s: status %d; want %d", path, rec.status, want)
+		if rec.Code != want {
+			t.Errorf("%s: status %d; want %d", path, rec.Code, want)
 		}
 	}
 }
-
-type responseRecorder struct {
-	header http.Header
-	status int
-	body   bytes.Buffer
-}
-
-func (r *responseRecorder) Header() http.Header { return r.header }
-func (r *responseRecorder) WriteHeader(s int) {
-	if r.status == 0 {
-		r.status = s
-	}
-}
-func (r *responseRecorder) Write(b []byte) (int, error) { r.WriteHeader(200); return r.body.Write(b) }
 
 // TestLocalHTTPFace serves the handler over real HTTP on loopback, as
 // offload-resolver --listen does, and sends raw request lines: an encoded
