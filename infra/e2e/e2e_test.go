@@ -27,9 +27,18 @@ import (
 )
 
 func TestEndToEnd(t *testing.T) {
+	for _, server := range []string{"lighttpd", "nginx"} {
+		t.Run(server, func(t *testing.T) {
+			t.Parallel()
+			endToEnd(t, server)
+		})
+	}
+}
+
+func endToEnd(t *testing.T, server string) {
 	st := stacktest.Require(t)
-	if _, err := exec.LookPath("lighttpd"); err != nil {
-		t.Fatalf("lighttpd is part of the stack (infra/local/stack install puts it there): %v", err)
+	if _, err := exec.LookPath(server); err != nil {
+		t.Fatalf("%s is part of the stack (infra/local/stack install puts it there): %v", server, err)
 	}
 	repo, _ := filepath.Abs(filepath.Join("..", ".."))
 	bin := t.TempDir()
@@ -57,21 +66,7 @@ func TestEndToEnd(t *testing.T) {
 	waitListening(t, resolverAddr)
 
 	webAddr := freeAddr(t)
-	_, port, _ := net.SplitHostPort(webAddr)
-	conf := filepath.Join(dir, "lighttpd.conf")
-	os.WriteFile(conf, fmt.Appendf(nil, `server.document-root = %q
-server.bind = "127.0.0.1"
-server.port = %s
-server.errorlog = %q
-var.offload_lua = %q
-include %q
-`, webroot, port, filepath.Join(dir, "lighttpd-error.log"),
-		filepath.Join(repo, "infra/lighttpd/offload-fallback.lua"), filepath.Join(repo, "infra/lighttpd/offload.conf")), 0o644)
-	lighttpdEnv := []string{"OFFLOAD_RESOLVER_BASE=http://" + resolverAddr}
-	if out, err := runWithEnv(lighttpdEnv, "lighttpd", "-tt", "-f", conf); err != nil {
-		t.Fatalf("lighttpd -tt: %v\n%s", err, out)
-	}
-	start(t, lighttpdEnv, "lighttpd", "-D", "-f", conf)
+	startWebServer(t, server, repo, dir, webroot, webAddr, "http://"+resolverAddr)
 	waitListening(t, webAddr)
 	web := "http://" + webAddr
 
@@ -115,12 +110,12 @@ include %q
 		})
 		// lighttpd's stat cache may serve the moved file for a moment (the
 		// right bytes, from the open file); then it redirects.
-		waitFor(t, rel+" redirected by lighttpd", 10*time.Second, func() bool {
+		waitFor(t, rel+" redirected by the web server", 10*time.Second, func() bool {
 			resp, _ = get(t, noFollow, url)
 			return resp.StatusCode != 200
 		})
 		if loc := resp.Header.Get("Location"); resp.StatusCode != 302 || loc != "http://"+resolverAddr+u {
-			t.Errorf("%s after archiving: lighttpd answered %s, Location %q; want 302 to the resolver", rel, resp.Status, loc)
+			t.Errorf("%s after archiving: the web server answered %s, Location %q; want 302 to the resolver", rel, resp.Status, loc)
 		}
 		var hops []string
 		follow := &http.Client{CheckRedirect: func(r *http.Request, via []*http.Request) error {
@@ -143,6 +138,15 @@ include %q
 		t.Errorf("never-uploaded file: %s; want 404", resp.Status)
 	}
 
+	// The agent's claim folder is never served.
+	probe := filepath.Join(static, ".offload-claim", "probe.jpg")
+	os.MkdirAll(filepath.Dir(probe), 0o755)
+	os.WriteFile(probe, []byte("claimed"), 0o644)
+	if resp, _ := get(t, noFollow, web+"/static/.offload-claim/probe.jpg"); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("claim folder: %s; want 403", resp.Status)
+	}
+	os.Remove(probe)
+
 	// 4. The poller, which asked for every URL the whole time.
 	checks, failures := p.stop()
 	t.Logf("poller: %d requests, %d failures", checks, len(failures))
@@ -152,6 +156,56 @@ include %q
 	for _, f := range failures {
 		t.Errorf("poller: %s", f)
 	}
+}
+
+// startWebServer starts lighttpd or nginx on addr, serving webroot with the
+// project's fallback configuration, after checking that configuration.
+func startWebServer(t *testing.T, server, repo, dir, webroot, addr, resolverBase string) {
+	t.Helper()
+	_, port, _ := net.SplitHostPort(addr)
+	conf := filepath.Join(dir, server+".conf")
+	var env, check, run []string
+	switch server {
+	case "lighttpd":
+		os.WriteFile(conf, fmt.Appendf(nil, `server.document-root = %q
+server.bind = "127.0.0.1"
+server.port = %s
+server.errorlog = %q
+var.offload_lua = %q
+include %q
+`, webroot, port, filepath.Join(dir, "lighttpd-error.log"),
+			filepath.Join(repo, "infra/lighttpd/offload-fallback.lua"), filepath.Join(repo, "infra/lighttpd/offload.conf")), 0o644)
+		env = []string{"OFFLOAD_RESOLVER_BASE=" + resolverBase}
+		check, run = []string{"-tt", "-f", conf}, []string{"-D", "-f", conf}
+	case "nginx":
+		// Workers run as root here so they can read the test's 0700 temp folders.
+		os.WriteFile(conf, fmt.Appendf(nil, `user root;
+daemon off;
+worker_processes 1;
+pid %[1]s/nginx.pid;
+error_log %[1]s/nginx-error.log;
+events {}
+http {
+    access_log off;
+    client_body_temp_path %[1]s/body;
+    proxy_temp_path %[1]s/proxy;
+    fastcgi_temp_path %[1]s/fastcgi;
+    uwsgi_temp_path %[1]s/uwsgi;
+    scgi_temp_path %[1]s/scgi;
+    server {
+        listen 127.0.0.1:%[2]s;
+        root %[3]q;
+        set $offload_resolver_base %[4]q;
+        include %[5]q;
+    }
+}
+`, dir, port, webroot, resolverBase, filepath.Join(repo, "infra/nginx/offload.conf")), 0o644)
+		check, run = []string{"-t", "-c", conf}, []string{"-c", conf}
+	}
+	if out, err := runWithEnv(env, server, check...); err != nil {
+		t.Fatalf("%s %v: %v\n%s", server, check, err, out)
+	}
+	start(t, env, server, run...)
 }
 
 // poller requests every published URL in a loop, following redirects, and

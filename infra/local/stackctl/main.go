@@ -36,7 +36,7 @@ commands:
   status         print each part, its PID and address, and whether it answers;
                  exits 1 unless the whole stack is up
   install        only install the tools (MinIO, dynalite, Toxiproxy,
-                 aws-lambda-rie, lighttpd)
+                 aws-lambda-rie, lighttpd, nginx)
   run [--tls] [--s3 KIND] -- COMMAND [ARG...]
                  bring up a private stack, run COMMAND with its environment,
                  and bring it down again, even when COMMAND fails or is

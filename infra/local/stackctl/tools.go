@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -152,23 +153,25 @@ func ensureDynalite(ctx context.Context, p stackPaths) (node, cli string, err er
 	return node, cli, nil
 }
 
-// lighttpdPackages are the Debian packages that give lighttpd with mod_magnet.
-var lighttpdPackages = []string{"lighttpd", "lighttpd-modules-lua"}
+// webServerPackages are the Debian packages of the web servers the tests
+// run: lighttpd with mod_magnet, and nginx.
+var webServerPackages = []string{"lighttpd", "lighttpd-modules-lua", "nginx-light"}
 
 const modMagnet = "/usr/lib/lighttpd/mod_magnet.so"
 
-// ensureLighttpd installs lighttpd and its Lua module through apt when they
-// are missing, without letting the package start a system-wide server.
+// ensureLighttpd installs the web servers through apt when they are
+// missing, without letting the packages start system-wide servers.
 func ensureLighttpd(ctx context.Context) error {
 	_, errBin := exec.LookPath("lighttpd")
 	_, errMod := os.Stat(modMagnet)
-	if errBin == nil && errMod == nil {
+	_, errNginx := exec.LookPath("nginx")
+	if errBin == nil && errMod == nil && errNginx == nil {
 		return nil
 	}
 	if os.Geteuid() != 0 {
-		return fmt.Errorf("lighttpd with mod_magnet is missing and only root can install it: sudo apt-get install %s %s", lighttpdPackages[0], lighttpdPackages[1])
+		return fmt.Errorf("lighttpd with mod_magnet or nginx is missing and only root can install them: sudo apt-get install %s", strings.Join(webServerPackages, " "))
 	}
-	fmt.Fprintf(os.Stderr, "stack: installing %v with apt-get\n", lighttpdPackages)
+	fmt.Fprintf(os.Stderr, "stack: installing %v with apt-get\n", webServerPackages)
 	// policy-rc.d exiting 101 tells Debian's maintainer scripts not to start
 	// the service: a package-started lighttpd would listen on every address.
 	const policy = "/usr/sbin/policy-rc.d"
@@ -181,7 +184,7 @@ func ensureLighttpd(ctx context.Context) error {
 	env := append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
 	for _, args := range [][]string{
 		{"apt-get", "update", "-qq"},
-		append([]string{"apt-get", "install", "-y", "-qq", "--no-install-recommends"}, lighttpdPackages...),
+		append([]string{"apt-get", "install", "-y", "-qq", "--no-install-recommends"}, webServerPackages...),
 	} {
 		cmd := exec.CommandContext(ctx, args[0], args[1:]...)
 		cmd.Env = env
