@@ -4,17 +4,17 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
+
+	"github.com/photosleeve/offload/infra/local/stacktest"
 )
 
 // TestBootstrapUnderRIE runs the real Lambda binary (built as "make build"
@@ -53,7 +53,7 @@ func TestBootstrapUnderRIE(t *testing.T) {
 // extra environment, invokes it once with events/get-hit.json and stops it.
 func invokeUnderRIE(t *testing.T, rie, bin string, env ...string) (events.LambdaFunctionURLResponse, []byte) {
 	t.Helper()
-	rieAddr, apiAddr := freeAddr(t), freeAddr(t)
+	rieAddr, apiAddr := stacktest.FreeAddr(t), stacktest.FreeAddr(t)
 	cmd := exec.Command(rie, "--runtime-interface-emulator-address", rieAddr, "--runtime-api-address", apiAddr, bin)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
@@ -84,14 +84,4 @@ func invokeUnderRIE(t *testing.T, rie, bin string, env ...string) (events.Lambda
 		t.Fatalf("response %q: %v", raw, err)
 	}
 	return out, raw
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return "127.0.0.1:" + strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
 }

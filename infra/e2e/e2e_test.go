@@ -15,7 +15,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -61,11 +60,11 @@ func endToEnd(t *testing.T, server string) {
 	}
 	m := offload.Mapping{URLPrefix: "/static/", KeyPrefix: stacktest.Prefix(t)}
 
-	resolverAddr := freeAddr(t)
+	resolverAddr := stacktest.FreeAddr(t)
 	start(t, nil, filepath.Join(bin, "offload-resolver"), "--listen", resolverAddr, "--key-prefix", m.KeyPrefix, "--log-format", "text")
 	waitListening(t, resolverAddr)
 
-	webAddr := freeAddr(t)
+	webAddr := stacktest.FreeAddr(t)
 	startWebServer(t, server, repo, dir, webroot, webAddr, "http://"+resolverAddr)
 	waitListening(t, webAddr)
 	web := "http://" + webAddr
@@ -339,16 +338,6 @@ func waitListening(t *testing.T, addr string) {
 		}
 		return err == nil
 	})
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return "127.0.0.1:" + strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
 }
 
 func randomBytes(n int, seed byte) []byte {

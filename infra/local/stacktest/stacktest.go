@@ -145,3 +145,14 @@ func Prefix(t testing.TB) string {
 	_, _ = rand.Read(b[:])
 	return "test/" + unsafeInKey.ReplaceAllString(t.Name(), "_") + "/" + hex.EncodeToString(b[:]) + "/"
 }
+
+// FreeAddr returns a free "127.0.0.1:PORT" for a server a test starts.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
