@@ -7,7 +7,7 @@ FUZZTIME ?= 30s
 # Flags for the stack "make test" brings up, e.g. STACK_FLAGS="--tls" or "--s3 versitygw".
 STACK_FLAGS ?=
 
-.PHONY: help build bench demo test test-in-stack unit vet fuzz stack-up stack-down clean
+.PHONY: help build build-ResolverFunction sam-build bench demo test test-in-stack unit vet fuzz stack-up stack-down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -15,6 +15,13 @@ help: ## list the targets
 build: ## bin/offload-agent, bin/offload-resolver (local) and bin/bootstrap (the Lambda, linux/arm64)
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/ ./agent/cmd/offload-agent ./lambda/cmd/offload-resolver
 	GOOS=linux GOARCH=arm64 CGO_ENABLED=0 $(GO) build -tags lambda.norpc -trimpath -ldflags='-s -w' -o bin/bootstrap ./lambda/cmd/offload-resolver
+
+# sam build (BuildMethod: makefile) calls this with ARTIFACTS_DIR set.
+build-ResolverFunction:
+	GOOS=linux GOARCH=arm64 CGO_ENABLED=0 $(GO) build -tags lambda.norpc -trimpath -ldflags='-s -w' -o $(ARTIFACTS_DIR)/bootstrap ./lambda/cmd/offload-resolver
+
+sam-build: ## what "sam build" does for the resolver, without the sam CLI: .aws-sam/build/ResolverFunction/bootstrap
+	$(MAKE) --no-print-directory build-ResolverFunction ARTIFACTS_DIR=$(CURDIR)/.aws-sam/build/ResolverFunction
 
 demo: build ## the whole system on loopback for a person (stack, lighttpd, resolver, agent); Ctrl-C stops it
 	$(GO) build -o bin/offload-demo ./infra/local/demo

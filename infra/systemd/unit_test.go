@@ -1,0 +1,93 @@
+// Package systemd holds the agent's systemd unit; this test checks it.
+package systemd
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/photosleeve/offload/infra/local/stacktest"
+)
+
+// unitKeys parses a unit file into section -> key -> values.
+func unitKeys(t *testing.T, path string) map[string]map[string][]string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	out := map[string]map[string][]string{}
+	section := ""
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		switch {
+		case line == "" || strings.HasPrefix(line, "#"):
+		case strings.HasPrefix(line, "["):
+			section = strings.Trim(line, "[]")
+			out[section] = map[string][]string{}
+		default:
+			k, v, ok := strings.Cut(line, "=")
+			if !ok || section == "" {
+				t.Fatalf("%s: cannot parse %q", path, line)
+			}
+			out[section][k] = append(out[section][k], v)
+		}
+	}
+	return out
+}
+
+func TestUnitHardeningAndStop(t *testing.T) {
+	u := unitKeys(t, "offload-agent.service")
+	s := u["Service"]
+	for k, want := range map[string]string{
+		"ExecStart": "/usr/local/bin/offload-agent run", "User": "offload", "Restart": "on-failure",
+		"NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes",
+		"CapabilityBoundingSet": "", "EnvironmentFile": "/etc/offload/agent.env",
+	} {
+		if got := s[k]; len(got) != 1 || got[0] != want {
+			t.Errorf("[Service] %s = %q; want %q", k, got, want)
+		}
+	}
+	if got := s["ReadWritePaths"]; len(got) != 1 || len(strings.Fields(got[0])) != 2 {
+		t.Errorf("ReadWritePaths = %q; want the watch and archive folders only", got)
+	}
+	stop, err := time.ParseDuration(strings.TrimSuffix(s["TimeoutStopSec"][0], "s") + "s")
+	if err != nil || stop <= 30*time.Second {
+		t.Errorf("TimeoutStopSec = %q; want longer than the agent's 30 s grace", s["TimeoutStopSec"])
+	}
+	if u["Install"]["WantedBy"][0] != "multi-user.target" {
+		t.Errorf("not installable: %v", u["Install"])
+	}
+}
+
+// TestUnitVerifies runs systemd-analyze verify on the unit, with ExecStart
+// pointing at a freshly built offload-agent (verify checks the binary).
+func TestUnitVerifies(t *testing.T) {
+	analyze, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		if os.Getenv(stacktest.RequireEnv) == "1" {
+			t.Fatalf("systemd-analyze is not installed (Debian package systemd, part of this machine's image): %v", err)
+		}
+		t.Skip("systemd-analyze is not installed; TestUnitHardeningAndStop checks the keys")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "offload-agent")
+	build := exec.Command("go", "build", "-o", bin, "./agent/cmd/offload-agent")
+	build.Dir = filepath.Join("..", "..")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	unit, _ := os.ReadFile("offload-agent.service")
+	copyPath := filepath.Join(dir, "offload-agent.service")
+	os.WriteFile(copyPath, []byte(strings.ReplaceAll(string(unit), "/usr/local/bin/offload-agent", bin)), 0o644)
+	out, err := exec.Command(analyze, "verify", copyPath).CombinedOutput()
+	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}
