@@ -243,8 +243,15 @@ func newPoller() *poller {
 					p.fail(fmt.Sprintf("GET %s: %v", u, err))
 					continue
 				}
-				body, _ := io.ReadAll(resp.Body)
+				body, err := io.ReadAll(resp.Body)
 				resp.Body.Close()
+				if ctx.Err() != nil {
+					return // stopped in the middle of a body: not an answer
+				}
+				if err != nil {
+					p.fail(fmt.Sprintf("GET %s: %s, body cut after %d bytes: %v", u, resp.Status, len(body), err))
+					continue
+				}
 				if resp.StatusCode != 200 || sha256.Sum256(body) != want {
 					p.fail(fmt.Sprintf("GET %s: %s with %d bytes that are not the original", u, resp.Status, len(body)))
 				}
