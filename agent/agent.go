@@ -230,6 +230,12 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 		}
 	}
 
+	// park stops looking at a file until it changes.
+	park := func(rel string, version fileID) {
+		delete(pending, rel)
+		parked[rel] = version
+	}
+
 	finish := func(r result) {
 		running--
 		e := pending[r.rel]
@@ -246,7 +252,7 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 			log.Info("offloaded", "bytes", r.id.size, "duration", r.elapsed.Round(time.Millisecond), "after", string(a.cfg.After))
 			delete(pending, r.rel)
 			if a.cfg.After == AfterKeep {
-				parked[r.rel] = version
+				park(r.rel, version)
 			}
 		case outGone:
 			delete(pending, r.rel)
@@ -263,19 +269,16 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 			e.notBefore = e.since.Add(a.cfg.Quiet)
 		case outSkipped:
 			log.Info("skipped: only regular files are offloaded", "reason", r.err)
-			delete(pending, r.rel)
-			parked[r.rel] = version
+			park(r.rel, version)
 		case outRefused:
 			a.stats.Refused.Add(1)
 			log.Warn("refused: never uploaded", "err", r.err)
-			delete(pending, r.rel)
-			parked[r.rel] = version
+			park(r.rel, version)
 			failedForGood++
 		case outConflict:
 			a.stats.Conflicts.Add(1)
 			log.Error("conflict: left in place, never overwritten", "err", r.err)
-			delete(pending, r.rel)
-			parked[r.rel] = version
+			park(r.rel, version)
 			failedForGood++
 		case outFailed:
 			a.stats.Failures.Add(1)

@@ -77,8 +77,9 @@ func (a *Agent) offloadFile(ctx context.Context, j job) (res result) {
 
 	// Upload: one read pass. S3 checks the full-object CRC64NVME computed on
 	// the way; If-None-Match: * means an existing object is never replaced.
+	ctype := contentType(rel)
 	sum, obj, err := a.store.put(ctx, upload{
-		key: key, body: f, size: id.size, contentType: contentType(rel),
+		key: key, body: f, size: id.size, contentType: ctype,
 		beforeCommit: func() error { return stillSame(a.root, rel, f, id) },
 	})
 
@@ -108,7 +109,7 @@ func (a *Agent) offloadFile(ctx context.Context, j job) (res result) {
 	// Record: a conditional put; the same object already recorded is success.
 	err = a.ledger.record(ctx, offload.Record{
 		Key: key, Size: id.size, CRC64NVME: sum, ETag: obj.ETag, VersionID: obj.VersionID,
-		ContentType: contentType(rel), Host: a.cfg.Host, Path: rel, UploadedAt: time.Now().UTC(),
+		ContentType: ctype, Host: a.cfg.Host, Path: rel, UploadedAt: time.Now().UTC(),
 	})
 	switch {
 	case errors.Is(err, offload.ErrConflict):
