@@ -5,19 +5,12 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
-	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"sync"
-	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -36,22 +29,7 @@ func TestEndToEnd(t *testing.T) {
 
 func endToEnd(t *testing.T, server string) {
 	st := stacktest.Require(t)
-	if _, err := exec.LookPath(server); err != nil {
-		t.Fatalf("%s is part of the stack (infra/local/stack install puts it there): %v", server, err)
-	}
-	repo, _ := filepath.Abs(filepath.Join("..", ".."))
-	bin := t.TempDir()
-	for _, cmd := range []string{"offload-agent", "offload-resolver"} {
-		pkg := "./agent/cmd/offload-agent"
-		if cmd == "offload-resolver" {
-			pkg = "./lambda/cmd/offload-resolver"
-		}
-		build := exec.Command("go", "build", "-o", filepath.Join(bin, cmd), pkg)
-		build.Dir = repo
-		if out, err := build.CombinedOutput(); err != nil {
-			t.Fatalf("build %s: %v\n%s", cmd, err, out)
-		}
-	}
+	bin := stacktest.Build(t, "./agent/cmd/offload-agent", "./lambda/cmd/offload-resolver")
 
 	dir := t.TempDir()
 	webroot, static, archive := filepath.Join(dir, "www"), filepath.Join(dir, "www", "static"), filepath.Join(dir, "archive")
@@ -61,15 +39,14 @@ func endToEnd(t *testing.T, server string) {
 	m := offload.Mapping{URLPrefix: "/static/", KeyPrefix: stacktest.Prefix(t)}
 
 	resolverAddr := stacktest.FreeAddr(t)
-	start(t, nil, filepath.Join(bin, "offload-resolver"), "--listen", resolverAddr, "--key-prefix", m.KeyPrefix, "--log-format", "text")
-	waitListening(t, resolverAddr)
+	stacktest.Start(t, nil, "", bin["offload-resolver"], "--listen", resolverAddr, "--key-prefix", m.KeyPrefix, "--log-format", "text")
+	stacktest.WaitListening(t, resolverAddr)
 
 	webAddr := stacktest.FreeAddr(t)
-	startWebServer(t, server, repo, dir, webroot, webAddr, "http://"+resolverAddr)
-	waitListening(t, webAddr)
+	stacktest.StartWebServer(t, server, webroot, webAddr, "http://"+resolverAddr)
 	web := "http://" + webAddr
 
-	start(t, nil, filepath.Join(bin, "offload-agent"), "run", "--watch", static, "--archive", archive,
+	stacktest.Start(t, nil, "", bin["offload-agent"], "run", "--watch", static, "--archive", archive,
 		"--key-prefix", m.KeyPrefix, "--quiet", "1s", "--rescan", "5s", "--host", "e2e")
 
 	files := map[string][]byte{
@@ -78,8 +55,8 @@ func endToEnd(t *testing.T, server string) {
 		"with space/ünïcödé 写真.jpg": randomBytes(50<<10, 3),
 	}
 
-	p := newPoller()
-	defer p.stop()
+	p := stacktest.NewPoller()
+	defer p.Stop()
 	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 
 	for rel, data := range files {
@@ -96,7 +73,7 @@ func endToEnd(t *testing.T, server string) {
 		if err := os.Rename(dst+".tmp", dst); err != nil {
 			t.Fatal(err)
 		}
-		p.add(url, data)
+		p.Add(url, data)
 		resp, body := get(t, noFollow, url)
 		if resp.StatusCode != 200 || !bytes.Equal(body, data) {
 			t.Errorf("%s while local: %s, %d bytes; want 200 with the %d bytes", rel, resp.Status, len(body), len(data))
@@ -147,7 +124,7 @@ func endToEnd(t *testing.T, server string) {
 	os.Remove(probe)
 
 	// 4. The poller, which asked for every URL the whole time.
-	checks, failures := p.stop()
+	checks, failures := p.Stop()
 	t.Logf("poller: %d requests, %d failures", checks, len(failures))
 	if checks < int64(len(files)) {
 		t.Errorf("poller made only %d requests", checks)
@@ -155,165 +132,6 @@ func endToEnd(t *testing.T, server string) {
 	for _, f := range failures {
 		t.Errorf("poller: %s", f)
 	}
-}
-
-// startWebServer starts lighttpd or nginx on addr, serving webroot with the
-// project's fallback configuration, after checking that configuration.
-func startWebServer(t *testing.T, server, repo, dir, webroot, addr, resolverBase string) {
-	t.Helper()
-	_, port, _ := net.SplitHostPort(addr)
-	conf := filepath.Join(dir, server+".conf")
-	var env, check, run []string
-	switch server {
-	case "lighttpd":
-		os.WriteFile(conf, fmt.Appendf(nil, `server.document-root = %q
-server.bind = "127.0.0.1"
-server.port = %s
-server.errorlog = %q
-var.offload_lua = %q
-include %q
-`, webroot, port, filepath.Join(dir, "lighttpd-error.log"),
-			filepath.Join(repo, "infra/lighttpd/offload-fallback.lua"), filepath.Join(repo, "infra/lighttpd/offload.conf")), 0o644)
-		env = []string{"OFFLOAD_RESOLVER_BASE=" + resolverBase}
-		check, run = []string{"-tt", "-f", conf}, []string{"-D", "-f", conf}
-	case "nginx":
-		// Workers run as root here so they can read the test's 0700 temp folders.
-		os.WriteFile(conf, fmt.Appendf(nil, `user root;
-daemon off;
-worker_processes 1;
-pid %[1]s/nginx.pid;
-error_log %[1]s/nginx-error.log;
-events {}
-http {
-    access_log off;
-    client_body_temp_path %[1]s/body;
-    proxy_temp_path %[1]s/proxy;
-    fastcgi_temp_path %[1]s/fastcgi;
-    uwsgi_temp_path %[1]s/uwsgi;
-    scgi_temp_path %[1]s/scgi;
-    server {
-        listen 127.0.0.1:%[2]s;
-        root %[3]q;
-        set $offload_resolver_base %[4]q;
-        include %[5]q;
-    }
-}
-`, dir, port, webroot, resolverBase, filepath.Join(repo, "infra/nginx/offload.conf")), 0o644)
-		check, run = []string{"-t", "-c", conf}, []string{"-c", conf}
-	}
-	if out, err := runWithEnv(env, server, check...); err != nil {
-		t.Fatalf("%s %v: %v\n%s", server, check, err, out)
-	}
-	start(t, env, server, run...)
-}
-
-// poller requests every published URL in a loop, following redirects, and
-// records every answer that is not the original bytes.
-type poller struct {
-	mu       sync.Mutex
-	urls     map[string][32]byte
-	failures []string
-	checks   atomic.Int64
-	cancel   context.CancelFunc
-	done     chan struct{}
-	once     sync.Once
-}
-
-func newPoller() *poller {
-	ctx, cancel := context.WithCancel(context.Background())
-	p := &poller{urls: map[string][32]byte{}, cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(p.done)
-		client := &http.Client{Timeout: 30 * time.Second}
-		for ctx.Err() == nil {
-			p.mu.Lock()
-			urls := make(map[string][32]byte, len(p.urls))
-			for u, s := range p.urls {
-				urls[u] = s
-			}
-			p.mu.Unlock()
-			for u, want := range urls {
-				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-				resp, err := client.Do(req)
-				if ctx.Err() != nil {
-					return
-				}
-				p.checks.Add(1)
-				if err != nil {
-					p.fail(fmt.Sprintf("GET %s: %v", u, err))
-					continue
-				}
-				body, err := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if ctx.Err() != nil {
-					return // stopped in the middle of a body: not an answer
-				}
-				if err != nil {
-					p.fail(fmt.Sprintf("GET %s: %s, body cut after %d bytes: %v", u, resp.Status, len(body), err))
-					continue
-				}
-				if resp.StatusCode != 200 || sha256.Sum256(body) != want {
-					p.fail(fmt.Sprintf("GET %s: %s with %d bytes that are not the original", u, resp.Status, len(body)))
-				}
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}()
-	return p
-}
-
-func (p *poller) add(url string, data []byte) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.urls[url] = sha256.Sum256(data)
-}
-
-func (p *poller) fail(s string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.failures = append(p.failures, s)
-}
-
-func (p *poller) stop() (int64, []string) {
-	p.once.Do(func() { p.cancel(); <-p.done })
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.checks.Load(), p.failures
-}
-
-// start runs a command until the test ends, then stops it (SIGTERM, then
-// SIGKILL) by its PID.
-func start(t *testing.T, env []string, name string, args ...string) {
-	t.Helper()
-	cmd := exec.Command(name, args...)
-	cmd.Env = append(os.Environ(), env...)
-	log, _ := os.Create(filepath.Join(t.TempDir(), filepath.Base(name)+".log"))
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			b, _ := os.ReadFile(log.Name())
-			t.Logf("%s log:\n%s", filepath.Base(name), tail(b, 4000))
-		}
-		log.Close()
-	})
-}
-
-func runWithEnv(env []string, name string, args ...string) ([]byte, error) {
-	cmd := exec.Command(name, args...)
-	cmd.Env = append(os.Environ(), env...)
-	return cmd.CombinedOutput()
 }
 
 func get(t *testing.T, c *http.Client, url string) (*http.Response, []byte) {
@@ -336,26 +154,8 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 	}
 }
 
-func waitListening(t *testing.T, addr string) {
-	t.Helper()
-	waitFor(t, addr+" to listen", 20*time.Second, func() bool {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
-}
-
 func randomBytes(n int, seed byte) []byte {
 	b := make([]byte, n)
 	rand.NewChaCha8([32]byte{seed, 'e', '2', 'e'}).Read(b)
-	return b
-}
-
-func tail(b []byte, n int) []byte {
-	if len(b) > n {
-		return b[len(b)-n:]
-	}
 	return b
 }

@@ -56,6 +56,7 @@ type state struct {
 	ToxiproxyURL     string    `json:"toxiproxy_url"`
 	ToxiproxyCLI     string    `json:"toxiproxy_cli"`
 	RIE              string    `json:"aws_lambda_rie"`
+	MinIO            string    `json:"minio"`
 	Services         []service `json:"services"`
 	dir              string
 }
@@ -108,6 +109,7 @@ func (st *state) env() [][2]string {
 		{"OFFLOAD_TOXIPROXY_CLI", st.ToxiproxyCLI},
 		{"OFFLOAD_AWS_LAMBDA_RIE", st.RIE},
 		{"OFFLOAD_STACK_S3", st.S3Kind},
+		{"OFFLOAD_MINIO", st.MinIO},
 	}
 	if st.CAFile != "" {
 		e = append(e, [2]string{"AWS_CA_BUNDLE", st.CAFile})
@@ -178,7 +180,7 @@ func up(ctx context.Context, p stackPaths, opts upOptions) (*state, error) {
 		return nil, err
 	}
 	st := &state{dir: p.state, S3Kind: opts.s3Kind, TLS: opts.tls, DataDir: data,
-		ToxiproxyCLI: toxiproxyCLI.path(p.cache), RIE: rieTool.path(p.cache)}
+		ToxiproxyCLI: toxiproxyCLI.path(p.cache), RIE: rieTool.path(p.cache), MinIO: minioTool.path(p.cache)}
 	if err := st.save(); err != nil {
 		return nil, err
 	}

@@ -47,7 +47,8 @@ type tools struct {
 }
 
 // install makes sure every tool is in the cache and returns their paths.
-// s3Kind picks the S3 server to install (minio or versitygw).
+// s3Kind picks the S3 server of the stack (minio or versitygw); MinIO is
+// always installed, as tests start private MinIO servers of their own.
 func install(ctx context.Context, p stackPaths, s3Kind string) (tools, error) {
 	var t tools
 	var err error
@@ -58,7 +59,7 @@ func install(ctx context.Context, p stackPaths, s3Kind string) (tools, error) {
 	for _, g := range []struct {
 		tool goTool
 		dst  *string
-	}{{s3, &t.s3Server}, {toxiproxyTool, &t.toxiproxy}, {toxiproxyCLI, nil}, {rieTool, nil}} {
+	}{{s3, &t.s3Server}, {minioTool, nil}, {toxiproxyTool, &t.toxiproxy}, {toxiproxyCLI, nil}, {rieTool, nil}} {
 		path, err := g.tool.ensure(ctx, p.cache)
 		if err != nil {
 			return t, err

@@ -40,6 +40,7 @@ type Stack struct {
 	ToxiproxyCLI     string // OFFLOAD_TOXIPROXY_CLI
 	LambdaRIE        string // OFFLOAD_AWS_LAMBDA_RIE
 	S3Kind           string // OFFLOAD_STACK_S3: minio or versitygw
+	MinIO            string // OFFLOAD_MINIO: the MinIO binary, for private servers
 }
 
 // Require returns the running stack. Without one it skips the test, or
@@ -56,6 +57,7 @@ func Require(t testing.TB) *Stack {
 		ToxiproxyCLI:     os.Getenv("OFFLOAD_TOXIPROXY_CLI"),
 		LambdaRIE:        os.Getenv("OFFLOAD_AWS_LAMBDA_RIE"),
 		S3Kind:           os.Getenv("OFFLOAD_STACK_S3"),
+		MinIO:            os.Getenv("OFFLOAD_MINIO"),
 	}
 	missing := func(why string) {
 		t.Helper()

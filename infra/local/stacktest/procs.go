@@ -1,0 +1,214 @@
+package stacktest
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// RepoRoot returns the repository's root folder: the nearest parent of the
+// test's working directory that holds go.mod.
+func RepoRoot(t testing.TB) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("no go.mod above the test's working directory")
+		}
+		dir = parent
+	}
+}
+
+// Build builds the project's commands, given as package paths relative to
+// the repository root ("./agent/cmd/offload-agent"), into a folder that
+// lives as long as the test, and returns each binary's path by its name.
+func Build(t testing.TB, pkgs ...string) map[string]string {
+	t.Helper()
+	bin := t.TempDir()
+	args := append([]string{"build", "-o", bin + string(filepath.Separator)}, pkgs...)
+	build := exec.Command("go", args...)
+	build.Dir = RepoRoot(t)
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build %v: %v\n%s", pkgs, err, out)
+	}
+	paths := map[string]string{}
+	for _, p := range pkgs {
+		paths[filepath.Base(p)] = filepath.Join(bin, filepath.Base(p))
+	}
+	return paths
+}
+
+// Process is a server or command a test started, stopped by its PID when
+// the test ends.
+type Process struct {
+	Name string
+	Log  string // the file its stdout and stderr go to
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+}
+
+// Start runs name with args and the test's environment plus env, its
+// output appended to logPath (a new file in a temp folder when empty). When
+// the test ends it is stopped (SIGTERM, then SIGKILL after 10 s), and if
+// the test failed the end of its log is printed.
+func Start(t testing.TB, env []string, logPath, name string, args ...string) *Process {
+	t.Helper()
+	if logPath == "" {
+		logPath = filepath.Join(t.TempDir(), filepath.Base(name)+".log")
+	}
+	log, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	p := &Process{Name: filepath.Base(name), Log: logPath, cmd: cmd, done: make(chan struct{})}
+	go func() { p.err = cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		if err := p.Stop(10 * time.Second); err != nil {
+			t.Logf("stop %s: %v", p.Name, err)
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			if len(b) > 4000 {
+				b = b[len(b)-4000:]
+			}
+			t.Logf("%s log (end):\n%s", p.Name, b)
+		}
+	})
+	return p
+}
+
+// PID is the process's ID.
+func (p *Process) PID() int { return p.cmd.Process.Pid }
+
+// Exited reports whether the process has ended.
+func (p *Process) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Kill sends SIGKILL and waits until the process is gone.
+func (p *Process) Kill() {
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+}
+
+// Stop sends SIGTERM, waits up to grace, then kills. It returns the
+// process's own error (nil for exit status 0), and nothing if it had
+// already ended.
+func (p *Process) Stop(grace time.Duration) error {
+	if p.Exited() {
+		return nil
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(grace):
+		p.Kill()
+		return fmt.Errorf("%s did not stop within %s of SIGTERM; killed", p.Name, grace)
+	}
+}
+
+// WaitListening waits until something accepts connections on addr.
+func WaitListening(t testing.TB, addr string) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nothing listens on %s after 20 s: %v", addr, err)
+		}
+	}
+}
+
+// StartWebServer starts lighttpd or nginx on addr serving webroot with the
+// project's fallback configuration (infra/lighttpd, infra/nginx), after
+// checking that configuration, and waits until it listens.
+func StartWebServer(t testing.TB, server, webroot, addr, resolverBase string) *Process {
+	t.Helper()
+	if _, err := exec.LookPath(server); err != nil {
+		t.Fatalf("%s is part of the stack (infra/local/stack install puts it there): %v", server, err)
+	}
+	repo, dir := RepoRoot(t), t.TempDir()
+	_, port, _ := net.SplitHostPort(addr)
+	conf := filepath.Join(dir, server+".conf")
+	var env, check, run []string
+	var text []byte
+	switch server {
+	case "lighttpd":
+		text = fmt.Appendf(nil, `server.document-root = %q
+server.bind = "127.0.0.1"
+server.port = %s
+server.errorlog = %q
+var.offload_lua = %q
+include %q
+`, webroot, port, filepath.Join(dir, "lighttpd-error.log"),
+			filepath.Join(repo, "infra/lighttpd/offload-fallback.lua"), filepath.Join(repo, "infra/lighttpd/offload.conf"))
+		env = []string{"OFFLOAD_RESOLVER_BASE=" + resolverBase}
+		check, run = []string{"-tt", "-f", conf}, []string{"-D", "-f", conf}
+	case "nginx":
+		// Workers run as root here so they can read the test's 0700 temp folders.
+		text = fmt.Appendf(nil, `user root;
+daemon off;
+worker_processes 1;
+pid %[1]s/nginx.pid;
+error_log %[1]s/nginx-error.log;
+events {}
+http {
+    access_log off;
+    client_body_temp_path %[1]s/body;
+    proxy_temp_path %[1]s/proxy;
+    fastcgi_temp_path %[1]s/fastcgi;
+    uwsgi_temp_path %[1]s/uwsgi;
+    scgi_temp_path %[1]s/scgi;
+    server {
+        listen 127.0.0.1:%[2]s;
+        root %[3]q;
+        set $offload_resolver_base %[4]q;
+        include %[5]q;
+    }
+}
+`, dir, port, webroot, resolverBase, filepath.Join(repo, "infra/nginx/offload.conf"))
+		check, run = []string{"-t", "-c", conf}, []string{"-c", conf}
+	default:
+		t.Fatalf("unknown web server %q", server)
+	}
+	if err := os.WriteFile(conf, text, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(server, check...)
+	cmd.Env = append(os.Environ(), env...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%s %v: %v\n%s", server, check, err, out)
+	}
+	p := Start(t, env, "", server, run...)
+	WaitListening(t, addr)
+	return p
+}
