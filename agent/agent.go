@@ -133,6 +133,24 @@ const (
 	backoffCap  = 5 * time.Minute
 )
 
+// recoveryJitter: a file offloaded end to end proves S3 and DynamoDB answer
+// again, so files waiting out a backoff after failing on them retry within
+// this (spread, so they do not all start at once) instead of up to
+// backoffCap later. Files that failed locally (the archive) keep their
+// backoff: another file's success says nothing about their cause.
+const recoveryJitter = 2 * time.Second
+
+// retryRemoteFailuresSoon pulls in the retry of every file whose last
+// failure was remote; see recoveryJitter.
+func retryRemoteFailuresSoon(pending map[string]*entry, now time.Time) {
+	for _, e := range pending {
+		if e.remote && !e.running && e.notBefore.After(now.Add(recoveryJitter)) {
+			e.notBefore = now.Add(time.Duration(rand.Int64N(int64(recoveryJitter))))
+			e.remote = false
+		}
+	}
+}
+
 func backoff(attempt int) time.Duration {
 	d := backoffCap
 	if attempt < 20 {
@@ -147,6 +165,7 @@ type entry struct {
 	since     time.Time // when that version was first observed
 	notBefore time.Time // backoff after a failure
 	attempts  int
+	remote    bool // the last failure was S3's or DynamoDB's
 	running   bool
 	dirty     bool // an event arrived while it was running
 }
@@ -254,6 +273,7 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 			if a.cfg.After == AfterKeep {
 				park(r.rel, version)
 			}
+			retryRemoteFailuresSoon(pending, time.Now())
 		case outGone:
 			delete(pending, r.rel)
 		case outNotReady:
@@ -283,6 +303,7 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 		case outFailed:
 			a.stats.Failures.Add(1)
 			e.attempts++
+			e.remote = r.remote
 			wait := backoff(e.attempts)
 			e.notBefore = time.Now().Add(wait)
 			log.Warn("failed, will retry", "attempt", e.attempts, "retry_in", wait.Round(time.Millisecond), "err", r.err)

@@ -36,6 +36,7 @@ type result struct {
 	id      fileID // the version that was read (zero when none was)
 	key     string
 	err     error
+	remote  bool // a failure of S3 or DynamoDB, not of the local disk
 	elapsed time.Duration
 }
 
@@ -51,6 +52,10 @@ func (a *Agent) offloadFile(ctx context.Context, j job) (res result) {
 	fail := func(o outcome, err error) result {
 		res.outcome, res.err = o, err
 		return res
+	}
+	failRemote := func(err error) result {
+		res.remote = true
+		return fail(outFailed, err)
 	}
 
 	key, err := a.cfg.Mapping.KeyForFile(rel)
@@ -91,7 +96,7 @@ func (a *Agent) offloadFile(ctx context.Context, j job) (res result) {
 		return fail(outConflict, fmt.Errorf("%s: S3 stored crc64nvme %s, the file read has %s: %w", key, obj.CRC64NVME, sum, offload.ErrChecksumMismatch))
 	case err == nil || errors.Is(err, errObjectExists):
 		if obj, err = a.store.head(ctx, key); err != nil {
-			return fail(outFailed, err)
+			return failRemote(err)
 		}
 		if obj.Size != id.size || obj.CRC64NVME != sum {
 			return fail(outConflict, fmt.Errorf("%s: S3 holds %d bytes with crc64nvme %q, the local file has %d bytes with crc64nvme %s: %w",
@@ -100,7 +105,7 @@ func (a *Agent) offloadFile(ctx context.Context, j job) (res result) {
 	case errors.Is(err, errChanged):
 		return fail(outNotReady, err)
 	default:
-		return fail(outFailed, err)
+		return failRemote(err)
 	}
 	if err := stillSame(a.root, rel, f, id); err != nil {
 		return fail(outNotReady, err)
@@ -115,7 +120,7 @@ func (a *Agent) offloadFile(ctx context.Context, j job) (res result) {
 	case errors.Is(err, offload.ErrConflict):
 		return fail(outConflict, err)
 	case err != nil:
-		return fail(outFailed, err)
+		return failRemote(err)
 	}
 
 	// Archive, delete or keep, and only the version that was proven: no

@@ -55,7 +55,7 @@ func endToEnd(t *testing.T, server string) {
 		"with space/ünïcödé 写真.jpg": randomBytes(50<<10, 3),
 	}
 
-	p := stacktest.NewPoller()
+	p := stacktest.NewPoller(0)
 	defer p.Stop()
 	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 

@@ -14,6 +14,7 @@ import (
 // (following redirects), and records every answer that is not one of the
 // URL's known contents.
 type Poller struct {
+	rate     int64 // bytes per second it may read; 0 is no limit
 	mu       sync.Mutex
 	urls     map[string][][32]byte
 	order    []string
@@ -35,10 +36,11 @@ func (f PollFailure) String() string {
 	return f.At.Format("15:04:05.000") + " GET " + f.URL + ": " + f.Reason
 }
 
-// NewPoller starts polling; Stop ends it.
-func NewPoller() *Poller {
+// NewPoller starts polling; Stop ends it. A rate above zero bounds the
+// bytes per second it reads, so that it does not starve what it watches.
+func NewPoller(rate int64) *Poller {
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &Poller{urls: map[string][][32]byte{}, cancel: cancel, done: make(chan struct{})}
+	p := &Poller{rate: rate, urls: map[string][][32]byte{}, cancel: cancel, done: make(chan struct{})}
 	go p.loop(ctx)
 	return p
 }
@@ -66,6 +68,9 @@ func (p *Poller) loop(ctx context.Context) {
 			resp.Body.Close()
 			if ctx.Err() != nil {
 				return // stopped in the middle of a body: not an answer
+			}
+			if p.rate > 0 {
+				time.Sleep(time.Duration(n) * time.Second / time.Duration(p.rate))
 			}
 			switch {
 			case err != nil:

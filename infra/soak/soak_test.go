@@ -1,0 +1,274 @@
+// Package soak is the chaos soak. The real agent binary runs against a
+// private MinIO and the stack's dynalite, both behind Toxiproxy, while a
+// writer drops files into the watch folder and a poller asks for every URL
+// through lighttpd and the resolver. Faults follow a seeded schedule: kill -9
+// of the agent, outages, connection resets, latency, blackholes, a MinIO
+// crash mid-upload and an archive folder that refuses writes. At the end,
+// with the faults off, the agent drains and everything is checked against
+// what was written: nothing may be lost, corrupt or overwritten.
+//
+// "make test" runs the short profile; "make soak" the full one:
+//
+//	go test ./infra/soak -run TestSoak -v -timeout 2h -args -soak.profile full [-soak.seed N]
+package soak
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/photosleeve/offload"
+	"github.com/photosleeve/offload/infra/local/stacktest"
+)
+
+const soakBucket = "offload-soak"
+
+func TestSoak(t *testing.T) {
+	s, err := loadSettings()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := stacktest.Require(t)
+	fmt.Printf("soak: seed %d (replay with -soak.seed %d), %d files up to %d MiB over %s, %d kills, %s outages\n",
+		s.Seed, s.Seed, s.Files, s.MaxSize>>20, s.Duration, s.Kills, s.Outage)
+	w := newWorld(t, st, s)
+	files, faults := makePlan(s)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	wr := &writer{watch: w.watch, archive: w.archive, seed: s.Seed, quiet: w.quiet,
+		published: func(rel string, sum [32]byte) { w.poller.AddSum(w.urlFor(rel), sum) }}
+	written := make(chan struct{})
+	go func() { defer close(written); wr.run(ctx, files, s.Duration) }()
+
+	w.inject(faults)
+	for waiting := true; waiting; {
+		select {
+		case <-written:
+			waiting = false
+		case <-time.After(500 * time.Millisecond):
+			w.watchAgent()
+		}
+	}
+	w.clearFaults()
+	fmt.Printf("soak: writer done after %s; faults off; draining (up to %s)\n", time.Since(w.start).Round(time.Second), s.Drain)
+
+	versions, byName, bytes, errs := wr.snapshot()
+	for _, err := range errs {
+		t.Errorf("writer: %v", err)
+	}
+	w.drain(versions, byName)
+	if err := w.agent.Stop(time.Minute); err != nil {
+		t.Errorf("agent did not stop cleanly on SIGTERM: %v", err)
+	}
+	checks, failures := w.poller.Stop()
+
+	r := w.check(versions, byName)
+	r.filesWritten, r.bytesWritten = len(versions), bytes
+	r.urlChecks = checks
+	for _, f := range failures {
+		if w.excused(f.At) {
+			r.urlExcused++
+			continue
+		}
+		r.urlFailures++
+		if r.urlFailures <= 20 {
+			t.Logf("poller: %s", f)
+		}
+	}
+	r.faults = w.injected
+	r.agentCrashes = w.crashes
+	r.print(os.Stdout, s, time.Since(w.start))
+	for _, bad := range r.bad() {
+		t.Errorf("%s = %d; want 0", bad.name, bad.n)
+	}
+}
+
+// world is everything one soak run starts.
+type world struct {
+	t        *testing.T
+	st       *stacktest.Stack
+	s        settings
+	rng      *rand.Rand
+	start    time.Time
+	mapping  offload.Mapping
+	watch    string
+	archive  string
+	quiet    time.Duration
+	minio    *stacktest.MinIO
+	s3       *s3.Client // straight to the private MinIO, for checks
+	s3Proxy  *stacktest.Proxy
+	dbProxy  *stacktest.Proxy
+	webBase  string
+	poller   *stacktest.Poller
+	agentBin string
+	agentEnv []string
+	agentLog string
+	agent    *stacktest.Process
+	injected map[faultKind]int
+	crashes  int            // agent exits the soak did not cause
+	s3Down   [][2]time.Time // when the private MinIO was down, for the poller
+	locked   []string       // archive folders made unwritable
+}
+
+func newWorld(t *testing.T, st *stacktest.Stack, s settings) *world {
+	bin := stacktest.Build(t, "./agent/cmd/offload-agent", "./lambda/cmd/offload-resolver")
+	dir := t.TempDir()
+	w := &world{t: t, st: st, s: s, rng: rand.New(rand.NewPCG(s.Seed, 0xfa17)),
+		mapping:  offload.Mapping{URLPrefix: "/static/", KeyPrefix: stacktest.Prefix(t)},
+		watch:    filepath.Join(dir, "www", "static"),
+		archive:  filepath.Join(dir, "archive"),
+		quiet:    time.Second,
+		agentBin: bin["offload-agent"],
+		agentLog: filepath.Join(dir, "agent.log"),
+		injected: map[faultKind]int{},
+	}
+	for _, d := range []string{w.watch, w.archive} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(w.unlockArchive) // never leave an immutable folder behind
+
+	w.minio = st.StartMinIO(t, soakBucket)
+	w.s3 = st.S3At(t, w.minio.Endpoint)
+	w.s3Proxy = st.Proxy(t, w.minio.Endpoint)
+	w.dbProxy = st.Proxy(t, st.DynamoDBEndpoint)
+
+	resolverAddr := stacktest.FreeAddr(t)
+	stacktest.Start(t, []string{"AWS_ENDPOINT_URL_S3=" + w.minio.Endpoint}, "", bin["offload-resolver"],
+		"--listen", resolverAddr, "--bucket", soakBucket, "--key-prefix", w.mapping.KeyPrefix, "--log-format", "text")
+	stacktest.WaitListening(t, resolverAddr)
+	webAddr := stacktest.FreeAddr(t)
+	stacktest.StartWebServer(t, "lighttpd", filepath.Dir(w.watch), webAddr, "http://"+resolverAddr)
+	w.webBase = "http://" + webAddr
+	w.poller = stacktest.NewPoller(s.PollRate)
+	t.Cleanup(func() { w.poller.Stop() })
+
+	// The agent sees S3 and DynamoDB only through the proxies. Calls are
+	// bounded at 30 s so a blackholed connection costs half a minute, not
+	// the default two.
+	w.agentEnv = []string{"AWS_ENDPOINT_URL_S3=" + w.s3Proxy.Endpoint, "AWS_ENDPOINT_URL_DYNAMODB=" + w.dbProxy.Endpoint,
+		"OFFLOAD_BUCKET=" + soakBucket}
+	w.startAgent()
+	w.start = time.Now()
+	return w
+}
+
+func (w *world) startAgent() {
+	w.agent = stacktest.Start(w.t, w.agentEnv, w.agentLog, w.agentBin, "run",
+		"--watch", w.watch, "--archive", w.archive, "--key-prefix", w.mapping.KeyPrefix,
+		"--quiet", w.quiet.String(), "--rescan", "10s", "--call-timeout", "30s",
+		"--host", "soak", "--log-format", "json")
+}
+
+func (w *world) urlFor(rel string) string {
+	key, err := w.mapping.KeyForFile(rel)
+	if err != nil {
+		w.t.Errorf("the writer wrote %q, which has no key: %v", rel, err)
+		return w.webBase + "/"
+	}
+	u, _ := w.mapping.URLForKey(key)
+	return w.webBase + u
+}
+
+// watchAgent restarts the agent if it died without being killed, and
+// counts that as a crash.
+func (w *world) watchAgent() {
+	if w.agent.Exited() {
+		w.crashes++
+		w.t.Logf("agent exited on its own (a crash); restarting it")
+		w.startAgent()
+	}
+}
+
+// sleepUntil waits for a moment of the schedule, watching the agent.
+func (w *world) sleepUntil(at time.Time) {
+	for time.Now().Before(at) {
+		w.watchAgent()
+		time.Sleep(min(time.Until(at), 500*time.Millisecond))
+	}
+}
+
+// excused reports whether a poller failure at "at" fell in a window where
+// the private MinIO, which serves the redirected downloads, was down.
+func (w *world) excused(at time.Time) bool {
+	for _, d := range w.s3Down {
+		if !at.Before(d[0]) && at.Before(d[1].Add(2*time.Second)) {
+			return true
+		}
+	}
+	return false
+}
+
+// locate finds the folders of the archive, for making them unwritable.
+func (w *world) archiveFolders() []string {
+	var dirs []string
+	filepath.WalkDir(w.archive, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			dirs = append(dirs, p)
+		}
+		return nil
+	})
+	return dirs
+}
+
+// lockArchive makes the archive refuse new entries: chattr +i as root
+// (root ignores permission bits), chmod 0555 otherwise.
+func (w *world) lockArchive() {
+	w.locked = w.archiveFolders()
+	for _, d := range w.locked {
+		var err error
+		if os.Geteuid() == 0 {
+			err = exec.Command("chattr", "+i", d).Run()
+		} else {
+			err = os.Chmod(d, 0o555)
+		}
+		if err != nil {
+			w.t.Fatalf("make %s unwritable: %v", d, err)
+		}
+	}
+}
+
+func (w *world) unlockArchive() {
+	for _, d := range w.locked {
+		if os.Geteuid() == 0 {
+			if out, err := exec.Command("chattr", "-i", d).CombinedOutput(); err != nil {
+				w.t.Errorf("chattr -i %s: %v %s", d, err, out)
+			}
+		} else {
+			os.Chmod(d, 0o755)
+		}
+	}
+	w.locked = nil
+}
+
+// uploadsInFlight reports whether the private MinIO has a multipart upload
+// in progress.
+func (w *world) uploadsInFlight() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	out, err := w.s3.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String(soakBucket)})
+	return err == nil && len(out.Uploads) > 0
+}
+
+// agentLogLines returns the agent's JSON log lines with the given message.
+func (w *world) agentLogLines(msg string) []string {
+	b, _ := os.ReadFile(w.agentLog)
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.Contains(line, `"msg":"`+msg+`"`) {
+			out = append(out, line)
+		}
+	}
+	return out
+}
