@@ -50,6 +50,9 @@ fuzz: ## run every fuzz target for FUZZTIME (default 30s) each
 	$(GO) test -run '^$$' -fuzz '^FuzzKeyForFile$$' -fuzztime $(FUZZTIME) .
 	$(GO) test -run '^$$' -fuzz '^FuzzKeyForURL$$' -fuzztime $(FUZZTIME) .
 	$(GO) test -run '^$$' -fuzz '^FuzzFunctionURL$$' -fuzztime $(FUZZTIME) ./lambda
+	$(GO) test -run '^$$' -fuzz '^FuzzVerifyLink$$' -fuzztime $(FUZZTIME) .
+	$(GO) test -run '^$$' -fuzz '^FuzzConfig$$' -fuzztime $(FUZZTIME) ./agent/cmd/offload-agent
+	$(GO) test -run '^$$' -fuzz '^FuzzParseSize$$' -fuzztime $(FUZZTIME) ./agent/cmd/offload-agent
 
 bench: ## Go benchmarks (resolver hot path, key mapping)
 	$(GO) test -run '^$$' -bench . -benchmem ./lambda

@@ -3,6 +3,7 @@ package offload
 import (
 	"errors"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -57,4 +58,50 @@ func TestSignLinkRefuses(t *testing.T) {
 			t.Errorf("SignLink(%q) err = %v; want ErrInvalidPath", p, err)
 		}
 	}
+}
+
+// FuzzVerifyLink: a link SignLink made verifies until it expires, and
+// nothing else does: not another signature, not another expiry, not
+// another file. Arbitrary query values are an error, never a panic.
+func FuzzVerifyLink(f *testing.F) {
+	f.Add("/static/a%20b/caf%C3%A9.jpg", int64(3600), "deadbeef", "1900000000", "a b/other.jpg")
+	f.Add("/static/x.jpg", int64(-1), strings.Repeat("0", 64), "+1800003600", "x.jpg")
+	f.Add("/static/%2e%2e/x", int64(0), "", "", "")
+	f.Add("/static/n%0Aewline.jpg", int64(60), "ZZ", "-1", "n\newline.jpg")
+	f.Fuzz(func(t *testing.T, urlPath string, life int64, otherSig, otherExp, otherRel string) {
+		now := time.Unix(1_800_000_000, 0)
+		life = life % (10 * 365 * 24 * 3600)
+		exp := now.Add(time.Duration(life) * time.Second)
+		link, err := SignLink(testKey, DefaultMapping, urlPath, exp)
+		if err != nil {
+			return
+		}
+		u, err := url.Parse(link)
+		if err != nil {
+			t.Fatalf("SignLink(%q) = %q, which does not parse: %v", urlPath, link, err)
+		}
+		key, _ := DefaultMapping.KeyForURL(urlPath)
+		rel, _ := DefaultMapping.FileForKey(key)
+		q := u.Query()
+		sig, expText := q.Get("sig"), q.Get("exp")
+		err = VerifyLink(testKey, rel, expText, sig, now)
+		if wantExpired := life < 0; wantExpired != errors.Is(err, ErrLinkExpired) || (!wantExpired && err != nil) {
+			t.Fatalf("VerifyLink of the link SignLink made for %q, life %ds: %v", urlPath, life, err)
+		}
+		if !strings.EqualFold(otherSig, sig) {
+			if err := VerifyLink(testKey, rel, expText, otherSig, now); !errors.Is(err, ErrBadSignature) {
+				t.Fatalf("sig %q accepted in place of %q: %v", otherSig, sig, err)
+			}
+		}
+		if e, perr := strconv.ParseInt(otherExp, 10, 64); perr != nil || e != exp.Unix() {
+			if err := VerifyLink(testKey, rel, otherExp, sig, now); !errors.Is(err, ErrBadSignature) {
+				t.Fatalf("exp %q accepted in place of %q: %v", otherExp, expText, err)
+			}
+		}
+		if otherRel != rel {
+			if err := VerifyLink(testKey, otherRel, expText, sig, now); !errors.Is(err, ErrBadSignature) {
+				t.Fatalf("the link for %q accepted for %q: %v", rel, otherRel, err)
+			}
+		}
+	})
 }

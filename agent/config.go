@@ -57,6 +57,12 @@ const (
 	minPartSize = 5 << 20 // S3's minimum for every part but the last
 	maxPartSize = 5 << 30 // S3's maximum
 	maxParts    = 10000   // S3's maximum number of parts
+
+	// maxConcurrency and maxWorkers bound what a typo can ask for: each
+	// part in flight holds a buffer and a connection, each worker a file.
+	// Far beyond what one host's uplink can use.
+	maxConcurrency = 1024
+	maxWorkers     = 1024
 )
 
 // DefaultIgnore are the globs of temporary names that are never uploaded.
@@ -172,10 +178,27 @@ func (c Config) Validate() error {
 	if c.Quiet < 0 {
 		bad("quiet: must not be negative, got %s", c.Quiet)
 	}
-	if c.Concurrency < 1 || c.Workers < 1 {
-		bad("concurrency and workers: must be at least 1")
+	if c.Concurrency < 1 || c.Concurrency > maxConcurrency {
+		bad("concurrency: %d is outside 1 to %d", c.Concurrency, maxConcurrency)
+	}
+	if c.Workers < 1 || c.Workers > maxWorkers {
+		bad("workers: %d is outside 1 to %d", c.Workers, maxWorkers)
+	}
+	if ram := physicalMemory(); c.Concurrency >= 1 && c.Concurrency <= maxConcurrency && ram > 0 &&
+		c.PartSize > 0 && uint64(c.PartSize)*uint64(c.Concurrency) > ram {
+		bad("part size × concurrency: %d MiB of part buffers is more than this machine's %d MiB of memory",
+			c.PartSize*int64(c.Concurrency)>>20, ram>>20)
 	}
 	return errors.Join(errs...)
+}
+
+// physicalMemory is the machine's RAM in bytes, or 0 if unknown.
+func physicalMemory() uint64 {
+	var si unix.Sysinfo_t
+	if err := unix.Sysinfo(&si); err != nil {
+		return 0
+	}
+	return uint64(si.Totalram) * uint64(si.Unit)
 }
 
 // checkDir refuses a missing folder, a non-folder, or one the agent may not

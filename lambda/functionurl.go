@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
@@ -14,11 +15,19 @@ import (
 
 // FunctionURLHandler adapts an http.Handler to a Lambda Function URL in
 // BUFFERED mode: the event's method, raw path, raw query and headers become
-// an *http.Request, and what the handler writes becomes the response.
+// an *http.Request, and what the handler writes becomes the response. An
+// event that is no valid request is answered 400 here and logged with the
+// handler's logger when h is a *Handler.
 func FunctionURLHandler(h http.Handler) func(context.Context, events.LambdaFunctionURLRequest) (events.LambdaFunctionURLResponse, error) {
+	log := slog.Default()
+	if rh, ok := h.(*Handler); ok {
+		log = rh.cfg.Logger
+	}
 	return func(ctx context.Context, ev events.LambdaFunctionURLRequest) (events.LambdaFunctionURLResponse, error) {
 		r, err := requestFromEvent(ctx, ev)
 		if err != nil {
+			log.Info("request", "method", ev.RequestContext.HTTP.Method, "path", truncate(ev.RawPath, 300),
+				"status", http.StatusBadRequest, "err", err)
 			return events.LambdaFunctionURLResponse{
 				StatusCode: http.StatusBadRequest,
 				Headers:    map[string]string{"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store"},

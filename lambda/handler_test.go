@@ -146,3 +146,79 @@ func BenchmarkKeyForURL(b *testing.B) {
 		}
 	}
 }
+
+// TestHostileURLs: requests crafted to escape the prefix, smuggle a slash
+// or a header, or confuse the decoder are refused (no Location, a log line
+// with the status); the rest redirect to exactly their own key.
+func TestHostileURLs(t *testing.T) {
+	var logs bytes.Buffer
+	c := s3.New(s3.Options{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider("AKID", "SECRET", ""),
+		BaseEndpoint: aws.String(offlineEndpoint), UsePathStyle: true})
+	inner, err := NewHandler(Config{Mapping: offload.DefaultMapping, Bucket: "bucket", Logger: slog.New(slog.NewTextHandler(&logs, nil))},
+		s3.NewPresignClient(c), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := FunctionURLHandler(inner)
+	long := strings.Repeat("a", 256)
+	for _, tt := range []struct {
+		rawPath, rawQuery string
+		status            int
+		key               string // for a 302
+	}{
+		{"/static/../etc/passwd", "", 400, ""},
+		{"/static/%2e%2e/%2e%2e/etc/passwd", "", 400, ""},
+		{"/static/.%2e/x.jpg", "", 400, ""},
+		{"/static/%2E%2E%2Fsecret.jpg", "", 400, ""},
+		{"/static/a%2fb.jpg", "", 400, ""},
+		{"/static/a%5cb.jpg", "", 400, ""},
+		{"/static/%00.jpg", "", 400, ""},
+		{"/static/x.jpg%00.png", "", 400, ""},
+		{"/static/a%0d%0aSet-Cookie:%20x=1", "", 400, ""},
+		{"/static/%C0%AE%C0%AE/x.jpg", "", 400, ""}, // overlong UTF-8 for ".."
+		{"/static/%EF%BF%BF.jpg", "", 400, ""},
+		{"/static/%zz.jpg", "", 400, ""},
+		{"/static//x.jpg", "", 400, ""},
+		{"/static/", "", 400, ""},
+		{"/static/" + long + ".jpg", "", 400, ""},
+		{"/static/" + strings.Repeat("d/", 520) + "x.jpg", "", 400, ""},
+		{"/static/x.jpg#frag", "", 400, ""},
+		{"/static/x?.jpg", "", 400, ""},
+		{"//evil.example/static/x.jpg", "", 400, ""},
+		{"/static", "", 404, ""},
+		{"/STATIC/x.jpg", "", 404, ""},
+		{"/static%2fx.jpg", "", 404, ""},
+		{"/static/x.jpg", "redirect=https://evil.example/&next=//evil", 302, "original/x.jpg"},
+		{"/static/%252e%252e/x.jpg", "", 302, "original/%2e%2e/x.jpg"}, // decoded once: a literal name
+		{"/static/caf%C3%A9.jpg", "", 302, "original/caf\u00e9.jpg"},
+		{"/static/cafe%CC%81.jpg", "", 302, "original/cafe\u0301.jpg"},
+		{"/static/-rf%20--help.jpg", "", 302, "original/-rf --help.jpg"},
+	} {
+		logs.Reset()
+		ev := events.LambdaFunctionURLRequest{RawPath: tt.rawPath, RawQueryString: tt.rawQuery}
+		ev.RequestContext.HTTP.Method = "GET"
+		resp, err := h(context.Background(), ev)
+		if err != nil {
+			t.Fatalf("%q: handler error: %v", tt.rawPath, err)
+		}
+		name := truncate(tt.rawPath, 60)
+		if resp.StatusCode != tt.status {
+			t.Errorf("%q: status %d; want %d", name, resp.StatusCode, tt.status)
+			continue
+		}
+		if !strings.Contains(logs.String(), "status="+strconv.Itoa(tt.status)) {
+			t.Errorf("%q: no log line with the status:\n%s", name, logs.String())
+		}
+		loc := resp.Headers["Location"]
+		if tt.status != 302 {
+			if loc != "" {
+				t.Errorf("%q: refused with Location %q", name, loc)
+			}
+			continue
+		}
+		u, err := url.Parse(loc)
+		if err != nil || u.Scheme+"://"+u.Host != offlineEndpoint || u.Path != "/bucket/"+tt.key {
+			t.Errorf("%q: Location %q; want the key %q on %s", name, loc, tt.key, offlineEndpoint)
+		}
+	}
+}

@@ -1,9 +1,17 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/photosleeve/offload/agent"
 )
 
 func TestParseSize(t *testing.T) {
@@ -61,4 +69,82 @@ func TestParseFlagsErrorsNameTheSource(t *testing.T) {
 			t.Errorf("parseFlags(%q, %v) = %v; want an error naming %q", tt.args, tt.env, err, tt.want)
 		}
 	}
+}
+
+// FuzzConfig feeds arbitrary flags and environment through the whole
+// configuration path main takes (parse, defaults, Validate) and then builds
+// the agent from it: a bad setting must be a clear error, never a panic or
+// an agent that cannot be built.
+func FuzzConfig(f *testing.F) {
+	dir := f.TempDir()
+	for _, d := range []string{"static", "archive"} {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
+			f.Fatal(err)
+		}
+	}
+	// Arguments are separated by NUL, environment entries by newlines.
+	f.Add("--watch\x00"+dir+"/static\x00--archive\x00"+dir+"/archive", "OFFLOAD_BUCKET=b\nOFFLOAD_TABLE=t")
+	f.Add("--concurrency\x0099999999999\x00--part-size\x005GiB", "OFFLOAD_BUCKET=b\nOFFLOAD_TABLE=t\nOFFLOAD_WATCH="+dir+"/static\nOFFLOAD_ARCHIVE="+dir+"/archive")
+	f.Add("--workers\x00-1\x00--quiet\x00-5s\x00--ignore\x00[", "OFFLOAD_AFTER=shred")
+	f.Add("--key-prefix\x00../\x00--url-prefix\x00static", "OFFLOAD_PART_SIZE=1T\nOFFLOAD_LOG_LEVEL=loud")
+	f.Add("--after\x00delete\x00--rescan\x000s", "OFFLOAD_S3_PATH_STYLE=maybe\nOFFLOAD_CALL_TIMEOUT=1ns")
+	f.Fuzz(func(t *testing.T, args, env string) {
+		argv := strings.Split(args, "\x00")
+		if args == "" {
+			argv = nil
+		}
+		for _, a := range argv {
+			if a == "-h" || a == "--h" || a == "-help" || a == "--help" {
+				return // prints the usage instead of parsing
+			}
+		}
+		vars := map[string]string{}
+		for _, line := range strings.Split(env, "\n") {
+			if k, v, ok := strings.Cut(line, "="); ok {
+				vars[k] = v
+			}
+		}
+		o, err := parseFlags("run", argv, func(k string) string { return vars[k] })
+		if err != nil {
+			if err.Error() == "" {
+				t.Fatal("an empty error message")
+			}
+			return
+		}
+		cfg := o.agent.WithDefaults()
+		if err := cfg.Validate(); err != nil {
+			return
+		}
+		if cfg.PartSize < 5<<20 || cfg.PartSize > 5<<30 || cfg.Workers < 1 || cfg.Concurrency < 1 || cfg.Quiet < 0 {
+			t.Fatalf("Validate accepted %+v", cfg)
+		}
+		if err := cfg.Mapping.Validate(); err != nil {
+			t.Fatalf("Validate accepted a bad mapping: %v", err)
+		}
+		a, err := agent.New(cfg, s3.New(s3.Options{Region: "us-east-1"}), dynamodb.New(dynamodb.Options{Region: "us-east-1"}))
+		if err != nil {
+			t.Fatalf("Validate accepted %+v, but agent.New refused it: %v", cfg, err)
+		}
+		a.Close()
+	})
+}
+
+// FuzzParseSize: any text is a size or an error, never a negative or
+// overflowed count.
+func FuzzParseSize(f *testing.F) {
+	for _, s := range []string{"8MiB", "5 GiB", "0", "-1", "9223372036854775807", "8388608T", "1.5M", " 7B "} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n, err := parseSize(s)
+		if err != nil {
+			return
+		}
+		if n < 0 {
+			t.Fatalf("parseSize(%q) = %d", s, n)
+		}
+		if back, err := parseSize(strconv.FormatInt(n, 10)); err != nil || back != n {
+			t.Fatalf("parseSize(%q) = %d, but parseSize(%d) = %d, %v", s, n, n, back, err)
+		}
+	})
 }

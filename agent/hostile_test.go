@@ -1,0 +1,168 @@
+package agent_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/photosleeve/offload/agent"
+)
+
+// TestHostileNames: every odd name a back-end (or an attacker with upload
+// rights) can put in the watch folder is either offloaded under exactly its
+// own key or refused with a log line that names it; it is never lost,
+// never crashes the agent, and never lands under another name's key.
+func TestHostileNames(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	segment := strings.Repeat("d", 250)
+	type outcome int
+	const (
+		offloaded outcome = iota
+		refused           // the naming contract says no: stays local, logged
+		ignored           // a temp/hidden name by the ignore rules: stays local
+		skipped           // not a regular file: stays as it is, logged
+	)
+	cases := []struct {
+		rel  string
+		want outcome
+	}{
+		{strings.Repeat("x", 251) + ".jpg", offloaded},                                             // 255 bytes, NAME_MAX
+		{strings.Join([]string{segment, segment, segment, segment, "too-deep.jpg"}, "/"), refused}, // key over 1024 bytes
+		{"new\nline.jpg", refused},
+		{"carriage\rreturn.jpg", refused},
+		{"tab\there.jpg", refused},
+		{"del\x7f.jpg", refused},
+		{"c1-control\u0085.jpg", refused},
+		{"non-character\uffff.jpg", refused},
+		{"invalid-utf8-\xff\xfe.jpg", refused},
+		{"latin1-caf\xe9.jpg", refused},
+		{"back\\slash.jpg", refused},
+		{"-rf.jpg", offloaded},
+		{"--help.jpg", offloaded},
+		{"-", offloaded},
+		{"\u2025.jpg", offloaded},           // two-dot leader, a ".." lookalike
+		{"\uff0e\uff0e", offloaded},         // fullwidth full stops
+		{"%2e%2e", offloaded},               // literally, not a traversal
+		{"..%2f..%2fetc%2fpasswd", ignored}, // a dot name: hidden
+		{"a/%2e%2e/b.jpg", offloaded},
+		{"caf\u00e9.jpg", offloaded},  // NFC
+		{"cafe\u0301.jpg", offloaded}, // NFD: same text, another name
+		{" leading space.jpg", offloaded},
+		{"trailing space.jpg ", offloaded},
+		{"100%.jpg", offloaded},
+		{"a?b#c&d=e+f;g.jpg", offloaded},
+		{"[glob]*?.jpg", offloaded},
+		{"\u202egpj.exe", offloaded}, // right-to-left override: shown reversed, stored as is
+		{"\ufeffbom.jpg", offloaded},
+		{"\U0001F4F7 photo.jpg", offloaded},
+		{"quote\"'`$(id).jpg", offloaded},
+		{"<script>.jpg", offloaded},
+		{".hidden.jpg", ignored},
+		{"upload.jpg.tmp", ignored},
+		{"..jpg", ignored},
+	}
+	data := map[string][]byte{}
+	for i, c := range cases {
+		data[c.rel] = randomBytes(1<<10+i, byte(i))
+		writeRaw(t, h.cfg.Watch, c.rel, data[c.rel])
+	}
+	// Not regular files: a symlink out of the folder and a FIFO, which
+	// must not block the agent on open.
+	secret := filepath.Join(t.TempDir(), "secret.jpg")
+	os.WriteFile(secret, []byte("not for S3"), 0o644)
+	if err := os.Symlink(secret, filepath.Join(h.cfg.Watch, "link.jpg")); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(h.cfg.Watch, "fifo.jpg"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	err := h.once()
+	if !errors.Is(err, agent.ErrIncomplete) {
+		t.Errorf("Once = %v; want ErrIncomplete for the refused names", err)
+	}
+
+	wantKeys := map[string]bool{}
+	for _, c := range cases {
+		local := filepath.Join(h.cfg.Watch, filepath.FromSlash(c.rel))
+		switch c.want {
+		case offloaded:
+			h.assertOffloaded(c.rel, data[c.rel])
+			wantKeys[h.key(c.rel)] = true
+			// The URL the site serves maps back to the same key.
+			u, err := h.cfg.Mapping.URLForKey(h.key(c.rel))
+			if back, err2 := h.cfg.Mapping.KeyForURL(u); err != nil || err2 != nil || back != h.key(c.rel) {
+				t.Errorf("%q: URL %q maps back to key %q (%v, %v)", c.rel, u, back, err, err2)
+			}
+		default:
+			if got, err := os.ReadFile(local); err != nil || string(got) != string(data[c.rel]) {
+				t.Errorf("%q (not to be offloaded): local file %d bytes, %v; want it untouched", c.rel, len(got), err)
+			}
+		}
+		if c.want == refused {
+			if !strings.Contains(h.logs.String(), "refused: never uploaded") ||
+				!logNames(h.logs.String(), c.rel) {
+				t.Errorf("%q: no refusal log line naming it", c.rel)
+			}
+		}
+	}
+	if fi, err := os.Lstat(filepath.Join(h.cfg.Watch, "link.jpg")); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Errorf("symlink: %v, %v; want it left as it is", fi, err)
+	}
+	if b, _ := os.ReadFile(secret); string(b) != "not for S3" {
+		t.Errorf("the symlink's target changed")
+	}
+	for _, name := range []string{"link.jpg", "fifo.jpg"} {
+		if !logNames(h.logs.String(), name) {
+			t.Errorf("%s: no log line names it", name)
+		}
+	}
+
+	// Nothing else in the bucket under the prefix: no name landed under
+	// another key, and the symlink's target was not uploaded.
+	out, err := h.s3.ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{Bucket: aws.String(h.st.Bucket), Prefix: aws.String(h.cfg.Mapping.KeyPrefix)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range out.Contents {
+		if !wantKeys[aws.ToString(o.Key)] {
+			t.Errorf("unexpected object %q", aws.ToString(o.Key))
+		}
+		delete(wantKeys, aws.ToString(o.Key))
+	}
+	for k := range wantKeys {
+		t.Errorf("missing object %q", k)
+	}
+}
+
+// writeRaw writes data under rel by way of a hidden temp name (the agent
+// ignores it), so that names at the length limit get no suffix.
+func writeRaw(t *testing.T, watch, rel string, data []byte) {
+	t.Helper()
+	dst := filepath.Join(watch, filepath.FromSlash(rel))
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tmp := filepath.Join(watch, ".writing")
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		t.Fatalf("%q: %v", rel, err)
+	}
+}
+
+// logNames reports whether the log has a line for the file, written as
+// slog's text handler writes it: bare, or quoted when it must be.
+func logNames(log, rel string) bool {
+	return strings.Contains(log, "file="+rel+" ") || strings.Contains(log, "file="+strconv.Quote(rel))
+}
