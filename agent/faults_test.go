@@ -2,10 +2,17 @@ package agent_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -13,6 +20,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	dbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/photosleeve/offload"
 )
@@ -245,4 +253,74 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(filepath.Dir(builtAgent))
 	}
 	os.Exit(code)
+}
+
+// TestNoOrphanAfterFailedAbortOrLostCreate: the soak's one finding. A
+// multipart upload of the key made after this agent started (an attempt
+// whose abort could not reach S3), and one made by a create whose response
+// was lost (the SDK retried it), are both gone once the file is offloaded.
+func TestNoOrphanAfterFailedAbortOrLostCreate(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []string{"failed abort", "lost create response"} {
+		t.Run(tt, func(t *testing.T) {
+			h := newHarness(t)
+			data := randomBytes(12<<20, 9)
+			if tt == "lost create response" {
+				h.agentS3 = h.st.S3At(t, dropFirstCreateResponse(t, h.st.S3Endpoint))
+			}
+			a := h.newAgent(h.cfg)
+			if tt == "failed abort" {
+				// Made after the agent started, as its own failed attempt
+				// would have been.
+				_, err := h.s3.CreateMultipartUpload(context.Background(), &s3.CreateMultipartUploadInput{
+					Bucket: aws.String(h.st.Bucket), Key: aws.String(h.key("orphan.jpg"))})
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			h.write("orphan.jpg", data)
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			if err := a.Once(ctx); err != nil {
+				t.Fatalf("Once: %v", err)
+			}
+			h.assertOffloaded("orphan.jpg", data)
+			if up := h.multipartUploads(); len(up) != 0 {
+				t.Errorf("multipart uploads left: %v", up)
+			}
+		})
+	}
+}
+
+// dropFirstCreateResponse starts a reverse proxy to the S3 endpoint that
+// lets the first CreateMultipartUpload reach S3 and then cuts the
+// connection instead of answering, as a reset after the server acted would.
+func dropFirstCreateResponse(t *testing.T, upstream string) string {
+	t.Helper()
+	target, err := url.Parse(upstream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	if ca := os.Getenv("AWS_CA_BUNDLE"); ca != "" {
+		pem, err := os.ReadFile(ca)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(pem)
+		transport.TLSClientConfig = &tls.Config{RootCAs: pool}
+	}
+	proxy.Transport = transport
+	var dropped atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && r.URL.Query().Has("uploads") && dropped.CompareAndSwap(false, true) {
+			proxy.ServeHTTP(httptest.NewRecorder(), r)
+			panic(http.ErrAbortHandler) // close the connection without an answer
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
@@ -170,6 +171,15 @@ func (s *s3Store) putMultipart(ctx context.Context, u upload, partSize int64) (s
 			s.abort(u.key, uploadID)
 		}
 	}()
+	// A retried create may have made an upload whose response was lost;
+	// once ours is complete, that one is swept (the soak found one).
+	if attempts, ok := retry.GetAttemptResults(created.ResultMetadata); ok && len(attempts.Results) > 1 {
+		defer func() {
+			if committed {
+				s.abortStale(ctx, u.key)
+			}
+		}()
+	}
 
 	sum, parts, err := s.uploadParts(ctx, u, uploadID, partSize)
 	if err != nil {
@@ -278,12 +288,15 @@ func (s *s3Store) abort(key, uploadID string) {
 	})
 }
 
-// abortStale aborts the key's multipart uploads initiated before this agent
-// started: they belong to an agent that was killed mid-upload. Idempotent;
-// failures are harmless (see abort).
+// abortStale aborts every multipart upload of key. It runs when none of
+// them is this agent's own live upload (one upload per file at a time), so
+// each was left by an agent killed mid-upload, by an attempt whose own
+// abort failed (S3 unreachable), or by a create whose response was lost. A
+// host uploading the same name at this moment is cut off too; it retries,
+// and nothing is lost. Idempotent; failures are harmless (see abort).
 func (s *s3Store) abortStale(ctx context.Context, key string) {
 	_, _ = s.abortUploads(ctx, key, func(u types.MultipartUpload) bool {
-		return aws.ToString(u.Key) == key && aws.ToTime(u.Initiated).Before(s.started)
+		return aws.ToString(u.Key) == key
 	})
 }
 

@@ -223,6 +223,10 @@ func (w *world) check(versions []version, byName map[string][]int) *report {
 		w.t.Fatalf("list multipart uploads: %v", err)
 	}
 	r.orphanUploads = len(up.Uploads)
+	for _, u := range up.Uploads {
+		w.t.Logf("ORPHANED UPLOAD: %s, initiated %s (%s after the start)", aws.ToString(u.Key),
+			aws.ToTime(u.Initiated).Format(time.RFC3339Nano), aws.ToTime(u.Initiated).Sub(w.start).Round(time.Millisecond))
+	}
 
 	// Every name's three places, four names at a time.
 	var mu sync.Mutex

@@ -109,7 +109,9 @@ func (w *writer) write(ctx context.Context, f fileSpec) {
 	w.byName[f.Name] = append(w.byName[f.Name], len(w.versions))
 	w.versions = append(w.versions, version{Rel: f.Name, Spec: f, Sum: sum})
 	w.bytes += f.Size
-	w.published(f.Name, sum)
+	if f.Kind != writeReuse { // published before its rename, see writeFile
+		w.published(f.Name, sum)
+	}
 }
 
 func (w *writer) writeFile(ctx context.Context, dst string, f fileSpec) ([32]byte, error) {
@@ -157,12 +159,15 @@ func (w *writer) writeFile(ctx context.Context, dst string, f fileSpec) ([32]byt
 	if err := out.Close(); err != nil {
 		return [32]byte{}, err
 	}
-	if f.Kind != writeReuse {
-		if _, err := os.Lstat(dst); !errors.Is(err, os.ErrNotExist) {
-			return [32]byte{}, fmt.Errorf("%s already exists: the plan never reuses a name by accident", dst)
-		}
+	sum := [32]byte(h.Sum(nil))
+	if f.Kind == writeReuse {
+		// The name is served already, so the poller must know the new
+		// bytes from the moment they can appear under it.
+		w.published(f.Name, sum)
+	} else if _, err := os.Lstat(dst); !errors.Is(err, os.ErrNotExist) {
+		return [32]byte{}, fmt.Errorf("%s already exists: the plan never reuses a name by accident", dst)
 	}
-	return [32]byte(h.Sum(nil)), os.Rename(tmp, dst)
+	return sum, os.Rename(tmp, dst)
 }
 
 // snapshot returns what was written so far.
