@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -112,6 +113,34 @@ func endToEnd(t *testing.T, server string) {
 	resp, _ := get(t, http.DefaultClient, web+"/static/never-uploaded.jpg")
 	if resp.StatusCode != 404 {
 		t.Errorf("never-uploaded file: %s; want 404", resp.Status)
+	}
+
+	// Hostile URLs: whatever the web server does with them, a redirect
+	// stays on the resolver, under the prefix, and nothing outside the web
+	// root is served.
+	for _, path := range []string{"/static/../../../../etc/passwd", "/static/%2e%2e/%2e%2e/etc/passwd",
+		"/static/a%2f..%2f..%2fetc%2fpasswd", "/static//evil.example/x.jpg", "/static/%0d%0aLocation:%20http://evil.example/",
+		"/static/x.jpg?redirect=http://evil.example/", "/static/%00.jpg", "/static/\\evil.example/x.jpg"} {
+		req, err := http.NewRequest(http.MethodGet, web+"/", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.URL.Opaque = path // sent exactly as written, no cleaning by the client
+		resp, err := noFollow.Do(req)
+		if err != nil {
+			t.Errorf("GET %s: %v", path, err)
+			continue
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		loc := resp.Header.Get("Location")
+		t.Logf("hostile GET %s: %s %s", path, resp.Status, loc)
+		switch {
+		case resp.StatusCode == 302 && !strings.HasPrefix(loc, "http://"+resolverAddr+"/static/"):
+			t.Errorf("GET %s: 302 to %q; want the resolver under /static/ or a refusal", path, loc)
+		case resp.StatusCode == 200 && bytes.Contains(body, []byte("root:")):
+			t.Errorf("GET %s: served a file from outside the web root", path)
+		}
 	}
 
 	// The agent's claim folder is never served.
