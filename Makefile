@@ -53,6 +53,7 @@ fuzz: ## run every fuzz target for FUZZTIME (default 30s) each
 	$(GO) test -run '^$$' -fuzz '^FuzzVerifyLink$$' -fuzztime $(FUZZTIME) .
 	$(GO) test -run '^$$' -fuzz '^FuzzConfig$$' -fuzztime $(FUZZTIME) ./agent/cmd/offload-agent
 	$(GO) test -run '^$$' -fuzz '^FuzzParseSize$$' -fuzztime $(FUZZTIME) ./agent/cmd/offload-agent
+	$(GO) test -run '^$$' -fuzz '^FuzzResolverConfig$$' -fuzztime $(FUZZTIME) ./lambda/cmd/offload-resolver
 
 bench: ## Go benchmarks (resolver hot path, key mapping)
 	$(GO) test -run '^$$' -bench . -benchmem ./lambda

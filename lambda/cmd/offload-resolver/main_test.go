@@ -2,6 +2,9 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"io"
+	"log/slog"
 	"net/url"
 	"strings"
 	"testing"
@@ -50,4 +53,40 @@ func TestSignCommand(t *testing.T) {
 	if code := run([]string{"sign", "/static/x.jpg"}, func(string) string { return "" }, &stdout, &stderr); code != 2 {
 		t.Errorf("sign without a key: status %d; want 2", code)
 	}
+}
+
+// FuzzResolverConfig feeds arbitrary settings through build, the path from
+// the environment to the handler: each is a handler or a clear error,
+// never a panic, and an accepted one serves the prefix it was given.
+func FuzzResolverConfig(f *testing.F) {
+	f.Setenv("AWS_REGION", "us-east-1")
+	f.Setenv("AWS_ACCESS_KEY_ID", "AKID")
+	f.Setenv("AWS_SECRET_ACCESS_KEY", "SECRET")
+	f.Setenv("AWS_CA_BUNDLE", "")
+	f.Add("b", "t", "original/", "/static/", "15m", "ledger", "auto", "")
+	f.Add("", "", "../", "static", "forever", "maybe", "sometimes", "short")
+	f.Add("b", "", "", "/", "-1s", "none", "true", "a signing key of enough bytes")
+	f.Add("b", "t", "a//", "/x/", "169h", "ledger", "false", "")
+	f.Fuzz(func(t *testing.T, bucket, table, keyPrefix, urlPrefix, expiry, verify, pathStyle, signingKey string) {
+		getenv := func(k string) string {
+			if k == "OFFLOAD_SIGNING_KEY" {
+				return signingKey
+			}
+			return ""
+		}
+		log := slog.New(slog.NewTextHandler(io.Discard, nil))
+		h, err := build(context.Background(), log, getenv, bucket, table, keyPrefix, urlPrefix, expiry, verify, pathStyle)
+		if err != nil {
+			if err.Error() == "" {
+				t.Fatal("an empty error message")
+			}
+			return
+		}
+		if h == nil {
+			t.Fatal("no handler and no error")
+		}
+		if err := (offload.Mapping{URLPrefix: urlPrefix, KeyPrefix: keyPrefix}).Validate(); err != nil {
+			t.Fatalf("accepted prefixes %q, %q that the mapping refuses: %v", urlPrefix, keyPrefix, err)
+		}
+	})
 }
