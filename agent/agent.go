@@ -26,6 +26,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"golang.org/x/sys/unix"
 
 	"github.com/photosleeve/offload"
 )
@@ -179,7 +180,32 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 	} else if n > 0 {
 		a.log.Info("put back files a crashed run left half archived", "files", n)
 	}
-	a.abortOrphans(ctx)
+	a.sweepOrphans(ctx)
+	if a.cfg.After == AfterArchive {
+		// Not fatal: uploads and the ledger still make progress, and each
+		// file stays local (and served) until the archive takes it.
+		if err := unix.Access(a.cfg.Archive, unix.W_OK|unix.X_OK); err != nil {
+			a.log.Error("the archive folder is not writable: files are uploaded and recorded, but stay in the watch folder until it is",
+				"archive", a.cfg.Archive, "err", err)
+		}
+	}
+
+	if !once {
+		sweepCtx, stopSweeps := context.WithCancel(ctx)
+		defer stopSweeps()
+		go func() {
+			t := time.NewTicker(a.cfg.Rescan)
+			defer t.Stop()
+			for {
+				select {
+				case <-sweepCtx.Done():
+					return
+				case <-t.C:
+					a.sweepOrphans(sweepCtx)
+				}
+			}
+		}()
+	}
 
 	pending := map[string]*entry{}
 	// parked files are not looked at again until they change: conflicts,
@@ -398,34 +424,44 @@ func tickInterval(quiet time.Duration) time.Duration {
 	return min(max(quiet/4, 20*time.Millisecond), 100*time.Millisecond)
 }
 
-// abortOrphans aborts multipart uploads under the key prefix that a dead
-// agent left: initiated before this agent started, and either older than
-// OrphanAge or for a file still in this watch folder (so this agent will
-// upload it again). Another host's upload of a name this host also has may
-// be aborted too; that host then retries, and nothing is lost.
-func (a *Agent) abortOrphans(ctx context.Context) {
+// sweepOrphans aborts the multipart uploads under the key prefix that can
+// never be completed or that belong to nobody alive:
+//   - initiated before this agent started, for a file still in this watch
+//     folder: a dead run's, and this agent uploads the file again;
+//   - for a key that already holds an object: completing it would fail on
+//     If-None-Match, whoever made it (a run killed mid-upload, an abort
+//     that could not reach S3, a create whose response was lost);
+//   - older than OrphanAge.
+//
+// It runs at start and after every periodic rescan, so a stray upload is
+// gone within one rescan of its file being offloaded. Another host's live
+// upload of a name this host also has may be cut off; that host retries,
+// and nothing is lost. Read-only towards files; failures are logged and
+// the next sweep tries again.
+func (a *Agent) sweepOrphans(ctx context.Context) {
 	// Listed without a prefix and filtered here: MinIO lists the uploads of
 	// a prefix only when the prefix is a whole key.
 	n, err := a.s3.abortUploads(ctx, "", func(u types.MultipartUpload) bool {
-		if !strings.HasPrefix(aws.ToString(u.Key), a.cfg.Mapping.KeyPrefix) {
+		key := aws.ToString(u.Key)
+		if !strings.HasPrefix(key, a.cfg.Mapping.KeyPrefix) {
 			return false
 		}
 		initiated := aws.ToTime(u.Initiated)
-		if !initiated.Before(a.s3.started) {
-			return false
-		}
 		if time.Since(initiated) > a.cfg.OrphanAge {
 			return true
 		}
-		rel, err := a.cfg.Mapping.FileForKey(aws.ToString(u.Key))
-		if err != nil {
-			return false
+		if initiated.Before(a.s3.started) {
+			if rel, err := a.cfg.Mapping.FileForKey(key); err == nil {
+				if _, err := a.root.Lstat(rel); !errors.Is(err, fs.ErrNotExist) {
+					return true
+				}
+			}
 		}
-		_, err = a.root.Lstat(rel)
-		return !errors.Is(err, fs.ErrNotExist)
+		_, err := a.s3.head(ctx, key)
+		return err == nil
 	})
 	if err != nil {
-		a.log.Warn("could not list multipart uploads to abort orphans", "err", err)
+		a.log.Warn("could not list multipart uploads to abort orphans; the next sweep tries again", "err", err)
 	}
 	if n > 0 {
 		a.log.Info("aborted orphaned multipart uploads", "uploads", n)

@@ -27,9 +27,9 @@ const claimDir = ".offload-claim"
 // recorded: it claims the file by renaming it aside, checks that the claimed
 // file is the very version that was uploaded (same device, inode, size and
 // mtime: a back-end may have renamed a new file over the name a moment
-// before), and only then archives or deletes it. Anything else goes back
-// under its name and is errChanged. Idempotent after a crash (see
-// restoreClaimed).
+// before), and only then archives or deletes it. Another version goes back
+// under its name and is errChanged; so does the file when archiving or
+// deleting it fails. Idempotent after a crash (see restoreClaimed).
 func finishLocal(cfg Config, rel string, proven fileID) error {
 	claimed := filepath.Join(cfg.Watch, claimDir, filepath.FromSlash(rel))
 	src := filepath.Join(cfg.Watch, filepath.FromSlash(rel))
@@ -55,13 +55,15 @@ func finishLocal(cfg Config, rel string, proven fileID) error {
 	case AfterArchive:
 		err = archiveFile(claimed, filepath.Join(cfg.Archive, filepath.FromSlash(rel)))
 	}
-	if errors.Is(err, errArchiveTaken) {
-		if rerr := renameNoReplace(claimed, src); rerr != nil {
-			return fmt.Errorf("%w; and putting %s back failed (it is at %s): %v", err, rel, claimed, rerr)
-		}
-		return err
-	}
 	if err != nil {
+		// Back under its name, so it is served and retried; left in the
+		// claim folder it would wait for the next start (the soak found
+		// this with an archive folder that refused writes).
+		if _, serr := os.Lstat(claimed); serr == nil {
+			if rerr := renameNoReplace(claimed, src); rerr != nil {
+				return fmt.Errorf("%w; and putting %s back failed (it is at %s): %v", err, rel, claimed, rerr)
+			}
+		}
 		return err
 	}
 	if err := syncDir(filepath.Dir(claimed)); err != nil {

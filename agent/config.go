@@ -153,7 +153,9 @@ func (c Config) Validate() error {
 	}
 	switch c.After {
 	case AfterArchive:
-		if err := checkDir("archive", c.Archive, unix.W_OK|unix.X_OK); err != nil {
+		// Search permission only: an archive that is not writable right
+		// now is logged at start, not refused (see loop).
+		if err := checkDir("archive", c.Archive, unix.X_OK); err != nil {
 			errs = append(errs, err)
 		} else if c.Watch != "" && overlaps(c.Watch, c.Archive) {
 			bad("archive: %s and the watch folder %s must not contain one another", c.Archive, c.Watch)

@@ -324,3 +324,68 @@ func dropFirstCreateResponse(t *testing.T, upstream string) string {
 	t.Cleanup(srv.Close)
 	return srv.URL
 }
+
+// TestSweepAbortsStrayUploadOfStoredKey: a multipart upload left for a key
+// that already holds its object (the soak's second orphan: made by a run
+// that was then killed, and whose start-up abort could not reach S3) is
+// aborted by the running agent's periodic sweep.
+func TestSweepAbortsStrayUploadOfStoredKey(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	data := randomBytes(3000, 11)
+	_, stop := h.runDaemon(h.cfg)
+	h.write("stored.jpg", data)
+	h.waitFor("stored.jpg archived", 30*time.Second, func() bool { return h.archived("stored.jpg") })
+	if _, err := h.s3.CreateMultipartUpload(context.Background(), &s3.CreateMultipartUploadInput{
+		Bucket: aws.String(h.st.Bucket), Key: aws.String(h.key("stored.jpg"))}); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor("the stray upload aborted by a sweep", 30*time.Second, func() bool { return len(h.multipartUploads()) == 0 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	h.assertOffloaded("stored.jpg", data)
+}
+
+// TestArchiveUnwritableAtStart: an archive folder that cannot be written
+// when the agent starts is logged, not fatal; files are uploaded and
+// recorded, stay local meanwhile, and are archived once it can be written.
+func TestArchiveUnwritableAtStart(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	lock, unlock := exec.Command("chmod", "0555", h.cfg.Archive), exec.Command("chmod", "0755", h.cfg.Archive)
+	if os.Geteuid() == 0 { // root writes through permission bits
+		lock, unlock = exec.Command("chattr", "+i", h.cfg.Archive), exec.Command("chattr", "-i", h.cfg.Archive)
+	}
+	if out, err := lock.CombinedOutput(); err != nil {
+		t.Fatalf("%v: %v %s", lock.Args, err, out)
+	}
+	unlocked := false
+	t.Cleanup(func() {
+		if !unlocked {
+			unlock.Run()
+		}
+	})
+	data := randomBytes(2000, 12)
+	h.write("waiting.jpg", data)
+	a, stop := h.runDaemon(h.cfg)
+	h.waitFor("a failed archive attempt", 30*time.Second, func() bool { return a.Stats().Failures.Load() > 0 })
+	if !strings.Contains(h.logs.String(), "archive folder is not writable") {
+		t.Errorf("no start-up error about the archive folder")
+	}
+	if !h.objectExists("waiting.jpg") {
+		t.Errorf("not uploaded while the archive was unwritable")
+	}
+	if _, err := os.Stat(filepath.Join(h.cfg.Watch, "waiting.jpg")); err != nil {
+		t.Errorf("the local file left the watch folder: %v", err)
+	}
+	if out, err := unlock.CombinedOutput(); err != nil {
+		t.Fatalf("%v: %v %s", unlock.Args, err, out)
+	}
+	unlocked = true
+	h.waitFor("archived once the archive is writable", 60*time.Second, func() bool { return h.archived("waiting.jpg") })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	h.assertOffloaded("waiting.jpg", data)
+}

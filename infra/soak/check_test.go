@@ -33,13 +33,14 @@ func (w *world) drain(versions []version, byName map[string][]int) {
 		w.watchAgent()
 		pending := w.pending(byName)
 		got := len(w.conflictsDetected())
-		if pending == 0 && got >= want {
+		// Stray multipart uploads go with the agent's periodic sweep.
+		if pending == 0 && got >= want && !w.uploadsInFlight() {
 			fmt.Printf("soak: drained in %s\n", time.Since(begin).Round(time.Second))
 			return
 		}
 		if time.Now().After(deadline) {
-			fmt.Printf("soak: not drained after %s: %d names not offloaded, %d of %d conflicts detected\n",
-				w.s.Drain, pending, got, want)
+			fmt.Printf("soak: not drained after %s: %d names not offloaded, %d of %d conflicts detected, multipart uploads open: %v\n",
+				w.s.Drain, pending, got, want, w.uploadsInFlight())
 			return
 		}
 		time.Sleep(time.Second)
@@ -100,6 +101,7 @@ type report struct {
 	ledgerMismatch       int // a ledger item whose size or checksum is not the object's
 	unexpectedKeys       int // objects or ledger items for names never written
 	orphanUploads        int
+	claimed              int // files stranded in the agent's claim folder
 	conflictsInjected    int
 	conflictsDetected    int
 	urlChecks            int64
@@ -122,7 +124,7 @@ func (r *report) bad() []count {
 		{"duplicate ledger items", r.duplicateLedger}, {"ledger items without object", r.ledgerWithoutObject},
 		{"objects without ledger item", r.objectsWithoutLedger}, {"ledger items that disagree with the object", r.ledgerMismatch},
 		{"objects or ledger items for names never written", r.unexpectedKeys},
-		{"orphaned multipart uploads", r.orphanUploads},
+		{"orphaned multipart uploads", r.orphanUploads}, {"files stranded in the claim folder", r.claimed},
 		{"conflicts injected minus conflicts detected", abs(r.conflictsInjected - r.conflictsDetected)},
 		{"URL failures seen by the poller", r.urlFailures}, {"agent crashes (exits not caused by the soak)", r.agentCrashes},
 	}
@@ -163,6 +165,7 @@ func (r *report) print(out io.Writer, s settings, took time.Duration) {
 	line("ledger items that disagree with the object", r.ledgerMismatch)
 	line("objects/ledger items for names never written", r.unexpectedKeys)
 	line("orphaned multipart uploads", r.orphanUploads)
+	line("files stranded in the claim folder", r.claimed)
 	line("conflicts injected", r.conflictsInjected)
 	line("conflicts detected", r.conflictsDetected)
 	line("URL requests checked by the poller", r.urlChecks)
@@ -227,6 +230,14 @@ func (w *world) check(versions []version, byName map[string][]int) *report {
 		w.t.Logf("ORPHANED UPLOAD: %s, initiated %s (%s after the start)", aws.ToString(u.Key),
 			aws.ToTime(u.Initiated).Format(time.RFC3339Nano), aws.ToTime(u.Initiated).Sub(w.start).Round(time.Millisecond))
 	}
+
+	filepath.WalkDir(filepath.Join(w.watch, ".offload-claim"), func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			r.claimed++
+			w.t.Logf("STRANDED IN THE CLAIM FOLDER: %s", p)
+		}
+		return nil
+	})
 
 	// Every name's three places, four names at a time.
 	var mu sync.Mutex

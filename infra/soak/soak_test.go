@@ -91,6 +91,14 @@ func TestSoak(t *testing.T) {
 	for _, bad := range r.bad() {
 		t.Errorf("%s = %d; want 0", bad.name, bad.n)
 	}
+	if t.Failed() {
+		// The test's folders go when it ends; the agent's log is the
+		// evidence, so it stays.
+		keep := filepath.Join(os.TempDir(), fmt.Sprintf("offload-soak-%d-agent.log", s.Seed))
+		if b, err := os.ReadFile(w.agentLog); err == nil && os.WriteFile(keep, b, 0o644) == nil {
+			fmt.Printf("soak: the agent's log is kept in %s\n", keep)
+		}
+	}
 }
 
 // world is everything one soak run starts.
