@@ -25,11 +25,11 @@ type Poller struct {
 	once     sync.Once
 }
 
-// PollFailure is one wrong answer.
+// PollFailure is one wrong answer to a request made At and failed by End.
 type PollFailure struct {
-	At     time.Time
-	URL    string
-	Reason string
+	At, End time.Time
+	URL     string
+	Reason  string
 }
 
 func (f PollFailure) String() string {
@@ -118,7 +118,7 @@ func (p *Poller) fail(at time.Time, url, reason string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.checks++
-	p.failures = append(p.failures, PollFailure{at, url, reason})
+	p.failures = append(p.failures, PollFailure{at, time.Now(), url, reason})
 }
 
 // Stop ends polling and returns how many answers it checked and the wrong
