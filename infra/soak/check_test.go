@@ -107,6 +107,7 @@ type report struct {
 	urlChecks            int64
 	urlFailures          int
 	urlExcused           int
+	s3DownFor            time.Duration // how long MinIO was down, kill to ready
 	agentCrashes         int
 }
 
@@ -170,7 +171,7 @@ func (r *report) print(out io.Writer, s settings, took time.Duration) {
 	line("conflicts detected", r.conflictsDetected)
 	line("URL requests checked by the poller", r.urlChecks)
 	line("URL failures seen by the poller", r.urlFailures)
-	line("  (excused: while MinIO itself was down)", r.urlExcused)
+	line(fmt.Sprintf("  (excused: overlapping the %.1f s MinIO was down, +2 s)", r.s3DownFor.Seconds()), r.urlExcused)
 	line("agent crashes", r.agentCrashes)
 	if len(r.bad()) == 0 {
 		fmt.Fprintln(out, "  all bad counts are 0")

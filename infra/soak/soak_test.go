@@ -86,6 +86,9 @@ func TestSoak(t *testing.T) {
 		}
 	}
 	r.faults = w.injected
+	for _, d := range w.s3Down {
+		r.s3DownFor += d[1].Sub(d[0])
+	}
 	r.agentCrashes = w.crashes
 	r.print(os.Stdout, s, time.Since(w.start))
 	for _, bad := range r.bad() {

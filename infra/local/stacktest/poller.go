@@ -116,9 +116,12 @@ func (p *Poller) known(url string, sum [32]byte) bool {
 
 func (p *Poller) fail(at time.Time, url, reason string) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	p.checks++
 	p.failures = append(p.failures, PollFailure{at, time.Now(), url, reason})
+	p.mu.Unlock()
+	// A refused connection fails in microseconds; a browser would not
+	// hammer, and neither does the poller.
+	time.Sleep(50 * time.Millisecond)
 }
 
 // Stop ends polling and returns how many answers it checked and the wrong
