@@ -29,9 +29,10 @@ func linkMAC(key []byte, rel string, exp int64) []byte {
 	return m.Sum(nil)
 }
 
-// SignLink returns urlPath with the query "exp=UNIX&sig=HEX" that makes it a
-// signed link valid until exp. urlPath is a URL path under the mapping's
-// URL prefix, percent-encoded as it will be sent.
+// SignLink returns the URL path of the same file, each segment
+// percent-encoded, with the query "exp=UNIX&sig=HEX" that makes it a signed
+// link valid until exp. urlPath is a URL path under the mapping's URL
+// prefix; any encoding of the same name gives the same link.
 func SignLink(key []byte, m Mapping, urlPath string, exp time.Time) (string, error) {
 	if len(key) < MinSigningKeyBytes {
 		return "", fmt.Errorf("signing key: %d bytes, want at least %d", len(key), MinSigningKeyBytes)
@@ -44,10 +45,18 @@ func SignLink(key []byte, m Mapping, urlPath string, exp time.Time) (string, err
 	if err != nil {
 		return "", err
 	}
+	// The link is built from the key, each segment percent-encoded, not
+	// from urlPath as given: a raw "#" or "?" in it (a file may be named
+	// "#") would end the path and cut the query off (found by
+	// FuzzVerifyLink).
+	canonical, err := m.URLForKey(objKey)
+	if err != nil {
+		return "", err
+	}
 	q := url.Values{}
 	q.Set("exp", strconv.FormatInt(exp.Unix(), 10))
 	q.Set("sig", hex.EncodeToString(linkMAC(key, rel, exp.Unix())))
-	return urlPath + "?" + q.Encode(), nil
+	return canonical + "?" + q.Encode(), nil
 }
 
 // VerifyLink checks the exp and sig query values of a signed link for the

@@ -105,3 +105,20 @@ func FuzzVerifyLink(f *testing.F) {
 		}
 	})
 }
+
+// TestSignLinkEncodesTheName: a name with "#" or "?" (legal in a file name)
+// gets a link whose query survives, however the path was given.
+func TestSignLinkEncodesTheName(t *testing.T) {
+	exp := time.Unix(1_800_000_000, 0)
+	for in, want := range map[string]string{"/static/#": "/static/%23?", "/static/a b?.jpg": "/static/a%20b%3F.jpg?", "/static/a%20b%3F.jpg": "/static/a%20b%3F.jpg?"} {
+		link, err := SignLink(testKey, DefaultMapping, in, exp)
+		if err != nil || !strings.HasPrefix(link, want) {
+			t.Errorf("SignLink(%q) = %q, %v; want it to start with %q", in, link, err, want)
+			continue
+		}
+		u, _ := url.Parse(link)
+		if u.Query().Get("sig") == "" {
+			t.Errorf("SignLink(%q) = %q: the query does not parse", in, link)
+		}
+	}
+}
