@@ -48,7 +48,7 @@ func TestUnitHardeningAndStop(t *testing.T) {
 	for k, want := range map[string]string{
 		"ExecStart": "/usr/local/bin/offload-agent run", "User": "offload", "Restart": "on-failure",
 		"NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes",
-		"CapabilityBoundingSet": "", "EnvironmentFile": "/etc/offload/agent.env",
+		"CapabilityBoundingSet": "CAP_LEASE", "AmbientCapabilities": "CAP_LEASE", "EnvironmentFile": "/etc/offload/agent.env",
 	} {
 		if got := s[k]; len(got) != 1 || got[0] != want {
 			t.Errorf("[Service] %s = %q; want %q", k, got, want)
