@@ -141,6 +141,12 @@ const (
 // backoff: another file's success says nothing about their cause.
 const recoveryJitter = 2 * time.Second
 
+// recoveryGap: only a success after this long without one counts as the
+// end of an outage. While files keep succeeding (throttling, a bucket
+// policy refusing one key), failed files keep their backoff, so a failure
+// that is not an outage does not turn into a retry every few seconds.
+const recoveryGap = 10 * time.Second
+
 // retryRemoteFailuresSoon pulls in the retry of every file whose last
 // failure was remote; see recoveryJitter.
 func retryRemoteFailuresSoon(pending map[string]*entry, now time.Time) {
@@ -192,8 +198,11 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 
 	if !once {
 		sweepCtx, stopSweeps := context.WithCancel(ctx)
-		defer stopSweeps()
+		var sweeps sync.WaitGroup
+		defer func() { stopSweeps(); sweeps.Wait() }()
+		sweeps.Add(1)
 		go func() {
+			defer sweeps.Done()
 			t := time.NewTicker(a.cfg.Rescan)
 			defer t.Stop()
 			for {
@@ -212,6 +221,7 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 	// refusals, and (with --after keep) files already offloaded.
 	parked := map[string]fileID{}
 	failedForGood := 0
+	lastDone := time.Now() // the last file offloaded end to end
 
 	candidates := make(chan string, 4096)
 	scanned := make(chan error, 1)
@@ -299,7 +309,10 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 			if a.cfg.After == AfterKeep {
 				park(r.rel, version)
 			}
-			retryRemoteFailuresSoon(pending, time.Now())
+			if now := time.Now(); now.Sub(lastDone) > recoveryGap {
+				retryRemoteFailuresSoon(pending, now)
+			}
+			lastDone = time.Now()
 		case outGone:
 			delete(pending, r.rel)
 		case outNotReady:
@@ -425,19 +438,19 @@ func tickInterval(quiet time.Duration) time.Duration {
 }
 
 // sweepOrphans aborts the multipart uploads under the key prefix that can
-// never be completed or that belong to nobody alive:
-//   - initiated before this agent started, for a file still in this watch
-//     folder: a dead run's, and this agent uploads the file again;
-//   - for a key that already holds an object: completing it would fail on
-//     If-None-Match, whoever made it (a run killed mid-upload, an abort
-//     that could not reach S3, a create whose response was lost);
-//   - older than OrphanAge.
+// never be completed or that belong to nobody alive. This agent's own live
+// uploads are never touched. Aborted are:
+//   - this agent's own whose abort failed (S3 was unreachable);
+//   - uploads initiated before this agent started, for a file still in this
+//     watch folder: a dead run's, and this agent uploads the file again;
+//   - uploads for a key that already holds an object: completing one would
+//     fail on If-None-Match, whoever made it (a run killed mid-upload whose
+//     successor could not abort it, a create whose response was lost);
+//   - uploads by others older than OrphanAge.
 //
 // It runs at start and after every periodic rescan, so a stray upload is
-// gone within one rescan of its file being offloaded. Another host's live
-// upload of a name this host also has may be cut off; that host retries,
-// and nothing is lost. Read-only towards files; failures are logged and
-// the next sweep tries again.
+// gone within one rescan of its file being offloaded. Read-only towards
+// files; failures are logged and the next sweep tries again.
 func (a *Agent) sweepOrphans(ctx context.Context) {
 	// Listed without a prefix and filtered here: MinIO lists the uploads of
 	// a prefix only when the prefix is a whole key.
@@ -445,6 +458,13 @@ func (a *Agent) sweepOrphans(ctx context.Context) {
 		key := aws.ToString(u.Key)
 		if !strings.HasPrefix(key, a.cfg.Mapping.KeyPrefix) {
 			return false
+		}
+		mine, live := a.s3.ours(aws.ToString(u.UploadId))
+		switch {
+		case mine && live:
+			return false
+		case mine:
+			return true
 		}
 		initiated := aws.ToTime(u.Initiated)
 		if time.Since(initiated) > a.cfg.OrphanAge {

@@ -255,10 +255,10 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// TestNoOrphanAfterFailedAbortOrLostCreate: the soak's one finding. A
-// multipart upload of the key made after this agent started (an attempt
-// whose abort could not reach S3), and one made by a create whose response
-// was lost (the SDK retried it), are both gone once the file is offloaded.
+// TestNoOrphanAfterFailedAbortOrLostCreate: the soak's first finding. An
+// upload whose own abort could not reach S3, and one made by a create
+// whose response was lost (the SDK retried it), are both gone once the
+// file is offloaded.
 func TestNoOrphanAfterFailedAbortOrLostCreate(t *testing.T) {
 	t.Parallel()
 	for _, tt := range []string{"failed abort", "lost create response"} {
@@ -266,22 +266,32 @@ func TestNoOrphanAfterFailedAbortOrLostCreate(t *testing.T) {
 			h := newHarness(t)
 			data := randomBytes(12<<20, 9)
 			if tt == "lost create response" {
-				h.agentS3 = h.st.S3At(t, dropFirstCreateResponse(t, h.st.S3Endpoint))
-			}
-			a := h.newAgent(h.cfg)
-			if tt == "failed abort" {
-				// Made after the agent started, as its own failed attempt
-				// would have been.
-				_, err := h.s3.CreateMultipartUpload(context.Background(), &s3.CreateMultipartUploadInput{
-					Bucket: aws.String(h.st.Bucket), Key: aws.String(h.key("orphan.jpg"))})
-				if err != nil {
-					t.Fatal(err)
-				}
+				var dropped atomic.Bool
+				h.agentS3 = h.st.S3At(t, faultyS3(t, h.st.S3Endpoint, func(w http.ResponseWriter, r *http.Request, forward http.Handler) bool {
+					if r.Method == http.MethodPost && r.URL.Query().Has("uploads") && dropped.CompareAndSwap(false, true) {
+						forward.ServeHTTP(httptest.NewRecorder(), r)
+						panic(http.ErrAbortHandler) // S3 made the upload; the answer never arrives
+					}
+					return false
+				}))
+			} else {
+				// Every call on an upload fails (503) until the agent's abort
+				// of it has failed with every attempt the SDK makes (3); then
+				// S3 is back.
+				var abortsFailed atomic.Int32
+				h.agentS3 = h.st.S3At(t, faultyS3(t, h.st.S3Endpoint, func(w http.ResponseWriter, r *http.Request, forward http.Handler) bool {
+					if abortsFailed.Load() >= 3 || !r.URL.Query().Has("uploadId") {
+						return false
+					}
+					if r.Method == http.MethodDelete {
+						abortsFailed.Add(1)
+					}
+					http.Error(w, "", http.StatusServiceUnavailable)
+					return true
+				}))
 			}
 			h.write("orphan.jpg", data)
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-			defer cancel()
-			if err := a.Once(ctx); err != nil {
+			if err := h.once(); err != nil {
 				t.Fatalf("Once: %v", err)
 			}
 			h.assertOffloaded("orphan.jpg", data)
@@ -290,39 +300,6 @@ func TestNoOrphanAfterFailedAbortOrLostCreate(t *testing.T) {
 			}
 		})
 	}
-}
-
-// dropFirstCreateResponse starts a reverse proxy to the S3 endpoint that
-// lets the first CreateMultipartUpload reach S3 and then cuts the
-// connection instead of answering, as a reset after the server acted would.
-func dropFirstCreateResponse(t *testing.T, upstream string) string {
-	t.Helper()
-	target, err := url.Parse(upstream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := httputil.NewSingleHostReverseProxy(target)
-	transport := http.DefaultTransport.(*http.Transport).Clone()
-	if ca := os.Getenv("AWS_CA_BUNDLE"); ca != "" {
-		pem, err := os.ReadFile(ca)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pool := x509.NewCertPool()
-		pool.AppendCertsFromPEM(pem)
-		transport.TLSClientConfig = &tls.Config{RootCAs: pool}
-	}
-	proxy.Transport = transport
-	var dropped atomic.Bool
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPost && r.URL.Query().Has("uploads") && dropped.CompareAndSwap(false, true) {
-			proxy.ServeHTTP(httptest.NewRecorder(), r)
-			panic(http.ErrAbortHandler) // close the connection without an answer
-		}
-		proxy.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	return srv.URL
 }
 
 // TestSweepAbortsStrayUploadOfStoredKey: a multipart upload left for a key
@@ -388,4 +365,33 @@ func TestArchiveUnwritableAtStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.assertOffloaded("waiting.jpg", data)
+}
+
+// faultyS3 starts a reverse proxy to the S3 endpoint in which fault may
+// answer a request itself (returning true) or let it through.
+func faultyS3(t *testing.T, upstream string, fault func(w http.ResponseWriter, r *http.Request, forward http.Handler) bool) string {
+	t.Helper()
+	target, err := url.Parse(upstream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	if ca := os.Getenv("AWS_CA_BUNDLE"); ca != "" {
+		pem, err := os.ReadFile(ca)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(pem)
+		transport.TLSClientConfig = &tls.Config{RootCAs: pool}
+	}
+	proxy.Transport = transport
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !fault(w, r, proxy) {
+			proxy.ServeHTTP(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
 }

@@ -59,11 +59,16 @@ type s3Store struct {
 	callTimeout time.Duration
 	buffers     chan []byte // the part buffers; a receive takes one
 	started     time.Time   // uploads initiated before this are not ours
+	// mine holds the multipart uploads this process created and has not
+	// completed or aborted: true while one is live, false once its own
+	// abort failed (an orphan of ours, to abort again later).
+	mu   sync.Mutex
+	mine map[string]bool // upload id -> live
 }
 
 func newS3Store(client *s3.Client, bucket string, partSize int64, concurrency int, callTimeout time.Duration) *s3Store {
 	s := &s3Store{client: client, bucket: bucket, partSize: partSize, callTimeout: callTimeout,
-		buffers: make(chan []byte, concurrency), started: time.Now()}
+		buffers: make(chan []byte, concurrency), started: time.Now(), mine: map[string]bool{}}
 	for range concurrency {
 		s.buffers <- nil // allocated on first use, so an idle agent stays small
 	}
@@ -165,6 +170,7 @@ func (s *s3Store) putMultipart(ctx context.Context, u upload, partSize int64) (s
 		return "", objectInfo{}, translate("create multipart upload "+u.key, err)
 	}
 	uploadID := aws.ToString(created.UploadId)
+	s.setMine(uploadID, true)
 	committed := false
 	defer func() {
 		if !committed {
@@ -176,7 +182,7 @@ func (s *s3Store) putMultipart(ctx context.Context, u upload, partSize int64) (s
 	if attempts, ok := retry.GetAttemptResults(created.ResultMetadata); ok && len(attempts.Results) > 1 {
 		defer func() {
 			if committed {
-				s.abortStale(ctx, u.key)
+				s.abortKey(ctx, u.key)
 			}
 		}()
 	}
@@ -204,6 +210,7 @@ func (s *s3Store) putMultipart(ctx context.Context, u upload, partSize int64) (s
 		return sum, objectInfo{}, translate("complete multipart upload "+u.key, err)
 	}
 	committed = true
+	s.forget(uploadID)
 	return sum, objectInfo{Size: u.size, CRC64NVME: aws.ToString(out.ChecksumCRC64NVME),
 		ETag: aws.ToString(out.ETag), VersionID: aws.ToString(out.VersionId)}, nil
 }
@@ -283,20 +290,65 @@ const abortCallTimeout = 10 * time.Second
 func (s *s3Store) abort(key, uploadID string) {
 	ctx, cancel := context.WithTimeout(context.Background(), abortCallTimeout)
 	defer cancel()
-	_, _ = s.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{
+	_, err := s.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{
 		Bucket: aws.String(s.bucket), Key: aws.String(key), UploadId: aws.String(uploadID),
+	})
+	var re *smithyhttp.ResponseError
+	if err == nil || errors.As(err, &re) && re.HTTPStatusCode() == http.StatusNotFound {
+		s.forget(uploadID)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.mine[uploadID]; ok {
+		s.mine[uploadID] = false // an orphan of ours now; abortStale and the sweep retry it
+	}
+}
+
+func (s *s3Store) setMine(uploadID string, live bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.mine[uploadID] = live
+}
+
+func (s *s3Store) forget(uploadID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.mine, uploadID)
+}
+
+// ours reports whether this process created the upload, and whether it is
+// still live (being sent) rather than left behind by a failed abort.
+func (s *s3Store) ours(uploadID string) (mine, live bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	live, mine = s.mine[uploadID]
+	return mine, live
+}
+
+// abortStale aborts the multipart uploads of key that nobody alive will
+// finish: those initiated before this agent started (a killed run's) and
+// this agent's own whose abort failed (S3 was unreachable). It leaves alone
+// another host's live upload of the same name, so two hosts holding the
+// same file never cancel each other. Idempotent; failures are harmless
+// (see abort).
+func (s *s3Store) abortStale(ctx context.Context, key string) {
+	_, _ = s.abortUploads(ctx, key, func(u types.MultipartUpload) bool {
+		if aws.ToString(u.Key) != key {
+			return false
+		}
+		mine, live := s.ours(aws.ToString(u.UploadId))
+		return (mine && !live) || (!mine && aws.ToTime(u.Initiated).Before(s.started))
 	})
 }
 
-// abortStale aborts every multipart upload of key. It runs when none of
-// them is this agent's own live upload (one upload per file at a time), so
-// each was left by an agent killed mid-upload, by an attempt whose own
-// abort failed (S3 unreachable), or by a create whose response was lost. A
-// host uploading the same name at this moment is cut off too; it retries,
-// and nothing is lost. Idempotent; failures are harmless (see abort).
-func (s *s3Store) abortStale(ctx context.Context, key string) {
+// abortKey aborts every multipart upload of key but this agent's live
+// ones. For a key that now holds an object: no other upload of it can
+// complete (If-None-Match), so cutting one off loses nothing.
+func (s *s3Store) abortKey(ctx context.Context, key string) {
 	_, _ = s.abortUploads(ctx, key, func(u types.MultipartUpload) bool {
-		return aws.ToString(u.Key) == key
+		mine, live := s.ours(aws.ToString(u.UploadId))
+		return aws.ToString(u.Key) == key && !(mine && live)
 	})
 }
 

@@ -81,7 +81,7 @@ var settings = []setting{
 		durationSetter(func(o *options) *time.Duration { return &o.agent.Grace })},
 	{"call-timeout", "OFFLOAD_CALL_TIMEOUT", agent.DefaultCallTimeout.String(), "bound on every single S3 or DynamoDB call",
 		durationSetter(func(o *options) *time.Duration { return &o.agent.CallTimeout })},
-	{"orphan-age", "OFFLOAD_ORPHAN_AGE", agent.DefaultOrphanAge.String(), "at start, abort multipart uploads under the key prefix older than this",
+	{"orphan-age", "OFFLOAD_ORPHAN_AGE", agent.DefaultOrphanAge.String(), "abort other agents' multipart uploads under the key prefix older than this (checked at start and every rescan)",
 		durationSetter(func(o *options) *time.Duration { return &o.agent.OrphanAge })},
 	{"host", "OFFLOAD_HOST", "", "host name recorded in the ledger (default: this machine's)",
 		func(o *options, v string) error { o.agent.Host = v; return nil }},

@@ -26,9 +26,10 @@ The real local AWS stack on 127.0.0.1: MinIO (S3), dynalite (DynamoDB) and
 Toxiproxy, each on a free port, with the bucket and the ledger table created.
 
 commands:
-  up [--tls] [--s3 minio|versitygw]
+  up [--tls] [--s3 minio|versitygw] [--bench-tools]
                  install what is missing, start the stack, wait until every
-                 part answers; safe to run twice
+                 part answers; safe to run twice. --bench-tools also builds
+                 s5cmd and rclone (OFFLOAD_S5CMD, OFFLOAD_RCLONE)
   down           stop exactly the processes "up" started (by PID) and
                  delete the stack's data
   env            print export lines for the running stack:
@@ -37,7 +38,7 @@ commands:
                  exits 1 unless the whole stack is up
   install        only install the tools (MinIO, dynalite, Toxiproxy,
                  aws-lambda-rie, lighttpd, nginx)
-  run [--tls] [--s3 KIND] -- COMMAND [ARG...]
+  run [--tls] [--s3 KIND] [--bench-tools] -- COMMAND [ARG...]
                  bring up a private stack, run COMMAND with its environment,
                  and bring it down again, even when COMMAND fails or is
                  interrupted; exits with COMMAND's status
@@ -76,7 +77,7 @@ func dispatch(cmd string, args []string) (int, error) {
 		fmt.Print(usage)
 		return 0, nil
 	case "install":
-		_, err := install(ctx, paths, "minio")
+		_, err := install(ctx, paths, "minio", false)
 		return 0, err
 	case "up":
 		opts, rest, err := parseUpFlags("up", args)
@@ -120,8 +121,9 @@ func dispatch(cmd string, args []string) (int, error) {
 
 // upOptions are the flags of "up" and "run".
 type upOptions struct {
-	tls    bool
-	s3Kind string
+	tls        bool
+	s3Kind     string
+	benchTools bool
 }
 
 func parseUpFlags(name string, args []string) (upOptions, []string, error) {
@@ -130,6 +132,7 @@ func parseUpFlags(name string, args []string) (upOptions, []string, error) {
 	var o upOptions
 	fs.BoolVar(&o.tls, "tls", false, "serve S3 over HTTPS with a self-signed certificate")
 	fs.StringVar(&o.s3Kind, "s3", "minio", "S3 implementation: minio or versitygw")
+	fs.BoolVar(&o.benchTools, "bench-tools", false, "also install s5cmd and rclone, the peers make bench measures")
 	if err := fs.Parse(args); err != nil {
 		return o, nil, err
 	}

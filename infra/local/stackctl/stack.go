@@ -57,6 +57,8 @@ type state struct {
 	ToxiproxyCLI     string    `json:"toxiproxy_cli"`
 	RIE              string    `json:"aws_lambda_rie"`
 	MinIO            string    `json:"minio"`
+	S5cmd            string    `json:"s5cmd,omitempty"`
+	Rclone           string    `json:"rclone,omitempty"`
 	Services         []service `json:"services"`
 	dir              string
 }
@@ -114,6 +116,9 @@ func (st *state) env() [][2]string {
 	if st.CAFile != "" {
 		e = append(e, [2]string{"AWS_CA_BUNDLE", st.CAFile})
 	}
+	if st.S5cmd != "" {
+		e = append(e, [2]string{"OFFLOAD_S5CMD", st.S5cmd}, [2]string{"OFFLOAD_RCLONE", st.Rclone})
+	}
 	return e
 }
 
@@ -168,7 +173,7 @@ func up(ctx context.Context, p stackPaths, opts upOptions) (*state, error) {
 		return nil, err
 	}
 
-	t, err := install(ctx, p, opts.s3Kind)
+	t, err := install(ctx, p, opts.s3Kind, opts.benchTools)
 	if err != nil {
 		return nil, err
 	}
@@ -180,7 +185,8 @@ func up(ctx context.Context, p stackPaths, opts upOptions) (*state, error) {
 		return nil, err
 	}
 	st := &state{dir: p.state, S3Kind: opts.s3Kind, TLS: opts.tls, DataDir: data,
-		ToxiproxyCLI: toxiproxyCLI.path(p.cache), RIE: rieTool.path(p.cache), MinIO: minioTool.path(p.cache)}
+		ToxiproxyCLI: toxiproxyCLI.path(p.cache), RIE: rieTool.path(p.cache), MinIO: minioTool.path(p.cache),
+		S5cmd: t.s5cmd, Rclone: t.rclone}
 	if err := st.save(); err != nil {
 		return nil, err
 	}

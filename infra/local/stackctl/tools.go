@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -20,6 +21,9 @@ const (
 	toxiproxyVersion = "v2.12.0" // @latest resolves to an old 2022 release
 	rieVersion       = "v0.0.0-20261030222936-bef5c4ba774d"
 	versitygwVersion = "v1.8.0"
+	// The peers "make bench" compares the agent with.
+	rcloneVersion = "v1.76.0"
+	s5cmdVersion  = "v2.3.0"
 )
 
 // goTool is a command built from the Go module proxy.
@@ -35,6 +39,7 @@ var (
 	toxiproxyCLI    = goTool{"toxiproxy-cli", "github.com/Shopify/toxiproxy/v2/cmd/cli", toxiproxyVersion}
 	rieTool         = goTool{"aws-lambda-rie", "github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie", rieVersion}
 	versitygwTool   = goTool{"versitygw", "github.com/versity/versitygw/cmd/versitygw", versitygwVersion}
+	rcloneTool      = goTool{"rclone", "github.com/rclone/rclone", rcloneVersion}
 	dynaliteVersion = "4.0.0" // also in infra/local/package.json and its lockfile
 )
 
@@ -44,12 +49,14 @@ type tools struct {
 	toxiproxy string
 	node      string
 	dynalite  string // cli.js
+	rclone    string // with --bench-tools
+	s5cmd     string // with --bench-tools
 }
 
 // install makes sure every tool is in the cache and returns their paths.
 // s3Kind picks the S3 server of the stack (minio or versitygw); MinIO is
 // always installed, as tests start private MinIO servers of their own.
-func install(ctx context.Context, p stackPaths, s3Kind string) (tools, error) {
+func install(ctx context.Context, p stackPaths, s3Kind string, bench bool) (tools, error) {
 	var t tools
 	var err error
 	s3 := minioTool
@@ -70,6 +77,14 @@ func install(ctx context.Context, p stackPaths, s3Kind string) (tools, error) {
 	}
 	if t.node, t.dynalite, err = ensureDynalite(ctx, p); err != nil {
 		return t, err
+	}
+	if bench {
+		if t.rclone, err = rcloneTool.ensure(ctx, p.cache); err != nil {
+			return t, err
+		}
+		if t.s5cmd, err = ensureS5cmd(ctx, p.cache); err != nil {
+			return t, err
+		}
 	}
 	if err := ensureLighttpd(ctx); err != nil {
 		// Only the web-server tests need lighttpd, and they fail loudly
@@ -194,4 +209,46 @@ func ensureLighttpd(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// ensureS5cmd builds s5cmd into the cache. "go install ...@v2.3.0" fails:
+// the module proxy here refuses s5cmd's version list. So the module is
+// downloaded by its exact version and built inside a copy of it.
+func ensureS5cmd(ctx context.Context, cache string) (string, error) {
+	tool := goTool{name: "s5cmd", pkg: "github.com/peak/s5cmd/v2", version: s5cmdVersion}
+	dst := tool.path(cache)
+	if _, err := os.Stat(dst); err == nil {
+		return dst, nil
+	}
+	fmt.Fprintf(os.Stderr, "stack: building %s@%s from the Go module proxy (first run only)\n", tool.pkg, tool.version)
+	start := time.Now()
+	out, err := exec.CommandContext(ctx, "go", "mod", "download", "-json", tool.pkg+"@"+tool.version).Output()
+	if err != nil {
+		return "", fmt.Errorf("go mod download %s@%s: %v", tool.pkg, tool.version, err)
+	}
+	var mod struct{ Dir string }
+	if err := json.Unmarshal(out, &mod); err != nil || mod.Dir == "" {
+		return "", fmt.Errorf("go mod download %s: no module folder in %q", tool.pkg, out)
+	}
+	tmp, err := os.MkdirTemp(cache, "s5cmd-src-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp)
+	// The module cache is read-only, and -mod=mod may write go.sum.
+	if out, err := exec.CommandContext(ctx, "cp", "-R", mod.Dir+"/.", tmp).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("copy %s: %v %s", mod.Dir, err, out)
+	}
+	exec.Command("chmod", "-R", "u+w", tmp).Run()
+	build := exec.CommandContext(ctx, "go", "build", "-mod=mod", "-o", dst+".tmp", ".")
+	build.Dir = tmp
+	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-buildvcs=false")
+	if out, err := build.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build s5cmd: %v\n%s", err, out)
+	}
+	if err := os.Rename(dst+".tmp", dst); err != nil {
+		return "", err
+	}
+	fmt.Fprintf(os.Stderr, "stack: built s5cmd in %s\n", time.Since(start).Round(time.Second))
+	return dst, nil
 }

@@ -1,0 +1,450 @@
+// Command bench measures offload-agent against s5cmd and rclone, and
+// against the ceiling (a raw SDK upload, and reading the files with their
+// CRC64NVME), on the same local MinIO in the same run. Tools take turns,
+// each scenario is repeated, and medians and ratios are printed.
+//
+// It runs inside the local stack over TLS with the peers installed, as
+// "make bench" starts it:
+//
+//	infra/local/stack run --tls --bench-tools -- go run ./infra/bench --agent bin/offload-agent
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/photosleeve/offload"
+)
+
+// scenario is one set of files to move.
+type scenario struct {
+	name  string
+	files int
+	size  int64
+}
+
+var scenarios = []scenario{
+	{"1 GiB file", 1, 1 << 30},
+	{"300 x 8 MiB photos", 300, 8 << 20},
+	{"2,000 x 100 KiB", 2000, 100 << 10},
+}
+
+func main() {
+	var (
+		agentBin = flag.String("agent", "bin/offload-agent", "the offload-agent binary to measure")
+		reps     = flag.Int("reps", 3, "repetitions of each tool per scenario (the median is printed)")
+		only     = flag.String("scenarios", "", "comma-separated scenario numbers to run (1, 2, 3); default all")
+		work     = flag.String("work", "", "folder for the generated files (default: a temp folder, removed at the end)")
+	)
+	flag.Parse()
+	if err := run(*agentBin, *reps, *only, *work); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// env is what the stack exported.
+type env struct {
+	endpoint, bucket, table, region, access, secret, ca, s5cmd, rclone string
+}
+
+func loadEnv() (env, error) {
+	e := env{endpoint: os.Getenv("AWS_ENDPOINT_URL_S3"), bucket: os.Getenv("OFFLOAD_BUCKET"), table: os.Getenv("OFFLOAD_TABLE"),
+		region: os.Getenv("AWS_REGION"), access: os.Getenv("AWS_ACCESS_KEY_ID"), secret: os.Getenv("AWS_SECRET_ACCESS_KEY"),
+		ca: os.Getenv("AWS_CA_BUNDLE"), s5cmd: os.Getenv("OFFLOAD_S5CMD"), rclone: os.Getenv("OFFLOAD_RCLONE")}
+	for name, v := range map[string]string{"AWS_ENDPOINT_URL_S3": e.endpoint, "OFFLOAD_BUCKET": e.bucket,
+		"OFFLOAD_S5CMD": e.s5cmd, "OFFLOAD_RCLONE": e.rclone} {
+		if v == "" {
+			return e, fmt.Errorf("%s is not set: run through \"make bench\" (infra/local/stack run --tls --bench-tools)", name)
+		}
+	}
+	if !strings.HasPrefix(e.endpoint, "https://127.0.0.1:") {
+		return e, fmt.Errorf("S3 endpoint %s: the benchmark wants the stack over TLS on loopback (--tls)", e.endpoint)
+	}
+	return e, nil
+}
+
+func run(agentBin string, reps int, only, work string) error {
+	e, err := loadEnv()
+	if err != nil {
+		return err
+	}
+	if agentBin, err = filepath.Abs(agentBin); err != nil {
+		return err
+	}
+	if work == "" {
+		if work, err = os.MkdirTemp("", "offload-bench-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(work)
+	}
+	ctx := context.Background()
+	cfg, err := config.LoadDefaultConfig(ctx, config.WithSharedConfigFiles([]string{}),
+		config.WithSharedCredentialsFiles([]string{}), config.WithEC2IMDSClientEnableState(imds.ClientDisabled))
+	if err != nil {
+		return err
+	}
+	// The raw ceiling: no checksum beyond what S3 requires, no ledger.
+	raw := s3.NewFromConfig(cfg, func(o *s3.Options) {
+		o.UsePathStyle = true
+		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
+	})
+	b := &bench{env: e, agent: agentBin, s3: raw, work: work}
+	fmt.Printf("offload bench: MinIO over TLS at %s, %d repetitions, tools take turns\n", e.endpoint, reps)
+	for i, sc := range scenarios {
+		if only != "" && !slices.Contains(strings.Split(only, ","), fmt.Sprint(i+1)) {
+			continue
+		}
+		if err := b.scenario(ctx, sc, reps); err != nil {
+			return fmt.Errorf("%s: %w", sc.name, err)
+		}
+	}
+	return nil
+}
+
+type bench struct {
+	env   env
+	agent string
+	s3    *s3.Client
+	work  string
+	runs  int
+}
+
+// result is one timed run of one tool.
+type result struct {
+	took time.Duration
+	rss  int64 // peak resident set in bytes; 0 when not measured
+}
+
+// tool moves every file of src to S3 under prefix.
+type tool struct {
+	name string
+	run  func(ctx context.Context, src, prefix string) (result, error)
+}
+
+func (b *bench) scenario(ctx context.Context, sc scenario, reps int) error {
+	src := filepath.Join(b.work, strings.Fields(sc.name)[0]+"-src")
+	if err := generate(src, sc); err != nil {
+		return err
+	}
+	defer os.RemoveAll(src)
+	total := float64(sc.size*int64(sc.files)) / (1 << 20)
+	fmt.Printf("\n## %s (%.0f MiB)\n", sc.name, total)
+
+	tools := []tool{
+		{"offload-agent once", b.runAgent},
+		{"s5cmd mv", b.runS5cmd},
+		{"rclone move --checksum", b.runRclone},
+		{"raw SDK upload (no checksum, no ledger)", b.runRawSDK},
+	}
+	times := map[string][]result{}
+	var readMiBs []float64
+	for rep := range reps {
+		mibs, err := readAndCRC(src)
+		if err != nil {
+			return err
+		}
+		readMiBs = append(readMiBs, mibs)
+		for i := range tools {
+			t := tools[(i+rep)%len(tools)] // take turns
+			r, err := b.once(ctx, t, src)
+			if err != nil {
+				return fmt.Errorf("%s: %w", t.name, err)
+			}
+			times[t.name] = append(times[t.name], r)
+		}
+	}
+
+	ours := median(times[tools[0].name])
+	fmt.Printf("%-42s %9s %9s %9s %10s %s\n", "tool", "median s", "MiB/s", "files/s", "peak RSS", "its speed / agent's")
+	for _, t := range tools {
+		m := median(times[t.name])
+		rss := "n/a"
+		if m.rss > 0 {
+			rss = fmt.Sprintf("%d MiB", m.rss>>20)
+		}
+		fmt.Printf("%-42s %9.2f %9.0f %9.0f %10s %.2f\n", t.name, m.took.Seconds(), total/m.took.Seconds(),
+			float64(sc.files)/m.took.Seconds(), rss, ours.took.Seconds()/m.took.Seconds())
+	}
+	slices.Sort(readMiBs)
+	fmt.Printf("%-42s %9s %9.0f\n", "read from page cache + CRC64NVME", "", readMiBs[len(readMiBs)/2])
+	return nil
+}
+
+// once gives the tool a fresh copy of the files (hard links: no bytes
+// copied, the page cache stays warm) and a fresh key prefix, times it, and
+// checks that it moved everything. The objects are deleted afterwards.
+func (b *bench) once(ctx context.Context, t tool, src string) (result, error) {
+	b.runs++
+	dir := filepath.Join(b.work, fmt.Sprintf("run-%d", b.runs))
+	if err := linkAll(src, filepath.Join(dir, "watch")); err != nil {
+		return result{}, err
+	}
+	defer os.RemoveAll(dir)
+	prefix := fmt.Sprintf("bench/%d/", b.runs)
+	r, err := t.run(ctx, dir, prefix)
+	if err != nil {
+		return r, err
+	}
+	want, _ := os.ReadDir(src)
+	n, err := b.deletePrefix(ctx, prefix)
+	if err != nil {
+		return r, err
+	}
+	if n != len(want) {
+		return r, fmt.Errorf("%d objects under %s after the run; want %d", n, prefix, len(want))
+	}
+	return r, nil
+}
+
+func (b *bench) runAgent(ctx context.Context, dir, prefix string) (result, error) {
+	archive := filepath.Join(dir, "archive")
+	if err := os.Mkdir(archive, 0o755); err != nil {
+		return result{}, err
+	}
+	// --quiet 1ms: the files were linked a moment ago (a link changes
+	// their ctime), and the peers do not wait either.
+	return command(ctx, nil, b.agent, "once", "--watch", filepath.Join(dir, "watch"), "--archive", archive,
+		"--key-prefix", prefix, "--quiet", "1ms", "--host", "bench", "--log-level", "warn")
+}
+
+func (b *bench) runS5cmd(ctx context.Context, dir, prefix string) (result, error) {
+	return command(ctx, nil, b.env.s5cmd, "--endpoint-url", b.env.endpoint, "--log", "error",
+		"mv", filepath.Join(dir, "watch")+"/*", "s3://"+b.env.bucket+"/"+prefix)
+}
+
+func (b *bench) runRclone(ctx context.Context, dir, prefix string) (result, error) {
+	env := []string{"RCLONE_CONFIG=/dev/null", "RCLONE_S3_PROVIDER=Minio", "RCLONE_S3_ENDPOINT=" + b.env.endpoint,
+		"RCLONE_S3_ACCESS_KEY_ID=" + b.env.access, "RCLONE_S3_SECRET_ACCESS_KEY=" + b.env.secret, "RCLONE_S3_REGION=" + b.env.region}
+	return command(ctx, env, b.env.rclone, "move", filepath.Join(dir, "watch"), ":s3:"+b.env.bucket+"/"+prefix,
+		"--checksum", "--ca-cert", b.env.ca, "--log-level", "ERROR")
+}
+
+// runRawSDK is the ceiling: the SDK's own upload calls, no checksum, no
+// ledger, no archive; 8 files or 8 parts of 8 MiB in flight, like the
+// agent's defaults.
+func (b *bench) runRawSDK(ctx context.Context, dir, prefix string) (result, error) {
+	start := time.Now()
+	watch := filepath.Join(dir, "watch")
+	entries, err := os.ReadDir(watch)
+	if err != nil {
+		return result{}, err
+	}
+	const partSize, inFlight = 8 << 20, 8
+	sem := make(chan struct{}, inFlight)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	fail := func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if firstErr == nil {
+			firstErr = err
+		}
+	}
+	for _, e := range entries {
+		path, key := filepath.Join(watch, e.Name()), prefix+e.Name()
+		info, err := e.Info()
+		if err != nil {
+			return result{}, err
+		}
+		if info.Size() <= partSize {
+			sem <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				f, err := os.Open(path)
+				if err != nil {
+					fail(err)
+					return
+				}
+				defer f.Close()
+				if _, err := b.s3.PutObject(ctx, &s3.PutObjectInput{Bucket: &b.env.bucket, Key: &key, Body: f, ContentLength: aws.Int64(info.Size())}); err != nil {
+					fail(err)
+				}
+			}()
+			continue
+		}
+		if err := b.rawMultipart(ctx, path, key, info.Size(), partSize, sem); err != nil {
+			return result{}, err
+		}
+	}
+	wg.Wait()
+	return result{took: time.Since(start)}, firstErr
+}
+
+func (b *bench) rawMultipart(ctx context.Context, path, key string, size, partSize int64, sem chan struct{}) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	up, err := b.s3.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: &b.env.bucket, Key: &key})
+	if err != nil {
+		return err
+	}
+	n := int((size + partSize - 1) / partSize)
+	parts := make([]types.CompletedPart, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			off := int64(i) * partSize
+			length := min(partSize, size-off)
+			out, err := b.s3.UploadPart(ctx, &s3.UploadPartInput{Bucket: &b.env.bucket, Key: &key, UploadId: up.UploadId,
+				PartNumber: aws.Int32(int32(i + 1)), Body: io.NewSectionReader(f, off, length), ContentLength: aws.Int64(length)})
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			parts[i] = types.CompletedPart{ETag: out.ETag, PartNumber: aws.Int32(int32(i + 1))}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	_, err = b.s3.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{Bucket: &b.env.bucket, Key: &key,
+		UploadId: up.UploadId, MultipartUpload: &types.CompletedMultipartUpload{Parts: parts}})
+	return err
+}
+
+// command runs a tool and returns its wall time and peak RSS.
+func command(ctx context.Context, env []string, name string, args ...string) (result, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
+	err := cmd.Run()
+	r := result{took: time.Since(start)}
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		r.rss = ru.Maxrss << 10 // Linux reports KiB
+	}
+	if err != nil {
+		return r, fmt.Errorf("%s: %v\n%s", filepath.Base(name), err, tail(out.String(), 2000))
+	}
+	return r, nil
+}
+
+// deletePrefix deletes every object under prefix and says how many there were.
+func (b *bench) deletePrefix(ctx context.Context, prefix string) (int, error) {
+	n := 0
+	p := s3.NewListObjectsV2Paginator(b.s3, &s3.ListObjectsV2Input{Bucket: &b.env.bucket, Prefix: &prefix})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return n, err
+		}
+		var ids []types.ObjectIdentifier
+		for _, o := range page.Contents {
+			ids = append(ids, types.ObjectIdentifier{Key: o.Key})
+		}
+		n += len(ids)
+		if len(ids) > 0 {
+			if _, err := b.s3.DeleteObjects(ctx, &s3.DeleteObjectsInput{Bucket: &b.env.bucket,
+				Delete: &types.Delete{Objects: ids, Quiet: aws.Bool(true)}}); err != nil {
+				return n, err
+			}
+		}
+	}
+	return n, nil
+}
+
+// generate writes the scenario's files (random bytes: nothing compresses).
+func generate(dir string, sc scenario) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for i := range sc.files {
+		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("IMG_%05d.jpg", i)))
+		if err != nil {
+			return err
+		}
+		_, err = io.CopyN(f, rand.NewChaCha8([32]byte{byte(i), byte(i >> 8), 'b'}), sc.size)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func linkAll(src, dst string) error {
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return err
+	}
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if err := os.Link(filepath.Join(src, e.Name()), filepath.Join(dst, e.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readAndCRC reads every file (from the page cache once warm) through
+// CRC64NVME and returns MiB/s: the most any uploader that proves its bytes
+// can reach on this machine.
+func readAndCRC(dir string) (float64, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	var total int64
+	buf := make([]byte, 1<<20)
+	for _, e := range entries {
+		f, err := os.Open(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return 0, err
+		}
+		h := offload.NewCRC64NVME()
+		n, err := io.CopyBuffer(h, f, buf)
+		f.Close()
+		if err != nil {
+			return 0, err
+		}
+		total += n
+	}
+	return float64(total) / (1 << 20) / time.Since(start).Seconds(), nil
+}
+
+func median(rs []result) result {
+	s := slices.Clone(rs)
+	slices.SortFunc(s, func(a, b result) int { return int(a.took - b.took) })
+	return s[len(s)/2]
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
