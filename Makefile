@@ -55,7 +55,11 @@ fuzz: ## run every fuzz target for FUZZTIME (default 30s) each
 	$(GO) test -run '^$$' -fuzz '^FuzzParseSize$$' -fuzztime $(FUZZTIME) ./agent/cmd/offload-agent
 	$(GO) test -run '^$$' -fuzz '^FuzzResolverConfig$$' -fuzztime $(FUZZTIME) ./lambda/cmd/offload-resolver
 
-bench: ## Go benchmarks (resolver hot path, key mapping)
+# Flags for infra/bench, e.g. BENCH_FLAGS="--reps 5 --scenarios 1,3".
+BENCH_FLAGS ?=
+
+bench: build ## the agent against s5cmd and rclone on local MinIO over TLS (builds the peers once), then the Go benchmarks
+	$(STACK) run --tls --bench-tools -- $(GO) run ./infra/bench --agent bin/offload-agent $(BENCH_FLAGS)
 	$(GO) test -run '^$$' -bench . -benchmem ./lambda
 
 stack-up: ## start the local stack (MinIO, dynalite, Toxiproxy); then eval "$(infra/local/stack env)"
