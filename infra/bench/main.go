@@ -107,7 +107,8 @@ func run(agentBin string, reps int, only, work string) error {
 		o.UsePathStyle = true
 		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
 	})
-	b := &bench{env: e, agent: agentBin, s3: raw, work: work}
+	b := &bench{env: e, agent: agentBin, s3: raw, work: work,
+		s3Endpoint: e.endpoint, dbEndpoint: os.Getenv("AWS_ENDPOINT_URL_DYNAMODB")}
 	fmt.Printf("offload bench: MinIO over TLS at %s, %d repetitions, tools take turns\n", e.endpoint, reps)
 	for i, sc := range scenarios {
 		if only != "" && !slices.Contains(strings.Split(only, ","), fmt.Sprint(i+1)) {
@@ -123,9 +124,12 @@ func run(agentBin string, reps int, only, work string) error {
 type bench struct {
 	env   env
 	agent string
-	s3    *s3.Client
+	s3    *s3.Client // direct to MinIO: the raw ceiling, and clean-up
 	work  string
 	runs  int
+	// Where the tools send S3 and DynamoDB requests: the stack's servers,
+	// or the counting proxies for the untimed counting run.
+	s3Endpoint, dbEndpoint string
 }
 
 // result is one timed run of one tool.
@@ -173,6 +177,32 @@ func (b *bench) scenario(ctx context.Context, sc scenario, reps int) error {
 		}
 	}
 
+	// One more run of each tool through counting proxies, untimed.
+	s3Count, err := newCounter(b.env.endpoint, b.env.ca)
+	if err != nil {
+		return err
+	}
+	defer s3Count.close()
+	dbCount, err := newCounter(os.Getenv("AWS_ENDPOINT_URL_DYNAMODB"), b.env.ca)
+	if err != nil {
+		return err
+	}
+	defer dbCount.close()
+	requests := map[string]string{}
+	for _, t := range tools[:3] {
+		b.s3Endpoint, b.dbEndpoint = s3Count.Endpoint, dbCount.Endpoint
+		_, err := b.once(ctx, t, src)
+		b.s3Endpoint, b.dbEndpoint = b.env.endpoint, os.Getenv("AWS_ENDPOINT_URL_DYNAMODB")
+		if err != nil {
+			return fmt.Errorf("%s (counting run): %w", t.name, err)
+		}
+		counts := s3Count.take()
+		for k, n := range dbCount.take() {
+			counts[k] += n
+		}
+		requests[t.name] = perFile(counts, sc.files)
+	}
+
 	ours := median(times[tools[0].name])
 	fmt.Printf("%-42s %9s %9s %9s %10s %s\n", "tool", "median s", "MiB/s", "files/s", "peak RSS", "its speed / agent's")
 	for _, t := range tools {
@@ -186,6 +216,10 @@ func (b *bench) scenario(ctx context.Context, sc scenario, reps int) error {
 	}
 	slices.Sort(readMiBs)
 	fmt.Printf("%-42s %9s %9.0f\n", "read from page cache + CRC64NVME", "", readMiBs[len(readMiBs)/2])
+	fmt.Println("requests per file (S3 and DynamoDB, one untimed run through a counting proxy):")
+	for _, t := range tools[:3] {
+		fmt.Printf("  %-40s %s\n", t.name, requests[t.name])
+	}
 	return nil
 }
 
@@ -222,17 +256,18 @@ func (b *bench) runAgent(ctx context.Context, dir, prefix string) (result, error
 	}
 	// --quiet 1ms: the files were linked a moment ago (a link changes
 	// their ctime), and the peers do not wait either.
-	return command(ctx, nil, b.agent, "once", "--watch", filepath.Join(dir, "watch"), "--archive", archive,
+	env := []string{"AWS_ENDPOINT_URL_S3=" + b.s3Endpoint, "AWS_ENDPOINT_URL_DYNAMODB=" + b.dbEndpoint}
+	return command(ctx, env, b.agent, "once", "--watch", filepath.Join(dir, "watch"), "--archive", archive,
 		"--key-prefix", prefix, "--quiet", "1ms", "--host", "bench", "--log-level", "warn")
 }
 
 func (b *bench) runS5cmd(ctx context.Context, dir, prefix string) (result, error) {
-	return command(ctx, nil, b.env.s5cmd, "--endpoint-url", b.env.endpoint, "--log", "error",
+	return command(ctx, nil, b.env.s5cmd, "--endpoint-url", b.s3Endpoint, "--log", "error",
 		"mv", filepath.Join(dir, "watch")+"/*", "s3://"+b.env.bucket+"/"+prefix)
 }
 
 func (b *bench) runRclone(ctx context.Context, dir, prefix string) (result, error) {
-	env := []string{"RCLONE_CONFIG=/dev/null", "RCLONE_S3_PROVIDER=Minio", "RCLONE_S3_ENDPOINT=" + b.env.endpoint,
+	env := []string{"RCLONE_CONFIG=/dev/null", "RCLONE_S3_PROVIDER=Minio", "RCLONE_S3_ENDPOINT=" + b.s3Endpoint,
 		"RCLONE_S3_ACCESS_KEY_ID=" + b.env.access, "RCLONE_S3_SECRET_ACCESS_KEY=" + b.env.secret, "RCLONE_S3_REGION=" + b.env.region}
 	return command(ctx, env, b.env.rclone, "move", filepath.Join(dir, "watch"), ":s3:"+b.env.bucket+"/"+prefix,
 		"--checksum", "--ca-cert", b.env.ca, "--log-level", "ERROR")

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+)
+
+// counter is a reverse proxy that counts the requests passing through it,
+// by S3 operation or DynamoDB target. It is used for an extra, untimed run
+// of each tool: the timed runs talk to MinIO directly.
+type counter struct {
+	Endpoint string
+	mu       sync.Mutex
+	ops      map[string]int
+	srv      *http.Server
+}
+
+// newCounter proxies to upstream. For an https upstream it serves TLS with
+// the stack's own server certificate (next to the CA file), so the tools
+// trust it exactly as they trust MinIO.
+func newCounter(upstream, caFile string) (*counter, error) {
+	target, err := url.Parse(upstream)
+	if err != nil {
+		return nil, err
+	}
+	c := &counter{ops: map[string]int{}}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.MaxIdleConnsPerHost = 256
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	scheme := "http"
+	if target.Scheme == "https" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, err
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(pem)
+		transport.TLSClientConfig = &tls.Config{RootCAs: pool}
+		dir := filepath.Dir(caFile)
+		cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "public.crt"), filepath.Join(dir, "private.key"))
+		if err != nil {
+			return nil, err
+		}
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}})
+		scheme = "https"
+	}
+	proxy.Transport = transport
+	c.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c.mu.Lock()
+		c.ops[operation(r)]++
+		c.mu.Unlock()
+		proxy.ServeHTTP(w, r)
+	})}
+	go c.srv.Serve(ln)
+	c.Endpoint = scheme + "://" + ln.Addr().String()
+	return c, nil
+}
+
+// operation names the request: a DynamoDB target, or the S3 operation its
+// method and query say.
+func operation(r *http.Request) string {
+	if t := r.Header.Get("X-Amz-Target"); t != "" {
+		return "DynamoDB " + t[strings.LastIndex(t, ".")+1:]
+	}
+	q := r.URL.Query()
+	switch {
+	case r.Method == http.MethodPut && q.Has("partNumber"):
+		return "UploadPart"
+	case r.Method == http.MethodPut:
+		return "PutObject"
+	case r.Method == http.MethodPost && q.Has("uploads"):
+		return "CreateMultipartUpload"
+	case r.Method == http.MethodPost && q.Has("uploadId"):
+		return "CompleteMultipartUpload"
+	case r.Method == http.MethodPost && q.Has("delete"):
+		return "DeleteObjects"
+	case r.Method == http.MethodDelete && q.Has("uploadId"):
+		return "AbortMultipartUpload"
+	case r.Method == http.MethodDelete:
+		return "DeleteObject"
+	case r.Method == http.MethodHead:
+		return "HeadObject"
+	case r.Method == http.MethodGet && q.Has("uploads"):
+		return "ListMultipartUploads"
+	case r.Method == http.MethodGet && (q.Has("list-type") || strings.Count(strings.Trim(r.URL.Path, "/"), "/") == 0):
+		return "ListObjects"
+	case r.Method == http.MethodGet:
+		return "GetObject"
+	}
+	return r.Method + " " + r.URL.RawQuery
+}
+
+// take returns the counts so far and starts again from zero.
+func (c *counter) take() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := c.ops
+	c.ops = map[string]int{}
+	return out
+}
+
+func (c *counter) close() { c.srv.Close() }
+
+// perFile formats counts as requests per file, most frequent first.
+func perFile(counts map[string]int, files int) string {
+	type kv struct {
+		k string
+		n int
+	}
+	var all []kv
+	total := 0
+	for k, n := range counts {
+		all = append(all, kv{k, n})
+		total += n
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].n > all[j].n || all[i].n == all[j].n && all[i].k < all[j].k })
+	parts := []string{fmt.Sprintf("%.2f", float64(total)/float64(files))}
+	for _, e := range all {
+		parts = append(parts, fmt.Sprintf("%s %.2f", e.k, float64(e.n)/float64(files)))
+	}
+	return parts[0] + " (" + strings.Join(parts[1:], ", ") + ")"
+}
