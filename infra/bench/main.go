@@ -50,12 +50,15 @@ var scenarios = []scenario{
 func main() {
 	var (
 		agentBin = flag.String("agent", "bin/offload-agent", "the offload-agent binary to measure")
+		resolver = flag.String("resolver", "bin/offload-resolver", "the offload-resolver binary to measure (empty: skip)")
+		conns    = flag.Int("conns", 32, "connections of the resolver load")
+		loadFor  = flag.Duration("load-for", 5*time.Second, "how long each resolver load runs")
 		reps     = flag.Int("reps", 3, "repetitions of each tool per scenario (the median is printed)")
 		only     = flag.String("scenarios", "", "comma-separated scenario numbers to run (1, 2, 3); default all")
 		work     = flag.String("work", "", "folder for the generated files (default: a temp folder, removed at the end)")
 	)
 	flag.Parse()
-	if err := run(*agentBin, *reps, *only, *work); err != nil {
+	if err := run(*agentBin, *resolver, *reps, *conns, *loadFor, *only, *work); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -82,7 +85,7 @@ func loadEnv() (env, error) {
 	return e, nil
 }
 
-func run(agentBin string, reps int, only, work string) error {
+func run(agentBin, resolverBin string, reps, conns int, loadFor time.Duration, only, work string) error {
 	e, err := loadEnv()
 	if err != nil {
 		return err
@@ -97,8 +100,7 @@ func run(agentBin string, reps int, only, work string) error {
 		defer os.RemoveAll(work)
 	}
 	ctx := context.Background()
-	cfg, err := config.LoadDefaultConfig(ctx, config.WithSharedConfigFiles([]string{}),
-		config.WithSharedCredentialsFiles([]string{}), config.WithEC2IMDSClientEnableState(imds.ClientDisabled))
+	cfg, err := awsConfig(ctx)
 	if err != nil {
 		return err
 	}
@@ -118,7 +120,20 @@ func run(agentBin string, reps int, only, work string) error {
 			return fmt.Errorf("%s: %w", sc.name, err)
 		}
 	}
+	if resolverBin != "" {
+		if resolverBin, err = filepath.Abs(resolverBin); err != nil {
+			return err
+		}
+		return b.resolverBench(ctx, resolverBin, conns, loadFor)
+	}
 	return nil
+}
+
+// awsConfig is the SDK configuration from the stack's environment, never
+// from the machine's shared files or instance metadata.
+func awsConfig(ctx context.Context) (aws.Config, error) {
+	return config.LoadDefaultConfig(ctx, config.WithSharedConfigFiles([]string{}),
+		config.WithSharedCredentialsFiles([]string{}), config.WithEC2IMDSClientEnableState(imds.ClientDisabled))
 }
 
 type bench struct {

@@ -1,0 +1,183 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+
+	"github.com/photosleeve/offload"
+)
+
+// loadResult is what a load run saw.
+type loadResult struct {
+	requests      int
+	perSecond     float64
+	p50, p99      time.Duration
+	unexpected    int
+	unexpectedMsg string
+}
+
+// load sends GETs to url from conns connections for d (no redirects
+// followed) and counts the answers with status want.
+func load(url string, want, conns int, d time.Duration) loadResult {
+	tr := &http.Transport{MaxIdleConnsPerHost: conns, DisableCompression: true}
+	client := &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	defer tr.CloseIdleConnections()
+	var mu sync.Mutex
+	var lat []time.Duration
+	var r loadResult
+	deadline := time.Now().Add(d)
+	var wg sync.WaitGroup
+	for range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var mine []time.Duration
+			bad, msg := 0, ""
+			for time.Now().Before(deadline) {
+				start := time.Now()
+				resp, err := client.Get(url)
+				if err != nil {
+					bad, msg = bad+1, err.Error()
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				mine = append(mine, time.Since(start))
+				if resp.StatusCode != want {
+					bad, msg = bad+1, resp.Status
+				}
+			}
+			mu.Lock()
+			lat = append(lat, mine...)
+			r.unexpected += bad
+			if msg != "" {
+				r.unexpectedMsg = msg
+			}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	slices.Sort(lat)
+	r.requests = len(lat)
+	r.perSecond = float64(len(lat)) / d.Seconds()
+	if len(lat) > 0 {
+		r.p50, r.p99 = lat[len(lat)/2], lat[len(lat)*99/100]
+	}
+	return r
+}
+
+// resolverBench measures the resolver's local HTTP face, without and with
+// the ledger look-up, and lighttpd serving a small local file as the
+// reference, each for d with conns connections, on loopback.
+func (b *bench) resolverBench(ctx context.Context, resolverBin string, conns int, d time.Duration) error {
+	fmt.Printf("\n## resolver: %d connections for %s each, loopback\n", conns, d)
+	// One recorded original for the look-up to find.
+	key := "bench/resolver/cat.jpg"
+	cfg, err := awsConfig(ctx)
+	if err != nil {
+		return err
+	}
+	db := dynamodb.NewFromConfig(cfg)
+	rec := offload.Record{Key: key, Size: 1, CRC64NVME: "AAAAAAAAAAA=", ContentType: "image/jpeg", Host: "bench", Path: "cat.jpg", UploadedAt: time.Now().UTC()}
+	if _, err := db.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(b.env.table), Item: rec.Item()}); err != nil {
+		return err
+	}
+	fmt.Printf("%-44s %12s %10s %10s\n", "server", "requests/s", "p50", "p99")
+	for _, verify := range []string{"none", "ledger"} {
+		addr, err := freeAddr()
+		if err != nil {
+			return err
+		}
+		cmd := exec.CommandContext(ctx, resolverBin, "--listen", addr, "--key-prefix", "bench/resolver/", "--verify", verify, "--log-format", "json")
+		cmd.Stdout, cmd.Stderr = io.Discard, io.Discard // a log line per request is part of the cost
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		err = waitListening(addr)
+		var r loadResult
+		if err == nil {
+			r = load("http://"+addr+"/static/cat.jpg", http.StatusFound, conns, d)
+		}
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+		if err != nil {
+			return err
+		}
+		if r.unexpected > 0 {
+			return fmt.Errorf("resolver --verify %s: %d unexpected answers (%s)", verify, r.unexpected, r.unexpectedMsg)
+		}
+		fmt.Printf("%-44s %12.0f %10s %10s\n", "offload-resolver 302, --verify "+verify, r.perSecond, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond))
+	}
+	r, err := b.lighttpdReference(ctx, conns, d)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%-44s %12.0f %10s %10s\n", "lighttpd 200, a 15 KiB local file", r.perSecond, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond))
+	return nil
+}
+
+func (b *bench) lighttpdReference(ctx context.Context, conns int, d time.Duration) (loadResult, error) {
+	dir := filepath.Join(b.work, "lighttpd")
+	if err := os.MkdirAll(filepath.Join(dir, "www", "static"), 0o755); err != nil {
+		return loadResult{}, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "www", "static", "cat.jpg"), make([]byte, 15<<10), 0o644); err != nil {
+		return loadResult{}, err
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return loadResult{}, err
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	conf := filepath.Join(dir, "lighttpd.conf")
+	text := fmt.Sprintf("server.document-root = %q\nserver.bind = \"127.0.0.1\"\nserver.port = %s\nserver.errorlog = %q\n",
+		filepath.Join(dir, "www"), port, filepath.Join(dir, "error.log"))
+	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+		return loadResult{}, err
+	}
+	cmd := exec.CommandContext(ctx, "lighttpd", "-D", "-f", conf)
+	if err := cmd.Start(); err != nil {
+		return loadResult{}, fmt.Errorf("lighttpd (infra/local/stack install puts it there): %w", err)
+	}
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	if err := waitListening(addr); err != nil {
+		return loadResult{}, err
+	}
+	r := load("http://"+addr+"/static/cat.jpg", http.StatusOK, conns, d)
+	if r.unexpected > 0 {
+		return r, fmt.Errorf("lighttpd: %d unexpected answers (%s)", r.unexpected, r.unexpectedMsg)
+	}
+	return r, nil
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+func waitListening(addr string) error {
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return nil
+		}
+	}
+	return fmt.Errorf("nothing listens on %s after 20 s", addr)
+}
