@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 )
 
 // counter is a reverse proxy that counts the requests passing through it,
@@ -22,6 +23,7 @@ type counter struct {
 	Endpoint string
 	mu       sync.Mutex
 	ops      map[string]int
+	started  map[string]time.Time // first upload request per object path
 	srv      *http.Server
 }
 
@@ -33,7 +35,7 @@ func newCounter(upstream, caFile string) (*counter, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &counter{ops: map[string]int{}}
+	c := &counter{ops: map[string]int{}, started: map[string]time.Time{}}
 	proxy := httputil.NewSingleHostReverseProxy(target)
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	transport.MaxIdleConnsPerHost = 256
@@ -60,8 +62,12 @@ func newCounter(upstream, caFile string) (*counter, error) {
 	}
 	proxy.Transport = transport
 	c.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		op := operation(r)
 		c.mu.Lock()
-		c.ops[operation(r)]++
+		c.ops[op]++
+		if _, seen := c.started[r.URL.Path]; !seen && (op == "PutObject" || op == "CreateMultipartUpload") {
+			c.started[r.URL.Path] = time.Now()
+		}
 		c.mu.Unlock()
 		proxy.ServeHTTP(w, r)
 	})}
@@ -111,6 +117,15 @@ func (c *counter) take() map[string]int {
 	out := c.ops
 	c.ops = map[string]int{}
 	return out
+}
+
+// uploadStarted returns when the first upload request for the object path
+// ("/bucket/key") arrived.
+func (c *counter) uploadStarted(path string) (time.Time, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t, ok := c.started[path]
+	return t, ok
 }
 
 func (c *counter) close() { c.srv.Close() }

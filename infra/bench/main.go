@@ -120,6 +120,9 @@ func run(agentBin, resolverBin string, reps, conns int, loadFor time.Duration, o
 			return fmt.Errorf("%s: %w", sc.name, err)
 		}
 	}
+	if err := b.closeToStart(ctx, 50); err != nil {
+		return fmt.Errorf("close to start: %w", err)
+	}
 	if resolverBin != "" {
 		if resolverBin, err = filepath.Abs(resolverBin); err != nil {
 			return err

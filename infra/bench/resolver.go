@@ -181,3 +181,66 @@ func waitListening(addr string) error {
 	}
 	return fmt.Errorf("nothing listens on %s after 20 s", addr)
 }
+
+// closeToStart runs the agent as a daemon with its default settings and
+// drops files one by one the way a back-end does (temporary name, then
+// rename), and measures from the rename to the first upload request S3
+// receives for the file.
+func (b *bench) closeToStart(ctx context.Context, files int) error {
+	proxy, err := newCounter(b.env.endpoint, b.env.ca)
+	if err != nil {
+		return err
+	}
+	defer proxy.close()
+	dir := filepath.Join(b.work, "daemon")
+	watch, archive := filepath.Join(dir, "watch"), filepath.Join(dir, "archive")
+	for _, d := range []string{watch, archive} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	defer os.RemoveAll(dir)
+	prefix := "bench/daemon/"
+	cmd := exec.CommandContext(ctx, b.agent, "run", "--watch", watch, "--archive", archive, "--key-prefix", prefix, "--host", "bench")
+	cmd.Env = append(os.Environ(), "AWS_ENDPOINT_URL_S3="+proxy.Endpoint)
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	time.Sleep(time.Second) // its start-up scan and sweep
+	renamed := make([]time.Time, files)
+	for i := range files {
+		name := fmt.Sprintf("IMG_%05d.jpg", i)
+		tmp := filepath.Join(watch, name+".tmp")
+		if err := os.WriteFile(tmp, make([]byte, 100<<10), 0o644); err != nil {
+			return err
+		}
+		if err := os.Rename(tmp, filepath.Join(watch, name)); err != nil {
+			return err
+		}
+		renamed[i] = time.Now()
+		time.Sleep(100 * time.Millisecond)
+	}
+	var lat []time.Duration
+	deadline := time.Now().Add(time.Minute)
+	for i := 0; i < files; {
+		if t, ok := proxy.uploadStarted(fmt.Sprintf("/%s/%sIMG_%05d.jpg", b.env.bucket, prefix, i)); ok {
+			lat = append(lat, t.Sub(renamed[i]))
+			i++
+			continue
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("file %d: no upload within a minute", i)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := b.deletePrefix(ctx, prefix); err != nil {
+		return err
+	}
+	slices.Sort(lat)
+	fmt.Printf("\n## daemon: from rename into the watch folder to the first upload request, %d files of 100 KiB, default settings\n", files)
+	fmt.Printf("median %s, p99 %s, min %s, max %s\n", lat[len(lat)/2].Round(time.Millisecond), lat[len(lat)*99/100].Round(time.Millisecond),
+		lat[0].Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond))
+	return nil
+}
