@@ -50,6 +50,7 @@ var scenarios = []scenario{
 func main() {
 	var (
 		agentBin = flag.String("agent", "bin/offload-agent", "the offload-agent binary to measure")
+		extra    = flag.String("agent-args", "", "extra flags for offload-agent once, space-separated (e.g. \"--workers 16\")")
 		resolver = flag.String("resolver", "bin/offload-resolver", "the offload-resolver binary to measure (empty: skip)")
 		conns    = flag.Int("conns", 32, "connections of the resolver load")
 		loadFor  = flag.Duration("load-for", 5*time.Second, "how long each resolver load runs")
@@ -58,11 +59,15 @@ func main() {
 		work     = flag.String("work", "", "folder for the generated files (default: a temp folder, removed at the end)")
 	)
 	flag.Parse()
+	agentArgs = strings.Fields(*extra)
 	if err := run(*agentBin, *resolver, *reps, *conns, *loadFor, *only, *work); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
+
+// agentArgs are extra flags for every agent run (--agent-args).
+var agentArgs []string
 
 // env is what the stack exported.
 type env struct {
@@ -120,8 +125,10 @@ func run(agentBin, resolverBin string, reps, conns int, loadFor time.Duration, o
 			return fmt.Errorf("%s: %w", sc.name, err)
 		}
 	}
-	if err := b.closeToStart(ctx, 50); err != nil {
-		return fmt.Errorf("close to start: %w", err)
+	if only == "" {
+		if err := b.closeToStart(ctx, 50); err != nil {
+			return fmt.Errorf("close to start: %w", err)
+		}
 	}
 	if resolverBin != "" {
 		if resolverBin, err = filepath.Abs(resolverBin); err != nil {
@@ -275,8 +282,9 @@ func (b *bench) runAgent(ctx context.Context, dir, prefix string) (result, error
 	// --quiet 1ms: the files were linked a moment ago (a link changes
 	// their ctime), and the peers do not wait either.
 	env := []string{"AWS_ENDPOINT_URL_S3=" + b.s3Endpoint, "AWS_ENDPOINT_URL_DYNAMODB=" + b.dbEndpoint}
-	return command(ctx, env, b.agent, "once", "--watch", filepath.Join(dir, "watch"), "--archive", archive,
-		"--key-prefix", prefix, "--quiet", "1ms", "--host", "bench", "--log-level", "warn")
+	args := append([]string{"once", "--watch", filepath.Join(dir, "watch"), "--archive", archive,
+		"--key-prefix", prefix, "--quiet", "1ms", "--host", "bench", "--log-level", "warn"}, agentArgs...)
+	return command(ctx, env, b.agent, args...)
 }
 
 func (b *bench) runS5cmd(ctx context.Context, dir, prefix string) (result, error) {
