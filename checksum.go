@@ -85,3 +85,52 @@ func DecodeChecksum(s string) (uint64, error) {
 	}
 	return binary.BigEndian.Uint64(b), nil
 }
+
+// CombineCRC64NVME returns the CRC64NVME of A followed by B from the CRCs
+// of A and of B and B's length, without reading either again: the agent
+// hashes each part of a multipart upload on its own goroutine and combines
+// the parts' sums into the full-object one (zlib's crc32_combine method,
+// for this polynomial).
+func CombineCRC64NVME(crcA, crcB uint64, lenB int64) uint64 {
+	if lenB <= 0 {
+		return crcA
+	}
+	return multModP(xPow8n(uint64(lenB)), crcA) ^ crcB
+}
+
+// multModP multiplies a and b modulo the CRC polynomial, both in the
+// reflected bit order (x^0 is the top bit).
+func multModP(a, b uint64) uint64 {
+	var p uint64
+	for m := uint64(1) << 63; m != 0; m >>= 1 {
+		if a&m != 0 {
+			p ^= b
+		}
+		if b&1 != 0 {
+			b = b>>1 ^ crc64NVMEPolynomial
+		} else {
+			b >>= 1
+		}
+	}
+	return p
+}
+
+// x2n[k] is x^(2^k) modulo the polynomial.
+var x2n = func() (t [64]uint64) {
+	t[0] = 1 << 62 // x^1
+	for k := 1; k < len(t); k++ {
+		t[k] = multModP(t[k-1], t[k-1])
+	}
+	return t
+}()
+
+// xPow8n is x^(8n) modulo the polynomial: appending n zero bytes.
+func xPow8n(n uint64) uint64 {
+	p := uint64(1) << 63 // x^0
+	for k := 3; n != 0; n, k = n>>1, k+1 {
+		if n&1 != 0 {
+			p = multModP(x2n[k%64], p)
+		}
+	}
+	return p
+}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"net/http"
 	"sync"
@@ -220,9 +219,12 @@ func (s *s3Store) putMultipart(ctx context.Context, u upload, partSize int64) (s
 func (s *s3Store) uploadParts(ctx context.Context, u upload, uploadID string, partSize int64) (string, []types.CompletedPart, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	full := offload.NewCRC64NVME()
 	n := int((u.size + partSize - 1) / partSize)
 	parts := make([]types.CompletedPart, n)
+	// Each part is hashed on its own goroutine, off the one that reads the
+	// file, and the parts' sums are combined into the full-object one: each
+	// byte is read once and hashed once.
+	partSums := make([]uint64, n)
 	var (
 		wg       sync.WaitGroup
 		mu       sync.Mutex
@@ -247,17 +249,19 @@ func (s *s3Store) uploadParts(ctx context.Context, u upload, uploadID string, pa
 			fail(err)
 			break
 		}
-		partCRC := offload.NewCRC64NVME()
-		if _, err := io.ReadFull(io.TeeReader(u.body, io.MultiWriter(full, partCRC)), buf); err != nil {
+		if _, err := io.ReadFull(u.body, buf); err != nil {
 			s.returnBuffer(buf)
 			fail(fmt.Errorf("read: %w", err))
 			break
 		}
 		wg.Add(1)
-		go func(num int32, buf []byte, partCRC hash.Hash64) {
+		go func(num int32, buf []byte) {
 			defer wg.Done()
 			defer s.returnBuffer(buf)
-			sum := offload.EncodeChecksum(partCRC.Sum64())
+			partCRC := offload.NewCRC64NVME()
+			partCRC.Write(buf)
+			partSums[num-1] = partCRC.Sum64()
+			sum := offload.EncodeChecksum(partSums[num-1])
 			cctx, ccancel := context.WithTimeout(ctx, s.callTimeout)
 			defer ccancel()
 			out, err := s.client.UploadPart(cctx, &s3.UploadPartInput{
@@ -275,10 +279,14 @@ func (s *s3Store) uploadParts(ctx context.Context, u upload, uploadID string, pa
 				return
 			}
 			parts[num-1] = types.CompletedPart{PartNumber: aws.Int32(num), ETag: out.ETag, ChecksumCRC64NVME: aws.String(sum)}
-		}(int32(i+1), buf, partCRC)
+		}(int32(i+1), buf)
 	}
 	wg.Wait()
-	return offload.EncodeChecksum(full.Sum64()), parts, firstErr
+	var full uint64
+	for i, sum := range partSums {
+		full = offload.CombineCRC64NVME(full, sum, min(partSize, u.size-int64(i)*partSize))
+	}
+	return offload.EncodeChecksum(full), parts, firstErr
 }
 
 // abortCallTimeout bounds an abort, which runs even after the caller's
