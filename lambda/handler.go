@@ -53,7 +53,7 @@ type Config struct {
 	Bucket  string
 	Table   string        // ledger table; required when Verify is true
 	Verify  bool          // look the key up in the ledger first: unknown keys get 404
-	Expiry  time.Duration // life of a presigned URL (default DefaultExpiry)
+	Expiry  time.Duration // life of a presigned URL (zero: DefaultExpiry)
 	Access  AccessControl // default AllowAll
 	Logger  *slog.Logger
 }
@@ -70,7 +70,7 @@ func (c Config) Validate() error {
 	if err := c.Mapping.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("prefixes: %w", err))
 	}
-	if c.Expiry <= 0 || c.Expiry > maxExpiry {
+	if c.Expiry < 0 || c.Expiry > maxExpiry { // zero: DefaultExpiry
 		errs = append(errs, fmt.Errorf("expiry: %s is outside (0, %s]", c.Expiry, maxExpiry))
 	}
 	return errors.Join(errs...)

@@ -23,11 +23,15 @@ import (
 const offlineEndpoint = "http://127.0.0.1:9000" // presigning is offline; nothing is sent
 
 // offlineHandler presigns with static credentials and no ledger: pure logic.
-func offlineHandler(tb testing.TB, creds aws.CredentialsProvider) *Handler {
+// Its log goes to logs (nil: discarded).
+func offlineHandler(tb testing.TB, creds aws.CredentialsProvider, logs io.Writer) *Handler {
 	tb.Helper()
+	if logs == nil {
+		logs = io.Discard
+	}
 	c := s3.New(s3.Options{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider("AKID", "SECRET", ""),
 		BaseEndpoint: aws.String(offlineEndpoint), UsePathStyle: true})
-	h, err := NewHandler(Config{Mapping: offload.DefaultMapping, Bucket: "bucket", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
+	h, err := NewHandler(Config{Mapping: offload.DefaultMapping, Bucket: "bucket", Logger: slog.New(slog.NewTextHandler(logs, nil))},
 		s3.NewPresignClient(c), nil, creds)
 	if err != nil {
 		tb.Fatal(err)
@@ -46,7 +50,7 @@ func FuzzFunctionURL(f *testing.F) {
 	} {
 		f.Add(s[0], s[1])
 	}
-	h := FunctionURLHandler(offlineHandler(f, nil))
+	h := FunctionURLHandler(offlineHandler(f, nil, nil))
 	f.Fuzz(func(t *testing.T, rawPath, rawQuery string) {
 		ev := events.LambdaFunctionURLRequest{RawPath: rawPath, RawQueryString: rawQuery}
 		ev.RequestContext.HTTP.Method = "GET"
@@ -87,7 +91,7 @@ func TestExpiryClampedToCredentials(t *testing.T) {
 		6 * time.Minute:  300, // 6 min less the 1 min margin
 		30 * time.Second: 0,   // too close to the end: 503
 	} {
-		h := offlineHandler(t, expiringCreds(time.Now().Add(left)))
+		h := offlineHandler(t, expiringCreds(time.Now().Add(left)), nil)
 		rec := &recorder{header: http.Header{}}
 		req, _ := http.NewRequest(http.MethodGet, "/static/cat.jpg", nil)
 		h.ServeHTTP(rec, req)
@@ -108,7 +112,7 @@ func TestExpiryClampedToCredentials(t *testing.T) {
 
 func TestLogsCarryNoSecrets(t *testing.T) {
 	var logs bytes.Buffer
-	h := offlineHandler(t, nil)
+	h := offlineHandler(t, nil, nil)
 	h.cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	h.cfg.Access = SignedLinks{Key: []byte("0123456789abcdef0123")}
 	req, _ := http.NewRequest(http.MethodGet, "/static/cat.jpg?exp=4102444800&sig=deadbeef", nil)
@@ -125,7 +129,7 @@ func TestLogsCarryNoSecrets(t *testing.T) {
 
 // BenchmarkRedirect is the hot path without the ledger: map, presign, headers.
 func BenchmarkRedirect(b *testing.B) {
-	h := offlineHandler(b, nil)
+	h := offlineHandler(b, nil, nil)
 	req, _ := http.NewRequest(http.MethodGet, "/static/2026/11/cat.jpg", nil)
 	b.ReportAllocs()
 	for b.Loop() {
@@ -152,13 +156,7 @@ func BenchmarkKeyForURL(b *testing.B) {
 // with the status); the rest redirect to exactly their own key.
 func TestHostileURLs(t *testing.T) {
 	var logs bytes.Buffer
-	c := s3.New(s3.Options{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider("AKID", "SECRET", ""),
-		BaseEndpoint: aws.String(offlineEndpoint), UsePathStyle: true})
-	inner, err := NewHandler(Config{Mapping: offload.DefaultMapping, Bucket: "bucket", Logger: slog.New(slog.NewTextHandler(&logs, nil))},
-		s3.NewPresignClient(c), nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	inner := offlineHandler(t, nil, &logs)
 	h := FunctionURLHandler(inner)
 	long := strings.Repeat("a", 256)
 	for _, tt := range []struct {

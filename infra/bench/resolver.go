@@ -18,6 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 
 	"github.com/photosleeve/offload"
+	"github.com/photosleeve/offload/infra/local/loopback"
 )
 
 // loadResult is what a load run saw.
@@ -97,7 +98,7 @@ func (b *bench) resolverBench(ctx context.Context, resolverBin string, conns int
 	}
 	fmt.Printf("%-44s %12s %10s %10s\n", "server", "requests/s", "p50", "p99")
 	for _, verify := range []string{"none", "ledger"} {
-		addr, err := freeAddr()
+		addr, err := loopback.FreeAddr()
 		if err != nil {
 			return err
 		}
@@ -106,7 +107,7 @@ func (b *bench) resolverBench(ctx context.Context, resolverBin string, conns int
 		if err := cmd.Start(); err != nil {
 			return err
 		}
-		err = waitListening(addr)
+		err = loopback.WaitListening(ctx, addr, 20*time.Second)
 		var r loadResult
 		if err == nil {
 			r = load("http://"+addr+"/static/cat.jpg", http.StatusFound, conns, d)
@@ -137,7 +138,7 @@ func (b *bench) lighttpdReference(ctx context.Context, conns int, d time.Duratio
 	if err := os.WriteFile(filepath.Join(dir, "www", "static", "cat.jpg"), make([]byte, 15<<10), 0o644); err != nil {
 		return loadResult{}, err
 	}
-	addr, err := freeAddr()
+	addr, err := loopback.FreeAddr()
 	if err != nil {
 		return loadResult{}, err
 	}
@@ -153,7 +154,7 @@ func (b *bench) lighttpdReference(ctx context.Context, conns int, d time.Duratio
 		return loadResult{}, fmt.Errorf("lighttpd (infra/local/stack install puts it there): %w", err)
 	}
 	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
-	if err := waitListening(addr); err != nil {
+	if err := loopback.WaitListening(ctx, addr, 20*time.Second); err != nil {
 		return loadResult{}, err
 	}
 	r := load("http://"+addr+"/static/cat.jpg", http.StatusOK, conns, d)
@@ -161,25 +162,6 @@ func (b *bench) lighttpdReference(ctx context.Context, conns int, d time.Duratio
 		return r, fmt.Errorf("lighttpd: %d unexpected answers (%s)", r.unexpected, r.unexpectedMsg)
 	}
 	return r, nil
-}
-
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
-
-func waitListening(addr string) error {
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return nil
-		}
-	}
-	return fmt.Errorf("nothing listens on %s after 20 s", addr)
 }
 
 // closeToStart runs the agent as a daemon with its default settings and

@@ -146,13 +146,11 @@ func (r *report) print(out io.Writer, s settings, took time.Duration) {
 	line("files written", r.filesWritten)
 	line("bytes written", fmt.Sprintf("%d (%.1f GiB)", r.bytesWritten, float64(r.bytesWritten)/(1<<30)))
 	total := 0
-	for _, k := range []faultKind{faultKill, faultS3Outage, faultDBOutage, faultS3Reset, faultDBReset, faultS3Latency,
-		faultDBLatency, faultS3Timeout, faultDBTimeout, faultMinIORestart, faultArchiveLocked} {
+	for _, k := range faultKinds {
 		total += r.faults[k]
 	}
 	line("faults injected", total)
-	for _, k := range []faultKind{faultKill, faultS3Outage, faultDBOutage, faultS3Reset, faultDBReset, faultS3Latency,
-		faultDBLatency, faultS3Timeout, faultDBTimeout, faultMinIORestart, faultArchiveLocked} {
+	for _, k := range faultKinds {
 		line("  "+string(k), r.faults[k])
 	}
 	line("lost", r.lost)

@@ -104,6 +104,10 @@ const (
 	faultArchiveLocked faultKind = "archive folder unwritable"
 )
 
+// faultKinds is every kind, in the report's order.
+var faultKinds = []faultKind{faultKill, faultS3Outage, faultDBOutage, faultS3Reset, faultDBReset, faultS3Latency,
+	faultDBLatency, faultS3Timeout, faultDBTimeout, faultMinIORestart, faultArchiveLocked}
+
 // fault is one scheduled fault: it starts At after the writer starts and
 // lasts For (zero for an instant fault such as a kill).
 type fault struct {

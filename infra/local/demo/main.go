@@ -20,7 +20,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -31,6 +30,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	"github.com/photosleeve/offload"
+	"github.com/photosleeve/offload/infra/local/loopback"
 )
 
 func main() {
@@ -65,7 +65,14 @@ func run() error {
 	logs := filepath.Join(dir, "logs")
 	os.MkdirAll(logs, 0o755)
 
-	resolver, web := freeAddr(), freeAddr()
+	resolver, err := loopback.FreeAddr()
+	if err != nil {
+		return err
+	}
+	web, err := loopback.FreeAddr()
+	if err != nil {
+		return err
+	}
 	if err := startProc(logs, nil, filepath.Join(repo, "bin/offload-resolver"), "--listen", resolver, "--log-format", "text"); err != nil {
 		return err
 	}
@@ -81,7 +88,7 @@ func run() error {
 		return err
 	}
 	for _, a := range []string{resolver, web} {
-		if err := waitListening(ctx, a); err != nil {
+		if err := loopback.WaitListening(ctx, a, 20*time.Second); err != nil {
 			return err
 		}
 	}
@@ -242,26 +249,4 @@ func stopAll() {
 			<-done
 		}
 	}
-}
-
-func freeAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer l.Close()
-	return "127.0.0.1:" + strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
-}
-
-func waitListening(ctx context.Context, addr string) error {
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return nil
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-	}
-	return fmt.Errorf("%s did not start listening", addr)
 }

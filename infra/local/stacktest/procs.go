@@ -1,6 +1,7 @@
 package stacktest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -10,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/photosleeve/offload/infra/local/loopback"
 )
 
 // RepoRoot returns the repository's root folder: the nearest parent of the
@@ -101,9 +104,6 @@ func Start(t testing.TB, env []string, logPath, name string, args ...string) *Pr
 	return p
 }
 
-// PID is the process's ID.
-func (p *Process) PID() int { return p.cmd.Process.Pid }
-
 // Exited reports whether the process has ended.
 func (p *Process) Exited() bool {
 	select {
@@ -140,15 +140,8 @@ func (p *Process) Stop(grace time.Duration) error {
 // WaitListening waits until something accepts connections on addr.
 func WaitListening(t testing.TB, addr string) {
 	t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nothing listens on %s after 20 s: %v", addr, err)
-		}
+	if err := loopback.WaitListening(context.Background(), addr, 20*time.Second); err != nil {
+		t.Fatal(err)
 	}
 }
 

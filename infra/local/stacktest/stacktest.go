@@ -23,6 +23,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/photosleeve/offload/infra/local/loopback"
 )
 
 // RequireEnv names the variable that turns a missing stack from a skip into
@@ -151,10 +153,9 @@ func Prefix(t testing.TB) string {
 // FreeAddr returns a free "127.0.0.1:PORT" for a server a test starts.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := loopback.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }

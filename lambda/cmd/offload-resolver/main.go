@@ -144,11 +144,7 @@ func build(ctx context.Context, log *slog.Logger, getenv func(string) string, bu
 	}
 	// The resolver's own settings are judged before the AWS ones, so a
 	// mistake is reported the same on every machine.
-	check := cfg
-	if check.Expiry == 0 {
-		check.Expiry = lambda.DefaultExpiry // a bad --expiry is reported above
-	}
-	if err := check.Validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
