@@ -12,7 +12,6 @@ require (
 	github.com/aws/aws-sdk-go-v2/service/s3 v1.114.10
 	github.com/aws/smithy-go v1.28.9
 	github.com/awslabs/goformation/v7 v7.14.9
-	github.com/fsnotify/fsnotify v1.10.1
 	github.com/xeipuuv/gojsonschema v1.2.0
 	golang.org/x/sys v0.50.0
 )

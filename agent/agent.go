@@ -166,13 +166,19 @@ func backoff(attempt int) time.Duration {
 	return time.Duration(rand.Int64N(int64(d)) + 1)
 }
 
+// isPublished: the version seen is the one that appeared by a rename.
+func (e *entry) isPublished() bool {
+	return e.published != (fileID{}) && e.published.sameVersion(e.seen)
+}
+
 // entry is the scheduler's view of one pending file.
 type entry struct {
 	seen      fileID    // the last version observed
 	since     time.Time // when that version was first observed
 	notBefore time.Time // backoff after a failure
 	attempts  int
-	remote    bool // the last failure was S3's or DynamoDB's
+	remote    bool   // the last failure was S3's or DynamoDB's
+	published fileID // the version that appeared by a rename; see job.published
 	running   bool
 	dirty     bool // an event arrived while it was running
 }
@@ -223,7 +229,7 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 	failedForGood := 0
 	lastDone := time.Now() // the last file offloaded end to end
 
-	candidates := make(chan string, 4096)
+	candidates := make(chan candidate, 4096)
 	scanned := make(chan error, 1)
 	var scannedIn <-chan error = scanned
 	w, err := a.startWatcher(ctx, candidates, scanned, once)
@@ -254,35 +260,43 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 		wg.Wait()
 	}()
 
-	note := func(rel string) {
+	// note looks at a candidate and reports whether it is a published file
+	// that may go at once.
+	note := func(c candidate) bool {
+		rel := c.rel
 		if ignored(rel, a.cfg.Ignore) {
-			return
+			return false
 		}
 		e := pending[rel]
 		if e != nil && e.running {
 			e.dirty = true
-			return
+			return false
 		}
 		fi, err := a.root.Lstat(rel)
 		if err != nil {
 			delete(pending, rel)
 			delete(parked, rel)
-			return
+			return false
 		}
 		id, _ := idOf(fi)
 		if p, ok := parked[rel]; ok {
 			if p.sameVersion(id) {
-				return
+				return false
 			}
 			delete(parked, rel)
 		}
 		now := time.Now()
 		switch {
 		case e == nil:
-			pending[rel] = &entry{seen: id, since: now}
+			e = &entry{seen: id, since: now}
+			pending[rel] = e
 		case !e.seen.sameVersion(id):
 			e.seen, e.since = id, now
 		}
+		if c.movedIn {
+			e.published = id
+		}
+		return e.isPublished()
 	}
 
 	// park stops looking at a file until it changes.
@@ -316,7 +330,11 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 		case outGone:
 			delete(pending, r.rel)
 		case outNotReady:
-			if r.err != nil {
+			switch {
+			case errors.Is(r.err, errWriterHasIt):
+				// Every slow upload from a browser passes here; not news.
+				log.Debug("not settled, will look again", "reason", r.err)
+			case r.err != nil:
 				log.Info("not settled, will look again", "reason", r.err)
 			}
 			// Watch it for a full quiet period before the next try, so a
@@ -326,6 +344,7 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 			}
 			e.since = time.Now()
 			e.notBefore = e.since.Add(a.cfg.Quiet)
+			e.published = fileID{} // a writer had it: the quiet rule decides from now on
 		case outSkipped:
 			log.Info("skipped: only regular files are offloaded", "reason", r.err)
 			park(r.rel, version)
@@ -353,7 +372,7 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 		}
 		if e.dirty {
 			e.dirty = false
-			note(r.rel)
+			note(candidate{rel: r.rel})
 		}
 	}
 
@@ -367,12 +386,13 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 			if e.running || now.Before(e.notBefore) {
 				continue
 			}
-			if now.Sub(e.seen.ctime) < a.cfg.Quiet && now.Sub(e.since) < a.cfg.Quiet {
+			published := e.isPublished()
+			if !published && now.Sub(e.seen.ctime) < a.cfg.Quiet && now.Sub(e.since) < a.cfg.Quiet {
 				continue
 			}
 			e.running, e.dirty = true, false
 			running++
-			jobs <- job{rel: rel, seen: e.seen, since: e.since}
+			jobs <- job{rel: rel, seen: e.seen, since: e.since, published: published}
 		}
 	}
 
@@ -381,8 +401,10 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 	scanDone := false
 	for {
 		select {
-		case rel := <-candidates:
-			note(rel)
+		case c := <-candidates:
+			if note(c) {
+				dispatch() // a published file need not wait for the next tick
+			}
 		case err := <-scannedIn:
 			if err != nil && ctx.Err() == nil {
 				a.log.Error("scan failed", "err", err)

@@ -291,3 +291,46 @@ func TestTwoAgentsRaceOnOneName(t *testing.T) {
 		})
 	}
 }
+
+// TestPublishedFilesSkipTheQuietPeriod: a file renamed into its name with
+// no writer holding it open is finished, so it is offloaded at once, even
+// with a quiet period of an hour. A file written in place, and one renamed
+// in while its writer still has it open, wait for the quiet period.
+func TestPublishedFilesSkipTheQuietPeriod(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.cfg.Quiet = time.Hour
+	_, stop := h.runDaemon(h.cfg)
+	h.waitFor("the agent to watch", 30*time.Second, func() bool { return strings.Contains(h.logs.String(), "msg=watching") })
+
+	held, err := os.Create(filepath.Join(h.cfg.Watch, "held.jpg.part"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	if _, err := held.Write(randomBytes(4000, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(held.Name(), filepath.Join(h.cfg.Watch, "held.jpg")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(h.cfg.Watch, "in-place.jpg"), randomBytes(5000, 2), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	published := randomBytes(6000, 3)
+	h.write("published.jpg", published)
+
+	h.waitFor("published.jpg archived", 30*time.Second, func() bool { return h.archived("published.jpg") })
+	h.waitFor("held.jpg looked at", 30*time.Second, func() bool {
+		return strings.Contains(h.logs.String(), "held.jpg: a writer has it open")
+	})
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	h.assertOffloaded("published.jpg", published)
+	for _, rel := range []string{"held.jpg", "in-place.jpg"} {
+		if h.objectExists(rel) || h.archived(rel) {
+			t.Errorf("%s was offloaded within its quiet period", rel)
+		}
+	}
+}

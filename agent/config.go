@@ -31,7 +31,7 @@ const (
 	// and the check that the file did not change while it was read catches
 	// the rest.
 	DefaultQuiet = 2 * time.Second
-	// DefaultRescan: fsnotify sees every new file; the periodic scan is the
+	// DefaultRescan: inotify sees every new file; the periodic scan is the
 	// safety net for what it missed, so once a minute is plenty.
 	DefaultRescan = time.Minute
 	// DefaultPartSize: S3's minimum part is 5 MiB; 8 MiB parts keep memory
@@ -81,7 +81,7 @@ type Config struct {
 	Host    string          // recorded in the ledger: which web host uploaded
 
 	Quiet       time.Duration // a file is settled when unchanged this long
-	Rescan      time.Duration // full scan period, on top of fsnotify
+	Rescan      time.Duration // full scan period, on top of inotify
 	Ignore      []string      // base-name globs never uploaded
 	PartSize    int64         // multipart part size; files larger than this are multipart
 	Concurrency int           // parts in flight across all files

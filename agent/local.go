@@ -106,6 +106,10 @@ func stillSame(root *os.Root, rel string, f *os.File, read fileID) error {
 	return nil
 }
 
+// errWriterHasIt: some process has the file open for writing, so it may not
+// be finished; it is looked at again after a quiet period.
+var errWriterHasIt = errors.New("a writer has it open")
+
 // errChanged means the file changed after it was judged settled; it is
 // retried once it settles again.
 var errChanged = errors.New("file changed")
@@ -113,16 +117,16 @@ var errChanged = errors.New("file changed")
 // openForWriting reports whether some process holds the file open for
 // writing, where the kernel can tell: a read lease is refused (EAGAIN) while
 // a writer has the file open. The lease is dropped at once, so a writer that
-// opens the file later is not held up. Where leases are not available (not
-// the owner without CAP_LEASE, some network file systems) it reports false
-// and the quiet period alone decides.
-func openForWriting(f *os.File) bool {
+// opens the file later is not held up. sure is false where leases are not
+// available (not the owner without CAP_LEASE, some network file systems):
+// then writing is false and the quiet period alone decides.
+func openForWriting(f *os.File) (writing, sure bool) {
 	fd := int(f.Fd())
 	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETLEASE, unix.F_RDLCK); err != nil {
-		return errors.Is(err, unix.EAGAIN)
+		return errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EAGAIN)
 	}
 	_, _ = unix.FcntlInt(uintptr(fd), unix.F_SETLEASE, unix.F_UNLCK)
-	return false
+	return false, true
 }
 
 // ignored reports whether a path relative to the watch folder is skipped:

@@ -81,20 +81,27 @@ func TestSettled(t *testing.T) {
 	a := &Agent{cfg: Config{Quiet: 2 * time.Second}}
 	now := time.Now()
 	id := fileID{ino: 1, size: 10, mtime: now.Add(-time.Second), ctime: now.Add(-time.Second)}
+	fresh := job{seen: id, since: now}
+	published := job{seen: id, since: now, published: true}
 	tests := []struct {
-		name string
-		id   fileID
-		j    job
-		want bool
+		name     string
+		id       fileID
+		j        job
+		noWriter bool
+		want     bool
 	}{
-		{"old ctime", fileID{ino: 1, ctime: now.Add(-3 * time.Second)}, job{}, true},
-		{"recent ctime, not watched long", id, job{seen: id, since: now.Add(-time.Second)}, false},
-		{"recent ctime, watched unchanged long enough", id, job{seen: id, since: now.Add(-2 * time.Second)}, true},
-		{"future ctime (clock step), watched long enough", fileID{ino: 1, ctime: now.Add(time.Hour)}, job{seen: fileID{ino: 1, ctime: now.Add(time.Hour)}, since: now.Add(-3 * time.Second)}, true},
-		{"changed since seen", id, job{seen: fileID{ino: 1, size: 9}, since: now.Add(-time.Minute)}, false},
+		{"old ctime", fileID{ino: 1, ctime: now.Add(-3 * time.Second)}, job{}, false, true},
+		{"recent ctime, not watched long", id, job{seen: id, since: now.Add(-time.Second)}, true, false},
+		{"recent ctime, watched unchanged long enough", id, job{seen: id, since: now.Add(-2 * time.Second)}, false, true},
+		{"future ctime (clock step), watched long enough", fileID{ino: 1, ctime: now.Add(time.Hour)}, job{seen: fileID{ino: 1, ctime: now.Add(time.Hour)}, since: now.Add(-3 * time.Second)}, false, true},
+		{"changed since seen", id, job{seen: fileID{ino: 1, size: 9}, since: now.Add(-time.Minute)}, true, false},
+		{"just written in place, no writer", id, fresh, true, false},
+		{"just renamed in, no writer", id, published, true, true},
+		{"just renamed in, writers unknown (no lease)", id, published, false, false},
+		{"renamed in, then changed", fileID{ino: 1, size: 11, ctime: now}, published, true, false},
 	}
 	for _, tt := range tests {
-		if got := a.settled(tt.id, tt.j, now); got != tt.want {
+		if got := a.settled(tt.id, tt.j, now, tt.noWriter); got != tt.want {
 			t.Errorf("%s: settled = %v; want %v", tt.name, got, tt.want)
 		}
 	}

@@ -75,8 +75,13 @@ func (a *Agent) offloadFile(ctx context.Context, j job) (res result) {
 	defer f.Close()
 	res.id = id
 
-	// Settle: unchanged for the quiet period, and no writer has it open.
-	if !a.settled(id, j, time.Now()) || openForWriting(f) {
+	// Settle: no writer has it open, and it is unchanged for the quiet
+	// period or was published by a rename.
+	writing, sure := openForWriting(f)
+	if writing {
+		return fail(outNotReady, fmt.Errorf("%s: %w", rel, errWriterHasIt))
+	}
+	if !a.settled(id, j, time.Now(), sure) {
 		return fail(outNotReady, nil)
 	}
 
@@ -130,7 +135,7 @@ func (a *Agent) offloadFile(ctx context.Context, j job) (res result) {
 		return fail(outNotReady, err)
 	}
 	if a.cfg.After != AfterKeep {
-		if openForWriting(f) {
+		if writing, _ := openForWriting(f); writing {
 			return fail(outNotReady, fmt.Errorf("%s: %w: opened for writing after it was read", rel, errChanged))
 		}
 		err = finishLocal(a.cfg, rel, id)
@@ -153,14 +158,30 @@ type job struct {
 	rel   string
 	seen  fileID
 	since time.Time
+	// published: that version appeared under its name by a rename (the
+	// back-end wrote a temporary name, then renamed it).
+	published bool
 }
 
-// settled applies the quiet rule. The kernel sets ctime on every write,
+// settled says whether the version id of a file is finished. noWriter is
+// true when the kernel confirmed that no process has it open for writing.
+//
+// A file renamed into its name is finished when nothing still writes it:
+// writing to a temporary name and renaming is how a writer publishes a
+// whole file, so it needs no quiet period. It does need the kernel's word
+// (a granted lease): without it, a writer still holding the file open could
+// not be told apart.
+//
+// Otherwise the quiet rule applies. The kernel sets ctime on every write,
 // rename and chmod, so a ctime older than the quiet period means nothing
 // touched the file for that long; a file whose ctime is recent (or in the
 // future, after a clock step) is settled when the scheduler has seen the same
-// version for the quiet period.
-func (a *Agent) settled(id fileID, j job, now time.Time) bool {
+// version for the quiet period. A writer that closes the file between
+// chunks is only held back by this rule.
+func (a *Agent) settled(id fileID, j job, now time.Time, noWriter bool) bool {
+	if j.published && noWriter && id.sameVersion(j.seen) {
+		return true
+	}
 	if now.Sub(id.ctime) >= a.cfg.Quiet {
 		return true
 	}

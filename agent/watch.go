@@ -4,48 +4,56 @@ import (
 	"context"
 	"errors"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
+	"golang.org/x/sys/unix"
 )
 
-// watcher feeds the scheduler with candidate paths (relative, slash-separated):
-// from fsnotify events, from a full scan at start, after an event-queue
-// overflow and every Rescan. A candidate is only a hint; the scheduler
-// looks at the file itself.
+// candidate is a name (relative, slash-separated) the scheduler should look
+// at. It is only a hint; the scheduler looks at the file itself.
+type candidate struct {
+	rel     string
+	movedIn bool // it just appeared under this name by a rename
+}
+
+// watcher feeds the scheduler with candidates: from inotify events, from a
+// full scan at start, after an event-queue overflow and every Rescan.
 type watcher struct {
 	a      *Agent
-	fsw    *fsnotify.Watcher // nil in once mode
-	out    chan<- string
+	in     *inotify // nil in once mode
+	out    chan<- candidate
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
 
 // startWatcher starts the watcher. The first full scan's end is reported on
 // scanned. In once mode there is only that scan.
-func (a *Agent) startWatcher(ctx context.Context, out chan<- string, scanned chan<- error, once bool) (*watcher, error) {
+func (a *Agent) startWatcher(ctx context.Context, out chan<- candidate, scanned chan<- error, once bool) (*watcher, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	w := &watcher{a: a, out: out, cancel: cancel}
 	if !once {
-		fsw, err := fsnotify.NewWatcher()
+		in, err := newInotify()
 		if err != nil {
 			cancel()
 			return nil, err
 		}
-		w.fsw = fsw
+		w.in = in
 	}
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
 		// Watches first, then the scan: a file created in between is seen
 		// by both, never by neither.
-		scanned <- w.scan(ctx, ".")
-		if w.fsw == nil {
+		err := w.scan(ctx, ".")
+		scanned <- err
+		if w.in == nil {
 			return
+		}
+		if err == nil {
+			w.a.log.Debug("watching", "folder", w.a.cfg.Watch)
 		}
 		w.events(ctx)
 	}()
@@ -54,14 +62,37 @@ func (a *Agent) startWatcher(ctx context.Context, out chan<- string, scanned cha
 
 func (w *watcher) close() {
 	w.cancel()
-	if w.fsw != nil {
-		w.fsw.Close()
+	if w.in != nil {
+		w.in.close()
 	}
 	w.wg.Wait()
 }
 
-// events handles fsnotify events until ctx ends, with periodic rescans.
+// events handles inotify events until ctx ends, with periodic rescans.
+// The reads happen on their own goroutine so that a rescan is never
+// delayed by a quiet folder.
 func (w *watcher) events(ctx context.Context) {
+	type batch struct {
+		evs []fsEvent
+		err error
+	}
+	batches := make(chan batch)
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		buf := make([]byte, 64<<10)
+		for {
+			evs, err := w.in.read(buf)
+			select {
+			case batches <- batch{evs, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil && !errors.Is(err, errOverflow) && !errors.Is(err, unix.EINTR) {
+				return
+			}
+		}
+	}()
 	rescan := time.NewTicker(w.a.cfg.Rescan)
 	defer rescan.Stop()
 	for {
@@ -70,36 +101,46 @@ func (w *watcher) events(ctx context.Context) {
 			return
 		case <-rescan.C:
 			w.rescan(ctx, "periodic")
-		case err, ok := <-w.fsw.Errors:
-			if !ok {
-				return
+		case b := <-batches:
+			for _, ev := range b.evs {
+				w.handle(ctx, ev)
 			}
-			if errors.Is(err, fsnotify.ErrEventOverflow) {
+			switch {
+			case b.err == nil:
+			case errors.Is(b.err, errOverflow):
 				w.rescan(ctx, "event queue overflow")
-			} else {
-				w.a.log.Warn("watch error", "err", err)
-			}
-		case ev, ok := <-w.fsw.Events:
-			if !ok {
+			case errors.Is(b.err, unix.EINTR):
+			default:
+				if ctx.Err() == nil {
+					w.a.log.Error("watch failed; only the periodic scan finds new files now", "err", b.err)
+				}
 				return
 			}
-			rel, ok := w.rel(ev.Name)
-			if !ok {
-				continue
-			}
-			if ev.Has(fsnotify.Create) {
-				// A new folder (or one moved in) is watched and scanned:
-				// files may have landed in it before the watch existed.
-				if fi, err := os.Lstat(ev.Name); err == nil && fi.IsDir() {
-					if err := w.scan(ctx, rel); err != nil {
-						w.a.log.Warn("scan of new folder failed", "folder", rel, "err", err)
-					}
-					continue
-				}
-			}
-			w.send(ctx, rel)
 		}
 	}
+}
+
+// handle turns one event into candidates. A folder that appears (created or
+// moved in) is watched and scanned: files may have landed in it before the
+// watch existed. A folder moved away is no longer watched.
+func (w *watcher) handle(ctx context.Context, ev fsEvent) {
+	rel, ok := w.rel(ev.path)
+	if !ok {
+		return
+	}
+	if ev.dir {
+		switch {
+		case ev.movedOut:
+			w.in.forget(ev.path)
+		case ignored(rel, w.a.cfg.Ignore):
+		default:
+			if err := w.scan(ctx, rel); err != nil {
+				w.a.log.Warn("scan of new folder failed", "folder", rel, "err", err)
+			}
+		}
+		return
+	}
+	w.send(ctx, candidate{rel: rel, movedIn: ev.movedIn})
 }
 
 func (w *watcher) rescan(ctx context.Context, why string) {
@@ -112,7 +153,7 @@ func (w *watcher) rescan(ctx context.Context, why string) {
 }
 
 // scan walks the folder rel (relative to the watch folder), adds an
-// fsnotify watch on every folder, and sends every non-folder as a
+// inotify watch on every folder, and sends every non-folder as a
 // candidate. It does not follow symlinks and skips dot-folders.
 func (w *watcher) scan(ctx context.Context, rel string) error {
 	root := filepath.Join(w.a.cfg.Watch, filepath.FromSlash(rel))
@@ -132,15 +173,15 @@ func (w *watcher) scan(ctx context.Context, rel string) error {
 			if ok && ignored(r, w.a.cfg.Ignore) {
 				return filepath.SkipDir
 			}
-			if w.fsw != nil {
-				if err := w.fsw.Add(p); err != nil {
+			if w.in != nil {
+				if err := w.in.add(p); err != nil {
 					w.a.log.Warn("cannot watch folder; the periodic scan covers it", "folder", p, "err", err)
 				}
 			}
 			return nil
 		}
 		if ok {
-			w.send(ctx, r)
+			w.send(ctx, candidate{rel: r})
 		}
 		return nil
 	})
@@ -155,9 +196,9 @@ func (w *watcher) rel(p string) (string, bool) {
 	return filepath.ToSlash(r), true
 }
 
-func (w *watcher) send(ctx context.Context, rel string) {
+func (w *watcher) send(ctx context.Context, c candidate) {
 	select {
-	case w.out <- rel:
+	case w.out <- c:
 	case <-ctx.Done():
 	}
 }

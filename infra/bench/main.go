@@ -55,7 +55,7 @@ func main() {
 		conns    = flag.Int("conns", 32, "connections of the resolver load")
 		loadFor  = flag.Duration("load-for", 5*time.Second, "how long each resolver load runs")
 		reps     = flag.Int("reps", 3, "repetitions of each tool per scenario (the median is printed)")
-		only     = flag.String("scenarios", "", "comma-separated scenario numbers to run (1, 2, 3); default all")
+		only     = flag.String("scenarios", "", "comma-separated scenarios to run: 1, 2, 3 (uploads), daemon (close to start); default all")
 		work     = flag.String("work", "", "folder for the generated files (default: a temp folder, removed at the end)")
 	)
 	flag.Parse()
@@ -125,7 +125,7 @@ func run(agentBin, resolverBin string, reps, conns int, loadFor time.Duration, o
 			return fmt.Errorf("%s: %w", sc.name, err)
 		}
 	}
-	if only == "" {
+	if only == "" || slices.Contains(strings.Split(only, ","), "daemon") {
 		if err := b.closeToStart(ctx, 50); err != nil {
 			return fmt.Errorf("close to start: %w", err)
 		}

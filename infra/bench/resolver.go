@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -165,8 +166,9 @@ func (b *bench) lighttpdReference(ctx context.Context, conns int, d time.Duratio
 }
 
 // closeToStart runs the agent as a daemon with its default settings and
-// drops files one by one the way a back-end does (temporary name, then
-// rename), and measures from the rename to the first upload request S3
+// drops files one by one, first the way a back-end publishes a file
+// (temporary name, then rename), then written in place under the final name,
+// and measures from the rename or the close to the first upload request S3
 // receives for the file.
 func (b *bench) closeToStart(ctx context.Context, files int) error {
 	proxy, err := newCounter(b.env.endpoint, b.env.ca)
@@ -191,37 +193,51 @@ func (b *bench) closeToStart(ctx context.Context, files int) error {
 	}
 	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
 	time.Sleep(time.Second) // its start-up scan and sweep
-	renamed := make([]time.Time, files)
+	for _, how := range []string{"renamed into place", "written in place"} {
+		if err := b.measureCloseToStart(proxy, watch, prefix, how, files); err != nil {
+			return err
+		}
+	}
+	_, err = b.deletePrefix(ctx, prefix)
+	return err
+}
+
+func (b *bench) measureCloseToStart(proxy *counter, watch, prefix, how string, files int) error {
+	names := make([]string, files)
+	closed := make([]time.Time, files)
 	for i := range files {
-		name := fmt.Sprintf("IMG_%05d.jpg", i)
-		tmp := filepath.Join(watch, name+".tmp")
-		if err := os.WriteFile(tmp, make([]byte, 100<<10), 0o644); err != nil {
-			return err
+		names[i] = fmt.Sprintf("%s-%05d.jpg", strings.ReplaceAll(how, " ", "-"), i)
+		final := filepath.Join(watch, names[i])
+		if how == "written in place" {
+			if err := os.WriteFile(final, make([]byte, 100<<10), 0o644); err != nil {
+				return err
+			}
+		} else {
+			if err := os.WriteFile(final+".tmp", make([]byte, 100<<10), 0o644); err != nil {
+				return err
+			}
+			if err := os.Rename(final+".tmp", final); err != nil {
+				return err
+			}
 		}
-		if err := os.Rename(tmp, filepath.Join(watch, name)); err != nil {
-			return err
-		}
-		renamed[i] = time.Now()
+		closed[i] = time.Now()
 		time.Sleep(100 * time.Millisecond)
 	}
 	var lat []time.Duration
 	deadline := time.Now().Add(time.Minute)
 	for i := 0; i < files; {
-		if t, ok := proxy.uploadStarted(fmt.Sprintf("/%s/%sIMG_%05d.jpg", b.env.bucket, prefix, i)); ok {
-			lat = append(lat, t.Sub(renamed[i]))
+		if t, ok := proxy.uploadStarted(fmt.Sprintf("/%s/%s%s", b.env.bucket, prefix, names[i])); ok {
+			lat = append(lat, t.Sub(closed[i]))
 			i++
 			continue
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("file %d: no upload within a minute", i)
+			return fmt.Errorf("%s: no upload within a minute", names[i])
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if _, err := b.deletePrefix(ctx, prefix); err != nil {
-		return err
-	}
 	slices.Sort(lat)
-	fmt.Printf("\n## daemon: from rename into the watch folder to the first upload request, %d files of 100 KiB, default settings\n", files)
+	fmt.Printf("\n## daemon, default settings: from the close (or the rename) of a 100 KiB file %s to the first upload request, %d files\n", how, files)
 	fmt.Printf("median %s, p99 %s, min %s, max %s\n", lat[len(lat)/2].Round(time.Millisecond), lat[len(lat)*99/100].Round(time.Millisecond),
 		lat[0].Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond))
 	return nil
