@@ -83,6 +83,8 @@ type Handler struct {
 	ledger  offload.ItemGetter      // nil when Verify is false
 	creds   aws.CredentialsProvider // nil: expiry is not clamped
 	now     func() time.Time
+	window  time.Duration // see signWindow
+	urls    urlCache
 }
 
 // NewHandler checks the configuration and builds the handler on clients
@@ -101,7 +103,7 @@ func NewHandler(cfg Config, presign *s3.PresignClient, db offload.ItemGetter, cr
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	h := &Handler{cfg: cfg, presign: presign, creds: creds, now: time.Now}
+	h := &Handler{cfg: cfg, presign: presign, creds: creds, now: time.Now, window: signWindow(cfg.Expiry)}
 	if cfg.Verify {
 		h.ledger = db
 	}
@@ -153,44 +155,65 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (status int, key
 	if r.URL.Query().Get("download") == "1" {
 		in.ResponseContentDisposition = aws.String(mime.FormatMediaType("attachment", map[string]string{"filename": path.Base(rel)}))
 	}
-	expiry, err := h.expiry(r.Context())
+	now := h.now()
+	window := now.Truncate(h.window)
+	life, err := h.life(r.Context(), window, now)
 	if err != nil {
 		h.cfg.Logger.Error("credentials", "err", err)
 		return refuse(w, r, http.StatusServiceUnavailable, "temporarily unavailable"), key
 	}
-	signed, err := h.presign.PresignGetObject(r.Context(), in, s3.WithPresignExpires(expiry))
-	if err != nil {
-		h.cfg.Logger.Error("presign failed", "key", key, "err", err)
-		return refuse(w, r, http.StatusInternalServerError, "internal error"), key
+	ck := urlCacheKey{key: key, contentType: aws.ToString(in.ResponseContentType), disposition: aws.ToString(in.ResponseContentDisposition),
+		accessKeyID: life.accessKeyID, life: life.d}
+	location, ok := h.urls.get(window, ck)
+	if !ok {
+		signed, err := h.presign.PresignGetObject(r.Context(), in, s3.WithPresignExpires(life.d), func(o *s3.PresignOptions) {
+			o.Presigner = signedAt{HTTPPresignerV4: o.Presigner, at: window}
+		})
+		if err != nil {
+			h.cfg.Logger.Error("presign failed", "key", key, "err", err)
+			return refuse(w, r, http.StatusInternalServerError, "internal error"), key
+		}
+		location = signed.URL
+		h.urls.put(window, ck, location)
 	}
-	w.Header().Set("Location", signed.URL)
+	w.Header().Set("Location", location)
 	// The browser may reuse the redirect while the URL is surely still
-	// valid: a fifth of its life. private: a shared cache must not hand one
-	// visitor's signed URL (and access decision) to another.
-	w.Header().Set("Cache-Control", "private, max-age="+strconv.Itoa(int(expiry/5/time.Second)))
+	// valid: a fifth of the life it has left. private: a shared cache must
+	// not hand one visitor's signed URL (and access decision) to another.
+	left := window.Add(life.d).Sub(now)
+	w.Header().Set("Cache-Control", "private, max-age="+strconv.Itoa(int(left/5/time.Second)))
 	w.WriteHeader(http.StatusFound)
 	return http.StatusFound, key
 }
 
-// expiry is the configured life of a URL, cut to end a margin before the
-// signing credentials do.
-func (h *Handler) expiry(ctx context.Context) (time.Duration, error) {
-	d := h.cfg.Expiry
+// urlLife is how long a URL signed at the start of a window lives, and by
+// which credentials it is signed.
+type urlLife struct {
+	d           time.Duration
+	accessKeyID string
+}
+
+// life is the configured expiry, counted from the window's start, and cut
+// to end a margin before the signing credentials do.
+func (h *Handler) life(ctx context.Context, window, now time.Time) (urlLife, error) {
+	l := urlLife{d: h.cfg.Expiry}
 	if h.creds == nil {
-		return d, nil
+		return l, nil
 	}
 	c, err := h.creds.Retrieve(ctx)
 	if err != nil {
-		return 0, err
+		return urlLife{}, err
 	}
+	l.accessKeyID = c.AccessKeyID
 	if c.CanExpire {
-		left := c.Expires.Sub(h.now()) - credentialMargin
-		if left < time.Second {
-			return 0, fmt.Errorf("credentials expire at %s", c.Expires)
+		end := c.Expires.Add(-credentialMargin)
+		if end.Sub(now) < time.Second {
+			return urlLife{}, fmt.Errorf("credentials expire at %s", c.Expires)
 		}
-		d = min(d, left)
+		// Whole seconds, as X-Amz-Expires counts them, never past the end.
+		l.d = min(l.d, end.Sub(window).Truncate(time.Second))
 	}
-	return d, nil
+	return l, nil
 }
 
 // requestPath is the path as the client sent it. r.URL.EscapedPath() is not

@@ -85,27 +85,104 @@ func (e expiringCreds) Retrieve(context.Context) (aws.Credentials, error) {
 	return aws.Credentials{AccessKeyID: "AKID", SecretAccessKey: "SECRET", SessionToken: "T", CanExpire: true, Expires: time.Time(e)}, nil
 }
 
+// urlEnd is when a presigned URL stops working: X-Amz-Date + X-Amz-Expires.
+func urlEnd(t *testing.T, location string) (signedAt time.Time, life int, end time.Time) {
+	t.Helper()
+	u, err := url.Parse(location)
+	if err != nil {
+		t.Fatalf("Location %q: %v", location, err)
+	}
+	signedAt, err = time.Parse("20060102T150405Z", u.Query().Get("X-Amz-Date"))
+	if err != nil {
+		t.Fatalf("X-Amz-Date in %q: %v", location, err)
+	}
+	life, err = strconv.Atoi(u.Query().Get("X-Amz-Expires"))
+	if err != nil {
+		t.Fatalf("X-Amz-Expires in %q: %v", location, err)
+	}
+	return signedAt, life, signedAt.Add(time.Duration(life) * time.Second)
+}
+
 func TestExpiryClampedToCredentials(t *testing.T) {
-	for left, want := range map[time.Duration]int{
-		time.Hour:        900, // the configured 15 min
-		6 * time.Minute:  300, // 6 min less the 1 min margin
-		30 * time.Second: 0,   // too close to the end: 503
-	} {
-		h := offlineHandler(t, expiringCreds(time.Now().Add(left)), nil)
+	for _, left := range []time.Duration{time.Hour, 6 * time.Minute, 30 * time.Second} {
+		credsEnd := time.Now().Add(left).Truncate(time.Second)
+		h := offlineHandler(t, expiringCreds(credsEnd), nil)
 		rec := &recorder{header: http.Header{}}
 		req, _ := http.NewRequest(http.MethodGet, "/static/cat.jpg", nil)
 		h.ServeHTTP(rec, req)
-		loc := rec.header.Get("Location")
-		if want == 0 {
+		if left == 30*time.Second { // too close to the end
 			if rec.status != http.StatusServiceUnavailable {
 				t.Errorf("credentials ending in %s: status %d; want 503", left, rec.status)
 			}
 			continue
 		}
-		u, _ := url.Parse(loc)
-		// The test's own run time may take a second off.
-		if got, _ := strconv.Atoi(u.Query().Get("X-Amz-Expires")); got < want-5 || got > want {
-			t.Errorf("credentials ending in %s: X-Amz-Expires=%d; want %d", left, got, want)
+		_, life, end := urlEnd(t, rec.header.Get("Location"))
+		switch left {
+		case time.Hour:
+			if life != 900 {
+				t.Errorf("credentials ending in %s: X-Amz-Expires=%d; want the configured 900", left, life)
+			}
+		default:
+			// Ends with the credentials less the 1 min margin, to the second.
+			if want := credsEnd.Add(-time.Minute); end.After(want) || end.Before(want.Add(-time.Second)) {
+				t.Errorf("credentials ending at %s: URL ends at %s; want %s", credsEnd, end, want)
+			}
+		}
+	}
+}
+
+// TestURLsSignedOncePerWindow: requests for one object within a signing
+// window get the same URL, signed at the window's start; the next window
+// signs a new one; another object or another download name gets its own.
+// The browser may keep a redirect for at most a fifth of the URL's life left.
+func TestURLsSignedOncePerWindow(t *testing.T) {
+	h := offlineHandler(t, nil, nil)
+	base := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	get := func(at time.Duration, target string) (location string, maxAge int) {
+		t.Helper()
+		h.now = func() time.Time { return base.Add(at) }
+		rec := &recorder{header: http.Header{}}
+		req, _ := http.NewRequest(http.MethodGet, target, nil)
+		h.ServeHTTP(rec, req)
+		if rec.status != http.StatusFound {
+			t.Fatalf("%s at +%s: status %d", target, at, rec.status)
+		}
+		cc := rec.header.Get("Cache-Control")
+		maxAge, err := strconv.Atoi(strings.TrimPrefix(cc, "private, max-age="))
+		if err != nil {
+			t.Fatalf("Cache-Control %q", cc)
+		}
+		return rec.header.Get("Location"), maxAge
+	}
+	first, age := get(10*time.Second, "/static/cat.jpg")
+	signed, life, end := urlEnd(t, first)
+	if !signed.Equal(base) || life != 900 {
+		t.Errorf("signed at %s for %d s; want the window's start %s, 900 s", signed, life, base)
+	}
+	if left := end.Sub(base.Add(10 * time.Second)); age != int(left/5/time.Second) {
+		t.Errorf("max-age %d; want %d (a fifth of the %s left)", age, int(left/5/time.Second), left)
+	}
+	if again, _ := get(59*time.Second, "/static/cat.jpg"); again != first {
+		t.Errorf("same window, new URL:\n%s\n%s", first, again)
+	}
+	if next, _ := get(61*time.Second, "/static/cat.jpg"); next == first {
+		t.Errorf("next window reused the old URL")
+	} else if s, _, _ := urlEnd(t, next); !s.Equal(base.Add(time.Minute)) {
+		t.Errorf("next window signed at %s; want %s", s, base.Add(time.Minute))
+	}
+	other, _ := get(62*time.Second, "/static/dog.jpg")
+	download, _ := get(63*time.Second, "/static/dog.jpg?download=1")
+	if other == download || !strings.Contains(download, "response-content-disposition") {
+		t.Errorf("download shares the plain URL or lacks its disposition:\n%s\n%s", other, download)
+	}
+}
+
+func TestSignWindow(t *testing.T) {
+	for expiry, want := range map[time.Duration]time.Duration{
+		15 * time.Minute: time.Minute, time.Hour: time.Minute, time.Minute: 4 * time.Second, 5 * time.Second: time.Second,
+	} {
+		if got := signWindow(expiry); got != want {
+			t.Errorf("signWindow(%s) = %s; want %s", expiry, got, want)
 		}
 	}
 }
@@ -127,7 +204,9 @@ func TestLogsCarryNoSecrets(t *testing.T) {
 	}
 }
 
-// BenchmarkRedirect is the hot path without the ledger: map, presign, headers.
+// BenchmarkRedirect is the hot path without the ledger: map, look up the
+// window's URL, headers. The same object each time, so after the first
+// request it is served from the window's cache.
 func BenchmarkRedirect(b *testing.B) {
 	h := offlineHandler(b, nil, nil)
 	req, _ := http.NewRequest(http.MethodGet, "/static/2026/11/cat.jpg", nil)
@@ -138,6 +217,29 @@ func BenchmarkRedirect(b *testing.B) {
 		if rec.status != http.StatusFound {
 			b.Fatalf("status %d", rec.status)
 		}
+	}
+}
+
+// BenchmarkRedirectNewObject: every request for an object not asked for
+// before in the window, so each one is presigned.
+func BenchmarkRedirectNewObject(b *testing.B) {
+	h := offlineHandler(b, nil, nil)
+	reqs := make([]*http.Request, 4096)
+	for i := range reqs {
+		reqs[i], _ = http.NewRequest(http.MethodGet, "/static/2026/11/cat-"+strconv.Itoa(i)+".jpg", nil)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if i%len(reqs) == 0 {
+			h.urls = urlCache{} // forget, as a new window would
+		}
+		rec := &recorder{header: http.Header{}}
+		h.ServeHTTP(rec, reqs[i%len(reqs)])
+		if rec.status != http.StatusFound {
+			b.Fatalf("status %d", rec.status)
+		}
+		i++
 	}
 }
 

@@ -48,6 +48,13 @@ var scenarios = []scenario{
 }
 
 func main() {
+	if addr := os.Getenv(fixed302Env); addr != "" {
+		if err := serveFixed302(addr); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: fixed 302:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	var (
 		agentBin = flag.String("agent", "bin/offload-agent", "the offload-agent binary to measure")
 		extra    = flag.String("agent-args", "", "extra flags for offload-agent once, space-separated (e.g. \"--workers 16\")")
