@@ -56,6 +56,7 @@ type Agent struct {
 	ledger ledger
 	log    *slog.Logger
 	stats  Stats
+	dirs   *dirSyncer // fsyncs the folders archived files left and entered
 }
 
 // Stats counts outcomes since the agent started.
@@ -95,6 +96,7 @@ func New(cfg Config, s3c *s3.Client, db *dynamodb.Client) (*Agent, error) {
 		s3:     store,
 		ledger: &dynamoLedger{client: db, table: cfg.Table, callTimeout: cfg.CallTimeout},
 		log:    cfg.Logger,
+		dirs:   newDirSyncer(cfg.Logger),
 	}, nil
 }
 
@@ -221,6 +223,13 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 			}
 		}()
 	}
+
+	// Declared before the workers' deferred wait, so it runs after it: the
+	// last renames are synced before loop returns.
+	stopSyncing := make(chan struct{})
+	syncerDone := make(chan struct{})
+	go func() { a.dirs.run(stopSyncing); close(syncerDone) }()
+	defer func() { close(stopSyncing); <-syncerDone }()
 
 	pending := map[string]*entry{}
 	// parked files are not looked at again until they change: conflicts,

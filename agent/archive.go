@@ -29,8 +29,10 @@ const claimDir = ".offload-claim"
 // mtime: a back-end may have renamed a new file over the name a moment
 // before), and only then archives or deletes it. Another version goes back
 // under its name and is errChanged; so does the file when archiving or
-// deleting it fails. Idempotent after a crash (see restoreClaimed).
-func finishLocal(cfg Config, rel string, proven fileID) error {
+// deleting it fails. Idempotent after a crash (see restoreClaimed). The
+// folders the renames touched are handed to durable, which fsyncs them
+// (see dirSyncer).
+func finishLocal(cfg Config, rel string, proven fileID, durable func(dirs ...string)) error {
 	claimed := filepath.Join(cfg.Watch, claimDir, filepath.FromSlash(rel))
 	src := filepath.Join(cfg.Watch, filepath.FromSlash(rel))
 	if err := mkdirAllSynced(cfg.Watch, path.Join(claimDir, path.Dir(rel))); err != nil {
@@ -53,7 +55,7 @@ func finishLocal(cfg Config, rel string, proven fileID) error {
 	case AfterDelete:
 		err = os.Remove(claimed)
 	case AfterArchive:
-		err = archiveFile(claimed, filepath.Join(cfg.Archive, filepath.FromSlash(rel)))
+		err = archiveFile(claimed, filepath.Join(cfg.Archive, filepath.FromSlash(rel)), durable)
 	}
 	if err != nil {
 		// Back under its name, so it is served and retried; left in the
@@ -66,10 +68,8 @@ func finishLocal(cfg Config, rel string, proven fileID) error {
 		}
 		return err
 	}
-	if err := syncDir(filepath.Dir(claimed)); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(src))
+	durable(filepath.Dir(claimed), filepath.Dir(src))
+	return nil
 }
 
 // restoreClaimed puts files a crashed run left in the claim folder back
@@ -112,7 +112,7 @@ func restoreClaimed(watch string) (restored int, err error) {
 // of an offloaded file), the claimed copy is redundant and removed;
 // different bytes are errArchiveTaken. Across file systems it copies,
 // fsyncs, compares, and only then unlinks.
-func archiveFile(claimed, dst string) error {
+func archiveFile(claimed, dst string, durable func(dirs ...string)) error {
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return err
 	}
@@ -143,7 +143,8 @@ func archiveFile(claimed, dst string) error {
 	default:
 		return fmt.Errorf("archive: %w", err)
 	}
-	return syncDir(filepath.Dir(dst))
+	durable(filepath.Dir(dst))
+	return nil
 }
 
 // renameNoReplace renames without ever replacing an existing file.
@@ -271,3 +272,12 @@ func syncFile(name string) error {
 }
 
 func syncDir(dir string) error { return syncFile(dir) }
+
+// syncNow fsyncs folders at once; for callers with no dirSyncer.
+func syncNow(dirs ...string) {
+	for _, d := range dirs {
+		_ = syncDir(d)
+	}
+}
+
+func isNotExist(err error) bool { return errors.Is(err, os.ErrNotExist) }

@@ -138,7 +138,7 @@ func (a *Agent) offloadFile(ctx context.Context, j job) (res result) {
 		if writing, _ := openForWriting(f); writing {
 			return fail(outNotReady, fmt.Errorf("%s: %w: opened for writing after it was read", rel, errChanged))
 		}
-		err = finishLocal(a.cfg, rel, id)
+		err = finishLocal(a.cfg, rel, id, a.dirs.later)
 		switch {
 		case errors.Is(err, errChanged):
 			return fail(outNotReady, err)
