@@ -189,7 +189,12 @@ func (b *bench) scenario(ctx context.Context, sc scenario, reps int) error {
 		{"offload-agent once", b.runAgent},
 		{"s5cmd mv", b.runS5cmd},
 		{"rclone move --checksum", b.runRclone},
-		{"raw SDK upload (no checksum, no ledger)", b.runRawSDK},
+		{"raw SDK upload (no checksum, no ledger)", func(ctx context.Context, src, prefix string) (result, error) {
+			return b.runRawSDK(ctx, src, prefix, false)
+		}},
+		{"raw SDK upload + CRC64NVME that S3 checks", func(ctx context.Context, src, prefix string) (result, error) {
+			return b.runRawSDK(ctx, src, prefix, true)
+		}},
 	}
 	times := map[string][]result{}
 	var readMiBs []float64
@@ -309,7 +314,7 @@ func (b *bench) runRclone(ctx context.Context, dir, prefix string) (result, erro
 // runRawSDK is the ceiling: the SDK's own upload calls, no checksum, no
 // ledger, no archive; 8 files or 8 parts of 8 MiB in flight, like the
 // agent's defaults.
-func (b *bench) runRawSDK(ctx context.Context, dir, prefix string) (result, error) {
+func (b *bench) runRawSDK(ctx context.Context, dir, prefix string, checked bool) (result, error) {
 	start := time.Now()
 	watch := filepath.Join(dir, "watch")
 	entries, err := os.ReadDir(watch)
@@ -345,13 +350,17 @@ func (b *bench) runRawSDK(ctx context.Context, dir, prefix string) (result, erro
 					return
 				}
 				defer f.Close()
-				if _, err := b.s3.PutObject(ctx, &s3.PutObjectInput{Bucket: &b.env.bucket, Key: &key, Body: f, ContentLength: aws.Int64(info.Size())}); err != nil {
+				in := &s3.PutObjectInput{Bucket: &b.env.bucket, Key: &key, Body: f, ContentLength: aws.Int64(info.Size())}
+				if checked {
+					in.ChecksumAlgorithm = types.ChecksumAlgorithmCrc64nvme
+				}
+				if _, err := b.s3.PutObject(ctx, in); err != nil {
 					fail(err)
 				}
 			}()
 			continue
 		}
-		if err := b.rawMultipart(ctx, path, key, info.Size(), partSize, sem); err != nil {
+		if err := b.rawMultipart(ctx, path, key, info.Size(), partSize, sem, checked); err != nil {
 			return result{}, err
 		}
 	}
@@ -359,13 +368,21 @@ func (b *bench) runRawSDK(ctx context.Context, dir, prefix string) (result, erro
 	return result{took: time.Since(start)}, firstErr
 }
 
-func (b *bench) rawMultipart(ctx context.Context, path, key string, size, partSize int64, sem chan struct{}) error {
+// rawMultipart uploads one file in parts. checked: each part carries a
+// CRC64NVME the SDK computes and S3 checks (S3 combines them into the
+// full-object checksum), the verification the agent asks of S3.
+func (b *bench) rawMultipart(ctx context.Context, path, key string, size, partSize int64, sem chan struct{}, checked bool) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	up, err := b.s3.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: &b.env.bucket, Key: &key})
+	create := &s3.CreateMultipartUploadInput{Bucket: &b.env.bucket, Key: &key}
+	if checked {
+		create.ChecksumAlgorithm = types.ChecksumAlgorithmCrc64nvme
+		create.ChecksumType = types.ChecksumTypeFullObject
+	}
+	up, err := b.s3.CreateMultipartUpload(ctx, create)
 	if err != nil {
 		return err
 	}
@@ -380,13 +397,17 @@ func (b *bench) rawMultipart(ctx context.Context, path, key string, size, partSi
 			defer func() { <-sem; wg.Done() }()
 			off := int64(i) * partSize
 			length := min(partSize, size-off)
-			out, err := b.s3.UploadPart(ctx, &s3.UploadPartInput{Bucket: &b.env.bucket, Key: &key, UploadId: up.UploadId,
-				PartNumber: aws.Int32(int32(i + 1)), Body: io.NewSectionReader(f, off, length), ContentLength: aws.Int64(length)})
+			in := &s3.UploadPartInput{Bucket: &b.env.bucket, Key: &key, UploadId: up.UploadId,
+				PartNumber: aws.Int32(int32(i + 1)), Body: io.NewSectionReader(f, off, length), ContentLength: aws.Int64(length)}
+			if checked {
+				in.ChecksumAlgorithm = types.ChecksumAlgorithmCrc64nvme
+			}
+			out, err := b.s3.UploadPart(ctx, in)
 			if err != nil {
 				errs[i] = err
 				return
 			}
-			parts[i] = types.CompletedPart{ETag: out.ETag, PartNumber: aws.Int32(int32(i + 1))}
+			parts[i] = types.CompletedPart{ETag: out.ETag, PartNumber: aws.Int32(int32(i + 1)), ChecksumCRC64NVME: out.ChecksumCRC64NVME}
 		}()
 	}
 	wg.Wait()
