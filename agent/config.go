@@ -40,9 +40,13 @@ const (
 	// DefaultConcurrency parts are in flight at once, across all files:
 	// enough to fill a web host's uplink, 64 MiB of buffers at most.
 	DefaultConcurrency = 8
-	// DefaultWorkers files are offloaded at once; small files are
-	// latency-bound, so a few in parallel keep the pipe full.
-	DefaultWorkers = 4
+	// DefaultWorkers files are offloaded at once. A small file is
+	// latency-bound (a PUT, a ledger write, a rename, one after the other),
+	// so more in flight keep the pipe full; memory stays bounded by the
+	// part buffers, which all workers share. 16 rather than 4: 2,000 small
+	// files went about 7 % faster even against a local MinIO (BENCHMARKS.md),
+	// and real S3's longer round trips make the difference larger.
+	DefaultWorkers = 16
 	// DefaultGrace is how long in-flight uploads may run after SIGTERM;
 	// systemd's default stop timeout is 90 s.
 	DefaultGrace = 30 * time.Second

@@ -22,7 +22,8 @@ usage:
                                (status 1 if any file failed, conflicted or was refused)
   offload-agent help           this text
 
-Each file: settle (unchanged for --quiet) -> upload with a full-object CRC64NVME that S3
+Each file: settle (no writer has it open, and it was renamed into its name or is unchanged
+for --quiet) -> upload with a full-object CRC64NVME that S3
 checks, never overwriting (If-None-Match: *) -> verify -> record in the DynamoDB ledger ->
 archive (or delete, or keep). A key that already holds other bytes is a conflict: the
 local file is left where it is and an error is logged.
@@ -65,7 +66,7 @@ var settings = []setting{
 		func(o *options, v string) error { o.agent.Mapping.KeyPrefix = v; return nil }},
 	{"url-prefix", "OFFLOAD_URL_PREFIX", offload.DefaultMapping.URLPrefix, "URL path the web server serves the watch folder under (shared with the resolver)",
 		func(o *options, v string) error { o.agent.Mapping.URLPrefix = v; return nil }},
-	{"quiet", "OFFLOAD_QUIET", agent.DefaultQuiet.String(), "a file is settled when unchanged this long",
+	{"quiet", "OFFLOAD_QUIET", agent.DefaultQuiet.String(), "a file written in place is settled when unchanged this long (one renamed into its name goes at once)",
 		durationSetter(func(o *options) *time.Duration { return &o.agent.Quiet })},
 	{"rescan", "OFFLOAD_RESCAN", agent.DefaultRescan.String(), "full scan period, on top of file-system events",
 		durationSetter(func(o *options) *time.Duration { return &o.agent.Rescan })},
