@@ -334,3 +334,45 @@ func TestPublishedFilesSkipTheQuietPeriod(t *testing.T) {
 		}
 	}
 }
+
+// TestDaemonFollowsMovedFolders: a folder moved into the watch folder is
+// watched and its files offloaded; a folder renamed within the watch folder
+// keeps being watched under its new name, and a file written into it later
+// is offloaded under that name.
+func TestDaemonFollowsMovedFolders(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.cfg.Rescan = time.Hour // only inotify may find the files
+	_, stop := h.runDaemon(h.cfg)
+	h.waitFor("the agent to watch", 30*time.Second, func() bool { return strings.Contains(h.logs.String(), "msg=watching") })
+
+	outside := filepath.Join(t.TempDir(), "album")
+	if err := os.MkdirAll(filepath.Join(outside, "inner"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	moved := randomBytes(3000, 1)
+	if err := os.WriteFile(filepath.Join(outside, "inner", "moved.jpg"), moved, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(outside, filepath.Join(h.cfg.Watch, "album")); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor("album/inner/moved.jpg archived", 30*time.Second, func() bool { return h.archived("album/inner/moved.jpg") })
+
+	if err := os.Rename(filepath.Join(h.cfg.Watch, "album"), filepath.Join(h.cfg.Watch, "renamed")); err != nil {
+		t.Fatal(err)
+	}
+	// Written only once the agent has taken in the move, so that only an
+	// event under the new name can find it.
+	h.waitFor("the renamed folder watched", 30*time.Second, func() bool {
+		return strings.Contains(h.logs.String(), "msg=\"watching new folder\" folder=renamed")
+	})
+	later := randomBytes(4000, 2)
+	h.write("renamed/inner/later.jpg", later)
+	h.waitFor("renamed/inner/later.jpg archived", 30*time.Second, func() bool { return h.archived("renamed/inner/later.jpg") })
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	h.assertOffloaded("album/inner/moved.jpg", moved)
+	h.assertOffloaded("renamed/inner/later.jpg", later)
+}

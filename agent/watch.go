@@ -136,6 +136,8 @@ func (w *watcher) handle(ctx context.Context, ev fsEvent) {
 		default:
 			if err := w.scan(ctx, rel); err != nil {
 				w.a.log.Warn("scan of new folder failed", "folder", rel, "err", err)
+			} else {
+				w.a.log.Debug("watching new folder", "folder", rel)
 			}
 		}
 		return
