@@ -108,15 +108,15 @@ offload demo: everything below runs on 127.0.0.1 and stops with Ctrl-C
 	names := []string{"sunset.jpg", "2026/holiday/beach.jpg", "portraits/Zoë at the café.jpg"}
 	m := offload.DefaultMapping
 	var urls []string
-	fmt.Println("1. The back-end writes three photos into the web root (temp name, then rename):")
+	// Written in place, so the agent waits for the quiet period and the
+	// first look below finds them on the local disk; a file renamed into
+	// place would be gone to S3 within milliseconds.
+	fmt.Println("1. The back-end writes three photos into the web root, in place under their names:")
 	for i, name := range names {
 		data := sampleJPEG(i)
 		dst := filepath.Join(static, filepath.FromSlash(name))
 		os.MkdirAll(filepath.Dir(dst), 0o755)
-		if err := os.WriteFile(dst+".tmp", data, 0o644); err != nil {
-			return err
-		}
-		if err := os.Rename(dst+".tmp", dst); err != nil {
+		if err := os.WriteFile(dst, data, 0o644); err != nil {
 			return err
 		}
 		key, _ := m.KeyForFile(name)
@@ -125,7 +125,7 @@ offload demo: everything below runs on 127.0.0.1 and stops with Ctrl-C
 		fmt.Printf("   %-58s %s\n", urls[i], describe(ctx, urls[i]))
 	}
 
-	fmt.Println("\n2. The agent waits until each file is settled (2 s), uploads it, verifies, records, archives:")
+	fmt.Println("\n2. After the quiet period (2 s; a file renamed into place goes at once) the agent uploads each, verifies, records, archives:")
 	for i, name := range names {
 		for {
 			if _, err := os.Stat(filepath.Join(archive, filepath.FromSlash(name))); err == nil {
