@@ -57,6 +57,11 @@ type Agent struct {
 	log    *slog.Logger
 	stats  Stats
 	dirs   *dirSyncer // fsyncs the folders archived files left and entered
+	track  *tracker   // what Status reports
+	probe  readiness  // /readyz
+	// metrics for the --metrics listener; ledgerClient for its probe.
+	metrics      *metrics
+	ledgerClient *dynamodb.Client
 }
 
 // Stats counts outcomes since the agent started.
@@ -89,7 +94,7 @@ func New(cfg Config, s3c *s3.Client, db *dynamodb.Client) (*Agent, error) {
 		return nil, fmt.Errorf("watch: %w", err)
 	}
 	store := newS3Store(s3c, cfg.Bucket, cfg.PartSize, cfg.Concurrency, cfg.CallTimeout)
-	return &Agent{
+	a := &Agent{
 		cfg:    cfg,
 		root:   root,
 		store:  store,
@@ -97,7 +102,12 @@ func New(cfg Config, s3c *s3.Client, db *dynamodb.Client) (*Agent, error) {
 		ledger: &dynamoLedger{client: db, table: cfg.Table, callTimeout: cfg.CallTimeout},
 		log:    cfg.Logger,
 		dirs:   newDirSyncer(cfg.Logger),
-	}, nil
+		track:  newTracker(),
+
+		ledgerClient: db,
+	}
+	a.metrics = newMetrics(a)
+	return a, nil
 }
 
 // Stats returns the agent's counters.
@@ -328,6 +338,8 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 			a.stats.Uploaded.Add(1)
 			a.stats.Bytes.Add(r.id.size)
 			log.Info("offloaded", "bytes", r.id.size, "duration", r.elapsed.Round(time.Millisecond), "after", string(a.cfg.After))
+			a.track.offloaded(time.Now())
+			a.metrics.uploadSeconds.Observe(r.elapsed.Seconds())
 			delete(pending, r.rel)
 			if a.cfg.After == AfterKeep {
 				park(r.rel, version)
@@ -359,18 +371,22 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 			park(r.rel, version)
 		case outRefused:
 			a.stats.Refused.Add(1)
+			a.track.failed(Failure{Path: r.rel, At: time.Now().UTC(), Cause: "refused", Error: r.err.Error()})
 			log.Warn("refused: never uploaded", "err", r.err)
 			park(r.rel, version)
 			failedForGood++
 		case outConflict:
 			a.stats.Conflicts.Add(1)
+			a.track.failed(Failure{Path: r.rel, At: time.Now().UTC(), Cause: "conflict", Error: r.err.Error()})
 			log.Error("conflict: left in place, never overwritten", "err", r.err)
 			park(r.rel, version)
 			failedForGood++
 		case outFailed:
 			a.stats.Failures.Add(1)
+			a.metrics.failures.WithLabelValues(r.cause).Inc()
+			a.track.failed(Failure{Path: r.rel, At: time.Now().UTC(), Cause: r.cause, Error: r.err.Error()})
 			e.attempts++
-			e.remote = r.remote
+			e.remote = r.remote()
 			wait := backoff(e.attempts)
 			e.notBefore = time.Now().Add(wait)
 			log.Warn("failed, will retry", "attempt", e.attempts, "retry_in", wait.Round(time.Millisecond), "err", r.err)
@@ -424,6 +440,7 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 			dispatch()
 		case <-tick.C:
 			dispatch()
+			a.track.publish(pending)
 		case <-ctx.Done():
 			left := len(pending)
 			a.drain(results, &running, cancelWork, finish)

@@ -36,9 +36,21 @@ type result struct {
 	id      fileID // the version that was read (zero when none was)
 	key     string
 	err     error
-	remote  bool // a failure of S3 or DynamoDB, not of the local disk
+	cause   string // of a failure: causeS3, causeDynamoDB, causeLocal or causeArchive
 	elapsed time.Duration
 }
+
+// Causes of a failed attempt, as counted in offload_failures_total and
+// shown by status.
+const (
+	causeS3       = "s3"
+	causeDynamoDB = "dynamodb"
+	causeLocal    = "local"   // reading the file
+	causeArchive  = "archive" // archiving or deleting it after it was proven
+)
+
+// remote reports whether the failure was S3's or DynamoDB's.
+func (r result) remote() bool { return r.cause == causeS3 || r.cause == causeDynamoDB }
 
 // offloadFile takes one file through the life of an original, top to bottom:
 // settle → upload → verify → record → archive. Every step is idempotent, so
@@ -53,8 +65,8 @@ func (a *Agent) offloadFile(ctx context.Context, j job) (res result) {
 		res.outcome, res.err = o, err
 		return res
 	}
-	failRemote := func(err error) result {
-		res.remote = true
+	failed := func(cause string, err error) result {
+		res.cause = cause
 		return fail(outFailed, err)
 	}
 
@@ -70,7 +82,7 @@ func (a *Agent) offloadFile(ctx context.Context, j job) (res result) {
 	case errors.Is(err, errNotRegular):
 		return fail(outSkipped, err)
 	case err != nil:
-		return fail(outFailed, err)
+		return failed(causeLocal, err)
 	}
 	defer f.Close()
 	res.id = id
@@ -87,9 +99,11 @@ func (a *Agent) offloadFile(ctx context.Context, j job) (res result) {
 
 	// Upload: one read pass. S3 checks the full-object CRC64NVME computed on
 	// the way; If-None-Match: * means an existing object is never replaced.
+	progress := a.track.begin(rel, id.size)
+	defer a.track.end(progress)
 	ctype := contentType(rel)
 	sum, obj, err := a.store.put(ctx, upload{
-		key: key, body: f, size: id.size, contentType: ctype,
+		key: key, body: progress.reader(f), size: id.size, contentType: ctype,
 		beforeCommit: func() error { return stillSame(a.root, rel, f, id) },
 	})
 
@@ -101,7 +115,7 @@ func (a *Agent) offloadFile(ctx context.Context, j job) (res result) {
 		return fail(outConflict, fmt.Errorf("%s: S3 stored crc64nvme %s, the file read has %s: %w", key, obj.CRC64NVME, sum, offload.ErrChecksumMismatch))
 	case err == nil || errors.Is(err, errObjectExists):
 		if obj, err = a.store.head(ctx, key); err != nil {
-			return failRemote(err)
+			return failed(causeS3, err)
 		}
 		if obj.Size != id.size || obj.CRC64NVME != sum {
 			return fail(outConflict, fmt.Errorf("%s: S3 holds %d bytes with crc64nvme %q, the local file has %d bytes with crc64nvme %s: %w",
@@ -109,8 +123,10 @@ func (a *Agent) offloadFile(ctx context.Context, j job) (res result) {
 		}
 	case errors.Is(err, errChanged):
 		return fail(outNotReady, err)
+	case errors.Is(err, errRead):
+		return failed(causeLocal, err)
 	default:
-		return failRemote(err)
+		return failed(causeS3, err)
 	}
 	if err := stillSame(a.root, rel, f, id); err != nil {
 		return fail(outNotReady, err)
@@ -125,7 +141,7 @@ func (a *Agent) offloadFile(ctx context.Context, j job) (res result) {
 	case errors.Is(err, offload.ErrConflict):
 		return fail(outConflict, err)
 	case err != nil:
-		return failRemote(err)
+		return failed(causeDynamoDB, err)
 	}
 
 	// Archive, delete or keep, and only the version that was proven: no
@@ -145,7 +161,7 @@ func (a *Agent) offloadFile(ctx context.Context, j job) (res result) {
 		case errors.Is(err, errArchiveTaken):
 			return fail(outConflict, err)
 		case err != nil:
-			return fail(outFailed, fmt.Errorf("%s is in S3 and the ledger, but: %w", rel, err))
+			return failed(causeArchive, fmt.Errorf("%s is in S3 and the ledger, but: %w", rel, err))
 		}
 	}
 	res.outcome = outDone

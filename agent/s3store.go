@@ -32,6 +32,10 @@ type objectInfo struct {
 var errObjectExists = errors.New("object already exists")
 
 // upload is one original to store: its bytes, read once from body.
+// errRead marks a failure to read the local file during an upload: the
+// disk's fault, not S3's.
+var errRead = errors.New("read")
+
 type upload struct {
 	key         string
 	body        io.Reader
@@ -114,7 +118,7 @@ func (s *s3Store) putSingle(ctx context.Context, u upload) (string, objectInfo, 
 	defer s.returnBuffer(buf)
 	crc := offload.NewCRC64NVME()
 	if _, err := io.ReadFull(io.TeeReader(u.body, crc), buf); err != nil {
-		return "", objectInfo{}, fmt.Errorf("read: %w", err)
+		return "", objectInfo{}, fmt.Errorf("%w: %w", errRead, err)
 	}
 	sum := offload.EncodeChecksum(crc.Sum64())
 	if err := u.beforeCommit(); err != nil {
@@ -148,7 +152,7 @@ func (s *s3Store) putMultipart(ctx context.Context, u upload, partSize int64) (s
 	if _, err := s.head(ctx, u.key); err == nil {
 		crc := offload.NewCRC64NVME()
 		if _, err := io.Copy(crc, u.body); err != nil {
-			return "", objectInfo{}, fmt.Errorf("read: %w", err)
+			return "", objectInfo{}, fmt.Errorf("%w: %w", errRead, err)
 		}
 		return offload.EncodeChecksum(crc.Sum64()), objectInfo{}, errObjectExists
 	} else if !errors.Is(err, offload.ErrNotFound) {
@@ -251,7 +255,7 @@ func (s *s3Store) uploadParts(ctx context.Context, u upload, uploadID string, pa
 		}
 		if _, err := io.ReadFull(u.body, buf); err != nil {
 			s.returnBuffer(buf)
-			fail(fmt.Errorf("read: %w", err))
+			fail(fmt.Errorf("%w: %w", errRead, err))
 			break
 		}
 		wg.Add(1)

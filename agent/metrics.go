@@ -1,0 +1,176 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sys/unix"
+
+	"github.com/photosleeve/offload"
+)
+
+// metrics are the agent's Prometheus metrics, on a registry of its own.
+type metrics struct {
+	registry      *prometheus.Registry
+	uploadSeconds prometheus.Histogram
+	failures      *prometheus.CounterVec
+}
+
+func newMetrics(a *Agent) *metrics {
+	m := &metrics{
+		registry: prometheus.NewRegistry(),
+		uploadSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "offload_upload_duration_seconds",
+			Help: "Time to offload one file end to end: read, upload, verify, record, archive.",
+			// 10 ms (a small file on a LAN) to about 20 min (a large file on a slow uplink).
+			Buckets: prometheus.ExponentialBuckets(0.01, 2.5, 12),
+		}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "offload_failures_total",
+			Help: "Failed attempts, each retried with backoff, by cause: s3, dynamodb, local (reading the file), archive.",
+		}, []string{"cause"}),
+	}
+	for _, c := range []string{causeS3, causeDynamoDB, causeLocal, causeArchive} {
+		m.failures.WithLabelValues(c) // every cause shows, at 0
+	}
+	counter := func(name, help string, v func() int64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(v()) })
+	}
+	gauge := func(name, help string, v func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, v)
+	}
+	t := a.track
+	locked := func(f func() float64) func() float64 {
+		return func() float64 { t.mu.Lock(); defer t.mu.Unlock(); return f() }
+	}
+	m.registry.MustRegister(
+		m.uploadSeconds, m.failures,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		counter("offload_files_offloaded_total", "Files proven in S3, recorded in the ledger and archived, deleted or kept.", a.stats.Uploaded.Load),
+		counter("offload_bytes_offloaded_total", "Bytes of the files offloaded.", a.stats.Bytes.Load),
+		counter("offload_conflicts_total", "Files left in place because their key holds other bytes (needs a human).", a.stats.Conflicts.Load),
+		counter("offload_refused_total", "Files never uploaded because their name breaks the naming contract.", a.stats.Refused.Load),
+		gauge("offload_files_pending", "Files waiting: not settled yet, or waiting out a retry.", locked(func() float64 { return float64(t.pending) })),
+		gauge("offload_bytes_pending", "Bytes of the files waiting.", locked(func() float64 { return float64(t.pendingBytes) })),
+		gauge("offload_files_in_flight", "Files being offloaded now.", locked(func() float64 { return float64(len(t.inFlight)) })),
+		gauge("offload_oldest_pending_age_seconds", "How long the longest-waiting file has waited (0 when none waits).",
+			func() float64 { return t.oldestPendingAge().Seconds() }),
+		gauge("offload_last_success_timestamp_seconds", "Unix time of the last file offloaded (0 before the first).", locked(func() float64 {
+			if t.lastOffloadedAt.IsZero() {
+				return 0
+			}
+			return float64(t.lastOffloadedAt.UnixNano()) / 1e9
+		})),
+	)
+	if a.cfg.After == AfterArchive {
+		m.registry.MustRegister(gauge("offload_archive_free_bytes", "Free bytes on the archive folder's file system, for the agent's user.", func() float64 {
+			var st unix.Statfs_t
+			if err := unix.Statfs(a.cfg.Archive, &st); err != nil {
+				return -1
+			}
+			return float64(st.Bavail) * float64(st.Bsize)
+		}))
+	}
+	return m
+}
+
+// Handler serves the agent's operations endpoints, for the --metrics
+// listener:
+//
+//	/metrics  Prometheus metrics
+//	/healthz  200 while the process runs
+//	/readyz   200 when S3 and DynamoDB answered within the last few seconds, else 503
+//	/status   the Status as JSON (what "offload-agent status" prints)
+func (a *Agent) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics.registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if err := a.probe.check(r.Context(), a); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			w.Write([]byte("not ready: " + err.Error() + "\n"))
+			return
+		}
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(a.Status())
+	})
+	return mux
+}
+
+// Readiness: S3 and DynamoDB are asked at most every readyCache, each call
+// bounded by readyTimeout, with the calls the agent's IAM policy already
+// allows (listing multipart uploads; reading a ledger item).
+const (
+	readyCache   = 10 * time.Second
+	readyTimeout = 5 * time.Second
+)
+
+// readyProbeKey is a ledger key no file maps to (a dot-segment is refused by
+// the naming contract), so the probe reads nothing real.
+const readyProbeKey = ".offload-readyz-probe"
+
+type readiness struct {
+	mu   sync.Mutex
+	at   time.Time
+	last error
+}
+
+func (p *readiness) check(ctx context.Context, a *Agent) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.at.IsZero() && time.Since(p.at) < readyCache {
+		return p.last
+	}
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	var s3err, dberr error
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		_, err := a.s3.client.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{
+			Bucket: aws.String(a.cfg.Bucket), Prefix: aws.String(a.cfg.Mapping.KeyPrefix), MaxUploads: aws.Int32(1)})
+		if err != nil {
+			s3err = errors.New("S3: " + oneLineErr(err))
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		_, err := offload.GetRecord(ctx, a.ledgerClient, a.cfg.Table, a.cfg.Mapping.KeyPrefix+readyProbeKey)
+		if err != nil && !errors.Is(err, offload.ErrNotFound) {
+			dberr = errors.New("DynamoDB: " + oneLineErr(err))
+		}
+	}()
+	wg.Wait()
+	p.at, p.last = time.Now(), errors.Join(s3err, dberr)
+	return p.last
+}
+
+// oneLineErr keeps an SDK error on one line for a plain-text answer.
+func oneLineErr(err error) string {
+	b := []byte(err.Error())
+	for i, c := range b {
+		if c == '\n' || c == '\r' {
+			b[i] = ' '
+		}
+	}
+	return string(b)
+}

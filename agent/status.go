@@ -1,0 +1,195 @@
+package agent
+
+import (
+	"io"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Status is what the agent is doing, as served on the metrics listener at
+// /status and printed by "offload-agent status". Times are UTC.
+type Status struct {
+	Watch   string    `json:"watch"`
+	Started time.Time `json:"started"`
+	Now     time.Time `json:"now"`
+
+	Pending      int       `json:"pending"`       // files waiting: not settled yet, or waiting out a retry
+	PendingBytes int64     `json:"pending_bytes"` // their size on disk
+	Oldest       *Waiting  `json:"oldest_pending,omitempty"`
+	Waiting      []Waiting `json:"waiting"` // the longest-waiting files, at most maxListed
+
+	InFlight       []InFlight `json:"in_flight"`
+	RecentFailures []Failure  `json:"recent_failures"` // newest first, at most maxFailures
+
+	Offloaded       int64      `json:"offloaded"`
+	OffloadedBytes  int64      `json:"offloaded_bytes"`
+	Conflicts       int64      `json:"conflicts"`
+	Refused         int64      `json:"refused"`
+	FailedAttempts  int64      `json:"failed_attempts"`
+	LastOffloadedAt *time.Time `json:"last_offloaded_at,omitempty"`
+}
+
+// Waiting is a pending file.
+type Waiting struct {
+	Path     string    `json:"path"`
+	Bytes    int64     `json:"bytes"`
+	Since    time.Time `json:"since"`              // first seen in this version
+	Attempts int       `json:"attempts,omitempty"` // failed attempts so far
+	RetryAt  time.Time `json:"retry_at,omitzero"`
+}
+
+// InFlight is a file being offloaded now.
+type InFlight struct {
+	Path    string    `json:"path"`
+	Bytes   int64     `json:"bytes"`
+	Read    int64     `json:"read"` // bytes read from disk into the upload so far
+	Started time.Time `json:"started"`
+}
+
+// Failure is one failed attempt.
+type Failure struct {
+	Path  string    `json:"path"`
+	At    time.Time `json:"at"`
+	Cause string    `json:"cause"` // s3, dynamodb, local, archive, conflict, refused
+	Error string    `json:"error"`
+}
+
+const (
+	maxListed   = 20
+	maxFailures = 20
+)
+
+// tracker keeps what Status reports. The scheduler publishes the pending
+// set; workers register what they are uploading.
+type tracker struct {
+	started time.Time
+
+	mu              sync.Mutex
+	pending         int
+	pendingBytes    int64
+	waiting         []Waiting // oldest first
+	inFlight        map[string]*progress
+	failures        []Failure // newest last
+	lastOffloadedAt time.Time
+}
+
+func newTracker() *tracker {
+	return &tracker{started: time.Now(), inFlight: map[string]*progress{}}
+}
+
+// progress counts the bytes of one file read into its upload.
+type progress struct {
+	path    string
+	size    int64
+	started time.Time
+	read    atomic.Int64
+}
+
+// reader counts what is read through it.
+func (p *progress) reader(r io.Reader) io.Reader { return &countingReader{r: r, n: &p.read} }
+
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c *countingReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+func (t *tracker) begin(path string, size int64) *progress {
+	p := &progress{path: path, size: size, started: time.Now()}
+	t.mu.Lock()
+	t.inFlight[path] = p
+	t.mu.Unlock()
+	return p
+}
+
+func (t *tracker) end(p *progress) {
+	t.mu.Lock()
+	if t.inFlight[p.path] == p {
+		delete(t.inFlight, p.path)
+	}
+	t.mu.Unlock()
+}
+
+func (t *tracker) failed(f Failure) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.failures = append(t.failures, f)
+	if len(t.failures) > maxFailures {
+		t.failures = slices.Delete(t.failures, 0, len(t.failures)-maxFailures)
+	}
+}
+
+func (t *tracker) offloaded(at time.Time) {
+	t.mu.Lock()
+	t.lastOffloadedAt = at
+	t.mu.Unlock()
+}
+
+// publish replaces the pending summary (called by the scheduler).
+func (t *tracker) publish(pending map[string]*entry) {
+	var bytes int64
+	all := make([]Waiting, 0, len(pending))
+	for rel, e := range pending {
+		if e.running {
+			continue
+		}
+		bytes += e.seen.size
+		all = append(all, Waiting{Path: rel, Bytes: e.seen.size, Since: e.since.UTC(), Attempts: e.attempts, RetryAt: utcOrZero(e.notBefore)})
+	}
+	slices.SortFunc(all, func(a, b Waiting) int { return a.Since.Compare(b.Since) })
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.pending, t.pendingBytes = len(all), bytes
+	t.waiting = all[:min(len(all), maxListed)]
+}
+
+func utcOrZero(t time.Time) time.Time {
+	if t.IsZero() || !t.After(time.Now()) {
+		return time.Time{}
+	}
+	return t.UTC()
+}
+
+// oldestPendingAge is how long the longest-waiting file has waited.
+func (t *tracker) oldestPendingAge() time.Duration {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.waiting) == 0 {
+		return 0
+	}
+	return time.Since(t.waiting[0].Since)
+}
+
+// Status returns a snapshot of what the agent is doing.
+func (a *Agent) Status() Status {
+	t := a.track
+	s := Status{Watch: a.cfg.Watch, Started: t.started.UTC(), Now: time.Now().UTC(),
+		Offloaded: a.stats.Uploaded.Load(), OffloadedBytes: a.stats.Bytes.Load(), Conflicts: a.stats.Conflicts.Load(),
+		Refused: a.stats.Refused.Load(), FailedAttempts: a.stats.Failures.Load()}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s.Pending, s.PendingBytes = t.pending, t.pendingBytes
+	s.Waiting = slices.Clone(t.waiting)
+	if len(s.Waiting) > 0 {
+		s.Oldest = &s.Waiting[0]
+	}
+	s.InFlight = []InFlight{}
+	for _, p := range t.inFlight {
+		s.InFlight = append(s.InFlight, InFlight{Path: p.path, Bytes: p.size, Read: p.read.Load(), Started: p.started.UTC()})
+	}
+	slices.SortFunc(s.InFlight, func(a, b InFlight) int { return a.Started.Compare(b.Started) })
+	s.RecentFailures = slices.Clone(t.failures)
+	slices.Reverse(s.RecentFailures)
+	if !t.lastOffloadedAt.IsZero() {
+		at := t.lastOffloadedAt.UTC()
+		s.LastOffloadedAt = &at
+	}
+	return s
+}
