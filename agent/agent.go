@@ -187,6 +187,8 @@ func (e *entry) isPublished() bool {
 type entry struct {
 	seen      fileID    // the last version observed
 	since     time.Time // when that version was first observed
+	firstSeen time.Time // when the name was first seen pending (for status)
+	heldOpen  bool      // the last attempt found a writer holding it
 	notBefore time.Time // backoff after a failure
 	attempts  int
 	remote    bool   // the last failure was S3's or DynamoDB's
@@ -307,7 +309,7 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 		now := time.Now()
 		switch {
 		case e == nil:
-			e = &entry{seen: id, since: now}
+			e = &entry{seen: id, since: now, firstSeen: now}
 			pending[rel] = e
 		case !e.seen.sameVersion(id):
 			e.seen, e.since = id, now
@@ -351,6 +353,7 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 		case outGone:
 			delete(pending, r.rel)
 		case outNotReady:
+			e.heldOpen = errors.Is(r.err, errWriterHasIt)
 			switch {
 			case errors.Is(r.err, errWriterHasIt):
 				// Every slow upload from a browser passes here; not news.
@@ -387,6 +390,7 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 			a.track.failed(Failure{Path: r.rel, At: time.Now().UTC(), Cause: r.cause, Error: r.err.Error()})
 			e.attempts++
 			e.remote = r.remote()
+			e.heldOpen = false
 			wait := backoff(e.attempts)
 			e.notBefore = time.Now().Add(wait)
 			log.Warn("failed, will retry", "attempt", e.attempts, "retry_in", wait.Round(time.Millisecond), "err", r.err)

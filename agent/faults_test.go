@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -23,6 +24,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/photosleeve/offload"
+	"github.com/photosleeve/offload/agent"
+	"github.com/photosleeve/offload/infra/local/loopback"
 )
 
 // TestOutageKeepsFilesLocal: while S3, then DynamoDB, is unreachable
@@ -394,4 +397,74 @@ func faultyS3(t *testing.T, upstream string, fault func(w http.ResponseWriter, r
 	}))
 	t.Cleanup(srv.Close)
 	return srv.URL
+}
+
+// TestStatusCommand runs the real command with --metrics, slows S3 down so
+// that a multipart upload stays in flight, and asks "offload-agent status"
+// (text and --json) what it is doing: the upload with its progress, a file
+// held open by its writer waiting, and the totals once all is done.
+func TestStatusCommand(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	bin := buildAgent(t)
+	proxy := h.st.Proxy(t, h.st.S3Endpoint)
+	proxy.AddToxic("slow", "bandwidth", "upstream", map[string]any{"rate": 3000})
+	h.write("big.jpg", randomBytes(16<<20, 1))
+	h.write("small.jpg", randomBytes(2000, 2))
+	held, err := os.Create(filepath.Join(h.cfg.Watch, "held.jpg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	held.Write(randomBytes(5000, 3))
+	addr, err := loopback.FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One part at a time, so that S3 acknowledges them one by one.
+	cmd := exec.Command(bin, "run", "--watch", h.cfg.Watch, "--archive", h.cfg.Archive, "--metrics", addr,
+		"--key-prefix", h.cfg.Mapping.KeyPrefix, "--quiet", "200ms", "--part-size", "5MiB", "--concurrency", "1", "--host", "test-host")
+	cmd.Env = append(os.Environ(), "AWS_ENDPOINT_URL_S3="+proxy.Endpoint)
+	cmd.Stdout, cmd.Stderr = testWriter{t}, testWriter{t}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+
+	status := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(bin, append([]string{"status", "--metrics", addr}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("status %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	var st agent.Status
+	h.waitFor("big.jpg in flight, part stored", 30*time.Second, func() bool {
+		if err := loopback.WaitListening(context.Background(), addr, time.Second); err != nil {
+			return false
+		}
+		if err := json.Unmarshal([]byte(status("--json")), &st); err != nil {
+			t.Fatalf("status --json: %v", err)
+		}
+		return len(st.InFlight) == 1 && st.InFlight[0].Path == "big.jpg" && st.InFlight[0].Uploaded > 0 && st.Pending == 1
+	})
+	if f := st.InFlight[0]; f.Bytes != 16<<20 || f.Uploaded%(5<<20) != 0 || f.Uploaded >= f.Bytes || f.Read < f.Uploaded {
+		t.Errorf("in flight = %+v; want big.jpg, 16 MiB, whole 5 MiB parts stored, not all, read ≥ stored", f)
+	}
+	text := status()
+	for _, want := range []string{"pending: 1 files", "held.jpg", "open for writing", "in flight: 1", "big.jpg", "/ 16.0 MiB", "MiB/s", "ETA"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("status output lacks %q:\n%s", want, text)
+		}
+	}
+	t.Logf("status while uploading:\n%s", text)
+
+	proxy.RemoveToxic("slow")
+	h.waitFor("both files archived", 60*time.Second, func() bool { return h.archived("big.jpg") && h.archived("small.jpg") })
+	h.waitFor("status totals", 30*time.Second, func() bool { return strings.Contains(status(), "totals: 2 offloaded (16.0 MiB)") })
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("agent exit after SIGTERM: %v; want status 0", err)
+	}
 }

@@ -104,6 +104,7 @@ func (a *Agent) offloadFile(ctx context.Context, j job) (res result) {
 	ctype := contentType(rel)
 	sum, obj, err := a.store.put(ctx, upload{
 		key: key, body: progress.reader(f), size: id.size, contentType: ctype,
+		stored:       func(n int64) { progress.uploaded.Add(n) },
 		beforeCommit: func() error { return stillSame(a.root, rel, f, id) },
 	})
 

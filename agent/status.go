@@ -35,17 +35,19 @@ type Status struct {
 type Waiting struct {
 	Path     string    `json:"path"`
 	Bytes    int64     `json:"bytes"`
-	Since    time.Time `json:"since"`              // first seen in this version
+	Since    time.Time `json:"since"`              // when the agent first saw it pending
+	State    string    `json:"state"`              // settling, open for writing, or retrying
 	Attempts int       `json:"attempts,omitempty"` // failed attempts so far
 	RetryAt  time.Time `json:"retry_at,omitzero"`
 }
 
 // InFlight is a file being offloaded now.
 type InFlight struct {
-	Path    string    `json:"path"`
-	Bytes   int64     `json:"bytes"`
-	Read    int64     `json:"read"` // bytes read from disk into the upload so far
-	Started time.Time `json:"started"`
+	Path     string    `json:"path"`
+	Bytes    int64     `json:"bytes"`
+	Read     int64     `json:"read"`     // bytes read from disk into the upload (ahead of Uploaded by the buffered parts)
+	Uploaded int64     `json:"uploaded"` // bytes S3 acknowledged: whole parts, or the whole file for a single PUT
+	Started  time.Time `json:"started"`
 }
 
 // Failure is one failed attempt.
@@ -81,10 +83,11 @@ func newTracker() *tracker {
 
 // progress counts the bytes of one file read into its upload.
 type progress struct {
-	path    string
-	size    int64
-	started time.Time
-	read    atomic.Int64
+	path     string
+	size     int64
+	started  time.Time
+	read     atomic.Int64
+	uploaded atomic.Int64
 }
 
 // reader counts what is read through it.
@@ -141,7 +144,14 @@ func (t *tracker) publish(pending map[string]*entry) {
 			continue
 		}
 		bytes += e.seen.size
-		all = append(all, Waiting{Path: rel, Bytes: e.seen.size, Since: e.since.UTC(), Attempts: e.attempts, RetryAt: utcOrZero(e.notBefore)})
+		state := "settling"
+		switch {
+		case e.heldOpen:
+			state = "open for writing"
+		case e.attempts > 0:
+			state = "retrying"
+		}
+		all = append(all, Waiting{Path: rel, Bytes: e.seen.size, Since: e.firstSeen.UTC(), State: state, Attempts: e.attempts, RetryAt: utcOrZero(e.notBefore)})
 	}
 	slices.SortFunc(all, func(a, b Waiting) int { return a.Since.Compare(b.Since) })
 	t.mu.Lock()
@@ -182,7 +192,7 @@ func (a *Agent) Status() Status {
 	}
 	s.InFlight = []InFlight{}
 	for _, p := range t.inFlight {
-		s.InFlight = append(s.InFlight, InFlight{Path: p.path, Bytes: p.size, Read: p.read.Load(), Started: p.started.UTC()})
+		s.InFlight = append(s.InFlight, InFlight{Path: p.path, Bytes: p.size, Read: p.read.Load(), Uploaded: p.uploaded.Load(), Started: p.started.UTC()})
 	}
 	slices.SortFunc(s.InFlight, func(a, b InFlight) int { return a.Started.Compare(b.Started) })
 	s.RecentFailures = slices.Clone(t.failures)

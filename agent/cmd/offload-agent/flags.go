@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -20,6 +21,9 @@ usage:
   offload-agent run  [flags]   watch the folder and offload files as they settle, until SIGTERM
   offload-agent once [flags]   offload everything in the folder now, then exit
                                (status 1 if any file failed, conflicted or was refused)
+  offload-agent status [--metrics ADDR] [--json]
+                               what the running agent is doing: pending files, uploads in
+                               flight, recent failures, totals (asks its --metrics listener)
   offload-agent help           this text
 
 Each file: settle (no writer has it open, and it was renamed into its name or is unchanged
@@ -37,6 +41,7 @@ flags (each also read from the environment variable shown; a flag wins):
 // options is everything the command line and the environment say.
 type options struct {
 	agent     agent.Config
+	metrics   string // listen address of the operations endpoints; "" is off
 	pathStyle bool
 	logFormat string
 	logLevel  slog.Level
@@ -88,6 +93,17 @@ var settings = []setting{
 		func(o *options, v string) error { o.agent.Host = v; return nil }},
 	{"s3-path-style", "OFFLOAD_S3_PATH_STYLE", "auto", "path-style S3 URLs: true, false, or auto (true when AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL is set)",
 		nil}, // resolved in parseFlags: it depends on other variables
+	{"metrics", "OFFLOAD_METRICS", "", "serve /metrics, /healthz, /readyz and /status on this address, e.g. 127.0.0.1:9464 (default: off)",
+		func(o *options, v string) error {
+			if v == "" {
+				return nil
+			}
+			if _, _, err := net.SplitHostPort(v); err != nil {
+				return fmt.Errorf("want host:port, got %q", v)
+			}
+			o.metrics = v
+			return nil
+		}},
 	{"log-format", "OFFLOAD_LOG_FORMAT", "text", "log format: text or json",
 		func(o *options, v string) error {
 			if v != "text" && v != "json" {

@@ -41,8 +41,11 @@ func run(args []string) int {
 		return 0
 	}
 	cmd := args[0]
+	if cmd == "status" {
+		return statusCommand(args[1:], os.Getenv, os.Stdout, os.Stderr)
+	}
 	if cmd != "run" && cmd != "once" {
-		fmt.Fprintf(os.Stderr, "offload-agent: unknown command %q (want run or once; see offload-agent help)\n", cmd)
+		fmt.Fprintf(os.Stderr, "offload-agent: unknown command %q (want run, once or status; see offload-agent help)\n", cmd)
 		return 2
 	}
 	opts, err := parseFlags(cmd, args[1:], os.Getenv)
@@ -77,6 +80,19 @@ func run(args []string) int {
 		return 2
 	}
 	defer a.Close()
+	if opts.metrics != "" {
+		// Bound before the work starts, so a taken port is a bad
+		// configuration (status 2), not a surprise later.
+		ln, err := net.Listen("tcp", opts.metrics)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "offload-agent: --metrics: %v\n", err)
+			return 2
+		}
+		srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 5 * time.Second}
+		go srv.Serve(ln)
+		defer srv.Close()
+		log.Info("operations endpoints", "address", ln.Addr().String(), "paths", "/metrics /healthz /readyz /status")
+	}
 
 	log.Info("offload-agent starting", "mode", cmd, "watch", cfg.Watch, "bucket", cfg.Bucket, "table", cfg.Table, "after", string(cfg.After))
 	if cmd == "once" {
