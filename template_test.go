@@ -205,6 +205,7 @@ func TestTemplatePoliciesAreLeastPrivilege(t *testing.T) {
 	want := map[string][]string{
 		"AgentPolicy":      {"dynamodb:GetItem", "dynamodb:PutItem", "s3:AbortMultipartUpload", "s3:GetObject", "s3:ListBucketMultipartUploads", "s3:ListMultipartUploadParts", "s3:PutObject"},
 		"ResolverFunction": {"dynamodb:GetItem", "s3:GetObject"},
+		"AuditPolicy":      {"dynamodb:BatchGetItem", "dynamodb:Scan", "s3:GetObject", "s3:ListBucket"},
 	}
 	for owner, w := range want {
 		got := actions[owner]

@@ -24,6 +24,12 @@ usage:
   offload-agent status [--metrics ADDR] [--json]
                                what the running agent is doing: pending files, uploads in
                                flight, recent failures, totals (asks its --metrics listener)
+  offload-agent audit [flags] [--json] [--deep] [--grace 1h]
+                               compare the watch folder and the archive with the ledger and
+                               the bucket, read-only; print every discrepancy by kind (exit 1
+                               if any, 3 if it could not look at everything). --deep also
+                               compares the CRC64NVME of every local file S3 holds; files and
+                               objects younger than --grace may be mid-offload, not judged
   offload-agent help           this text
 
 Each file: settle (no writer has it open, and it was renamed into its name or is unchanged

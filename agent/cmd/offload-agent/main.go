@@ -41,11 +41,14 @@ func run(args []string) int {
 		return 0
 	}
 	cmd := args[0]
-	if cmd == "status" {
+	switch cmd {
+	case "status":
 		return statusCommand(args[1:], os.Getenv, os.Stdout, os.Stderr)
+	case "audit":
+		return auditCommand(args[1:], os.Getenv, os.Stdout, os.Stderr)
 	}
 	if cmd != "run" && cmd != "once" {
-		fmt.Fprintf(os.Stderr, "offload-agent: unknown command %q (want run, once or status; see offload-agent help)\n", cmd)
+		fmt.Fprintf(os.Stderr, "offload-agent: unknown command %q (want run, once, status or audit; see offload-agent help)\n", cmd)
 		return 2
 	}
 	opts, err := parseFlags(cmd, args[1:], os.Getenv)

@@ -1,0 +1,159 @@
+package agent_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/photosleeve/offload"
+	"github.com/photosleeve/offload/agent"
+)
+
+// TestAuditFindsEveryKind: after a clean offload, one discrepancy of each
+// kind is planted behind the agent's back; the audit reports exactly those,
+// and nothing about the files that are fine. With a grace period, young
+// files and objects are pending, not discrepancies.
+func TestAuditFindsEveryKind(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	for i, rel := range []string{"fine-1.jpg", "sub/fine-2.jpg", "lost.jpg", "mismatch.jpg"} {
+		h.write(rel, randomBytes(1000+i, byte(i)))
+	}
+	if err := h.once(); err != nil {
+		t.Fatalf("Once: %v", err)
+	}
+	ctx := context.Background()
+	put := func(rel string, data []byte) {
+		t.Helper()
+		if _, err := h.s3.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(h.cfg.Bucket), Key: aws.String(h.key(rel)), Body: bytes.NewReader(data)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	record := func(r offload.Record) {
+		t.Helper()
+		if _, err := h.db.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(h.cfg.Table), Item: r.Item()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// lost.jpg: its object is deleted: the ledger item and the archived
+	// copy both point at nothing.
+	if _, err := h.s3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(h.cfg.Bucket), Key: aws.String(h.key("lost.jpg"))}); err != nil {
+		t.Fatal(err)
+	}
+	// mismatch.jpg: the ledger says other bytes.
+	rec := h.ledgerItem("mismatch.jpg")
+	rec.CRC64NVME, rec.Size = "AAAAAAAAAAA=", 1
+	record(rec)
+	// ghost.jpg: recorded, never uploaded.
+	record(offload.Record{Key: h.key("ghost.jpg"), Size: 5, CRC64NVME: "AAAAAAAAAAA=", Host: "elsewhere", Path: "ghost.jpg", UploadedAt: time.Now().UTC()})
+	// stray.jpg: an object nobody recorded.
+	put("stray.jpg", []byte("stray"))
+	// unsent.jpg: in the watch folder, never offloaded.
+	os.WriteFile(filepath.Join(h.cfg.Watch, "unsent.jpg"), []byte("unsent"), 0o644)
+	// smuggled.jpg: in the archive, never offloaded.
+	os.WriteFile(filepath.Join(h.cfg.Archive, "smuggled.jpg"), []byte("smuggled"), 0o644)
+	// fine-1.jpg's archived copy is altered: only the deep audit sees it.
+	os.WriteFile(filepath.Join(h.cfg.Archive, "fine-1.jpg"), randomBytes(1000, 99), 0o644)
+
+	run := func(opts agent.AuditOptions) ([]string, agent.AuditSummary) {
+		t.Helper()
+		var got []string
+		sum, err := h.newAgent(h.cfg).Audit(ctx, opts, func(d agent.Discrepancy) { got = append(got, d.Kind+" "+d.Key) })
+		if err != nil {
+			t.Fatalf("Audit: %v", err)
+		}
+		slices.Sort(got)
+		return got, sum
+	}
+	want := []string{
+		agent.ArchivedNotInS3 + " " + h.key("lost.jpg"),
+		agent.ArchivedNotInS3 + " " + h.key("smuggled.jpg"),
+		agent.ChecksumMismatch + " " + h.key("mismatch.jpg"),
+		agent.LedgerObjectMissing + " " + h.key("ghost.jpg"),
+		agent.LedgerObjectMissing + " " + h.key("lost.jpg"),
+		agent.LocalNotInS3 + " " + h.key("unsent.jpg"),
+		agent.ObjectWithoutLedger + " " + h.key("stray.jpg"),
+	}
+	got, sum := run(agent.AuditOptions{})
+	if !slices.Equal(got, want) {
+		t.Errorf("audit found:\n%q\nwant:\n%q", got, want)
+	}
+	if sum.LedgerItems != 5 || sum.Objects != 4 || sum.LocalFiles != 1 || sum.ArchivedFiles != 5 {
+		t.Errorf("summary %+v; want 5 ledger items, 4 objects, 1 local file, 5 archived files", sum)
+	}
+
+	deep, _ := run(agent.AuditOptions{Deep: true})
+	wantDeep := append(slices.Clone(want), agent.ChecksumMismatch+" "+h.key("fine-1.jpg"))
+	slices.Sort(wantDeep)
+	if !slices.Equal(deep, wantDeep) {
+		t.Errorf("deep audit found:\n%q\nwant:\n%q", deep, wantDeep)
+	}
+
+	// With an hour's grace the young local file and the young stray object
+	// may be mid-offload: pending, not wrong.
+	young, ysum := run(agent.AuditOptions{Grace: time.Hour})
+	for _, d := range young {
+		if d == agent.LocalNotInS3+" "+h.key("unsent.jpg") || d == agent.ObjectWithoutLedger+" "+h.key("stray.jpg") {
+			t.Errorf("with a grace period: %s", d)
+		}
+	}
+	if ysum.Pending < 2 {
+		t.Errorf("with a grace period: pending = %d; want at least 2", ysum.Pending)
+	}
+}
+
+// TestAuditCommand: the real command says "no discrepancies" and exits 0 on
+// a clean offload; with one planted it names it and exits 1; --json gives
+// one object per line and a summary.
+func TestAuditCommand(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	bin := buildAgent(t)
+	h.write("a.jpg", randomBytes(3000, 1))
+	if err := h.once(); err != nil {
+		t.Fatalf("Once: %v", err)
+	}
+	audit := func(args ...string) (string, int) {
+		t.Helper()
+		cmd := exec.Command(bin, append([]string{"audit", "--watch", h.cfg.Watch, "--archive", h.cfg.Archive,
+			"--key-prefix", h.cfg.Mapping.KeyPrefix, "--grace", "0s"}, args...)...)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, testWriter{t}
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return out.String(), code
+	}
+	if out, code := audit(); code != 0 || !strings.Contains(out, "no discrepancies") {
+		t.Errorf("clean audit: exit %d, output:\n%s", code, out)
+	}
+	os.WriteFile(filepath.Join(h.cfg.Archive, "smuggled.jpg"), []byte("x"), 0o644)
+	out, code := audit()
+	if code != 1 || !strings.Contains(out, agent.ArchivedNotInS3+" ") || !strings.Contains(out, "1 discrepancies: "+agent.ArchivedNotInS3+" 1") {
+		t.Errorf("audit with a planted file: exit %d, output:\n%s", code, out)
+	}
+	t.Logf("audit output:\n%s", out)
+	out, code = audit("--json")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	var d agent.Discrepancy
+	var final struct{ Summary agent.AuditSummary }
+	if code != 1 || len(lines) != 2 || json.Unmarshal([]byte(lines[0]), &d) != nil || json.Unmarshal([]byte(lines[1]), &final) != nil ||
+		d.Kind != agent.ArchivedNotInS3 || d.Path != "smuggled.jpg" || final.Summary.Discrepancies[agent.ArchivedNotInS3] != 1 {
+		t.Errorf("audit --json: exit %d, output:\n%s", code, out)
+	}
+}

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/photosleeve/offload/agent"
+)
+
+// auditOptions are the flags only audit has; the rest are the agent's.
+type auditOptions struct {
+	json  bool
+	deep  bool
+	grace time.Duration
+}
+
+const defaultAuditGrace = time.Hour
+
+// splitAuditFlags takes --json, --deep and --grace out of args.
+func splitAuditFlags(args []string) (auditOptions, []string, error) {
+	o := auditOptions{grace: defaultAuditGrace}
+	var rest []string
+	for i := 0; i < len(args); i++ {
+		name, value, hasValue := strings.Cut(strings.TrimLeft(args[i], "-"), "=")
+		if !strings.HasPrefix(args[i], "-") {
+			rest = append(rest, args[i])
+			continue
+		}
+		switch name {
+		case "json", "deep":
+			b := !hasValue || value == "true"
+			if hasValue && value != "true" && value != "false" {
+				return o, nil, fmt.Errorf("--%s: want true or false, got %q", name, value)
+			}
+			if name == "json" {
+				o.json = b
+			} else {
+				o.deep = b
+			}
+		case "grace":
+			if !hasValue {
+				if i+1 == len(args) {
+					return o, nil, fmt.Errorf("--grace needs a duration")
+				}
+				i++
+				value = args[i]
+			}
+			d, err := time.ParseDuration(value)
+			if err != nil || d < 0 {
+				return o, nil, fmt.Errorf("--grace: want a duration like 1h, got %q", value)
+			}
+			o.grace = d
+		default:
+			rest = append(rest, args[i])
+		}
+	}
+	return o, rest, nil
+}
+
+// Exit statuses of audit.
+const (
+	auditClean      = 0
+	auditFound      = 1 // discrepancies
+	auditBadUsage   = 2
+	auditIncomplete = 3 // could not look at everything
+)
+
+// auditCommand runs the audit and prints each discrepancy as found, then a
+// summary.
+func auditCommand(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	ao, rest, err := splitAuditFlags(args)
+	if err != nil {
+		fmt.Fprintf(stderr, "offload-agent audit: %v\n", err)
+		return auditBadUsage
+	}
+	opts, err := parseFlags("audit", rest, getenv)
+	if err == errHelp {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "offload-agent audit: %v\n", err)
+		return auditBadUsage
+	}
+	cfg := opts.agent
+	cfg.Logger = newLogger(opts.logFormat, opts.logLevel)
+	if err := cfg.WithDefaults().Validate(); err != nil {
+		fmt.Fprintf(stderr, "offload-agent audit: bad configuration: %v\n", oneLine(err))
+		return auditBadUsage
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	s3c, db, err := awsClients(ctx, opts.pathStyle)
+	if err != nil {
+		fmt.Fprintf(stderr, "offload-agent audit: %v\n", err)
+		return auditBadUsage
+	}
+	a, err := agent.New(cfg, s3c, db)
+	if err != nil {
+		fmt.Fprintf(stderr, "offload-agent audit: %v\n", oneLine(err))
+		return auditBadUsage
+	}
+	defer a.Close()
+
+	enc := json.NewEncoder(stdout)
+	sum, err := a.Audit(ctx, agent.AuditOptions{Grace: ao.grace, Deep: ao.deep}, func(d agent.Discrepancy) {
+		if ao.json {
+			enc.Encode(d)
+			return
+		}
+		fmt.Fprintf(stdout, "%-22s %s", d.Kind, d.Key)
+		if d.Path != "" {
+			fmt.Fprintf(stdout, "  (file %s)", d.Path)
+		}
+		if d.Detail != "" {
+			fmt.Fprintf(stdout, "  %s", d.Detail)
+		}
+		fmt.Fprintln(stdout)
+	})
+	total := 0
+	for _, n := range sum.Discrepancies {
+		total += n
+	}
+	if ao.json {
+		final := struct {
+			Summary agent.AuditSummary `json:"summary"`
+			Error   string             `json:"error,omitempty"`
+		}{Summary: sum}
+		if err != nil {
+			final.Error = oneLine(err)
+		}
+		enc.Encode(final)
+	} else {
+		fmt.Fprintf(stdout, "\nlooked at %d ledger items, %d objects, %d files in the watch folder, %d in the archive; %d younger than %s not judged\n",
+			sum.LedgerItems, sum.Objects, sum.LocalFiles, sum.ArchivedFiles, sum.Pending, ao.grace)
+		if total == 0 {
+			fmt.Fprintln(stdout, "no discrepancies")
+		} else {
+			kinds := make([]string, 0, len(sum.Discrepancies))
+			for k, n := range sum.Discrepancies {
+				kinds = append(kinds, fmt.Sprintf("%s %d", k, n))
+			}
+			slices.Sort(kinds)
+			fmt.Fprintf(stdout, "%d discrepancies: %s\n", total, strings.Join(kinds, ", "))
+		}
+	}
+	switch {
+	case err != nil:
+		fmt.Fprintf(stderr, "offload-agent audit: incomplete: %v\n", oneLine(err))
+		return auditIncomplete
+	case total > 0:
+		return auditFound
+	}
+	return auditClean
+}
