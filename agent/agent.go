@@ -94,6 +94,7 @@ func New(cfg Config, s3c *s3.Client, db *dynamodb.Client) (*Agent, error) {
 		return nil, fmt.Errorf("watch: %w", err)
 	}
 	store := newS3Store(s3c, cfg.Bucket, cfg.PartSize, cfg.Concurrency, cfg.CallTimeout)
+	store.bandwidth = newBandwidth(cfg.BandwidthLimit)
 	a := &Agent{
 		cfg:    cfg,
 		root:   root,

@@ -4,9 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -375,4 +380,99 @@ func TestDaemonFollowsMovedFolders(t *testing.T) {
 	}
 	h.assertOffloaded("album/inner/moved.jpg", moved)
 	h.assertOffloaded("renamed/inner/later.jpg", later)
+}
+
+// TestBandwidthLimitHolds: with a limit of 2 MiB/s, 8 MiB of files (a
+// multipart one and single PUTs, at once) reach S3 at 2 MiB/s within ±10 %,
+// counted by a TCP relay in front of S3 from its first byte to its last: the
+// limit is shared by every upload, and the agent neither exceeds it nor
+// leaves much of it unused. Not parallel, and a rate far below what the
+// machine can do, so that other tests' load does not starve it.
+func TestBandwidthLimitHolds(t *testing.T) {
+	h := newHarness(t)
+	const limit = 2 << 20
+	h.cfg.BandwidthLimit = limit
+	// The files are written before Once starts; without this their quiet
+	// period would sit in the measured window after the start-up sweep.
+	h.cfg.Quiet = time.Millisecond
+	relay := newByteCounter(t, h.st.S3Endpoint)
+	h.agentS3 = s3.New(h.s3.Options(), func(o *s3.Options) { o.BaseEndpoint = aws.String(relay.endpoint) })
+	big := randomBytes(6<<20, 1)
+	h.write("big.jpg", big)
+	total := len(big)
+	for i := range 2 {
+		h.write("small-"+strconv.Itoa(i)+".jpg", randomBytes(1<<20, byte(i+2)))
+		total += 1 << 20
+	}
+	if err := h.once(); err != nil {
+		t.Fatalf("Once: %v", err)
+	}
+	sent, window := relay.upstream()
+	rate := float64(sent) / window.Seconds()
+	t.Logf("%.1f MiB (files: %d MiB) in %s: %.2f MiB/s against a limit of %d MiB/s", float64(sent)/(1<<20), total>>20, window.Round(time.Millisecond), rate/(1<<20), limit>>20)
+	if rate > limit*1.10 || rate < limit*0.90 {
+		t.Errorf("sent at %.2f MiB/s; want %d MiB/s ± 10 %%", rate/(1<<20), limit>>20)
+	}
+	h.assertOffloaded("big.jpg", big)
+}
+
+// byteCounter is a TCP relay on loopback that counts the bytes sent
+// upstream and when the first and the last of them passed.
+type byteCounter struct {
+	endpoint    string
+	mu          sync.Mutex
+	bytes       int64
+	first, last time.Time
+}
+
+func newByteCounter(t *testing.T, upstream string) *byteCounter {
+	t.Helper()
+	u, err := url.Parse(upstream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	c := &byteCounter{endpoint: u.Scheme + "://" + ln.Addr().String()}
+	go func() {
+		for {
+			down, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", u.Host)
+			if err != nil {
+				down.Close()
+				continue
+			}
+			go func() { io.Copy(down, up); down.Close() }()
+			go func() { io.Copy(countingWriter{up, c}, down); up.Close() }()
+		}
+	}()
+	return c
+}
+
+type countingWriter struct {
+	w io.Writer
+	c *byteCounter
+}
+
+func (cw countingWriter) Write(p []byte) (int, error) {
+	now := time.Now()
+	cw.c.mu.Lock()
+	if cw.c.first.IsZero() {
+		cw.c.first = now
+	}
+	cw.c.last, cw.c.bytes = now, cw.c.bytes+int64(len(p))
+	cw.c.mu.Unlock()
+	return cw.w.Write(p)
+}
+
+func (c *byteCounter) upstream() (int64, time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.bytes, c.last.Sub(c.first)
 }

@@ -93,6 +93,10 @@ type Config struct {
 	Grace       time.Duration // how long in-flight uploads may finish on shutdown
 	CallTimeout time.Duration // bound on each S3 or DynamoDB call
 	OrphanAge   time.Duration // multipart uploads older than this are aborted at start
+	// BandwidthLimit caps the bytes per second sent to S3 across all
+	// uploads, so the agent never starves the web server's uplink; 0 is
+	// no limit.
+	BandwidthLimit int64
 
 	Logger *slog.Logger
 }
@@ -179,6 +183,17 @@ func (c Config) Validate() error {
 	for name, d := range map[string]time.Duration{"rescan": c.Rescan, "grace": c.Grace, "call timeout": c.CallTimeout, "orphan age": c.OrphanAge} {
 		if d <= 0 {
 			bad("%s: must be positive, got %s", name, d)
+		}
+	}
+	if c.BandwidthLimit < 0 {
+		bad("bwlimit: must not be negative, got %d", c.BandwidthLimit)
+	}
+	// All parts in flight share the limit, so each one may take
+	// part-size × concurrency / bwlimit; it must finish within one call.
+	if bw := c.BandwidthLimit; bw > 0 && c.PartSize > 0 && c.Concurrency > 0 && c.CallTimeout > 0 {
+		if worst := time.Duration(float64(c.PartSize) * float64(c.Concurrency) / float64(bw) * float64(time.Second)); worst > c.CallTimeout {
+			bad("bwlimit: at %d bytes/s, %d parts of %d MiB in flight take %s each, longer than the call timeout %s: lower --concurrency or --part-size, or raise --call-timeout",
+				bw, c.Concurrency, c.PartSize>>20, worst.Round(time.Second), c.CallTimeout)
 		}
 	}
 	if c.Quiet < 0 {

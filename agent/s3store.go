@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +14,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
+
+	"golang.org/x/time/rate"
 
 	"github.com/photosleeve/offload"
 )
@@ -66,6 +67,7 @@ func (u upload) acknowledged(n int64) {
 // exist, shared by every file in flight.
 type s3Store struct {
 	client      *s3.Client
+	bandwidth   *rate.Limiter // nil: no limit
 	bucket      string
 	partSize    int64
 	callTimeout time.Duration
@@ -138,7 +140,7 @@ func (s *s3Store) putSingle(ctx context.Context, u upload) (string, objectInfo, 
 	out, err := s.client.PutObject(cctx, &s3.PutObjectInput{
 		Bucket:            aws.String(s.bucket),
 		Key:               aws.String(u.key),
-		Body:              bytes.NewReader(buf),
+		Body:              s.body(cctx, buf),
 		ContentLength:     aws.Int64(u.size),
 		ContentType:       aws.String(u.contentType),
 		ChecksumAlgorithm: types.ChecksumAlgorithmCrc64nvme,
@@ -283,7 +285,7 @@ func (s *s3Store) uploadParts(ctx context.Context, u upload, uploadID string, pa
 				Key:               aws.String(u.key),
 				UploadId:          aws.String(uploadID),
 				PartNumber:        aws.Int32(num),
-				Body:              bytes.NewReader(buf),
+				Body:              s.body(cctx, buf),
 				ContentLength:     aws.Int64(int64(len(buf))),
 				ChecksumAlgorithm: types.ChecksumAlgorithmCrc64nvme,
 				ChecksumCRC64NVME: aws.String(sum),

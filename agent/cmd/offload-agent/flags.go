@@ -89,6 +89,8 @@ var settings = []setting{
 		intSetter(func(o *options) *int { return &o.agent.Concurrency })},
 	{"workers", "OFFLOAD_WORKERS", strconv.Itoa(agent.DefaultWorkers), "files offloaded at once",
 		intSetter(func(o *options) *int { return &o.agent.Workers })},
+	{"bwlimit", "OFFLOAD_BWLIMIT", "0", "cap on bytes per second sent to S3 across all uploads, e.g. 20M (= 20 MiB/s); 0 is no limit",
+		func(o *options, v string) error { n, err := parseSize(v); o.agent.BandwidthLimit = n; return err }},
 	{"grace", "OFFLOAD_GRACE", agent.DefaultGrace.String(), "on SIGTERM, how long in-flight uploads may finish before they are aborted",
 		durationSetter(func(o *options) *time.Duration { return &o.agent.Grace })},
 	{"call-timeout", "OFFLOAD_CALL_TIMEOUT", agent.DefaultCallTimeout.String(), "bound on every single S3 or DynamoDB call",
