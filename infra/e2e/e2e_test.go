@@ -65,13 +65,13 @@ func endToEnd(t *testing.T, server string) {
 		u, _ := m.URLForKey(key)
 		url := web + u
 
-		// 1. Written the way a back-end writes: temp name, then rename.
+		// 1. Written in place under its name, so the agent waits for the
+		// quiet period (1 s) and the web server serves it from disk
+		// meanwhile. (A file renamed into place would be in S3 within
+		// milliseconds: TestPublishedFilesSkipTheQuietPeriod.)
 		dst := filepath.Join(static, filepath.FromSlash(rel))
 		os.MkdirAll(filepath.Dir(dst), 0o755)
-		if err := os.WriteFile(dst+".tmp", data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(dst+".tmp", dst); err != nil {
+		if err := os.WriteFile(dst, data, 0o644); err != nil {
 			t.Fatal(err)
 		}
 		p.Add(url, data)
