@@ -426,6 +426,7 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 		}
 	}
 
+	var published time.Time // when status last got the pending set
 	tick := time.NewTicker(tickInterval(a.cfg.Quiet))
 	defer tick.Stop()
 	scanDone := false
@@ -445,7 +446,12 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 			dispatch()
 		case <-tick.C:
 			dispatch()
-			a.track.publish(pending)
+			// Sorting the pending set is O(n log n): twice a second is
+			// fresh enough for status and metrics.
+			if now := time.Now(); now.Sub(published) >= publishEvery {
+				a.track.publish(pending)
+				published = now
+			}
 		case <-ctx.Done():
 			left := len(pending)
 			a.drain(results, &running, cancelWork, finish)
@@ -481,6 +487,9 @@ func (a *Agent) drain(results chan result, running *int, cancelWork func(), fini
 		}
 	}
 }
+
+// publishEvery is how often the scheduler hands its pending set to status.
+const publishEvery = 500 * time.Millisecond
 
 // tickInterval is how often the scheduler looks for settled files: a
 // quarter of the quiet period, between 20 ms and 100 ms. A tick only walks

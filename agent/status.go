@@ -69,9 +69,7 @@ type tracker struct {
 	started time.Time
 
 	mu              sync.Mutex
-	pending         int
-	pendingBytes    int64
-	waiting         []Waiting // oldest first
+	pending         []Waiting // every file the scheduler holds, oldest first (some may be uploading)
 	inFlight        map[string]*progress
 	failures        []Failure // newest last
 	lastOffloadedAt time.Time
@@ -135,15 +133,11 @@ func (t *tracker) offloaded(at time.Time) {
 	t.mu.Unlock()
 }
 
-// publish replaces the pending summary (called by the scheduler).
+// publish replaces the pending set (called by the scheduler). A file whose
+// upload has begun is in flight, not pending; see waiting.
 func (t *tracker) publish(pending map[string]*entry) {
-	var bytes int64
 	all := make([]Waiting, 0, len(pending))
 	for rel, e := range pending {
-		if e.running {
-			continue
-		}
-		bytes += e.seen.size
 		state := "settling"
 		switch {
 		case e.heldOpen:
@@ -155,9 +149,24 @@ func (t *tracker) publish(pending map[string]*entry) {
 	}
 	slices.SortFunc(all, func(a, b Waiting) int { return a.Since.Compare(b.Since) })
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.pending, t.pendingBytes = len(all), bytes
-	t.waiting = all[:min(len(all), maxListed)]
+	t.pending = all
+	t.mu.Unlock()
+}
+
+// waiting counts the pending files that are not uploading and lists the
+// longest-waiting of them. t.mu must be held.
+func (t *tracker) waiting(list int) (n int, bytes int64, first []Waiting) {
+	for _, w := range t.pending {
+		if _, uploading := t.inFlight[w.Path]; uploading {
+			continue
+		}
+		n++
+		bytes += w.Bytes
+		if len(first) < list {
+			first = append(first, w)
+		}
+	}
+	return n, bytes, first
 }
 
 func utcOrZero(t time.Time) time.Time {
@@ -171,10 +180,11 @@ func utcOrZero(t time.Time) time.Time {
 func (t *tracker) oldestPendingAge() time.Duration {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if len(t.waiting) == 0 {
+	_, _, first := t.waiting(1)
+	if len(first) == 0 {
 		return 0
 	}
-	return time.Since(t.waiting[0].Since)
+	return time.Since(first[0].Since)
 }
 
 // Status returns a snapshot of what the agent is doing.
@@ -185,8 +195,10 @@ func (a *Agent) Status() Status {
 		Refused: a.stats.Refused.Load(), FailedAttempts: a.stats.Failures.Load()}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	s.Pending, s.PendingBytes = t.pending, t.pendingBytes
-	s.Waiting = slices.Clone(t.waiting)
+	s.Pending, s.PendingBytes, s.Waiting = t.waiting(maxListed)
+	if s.Waiting == nil {
+		s.Waiting = []Waiting{}
+	}
 	if len(s.Waiting) > 0 {
 		s.Oldest = &s.Waiting[0]
 	}
