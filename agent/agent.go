@@ -202,12 +202,16 @@ type entry struct {
 // candidates from the watcher, hands settled files to the workers and acts
 // on their results. Only this goroutine touches pending and parked.
 func (a *Agent) loop(ctx context.Context, once bool) error {
-	if n, err := restoreClaimed(a.cfg.Watch); err != nil {
-		a.log.Error("could not put back files a crashed run left half archived", "folder", claimDir, "err", err)
-	} else if n > 0 {
-		a.log.Info("put back files a crashed run left half archived", "files", n)
+	if a.cfg.DryRun {
+		a.log.Info("dry run: nothing is uploaded, recorded, moved or aborted; each settled file is looked at once")
+	} else {
+		if n, err := restoreClaimed(a.cfg.Watch); err != nil {
+			a.log.Error("could not put back files a crashed run left half archived", "folder", claimDir, "err", err)
+		} else if n > 0 {
+			a.log.Info("put back files a crashed run left half archived", "files", n)
+		}
+		a.sweepOrphans(ctx)
 	}
-	a.sweepOrphans(ctx)
 	if a.cfg.After == AfterArchive {
 		// Not fatal: uploads and the ledger still make progress, and each
 		// file stays local (and served) until the archive takes it.
@@ -217,7 +221,7 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 		}
 	}
 
-	if !once {
+	if !once && !a.cfg.DryRun {
 		sweepCtx, stopSweeps := context.WithCancel(ctx)
 		var sweeps sync.WaitGroup
 		defer func() { stopSweeps(); sweeps.Wait() }()
@@ -370,6 +374,9 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 			e.since = time.Now()
 			e.notBefore = e.since.Add(a.cfg.Quiet)
 			e.published = fileID{} // a writer had it: the quiet rule decides from now on
+		case outDryRun:
+			log.Info("dry run", "would", r.err.Error())
+			park(r.rel, version)
 		case outSkipped:
 			log.Info("skipped: only regular files are offloaded", "reason", r.err)
 			park(r.rel, version)

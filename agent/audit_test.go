@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/photosleeve/offload"
 	"github.com/photosleeve/offload/agent"
@@ -155,5 +156,61 @@ func TestAuditCommand(t *testing.T) {
 	if code != 1 || len(lines) != 2 || json.Unmarshal([]byte(lines[0]), &d) != nil || json.Unmarshal([]byte(lines[1]), &final) != nil ||
 		d.Kind != agent.ArchivedNotInS3 || d.Path != "smuggled.jpg" || final.Summary.Discrepancies[agent.ArchivedNotInS3] != 1 {
 		t.Errorf("audit --json: exit %d, output:\n%s", code, out)
+	}
+}
+
+// TestDryRunTouchesNothing: --dry-run says, for each file, what it would do
+// (a new file: upload; one S3 already holds: record and archive; other
+// bytes under its key: a conflict), and does none of it: no object, no
+// ledger item, nothing moved, a dead run's multipart upload and claimed file
+// left alone.
+func TestDryRunTouchesNothing(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	ctx := context.Background()
+	same, other := randomBytes(3000, 2), randomBytes(4000, 3)
+	h.write("new.jpg", randomBytes(2000, 1))
+	h.write("same.jpg", same)
+	h.write("other.jpg", other)
+	for rel, data := range map[string][]byte{"same.jpg": same, "other.jpg": randomBytes(4000, 4)} {
+		if _, err := h.s3.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(h.cfg.Bucket), Key: aws.String(h.key(rel)),
+			Body: bytes.NewReader(data), ChecksumAlgorithm: s3types.ChecksumAlgorithmCrc64nvme}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := h.s3.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String(h.cfg.Bucket), Key: aws.String(h.key("new.jpg"))}); err != nil {
+		t.Fatal(err)
+	}
+	claimed := filepath.Join(h.cfg.Watch, ".offload-claim", "half.jpg")
+	os.MkdirAll(filepath.Dir(claimed), 0o755)
+	os.WriteFile(claimed, []byte("half"), 0o644)
+
+	h.cfg.DryRun = true
+	if err := h.once(); err != nil {
+		t.Fatalf("Once --dry-run: %v", err)
+	}
+	logs := h.logs.String()
+	for _, want := range []string{
+		"file=new.jpg", "would upload 2000 bytes to " + h.key("new.jpg"),
+		"file=same.jpg", h.key("same.jpg") + " already holds these bytes: would record it in the ledger",
+		"file=other.jpg", "conflict: " + h.key("other.jpg") + " holds other bytes",
+	} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("dry run log lacks %q", want)
+		}
+	}
+	for _, rel := range []string{"new.jpg", "same.jpg", "other.jpg"} {
+		if _, err := os.Stat(filepath.Join(h.cfg.Watch, rel)); err != nil || h.archived(rel) {
+			t.Errorf("%s moved by a dry run: %v", rel, err)
+		}
+	}
+	if h.objectExists("new.jpg") || h.ledgerCount() != 0 {
+		t.Errorf("dry run uploaded or recorded: object %v, ledger items %d", h.objectExists("new.jpg"), h.ledgerCount())
+	}
+	if up := h.multipartUploads(); len(up) != 1 {
+		t.Errorf("multipart uploads after a dry run: %v; want the one left alone", up)
+	}
+	if _, err := os.Stat(claimed); err != nil {
+		t.Errorf("claimed file moved by a dry run: %v", err)
 	}
 }

@@ -93,6 +93,9 @@ type Config struct {
 	Grace       time.Duration // how long in-flight uploads may finish on shutdown
 	CallTimeout time.Duration // bound on each S3 or DynamoDB call
 	OrphanAge   time.Duration // multipart uploads older than this are aborted at start
+	// DryRun: say what would be done with each file, and do nothing: no
+	// upload, ledger write, archive, or abort of anyone's upload.
+	DryRun bool
 	// BandwidthLimit caps the bytes per second sent to S3 across all
 	// uploads, so the agent never starves the web server's uplink; 0 is
 	// no limit.

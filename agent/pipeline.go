@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"mime"
 	"path"
@@ -23,10 +24,11 @@ const (
 	outRefused                 // a name the agent cannot upload; parked until it changes
 	outConflict                // S3 or the ledger holds other bytes under the key; parked for a human
 	outFailed                  // a transient error; retried with backoff
+	outDryRun                  // --dry-run: said what it would do; parked until it changes
 )
 
 func (o outcome) String() string {
-	return [...]string{"done", "gone", "not ready", "skipped", "refused", "conflict", "failed"}[o]
+	return [...]string{"done", "gone", "not ready", "skipped", "refused", "conflict", "failed", "dry run"}[o]
 }
 
 // result is what offloadFile reports about one attempt.
@@ -95,6 +97,10 @@ func (a *Agent) offloadFile(ctx context.Context, j job) (res result) {
 	}
 	if !a.settled(id, j, time.Now(), sure) {
 		return fail(outNotReady, nil)
+	}
+
+	if a.cfg.DryRun {
+		return a.dryRun(ctx, res, f)
 	}
 
 	// Upload: one read pass. S3 checks the full-object CRC64NVME computed on
@@ -166,6 +172,35 @@ func (a *Agent) offloadFile(ctx context.Context, j job) (res result) {
 		}
 	}
 	res.outcome = outDone
+	return res
+}
+
+// dryRun says what offloadFile would do with a settled file, with reads
+// only: a HEAD of the key and, when an object is there, the local file's
+// checksum to compare. The saying goes in res.err; the outcome is outDryRun.
+func (a *Agent) dryRun(ctx context.Context, res result, f io.Reader) result {
+	after := map[After]string{AfterArchive: "move it to the archive", AfterDelete: "delete it", AfterKeep: "keep it"}[a.cfg.After]
+	obj, err := a.store.head(ctx, res.key)
+	switch {
+	case errors.Is(err, offload.ErrNotFound):
+		res.outcome, res.err = outDryRun, fmt.Errorf("would upload %d bytes to %s, record it in the ledger, then %s", res.id.size, res.key, after)
+		return res
+	case err != nil:
+		res.outcome, res.err, res.cause = outFailed, err, causeS3
+		return res
+	}
+	crc := offload.NewCRC64NVME()
+	if _, err := io.Copy(crc, f); err != nil {
+		res.outcome, res.err, res.cause = outFailed, fmt.Errorf("%w: %w", errRead, err), causeLocal
+		return res
+	}
+	sum := offload.EncodeChecksum(crc.Sum64())
+	if obj.Size == res.id.size && obj.CRC64NVME == sum {
+		res.outcome, res.err = outDryRun, fmt.Errorf("%s already holds these bytes: would record it in the ledger (if missing), then %s", res.key, after)
+		return res
+	}
+	res.outcome, res.err = outDryRun, fmt.Errorf("conflict: %s holds other bytes (%d bytes, crc64nvme %q; the file has %d bytes, crc64nvme %s): would leave the file in place",
+		res.key, obj.Size, obj.CRC64NVME, res.id.size, sum)
 	return res
 }
 

@@ -59,6 +59,9 @@ type setting struct {
 	set                  func(o *options, v string) error
 }
 
+// booleans are the settings where --name alone means true.
+var booleans = map[string]bool{"dry-run": true}
+
 var errHelp = errors.New("help requested")
 
 // settings lists every flag; help prints them in this order.
@@ -89,6 +92,15 @@ var settings = []setting{
 		intSetter(func(o *options) *int { return &o.agent.Concurrency })},
 	{"workers", "OFFLOAD_WORKERS", strconv.Itoa(agent.DefaultWorkers), "files offloaded at once",
 		intSetter(func(o *options) *int { return &o.agent.Workers })},
+	{"dry-run", "OFFLOAD_DRY_RUN", "false", "say what would be uploaded, recorded and archived, and why; touch nothing (no upload, ledger write, move or abort)",
+		func(o *options, v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("want true or false, got %q", v)
+			}
+			o.agent.DryRun = b
+			return nil
+		}},
 	{"bwlimit", "OFFLOAD_BWLIMIT", "0", "cap on bytes per second sent to S3 across all uploads, e.g. 20M (= 20 MiB/s); 0 is no limit",
 		func(o *options, v string) error { n, err := parseSize(v); o.agent.BandwidthLimit = n; return err }},
 	{"grace", "OFFLOAD_GRACE", agent.DefaultGrace.String(), "on SIGTERM, how long in-flight uploads may finish before they are aborted",
@@ -134,6 +146,10 @@ func parseFlags(cmd string, args []string, getenv func(string) string) (options,
 	for _, s := range settings {
 		v := new(string)
 		given[s.name] = v
+		if booleans[s.name] {
+			fs.BoolFunc(s.name, s.help, func(x string) error { *v = x; return nil })
+			continue
+		}
 		fs.StringVar(v, s.name, "", s.help)
 	}
 	if err := fs.Parse(args); err != nil {
