@@ -249,6 +249,7 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 	defer func() { close(stopSyncing); <-syncerDone }()
 
 	pending := map[string]*entry{}
+	defer func() { a.track.publish(pending) }() // status after the loop: what is left
 	// parked files are not looked at again until they change: conflicts,
 	// refusals, and (with --after keep) files already offloaded.
 	parked := map[string]fileID{}

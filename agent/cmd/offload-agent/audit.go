@@ -90,7 +90,7 @@ func auditCommand(args []string, getenv func(string) string, stdout, stderr io.W
 		return auditBadUsage
 	}
 	cfg := opts.agent
-	cfg.Logger = newLogger(opts.logFormat, opts.logLevel)
+	cfg.Logger = newLogger(stderr, opts.logFormat, opts.logLevel)
 	if err := cfg.WithDefaults().Validate(); err != nil {
 		fmt.Fprintf(stderr, "offload-agent audit: bad configuration: %v\n", oneLine(err))
 		return auditBadUsage

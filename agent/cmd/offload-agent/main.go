@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -59,7 +60,15 @@ func run(args []string) int {
 		fmt.Fprintf(os.Stderr, "offload-agent: %v\n", err)
 		return 2
 	}
-	log := newLogger(opts.logFormat, opts.logLevel)
+	// "once" on a terminal keeps a progress line under the log lines; on
+	// anything else (a pipe, a file, the journal) only plain log lines.
+	var term *terminal
+	logTo := io.Writer(os.Stderr)
+	if cmd == "once" && isTerminal(os.Stderr) {
+		term = &terminal{w: os.Stderr}
+		logTo = term
+	}
+	log := newLogger(logTo, opts.logFormat, opts.logLevel)
 	cfg := opts.agent
 	cfg.Logger = log
 	if cfg.Host == "" {
@@ -99,7 +108,15 @@ func run(args []string) int {
 
 	log.Info("offload-agent starting", "mode", cmd, "watch", cfg.Watch, "bucket", cfg.Bucket, "table", cfg.Table, "after", string(cfg.After))
 	if cmd == "once" {
-		err = a.Once(ctx)
+		if term != nil {
+			stopProgress, progressDone := make(chan struct{}), make(chan struct{})
+			go showProgress(term, a, stopProgress, progressDone)
+			err = a.Once(ctx)
+			close(stopProgress)
+			<-progressDone
+		} else {
+			err = a.Once(ctx)
+		}
 	} else {
 		err = a.Run(ctx)
 	}
@@ -159,12 +176,12 @@ func awsClients(ctx context.Context, pathStyle bool) (*s3.Client, *dynamodb.Clie
 	return s3c, dynamodb.NewFromConfig(cfg), nil
 }
 
-func newLogger(format string, level slog.Level) *slog.Logger {
+func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: level}
 	if format == "json" {
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+		return slog.New(slog.NewJSONHandler(w, opts))
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 // oneLine joins a multi-error's lines with "; " for a one-line refusal.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -29,5 +30,28 @@ func TestBytesText(t *testing.T) {
 		if got := bytesText(n); got != want {
 			t.Errorf("bytesText(%d) = %q; want %q", n, got, want)
 		}
+	}
+}
+
+func TestProgressLine(t *testing.T) {
+	st := agent.Status{Offloaded: 12, OffloadedBytes: 30 << 20, InFlight: make([]agent.InFlight, 2), Pending: 5, Conflicts: 1, FailedAttempts: 3}
+	want := "offloaded 12 files (30.0 MiB, 10.0 MiB/s); 2 uploading, 5 waiting; 1 conflicts or refusals; 3 failed attempts"
+	if got := progressLine(st, 3*time.Second); got != want {
+		t.Errorf("progressLine = %q; want %q", got, want)
+	}
+}
+
+// TestTerminalKeepsLogLinesWhole: a log line first clears the progress
+// line; the finished progress line ends with a newline.
+func TestTerminalKeepsLogLinesWhole(t *testing.T) {
+	var b strings.Builder
+	term := &terminal{w: &b}
+	term.draw("offloaded 1 files")
+	term.Write([]byte("level=INFO msg=offloaded\n"))
+	term.draw("offloaded 2 files")
+	term.finish()
+	want := "\r\033[Koffloaded 1 files\r\033[Klevel=INFO msg=offloaded\n\r\033[Koffloaded 2 files\n"
+	if b.String() != want {
+		t.Errorf("terminal wrote %q; want %q", b.String(), want)
 	}
 }
