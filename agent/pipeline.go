@@ -110,7 +110,7 @@ func (a *Agent) offloadFile(ctx context.Context, j job) (res result) {
 	ctype := contentType(rel)
 	sum, obj, err := a.store.put(ctx, upload{
 		key: key, body: progress.reader(f), size: id.size, contentType: ctype,
-		stored:       func(n int64) { progress.uploaded.Add(n) },
+		sent:         func(delta int64) { progress.sent.Add(delta) },
 		beforeCommit: func() error { return stillSame(a.root, rel, f, id) },
 	})
 

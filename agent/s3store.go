@@ -46,15 +46,9 @@ type upload struct {
 	// becomes visible; an error aborts the upload. The pipeline checks here
 	// that the file did not change while it was read.
 	beforeCommit func() error
-	// stored, when not nil, is told the bytes S3 acknowledged: each part as
-	// it is stored, or the whole file when one PUT carries it.
-	stored func(n int64)
-}
-
-func (u upload) acknowledged(n int64) {
-	if u.stored != nil {
-		u.stored(n)
-	}
+	// sent, when not nil, is told how many bytes the requests carried so
+	// far, as the HTTP client reads them (negative when a retry rewinds).
+	sent func(delta int64)
 }
 
 // s3Store uploads originals with direct S3 calls rather than the SDK's
@@ -140,7 +134,7 @@ func (s *s3Store) putSingle(ctx context.Context, u upload) (string, objectInfo, 
 	out, err := s.client.PutObject(cctx, &s3.PutObjectInput{
 		Bucket:            aws.String(s.bucket),
 		Key:               aws.String(u.key),
-		Body:              s.body(cctx, buf),
+		Body:              s.body(cctx, buf, u),
 		ContentLength:     aws.Int64(u.size),
 		ContentType:       aws.String(u.contentType),
 		ChecksumAlgorithm: types.ChecksumAlgorithmCrc64nvme,
@@ -150,7 +144,6 @@ func (s *s3Store) putSingle(ctx context.Context, u upload) (string, objectInfo, 
 	if err != nil {
 		return sum, objectInfo{}, translate("put "+u.key, err)
 	}
-	u.acknowledged(u.size)
 	return sum, objectInfo{Size: u.size, CRC64NVME: aws.ToString(out.ChecksumCRC64NVME),
 		ETag: aws.ToString(out.ETag), VersionID: aws.ToString(out.VersionId)}, nil
 }
@@ -285,7 +278,7 @@ func (s *s3Store) uploadParts(ctx context.Context, u upload, uploadID string, pa
 				Key:               aws.String(u.key),
 				UploadId:          aws.String(uploadID),
 				PartNumber:        aws.Int32(num),
-				Body:              s.body(cctx, buf),
+				Body:              s.body(cctx, buf, u),
 				ContentLength:     aws.Int64(int64(len(buf))),
 				ChecksumAlgorithm: types.ChecksumAlgorithmCrc64nvme,
 				ChecksumCRC64NVME: aws.String(sum),
@@ -295,7 +288,6 @@ func (s *s3Store) uploadParts(ctx context.Context, u upload, uploadID string, pa
 				return
 			}
 			parts[num-1] = types.CompletedPart{PartNumber: aws.Int32(num), ETag: out.ETag, ChecksumCRC64NVME: aws.String(sum)}
-			u.acknowledged(int64(len(buf)))
 		}(int32(i+1), buf)
 	}
 	wg.Wait()

@@ -43,11 +43,11 @@ type Waiting struct {
 
 // InFlight is a file being offloaded now.
 type InFlight struct {
-	Path     string    `json:"path"`
-	Bytes    int64     `json:"bytes"`
-	Read     int64     `json:"read"`     // bytes read from disk into the upload (ahead of Uploaded by the buffered parts)
-	Uploaded int64     `json:"uploaded"` // bytes S3 acknowledged: whole parts, or the whole file for a single PUT
-	Started  time.Time `json:"started"`
+	Path    string    `json:"path"`
+	Bytes   int64     `json:"bytes"`
+	Read    int64     `json:"read"` // bytes read from disk into the upload (ahead of Sent by the buffered parts)
+	Sent    int64     `json:"sent"` // bytes the requests to S3 carried so far (a retried request starts again)
+	Started time.Time `json:"started"`
 }
 
 // Failure is one failed attempt.
@@ -81,11 +81,11 @@ func newTracker() *tracker {
 
 // progress counts the bytes of one file read into its upload.
 type progress struct {
-	path     string
-	size     int64
-	started  time.Time
-	read     atomic.Int64
-	uploaded atomic.Int64
+	path    string
+	size    int64
+	started time.Time
+	read    atomic.Int64
+	sent    atomic.Int64
 }
 
 // reader counts what is read through it.
@@ -204,7 +204,7 @@ func (a *Agent) Status() Status {
 	}
 	s.InFlight = []InFlight{}
 	for _, p := range t.inFlight {
-		s.InFlight = append(s.InFlight, InFlight{Path: p.path, Bytes: p.size, Read: p.read.Load(), Uploaded: p.uploaded.Load(), Started: p.started.UTC()})
+		s.InFlight = append(s.InFlight, InFlight{Path: p.path, Bytes: p.size, Read: p.read.Load(), Sent: p.sent.Load(), Started: p.started.UTC()})
 	}
 	slices.SortFunc(s.InFlight, func(a, b InFlight) int { return a.Started.Compare(b.Started) })
 	s.RecentFailures = slices.Clone(t.failures)

@@ -108,21 +108,21 @@ func printStatus(w io.Writer, st agent.Status) {
 	fmt.Fprintf(w, "; %d conflicts; %d refused; %d failed attempts\n", st.Conflicts, st.Refused, st.FailedAttempts)
 }
 
-// progressText is a bar of the bytes S3 acknowledged, out of the total,
+// progressText is a bar of the bytes sent to S3, out of the total,
 // the rate so far and the time left at that rate.
 func progressText(f agent.InFlight, now time.Time) string {
 	const width = 20
 	frac := 1.0
 	if f.Bytes > 0 {
-		frac = min(1, float64(f.Uploaded)/float64(f.Bytes))
+		frac = min(1, float64(f.Sent)/float64(f.Bytes))
 	}
 	filled := int(frac * width)
 	bar := "[" + strings.Repeat("#", filled) + strings.Repeat(".", width-filled) + "]"
-	text := fmt.Sprintf("%s %3.0f%%  %s / %s", bar, frac*100, bytesText(f.Uploaded), bytesText(f.Bytes))
-	if took := now.Sub(f.Started); took > 0 && f.Uploaded > 0 {
-		rate := float64(f.Uploaded) / took.Seconds()
+	text := fmt.Sprintf("%s %3.0f%%  %s / %s", bar, frac*100, bytesText(f.Sent), bytesText(f.Bytes))
+	if took := now.Sub(f.Started); took > 0 && f.Sent > 0 {
+		rate := float64(f.Sent) / took.Seconds()
 		text += fmt.Sprintf("  %s/s", bytesText(int64(rate)))
-		if left := f.Bytes - f.Uploaded; left > 0 {
+		if left := f.Bytes - f.Sent; left > 0 {
 			text += "  ETA " + roundDuration(time.Duration(float64(left)/rate*float64(time.Second)))
 		}
 	}

@@ -14,7 +14,7 @@ func TestProgressText(t *testing.T) {
 		f    agent.InFlight
 		want string
 	}{
-		{agent.InFlight{Bytes: 100 << 20, Uploaded: 50 << 20, Started: now.Add(-5 * time.Second)},
+		{agent.InFlight{Bytes: 100 << 20, Sent: 50 << 20, Started: now.Add(-5 * time.Second)},
 			"[##########..........]  50%  50.0 MiB / 100.0 MiB  10.0 MiB/s  ETA 5s"},
 		{agent.InFlight{Bytes: 3000, Started: now}, "[....................]   0%  0 B / 2.9 KiB"},
 		{agent.InFlight{Bytes: 0, Started: now.Add(-time.Second)}, "[####################] 100%  0 B / 0 B"},
