@@ -21,10 +21,14 @@ import (
 // file, which then need not wait out the quiet period.
 type inotify struct {
 	f *os.File // non-blocking, so Close wakes a blocked read
+	// fd is f's descriptor for adding and removing watches, kept apart:
+	// f.Fd() would race with a Close and put f in blocking mode.
+	fd int
 
-	mu    sync.Mutex
-	paths map[int32]string // watch descriptor → folder
-	wds   map[string]int32
+	mu     sync.Mutex
+	closed bool             // fd must not be used any more
+	paths  map[int32]string // watch descriptor → folder
+	wds    map[string]int32
 }
 
 // fsEvent is one event about a name in a watched folder.
@@ -51,6 +55,7 @@ func newInotify() (*inotify, error) {
 	}
 	return &inotify{
 		f:     os.NewFile(uintptr(fd), "inotify"),
+		fd:    fd,
 		paths: map[int32]string{},
 		wds:   map[string]int32{},
 	}, nil
@@ -61,7 +66,10 @@ func newInotify() (*inotify, error) {
 func (in *inotify) add(dir string) error {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	wd, err := unix.InotifyAddWatch(int(in.f.Fd()), dir, watchMask)
+	if in.closed {
+		return os.ErrClosed
+	}
+	wd, err := unix.InotifyAddWatch(in.fd, dir, watchMask)
 	if err != nil {
 		return fmt.Errorf("inotify watch %s: %w", dir, err)
 	}
@@ -78,9 +86,12 @@ func (in *inotify) add(dir string) error {
 func (in *inotify) forget(dir string) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
+	if in.closed {
+		return
+	}
 	for p, wd := range in.wds {
 		if p == dir || strings.HasPrefix(p, dir+"/") {
-			_, _ = unix.InotifyRmWatch(int(in.f.Fd()), uint32(wd))
+			_, _ = unix.InotifyRmWatch(in.fd, uint32(wd))
 			delete(in.wds, p)
 			delete(in.paths, wd)
 		}
@@ -133,4 +144,9 @@ func (in *inotify) read(buf []byte) ([]fsEvent, error) {
 	return evs, overflow
 }
 
-func (in *inotify) close() error { return in.f.Close() }
+func (in *inotify) close() error {
+	in.mu.Lock()
+	in.closed = true
+	in.mu.Unlock()
+	return in.f.Close()
+}
