@@ -320,10 +320,14 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 		case !e.seen.sameVersion(id):
 			e.seen, e.since = id, now
 		}
-		if c.movedIn {
-			e.published = id
+		if !c.movedIn {
+			return false
 		}
-		return e.isPublished()
+		e.published = id
+		// Only a new rename asks for an immediate dispatch, and only when
+		// the file is not waiting out a backoff: otherwise every rescan
+		// during an outage would walk the pending set once per file.
+		return e.isPublished() && !e.running && !now.Before(e.notBefore)
 	}
 
 	// park stops looking at a file until it changes.
@@ -424,7 +428,7 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 			if e.running || now.Before(e.notBefore) {
 				continue
 			}
-			published := e.isPublished()
+			published := e.isPublished() && !a.cfg.QuietForRenamed
 			if !published && now.Sub(e.seen.ctime) < a.cfg.Quiet && now.Sub(e.since) < a.cfg.Quiet {
 				continue
 			}

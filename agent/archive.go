@@ -209,7 +209,12 @@ func copyAcross(src, dst string) error {
 	if err := renameNoReplace(tmp.Name(), dst); err != nil {
 		if errors.Is(err, unix.EEXIST) {
 			if same, cerr := sameContent(src, dst); cerr == nil && same {
-				return nil
+				// Possibly left by a run that crashed before its fsync:
+				// durable before the caller unlinks the source.
+				if err := syncFile(dst); err != nil {
+					return err
+				}
+				return syncDir(filepath.Dir(dst))
 			}
 			return fmt.Errorf("%s: %w", dst, errArchiveTaken)
 		}

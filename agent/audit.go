@@ -263,7 +263,13 @@ func (au *audit) walk(ctx context.Context, base string, archived bool) error {
 		}
 		rel = filepath.ToSlash(rel)
 		if d.IsDir() {
-			if ignored(rel, nil) { // dot-folders: the claim folder, temp folders
+			// The folders the watcher skips: dot-folders (the claim
+			// folder, temp folders) and, in the watch folder, --ignore.
+			globs := au.a.cfg.Ignore
+			if archived {
+				globs = nil
+			}
+			if ignored(rel, globs) {
 				return filepath.SkipDir
 			}
 			return nil

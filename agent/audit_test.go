@@ -62,6 +62,9 @@ func TestAuditFindsEveryKind(t *testing.T) {
 	put("stray.jpg", []byte("stray"))
 	// unsent.jpg: in the watch folder, never offloaded.
 	os.WriteFile(filepath.Join(h.cfg.Watch, "unsent.jpg"), []byte("unsent"), 0o644)
+	// A folder the agent ignores (it matches *.part) is not judged.
+	os.MkdirAll(filepath.Join(h.cfg.Watch, "chunks.part"), 0o755)
+	os.WriteFile(filepath.Join(h.cfg.Watch, "chunks.part", "piece.jpg"), []byte("piece"), 0o644)
 	// smuggled.jpg: in the archive, never offloaded.
 	os.WriteFile(filepath.Join(h.cfg.Archive, "smuggled.jpg"), []byte("smuggled"), 0o644)
 	// fine-1.jpg's archived copy is altered: only the deep audit sees it.

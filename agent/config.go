@@ -93,6 +93,12 @@ type Config struct {
 	Grace       time.Duration // how long in-flight uploads may finish on shutdown
 	CallTimeout time.Duration // bound on each S3 or DynamoDB call
 	OrphanAge   time.Duration // multipart uploads older than this are aborted at start
+	// QuietForRenamed makes a file renamed into its name wait for the quiet
+	// period too. By default such a file is complete once no writer has it
+	// open (the back-end wrote a temporary name and renamed it). A
+	// back-end that renames a first chunk into place and appends the rest
+	// in later opens needs this.
+	QuietForRenamed bool
 	// DryRun: say what would be done with each file, and do nothing: no
 	// upload, ledger write, archive, or abort of anyone's upload.
 	DryRun bool

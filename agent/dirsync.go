@@ -39,8 +39,10 @@ func (s *dirSyncer) later(dirs ...string) {
 	}
 }
 
-// flush fsyncs every queued folder. A folder that fails is queued again
-// (it may have vanished: then the next flush drops it quietly).
+// flush fsyncs every queued folder. A failure is logged, not retried: a
+// folder that cannot be opened would otherwise log every interval, and
+// nothing depends on it (see dirSyncer); the next rename there queues it
+// again. A folder that vanished is dropped quietly.
 func (s *dirSyncer) flush() {
 	s.mu.Lock()
 	dirs := s.dirs
@@ -48,8 +50,7 @@ func (s *dirSyncer) flush() {
 	s.mu.Unlock()
 	for d := range dirs {
 		if err := syncDir(d); err != nil && !isNotExist(err) {
-			s.log.Warn("fsync of folder failed; will try again", "folder", d, "err", err)
-			s.later(d)
+			s.log.Warn("fsync of folder failed", "folder", d, "err", err)
 		}
 	}
 }

@@ -105,6 +105,11 @@ func TestSettled(t *testing.T) {
 			t.Errorf("%s: settled = %v; want %v", tt.name, got, tt.want)
 		}
 	}
+	// --quiet-renamed: a renamed file waits like any other.
+	strict := &Agent{cfg: Config{Quiet: 2 * time.Second, QuietForRenamed: true}}
+	if strict.settled(id, published, now, true) {
+		t.Errorf("with QuietForRenamed, a just renamed file is settled")
+	}
 }
 
 func TestContentType(t *testing.T) {

@@ -139,7 +139,9 @@ func (p *readiness) check(ctx context.Context, a *Agent) error {
 	if !p.at.IsZero() && time.Since(p.at) < readyCache {
 		return p.last
 	}
-	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	// The probe outlives an impatient client, so what is cached is S3's
+	// and DynamoDB's answer, not the client's cancellation.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), readyTimeout)
 	defer cancel()
 	var s3err, dberr error
 	var wg sync.WaitGroup

@@ -231,7 +231,7 @@ type job struct {
 // version for the quiet period. A writer that closes the file between
 // chunks is only held back by this rule.
 func (a *Agent) settled(id fileID, j job, now time.Time, noWriter bool) bool {
-	if j.published && noWriter && id.sameVersion(j.seen) {
+	if j.published && noWriter && id.sameVersion(j.seen) && !a.cfg.QuietForRenamed {
 		return true
 	}
 	if now.Sub(id.ctime) >= a.cfg.Quiet {

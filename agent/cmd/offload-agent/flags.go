@@ -60,7 +60,7 @@ type setting struct {
 }
 
 // booleans are the settings where --name alone means true.
-var booleans = map[string]bool{"dry-run": true}
+var booleans = map[string]bool{"dry-run": true, "quiet-renamed": true}
 
 var errHelp = errors.New("help requested")
 
@@ -82,6 +82,15 @@ var settings = []setting{
 		func(o *options, v string) error { o.agent.Mapping.URLPrefix = v; return nil }},
 	{"quiet", "OFFLOAD_QUIET", agent.DefaultQuiet.String(), "a file written in place is settled when unchanged this long (one renamed into its name goes at once)",
 		durationSetter(func(o *options) *time.Duration { return &o.agent.Quiet })},
+	{"quiet-renamed", "OFFLOAD_QUIET_RENAMED", "false", "renamed files wait for --quiet too (for a back-end that renames a first chunk into place and appends the rest)",
+		func(o *options, v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("want true or false, got %q", v)
+			}
+			o.agent.QuietForRenamed = b
+			return nil
+		}},
 	{"rescan", "OFFLOAD_RESCAN", agent.DefaultRescan.String(), "full scan period, on top of file-system events",
 		durationSetter(func(o *options) *time.Duration { return &o.agent.Rescan })},
 	{"ignore", "OFFLOAD_IGNORE", strings.Join(agent.DefaultIgnore, ","), "comma-separated globs of base names never uploaded (dot-folders are always skipped)",
