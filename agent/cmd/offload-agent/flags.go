@@ -83,14 +83,7 @@ var settings = []setting{
 	{"quiet", "OFFLOAD_QUIET", agent.DefaultQuiet.String(), "a file written in place is settled when unchanged this long (one renamed into its name goes at once)",
 		durationSetter(func(o *options) *time.Duration { return &o.agent.Quiet })},
 	{"quiet-renamed", "OFFLOAD_QUIET_RENAMED", "false", "renamed files wait for --quiet too (for a back-end that renames a first chunk into place and appends the rest)",
-		func(o *options, v string) error {
-			b, err := strconv.ParseBool(v)
-			if err != nil {
-				return fmt.Errorf("want true or false, got %q", v)
-			}
-			o.agent.QuietForRenamed = b
-			return nil
-		}},
+		boolSetter(func(o *options) *bool { return &o.agent.QuietForRenamed })},
 	{"rescan", "OFFLOAD_RESCAN", agent.DefaultRescan.String(), "full scan period, on top of file-system events",
 		durationSetter(func(o *options) *time.Duration { return &o.agent.Rescan })},
 	{"ignore", "OFFLOAD_IGNORE", strings.Join(agent.DefaultIgnore, ","), "comma-separated globs of base names never uploaded (dot-folders are always skipped)",
@@ -102,14 +95,7 @@ var settings = []setting{
 	{"workers", "OFFLOAD_WORKERS", strconv.Itoa(agent.DefaultWorkers), "files offloaded at once",
 		intSetter(func(o *options) *int { return &o.agent.Workers })},
 	{"dry-run", "OFFLOAD_DRY_RUN", "false", "say what would be uploaded, recorded and archived, and why; touch nothing (no upload, ledger write, move or abort)",
-		func(o *options, v string) error {
-			b, err := strconv.ParseBool(v)
-			if err != nil {
-				return fmt.Errorf("want true or false, got %q", v)
-			}
-			o.agent.DryRun = b
-			return nil
-		}},
+		boolSetter(func(o *options) *bool { return &o.agent.DryRun })},
 	{"bwlimit", "OFFLOAD_BWLIMIT", "0", "cap on bytes per second sent to S3 across all uploads, e.g. 20M (= 20 MiB/s); 0 is no limit",
 		func(o *options, v string) error { n, err := parseSize(v); o.agent.BandwidthLimit = n; return err }},
 	{"grace", "OFFLOAD_GRACE", agent.DefaultGrace.String(), "on SIGTERM, how long in-flight uploads may finish before they are aborted",
@@ -227,6 +213,17 @@ func durationSetter(field func(*options) *time.Duration) func(*options, string) 
 			return fmt.Errorf("want a duration like 2s or 1m, got %q", v)
 		}
 		*field(o) = d
+		return nil
+	}
+}
+
+func boolSetter(field func(*options) *bool) func(*options, string) error {
+	return func(o *options, v string) error {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("want true or false, got %q", v)
+		}
+		*field(o) = b
 		return nil
 	}
 }
