@@ -277,12 +277,3 @@ func syncFile(name string) error {
 }
 
 func syncDir(dir string) error { return syncFile(dir) }
-
-// syncNow fsyncs folders at once; for callers with no dirSyncer.
-func syncNow(dirs ...string) {
-	for _, d := range dirs {
-		_ = syncDir(d)
-	}
-}
-
-func isNotExist(err error) bool { return errors.Is(err, os.ErrNotExist) }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -338,9 +337,5 @@ func fileChecksum(p string) (string, error) {
 		return "", err
 	}
 	defer f.Close()
-	crc := offload.NewCRC64NVME()
-	if _, err := io.Copy(crc, f); err != nil {
-		return "", err
-	}
-	return offload.EncodeChecksum(crc.Sum64()), nil
+	return readChecksum(f)
 }

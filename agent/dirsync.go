@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"errors"
+	"io/fs"
 	"log/slog"
 	"sync"
 	"time"
@@ -49,7 +51,7 @@ func (s *dirSyncer) flush() {
 	s.dirs = map[string]bool{}
 	s.mu.Unlock()
 	for d := range dirs {
-		if err := syncDir(d); err != nil && !isNotExist(err) {
+		if err := syncDir(d); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			s.log.Warn("fsync of folder failed", "folder", d, "err", err)
 		}
 	}

@@ -316,3 +316,10 @@ func TestOpenLocalRefusesNonRegular(t *testing.T) {
 		t.Errorf("stillSame after a write = %v; want errChanged", err)
 	}
 }
+
+// syncNow fsyncs folders at once, for finishLocal without a dirSyncer.
+func syncNow(dirs ...string) {
+	for _, d := range dirs {
+		_ = syncDir(d)
+	}
+}

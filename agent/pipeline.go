@@ -189,12 +189,11 @@ func (a *Agent) dryRun(ctx context.Context, res result, f io.Reader) result {
 		res.outcome, res.err, res.cause = outFailed, err, causeS3
 		return res
 	}
-	crc := offload.NewCRC64NVME()
-	if _, err := io.Copy(crc, f); err != nil {
-		res.outcome, res.err, res.cause = outFailed, fmt.Errorf("%w: %w", errRead, err), causeLocal
+	sum, err := readChecksum(f)
+	if err != nil {
+		res.outcome, res.err, res.cause = outFailed, err, causeLocal
 		return res
 	}
-	sum := offload.EncodeChecksum(crc.Sum64())
 	if obj.Size == res.id.size && obj.CRC64NVME == sum {
 		res.outcome, res.err = outDryRun, fmt.Errorf("%s already holds these bytes: would record it in the ledger (if missing), then %s", res.key, after)
 		return res

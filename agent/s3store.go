@@ -33,6 +33,16 @@ type objectInfo struct {
 var errObjectExists = errors.New("object already exists")
 
 // upload is one original to store: its bytes, read once from body.
+// readChecksum reads r to the end and returns its full-object CRC64NVME
+// as S3 encodes it. A read failure is errRead.
+func readChecksum(r io.Reader) (string, error) {
+	crc := offload.NewCRC64NVME()
+	if _, err := io.Copy(crc, r); err != nil {
+		return "", fmt.Errorf("%w: %w", errRead, err)
+	}
+	return offload.EncodeChecksum(crc.Sum64()), nil
+}
+
 // errRead marks a failure to read the local file during an upload: the
 // disk's fault, not S3's.
 var errRead = errors.New("read")
@@ -155,11 +165,11 @@ func (s *s3Store) putMultipart(ctx context.Context, u upload, partSize int64) (s
 	// A large file is worth one HEAD first: after a restart it is usually
 	// already there, and re-sending gigabytes only to be refused is waste.
 	if _, err := s.head(ctx, u.key); err == nil {
-		crc := offload.NewCRC64NVME()
-		if _, err := io.Copy(crc, u.body); err != nil {
-			return "", objectInfo{}, fmt.Errorf("%w: %w", errRead, err)
+		sum, err := readChecksum(u.body)
+		if err != nil {
+			return "", objectInfo{}, err
 		}
-		return offload.EncodeChecksum(crc.Sum64()), objectInfo{}, errObjectExists
+		return sum, objectInfo{}, errObjectExists
 	} else if !errors.Is(err, offload.ErrNotFound) {
 		return "", objectInfo{}, err
 	}

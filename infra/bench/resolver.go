@@ -106,49 +106,67 @@ func (b *bench) resolverBench(ctx context.Context, resolverBin string, conns int
 	each := func(addr string) func(int64) string {
 		return func(n int64) string { return fmt.Sprintf("http://%s/static/cat-%d.jpg", addr, n) }
 	}
-	for _, run := range []struct {
-		name, verify string
-		urls         func(addr string) func(int64) string
+	resolver := func(verify string) func(addr string) (*exec.Cmd, error) {
+		return func(addr string) (*exec.Cmd, error) {
+			cmd := exec.CommandContext(ctx, resolverBin, "--listen", addr, "--key-prefix", "bench/resolver/", "--verify", verify, "--log-format", "json")
+			cmd.Stdout, cmd.Stderr = io.Discard, io.Discard // a log line per request is part of the cost
+			return cmd, nil
+		}
+	}
+	fixed302 := func(addr string) (*exec.Cmd, error) {
+		self, err := os.Executable()
+		if err != nil {
+			return nil, err
+		}
+		cmd := exec.CommandContext(ctx, self)
+		cmd.Env = append(os.Environ(), fixed302Env+"="+addr)
+		return cmd, nil
+	}
+	for _, srv := range []struct {
+		name  string
+		start func(addr string) (*exec.Cmd, error)
+		urls  func(addr string) func(int64) string
+		want  int
 	}{
-		{"offload-resolver 302, --verify none, one object", "none", one},
-		{"offload-resolver 302, --verify none, a new object each", "none", each},
-		{"offload-resolver 302, --verify ledger, one object", "ledger", one},
+		{"offload-resolver 302, --verify none, one object", resolver("none"), one, http.StatusFound},
+		{"offload-resolver 302, --verify none, a new object each", resolver("none"), each, http.StatusFound},
+		{"offload-resolver 302, --verify ledger, one object", resolver("ledger"), one, http.StatusFound},
+		{"Go net/http, a fixed 302 (no work at all)", fixed302, one, http.StatusFound},
+		{"lighttpd 200, a 15 KiB local file", func(addr string) (*exec.Cmd, error) { return b.lighttpd(ctx, addr) }, one, http.StatusOK},
 	} {
-		addr, err := loopback.FreeAddr()
+		r, err := loadServer(ctx, srv.start, srv.urls, srv.want, conns, d)
 		if err != nil {
-			return err
+			return fmt.Errorf("%s: %w", srv.name, err)
 		}
-		cmd := exec.CommandContext(ctx, resolverBin, "--listen", addr, "--key-prefix", "bench/resolver/", "--verify", run.verify, "--log-format", "json")
-		cmd.Stdout, cmd.Stderr = io.Discard, io.Discard // a log line per request is part of the cost
-		if err := cmd.Start(); err != nil {
-			return err
-		}
-		err = loopback.WaitListening(ctx, addr, 20*time.Second)
-		var r loadResult
-		if err == nil {
-			r = load(run.urls(addr), http.StatusFound, conns, d)
-		}
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-		if err != nil {
-			return err
-		}
-		if r.unexpected > 0 {
-			return fmt.Errorf("%s: %d unexpected answers (%s)", run.name, r.unexpected, r.unexpectedMsg)
-		}
-		fmt.Printf("%-52s %12.0f %10s %10s\n", run.name, r.perSecond, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond))
+		fmt.Printf("%-52s %12.0f %10s %10s\n", srv.name, r.perSecond, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond))
 	}
-	r, err := fixed302Reference(ctx, conns, d)
-	if err != nil {
-		return err
-	}
-	fmt.Printf("%-52s %12.0f %10s %10s\n", "Go net/http, a fixed 302 (no work at all)", r.perSecond, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond))
-	r, err = b.lighttpdReference(ctx, conns, d)
-	if err != nil {
-		return err
-	}
-	fmt.Printf("%-52s %12.0f %10s %10s\n", "lighttpd 200, a 15 KiB local file", r.perSecond, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond))
 	return nil
+}
+
+// loadServer starts a server on a free loopback address, puts the load on
+// it once it listens, and stops it (by its PID) whatever happened.
+func loadServer(ctx context.Context, start func(addr string) (*exec.Cmd, error), urls func(addr string) func(int64) string,
+	want, conns int, d time.Duration) (loadResult, error) {
+	addr, err := loopback.FreeAddr()
+	if err != nil {
+		return loadResult{}, err
+	}
+	cmd, err := start(addr)
+	if err != nil {
+		return loadResult{}, err
+	}
+	if err := cmd.Start(); err != nil {
+		return loadResult{}, err
+	}
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	if err := loopback.WaitListening(ctx, addr, 20*time.Second); err != nil {
+		return loadResult{}, err
+	}
+	r := load(urls(addr), want, conns, d)
+	if r.unexpected > 0 {
+		return r, fmt.Errorf("%d unexpected answers (%s)", r.unexpected, r.unexpectedMsg)
+	}
+	return r, nil
 }
 
 // fixed302Env makes the bench binary, started again, serve nothing but a
@@ -165,63 +183,26 @@ func serveFixed302(addr string) error {
 	}))
 }
 
-func fixed302Reference(ctx context.Context, conns int, d time.Duration) (loadResult, error) {
-	addr, err := loopback.FreeAddr()
-	if err != nil {
-		return loadResult{}, err
-	}
-	self, err := os.Executable()
-	if err != nil {
-		return loadResult{}, err
-	}
-	cmd := exec.CommandContext(ctx, self)
-	cmd.Env = append(os.Environ(), fixed302Env+"="+addr)
-	if err := cmd.Start(); err != nil {
-		return loadResult{}, err
-	}
-	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
-	if err := loopback.WaitListening(ctx, addr, 20*time.Second); err != nil {
-		return loadResult{}, err
-	}
-	r := load(func(int64) string { return "http://" + addr + "/static/cat.jpg" }, http.StatusFound, conns, d)
-	if r.unexpected > 0 {
-		return r, fmt.Errorf("fixed 302: %d unexpected answers (%s)", r.unexpected, r.unexpectedMsg)
-	}
-	return r, nil
-}
-
-func (b *bench) lighttpdReference(ctx context.Context, conns int, d time.Duration) (loadResult, error) {
+// lighttpd is the reference web server serving a 15 KiB local file on addr.
+func (b *bench) lighttpd(ctx context.Context, addr string) (*exec.Cmd, error) {
 	dir := filepath.Join(b.work, "lighttpd")
 	if err := os.MkdirAll(filepath.Join(dir, "www", "static"), 0o755); err != nil {
-		return loadResult{}, err
+		return nil, err
 	}
 	if err := os.WriteFile(filepath.Join(dir, "www", "static", "cat.jpg"), make([]byte, 15<<10), 0o644); err != nil {
-		return loadResult{}, err
-	}
-	addr, err := loopback.FreeAddr()
-	if err != nil {
-		return loadResult{}, err
+		return nil, err
 	}
 	_, port, _ := net.SplitHostPort(addr)
 	conf := filepath.Join(dir, "lighttpd.conf")
 	text := fmt.Sprintf("server.document-root = %q\nserver.bind = \"127.0.0.1\"\nserver.port = %s\nserver.errorlog = %q\n",
 		filepath.Join(dir, "www"), port, filepath.Join(dir, "error.log"))
 	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
-		return loadResult{}, err
+		return nil, err
 	}
-	cmd := exec.CommandContext(ctx, "lighttpd", "-D", "-f", conf)
-	if err := cmd.Start(); err != nil {
-		return loadResult{}, fmt.Errorf("lighttpd (infra/local/stack install puts it there): %w", err)
+	if _, err := exec.LookPath("lighttpd"); err != nil {
+		return nil, fmt.Errorf("lighttpd (infra/local/stack install puts it there): %w", err)
 	}
-	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
-	if err := loopback.WaitListening(ctx, addr, 20*time.Second); err != nil {
-		return loadResult{}, err
-	}
-	r := load(func(int64) string { return "http://" + addr + "/static/cat.jpg" }, http.StatusOK, conns, d)
-	if r.unexpected > 0 {
-		return r, fmt.Errorf("lighttpd: %d unexpected answers (%s)", r.unexpected, r.unexpectedMsg)
-	}
-	return r, nil
+	return exec.CommandContext(ctx, "lighttpd", "-D", "-f", conf), nil
 }
 
 // closeToStart runs the agent as a daemon with its default settings and
