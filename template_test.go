@@ -3,11 +3,17 @@ package offload_test
 import (
 	"encoding/json"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/awslabs/goformation/v7"
 	"github.com/awslabs/goformation/v7/intrinsics"
@@ -17,8 +23,18 @@ import (
 
 // loadTemplate parses template.yaml with goformation, keeping references
 // readable ("Ref:X", "GetAtt:X.Y", the Sub string itself) instead of
-// resolving them, and returns it as plain JSON values.
+// resolving them, and returns it as plain JSON values. A Ref to a Number
+// parameter is the exception: it becomes the parameter's default, as
+// CloudFormation would deploy it, because goformation's typed properties
+// (ReservedConcurrentExecutions, RetentionInDays) take no string.
 func loadTemplate(t *testing.T) map[string]any {
+	t.Helper()
+	return loadTemplateWith(t, nil)
+}
+
+// loadTemplateWith is loadTemplate with parameter defaults replaced, which
+// shows what a Number parameter is wired to.
+func loadTemplateWith(t *testing.T, overrides map[string]any) map[string]any {
 	t.Helper()
 	keep := func(prefix string) intrinsics.IntrinsicHandler {
 		return func(name string, input any, template any) any {
@@ -35,8 +51,20 @@ func loadTemplate(t *testing.T) map[string]any {
 			return prefix + fmt.Sprint(input)
 		}
 	}
-	opts := &intrinsics.ProcessorOptions{IntrinsicHandlerOverrides: map[string]intrinsics.IntrinsicHandler{
-		"Ref": keep("Ref:"), "Fn::GetAtt": keep("GetAtt:"), "Fn::Sub": keep(""), "Fn::If": keep("If:"),
+	ref := func(name string, input any, template any) any {
+		if p, ok := input.(string); ok && get(template, "Parameters", p, "Type") == "Number" {
+			v := intrinsics.Ref(name, input, template)
+			if s, ok := v.(string); ok { // a default written "20", as the SAM schema wants it
+				if n, err := strconv.Atoi(s); err == nil {
+					return n
+				}
+			}
+			return v
+		}
+		return keep("Ref:")(name, input, template)
+	}
+	opts := &intrinsics.ProcessorOptions{ParameterOverrides: overrides, IntrinsicHandlerOverrides: map[string]intrinsics.IntrinsicHandler{
+		"Ref": ref, "Fn::GetAtt": keep("GetAtt:"), "Fn::Sub": keep(""), "Fn::If": keep("If:"),
 	}}
 	tmpl, err := goformation.OpenWithOptions("template.yaml", opts)
 	if err != nil {
@@ -89,6 +117,17 @@ func TestTemplateMatchesSAMSchema(t *testing.T) {
 		t.Errorf("condition HasBucketName missing")
 	}
 	delete(doc, "Conditions")
+	// goformation types a parameter's MinValue and MaxValue as numbers (as
+	// CloudFormation documents them) while its bundled schema wants
+	// strings; give the schema what it wants.
+	params, _ := doc["Parameters"].(map[string]any)
+	for _, p := range params {
+		for _, k := range []string{"MinValue", "MaxValue"} {
+			if v, ok := get(p, k).(float64); ok {
+				p.(map[string]any)[k] = strconv.FormatFloat(v, 'f', -1, 64)
+			}
+		}
+	}
 	res, err := gojsonschema.Validate(gojsonschema.NewStringLoader(schema.SamSchema), gojsonschema.NewGoLoader(doc))
 	if err != nil {
 		t.Fatalf("schema validation: %v", err)
@@ -135,6 +174,9 @@ func TestTemplateSecurity(t *testing.T) {
 		get(table, "Properties", "KeySchema", 0, "AttributeName") != "pk" {
 		t.Errorf("ledger table: want PAY_PER_REQUEST, PITR and partition key pk: %v", table["Properties"])
 	}
+	if get(table, "Properties", "DeletionProtectionEnabled") != true {
+		t.Errorf("ledger table: DeletionProtectionEnabled is not true")
+	}
 
 	fn := resource(t, doc, "ResolverFunction")
 	p := func(k ...any) any { return get(fn, append([]any{"Properties"}, k...)...) }
@@ -159,6 +201,207 @@ func TestTemplateSecurity(t *testing.T) {
 		if _, ok := vars[name]; !ok {
 			t.Errorf("resolver reads %s, the template does not set it", name)
 		}
+	}
+}
+
+// TestTemplateConditionalWriteGuard: the bucket policy carries AWS's guard
+// for conditional writes (a Deny of s3:PutObject without If-None-Match,
+// multipart's header-less calls exempt), for every principal and every
+// object, and the agent sends If-None-Match on each of its writes that the
+// guard judges, so the guard can never stop it.
+func TestTemplateConditionalWriteGuard(t *testing.T) {
+	doc := loadTemplate(t)
+	statements, _ := get(resource(t, doc, "OriginalsBucketPolicy"), "Properties", "PolicyDocument", "Statement").([]any)
+	var st map[string]any
+	for _, s := range statements {
+		if get(s, "Sid") == "DenyUnconditionalWrites" {
+			st, _ = s.(map[string]any)
+		}
+	}
+	if st == nil {
+		t.Fatalf("bucket policy has no DenyUnconditionalWrites statement: %v", statements)
+	}
+	if get(st, "Effect") != "Deny" || get(st, "Principal") != "*" {
+		t.Errorf("guard: want a Deny for Principal *: %v", st)
+	}
+	if a := strList(st["Action"]); len(a) != 1 || a[0] != "s3:PutObject" {
+		t.Errorf("guard: Action %v; want exactly s3:PutObject (which CompleteMultipartUpload and CopyObject authorize as)", a)
+	}
+	if r := strList(st["Resource"]); len(r) != 1 || r[0] != "${OriginalsBucket.Arn}/*" {
+		t.Errorf("guard: Resource %v; want every object of the bucket", r)
+	}
+	cond, _ := st["Condition"].(map[string]any)
+	want := map[string]map[string]any{
+		"Null": {"s3:if-none-match": "true"},           // the header is absent
+		"Bool": {"s3:ObjectCreationOperation": "true"}, // and the call creates the object
+	}
+	if len(cond) != len(want) {
+		t.Errorf("guard: Condition %v; want exactly %v", cond, want)
+	}
+	for op, keys := range want {
+		got, _ := cond[op].(map[string]any)
+		if len(got) != len(keys) {
+			t.Errorf("guard: Condition.%s %v; want %v", op, got, keys)
+		}
+		for k, v := range keys {
+			if got[k] != v {
+				t.Errorf("guard: Condition.%s.%s = %v; want %v", op, k, got[k], v)
+			}
+		}
+	}
+
+	// The agent's side: both calls the guard judges carry IfNoneMatch "*",
+	// and the agent makes no call the guard refuses outright (CopyObject,
+	// UploadPartCopy).
+	fset := token.NewFileSet()
+	f, err := parser.ParseFile(fset, "agent/s3store.go", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := map[string]int{}
+	ast.Inspect(f, func(n ast.Node) bool {
+		call, ok := n.(*ast.CallExpr)
+		if !ok {
+			return true
+		}
+		sel, ok := call.Fun.(*ast.SelectorExpr)
+		if !ok {
+			return true
+		}
+		switch sel.Sel.Name {
+		case "CopyObject", "UploadPartCopy":
+			t.Errorf("agent/s3store.go:%d calls %s, which the guard refuses", fset.Position(call.Pos()).Line, sel.Sel.Name)
+		case "PutObject", "CompleteMultipartUpload":
+			found[sel.Sel.Name]++
+			if !sendsIfNoneMatchStar(call) {
+				t.Errorf("agent/s3store.go:%d: %s without IfNoneMatch: aws.String(\"*\"); the bucket policy would refuse it", fset.Position(call.Pos()).Line, sel.Sel.Name)
+			}
+		}
+		return true
+	})
+	for _, name := range []string{"PutObject", "CompleteMultipartUpload"} {
+		if found[name] == 0 {
+			t.Errorf("agent/s3store.go: no %s call found; this check no longer sees the agent's writes", name)
+		}
+	}
+}
+
+// sendsIfNoneMatchStar reports whether a call's input literal sets
+// IfNoneMatch to aws.String("*").
+func sendsIfNoneMatchStar(call *ast.CallExpr) bool {
+	for _, arg := range call.Args {
+		u, ok := arg.(*ast.UnaryExpr)
+		if !ok {
+			continue
+		}
+		lit, ok := u.X.(*ast.CompositeLit)
+		if !ok {
+			continue
+		}
+		for _, e := range lit.Elts {
+			kv, ok := e.(*ast.KeyValueExpr)
+			if !ok {
+				continue
+			}
+			if k, ok := kv.Key.(*ast.Ident); !ok || k.Name != "IfNoneMatch" {
+				continue
+			}
+			v, ok := kv.Value.(*ast.CallExpr)
+			if !ok || len(v.Args) != 1 {
+				return false
+			}
+			s, ok := v.Args[0].(*ast.BasicLit)
+			return ok && s.Value == `"*"`
+		}
+	}
+	return false
+}
+
+// TestTemplateResolverLimits: the public Function URL has reserved
+// concurrency and its log a retention, both parameters with sane defaults
+// wired to the resources; the presigned URL's life is bounded.
+func TestTemplateResolverLimits(t *testing.T) {
+	doc := loadTemplate(t)
+	param := func(name string) map[string]any {
+		t.Helper()
+		p, ok := get(doc, "Parameters", name).(map[string]any)
+		if !ok {
+			t.Fatalf("template has no parameter %s", name)
+		}
+		return p
+	}
+
+	rc := param("ReservedConcurrency")
+	def, _ := strconv.Atoi(fmt.Sprint(rc["Default"]))
+	if rc["Type"] != "Number" || def < 1 || def > 100 || get(rc, "MinValue") != 1.0 || get(rc, "MaxValue") == nil {
+		t.Errorf("ReservedConcurrency: %v; want a Number, default between 1 and 100, MinValue 1 (0 throttles everything), a MaxValue", rc)
+	}
+	fn := resource(t, doc, "ResolverFunction")
+	if got := get(fn, "Properties", "ReservedConcurrentExecutions"); got != float64(def) {
+		t.Errorf("resolver: ReservedConcurrentExecutions %v; want the ReservedConcurrency default %d", got, def)
+	}
+
+	days := param("LogRetentionDays")
+	// What CloudFormation accepts for RetentionInDays.
+	valid := map[string]bool{}
+	for _, d := range []int{1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1827, 3653} {
+		valid[strconv.Itoa(d)] = true
+	}
+	allowed := strList(days["AllowedValues"])
+	for _, v := range allowed {
+		if !valid[v] {
+			t.Errorf("LogRetentionDays allows %s, which CloudFormation refuses", v)
+		}
+	}
+	if !valid[fmt.Sprint(days["Default"])] || !slices.Contains(allowed, fmt.Sprint(days["Default"])) {
+		t.Errorf("LogRetentionDays: default %v is not an allowed retention", days["Default"])
+	}
+	lg := resource(t, doc, "ResolverLogGroup")
+	if lg["Type"] != "AWS::Logs::LogGroup" || get(lg, "Properties", "LogGroupName") != "/aws/lambda/${ResolverFunction}" {
+		t.Errorf("ResolverLogGroup: want AWS::Logs::LogGroup named /aws/lambda/${ResolverFunction} (the group Lambda writes to): %v", lg)
+	}
+	if got := fmt.Sprint(get(lg, "Properties", "RetentionInDays")); got != fmt.Sprint(days["Default"]) {
+		t.Errorf("ResolverLogGroup: RetentionInDays %s; want the LogRetentionDays default %v", got, days["Default"])
+	}
+
+	// Wired to the parameters, not equal to them by chance.
+	over := loadTemplateWith(t, map[string]any{"ReservedConcurrency": 7, "LogRetentionDays": 14})
+	if got := get(resource(t, over, "ResolverFunction"), "Properties", "ReservedConcurrentExecutions"); got != 7.0 {
+		t.Errorf("with ReservedConcurrency=7, ReservedConcurrentExecutions is %v", got)
+	}
+	if got := get(resource(t, over, "ResolverLogGroup"), "Properties", "RetentionInDays"); got != 14.0 {
+		t.Errorf("with LogRetentionDays=14, RetentionInDays is %v", got)
+	}
+
+	// PresignExpiry: whole minutes, 1m to 60m; every value it lets through
+	// is a duration the resolver takes.
+	pe := param("PresignExpiry")
+	pattern, _ := pe["AllowedPattern"].(string)
+	re, err := regexp.Compile(pattern)
+	if err != nil || pattern == "" {
+		t.Fatalf("PresignExpiry: AllowedPattern %q: %v", pattern, err)
+	}
+	for v, want := range map[string]bool{
+		"1m": true, "15m": true, "59m": true, "60m": true,
+		"": false, "0m": false, "61m": false, "90m": false, "1h": false, "30s": false, "15": false, "015m": false, "7d": false, "168h": false, "15m ": false,
+	} {
+		if got := re.MatchString(v); got != want {
+			t.Errorf("PresignExpiry pattern %q on %q: %v; want %v", pattern, v, got, want)
+		}
+	}
+	for m := 0; m <= 61; m++ {
+		v := strconv.Itoa(m) + "m"
+		if re.MatchString(v) {
+			if d, err := time.ParseDuration(v); err != nil || d < time.Minute || d > time.Hour {
+				t.Errorf("PresignExpiry allows %q (%v, %v)", v, d, err)
+			}
+		}
+	}
+	if !re.MatchString(fmt.Sprint(pe["Default"])) {
+		t.Errorf("PresignExpiry: default %v does not match its own pattern", pe["Default"])
+	}
+	if pe["ConstraintDescription"] == nil {
+		t.Errorf("PresignExpiry: no ConstraintDescription to tell a user what is allowed")
 	}
 }
 
@@ -204,7 +447,7 @@ func TestTemplatePoliciesAreLeastPrivilege(t *testing.T) {
 	}
 	want := map[string][]string{
 		"AgentPolicy":      {"dynamodb:GetItem", "dynamodb:PutItem", "s3:AbortMultipartUpload", "s3:GetObject", "s3:ListBucketMultipartUploads", "s3:ListMultipartUploadParts", "s3:PutObject"},
-		"ResolverFunction": {"dynamodb:GetItem", "s3:GetObject"},
+		"ResolverFunction": {"dynamodb:GetItem", "s3:GetObject", "s3:GetObjectVersion"},
 		"AuditPolicy":      {"dynamodb:BatchGetItem", "dynamodb:Scan", "s3:GetObject", "s3:ListBucket"},
 	}
 	for owner, w := range want {

@@ -24,10 +24,13 @@ import (
 
 // TestOnceOffloadsEverything: files already in the folder at start, in
 // nested folders, with odd names, empty, small (one PUT) and large (a
-// multipart upload of 4 parts) all land whole, recorded and archived.
+// multipart upload of 4 parts) all land whole, recorded and archived, with
+// S3 answering as AWS does under AgentPolicy (a missing key is 403 to the
+// agent: the HEAD before a multipart upload must not stop it).
 func TestOnceOffloadsEverything(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
+	h.requireAWSAnswers()
 	files := map[string][]byte{
 		"small.jpg":                 randomBytes(100<<10, 1),
 		"2026/11/nested.jpg":        randomBytes(3000, 2),
@@ -396,7 +399,7 @@ func TestBandwidthLimitHolds(t *testing.T) {
 	// period would sit in the measured window after the start-up sweep.
 	h.cfg.Quiet = time.Millisecond
 	relay := newByteCounter(t, h.st.S3Endpoint)
-	h.agentS3 = s3.New(h.s3.Options(), func(o *s3.Options) { o.BaseEndpoint = aws.String(relay.endpoint) })
+	h.agentS3 = h.agentS3At(relay.endpoint)
 	big := randomBytes(6<<20, 1)
 	h.write("big.jpg", big)
 	total := len(big)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/photosleeve/offload"
 	"github.com/photosleeve/offload/agent"
+	"github.com/photosleeve/offload/infra/local/stacktest"
 )
 
 // TestAuditFindsEveryKind: after a clean offload, one discrepancy of each
@@ -70,6 +71,8 @@ func TestAuditFindsEveryKind(t *testing.T) {
 	// fine-1.jpg's archived copy is altered: only the deep audit sees it.
 	os.WriteFile(filepath.Join(h.cfg.Archive, "fine-1.jpg"), randomBytes(1000, 99), 0o644)
 
+	// The audit runs as itself: AuditPolicy, read-only, with s3:ListBucket.
+	h.agentS3 = h.st.S3For(t, stacktest.Audit, h.st.AWSShimEndpoint(t))
 	run := func(opts agent.AuditOptions) ([]string, agent.AuditSummary) {
 		t.Helper()
 		var got []string
@@ -132,6 +135,7 @@ func TestAuditCommand(t *testing.T) {
 		t.Helper()
 		cmd := exec.Command(bin, append([]string{"audit", "--watch", h.cfg.Watch, "--archive", h.cfg.Archive,
 			"--key-prefix", h.cfg.Mapping.KeyPrefix, "--grace", "0s"}, args...)...)
+		cmd.Env = h.commandEnv(stacktest.Audit)
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, testWriter{t}
 		err := cmd.Run()
@@ -166,10 +170,12 @@ func TestAuditCommand(t *testing.T) {
 // (a new file: upload; one S3 already holds: record and archive; other
 // bytes under its key: a conflict), and does none of it: no object, no
 // ledger item, nothing moved, a dead run's multipart upload and claimed file
-// left alone.
+// left alone. S3 answers as AWS does under AgentPolicy: the HEAD of the new
+// file's key is 403, which must read as "would upload", not as a failure.
 func TestDryRunTouchesNothing(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
+	h.requireAWSAnswers()
 	ctx := context.Background()
 	same, other := randomBytes(3000, 2), randomBytes(4000, 3)
 	h.write("new.jpg", randomBytes(2000, 1))

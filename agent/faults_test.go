@@ -26,6 +26,7 @@ import (
 	"github.com/photosleeve/offload"
 	"github.com/photosleeve/offload/agent"
 	"github.com/photosleeve/offload/infra/local/loopback"
+	"github.com/photosleeve/offload/infra/local/stacktest"
 )
 
 // TestOutageKeepsFilesLocal: while S3, then DynamoDB, is unreachable
@@ -38,7 +39,7 @@ func TestOutageKeepsFilesLocal(t *testing.T) {
 			h := newHarness(t)
 			var proxy = h.st.Proxy(t, h.st.S3Endpoint)
 			if service == "s3" {
-				h.agentS3 = h.st.S3At(t, proxy.Endpoint)
+				h.agentS3 = h.agentS3At(proxy.Endpoint)
 			} else {
 				proxy = h.st.Proxy(t, h.st.DynamoDBEndpoint)
 				h.agentDB = h.st.DynamoDBAt(t, proxy.Endpoint)
@@ -82,7 +83,7 @@ func TestShutdownDrains(t *testing.T) {
 			proxy := h.st.Proxy(t, h.st.S3Endpoint)
 			// 4 MB/s: the 12 MiB file takes about 3 s to send.
 			proxy.AddToxic("slow", "bandwidth", "upstream", map[string]any{"rate": 4000})
-			h.agentS3 = h.st.S3At(t, proxy.Endpoint)
+			h.agentS3 = h.agentS3At(proxy.Endpoint)
 			h.cfg.Grace = tt.grace
 			_, stop := h.runDaemon(h.cfg)
 			data := randomBytes(12<<20, 5)
@@ -126,7 +127,7 @@ func TestKill9MidUploadThenRestart(t *testing.T) {
 	start := func() *exec.Cmd {
 		cmd := exec.Command(bin, "run", "--watch", h.cfg.Watch, "--archive", h.cfg.Archive,
 			"--key-prefix", h.cfg.Mapping.KeyPrefix, "--quiet", "200ms", "--part-size", "5MiB", "--host", "test-host")
-		cmd.Env = append(os.Environ(), "AWS_ENDPOINT_URL_S3="+proxy.Endpoint)
+		cmd.Env = h.commandEnv(stacktest.Agent, "AWS_ENDPOINT_URL_S3="+proxy.Endpoint)
 		cmd.Stdout, cmd.Stderr = testWriter{t}, testWriter{t}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -270,7 +271,7 @@ func TestNoOrphanAfterFailedAbortOrLostCreate(t *testing.T) {
 			data := randomBytes(12<<20, 9)
 			if tt == "lost create response" {
 				var dropped atomic.Bool
-				h.agentS3 = h.st.S3At(t, faultyS3(t, h.st.S3Endpoint, func(w http.ResponseWriter, r *http.Request, forward http.Handler) bool {
+				h.agentS3 = h.agentS3At(faultyS3(t, h.st.S3Endpoint, func(w http.ResponseWriter, r *http.Request, forward http.Handler) bool {
 					if r.Method == http.MethodPost && r.URL.Query().Has("uploads") && dropped.CompareAndSwap(false, true) {
 						forward.ServeHTTP(httptest.NewRecorder(), r)
 						panic(http.ErrAbortHandler) // S3 made the upload; the answer never arrives
@@ -282,7 +283,7 @@ func TestNoOrphanAfterFailedAbortOrLostCreate(t *testing.T) {
 				// of it has failed with every attempt the SDK makes (3); then
 				// S3 is back.
 				var abortsFailed atomic.Int32
-				h.agentS3 = h.st.S3At(t, faultyS3(t, h.st.S3Endpoint, func(w http.ResponseWriter, r *http.Request, forward http.Handler) bool {
+				h.agentS3 = h.agentS3At(faultyS3(t, h.st.S3Endpoint, func(w http.ResponseWriter, r *http.Request, forward http.Handler) bool {
 					if abortsFailed.Load() >= 3 || !r.URL.Query().Has("uploadId") {
 						return false
 					}
@@ -421,6 +422,7 @@ func TestStatusCommand(t *testing.T) {
 	}
 	cmd := exec.Command(bin, "run", "--watch", h.cfg.Watch, "--archive", h.cfg.Archive, "--metrics", addr,
 		"--key-prefix", h.cfg.Mapping.KeyPrefix, "--quiet", "200ms", "--part-size", "5MiB", "--bwlimit", "4M", "--host", "test-host")
+	cmd.Env = h.commandEnv(stacktest.Agent)
 	cmd.Stdout, cmd.Stderr = testWriter{t}, testWriter{t}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

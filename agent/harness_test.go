@@ -43,7 +43,11 @@ func newHarness(t *testing.T) *harness {
 	st := stacktest.Require(t)
 	dir := t.TempDir()
 	h := &harness{t: t, st: st, s3: st.S3(t), db: st.DynamoDB(t), logs: &syncBuffer{}}
-	h.agentS3, h.agentDB = h.s3, h.db
+	// The agent runs with only what template.yaml's AgentPolicy grants, and
+	// through the AWS shim, which answers a HEAD of a missing key with 403
+	// as AWS does for a caller without s3:ListBucket. The harness's own
+	// clients (s3, db) are the stack's root, for setting up and checking.
+	h.agentS3, h.agentDB = h.agentS3At(st.AWSShimEndpoint(t)), h.db
 	h.cfg = agent.Config{
 		Watch:   filepath.Join(dir, "static"),
 		Archive: filepath.Join(dir, "archive"),
@@ -63,6 +67,36 @@ func newHarness(t *testing.T) *harness {
 		}
 	}
 	return h
+}
+
+// agentS3At is an S3 client with the agent's credentials that connects to
+// endpoint (a proxy, the shim, or MinIO itself).
+func (h *harness) agentS3At(endpoint string) *s3.Client {
+	h.t.Helper()
+	return h.st.S3For(h.t, stacktest.Agent, endpoint)
+}
+
+// requireAWSAnswers checks that the agent sees S3 the way AWS answers it
+// under AgentPolicy: a HEAD of a missing key is 403, not MinIO's 404. A
+// test that calls it proves its path works where a missing key cannot be
+// told from a forbidden one.
+func (h *harness) requireAWSAnswers() {
+	h.t.Helper()
+	_, err := h.agentS3.HeadObject(context.Background(), &s3.HeadObjectInput{Bucket: aws.String(h.cfg.Bucket), Key: aws.String(h.key("never-written.jpg"))})
+	var re interface{ HTTPStatusCode() int }
+	if !errors.As(err, &re) || re.HTTPStatusCode() != 403 {
+		h.t.Fatalf("the agent's HEAD of a missing key: %v; want 403, as AWS answers without s3:ListBucket (is the AWS shim in front?)", err)
+	}
+}
+
+// commandEnv is the environment of an offload-agent command the test runs
+// as component (stacktest.Agent or stacktest.Audit): the stack's, with that
+// component's credentials, S3 through the AWS shim, then extra.
+func (h *harness) commandEnv(component string, extra ...string) []string {
+	h.t.Helper()
+	env := append(os.Environ(), h.st.Env(h.t, component)...)
+	env = append(env, "AWS_ENDPOINT_URL_S3="+h.st.AWSShimEndpoint(h.t))
+	return append(env, extra...)
 }
 
 func (h *harness) newAgent(cfg agent.Config) *agent.Agent {

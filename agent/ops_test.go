@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/photosleeve/offload/agent"
 	"github.com/photosleeve/offload/infra/local/loopback"
@@ -129,7 +127,7 @@ func TestReadyzWhenS3IsUnreachable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.agentS3 = s3.New(h.s3.Options(), func(o *s3.Options) { o.BaseEndpoint = aws.String("http://" + closed) })
+	h.agentS3 = h.agentS3At("http://" + closed)
 	a := h.newAgent(h.cfg)
 	srv := httptest.NewServer(a.Handler())
 	defer srv.Close()

@@ -182,7 +182,10 @@ func (a *Agent) dryRun(ctx context.Context, res result, f io.Reader) result {
 	after := map[After]string{AfterArchive: "move it to the archive", AfterDelete: "delete it", AfterKeep: "keep it"}[a.cfg.After]
 	obj, err := a.store.head(ctx, res.key)
 	switch {
-	case errors.Is(err, offload.ErrNotFound):
+	case errors.Is(err, offload.ErrNotFound), errors.Is(err, errNotVisible):
+		// A 403 is what AWS answers for a missing key without
+		// s3:ListBucket (errNotVisible): the upload would go ahead, and
+		// If-None-Match: * would refuse it if something were there.
 		res.outcome, res.err = outDryRun, fmt.Errorf("would upload %d bytes to %s, record it in the ledger, then %s", res.id.size, res.key, after)
 		return res
 	case err != nil:

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/photosleeve/offload/infra/local/stacktest"
 )
 
 // openPTY opens a pseudo-terminal pair: the program writes to tty, the
@@ -54,6 +56,7 @@ func TestOnceProgressLineOnATerminal(t *testing.T) {
 	read := make(chan struct{})
 	go func() { io.Copy(&screen, pty); close(read) }() // ends with EIO once the terminal side is closed
 	cmd := exec.Command(bin, args...)
+	cmd.Env = h.commandEnv(stacktest.Agent)
 	cmd.Stderr = tty
 	err := cmd.Run()
 	tty.Close()
@@ -69,6 +72,7 @@ func TestOnceProgressLineOnATerminal(t *testing.T) {
 		h.write(fmt.Sprintf("q-%d.jpg", i), randomBytes(1000, byte(i)))
 	}
 	cmd = exec.Command(bin, args...)
+	cmd.Env = h.commandEnv(stacktest.Agent)
 	var plain bytes.Buffer
 	cmd.Stderr = &plain
 	if err := cmd.Run(); err != nil {

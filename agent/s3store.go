@@ -32,6 +32,18 @@ type objectInfo struct {
 // refused with 412 (If-None-Match: *) and nothing was overwritten.
 var errObjectExists = errors.New("object already exists")
 
+// errNotVisible means a HEAD was answered 403: either the key holds nothing,
+// or the caller may not read it, and S3 does not say which. AWS answers a
+// HEAD (or GET) of a missing key with 403, not 404, when the caller lacks
+// s3:ListBucket, which the template's AgentPolicy does not grant: "If you
+// don't have the s3:ListBucket permission, Amazon S3 returns an HTTP status
+// code 403 Forbidden error."
+// (https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadObject.html)
+// So no decision may rest on a 403 meaning "absent": an upload goes ahead
+// (If-None-Match: * still protects whatever is there), and a check that
+// needs the object to be there fails.
+var errNotVisible = errors.New("no object visible (403: missing, or not readable without s3:ListBucket)")
+
 // upload is one original to store: its bytes, read once from body.
 // readChecksum reads r to the end and returns its full-object CRC64NVME
 // as S3 encodes it. A read failure is errRead.
@@ -164,13 +176,17 @@ func (s *s3Store) putSingle(ctx context.Context, u upload) (string, objectInfo, 
 func (s *s3Store) putMultipart(ctx context.Context, u upload, partSize int64) (string, objectInfo, error) {
 	// A large file is worth one HEAD first: after a restart it is usually
 	// already there, and re-sending gigabytes only to be refused is waste.
+	// Only a 200 is acted on. A 404, or the 403 that AWS sends for a missing
+	// key to a caller without s3:ListBucket (errNotVisible), means "not
+	// known to exist": the upload goes ahead, and If-None-Match: * at the
+	// end still refuses to replace anything that is there.
 	if _, err := s.head(ctx, u.key); err == nil {
 		sum, err := readChecksum(u.body)
 		if err != nil {
 			return "", objectInfo{}, err
 		}
 		return sum, objectInfo{}, errObjectExists
-	} else if !errors.Is(err, offload.ErrNotFound) {
+	} else if !errors.Is(err, offload.ErrNotFound) && !errors.Is(err, errNotVisible) {
 		return "", objectInfo{}, err
 	}
 	s.abortStale(ctx, u.key)
@@ -409,6 +425,10 @@ func (s *s3Store) head(ctx context.Context, key string) (objectInfo, error) {
 		Bucket: aws.String(s.bucket), Key: aws.String(key), ChecksumMode: types.ChecksumModeEnabled,
 	})
 	if err != nil {
+		var re *smithyhttp.ResponseError
+		if errors.As(err, &re) && re.HTTPStatusCode() == http.StatusForbidden {
+			return objectInfo{}, fmt.Errorf("head %s: %w: %v", key, errNotVisible, err)
+		}
 		return objectInfo{}, translate("head "+key, err)
 	}
 	info := objectInfo{Size: aws.ToInt64(out.ContentLength), ETag: aws.ToString(out.ETag), VersionID: aws.ToString(out.VersionId)}

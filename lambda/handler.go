@@ -1,6 +1,7 @@
 // Package lambda is the resolver: an http.Handler that answers a request for
 // an original that left the web host with a 302 to a short-lived presigned S3
-// GET URL. The bucket stays private; access control goes here.
+// URL (GET for a GET, HEAD for a HEAD). The bucket stays private; access
+// control goes here.
 //
 // The handler is plain net/http. The command offload-resolver serves it over
 // local HTTP, or, under Lambda, adapts Function URL events to it (see
@@ -35,14 +36,40 @@ const (
 	// maxExpiry is SigV4's own limit for a presigned URL.
 	maxExpiry = 7 * 24 * time.Hour
 	// credentialMargin keeps a URL's life inside the signing credentials'
-	// life: a Lambda role's temporary credentials end, and with them
-	// every URL they signed.
+	// life when the credentials say when they end (an assumed role, SSO, a
+	// container or instance role). Temporary credentials end, and with them
+	// every URL they signed. Under Lambda they come from environment
+	// variables that carry no expiry, so there is nothing to cut to: see
+	// Handler.life.
 	credentialMargin = time.Minute
 )
 
+// Time limits of one request.
+const (
+	// ledgerTimeout bounds the ledger look-up, SDK retries included, well
+	// inside the function's 5 s Timeout (template.yaml). A consistent
+	// GetItem takes milliseconds; one that is still waiting after 2 s is a
+	// throttled or unreachable table, and the visitor is better served by
+	// our 503 with Retry-After (and a log line saying why) than by Lambda
+	// cutting the invocation off into a bare 502.
+	ledgerTimeout = 2 * time.Second
+	// retryAfter is the Retry-After of every 503, in seconds: what makes
+	// one (a slow or throttled ledger, credentials about to end) passes in
+	// seconds, and a reload a few seconds later should work.
+	retryAfter = "5"
+)
+
+// octetStream is the type an original that is not inlineSafe is served as,
+// together with an attachment disposition: the browser saves it instead of
+// rendering it in the bucket's origin.
+const octetStream = "application/octet-stream"
+
 // presigner is what the handler needs from S3; *s3.PresignClient has it.
+// HEAD needs its own: the method is part of a SigV4 signature, so a URL
+// signed for GET answers a HEAD with 403.
 type presigner interface {
 	PresignGetObject(ctx context.Context, in *s3.GetObjectInput, opts ...func(*s3.PresignOptions)) (*v4.PresignedHTTPRequest, error)
+	PresignHeadObject(ctx context.Context, in *s3.HeadObjectInput, opts ...func(*s3.PresignOptions)) (*v4.PresignedHTTPRequest, error)
 }
 
 var _ presigner = (*s3.PresignClient)(nil)
@@ -78,18 +105,20 @@ func (c Config) Validate() error {
 
 // Handler is the resolver. Build it with NewHandler.
 type Handler struct {
-	cfg     Config
-	presign presigner
-	ledger  offload.ItemGetter      // nil when Verify is false
-	creds   aws.CredentialsProvider // nil: expiry is not clamped
-	now     func() time.Time
-	window  time.Duration // see signWindow
-	urls    urlCache
+	cfg           Config
+	presign       presigner
+	ledger        offload.ItemGetter      // nil when Verify is false
+	ledgerTimeout time.Duration           // ledgerTimeout; tests shorten it
+	creds         aws.CredentialsProvider // nil: expiry is not clamped
+	now           func() time.Time
+	window        time.Duration // see signWindow
+	urls          urlCache
 }
 
 // NewHandler checks the configuration and builds the handler on clients
 // made once per process (per Lambda cold start). creds, when not nil, are
-// the presigner's credentials, used to keep every URL inside their life.
+// the presigner's credentials: when they report an expiry, every URL is cut
+// to end before it (see Handler.life for when they do not).
 func NewHandler(cfg Config, presign *s3.PresignClient, db offload.ItemGetter, creds aws.CredentialsProvider) (*Handler, error) {
 	if cfg.Expiry == 0 {
 		cfg.Expiry = DefaultExpiry
@@ -103,7 +132,7 @@ func NewHandler(cfg Config, presign *s3.PresignClient, db offload.ItemGetter, cr
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	h := &Handler{cfg: cfg, presign: presign, creds: creds, now: time.Now, window: signWindow(cfg.Expiry)}
+	h := &Handler{cfg: cfg, presign: presign, ledgerTimeout: ledgerTimeout, creds: creds, now: time.Now, window: signWindow(cfg.Expiry)}
 	if cfg.Verify {
 		h.ledger = db
 	}
@@ -138,9 +167,12 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (status int, key
 		return refuse(w, r, http.StatusForbidden, "forbidden: "+publicReason(err)), key
 	}
 
-	in := &s3.GetObjectInput{Bucket: aws.String(h.cfg.Bucket), Key: aws.String(key)}
+	tg := target{method: r.Method, key: key}
+	contentType := ""
 	if h.ledger != nil {
-		rec, err := offload.GetRecord(r.Context(), h.ledger, h.cfg.Table, key)
+		ctx, cancel := context.WithTimeout(r.Context(), h.ledgerTimeout)
+		rec, err := offload.GetRecord(ctx, h.ledger, h.cfg.Table, key)
+		cancel()
 		switch {
 		case errors.Is(err, offload.ErrNotFound):
 			return refuse(w, r, http.StatusNotFound, "not found"), key
@@ -148,13 +180,28 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (status int, key
 			h.cfg.Logger.Error("ledger look-up failed", "key", key, "err", err)
 			return refuse(w, r, http.StatusServiceUnavailable, "temporarily unavailable"), key
 		}
-		if rec.ContentType != "" {
-			in.ResponseContentType = aws.String(rec.ContentType)
-		}
+		// The version the agent proved and recorded: a later write under
+		// the same key, by anyone, cannot change what visitors get.
+		tg.versionID = rec.VersionID
+		contentType = rec.ContentType
 	}
-	if r.URL.Query().Get("download") == "1" {
-		in.ResponseContentDisposition = aws.String(mime.FormatMediaType("attachment", map[string]string{"filename": path.Base(rel)}))
+	if contentType == "" {
+		// No ledger (or an item without a type): the rule the agent
+		// stores objects with.
+		contentType = mime.TypeByExtension(path.Ext(rel))
 	}
+	// The resolver, not the stored object, decides how the browser sees
+	// the original.
+	mt, safe := inlineType(contentType)
+	if safe {
+		tg.contentType = mt
+	} else {
+		tg.contentType = octetStream
+	}
+	if !safe || r.URL.Query().Get("download") == "1" {
+		tg.disposition = mime.FormatMediaType("attachment", map[string]string{"filename": path.Base(rel)})
+	}
+
 	now := h.now()
 	window := now.Truncate(h.window)
 	life, err := h.life(r.Context(), window, now)
@@ -162,18 +209,14 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (status int, key
 		h.cfg.Logger.Error("credentials", "err", err)
 		return refuse(w, r, http.StatusServiceUnavailable, "temporarily unavailable"), key
 	}
-	ck := urlCacheKey{key: key, contentType: aws.ToString(in.ResponseContentType), disposition: aws.ToString(in.ResponseContentDisposition),
-		accessKeyID: life.accessKeyID, life: life.d}
+	ck := urlCacheKey{target: tg, accessKeyID: life.accessKeyID, life: life.d}
 	location, ok := h.urls.get(window, ck)
 	if !ok {
-		signed, err := h.presign.PresignGetObject(r.Context(), in, s3.WithPresignExpires(life.d), func(o *s3.PresignOptions) {
-			o.Presigner = signedAt{HTTPPresignerV4: o.Presigner, at: window}
-		})
+		location, err = h.sign(r.Context(), tg, window, life.d)
 		if err != nil {
 			h.cfg.Logger.Error("presign failed", "key", key, "err", err)
 			return refuse(w, r, http.StatusInternalServerError, "internal error"), key
 		}
-		location = signed.URL
 		h.urls.put(window, ck, location)
 	}
 	w.Header().Set("Location", location)
@@ -186,6 +229,76 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (status int, key
 	return http.StatusFound, key
 }
 
+// target is what one presigned URL grants: the method, the object (and
+// version), and how S3 must present it.
+type target struct {
+	method      string // http.MethodGet or http.MethodHead
+	key         string
+	versionID   string // empty: the current version
+	contentType string // response-content-type
+	disposition string // response-content-disposition; empty: none
+}
+
+// sign presigns t at the start of the window, for life.
+func (h *Handler) sign(ctx context.Context, t target, window time.Time, life time.Duration) (string, error) {
+	opts := []func(*s3.PresignOptions){s3.WithPresignExpires(life), func(o *s3.PresignOptions) {
+		o.Presigner = signedAt{HTTPPresignerV4: o.Presigner, at: window}
+	}}
+	var (
+		signed *v4.PresignedHTTPRequest
+		err    error
+	)
+	if t.method == http.MethodHead {
+		signed, err = h.presign.PresignHeadObject(ctx, &s3.HeadObjectInput{
+			Bucket: aws.String(h.cfg.Bucket), Key: aws.String(t.key), VersionId: optional(t.versionID),
+			ResponseContentType: optional(t.contentType), ResponseContentDisposition: optional(t.disposition),
+		}, opts...)
+	} else {
+		signed, err = h.presign.PresignGetObject(ctx, &s3.GetObjectInput{
+			Bucket: aws.String(h.cfg.Bucket), Key: aws.String(t.key), VersionId: optional(t.versionID),
+			ResponseContentType: optional(t.contentType), ResponseContentDisposition: optional(t.disposition),
+		}, opts...)
+	}
+	if err != nil {
+		return "", fmt.Errorf("presign %s %s: %w", t.method, t.key, err)
+	}
+	return signed.URL, nil
+}
+
+// optional is nil for "", so the SDK leaves the parameter out.
+func optional(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return aws.String(s)
+}
+
+// inlineType reports whether an original of this content type may be shown
+// inline from the bucket's origin, and the bare media type to serve it as:
+// image/*, video/* and application/pdf, which a browser displays but does
+// not run. SVG is an image that runs script, so no image type that is SVG or
+// XML counts. Everything else (HTML, XML, JavaScript, text, unknown, a value
+// that does not parse) is not safe: rendered in the bucket's origin, it could
+// act in that origin's name. Parameters are dropped, so nothing but the
+// checked media type reaches the browser.
+func inlineType(contentType string) (string, bool) {
+	mt, _, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		return "", false
+	}
+	typ, sub, ok := strings.Cut(mt, "/")
+	if !ok || sub == "" {
+		return "", false
+	}
+	switch typ {
+	case "image":
+		return mt, !strings.Contains(sub, "svg") && !strings.HasSuffix(sub, "xml")
+	case "video":
+		return mt, true
+	}
+	return mt, mt == "application/pdf"
+}
+
 // urlLife is how long a URL signed at the start of a window lives, and by
 // which credentials it is signed.
 type urlLife struct {
@@ -194,7 +307,12 @@ type urlLife struct {
 }
 
 // life is the configured expiry, counted from the window's start, and cut
-// to end a margin before the signing credentials do.
+// to end a margin before the signing credentials do when they report an end
+// (CanExpire). Under Lambda they do not: the SDK reads the execution role's
+// credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN,
+// which carry no expiry, and AWS documents no minimum life for them. There a
+// URL may end before X-Amz-Expires says (S3 refuses a URL whose session has
+// ended); the template's bound on PresignExpiry keeps that window short.
 func (h *Handler) life(ctx context.Context, window, now time.Time) (urlLife, error) {
 	l := urlLife{d: h.cfg.Expiry}
 	if h.creds == nil {
@@ -230,11 +348,15 @@ func requestPath(r *http.Request) string {
 	return r.URL.EscapedPath()
 }
 
-// refuse writes a short plain-text answer (no body for HEAD).
+// refuse writes a short plain-text answer (no body for HEAD). A 503 always
+// says when to come back.
 func refuse(w http.ResponseWriter, r *http.Request, status int, msg string) int {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", retryAfter)
+	}
 	w.WriteHeader(status)
 	if r.Method != http.MethodHead {
 		fmt.Fprintln(w, msg)

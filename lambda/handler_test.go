@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/photosleeve/offload"
@@ -111,8 +112,8 @@ func TestExpiryClampedToCredentials(t *testing.T) {
 		req, _ := http.NewRequest(http.MethodGet, "/static/cat.jpg", nil)
 		h.ServeHTTP(rec, req)
 		if left == 30*time.Second { // too close to the end
-			if rec.status != http.StatusServiceUnavailable {
-				t.Errorf("credentials ending in %s: status %d; want 503", left, rec.status)
+			if rec.status != http.StatusServiceUnavailable || rec.header.Get("Retry-After") == "" {
+				t.Errorf("credentials ending in %s: status %d, Retry-After %q; want 503 with Retry-After", left, rec.status, rec.header.Get("Retry-After"))
 			}
 			continue
 		}
@@ -320,5 +321,153 @@ func TestHostileURLs(t *testing.T) {
 		if err != nil || u.Scheme+"://"+u.Host != offlineEndpoint || u.Path != "/bucket/"+tt.key {
 			t.Errorf("%q: Location %q; want the key %q on %s", name, loc, tt.key, offlineEndpoint)
 		}
+	}
+}
+
+func TestInlineType(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want string // "" for not safe
+	}{
+		{"image/jpeg", "image/jpeg"},
+		{"IMAGE/PNG", "image/png"},
+		{"image/webp; q=1", "image/webp"}, // parameters never reach the browser
+		{"video/mp4", "video/mp4"},
+		{"application/pdf", "application/pdf"},
+		{"image/svg+xml", ""}, // SVG runs script
+		{"image/svg", ""},
+		{"image/svg+xml; charset=utf-8", ""},
+		{"image/x-something+xml", ""},
+		{"text/html", ""},
+		{"text/html; charset=utf-8", ""},
+		{"application/xhtml+xml", ""},
+		{"text/xml", ""},
+		{"application/javascript", ""},
+		{"text/plain", ""},
+		{"application/octet-stream", ""},
+		{"image/jpeg, text/html", ""}, // a browser would take the last type
+		{"image/", ""},
+		{"image", ""},
+		{"", ""},
+	} {
+		got, ok := inlineType(tt.in)
+		if !ok {
+			got = ""
+		}
+		if got != tt.want {
+			t.Errorf("inlineType(%q) = %q, %v; want %q", tt.in, got, ok, tt.want)
+		}
+	}
+}
+
+// TestUnsafeTypesAreAttachments: without a ledger the type comes from the
+// name; whatever is not an image, a video or a PDF is presigned as an
+// octet-stream attachment, so it never renders in the bucket's origin.
+func TestUnsafeTypesAreAttachments(t *testing.T) {
+	h := offlineHandler(t, nil, nil)
+	for _, tt := range []struct {
+		path, contentType string
+		attachment        bool
+	}{
+		{"/static/cat.jpg", "image/jpeg", false},
+		{"/static/cat.jpg?download=1", "image/jpeg", true},
+		{"/static/doc.pdf", "application/pdf", false},
+		{"/static/logo.svg", "application/octet-stream", true},
+		{"/static/page.html", "application/octet-stream", true},
+		{"/static/page.htm", "application/octet-stream", true},
+		{"/static/app.js", "application/octet-stream", true},
+		{"/static/notes.txt", "application/octet-stream", true},
+		{"/static/no-extension", "application/octet-stream", true},
+	} {
+		for _, method := range []string{http.MethodGet, http.MethodHead} {
+			rec := &recorder{header: http.Header{}}
+			req, _ := http.NewRequest(method, tt.path, nil)
+			h.ServeHTTP(rec, req)
+			if rec.status != http.StatusFound {
+				t.Fatalf("%s %s: status %d", method, tt.path, rec.status)
+			}
+			u, _ := url.Parse(rec.header.Get("Location"))
+			q := u.Query()
+			if got := q.Get("response-content-type"); got != tt.contentType {
+				t.Errorf("%s %s: response-content-type %q; want %q", method, tt.path, got, tt.contentType)
+			}
+			if got := q.Get("response-content-disposition"); strings.HasPrefix(got, "attachment") != tt.attachment {
+				t.Errorf("%s %s: response-content-disposition %q; want attachment %v", method, tt.path, got, tt.attachment)
+			}
+		}
+	}
+}
+
+// TestHeadSignedApart: a HEAD gets its own URL, never the GET one from the
+// window's cache (S3 checks the method as part of the signature).
+func TestHeadSignedApart(t *testing.T) {
+	h := offlineHandler(t, nil, nil)
+	h.now = func() time.Time { return time.Date(2026, 11, 25, 10, 0, 10, 0, time.UTC) }
+	loc := map[string]string{}
+	for _, method := range []string{http.MethodGet, http.MethodHead, http.MethodGet, http.MethodHead} {
+		rec := &recorder{header: http.Header{}}
+		req, _ := http.NewRequest(method, "/static/cat.jpg", nil)
+		h.ServeHTTP(rec, req)
+		if rec.status != http.StatusFound {
+			t.Fatalf("%s: status %d", method, rec.status)
+		}
+		if prev, ok := loc[method]; ok && prev != rec.header.Get("Location") {
+			t.Errorf("%s: a second URL in one window", method)
+		}
+		loc[method] = rec.header.Get("Location")
+	}
+	if loc[http.MethodGet] == loc[http.MethodHead] {
+		t.Errorf("HEAD was answered with the GET URL %s", loc[http.MethodGet])
+	}
+}
+
+// stuckLedger is a ledger that never answers: it waits for the deadline it
+// was given and reports it.
+type stuckLedger struct{ deadline chan time.Duration }
+
+func (s stuckLedger) GetItem(ctx context.Context, _ *dynamodb.GetItemInput, _ ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error) {
+	d, ok := ctx.Deadline()
+	if !ok {
+		d = time.Time{}
+	}
+	s.deadline <- time.Until(d)
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// TestLedgerDeadline: a ledger that hangs costs at most ledgerTimeout, well
+// inside the function's 5 s, and the visitor gets a 503 with Retry-After.
+func TestLedgerDeadline(t *testing.T) {
+	h := offlineHandler(t, nil, nil)
+	stuck := stuckLedger{deadline: make(chan time.Duration, 2)}
+	h.ledger, h.cfg.Table = stuck, "ledger"
+
+	// The deadline the real constant gives, without waiting it out.
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "/static/cat.jpg", nil)
+	given := make(chan time.Duration, 1)
+	go func() { given <- <-stuck.deadline; cancel() }()
+	h.ServeHTTP(&recorder{header: http.Header{}}, req)
+	if left := <-given; left <= 0 || left > ledgerTimeout {
+		t.Errorf("the ledger call had %s to answer; want at most %s", left, ledgerTimeout)
+	}
+	if ledgerTimeout > 5*time.Second/2 {
+		t.Errorf("ledgerTimeout %s; want it well inside the template's 5 s Timeout", ledgerTimeout)
+	}
+
+	h.ledgerTimeout = 100 * time.Millisecond
+	rec := &recorder{header: http.Header{}}
+	req, _ = http.NewRequest(http.MethodGet, "/static/cat.jpg", nil)
+	start := time.Now()
+	h.ServeHTTP(rec, req)
+	took := time.Since(start)
+	if left := <-stuck.deadline; left <= 0 || left > h.ledgerTimeout {
+		t.Errorf("the ledger call had %s to answer; want at most %s", left, h.ledgerTimeout)
+	}
+	if rec.status != http.StatusServiceUnavailable || rec.header.Get("Retry-After") != retryAfter {
+		t.Errorf("stuck ledger: status %d, Retry-After %q; want 503 and %q", rec.status, rec.header.Get("Retry-After"), retryAfter)
+	}
+	if took > time.Second {
+		t.Errorf("stuck ledger answered after %s; want about %s", took, h.ledgerTimeout)
 	}
 }

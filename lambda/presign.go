@@ -39,11 +39,13 @@ type urlCache struct {
 	urls   map[urlCacheKey]string
 }
 
-// urlCacheKey is everything a presigned URL depends on besides the window.
+// urlCacheKey is everything a presigned URL depends on besides the window:
+// the method (a GET URL answers a HEAD with 403), the object and version,
+// how it is presented, and the credentials and life it is signed with.
 type urlCacheKey struct {
-	key, contentType, disposition string
-	accessKeyID                   string
-	life                          time.Duration
+	target
+	accessKeyID string
+	life        time.Duration
 }
 
 func (c *urlCache) get(window time.Time, k urlCacheKey) (string, bool) {

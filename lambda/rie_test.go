@@ -32,7 +32,10 @@ func TestBootstrapUnderRIE(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build bootstrap: %v\n%s", err, out)
 	}
-	out, raw := invokeUnderRIE(t, w.st.LambdaRIE, bin, "OFFLOAD_KEY_PREFIX="+w.prefix, "OFFLOAD_URL_PREFIX=/static/", "OFFLOAD_LOG_FORMAT=text")
+	// The function's credentials (only what template.yaml grants it), S3
+	// through the AWS shim.
+	creds := append(w.st.Env(t, stacktest.Resolver), "AWS_ENDPOINT_URL_S3="+w.s3Endpoint)
+	out, raw := invokeUnderRIE(t, w.st.LambdaRIE, bin, append(creds, "OFFLOAD_KEY_PREFIX="+w.prefix, "OFFLOAD_URL_PREFIX=/static/", "OFFLOAD_LOG_FORMAT=text")...)
 	if out.StatusCode != http.StatusFound {
 		t.Fatalf("status %d; want 302 (response %s)", out.StatusCode, raw)
 	}
@@ -43,7 +46,7 @@ func TestBootstrapUnderRIE(t *testing.T) {
 
 	// A required setting missing: the function still answers, with a bare
 	// 500 that leaks nothing.
-	out, raw = invokeUnderRIE(t, w.st.LambdaRIE, bin, "OFFLOAD_BUCKET=")
+	out, raw = invokeUnderRIE(t, w.st.LambdaRIE, bin, append(creds, "OFFLOAD_BUCKET=")...)
 	if out.StatusCode != http.StatusInternalServerError || strings.Contains(string(raw), "bucket") {
 		t.Errorf("misconfigured bootstrap answered %s; want a bare 500", raw)
 	}

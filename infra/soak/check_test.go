@@ -107,8 +107,14 @@ type report struct {
 	urlChecks            int64
 	urlFailures          int
 	urlExcused           int
+	urlExcusedDynalite   int           // overlapping a restart of dynalite, which the resolver reads the ledger from
 	s3DownFor            time.Duration // how long MinIO was down, kill to ready
 	agentCrashes         int
+	// dynaliteRestarts counts crashes of the DynamoDB stand-in (it dies
+	// when a client aborts a request mid-body, as the resets do), which
+	// its supervisor restarted with its data: not the agent's fault, so
+	// not a bad count.
+	dynaliteRestarts int
 }
 
 type count struct {
@@ -170,7 +176,9 @@ func (r *report) print(out io.Writer, s settings, took time.Duration) {
 	line("URL requests checked by the poller", r.urlChecks)
 	line("URL failures seen by the poller", r.urlFailures)
 	line(fmt.Sprintf("  (excused: overlapping the %.1f s MinIO was down, +2 s)", r.s3DownFor.Seconds()), r.urlExcused)
+	line("  (excused: overlapping a dynalite restart, +3 s)", r.urlExcusedDynalite)
 	line("agent crashes", r.agentCrashes)
+	line("dynalite restarts (the stand-in's crashes)", r.dynaliteRestarts)
 	if len(r.bad()) == 0 {
 		fmt.Fprintln(out, "  all bad counts are 0")
 	}

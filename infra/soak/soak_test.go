@@ -38,6 +38,9 @@ func TestSoak(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := stacktest.Require(t)
+	// dynalite restarts are counted from here; each one is the stand-in's
+	// crash (see stacktest.DynaliteRestart), so it is reported, not a bad count.
+	dynaliteBefore := len(st.DynaliteRestarts(t))
 	fmt.Printf("soak: seed %d (replay with -soak.seed %d), %d files up to %d MiB over %s, %d kills, %s outages\n",
 		s.Seed, s.Seed, s.Files, s.MaxSize>>20, s.Duration, s.Kills, s.Outage)
 	w := newWorld(t, st, s)
@@ -71,6 +74,11 @@ func TestSoak(t *testing.T) {
 		t.Errorf("agent did not stop cleanly on SIGTERM: %v", err)
 	}
 	checks, failures := w.poller.Stop()
+	restarts := st.DynaliteRestarts(t)[dynaliteBefore:]
+	for _, rs := range restarts {
+		t.Logf("%7s dynalite exited (%s) and was restarted %s later", rs.Exited.Sub(w.start).Round(100*time.Millisecond),
+			rs.Reason, rs.Started.Sub(rs.Exited).Round(time.Millisecond))
+	}
 
 	r := w.check(versions, byName)
 	r.filesWritten, r.bytesWritten = len(versions), bytes
@@ -78,6 +86,13 @@ func TestSoak(t *testing.T) {
 	for _, f := range failures {
 		if w.excused(f.At, f.End) {
 			r.urlExcused++
+			continue
+		}
+		if duringDynaliteRestart(restarts, f.At, f.End) {
+			// A new excuse: show what it excused.
+			if r.urlExcusedDynalite++; r.urlExcusedDynalite <= 20 {
+				t.Logf("poller, excused (dynalite restart): %s", f)
+			}
 			continue
 		}
 		r.urlFailures++
@@ -90,6 +105,7 @@ func TestSoak(t *testing.T) {
 		r.s3DownFor += d[1].Sub(d[0])
 	}
 	r.agentCrashes = w.crashes
+	r.dynaliteRestarts = len(restarts)
 	r.print(os.Stdout, s, time.Since(w.start))
 	for _, bad := range r.bad() {
 		t.Errorf("%s = %d; want 0", bad.name, bad.n)
@@ -156,7 +172,9 @@ func newWorld(t *testing.T, st *stacktest.Stack, s settings) *world {
 	w.dbProxy = st.Proxy(t, st.DynamoDBEndpoint)
 
 	resolverAddr := stacktest.FreeAddr(t)
-	stacktest.Start(t, []string{"AWS_ENDPOINT_URL_S3=" + w.minio.Endpoint}, "", bin["offload-resolver"],
+	// The agent and the resolver run with only what template.yaml grants
+	// each (the checker's w.s3 is root).
+	stacktest.Start(t, append(w.minio.Env(st, stacktest.Resolver), "AWS_ENDPOINT_URL_S3="+w.minio.Endpoint), "", bin["offload-resolver"],
 		"--listen", resolverAddr, "--bucket", soakBucket, "--key-prefix", w.mapping.KeyPrefix, "--log-format", "text")
 	stacktest.WaitListening(t, resolverAddr)
 	webAddr := stacktest.FreeAddr(t)
@@ -168,8 +186,8 @@ func newWorld(t *testing.T, st *stacktest.Stack, s settings) *world {
 	// The agent sees S3 and DynamoDB only through the proxies. Calls are
 	// bounded at 30 s so a blackholed connection costs half a minute, not
 	// the default two.
-	w.agentEnv = []string{"AWS_ENDPOINT_URL_S3=" + w.s3Proxy.Endpoint, "AWS_ENDPOINT_URL_DYNAMODB=" + w.dbProxy.Endpoint,
-		"OFFLOAD_BUCKET=" + soakBucket}
+	w.agentEnv = append(w.minio.Env(st, stacktest.Agent), "AWS_ENDPOINT_URL_S3="+w.s3Proxy.Endpoint, "AWS_ENDPOINT_URL_DYNAMODB="+w.dbProxy.Endpoint,
+		"OFFLOAD_BUCKET="+soakBucket)
 	w.startAgent()
 	w.start = time.Now()
 	return w
@@ -216,6 +234,24 @@ func (w *world) sleepUntil(at time.Time) {
 func (w *world) excused(start, end time.Time) bool {
 	for _, d := range w.s3Down {
 		if end.After(d[0]) && start.Before(d[1].Add(2*time.Second)) {
+			return true
+		}
+	}
+	return false
+}
+
+// dynaliteExcuse is how long after dynalite's supervisor started it again
+// a poller request may still fail: node needs up to a second to listen, and
+// the resolver, which reads the ledger from the stack's dynalite directly,
+// gives up on a look-up after 2 s (lambda's ledgerTimeout) with a 503.
+const dynaliteExcuse = 3 * time.Second
+
+// duringDynaliteRestart reports whether a poller request that ran from start
+// to end overlapped one of dynalite's restarts: from its exit until
+// dynaliteExcuse after it was started again.
+func duringDynaliteRestart(restarts []stacktest.DynaliteRestart, start, end time.Time) bool {
+	for _, r := range restarts {
+		if end.After(r.Exited) && start.Before(r.Started.Add(dynaliteExcuse)) {
 			return true
 		}
 	}

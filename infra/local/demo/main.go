@@ -73,7 +73,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	if err := startProc(logs, nil, filepath.Join(repo, "bin/offload-resolver"), "--listen", resolver, "--log-format", "text"); err != nil {
+	if err := startProc(logs, componentEnv("RESOLVER"), filepath.Join(repo, "bin/offload-resolver"), "--listen", resolver, "--log-format", "text"); err != nil {
 		return err
 	}
 	_, port, _ := net.SplitHostPort(web)
@@ -84,7 +84,7 @@ func run() error {
 	if err := startProc(logs, []string{"OFFLOAD_RESOLVER_BASE=http://" + resolver}, "lighttpd", "-D", "-f", conf); err != nil {
 		return err
 	}
-	if err := startProc(logs, nil, filepath.Join(repo, "bin/offload-agent"), "run", "--watch", static, "--archive", archive, "--host", "demo-host"); err != nil {
+	if err := startProc(logs, componentEnv("AGENT"), filepath.Join(repo, "bin/offload-agent"), "run", "--watch", static, "--archive", archive, "--host", "demo-host"); err != nil {
 		return err
 	}
 	for _, a := range []string{resolver, web} {
@@ -216,6 +216,19 @@ func sampleJPEG(i int) []byte {
 	var b strings.Builder
 	jpeg.Encode(&b, img, &jpeg.Options{Quality: 90})
 	return []byte(b.String())
+}
+
+// componentEnv gives a component the credentials the stack made for it
+// (OFFLOAD_AGENT_AWS_ACCESS_KEY_ID...), restricted to what template.yaml
+// grants it, in place of the stack's root credentials.
+func componentEnv(component string) []string {
+	var env []string
+	for _, v := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"} {
+		if val := os.Getenv("OFFLOAD_" + component + "_" + v); val != "" {
+			env = append(env, v+"="+val)
+		}
+	}
+	return env
 }
 
 func startProc(logs string, env []string, name string, args ...string) error {

@@ -104,6 +104,11 @@ func dispatch(cmd string, args []string) (int, error) {
 		return 0, nil
 	case "status":
 		return status(ctx, paths.state, os.Stdout)
+	case "aws-shim": // started by "up" as a service of the stack
+		return runAWSShim(args)
+	case "supervise":
+		// Not in the usage: it is how "up" runs dynalite (supervise.go).
+		return supervise(ctx, args)
 	case "run":
 		opts, rest, err := parseUpFlags("run", args)
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -15,8 +16,10 @@ import (
 	dbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
 
 	"github.com/photosleeve/offload"
+	"github.com/photosleeve/offload/infra/local/templatepolicy"
 )
 
 // createResources creates the bucket and the ledger table, retrying while a
@@ -59,6 +62,20 @@ func createResources(ctx context.Context, st *state) error {
 	}); err != nil {
 		return err
 	}
+	// Versioned like the template's bucket: the ledger records each
+	// object's version id, and the resolver redirects to that version.
+	if err := retry(ctx, "enable versioning on "+bucket, func() error {
+		_, err := s3c.PutBucketVersioning(ctx, &s3.PutBucketVersioningInput{Bucket: aws.String(bucket),
+			VersioningConfiguration: &s3types.VersioningConfiguration{Status: s3types.BucketVersioningStatusEnabled}})
+		return err
+	}); err != nil {
+		return err
+	}
+	if st.S3Kind == "minio" {
+		if err := grantComponents(ctx, st, cfg); err != nil {
+			return err
+		}
+	}
 	return retry(ctx, "create table "+table, func() error {
 		_, err := db.CreateTable(ctx, &dynamodb.CreateTableInput{
 			TableName:            aws.String(table),
@@ -73,6 +90,69 @@ func createResources(ctx context.Context, st *state) error {
 		return dynamodb.NewTableExistsWaiter(db).Wait(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(table)}, 30*time.Second)
 	})
 }
+
+// componentCreds are temporary credentials restricted to what
+// template.yaml grants one component.
+type componentCreds struct {
+	AccessKeyID     string `json:"access_key_id"`
+	SecretAccessKey string `json:"secret_access_key"`
+	SessionToken    string `json:"session_token"`
+	// ListBucket: the policy allows s3:ListBucket on the bucket, so S3
+	// answers 404 (not 403) for a missing key.
+	ListBucket bool `json:"list_bucket"`
+	// GetObjectVersion: the policy allows reading a specific version,
+	// which AWS checks and MinIO does not.
+	GetObjectVersion bool `json:"get_object_version"`
+}
+
+// componentCredsLife is how long the components' credentials last: longer
+// than any stack a test run or a working day keeps up.
+const componentCredsLife = 7 * 24 * time.Hour
+
+// grantComponents gives the agent, the resolver and the audit credentials
+// whose only permissions are the S3 part of what template.yaml grants each
+// (read from the template at every start, never copied): STS AssumeRole
+// with the policy as the session policy. MinIO allows everything the
+// session policy allows and nothing else, as AWS does for the intersection
+// of a role's and a session's policies; the root user's own policy is all.
+func grantComponents(ctx context.Context, st *state, cfg aws.Config) error {
+	tmpl, err := os.ReadFile(filepath.Join(st.repo, "template.yaml"))
+	if err != nil {
+		return err
+	}
+	stsc := sts.NewFromConfig(cfg, func(o *sts.Options) { o.BaseEndpoint = aws.String(st.S3Endpoint) })
+	target := templatepolicy.Target{Bucket: bucket, KeyPrefix: stackKeyPrefix}
+	st.Components = map[string]componentCreds{}
+	for _, c := range templatepolicy.Components {
+		doc, err := templatepolicy.S3Policy(tmpl, c, target)
+		if err != nil {
+			return err
+		}
+		var out *sts.AssumeRoleOutput
+		if err := retry(ctx, "credentials for "+c, func() error {
+			out, err = stsc.AssumeRole(ctx, &sts.AssumeRoleInput{
+				RoleArn:         aws.String("arn:aws:iam::000000000000:role/offload-" + c), // MinIO ignores it for the root user
+				RoleSessionName: aws.String("offload-" + c),
+				Policy:          aws.String(doc.JSON()),
+				DurationSeconds: aws.Int32(int32(componentCredsLife / time.Second)),
+			})
+			return err
+		}); err != nil {
+			return err
+		}
+		st.Components[c] = componentCreds{
+			AccessKeyID: aws.ToString(out.Credentials.AccessKeyId), SecretAccessKey: aws.ToString(out.Credentials.SecretAccessKey),
+			SessionToken: aws.ToString(out.Credentials.SessionToken), ListBucket: doc.Allows("s3:ListBucket", target.BucketARN()),
+			GetObjectVersion: doc.AllowsOn("s3:GetObjectVersion", target.BucketARN()+"/"),
+		}
+	}
+	return st.save()
+}
+
+// stackKeyPrefix is the KeyPrefix the components' policies are made for.
+// Empty, so that every test's own prefix (test/NAME/...), the demo's
+// original/ and the bench's all fall under the grant.
+const stackKeyPrefix = ""
 
 // retry calls f until it succeeds or the context ends.
 func retry(ctx context.Context, what string, f func() error) error {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -60,7 +61,16 @@ type state struct {
 	S5cmd            string    `json:"s5cmd,omitempty"`
 	Rclone           string    `json:"rclone,omitempty"`
 	Services         []service `json:"services"`
-	dir              string
+	// DynaliteRestarts is the file where dynalite's supervisor records
+	// each restart, one line each (supervise.go).
+	DynaliteRestarts string `json:"dynalite_restarts,omitempty"`
+	// Components holds the agent's, the resolver's and the audit's
+	// credentials, each restricted to what template.yaml grants it.
+	Components map[string]componentCreds `json:"components,omitempty"`
+	// AWSShimEndpoint is MinIO behind the AWS shim (see awsshim.go).
+	AWSShimEndpoint string `json:"aws_shim_endpoint,omitempty"`
+	dir             string
+	repo            string
 }
 
 var errNotUp = errors.New("the stack is not up (run: infra/local/stack up)")
@@ -112,9 +122,18 @@ func (st *state) env() [][2]string {
 		{"OFFLOAD_AWS_LAMBDA_RIE", st.RIE},
 		{"OFFLOAD_STACK_S3", st.S3Kind},
 		{"OFFLOAD_MINIO", st.MinIO},
+		{"OFFLOAD_DYNALITE_RESTARTS", st.DynaliteRestarts},
 	}
 	if st.CAFile != "" {
 		e = append(e, [2]string{"AWS_CA_BUNDLE", st.CAFile})
+	}
+	if st.AWSShimEndpoint != "" {
+		e = append(e, [2]string{"OFFLOAD_AWS_SHIM_S3", st.AWSShimEndpoint})
+	}
+	for _, name := range sortedKeys(st.Components) {
+		c, p := st.Components[name], "OFFLOAD_"+strings.ToUpper(name)+"_"
+		e = append(e, [2]string{p + "AWS_ACCESS_KEY_ID", c.AccessKeyID}, [2]string{p + "AWS_SECRET_ACCESS_KEY", c.SecretAccessKey},
+			[2]string{p + "AWS_SESSION_TOKEN", c.SessionToken})
 	}
 	if st.S5cmd != "" {
 		e = append(e, [2]string{"OFFLOAD_S5CMD", st.S5cmd}, [2]string{"OFFLOAD_RCLONE", st.Rclone})
@@ -184,7 +203,7 @@ func up(ctx context.Context, p stackPaths, opts upOptions) (*state, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := &state{dir: p.state, S3Kind: opts.s3Kind, TLS: opts.tls, DataDir: data,
+	st := &state{dir: p.state, repo: p.repo, S3Kind: opts.s3Kind, TLS: opts.tls, DataDir: data,
 		ToxiproxyCLI: toxiproxyCLI.path(p.cache), RIE: rieTool.path(p.cache), MinIO: minioTool.path(p.cache),
 		S5cmd: t.s5cmd, Rclone: t.rclone}
 	if err := st.save(); err != nil {
@@ -260,10 +279,18 @@ func start(ctx context.Context, st *state, t tools) error {
 	dynAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(dynPort))
 	st.DynamoDBEndpoint = "http://" + dynAddr
 	// Tables are ACTIVE at once: dynalite's default half-second delay only
-	// slows every test that makes a table.
-	if err := st.startProcess("dynalite", dynAddr, base, t.node, t.dynalite,
-		"--host", "127.0.0.1", "--port", strconv.Itoa(dynPort),
-		"--createTableMs", "0", "--deleteTableMs", "0", "--updateTableMs", "0"); err != nil {
+	// slows every test that makes a table. dynalite dies when a client
+	// aborts a request mid-body, so it runs under a supervisor that starts
+	// it again on the same port, and keeps its data on disk (--path; it is
+	// in memory otherwise), so the table and the items survive a restart.
+	st.DynaliteRestarts = filepath.Join(st.dir, "dynalite.restarts")
+	dynArgv, err := supervisedArgv("dynalite", st.DynaliteRestarts, t.node, t.dynalite,
+		"--host", "127.0.0.1", "--port", strconv.Itoa(dynPort), "--path", filepath.Join(st.DataDir, "dynalite"),
+		"--createTableMs", "0", "--deleteTableMs", "0", "--updateTableMs", "0")
+	if err != nil {
+		return err
+	}
+	if err := st.startProcess("dynalite", dynAddr, base, dynArgv...); err != nil {
 		return err
 	}
 
@@ -283,7 +310,56 @@ func start(ctx context.Context, st *state, t tools) error {
 	if err := waitHealthy(ctx, st); err != nil {
 		return err
 	}
-	return createResources(ctx, st)
+	if err := createResources(ctx, st); err != nil {
+		return err
+	}
+	if st.S3Kind == "minio" {
+		return startAWSShim(ctx, st)
+	}
+	return nil
+}
+
+// startAWSShim starts MinIO's AWS shim (awsshim.go) for the components'
+// credentials, once they exist.
+func startAWSShim(ctx context.Context, st *state) error {
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	var noList, noVersion []string
+	for _, name := range sortedKeys(st.Components) {
+		c := st.Components[name]
+		if !c.ListBucket {
+			noList = append(noList, c.AccessKeyID)
+		}
+		if !c.GetObjectVersion {
+			noVersion = append(noVersion, c.AccessKeyID)
+		}
+	}
+	args := []string{self, "aws-shim", "--listen", addr, "--upstream", st.S3Endpoint, "--bucket", bucket,
+		"--no-list-bucket", strings.Join(noList, ","), "--no-get-object-version", strings.Join(noVersion, ",")}
+	if st.CAFile != "" {
+		args = append(args, "--ca", st.CAFile)
+	}
+	st.AWSShimEndpoint = "http://" + addr
+	if err := st.startProcess("aws-shim", addr, os.Environ(), args...); err != nil {
+		return err
+	}
+	return waitHealthy(ctx, st)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 // startProcess starts one server in its own process group, with its output
@@ -488,6 +564,8 @@ func checkService(ctx context.Context, st *state, s service) error {
 		req, err = http.NewRequestWithContext(ctx, http.MethodGet, st.S3Endpoint+"/", nil)
 	case "toxiproxy":
 		req, err = http.NewRequestWithContext(ctx, http.MethodGet, st.ToxiproxyURL+"/version", nil)
+	case "aws-shim":
+		req, err = http.NewRequestWithContext(ctx, http.MethodGet, st.AWSShimEndpoint+"/minio/health/live", nil)
 	case "dynalite":
 		// DynamoDB's wire protocol: a POST naming the operation.
 		req, err = http.NewRequestWithContext(ctx, http.MethodPost, st.DynamoDBEndpoint+"/", strings.NewReader("{}"))
@@ -509,7 +587,7 @@ func checkService(ctx context.Context, st *state, s service) error {
 	_, _ = io.Copy(io.Discard, resp.Body)
 	// Unsigned requests to versitygw and dynalite are refused with a 4xx,
 	// which still proves the server is serving; a 5xx means it is not ready.
-	if resp.StatusCode >= 500 || (s.Name == "minio" || s.Name == "toxiproxy") && resp.StatusCode != http.StatusOK {
+	if resp.StatusCode >= 500 || (s.Name == "minio" || s.Name == "toxiproxy" || s.Name == "aws-shim") && resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("%s answered %s", s.Name, resp.Status)
 	}
 	return nil

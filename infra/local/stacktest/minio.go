@@ -11,6 +11,9 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
+
+	"github.com/photosleeve/offload/infra/local/templatepolicy"
 )
 
 // MinIO is a private MinIO server for one test, for faults that would
@@ -47,6 +50,36 @@ func (s *Stack) StartMinIO(t testing.TB, bucket string) *MinIO {
 		t.Fatalf("create bucket %s in the private MinIO: %v", bucket, err)
 	}
 	return m
+}
+
+// Env returns environment entries that give a command the credentials of
+// component (Agent, Resolver, Audit) on this server: temporary
+// credentials whose only permissions are the S3 part of what template.yaml
+// grants the component, for this server's bucket, as the stack makes for
+// its own MinIO. MinIO keeps them on disk, so they outlive a Restart.
+func (m *MinIO) Env(s *Stack, component string) []string {
+	m.t.Helper()
+	tmpl, err := os.ReadFile(filepath.Join(RepoRoot(m.t), "template.yaml"))
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	doc, err := templatepolicy.S3Policy(tmpl, component, templatepolicy.Target{Bucket: m.Bucket})
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	client := sts.NewFromConfig(s.AWSConfig(m.t), func(o *sts.Options) { o.BaseEndpoint = aws.String(m.Endpoint) })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := client.AssumeRole(ctx, &sts.AssumeRoleInput{
+		RoleArn: aws.String("arn:aws:iam::000000000000:role/offload-" + component), RoleSessionName: aws.String("offload-" + component),
+		Policy: aws.String(doc.JSON()), DurationSeconds: aws.Int32(12 * 3600),
+	})
+	if err != nil {
+		m.t.Fatalf("credentials for the %s on the private MinIO: %v", component, err)
+	}
+	c := out.Credentials
+	return []string{"AWS_ACCESS_KEY_ID=" + aws.ToString(c.AccessKeyId), "AWS_SECRET_ACCESS_KEY=" + aws.ToString(c.SecretAccessKey),
+		"AWS_SESSION_TOKEN=" + aws.ToString(c.SessionToken)}
 }
 
 func (m *MinIO) start() {

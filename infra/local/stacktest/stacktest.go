@@ -43,6 +43,9 @@ type Stack struct {
 	LambdaRIE        string // OFFLOAD_AWS_LAMBDA_RIE
 	S3Kind           string // OFFLOAD_STACK_S3: minio or versitygw
 	MinIO            string // OFFLOAD_MINIO: the MinIO binary, for private servers
+	// DynaliteRestartsFile is OFFLOAD_DYNALITE_RESTARTS: where the stack's
+	// supervisor records each restart of dynalite (see DynaliteRestarts).
+	DynaliteRestartsFile string
 }
 
 // Require returns the running stack. Without one it skips the test, or
@@ -60,6 +63,8 @@ func Require(t testing.TB) *Stack {
 		LambdaRIE:        os.Getenv("OFFLOAD_AWS_LAMBDA_RIE"),
 		S3Kind:           os.Getenv("OFFLOAD_STACK_S3"),
 		MinIO:            os.Getenv("OFFLOAD_MINIO"),
+
+		DynaliteRestartsFile: os.Getenv("OFFLOAD_DYNALITE_RESTARTS"),
 	}
 	missing := func(why string) {
 		t.Helper()

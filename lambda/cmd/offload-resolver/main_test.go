@@ -6,9 +6,12 @@ import (
 	"io"
 	"log/slog"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/config"
 
 	"github.com/photosleeve/offload"
 )
@@ -89,4 +92,32 @@ func FuzzResolverConfig(f *testing.F) {
 			t.Fatalf("accepted prefixes %q, %q that the mapping refuses: %v", urlPrefix, keyPrefix, err)
 		}
 	})
+}
+
+// TestLambdaCredentialsCarryNoExpiry: under Lambda the SDK takes the
+// execution role's credentials from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
+// and AWS_SESSION_TOKEN, and they report no expiry, so the resolver has no
+// end to cut its URLs to and does not claim to. Should the SDK start
+// reporting one, the cut applies under Lambda too and the docs can say so.
+func TestLambdaCredentialsCarryNoExpiry(t *testing.T) {
+	t.Setenv("AWS_ACCESS_KEY_ID", "ASIAEXAMPLEEXAMPLE")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "secret")
+	t.Setenv("AWS_SESSION_TOKEN", "session-token")
+	t.Setenv("AWS_REGION", "us-east-1")
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
+	cfg, err := config.LoadDefaultConfig(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := cfg.Credentials.Retrieve(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.SessionToken != "session-token" {
+		t.Fatalf("credentials did not come from the environment: %+v", c.Source)
+	}
+	if c.CanExpire {
+		t.Errorf("environment credentials now report an expiry (%s): the resolver cuts URLs to it under Lambda too; update the docs", c.Expires)
+	}
 }

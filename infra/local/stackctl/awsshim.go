@@ -1,0 +1,240 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/signal"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// The AWS shim is a reverse proxy in front of MinIO that changes only the
+// answers AWS documents differently from MinIO, in the spirit of Toxiproxy:
+// it is not a fake of S3, every request still goes to MinIO, and every
+// other answer passes through unchanged.
+//
+// The answers it changes, both from the HeadObject and GetObject API
+// references (https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadObject.html,
+// https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetObject.html):
+//   - A GET or HEAD of a key that does not exist, by a caller without
+//     s3:ListBucket on the bucket: "If you don't have the s3:ListBucket
+//     permission, Amazon S3 returns an HTTP status code 403 Forbidden
+//     error", so a missing key cannot be told from a forbidden one. MinIO
+//     answers 404 even for a restricted user.
+//   - A GET or HEAD of a specific version (?versionId=) by a caller without
+//     s3:GetObjectVersion: AWS requires that permission ("you must have the
+//     s3:GetObjectVersion permission to access a specific version of an
+//     object"); MinIO asks only for s3:GetObject.
+// Which callers lack which permission the stack derives from template.yaml.
+
+const awsShimUsage = `usage: stackctl aws-shim --listen ADDR --upstream URL --bucket NAME [--ca FILE] [--no-list-bucket KEY,...] [--no-get-object-version KEY,...]`
+
+// awsShimRule is what the shim needs to know to answer like AWS.
+type awsShimRule struct {
+	bucket string
+	// noListBucket holds the access keys whose policy lacks s3:ListBucket.
+	noListBucket map[string]bool
+	// noGetVersion holds those whose policy lacks s3:GetObjectVersion.
+	noGetVersion map[string]bool
+}
+
+func runAWSShim(args []string) (int, error) {
+	fs := flag.NewFlagSet("aws-shim", flag.ContinueOnError)
+	listen := fs.String("listen", "", "loopback address to serve on")
+	upstream := fs.String("upstream", "", "MinIO's endpoint URL")
+	bucket := fs.String("bucket", "", "the bucket whose answers are changed")
+	ca := fs.String("ca", "", "CA bundle for an https upstream")
+	keys := fs.String("no-list-bucket", "", "comma-separated access keys without s3:ListBucket")
+	versionKeys := fs.String("no-get-object-version", "", "comma-separated access keys without s3:GetObjectVersion")
+	if err := fs.Parse(args); err != nil {
+		return 2, err
+	}
+	if *listen == "" || *upstream == "" || *bucket == "" {
+		return 2, errors.New(awsShimUsage)
+	}
+	host, _, err := net.SplitHostPort(*listen)
+	if err != nil || !net.ParseIP(host).IsLoopback() {
+		return 2, fmt.Errorf("--listen %q: want a loopback address", *listen)
+	}
+	target, err := url.Parse(*upstream)
+	if err != nil {
+		return 2, err
+	}
+	rule := awsShimRule{bucket: *bucket, noListBucket: keySet(*keys), noGetVersion: keySet(*versionKeys)}
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	if *ca != "" {
+		pem, err := os.ReadFile(*ca)
+		if err != nil {
+			return 1, err
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return 1, fmt.Errorf("%s: no certificate", *ca)
+		}
+		transport.TLSClientConfig = &tls.Config{RootCAs: pool}
+	}
+	logger := log.New(os.Stderr, "aws-shim: ", log.LstdFlags)
+	srv := &http.Server{Addr: *listen, Handler: rule.proxy(target, transport, logger), ErrorLog: logger,
+		ReadHeaderTimeout: 30 * time.Second}
+	l, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return 1, err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	logger.Printf("serving %s in front of %s (bucket %s; access keys without s3:ListBucket %d, without s3:GetObjectVersion %d)",
+		*listen, *upstream, *bucket, len(rule.noListBucket), len(rule.noGetVersion))
+	if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+		return 1, err
+	}
+	return 0, nil
+}
+
+func keySet(list string) map[string]bool {
+	set := map[string]bool{}
+	for _, k := range strings.Split(list, ",") {
+		if k != "" {
+			set[k] = true
+		}
+	}
+	return set
+}
+
+// proxy forwards every request to MinIO unchanged, Host header included
+// (it is part of the SigV4 signature), and rewrites the answers in rule.
+// A request AWS would refuse outright is answered here and never reaches
+// MinIO.
+func (rule awsShimRule) proxy(target *url.URL, transport http.RoundTripper, logger *log.Logger) http.Handler {
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			r.SetURL(target)
+			r.Out.Host = r.In.Host
+		},
+		Transport:     transport,
+		FlushInterval: -1, // stream bodies as they come
+		ErrorLog:      logger,
+		ModifyResponse: func(resp *http.Response) error {
+			if !rule.missingKeyIsForbidden(resp) {
+				return nil
+			}
+			logger.Printf("%s %s: MinIO's 404 answered as AWS does without s3:ListBucket: 403", resp.Request.Method, resp.Request.URL.Path)
+			return forbid(resp)
+		},
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if rule.versionNotAllowed(r) {
+			logger.Printf("%s %s?versionId=: refused as AWS does without s3:GetObjectVersion: 403", r.Method, r.URL.Path)
+			w.Header().Set("Content-Type", "application/xml")
+			w.WriteHeader(http.StatusForbidden)
+			if r.Method != http.MethodHead {
+				io.WriteString(w, accessDenied(""))
+			}
+			return
+		}
+		rp.ServeHTTP(w, r)
+	})
+}
+
+// versionNotAllowed reports whether r reads a specific version of an
+// object of the bucket without s3:GetObjectVersion.
+func (rule awsShimRule) versionNotAllowed(r *http.Request) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead || r.URL.Query().Get("versionId") == "" {
+		return false
+	}
+	bucket, key, ok := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+	return ok && bucket == rule.bucket && key != "" && rule.noGetVersion[accessKeyOf(r)]
+}
+
+func accessDenied(requestID string) string {
+	return `<?xml version="1.0" encoding="UTF-8"?>` + "\n" +
+		`<Error><Code>AccessDenied</Code><Message>Access Denied</Message><RequestId>` + requestID + `</RequestId></Error>`
+}
+
+// errorCode matches the Code of an S3 error document.
+var errorCode = regexp.MustCompile(`<Code>([^<]*)</Code>`)
+
+// missingKeyIsForbidden reports whether resp is MinIO's answer to a GET or
+// HEAD of a missing key of the bucket by a caller without s3:ListBucket.
+// For a GET it reads the error document (and puts it back).
+func (rule awsShimRule) missingKeyIsForbidden(resp *http.Response) bool {
+	req := resp.Request
+	if resp.StatusCode != http.StatusNotFound || (req.Method != http.MethodGet && req.Method != http.MethodHead) {
+		return false
+	}
+	bucket, key, ok := strings.Cut(strings.TrimPrefix(req.URL.Path, "/"), "/")
+	if !ok || bucket != rule.bucket || key == "" || !rule.noListBucket[accessKeyOf(req)] {
+		return false
+	}
+	// Only GetObject and HeadObject: a query naming a sub-resource
+	// (?uploadId=, ?tagging, ?acl...) is another API.
+	for name := range req.URL.Query() {
+		// x-id names the operation (the SDKs add x-id=GetObject).
+		if name != "versionId" && name != "partNumber" && name != "x-id" && !strings.HasPrefix(name, "response-") && !strings.HasPrefix(strings.ToLower(name), "x-amz-") {
+			return false
+		}
+	}
+	if req.Method == http.MethodHead {
+		return true // no body to tell NoSuchKey from NoSuchBucket; the bucket exists
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	if err != nil {
+		return false
+	}
+	m := errorCode.FindSubmatch(body)
+	return m != nil && string(m[1]) == "NoSuchKey"
+}
+
+// forbid turns resp into the 403 AccessDenied that AWS sends.
+func forbid(resp *http.Response) error {
+	resp.StatusCode, resp.Status = http.StatusForbidden, "403 Forbidden"
+	body := []byte(accessDenied(resp.Header.Get("X-Amz-Request-Id")))
+	if resp.Request.Method == http.MethodHead {
+		body = nil // a HEAD answer has no body, on AWS too
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	resp.ContentLength = int64(len(body))
+	resp.Header.Set("Content-Length", strconv.Itoa(len(body)))
+	resp.Header.Set("Content-Type", "application/xml")
+	for name := range resp.Header {
+		if strings.HasPrefix(strings.ToLower(name), "x-minio-error") {
+			resp.Header.Del(name)
+		}
+	}
+	return nil
+}
+
+// accessKeyOf returns the access key a SigV4 request (header or presigned
+// query) is signed with.
+func accessKeyOf(r *http.Request) string {
+	cred := r.URL.Query().Get("X-Amz-Credential")
+	if auth := r.Header.Get("Authorization"); cred == "" && auth != "" {
+		if _, after, ok := strings.Cut(auth, "Credential="); ok {
+			cred = after
+		}
+	}
+	key, _, _ := strings.Cut(cred, "/")
+	return key
+}

@@ -1,0 +1,314 @@
+// Package templatepolicy reads what template.yaml grants each component (the
+// agent, the resolver, the audit) and turns the S3 part of it into an IAM
+// policy document for the local stack's bucket. The stack gives each
+// component credentials restricted to exactly that document, so a test
+// that passes locally has passed under the template's own least privilege:
+// removing an action the code needs from the template fails a test.
+//
+// Only S3 is covered: MinIO enforces IAM policies, dynalite does not.
+package templatepolicy
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// The components whose grants the template defines, by the names the
+// stack exports their credentials under.
+const (
+	Agent    = "agent"
+	Resolver = "resolver"
+	Audit    = "audit"
+)
+
+// Components lists every component, in a fixed order.
+var Components = []string{Agent, Resolver, Audit}
+
+// Document is an IAM policy document.
+type Document struct {
+	Version   string      `json:"Version"`
+	Statement []Statement `json:"Statement"`
+}
+
+// Statement is one statement of a Document.
+type Statement struct {
+	Sid       string                       `json:"Sid,omitempty"`
+	Effect    string                       `json:"Effect"`
+	Action    []string                     `json:"Action"`
+	Resource  []string                     `json:"Resource"`
+	Condition map[string]map[string]string `json:"Condition,omitempty"`
+}
+
+// Allows reports whether an Allow statement names action (exactly, or with
+// "s3:*") on resource (exactly).
+func (d Document) Allows(action, resource string) bool {
+	for _, s := range d.Statement {
+		if s.Effect != "Allow" {
+			continue
+		}
+		for _, a := range s.Action {
+			if a != action && a != "s3:*" {
+				continue
+			}
+			for _, r := range s.Resource {
+				if r == resource {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// AllowsOn reports whether an Allow statement names action (exactly, or
+// with "s3:*") on some resource that starts with prefix: for object
+// actions, granted under a key prefix.
+func (d Document) AllowsOn(action, prefix string) bool {
+	for _, s := range d.Statement {
+		if s.Effect != "Allow" {
+			continue
+		}
+		for _, a := range s.Action {
+			if a != action && a != "s3:*" {
+				continue
+			}
+			for _, r := range s.Resource {
+				if strings.HasPrefix(r, prefix) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// Actions returns every action the document allows, sorted.
+func (d Document) Actions() []string {
+	seen := map[string]bool{}
+	for _, s := range d.Statement {
+		for _, a := range s.Action {
+			seen[a] = true
+		}
+	}
+	out := make([]string, 0, len(seen))
+	for a := range seen {
+		out = append(out, a)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Target is what the template's references resolve to in the local stack.
+type Target struct {
+	Bucket    string // the bucket that stands in for OriginalsBucket
+	KeyPrefix string // the value of the KeyPrefix parameter
+}
+
+// BucketARN is the ARN of the target's bucket.
+func (t Target) BucketARN() string { return "arn:aws:s3:::" + t.Bucket }
+
+// S3Policy returns the S3 statements the template grants component, with
+// the template's references to the bucket and the key prefix resolved for
+// target. Statements about other services (the ledger table) are left out;
+// a statement that mixes S3 and another service is an error, as is any
+// reference this package does not know: a template change that the stack
+// cannot follow must not pass silently.
+func S3Policy(template []byte, component string, target Target) (Document, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(template, &root); err != nil {
+		return Document{}, fmt.Errorf("template: %w", err)
+	}
+	if len(root.Content) != 1 {
+		return Document{}, errors.New("template: not a YAML document")
+	}
+	resources := child(root.Content[0], "Resources")
+	var statements []*yaml.Node
+	switch component {
+	case Agent, Audit:
+		name := map[string]string{Agent: "AgentPolicy", Audit: "AuditPolicy"}[component]
+		if st := child(child(child(child(resources, name), "Properties"), "PolicyDocument"), "Statement"); st != nil {
+			statements = st.Content
+		}
+	case Resolver:
+		// A SAM function's Policies: inline documents (managed policy
+		// names would grant what this package cannot see, so they are refused).
+		policies := child(child(child(resources, "ResolverFunction"), "Properties"), "Policies")
+		if policies == nil {
+			break
+		}
+		for _, p := range policies.Content {
+			st := child(p, "Statement")
+			if st == nil {
+				return Document{}, fmt.Errorf("ResolverFunction.Policies: an entry that is not an inline policy document (line %d)", p.Line)
+			}
+			statements = append(statements, st.Content...)
+		}
+	default:
+		return Document{}, fmt.Errorf("unknown component %q (want one of %v)", component, Components)
+	}
+	if len(statements) == 0 {
+		return Document{}, fmt.Errorf("template grants %s nothing: its policy was not found", component)
+	}
+	doc := Document{Version: "2012-10-17"}
+	for _, n := range statements {
+		s, err := statement(n, target)
+		if err != nil {
+			return Document{}, fmt.Errorf("%s policy, statement at line %d: %w", component, n.Line, err)
+		}
+		var s3Actions int
+		for _, a := range s.Action {
+			if strings.HasPrefix(a, "s3:") {
+				s3Actions++
+			}
+		}
+		switch {
+		case s3Actions == 0:
+			continue // the ledger's part: dynalite enforces no policy
+		case s3Actions != len(s.Action):
+			return Document{}, fmt.Errorf("%s policy, statement at line %d mixes S3 and other actions: %v", component, n.Line, s.Action)
+		}
+		doc.Statement = append(doc.Statement, s)
+	}
+	if len(doc.Statement) == 0 {
+		return Document{}, fmt.Errorf("template grants %s no S3 action", component)
+	}
+	return doc, nil
+}
+
+// JSON is the document as compact JSON, as S3 and STS take it.
+func (d Document) JSON() string {
+	b, err := json.Marshal(d)
+	if err != nil {
+		panic(err) // only strings and maps of strings
+	}
+	return string(b)
+}
+
+func statement(n *yaml.Node, t Target) (Statement, error) {
+	var s Statement
+	if n.Kind != yaml.MappingNode {
+		return s, errors.New("not a mapping")
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i].Value, n.Content[i+1]
+		var err error
+		switch k {
+		case "Sid":
+			s.Sid = v.Value
+		case "Effect":
+			s.Effect = v.Value
+		case "Action":
+			s.Action, err = strings1(v, t)
+		case "Resource":
+			s.Resource, err = strings1(v, t)
+		case "Condition":
+			s.Condition, err = condition(v, t)
+		default:
+			err = fmt.Errorf("field %s is not supported here", k)
+		}
+		if err != nil {
+			return s, fmt.Errorf("%s: %w", k, err)
+		}
+	}
+	if s.Effect != "Allow" && s.Effect != "Deny" {
+		return s, fmt.Errorf("Effect %q", s.Effect)
+	}
+	return s, nil
+}
+
+// strings1 reads a string or a list of strings.
+func strings1(n *yaml.Node, t Target) ([]string, error) {
+	if n.Kind == yaml.SequenceNode {
+		var out []string
+		for _, c := range n.Content {
+			v, err := value(c, t)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, v)
+		}
+		return out, nil
+	}
+	v, err := value(n, t)
+	return []string{v}, err
+}
+
+func condition(n *yaml.Node, t Target) (map[string]map[string]string, error) {
+	if n.Kind != yaml.MappingNode {
+		return nil, errors.New("not a mapping")
+	}
+	out := map[string]map[string]string{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		op, body := n.Content[i].Value, n.Content[i+1]
+		if body.Kind != yaml.MappingNode {
+			return nil, fmt.Errorf("%s: not a mapping", op)
+		}
+		out[op] = map[string]string{}
+		for j := 0; j+1 < len(body.Content); j += 2 {
+			v, err := value(body.Content[j+1], t)
+			if err != nil {
+				return nil, err
+			}
+			out[op][body.Content[j].Value] = v
+		}
+	}
+	return out, nil
+}
+
+var subRef = regexp.MustCompile(`\$\{([^}]*)\}`)
+
+// value resolves one scalar: plain, !Sub or !GetAtt, with the references
+// the template's policies use.
+func value(n *yaml.Node, t Target) (string, error) {
+	if n.Kind != yaml.ScalarNode {
+		return "", fmt.Errorf("line %d: want a string", n.Line)
+	}
+	refs := map[string]string{
+		"OriginalsBucket.Arn": t.BucketARN(),
+		"KeyPrefix":           t.KeyPrefix,
+		// The ledger's statements are dropped; any value keeps them parseable.
+		"LedgerTable.Arn": "arn:aws:dynamodb:local:000000000000:table/ledger",
+	}
+	switch n.Tag {
+	case "!!str", "":
+		return n.Value, nil
+	case "!GetAtt":
+		v, ok := refs[n.Value]
+		if !ok {
+			return "", fmt.Errorf("line %d: unknown reference !GetAtt %s", n.Line, n.Value)
+		}
+		return v, nil
+	case "!Sub":
+		var err error
+		out := subRef.ReplaceAllStringFunc(n.Value, func(m string) string {
+			name := m[2 : len(m)-1]
+			v, ok := refs[name]
+			if !ok && err == nil {
+				err = fmt.Errorf("line %d: unknown reference ${%s}", n.Line, name)
+			}
+			return v
+		})
+		return out, err
+	default:
+		return "", fmt.Errorf("line %d: %s is not supported in a policy here", n.Line, n.Tag)
+	}
+}
+
+// child returns the value of key in a mapping node, or nil.
+func child(n *yaml.Node, key string) *yaml.Node {
+	if n == nil || n.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return n.Content[i+1]
+		}
+	}
+	return nil
+}

@@ -1,0 +1,78 @@
+package templatepolicy
+
+import (
+	"os"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func readTemplate(t *testing.T) []byte {
+	t.Helper()
+	b, err := os.ReadFile("../../../template.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestTemplatePolicies reads the real template: each component gets S3
+// statements on the target's bucket only, and the agent and the resolver,
+// which have no s3:ListBucket, are the ones AWS answers 403 for a missing key.
+func TestTemplatePolicies(t *testing.T) {
+	target := Target{Bucket: "local-bucket", KeyPrefix: "p/"}
+	for _, c := range Components {
+		doc, err := S3Policy(readTemplate(t), c, target)
+		if err != nil {
+			t.Fatalf("%s: %v", c, err)
+		}
+		for _, s := range doc.Statement {
+			for _, r := range s.Resource {
+				if r != target.BucketARN() && r != target.BucketARN()+"/p/*" {
+					t.Errorf("%s: resource %q; want the bucket or its p/* objects", c, r)
+				}
+			}
+			for _, a := range s.Action {
+				if !strings.HasPrefix(a, "s3:") {
+					t.Errorf("%s: non-S3 action %q kept", c, a)
+				}
+			}
+		}
+		if !slices.Contains(doc.Actions(), "s3:GetObject") {
+			t.Errorf("%s: actions %v; want s3:GetObject among them", c, doc.Actions())
+		}
+		lists := doc.Allows("s3:ListBucket", target.BucketARN())
+		if want := c == Audit; lists != want {
+			t.Errorf("%s: allows s3:ListBucket = %v; want %v", c, lists, want)
+		}
+	}
+}
+
+func TestS3PolicyRefusesWhatItCannotFollow(t *testing.T) {
+	for name, tmpl := range map[string]string{
+		"unknown reference": `Resources:
+  AgentPolicy:
+    Properties:
+      PolicyDocument:
+        Statement:
+          - Effect: Allow
+            Action: s3:GetObject
+            Resource: !Sub "${OtherBucket.Arn}/*"
+`,
+		"mixed services": `Resources:
+  AgentPolicy:
+    Properties:
+      PolicyDocument:
+        Statement:
+          - Effect: Allow
+            Action: [s3:GetObject, dynamodb:GetItem]
+            Resource: "*"
+`,
+		"no policy": `Resources: {}
+`,
+	} {
+		if _, err := S3Policy([]byte(tmpl), Agent, Target{Bucket: "b"}); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+}
