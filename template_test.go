@@ -446,7 +446,7 @@ func TestTemplatePoliciesAreLeastPrivilege(t *testing.T) {
 		walk(name, r)
 	}
 	want := map[string][]string{
-		"AgentPolicy":      {"dynamodb:GetItem", "dynamodb:PutItem", "s3:AbortMultipartUpload", "s3:GetObject", "s3:ListBucketMultipartUploads", "s3:ListMultipartUploadParts", "s3:PutObject"},
+		"AgentPolicy":      {"dynamodb:GetItem", "dynamodb:PutItem", "s3:AbortMultipartUpload", "s3:GetObject", "s3:ListBucketMultipartUploads", "s3:PutObject"},
 		"ResolverFunction": {"dynamodb:GetItem", "s3:GetObject", "s3:GetObjectVersion"},
 		"AuditPolicy":      {"dynamodb:BatchGetItem", "dynamodb:Scan", "s3:GetObject", "s3:ListBucket"},
 	}

@@ -272,7 +272,11 @@ func TestPresignedURLExpires(t *testing.T) {
 	}
 }
 
-// TestVerifyNone presigns without a ledger look-up.
+// TestVerifyNone presigns without a ledger look-up, so without a version:
+// the URL reads the current object, which needs the resolver's
+// s3:GetObject (a versioned URL needs only s3:GetObjectVersion on AWS).
+// An unknown name is redirected too, and S3 answers it as AWS does to a
+// caller without s3:ListBucket: 403.
 func TestVerifyNone(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
@@ -283,6 +287,25 @@ func TestVerifyNone(t *testing.T) {
 		h.ServeHTTP(rec, req.WithContext(context.Background()))
 		if rec.Code != want {
 			t.Errorf("%s: status %d; want %d", path, rec.Code, want)
+		}
+		loc := rec.Header().Get("Location")
+		switch path {
+		case "/static/cat.jpg":
+			if strings.Contains(loc, "versionId=") {
+				t.Errorf("%s: Location %q names a version without a ledger", path, loc)
+			}
+			if got := fetch(t, loc); !bytes.Equal(got, w.files["cat.jpg"]) {
+				t.Errorf("%s: the presigned URL gave %q", path, got)
+			}
+		case "/static/never-uploaded.jpg":
+			resp, err := http.Get(loc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusForbidden {
+				t.Errorf("%s: S3 answered %s; want 403, as AWS does without s3:ListBucket", path, resp.Status)
+			}
 		}
 	}
 }

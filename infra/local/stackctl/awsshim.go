@@ -40,9 +40,13 @@ import (
 //     s3:GetObjectVersion: AWS requires that permission ("you must have the
 //     s3:GetObjectVersion permission to access a specific version of an
 //     object"); MinIO asks only for s3:GetObject.
+//   - A GET or HEAD of the current version (no versionId) by a caller
+//     with s3:GetObjectVersion but without s3:GetObject: AWS refuses it
+//     (they are separate actions); MinIO lets s3:GetObjectVersion imply
+//     s3:GetObject (ActionSet.Match in minio/pkg/policy).
 // Which callers lack which permission the stack derives from template.yaml.
 
-const awsShimUsage = `usage: stackctl aws-shim --listen ADDR --upstream URL --bucket NAME [--ca FILE] [--no-list-bucket KEY,...] [--no-get-object-version KEY,...]`
+const awsShimUsage = `usage: stackctl aws-shim --listen ADDR --upstream URL --bucket NAME [--ca FILE] [--no-list-bucket KEY,...] [--no-get-object-version KEY,...] [--no-get-object KEY,...]`
 
 // awsShimRule is what the shim needs to know to answer like AWS.
 type awsShimRule struct {
@@ -51,6 +55,8 @@ type awsShimRule struct {
 	noListBucket map[string]bool
 	// noGetVersion holds those whose policy lacks s3:GetObjectVersion.
 	noGetVersion map[string]bool
+	// noGetObject holds those whose policy lacks s3:GetObject.
+	noGetObject map[string]bool
 }
 
 func runAWSShim(args []string) (int, error) {
@@ -61,6 +67,7 @@ func runAWSShim(args []string) (int, error) {
 	ca := fs.String("ca", "", "CA bundle for an https upstream")
 	keys := fs.String("no-list-bucket", "", "comma-separated access keys without s3:ListBucket")
 	versionKeys := fs.String("no-get-object-version", "", "comma-separated access keys without s3:GetObjectVersion")
+	getKeys := fs.String("no-get-object", "", "comma-separated access keys without s3:GetObject")
 	if err := fs.Parse(args); err != nil {
 		return 2, err
 	}
@@ -75,7 +82,7 @@ func runAWSShim(args []string) (int, error) {
 	if err != nil {
 		return 2, err
 	}
-	rule := awsShimRule{bucket: *bucket, noListBucket: keySet(*keys), noGetVersion: keySet(*versionKeys)}
+	rule := awsShimRule{bucket: *bucket, noListBucket: keySet(*keys), noGetVersion: keySet(*versionKeys), noGetObject: keySet(*getKeys)}
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	if *ca != "" {
 		pem, err := os.ReadFile(*ca)
@@ -143,8 +150,8 @@ func (rule awsShimRule) proxy(target *url.URL, transport http.RoundTripper, logg
 		},
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if rule.versionNotAllowed(r) {
-			logger.Printf("%s %s?versionId=: refused as AWS does without s3:GetObjectVersion: 403", r.Method, r.URL.Path)
+		if missing := rule.readNotAllowed(r); missing != "" {
+			logger.Printf("%s %s: refused as AWS does without %s: 403", r.Method, r.URL.Path, missing)
 			w.Header().Set("Content-Type", "application/xml")
 			w.WriteHeader(http.StatusForbidden)
 			if r.Method != http.MethodHead {
@@ -156,14 +163,32 @@ func (rule awsShimRule) proxy(target *url.URL, transport http.RoundTripper, logg
 	})
 }
 
-// versionNotAllowed reports whether r reads a specific version of an
-// object of the bucket without s3:GetObjectVersion.
-func (rule awsShimRule) versionNotAllowed(r *http.Request) bool {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead || r.URL.Query().Get("versionId") == "" {
-		return false
+// readNotAllowed returns the permission AWS would find missing for r, a
+// read of an object of the bucket: s3:GetObjectVersion for a specific
+// version, s3:GetObject for the current one. "" when r is allowed, or not
+// an object read.
+func (rule awsShimRule) readNotAllowed(r *http.Request) string {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return ""
 	}
 	bucket, key, ok := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
-	return ok && bucket == rule.bucket && key != "" && rule.noGetVersion[accessKeyOf(r)]
+	if !ok || bucket != rule.bucket || key == "" {
+		return ""
+	}
+	q := r.URL.Query()
+	for _, sub := range []string{"uploadId", "uploads", "tagging", "acl", "attributes", "retention", "legal-hold", "torrent"} {
+		if q.Has(sub) {
+			return "" // another API
+		}
+	}
+	who := accessKeyOf(r)
+	switch {
+	case q.Get("versionId") != "" && rule.noGetVersion[who]:
+		return "s3:GetObjectVersion"
+	case q.Get("versionId") == "" && rule.noGetObject[who]:
+		return "s3:GetObject"
+	}
+	return ""
 }
 
 func accessDenied(requestID string) string {

@@ -103,6 +103,9 @@ type componentCreds struct {
 	// GetObjectVersion: the policy allows reading a specific version,
 	// which AWS checks and MinIO does not.
 	GetObjectVersion bool `json:"get_object_version"`
+	// GetObject: the policy allows reading the current version, which
+	// MinIO also grants with s3:GetObjectVersion alone and AWS does not.
+	GetObject bool `json:"get_object"`
 }
 
 // componentCredsLife is how long the components' credentials last: longer
@@ -144,6 +147,7 @@ func grantComponents(ctx context.Context, st *state, cfg aws.Config) error {
 			AccessKeyID: aws.ToString(out.Credentials.AccessKeyId), SecretAccessKey: aws.ToString(out.Credentials.SecretAccessKey),
 			SessionToken: aws.ToString(out.Credentials.SessionToken), ListBucket: doc.Allows("s3:ListBucket", target.BucketARN()),
 			GetObjectVersion: doc.AllowsOn("s3:GetObjectVersion", target.BucketARN()+"/"),
+			GetObject:        doc.AllowsOn("s3:GetObject", target.BucketARN()+"/"),
 		}
 	}
 	return st.save()

@@ -331,7 +331,7 @@ func startAWSShim(ctx context.Context, st *state) error {
 	if err != nil {
 		return err
 	}
-	var noList, noVersion []string
+	var noList, noVersion, noGet []string
 	for _, name := range sortedKeys(st.Components) {
 		c := st.Components[name]
 		if !c.ListBucket {
@@ -340,9 +340,13 @@ func startAWSShim(ctx context.Context, st *state) error {
 		if !c.GetObjectVersion {
 			noVersion = append(noVersion, c.AccessKeyID)
 		}
+		if !c.GetObject {
+			noGet = append(noGet, c.AccessKeyID)
+		}
 	}
 	args := []string{self, "aws-shim", "--listen", addr, "--upstream", st.S3Endpoint, "--bucket", bucket,
-		"--no-list-bucket", strings.Join(noList, ","), "--no-get-object-version", strings.Join(noVersion, ",")}
+		"--no-list-bucket", strings.Join(noList, ","), "--no-get-object-version", strings.Join(noVersion, ","),
+		"--no-get-object", strings.Join(noGet, ",")}
 	if st.CAFile != "" {
 		args = append(args, "--ca", st.CAFile)
 	}
