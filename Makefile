@@ -7,7 +7,7 @@ FUZZTIME ?= 30s
 # Flags for the stack "make test" brings up, e.g. STACK_FLAGS="--tls" or "--s3 versitygw".
 STACK_FLAGS ?=
 
-.PHONY: help build build-ResolverFunction sam-build bench demo test test-in-stack soak unit vet fuzz stack-up stack-down clean
+.PHONY: help build build-ResolverFunction sam-build bench demo test test-in-stack soak check-grants unit vet fuzz stack-up stack-down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -38,6 +38,9 @@ test-in-stack:
 soak: ## the chaos soak, full profile: 2,000 files, 20 agent kills, 60 s outages (about 40 min); SEED=N replays a run
 	$(STACK) run -- env OFFLOAD_REQUIRE_STACK=1 $(GO) test -count=1 -v -timeout 3h -run '^TestSoak$$' ./infra/soak \
 		-args -soak.profile full $(if $(SEED),-soak.seed $(SEED))
+
+check-grants: ## take each S3 action template.yaml grants away in turn and prove a test fails without it (a few minutes)
+	$(GO) run ./infra/local/checkgrants
 
 unit: ## only the tests that need no stack (integration tests skip)
 	$(GO) test -count=1 ./...

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -119,7 +118,7 @@ const componentCredsLife = 7 * 24 * time.Hour
 // session policy allows and nothing else, as AWS does for the intersection
 // of a role's and a session's policies; the root user's own policy is all.
 func grantComponents(ctx context.Context, st *state, cfg aws.Config) error {
-	tmpl, err := os.ReadFile(filepath.Join(st.repo, "template.yaml"))
+	tmpl, err := os.ReadFile(templatepolicy.TemplatePath(st.repo))
 	if err != nil {
 		return err
 	}

@@ -59,7 +59,7 @@ func (s *Stack) StartMinIO(t testing.TB, bucket string) *MinIO {
 // its own MinIO. MinIO keeps them on disk, so they outlive a Restart.
 func (m *MinIO) Env(s *Stack, component string) []string {
 	m.t.Helper()
-	tmpl, err := os.ReadFile(filepath.Join(RepoRoot(m.t), "template.yaml"))
+	tmpl, err := os.ReadFile(templatepolicy.TemplatePath(RepoRoot(m.t)))
 	if err != nil {
 		m.t.Fatal(err)
 	}

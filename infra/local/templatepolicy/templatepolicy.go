@@ -12,6 +12,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
@@ -29,6 +31,21 @@ const (
 
 // Components lists every component, in a fixed order.
 var Components = []string{Agent, Resolver, Audit}
+
+// TemplateEnv names the variable that points the stack (and the tests'
+// private MinIO servers) at another template than the repository's
+// template.yaml: infra/local/checkgrants uses it to run the suites with one
+// action taken away.
+const TemplateEnv = "OFFLOAD_TEMPLATE"
+
+// TemplatePath is the template the stack grants from: $OFFLOAD_TEMPLATE,
+// or template.yaml in the repository root.
+func TemplatePath(repo string) string {
+	if p := os.Getenv(TemplateEnv); p != "" {
+		return p
+	}
+	return filepath.Join(repo, "template.yaml")
+}
 
 // Document is an IAM policy document.
 type Document struct {
@@ -311,4 +328,68 @@ func child(n *yaml.Node, key string) *yaml.Node {
 		}
 	}
 	return nil
+}
+
+// Without returns the template with action taken out of what it grants
+// component: out of each Allow statement of the component's policy that
+// names it, and a statement left with no action is removed. The result is
+// for a test run only (YAML comments may move).
+func Without(template []byte, component, action string) ([]byte, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(template, &root); err != nil {
+		return nil, fmt.Errorf("template: %w", err)
+	}
+	if len(root.Content) != 1 {
+		return nil, errors.New("template: not a YAML document")
+	}
+	resources := child(root.Content[0], "Resources")
+	var lists []*yaml.Node // the Statement sequences of the component
+	switch component {
+	case Agent, Audit:
+		name := map[string]string{Agent: "AgentPolicy", Audit: "AuditPolicy"}[component]
+		lists = append(lists, child(child(child(child(resources, name), "Properties"), "PolicyDocument"), "Statement"))
+	case Resolver:
+		if policies := child(child(child(resources, "ResolverFunction"), "Properties"), "Policies"); policies != nil {
+			for _, p := range policies.Content {
+				lists = append(lists, child(p, "Statement"))
+			}
+		}
+	default:
+		return nil, fmt.Errorf("unknown component %q", component)
+	}
+	removed := 0
+	for _, list := range lists {
+		if list == nil {
+			continue
+		}
+		var kept []*yaml.Node
+		for _, st := range list.Content {
+			actions := child(st, "Action")
+			switch {
+			case actions == nil:
+			case actions.Kind == yaml.ScalarNode && actions.Value == action:
+				removed++
+				continue // the statement's only action
+			case actions.Kind == yaml.SequenceNode:
+				var left []*yaml.Node
+				for _, a := range actions.Content {
+					if a.Value == action {
+						removed++
+						continue
+					}
+					left = append(left, a)
+				}
+				if len(left) == 0 {
+					continue
+				}
+				actions.Content = left
+			}
+			kept = append(kept, st)
+		}
+		list.Content = kept
+	}
+	if removed == 0 {
+		return nil, fmt.Errorf("the template grants %s no %s", component, action)
+	}
+	return yaml.Marshal(&root)
 }

@@ -76,3 +76,32 @@ func TestS3PolicyRefusesWhatItCannotFollow(t *testing.T) {
 		}
 	}
 }
+
+// TestWithout: every S3 action the template grants a component can be
+// taken away, and only that one goes.
+func TestWithout(t *testing.T) {
+	target := Target{Bucket: "b"}
+	for _, c := range Components {
+		full, err := S3Policy(readTemplate(t), c, target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range full.Actions() {
+			less, err := Without(readTemplate(t), c, a)
+			if err != nil {
+				t.Fatalf("%s without %s: %v", c, a, err)
+			}
+			doc, err := S3Policy(less, c, target)
+			if err != nil {
+				t.Fatalf("%s without %s: the result does not parse: %v", c, a, err)
+			}
+			want := slices.DeleteFunc(slices.Clone(full.Actions()), func(x string) bool { return x == a })
+			if got := doc.Actions(); !slices.Equal(got, want) {
+				t.Errorf("%s without %s: actions %v; want %v", c, a, got, want)
+			}
+		}
+	}
+	if _, err := Without(readTemplate(t), Agent, "s3:DeleteObject"); err == nil {
+		t.Error("taking away an action the template does not grant: no error")
+	}
+}
