@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/photosleeve/offload/agent"
 	"github.com/photosleeve/offload/infra/local/loopback"
 )

@@ -1,6 +1,7 @@
-// Package e2e is the end-to-end proof: lighttpd with the Lua fallback, the
-// resolver's local HTTP face and the agent, on the real local stack, all on
-// loopback, seen from a browser's side.
+// Package e2e is the end-to-end proof: each web server with the project's
+// fallback (lighttpd with the Lua script, nginx, Apache with mod_rewrite),
+// the resolver's local HTTP face and the agent, on the real local stack,
+// all on loopback, seen from a browser's side.
 package e2e
 
 import (
@@ -9,6 +10,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,7 +22,7 @@ import (
 )
 
 func TestEndToEnd(t *testing.T) {
-	for _, server := range []string{"lighttpd", "nginx"} {
+	for _, server := range []string{"lighttpd", "nginx", "apache2"} {
 		t.Run(server, func(t *testing.T) {
 			t.Parallel()
 			endToEnd(t, server)
@@ -40,14 +42,19 @@ func endToEnd(t *testing.T, server string) {
 	m := offload.Mapping{URLPrefix: "/static/", KeyPrefix: stacktest.Prefix(t)}
 
 	resolverAddr := stacktest.FreeAddr(t)
-	stacktest.Start(t, nil, "", bin["offload-resolver"], "--listen", resolverAddr, "--key-prefix", m.KeyPrefix, "--log-format", "text")
+	// The resolver and the agent run with only what template.yaml grants
+	// each, and see S3 through the AWS shim: as on AWS, not as MinIO answers
+	// root.
+	shim := st.AWSShimEndpoint(t)
+	shimURL, _ := url.Parse(shim)
+	stacktest.Start(t, append(st.Env(t, stacktest.Resolver), "AWS_ENDPOINT_URL_S3="+shim), "", bin["offload-resolver"], "--listen", resolverAddr, "--key-prefix", m.KeyPrefix, "--log-format", "text")
 	stacktest.WaitListening(t, resolverAddr)
 
 	webAddr := stacktest.FreeAddr(t)
 	stacktest.StartWebServer(t, server, webroot, webAddr, "http://"+resolverAddr)
 	web := "http://" + webAddr
 
-	stacktest.Start(t, nil, "", bin["offload-agent"], "run", "--watch", static, "--archive", archive,
+	stacktest.Start(t, append(st.Env(t, stacktest.Agent), "AWS_ENDPOINT_URL_S3="+shim), "", bin["offload-agent"], "run", "--watch", static, "--archive", archive,
 		"--key-prefix", m.KeyPrefix, "--quiet", "1s", "--rescan", "5s", "--host", "e2e")
 
 	files := map[string][]byte{
@@ -103,9 +110,21 @@ func endToEnd(t *testing.T, server string) {
 		if resp.StatusCode != 200 || sha256.Sum256(body) != sha256.Sum256(data) {
 			t.Errorf("%s through the redirects: %s, %d bytes; want 200 and the original bytes", rel, resp.Status, len(body))
 		}
-		s3Host := st.S3Endpoint[len("http://"):]
+		s3Host := shimURL.Host
 		if len(hops) != 2 || hops[0] != resolverAddr || hops[1] != s3Host {
 			t.Errorf("%s redirect chain %v; want [resolver %s, S3 %s]", rel, hops, resolverAddr, s3Host)
+		}
+
+		// A HEAD through the same chain (a browser or CDN checking the size
+		// first) must reach the object too: the resolver presigns for HEAD.
+		hops = nil
+		resp, err := follow.Head(url)
+		if err != nil {
+			t.Fatalf("HEAD %s: %v", url, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.ContentLength != int64(len(data)) {
+			t.Errorf("%s HEAD through the redirects %v: %s, Content-Length %d; want 200 and %d", rel, hops, resp.Status, resp.ContentLength, len(data))
 		}
 	}
 

@@ -37,7 +37,7 @@ commands:
   status         print each part, its PID and address, and whether it answers;
                  exits 1 unless the whole stack is up
   install        only install the tools (MinIO, dynalite, Toxiproxy,
-                 aws-lambda-rie, lighttpd, nginx)
+                 aws-lambda-rie, lighttpd, nginx, apache2)
   run [--tls] [--s3 KIND] [--bench-tools] -- COMMAND [ARG...]
                  bring up a private stack, run COMMAND with its environment,
                  and bring it down again, even when COMMAND fails or is

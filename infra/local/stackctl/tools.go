@@ -86,9 +86,9 @@ func install(ctx context.Context, p stackPaths, s3Kind string, bench bool) (tool
 			return t, err
 		}
 	}
-	if err := ensureLighttpd(ctx); err != nil {
-		// Only the web-server tests need lighttpd, and they fail loudly
-		// without it; the rest of the stack is still useful.
+	if err := ensureWebServers(ctx); err != nil {
+		// Only the web-server tests need lighttpd, nginx and apache2, and
+		// they fail loudly without them; the rest of the stack is still useful.
 		fmt.Fprintf(os.Stderr, "stack: warning: %v\n", err)
 	}
 	return t, nil
@@ -170,26 +170,48 @@ func ensureDynalite(ctx context.Context, p stackPaths) (node, cli string, err er
 }
 
 // webServerPackages are the Debian packages of the web servers the tests
-// run: lighttpd with mod_magnet, and nginx.
-var webServerPackages = []string{"lighttpd", "lighttpd-modules-lua", "nginx-light"}
+// run: lighttpd with mod_magnet, nginx, and Apache (apache2-bin, which
+// apache2 pulls in, carries mod_rewrite).
+var webServerPackages = []string{"lighttpd", "lighttpd-modules-lua", "nginx-light", "apache2"}
 
-const modMagnet = "/usr/lib/lighttpd/mod_magnet.so"
+// The files that prove a web server is installed with the module its
+// fallback needs; the binaries are looked up on PATH.
+const (
+	modMagnet  = "/usr/lib/lighttpd/mod_magnet.so"
+	modRewrite = "/usr/lib/apache2/modules/mod_rewrite.so"
+)
 
-// ensureLighttpd installs the web servers through apt when they are
-// missing, without letting the packages start system-wide servers.
-func ensureLighttpd(ctx context.Context) error {
-	_, errBin := exec.LookPath("lighttpd")
-	_, errMod := os.Stat(modMagnet)
-	_, errNginx := exec.LookPath("nginx")
-	if errBin == nil && errMod == nil && errNginx == nil {
+// aptLockWait is how long apt-get waits for another apt or dpkg (an
+// unattended upgrade, a second "stack install") to let go of its lock
+// before it gives up; apt-get's own default is not to wait at all.
+const aptLockWait = "300"
+
+// ensureWebServers installs the web servers through apt when one of them
+// or its module is missing, without letting the packages start system-wide
+// servers.
+func ensureWebServers(ctx context.Context) error {
+	var missing []string
+	for _, bin := range []string{"lighttpd", "nginx", "apache2"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			missing = append(missing, bin)
+		}
+	}
+	for _, mod := range []string{modMagnet, modRewrite} {
+		if _, err := os.Stat(mod); err != nil {
+			missing = append(missing, mod)
+		}
+	}
+	if len(missing) == 0 {
 		return nil
 	}
 	if os.Geteuid() != 0 {
-		return fmt.Errorf("lighttpd with mod_magnet or nginx is missing and only root can install them: sudo apt-get install %s", strings.Join(webServerPackages, " "))
+		return fmt.Errorf("web servers missing (%s) and only root can install them: sudo apt-get install %s",
+			strings.Join(missing, ", "), strings.Join(webServerPackages, " "))
 	}
-	fmt.Fprintf(os.Stderr, "stack: installing %v with apt-get\n", webServerPackages)
+	fmt.Fprintf(os.Stderr, "stack: installing %v with apt-get (missing: %s)\n", webServerPackages, strings.Join(missing, ", "))
 	// policy-rc.d exiting 101 tells Debian's maintainer scripts not to start
-	// the service: a package-started lighttpd would listen on every address.
+	// the service: a package-started lighttpd, nginx or apache2 would listen
+	// on every address.
 	const policy = "/usr/sbin/policy-rc.d"
 	if _, err := os.Stat(policy); os.IsNotExist(err) {
 		if err := os.WriteFile(policy, []byte("#!/bin/sh\nexit 101\n"), 0o755); err != nil {
@@ -198,9 +220,10 @@ func ensureLighttpd(ctx context.Context) error {
 		defer os.Remove(policy)
 	}
 	env := append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+	lock := []string{"-o", "DPkg::Lock::Timeout=" + aptLockWait}
 	for _, args := range [][]string{
-		{"apt-get", "update", "-qq"},
-		append([]string{"apt-get", "install", "-y", "-qq", "--no-install-recommends"}, webServerPackages...),
+		append([]string{"apt-get", "update", "-qq"}, lock...),
+		append(append([]string{"apt-get", "install", "-y", "-qq", "--no-install-recommends"}, lock...), webServerPackages...),
 	} {
 		cmd := exec.CommandContext(ctx, args[0], args[1:]...)
 		cmd.Env = env

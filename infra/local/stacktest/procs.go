@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -145,13 +146,37 @@ func WaitListening(t testing.TB, addr string) {
 	}
 }
 
-// StartWebServer starts lighttpd or nginx on addr serving webroot with the
-// project's fallback configuration (infra/lighttpd, infra/nginx), after
-// checking that configuration, and waits until it listens.
-func StartWebServer(t testing.TB, server, webroot, addr, resolverBase string) *Process {
+// Site is the web site's own configuration around the fallback, as an
+// operator would have it: Before goes into the nginx server block or the
+// Apache virtual host ahead of the project's include, After behind it.
+// lighttpd's include is global, so it takes neither.
+type Site struct{ Before, After string }
+
+// apacheModules are the shared modules the Apache configuration loads from
+// Debian's apache2-bin; log_config and unixd are built into its binary.
+var apacheModules = []string{"mpm_event", "authz_core", "rewrite", "mime", "dir"}
+
+// StartWebServer starts lighttpd, nginx or apache2 (Debian's) on addr
+// serving webroot with the project's fallback configuration (infra/lighttpd,
+// infra/nginx, infra/apache), after checking that configuration, and waits
+// until it listens. At most one site may be given (nginx and apache2 only).
+//
+// Apache will not run its workers as root, so when the test runs as root
+// its workers are www-data and the folders above webroot inside the temp
+// folder (t.TempDir() makes them 0700) are opened to others for search.
+func StartWebServer(t testing.TB, server, webroot, addr, resolverBase string, site ...Site) *Process {
 	t.Helper()
 	if _, err := exec.LookPath(server); err != nil {
 		t.Fatalf("%s is part of the stack (infra/local/stack install puts it there): %v", server, err)
+	}
+	var s Site
+	switch {
+	case len(site) > 1:
+		t.Fatalf("StartWebServer: %d sites; want at most one", len(site))
+	case len(site) == 1 && server == "lighttpd":
+		t.Fatal("StartWebServer: lighttpd takes no site configuration")
+	case len(site) == 1:
+		s = site[0]
 	}
 	repo, dir := RepoRoot(t), t.TempDir()
 	_, port, _ := net.SplitHostPort(addr)
@@ -189,11 +214,47 @@ http {
         listen 127.0.0.1:%[2]s;
         root %[3]q;
         set $offload_resolver_base %[4]q;
+%[6]s
         include %[5]q;
+%[7]s
     }
 }
-`, dir, port, webroot, resolverBase, filepath.Join(repo, "infra/nginx/offload.conf"))
+`, dir, port, webroot, resolverBase, filepath.Join(repo, "infra/nginx/offload.conf"), s.Before, s.After)
 		check, run = []string{"-t", "-c", conf}, []string{"-c", conf}
+	case "apache2":
+		var user string
+		if os.Geteuid() == 0 {
+			user = "User www-data\nGroup www-data\n"
+			openToWorkers(t, webroot)
+		}
+		var modules []byte
+		for _, m := range apacheModules {
+			modules = fmt.Appendf(modules, "LoadModule %s_module /usr/lib/apache2/modules/mod_%[1]s.so\n", m)
+		}
+		// -X: one process (event MPM threads serve many connections at
+		// once), in the foreground, so Start's SIGTERM by PID stops all of
+		// it. Its error log is Start's log, printed when the test fails.
+		text = fmt.Appendf(nil, `ServerRoot %[1]q
+DefaultRuntimeDir %[1]q
+PidFile %[10]q
+ErrorLog /dev/stderr
+LogLevel warn
+%[2]s%[3]sServerName 127.0.0.1
+Listen 127.0.0.1:%[4]s
+TypesConfig /etc/mime.types
+<VirtualHost 127.0.0.1:%[4]s>
+    DocumentRoot %[5]q
+    <Directory %[5]q>
+        Require all granted
+    </Directory>
+    Define OFFLOAD_RESOLVER_BASE %[6]s
+%[8]s
+    Include %[7]q
+%[9]s
+</VirtualHost>
+`, dir, modules, user, port, webroot, resolverBase, filepath.Join(repo, "infra/apache/offload.conf"), s.Before, s.After,
+			filepath.Join(dir, "apache2.pid"))
+		check, run = []string{"-t", "-f", conf}, []string{"-X", "-f", conf}
 	default:
 		t.Fatalf("unknown web server %q", server)
 	}
@@ -208,4 +269,24 @@ http {
 	p := Start(t, env, "", server, run...)
 	WaitListening(t, addr)
 	return p
+}
+
+// openToWorkers lets an unprivileged web server worker reach webroot: it
+// adds search permission for others to webroot and each folder above it
+// up to the system's temp folder, and read permission to webroot itself.
+// Folders outside the temp folder are left alone.
+func openToWorkers(t testing.TB, webroot string) {
+	t.Helper()
+	tmp := filepath.Clean(os.TempDir())
+	mode := os.FileMode(0o005) // webroot: read and search
+	for d := filepath.Clean(webroot); strings.HasPrefix(d, tmp+string(filepath.Separator)); d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(d, fi.Mode().Perm()|mode); err != nil {
+			t.Fatal(err)
+		}
+		mode = 0o001 // above it: search only
+	}
 }
