@@ -262,13 +262,8 @@ func TestPresignedURLExpires(t *testing.T) {
 		t.Fatalf("status %d; want 302", rec.Code)
 	}
 	time.Sleep(2100 * time.Millisecond)
-	resp, err := http.Get(rec.Header().Get("Location"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusForbidden {
-		t.Errorf("expired presigned URL: %s; want 403", resp.Status)
+	if got := stacktest.StatusOf(t, http.MethodGet, rec.Header().Get("Location")); got != http.StatusForbidden {
+		t.Errorf("expired presigned URL: %d; want 403", got)
 	}
 }
 
@@ -298,13 +293,8 @@ func TestVerifyNone(t *testing.T) {
 				t.Errorf("%s: the presigned URL gave %q", path, got)
 			}
 		case "/static/never-uploaded.jpg":
-			resp, err := http.Get(loc)
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusForbidden {
-				t.Errorf("%s: S3 answered %s; want 403, as AWS does without s3:ListBucket", path, resp.Status)
+			if got := stacktest.StatusOf(t, http.MethodGet, loc); got != http.StatusForbidden {
+				t.Errorf("%s: S3 answered %d; want 403, as AWS does without s3:ListBucket", path, got)
 			}
 		}
 	}

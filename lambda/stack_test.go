@@ -18,6 +18,7 @@ import (
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/photosleeve/offload"
+	"github.com/photosleeve/offload/infra/local/stacktest"
 	"github.com/photosleeve/offload/lambda"
 )
 
@@ -50,13 +51,8 @@ func TestHeadFollowedToS3(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	getURL := resp.Header.Get("Location")
-	if resp, err = http.Head(getURL); err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusForbidden {
-		t.Errorf("HEAD on the URL signed for GET: %s; want 403 (the method is signed)", resp.Status)
+	if got := stacktest.StatusOf(t, http.MethodHead, resp.Header.Get("Location")); got != http.StatusForbidden {
+		t.Errorf("HEAD on the URL signed for GET: %d; want 403 (the method is signed)", got)
 	}
 }
 

@@ -1,6 +1,7 @@
 package stacktest
 
 import (
+	"net/http"
 	"os"
 	"strings"
 	"testing"
@@ -73,6 +74,22 @@ func (s *Stack) S3For(t testing.TB, component, endpoint string) *s3.Client {
 		o.UsePathStyle = true
 		o.BaseEndpoint = aws.String(endpoint)
 	})
+}
+
+// StatusOf sends one request without a body to url, as a browser following
+// a presigned URL does, and returns the status S3 answered with.
+func StatusOf(t testing.TB, method, url string) int {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 // AWSShimEndpoint is MinIO behind the stack's AWS shim, which answers what

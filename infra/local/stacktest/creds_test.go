@@ -62,13 +62,8 @@ func TestMissingKeyAnswers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.Get(req.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusForbidden {
-		t.Errorf("presigned GET of a missing key through the shim: %s; want 403", resp.Status)
+	if got := StatusOf(t, http.MethodGet, req.URL); got != http.StatusForbidden {
+		t.Errorf("presigned GET of a missing key through the shim: %d; want 403", got)
 	}
 }
 

@@ -65,28 +65,17 @@ type Statement struct {
 // Allows reports whether an Allow statement names action (exactly, or with
 // "s3:*") on resource (exactly).
 func (d Document) Allows(action, resource string) bool {
-	for _, s := range d.Statement {
-		if s.Effect != "Allow" {
-			continue
-		}
-		for _, a := range s.Action {
-			if a != action && a != "s3:*" {
-				continue
-			}
-			for _, r := range s.Resource {
-				if r == resource {
-					return true
-				}
-			}
-		}
-	}
-	return false
+	return d.allows(action, func(r string) bool { return r == resource })
 }
 
 // AllowsOn reports whether an Allow statement names action (exactly, or
 // with "s3:*") on some resource that starts with prefix: for object
 // actions, granted under a key prefix.
 func (d Document) AllowsOn(action, prefix string) bool {
+	return d.allows(action, func(r string) bool { return strings.HasPrefix(r, prefix) })
+}
+
+func (d Document) allows(action string, resourceMatches func(string) bool) bool {
 	for _, s := range d.Statement {
 		if s.Effect != "Allow" {
 			continue
@@ -96,7 +85,7 @@ func (d Document) AllowsOn(action, prefix string) bool {
 				continue
 			}
 			for _, r := range s.Resource {
-				if strings.HasPrefix(r, prefix) {
+				if resourceMatches(r) {
 					return true
 				}
 			}
