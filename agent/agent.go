@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -138,69 +137,9 @@ func (a *Agent) Once(ctx context.Context) error {
 // onceAttempts is how often Once tries a failing file before it reports it.
 const onceAttempts = 3
 
-// Retry backoff per file: exponential with full jitter, never giving up
-// while the file exists (in Run). Base and cap: a blip clears in seconds,
-// and during a long outage one attempt per file every few minutes costs
-// nothing.
-const (
-	backoffBase = time.Second
-	backoffCap  = 5 * time.Minute
-)
-
-// recoveryJitter: a file offloaded end to end proves S3 and DynamoDB answer
-// again, so files waiting out a backoff after failing on them retry within
-// this (spread, so they do not all start at once) instead of up to
-// backoffCap later. Files that failed locally (the archive) keep their
-// backoff: another file's success says nothing about their cause.
-const recoveryJitter = 2 * time.Second
-
-// recoveryGap: only a success after this long without one counts as the
-// end of an outage. While files keep succeeding (throttling, a bucket
-// policy refusing one key), failed files keep their backoff, so a failure
-// that is not an outage does not turn into a retry every few seconds.
-const recoveryGap = 10 * time.Second
-
-// retryRemoteFailuresSoon pulls in the retry of every file whose last
-// failure was remote; see recoveryJitter.
-func retryRemoteFailuresSoon(pending map[string]*entry, now time.Time) {
-	for _, e := range pending {
-		if e.remote && !e.running && e.notBefore.After(now.Add(recoveryJitter)) {
-			e.notBefore = now.Add(time.Duration(rand.Int64N(int64(recoveryJitter))))
-			e.remote = false
-		}
-	}
-}
-
-func backoff(attempt int) time.Duration {
-	d := backoffCap
-	if attempt < 20 {
-		d = min(backoffCap, backoffBase<<attempt)
-	}
-	return time.Duration(rand.Int64N(int64(d)) + 1)
-}
-
-// isPublished: the version seen is the one that appeared by a rename.
-func (e *entry) isPublished() bool {
-	return e.published != (fileID{}) && e.published.sameVersion(e.seen)
-}
-
-// entry is the scheduler's view of one pending file.
-type entry struct {
-	seen      fileID    // the last version observed
-	since     time.Time // when that version was first observed
-	firstSeen time.Time // when the name was first seen pending (for status)
-	heldOpen  bool      // the last attempt found a writer holding it
-	notBefore time.Time // backoff after a failure
-	attempts  int
-	remote    bool   // the last failure was S3's or DynamoDB's
-	published fileID // the version that appeared by a rename; see job.published
-	running   bool
-	dirty     bool // an event arrived while it was running
-}
-
-// loop is the scheduler: it owns every pending file's state, takes
-// candidates from the watcher, hands settled files to the workers and acts
-// on their results. Only this goroutine touches pending and parked.
+// loop runs the agent: it feeds the watcher's candidates to the scheduler,
+// hands the files it says are due to the workers, and gives it their
+// results. Only this goroutine touches the scheduler.
 func (a *Agent) loop(ctx context.Context, once bool) error {
 	if a.cfg.DryRun {
 		a.log.Info("dry run: nothing is uploaded, recorded, moved or aborted; each settled file is looked at once")
@@ -248,13 +187,12 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 	go func() { a.dirs.run(stopSyncing); close(syncerDone) }()
 	defer func() { close(stopSyncing); <-syncerDone }()
 
-	pending := map[string]*entry{}
-	defer func() { a.track.publish(pending) }() // status after the loop: what is left
-	// parked files are not looked at again until they change: conflicts,
-	// refusals, and (with --after keep) files already offloaded.
-	parked := map[string]fileID{}
+	s := newScheduler(a.cfg, once, a.lstat, time.Now())
+	// Status lists maxListed files and leaves out the ones uploading, at
+	// most one per worker.
+	publish := func() { a.track.publish(s.snapshot(maxListed + a.cfg.Workers)) }
+	defer publish() // status after the loop: what is left
 	failedForGood := 0
-	lastDone := time.Now() // the last file offloaded end to end
 
 	candidates := make(chan candidate, 4096)
 	scanned := make(chan error, 1)
@@ -281,160 +219,21 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 			}
 		}()
 	}
-	running := 0
 	defer func() {
 		close(jobs)
 		wg.Wait()
 	}()
 
-	// note looks at a candidate and reports whether it is a published file
-	// that may go at once.
-	note := func(c candidate) bool {
-		rel := c.rel
-		if ignored(rel, a.cfg.Ignore) {
-			return false
-		}
-		e := pending[rel]
-		if e != nil && e.running {
-			e.dirty = true
-			return false
-		}
-		fi, err := a.root.Lstat(rel)
-		if err != nil {
-			delete(pending, rel)
-			delete(parked, rel)
-			return false
-		}
-		id, _ := idOf(fi)
-		if p, ok := parked[rel]; ok {
-			if p.sameVersion(id) {
-				return false
-			}
-			delete(parked, rel)
-		}
-		now := time.Now()
-		switch {
-		case e == nil:
-			e = &entry{seen: id, since: now, firstSeen: now}
-			pending[rel] = e
-		case !e.seen.sameVersion(id):
-			e.seen, e.since = id, now
-		}
-		if !c.movedIn {
-			return false
-		}
-		e.published = id
-		// Only a new rename asks for an immediate dispatch, and only when
-		// the file is not waiting out a backoff: otherwise every rescan
-		// during an outage would walk the pending set once per file.
-		return e.isPublished() && !e.running && !now.Before(e.notBefore)
-	}
-
-	// park stops looking at a file until it changes.
-	park := func(rel string, version fileID) {
-		delete(pending, rel)
-		parked[rel] = version
-	}
-
-	finish := func(r result) {
-		running--
-		e := pending[r.rel]
-		e.running = false
-		log := a.log.With("file", r.rel, "key", r.key)
-		version := r.id // what is parked: the version read, or else the one seen
-		if version == (fileID{}) {
-			version = e.seen
-		}
-		switch r.outcome {
-		case outDone:
-			a.stats.Uploaded.Add(1)
-			a.stats.Bytes.Add(r.id.size)
-			log.Info("offloaded", "bytes", r.id.size, "duration", r.elapsed.Round(time.Millisecond), "after", string(a.cfg.After))
-			a.track.offloaded(time.Now())
-			a.metrics.uploadSeconds.Observe(r.elapsed.Seconds())
-			delete(pending, r.rel)
-			if a.cfg.After == AfterKeep {
-				park(r.rel, version)
-			}
-			if now := time.Now(); now.Sub(lastDone) > recoveryGap {
-				retryRemoteFailuresSoon(pending, now)
-			}
-			lastDone = time.Now()
-		case outGone:
-			delete(pending, r.rel)
-		case outNotReady:
-			e.heldOpen = errors.Is(r.err, errWriterHasIt)
-			switch {
-			case errors.Is(r.err, errWriterHasIt):
-				// Every slow upload from a browser passes here; not news.
-				log.Debug("not settled, will look again", "reason", r.err)
-			case r.err != nil:
-				log.Info("not settled, will look again", "reason", r.err)
-			}
-			// Watch it for a full quiet period before the next try, so a
-			// file held open by a writer is not reopened every tick.
-			if r.id != (fileID{}) {
-				e.seen = r.id
-			}
-			e.since = time.Now()
-			e.notBefore = e.since.Add(a.cfg.Quiet)
-			e.published = fileID{} // a writer had it: the quiet rule decides from now on
-		case outDryRun:
-			log.Info("dry run", "would", r.err.Error())
-			park(r.rel, version)
-		case outSkipped:
-			log.Info("skipped: only regular files are offloaded", "reason", r.err)
-			park(r.rel, version)
-		case outRefused:
-			a.stats.Refused.Add(1)
-			a.track.failed(Failure{Path: r.rel, At: time.Now().UTC(), Cause: "refused", Error: r.err.Error()})
-			log.Warn("refused: never uploaded", "err", r.err)
-			park(r.rel, version)
-			failedForGood++
-		case outConflict:
-			a.stats.Conflicts.Add(1)
-			a.track.failed(Failure{Path: r.rel, At: time.Now().UTC(), Cause: "conflict", Error: r.err.Error()})
-			log.Error("conflict: left in place, never overwritten", "err", r.err)
-			park(r.rel, version)
-			failedForGood++
-		case outFailed:
-			a.stats.Failures.Add(1)
-			a.metrics.failures.WithLabelValues(r.cause).Inc()
-			a.track.failed(Failure{Path: r.rel, At: time.Now().UTC(), Cause: r.cause, Error: r.err.Error()})
-			e.attempts++
-			e.remote = r.remote()
-			e.heldOpen = false
-			wait := backoff(e.attempts)
-			e.notBefore = time.Now().Add(wait)
-			log.Warn("failed, will retry", "attempt", e.attempts, "retry_in", wait.Round(time.Millisecond), "err", r.err)
-			if once && e.attempts >= onceAttempts {
-				delete(pending, r.rel)
-				failedForGood++
-			}
-		}
-		if e.dirty {
-			e.dirty = false
-			note(candidate{rel: r.rel})
-		}
-	}
-
-	// dispatch hands every settled, due file to a free worker.
+	// dispatch hands every due file to a free worker; there is one for
+	// each, as due hands out no more than are free.
 	dispatch := func() {
-		now := time.Now()
-		for rel, e := range pending {
-			if running == a.cfg.Workers {
-				return
-			}
-			if e.running || now.Before(e.notBefore) {
-				continue
-			}
-			published := e.isPublished() && !a.cfg.QuietForRenamed
-			if !published && now.Sub(e.seen.ctime) < a.cfg.Quiet && now.Sub(e.since) < a.cfg.Quiet {
-				continue
-			}
-			e.running, e.dirty = true, false
-			running++
-			jobs <- job{rel: rel, seen: e.seen, since: e.since, published: published}
+		for _, j := range s.due(time.Now(), a.cfg.Workers-s.busy()) {
+			jobs <- j
+		}
+	}
+	finish := func(r result) {
+		if a.report(r, s.finish(r, time.Now())) {
+			failedForGood++
 		}
 	}
 
@@ -445,7 +244,7 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 	for {
 		select {
 		case c := <-candidates:
-			if note(c) {
+			if s.note(c, time.Now()) {
 				dispatch() // a published file need not wait for the next tick
 			}
 		case err := <-scannedIn:
@@ -458,21 +257,19 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 			dispatch()
 		case <-tick.C:
 			dispatch()
-			// Sorting the pending set is O(n log n): twice a second is
-			// fresh enough for status and metrics.
 			if now := time.Now(); now.Sub(published) >= publishEvery {
-				a.track.publish(pending)
+				publish()
 				published = now
 			}
 		case <-ctx.Done():
-			left := len(pending)
-			a.drain(results, &running, cancelWork, finish)
+			left := s.len()
+			a.drain(results, s, cancelWork, finish)
 			if once && left > 0 {
 				return fmt.Errorf("interrupted with %d files not offloaded: %w", left, ErrIncomplete)
 			}
 			return nil
 		}
-		if once && scanDone && len(pending) == 0 && running == 0 && len(candidates) == 0 {
+		if once && scanDone && s.len() == 0 && s.busy() == 0 && len(candidates) == 0 {
 			if failedForGood > 0 {
 				return fmt.Errorf("%d files: %w", failedForGood, ErrIncomplete)
 			}
@@ -481,19 +278,73 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 	}
 }
 
+// lstat is the scheduler's look at a file: the version under its name now.
+func (a *Agent) lstat(rel string) (fileID, error) {
+	fi, err := a.root.Lstat(rel)
+	if err != nil {
+		return fileID{}, err
+	}
+	id, _ := idOf(fi)
+	return id, nil
+}
+
+// report logs and counts one result the scheduler has taken (v is what it
+// decided), and says whether the file is given up for good: Once then
+// returns ErrIncomplete.
+func (a *Agent) report(r result, v verdict) (forGood bool) {
+	log := a.log.With("file", r.rel, "key", r.key)
+	switch r.outcome {
+	case outDone:
+		a.stats.Uploaded.Add(1)
+		a.stats.Bytes.Add(r.id.size)
+		log.Info("offloaded", "bytes", r.id.size, "duration", r.elapsed.Round(time.Millisecond), "after", string(a.cfg.After))
+		a.track.offloaded(time.Now())
+		a.metrics.uploadSeconds.Observe(r.elapsed.Seconds())
+	case outNotReady:
+		switch {
+		case errors.Is(r.err, errWriterHasIt):
+			// Every slow upload from a browser passes here; not news.
+			log.Debug("not settled, will look again", "reason", r.err)
+		case r.err != nil:
+			log.Info("not settled, will look again", "reason", r.err)
+		}
+	case outDryRun:
+		log.Info("dry run", "would", r.err.Error())
+	case outSkipped:
+		log.Info("skipped: only regular files are offloaded", "reason", r.err)
+	case outRefused:
+		a.stats.Refused.Add(1)
+		a.track.failed(Failure{Path: r.rel, At: time.Now().UTC(), Cause: "refused", Error: r.err.Error()})
+		log.Warn("refused: never uploaded", "err", r.err)
+		return true
+	case outConflict:
+		a.stats.Conflicts.Add(1)
+		a.track.failed(Failure{Path: r.rel, At: time.Now().UTC(), Cause: "conflict", Error: r.err.Error()})
+		log.Error("conflict: left in place, never overwritten", "err", r.err)
+		return true
+	case outFailed:
+		a.stats.Failures.Add(1)
+		a.metrics.failures.WithLabelValues(r.cause).Inc()
+		a.track.failed(Failure{Path: r.rel, At: time.Now().UTC(), Cause: r.cause, Error: r.err.Error()})
+		log.Warn("failed, will retry", "attempt", v.attempts, "retry_in", v.retryIn.Round(time.Millisecond), "err", r.err)
+		return v.gaveUp
+	}
+	return false
+}
+
 // drain waits for in-flight files for the grace period, then cancels them.
-func (a *Agent) drain(results chan result, running *int, cancelWork func(), finish func(result)) {
-	if *running > 0 {
-		a.log.Info("shutting down: letting in-flight files finish", "files", *running, "grace", a.cfg.Grace)
+func (a *Agent) drain(results chan result, s *scheduler, cancelWork func(), finish func(result)) {
+	if n := s.busy(); n > 0 {
+		a.log.Info("shutting down: letting in-flight files finish", "files", n, "grace", a.cfg.Grace)
 	}
 	grace := time.NewTimer(a.cfg.Grace)
 	defer grace.Stop()
-	for *running > 0 {
+	for s.busy() > 0 {
 		select {
 		case r := <-results:
 			finish(r)
 		case <-grace.C:
-			a.log.Warn("grace period over: aborting in-flight uploads; the files stay local", "files", *running)
+			a.log.Warn("grace period over: aborting in-flight uploads; the files stay local", "files", s.busy())
 			cancelWork()
 			grace.Reset(time.Hour)
 		}
@@ -501,11 +352,13 @@ func (a *Agent) drain(results chan result, running *int, cancelWork func(), fini
 }
 
 // publishEvery is how often the scheduler hands its pending set to status.
+// A snapshot costs the listed files and the workers, not the backlog; the
+// period bounds how stale status and the pending gauges may be.
 const publishEvery = 500 * time.Millisecond
 
 // tickInterval is how often the scheduler looks for settled files: a
-// quarter of the quiet period, between 20 ms and 100 ms. A tick only walks
-// the in-memory pending set, so it is cheap; a longer one would add its
+// quarter of the quiet period, between 20 ms and 100 ms. A tick only looks
+// at the files that are due, so it is cheap; a longer one would add its
 // length to every file's time from close to upload.
 func tickInterval(quiet time.Duration) time.Duration {
 	return min(max(quiet/4, 20*time.Millisecond), 100*time.Millisecond)

@@ -44,29 +44,6 @@ func TestBackoffIsBoundedAndJittered(t *testing.T) {
 	}
 }
 
-func TestRetryRemoteFailuresSoon(t *testing.T) {
-	now := time.Now()
-	later := now.Add(4 * time.Minute)
-	pending := map[string]*entry{
-		"s3-failed.jpg":      {remote: true, notBefore: later, attempts: 7},
-		"archive-failed.jpg": {remote: false, notBefore: later, attempts: 7},
-		"running.jpg":        {remote: true, running: true, notBefore: later},
-		"due-soon.jpg":       {remote: true, notBefore: now.Add(time.Second)},
-	}
-	retryRemoteFailuresSoon(pending, now)
-	if e := pending["s3-failed.jpg"]; e.notBefore.After(now.Add(recoveryJitter)) || e.attempts != 7 {
-		t.Errorf("remote failure: retry at +%s, attempts %d; want within %s, attempts kept at 7", e.notBefore.Sub(now), e.attempts, recoveryJitter)
-	}
-	for _, rel := range []string{"archive-failed.jpg", "running.jpg"} {
-		if e := pending[rel]; !e.notBefore.Equal(later) {
-			t.Errorf("%s: retry moved to +%s; want it left at +4m", rel, e.notBefore.Sub(now))
-		}
-	}
-	if e := pending["due-soon.jpg"]; !e.notBefore.Equal(now.Add(time.Second)) {
-		t.Errorf("due-soon.jpg: retry moved to +%s; want +1s kept", e.notBefore.Sub(now))
-	}
-}
-
 func TestTickInterval(t *testing.T) {
 	for quiet, want := range map[time.Duration]time.Duration{
 		0: 20 * time.Millisecond, 200 * time.Millisecond: 50 * time.Millisecond, 2 * time.Second: 100 * time.Millisecond, time.Hour: 100 * time.Millisecond,

@@ -69,7 +69,7 @@ type tracker struct {
 	started time.Time
 
 	mu              sync.Mutex
-	pending         []Waiting // every file the scheduler holds, oldest first (some may be uploading)
+	pending         backlog // what the scheduler holds (some may be uploading)
 	inFlight        map[string]*progress
 	failures        []Failure // newest last
 	lastOffloadedAt time.Time
@@ -133,35 +133,40 @@ func (t *tracker) offloaded(at time.Time) {
 	t.mu.Unlock()
 }
 
-// publish replaces the pending set (called by the scheduler). A file whose
-// upload has begun is in flight, not pending; see waiting.
-func (t *tracker) publish(pending map[string]*entry) {
-	all := make([]Waiting, 0, len(pending))
-	for rel, e := range pending {
-		state := "settling"
-		switch {
-		case e.heldOpen:
-			state = "open for writing"
-		case e.attempts > 0:
-			state = "retrying"
-		}
-		all = append(all, Waiting{Path: rel, Bytes: e.seen.size, Since: e.firstSeen.UTC(), State: state, Attempts: e.attempts, RetryAt: utcOrZero(e.notBefore)})
-	}
-	slices.SortFunc(all, func(a, b Waiting) int { return a.Since.Compare(b.Since) })
+// publish replaces the pending set (called by the scheduler's goroutine).
+// A file whose upload has begun is in flight, not pending; see waiting.
+func (t *tracker) publish(b backlog) {
 	t.mu.Lock()
-	t.pending = all
+	t.pending = b
 	t.mu.Unlock()
 }
 
 // waiting counts the pending files that are not uploading and lists the
-// longest-waiting of them. t.mu must be held.
+// longest-waiting of them. t.mu must be held. Its cost grows with the files
+// listed and the workers, not with the backlog: the snapshot holds the
+// counts, the oldest files (running ones included) and the running ones.
 func (t *tracker) waiting(list int) (n int, bytes int64, first []Waiting) {
-	for _, w := range t.pending {
-		if _, uploading := t.inFlight[w.Path]; uploading {
+	b := t.pending
+	n, bytes = b.files, b.bytes
+	uploading := func(path string) bool { _, ok := t.inFlight[path]; return ok }
+	running := func(path string) bool {
+		return slices.ContainsFunc(b.running, func(w Waiting) bool { return w.Path == path })
+	}
+	for _, w := range b.running {
+		if uploading(w.Path) {
+			n--
+			bytes -= w.Bytes
+		}
+	}
+	for _, w := range b.oldest {
+		if uploading(w.Path) {
+			// Handed out after the snapshot was taken, unless counted above.
+			if !running(w.Path) {
+				n--
+				bytes -= w.Bytes
+			}
 			continue
 		}
-		n++
-		bytes += w.Bytes
 		if len(first) < list {
 			first = append(first, w)
 		}

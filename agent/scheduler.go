@@ -1,0 +1,414 @@
+package agent
+
+import (
+	"container/heap"
+	"errors"
+	"math/rand/v2"
+	"time"
+)
+
+// Retry backoff per file: exponential with full jitter, never giving up
+// while the file exists (in Run). Base and cap: a blip clears in seconds,
+// and during a long outage one attempt per file every few minutes costs
+// nothing.
+const (
+	backoffBase = time.Second
+	backoffCap  = 5 * time.Minute
+)
+
+// recoveryJitter: a file offloaded end to end proves S3 and DynamoDB answer
+// again, so files waiting out a backoff after failing on them retry within
+// this (spread, so they do not all start at once) instead of up to
+// backoffCap later. Files that failed locally (the archive) keep their
+// backoff: another file's success says nothing about their cause.
+const recoveryJitter = 2 * time.Second
+
+// recoveryGap: only a success after this long without one counts as the
+// end of an outage. While files keep succeeding (throttling, a bucket
+// policy refusing one key), failed files keep their backoff, so a failure
+// that is not an outage does not turn into a retry every few seconds.
+const recoveryGap = 10 * time.Second
+
+func backoff(attempt int) time.Duration {
+	d := backoffCap
+	if attempt < 20 {
+		d = min(backoffCap, backoffBase<<attempt)
+	}
+	return time.Duration(rand.Int64N(int64(d)) + 1)
+}
+
+// entry is the scheduler's view of one pending file.
+type entry struct {
+	rel       string
+	seen      fileID    // the last version observed
+	since     time.Time // when that version was first observed
+	firstSeen time.Time // when the name was first seen pending (for status)
+	heldOpen  bool      // the last attempt found a writer holding it
+	notBefore time.Time // backoff after a failure
+	attempts  int
+	remote    bool   // the last failure was S3's or DynamoDB's
+	published fileID // the version that appeared by a rename; see job.published
+	running   bool
+	dirty     bool // an event arrived while it was running
+
+	at         time.Time // when it is next due; see scheduler.dueAt
+	index      int       // in scheduler.queue, or -1 while running
+	prev, next *entry    // scheduler.oldest's order, by firstSeen
+}
+
+// isPublished: the version seen is the one that appeared by a rename.
+func (e *entry) isPublished() bool {
+	return e.published != (fileID{}) && e.published.sameVersion(e.seen)
+}
+
+// scheduler owns every pending and parked file's state: it takes the
+// watcher's candidates (note), says which files are due for a worker (due)
+// and acts on the workers' results (finish). It is not safe for concurrent
+// use; the agent's loop goroutine is its only user.
+//
+// Its cost per event does not grow with the backlog: a file that is not
+// running sits in a min-heap keyed by the time it next needs a look (the
+// end of its quiet period or of its backoff), so a tick pops only the files
+// whose time has come; files whose last failure was remote are indexed for
+// the recovery pull-in; and pending files are kept in first-seen order for
+// status, which lists the oldest few without sorting the rest.
+type scheduler struct {
+	quiet           time.Duration
+	quietForRenamed bool
+	once            bool // Once: a file that failed onceAttempts times is given up
+	// keep (--after keep): an offloaded file stays under its name, so it
+	// is parked, or every rescan would offload it again.
+	keep   bool
+	ignore []string
+	// lstat reports the version of a file now under its name; an error
+	// means it is gone.
+	lstat func(rel string) (fileID, error)
+
+	pending map[string]*entry
+	// parked files are not looked at again until they change: conflicts,
+	// refusals, and (with --after keep) files already offloaded.
+	parked  map[string]fileID
+	queue   dueQueue            // pending files not running, soonest due first
+	running map[*entry]struct{} // handed to a worker, result not back yet
+	remote  map[*entry]struct{} // pending files with remote set
+	oldest  *entry              // the first of pending in first-seen order
+	newest  *entry              // its last
+	bytes   int64               // the size of every pending file
+	// lastDone is when the last file was offloaded end to end.
+	lastDone time.Time
+	jobs     []job // due's result, reused
+}
+
+// newScheduler returns an empty scheduler for the configuration; now
+// counts as the last success for recoveryGap.
+func newScheduler(cfg Config, once bool, lstat func(rel string) (fileID, error), now time.Time) *scheduler {
+	return &scheduler{
+		quiet: cfg.Quiet, quietForRenamed: cfg.QuietForRenamed, once: once, keep: cfg.After == AfterKeep, ignore: cfg.Ignore, lstat: lstat,
+		pending: map[string]*entry{}, parked: map[string]fileID{},
+		running: map[*entry]struct{}{}, remote: map[*entry]struct{}{},
+		lastDone: now,
+	}
+}
+
+// len is the number of pending files, running ones included.
+func (s *scheduler) len() int { return len(s.pending) }
+
+// busy is the number of files handed to workers whose result is not back.
+func (s *scheduler) busy() int { return len(s.running) }
+
+// note looks at a candidate and reports whether it is a published file
+// that may go at once (the caller then asks due without waiting for the
+// next tick).
+func (s *scheduler) note(c candidate, now time.Time) bool {
+	rel := c.rel
+	if ignored(rel, s.ignore) {
+		return false
+	}
+	e := s.pending[rel]
+	if e != nil && e.running {
+		e.dirty = true // looked at again when its result is back
+		return false
+	}
+	id, err := s.lstat(rel)
+	if err != nil {
+		if e != nil {
+			s.remove(e)
+		}
+		delete(s.parked, rel)
+		return false
+	}
+	if p, ok := s.parked[rel]; ok {
+		if p.sameVersion(id) {
+			return false
+		}
+		delete(s.parked, rel)
+	}
+	switch {
+	case e == nil:
+		e = s.add(rel, id, now)
+	case !e.seen.sameVersion(id):
+		s.setSeen(e, id)
+		e.since = now
+	}
+	if c.movedIn {
+		e.published = id
+	}
+	s.schedule(e)
+	// Only a new rename asks for an immediate dispatch, and only when the
+	// file is not waiting out a backoff.
+	return c.movedIn && e.isPublished() && !now.Before(e.notBefore)
+}
+
+// due hands out up to free files whose time has come, soonest due first,
+// and counts them as running until finish. It looks at no file that is not
+// due. The slice is reused by the next call.
+func (s *scheduler) due(now time.Time, free int) []job {
+	s.jobs = s.jobs[:0]
+	for ; free > 0 && len(s.queue) > 0 && !s.queue[0].at.After(now); free-- {
+		e := heap.Pop(&s.queue).(*entry)
+		e.running, e.dirty = true, false
+		s.running[e] = struct{}{}
+		s.jobs = append(s.jobs, job{rel: e.rel, seen: e.seen, since: e.since,
+			published: e.isPublished() && !s.quietForRenamed})
+	}
+	return s.jobs
+}
+
+// dueAt is the earliest time the file may go to a worker: after its
+// backoff, and once it is settled by the scheduler's view. A published
+// file is settled at once; otherwise when its ctime or the time the
+// scheduler first saw this version is a quiet period old. The worker
+// checks again (see settled), so this only says when to ask.
+//
+// The ctime deadline is a wall-clock time; it is taken as an offset from
+// since so that every due time is on the monotonic clock and the heap's
+// order holds across a wall-clock step (after one, the file waits at most
+// the quiet period after since, as if its ctime were recent).
+func (s *scheduler) dueAt(e *entry) time.Time {
+	at := e.notBefore
+	if e.isPublished() && !s.quietForRenamed {
+		return at
+	}
+	wait := s.quiet
+	if d := e.seen.ctime.Sub(e.since); d < 0 {
+		wait += d // the file was quiet before the scheduler saw it
+	}
+	if settle := e.since.Add(wait); settle.After(at) {
+		at = settle
+	}
+	return at
+}
+
+// schedule puts a pending file that is not running in the queue at its due
+// time, or moves it there.
+func (s *scheduler) schedule(e *entry) {
+	e.at = s.dueAt(e)
+	if e.index >= 0 {
+		heap.Fix(&s.queue, e.index)
+		return
+	}
+	heap.Push(&s.queue, e)
+}
+
+// verdict is what finish decided about a file, for the caller to log.
+type verdict struct {
+	attempts int           // after outFailed: failed attempts so far
+	retryIn  time.Duration // after outFailed: the backoff before the next one
+	gaveUp   bool          // after outFailed in Once: tried onceAttempts times, dropped
+}
+
+// finish takes a worker's result for a file that due handed out: the file
+// is offloaded and forgotten, parked, or waits for its next look.
+func (s *scheduler) finish(r result, now time.Time) (v verdict) {
+	e := s.pending[r.rel]
+	e.running = false
+	delete(s.running, e)
+	version := r.id // what is parked: the version read, or else the one seen
+	if version == (fileID{}) {
+		version = e.seen
+	}
+	switch r.outcome {
+	case outDone:
+		s.remove(e)
+		if s.keep {
+			s.parked[r.rel] = version
+		}
+		if now.Sub(s.lastDone) > recoveryGap {
+			s.retryRemoteSoon(now)
+		}
+		s.lastDone = now
+	case outGone:
+		s.remove(e)
+	case outNotReady:
+		e.heldOpen = errors.Is(r.err, errWriterHasIt)
+		// Watch it for a full quiet period before the next try, so a file
+		// held open by a writer is not reopened every tick.
+		if r.id != (fileID{}) {
+			s.setSeen(e, r.id)
+		}
+		e.since = now
+		e.notBefore = now.Add(s.quiet)
+		e.published = fileID{} // a writer had it: the quiet rule decides from now on
+		s.schedule(e)
+	case outDryRun, outSkipped, outRefused, outConflict:
+		s.park(e, version)
+	case outFailed:
+		e.attempts++
+		s.setRemote(e, r.remote())
+		e.heldOpen = false
+		v.attempts, v.retryIn = e.attempts, backoff(e.attempts)
+		e.notBefore = now.Add(v.retryIn)
+		if s.once && e.attempts >= onceAttempts {
+			s.remove(e)
+			v.gaveUp = true
+		} else {
+			s.schedule(e)
+		}
+	}
+	if e.dirty {
+		e.dirty = false
+		s.note(candidate{rel: r.rel}, now)
+	}
+	return v
+}
+
+// retryRemoteSoon pulls in the retry of every file whose last failure was
+// remote (see recoveryJitter). It looks only at those files.
+func (s *scheduler) retryRemoteSoon(now time.Time) {
+	for e := range s.remote {
+		if !e.running && e.notBefore.After(now.Add(recoveryJitter)) {
+			e.notBefore = now.Add(time.Duration(rand.Int64N(int64(recoveryJitter))))
+			s.setRemote(e, false)
+			s.schedule(e)
+		}
+	}
+}
+
+// park stops looking at a file until it changes.
+func (s *scheduler) park(e *entry, version fileID) {
+	s.remove(e)
+	s.parked[e.rel] = version
+}
+
+// add makes rel pending, the newest in first-seen order.
+func (s *scheduler) add(rel string, id fileID, now time.Time) *entry {
+	e := &entry{rel: rel, seen: id, since: now, firstSeen: now, index: -1}
+	s.pending[rel] = e
+	s.bytes += id.size
+	// now comes from a monotonic clock, so this is the end of the list;
+	// the walk only keeps the order if a caller's clock went back.
+	after := s.newest
+	for after != nil && after.firstSeen.After(e.firstSeen) {
+		after = after.prev
+	}
+	e.prev = after
+	if after == nil {
+		e.next, s.oldest = s.oldest, e
+	} else {
+		e.next, after.next = after.next, e
+	}
+	if e.next == nil {
+		s.newest = e
+	} else {
+		e.next.prev = e
+	}
+	return e
+}
+
+// remove forgets a pending file.
+func (s *scheduler) remove(e *entry) {
+	delete(s.pending, e.rel)
+	delete(s.running, e)
+	s.setRemote(e, false)
+	s.bytes -= e.seen.size
+	if e.index >= 0 {
+		heap.Remove(&s.queue, e.index)
+	}
+	if e.prev == nil {
+		s.oldest = e.next
+	} else {
+		e.prev.next = e.next
+	}
+	if e.next == nil {
+		s.newest = e.prev
+	} else {
+		e.next.prev = e.prev
+	}
+	e.prev, e.next = nil, nil
+}
+
+func (s *scheduler) setSeen(e *entry, id fileID) {
+	s.bytes += id.size - e.seen.size
+	e.seen = id
+}
+
+func (s *scheduler) setRemote(e *entry, remote bool) {
+	e.remote = remote
+	if remote {
+		s.remote[e] = struct{}{}
+	} else {
+		delete(s.remote, e)
+	}
+}
+
+// backlog is the pending set as status shows it, taken without looking at
+// every file.
+type backlog struct {
+	files int   // pending files, running ones included
+	bytes int64 // their size
+	// oldest are the longest-pending files, oldest first, running ones
+	// included: status leaves out those already uploading.
+	oldest []Waiting
+	// running are the files handed to workers, at most one per worker.
+	running []Waiting
+}
+
+// snapshot returns the counts, the running files and the first list files
+// in first-seen order. Its cost grows with list and the workers, not with
+// the backlog.
+func (s *scheduler) snapshot(list int) backlog {
+	b := backlog{files: len(s.pending), bytes: s.bytes, oldest: make([]Waiting, 0, min(list, len(s.pending)))}
+	for e := s.oldest; e != nil && len(b.oldest) < list; e = e.next {
+		b.oldest = append(b.oldest, e.waiting())
+	}
+	b.running = make([]Waiting, 0, len(s.running))
+	for e := range s.running {
+		b.running = append(b.running, e.waiting())
+	}
+	return b
+}
+
+// waiting is how status shows the file.
+func (e *entry) waiting() Waiting {
+	state := "settling"
+	switch {
+	case e.heldOpen:
+		state = "open for writing"
+	case e.attempts > 0:
+		state = "retrying"
+	}
+	return Waiting{Path: e.rel, Bytes: e.seen.size, Since: e.firstSeen.UTC(), State: state, Attempts: e.attempts, RetryAt: utcOrZero(e.notBefore)}
+}
+
+// dueQueue is a min-heap of entries by due time (container/heap).
+type dueQueue []*entry
+
+func (q dueQueue) Len() int           { return len(q) }
+func (q dueQueue) Less(i, j int) bool { return q[i].at.Before(q[j].at) }
+func (q dueQueue) Swap(i, j int) {
+	q[i], q[j] = q[j], q[i]
+	q[i].index, q[j].index = i, j
+}
+func (q *dueQueue) Push(x any) {
+	e := x.(*entry)
+	e.index = len(*q)
+	*q = append(*q, e)
+}
+func (q *dueQueue) Pop() any {
+	old := *q
+	e := old[len(old)-1]
+	old[len(old)-1] = nil
+	*q = old[:len(old)-1]
+	e.index = -1
+	return e
+}
