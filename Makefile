@@ -64,6 +64,7 @@ BENCH_FLAGS ?=
 bench: build ## the agent against s5cmd and rclone on local MinIO over TLS (builds the peers once), then the Go benchmarks
 	$(STACK) run --tls --bench-tools -- $(GO) run ./infra/bench --agent bin/offload-agent $(BENCH_FLAGS)
 	$(GO) test -run '^$$' -bench . -benchmem ./lambda
+	$(GO) test -run '^$$' -bench Scheduler -benchmem ./agent
 
 stack-up: ## start the local stack (MinIO, dynalite, Toxiproxy); then eval "$(infra/local/stack env)"
 	$(STACK) up

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"container/heap"
 	"errors"
 	"math/rand/v2"
 	"time"
@@ -89,6 +88,7 @@ type scheduler struct {
 	// refusals, and (with --after keep) files already offloaded.
 	parked  map[string]fileID
 	queue   dueQueue            // pending files not running, soonest due first
+	epoch   time.Time           // the queue's zero
 	running map[*entry]struct{} // handed to a worker, result not back yet
 	remote  map[*entry]struct{} // pending files with remote set
 	oldest  *entry              // the first of pending in first-seen order
@@ -106,7 +106,7 @@ func newScheduler(cfg Config, once bool, lstat func(rel string) (fileID, error),
 		quiet: cfg.Quiet, quietForRenamed: cfg.QuietForRenamed, once: once, keep: cfg.After == AfterKeep, ignore: cfg.Ignore, lstat: lstat,
 		pending: map[string]*entry{}, parked: map[string]fileID{},
 		running: map[*entry]struct{}{}, remote: map[*entry]struct{}{},
-		lastDone: now,
+		lastDone: now, epoch: now,
 	}
 }
 
@@ -164,8 +164,8 @@ func (s *scheduler) note(c candidate, now time.Time) bool {
 // due. The slice is reused by the next call.
 func (s *scheduler) due(now time.Time, free int) []job {
 	s.jobs = s.jobs[:0]
-	for ; free > 0 && len(s.queue) > 0 && !s.queue[0].at.After(now); free-- {
-		e := heap.Pop(&s.queue).(*entry)
+	for key := s.key(now); free > 0 && len(s.queue) > 0 && s.queue[0].at <= key; free-- {
+		e := s.queue.remove(0)
 		e.running, e.dirty = true, false
 		s.running[e] = struct{}{}
 		s.jobs = append(s.jobs, job{rel: e.rel, seen: e.seen, since: e.since,
@@ -204,11 +204,16 @@ func (s *scheduler) dueAt(e *entry) time.Time {
 func (s *scheduler) schedule(e *entry) {
 	e.at = s.dueAt(e)
 	if e.index >= 0 {
-		heap.Fix(&s.queue, e.index)
+		s.queue.fix(e.index, s.key(e.at))
 		return
 	}
-	heap.Push(&s.queue, e)
+	s.queue.push(e, s.key(e.at))
 }
+
+// key is t on the queue's scale: nanoseconds since the scheduler's epoch,
+// on the monotonic clock (every due time has a monotonic reading; see
+// dueAt). Times too far off saturate, which keeps their order.
+func (s *scheduler) key(t time.Time) int64 { return int64(t.Sub(s.epoch)) }
 
 // verdict is what finish decided about a file, for the caller to log.
 type verdict struct {
@@ -322,7 +327,7 @@ func (s *scheduler) remove(e *entry) {
 	s.setRemote(e, false)
 	s.bytes -= e.seen.size
 	if e.index >= 0 {
-		heap.Remove(&s.queue, e.index)
+		s.queue.remove(e.index)
 	}
 	if e.prev == nil {
 		s.oldest = e.next
@@ -367,19 +372,20 @@ type backlog struct {
 // in first-seen order. Its cost grows with list and the workers, not with
 // the backlog.
 func (s *scheduler) snapshot(list int) backlog {
-	b := backlog{files: len(s.pending), bytes: s.bytes, oldest: make([]Waiting, 0, min(list, len(s.pending)))}
-	for e := s.oldest; e != nil && len(b.oldest) < list; e = e.next {
-		b.oldest = append(b.oldest, e.waiting())
+	now := time.Now()
+	all := make([]Waiting, 0, min(list, len(s.pending))+len(s.running))
+	for e := s.oldest; e != nil && len(all) < list; e = e.next {
+		all = append(all, e.waiting(now))
 	}
-	b.running = make([]Waiting, 0, len(s.running))
 	for e := range s.running {
-		b.running = append(b.running, e.waiting())
+		all = append(all, e.waiting(now))
 	}
-	return b
+	n := min(list, len(s.pending))
+	return backlog{files: len(s.pending), bytes: s.bytes, oldest: all[:n:n], running: all[n:]}
 }
 
-// waiting is how status shows the file.
-func (e *entry) waiting() Waiting {
+// waiting is how status shows the file at now.
+func (e *entry) waiting(now time.Time) Waiting {
 	state := "settling"
 	switch {
 	case e.heldOpen:
@@ -387,28 +393,92 @@ func (e *entry) waiting() Waiting {
 	case e.attempts > 0:
 		state = "retrying"
 	}
-	return Waiting{Path: e.rel, Bytes: e.seen.size, Since: e.firstSeen.UTC(), State: state, Attempts: e.attempts, RetryAt: utcOrZero(e.notBefore)}
+	return Waiting{Path: e.rel, Bytes: e.seen.size, Since: e.firstSeen.UTC(), State: state, Attempts: e.attempts, RetryAt: utcOrZero(e.notBefore, now)}
 }
 
-// dueQueue is a min-heap of entries by due time (container/heap).
-type dueQueue []*entry
+// dueQueue is a min-heap of the pending files that are not running, by due
+// time. Each key sits in the slice next to its entry, so a sift through a
+// large backlog reads the slice rather than one entry per comparison, and
+// four children per node halve the depth of a binary heap: at a million
+// files, a push or a pop touches about ten places.
+type dueQueue []queued
 
-func (q dueQueue) Len() int           { return len(q) }
-func (q dueQueue) Less(i, j int) bool { return q[i].at.Before(q[j].at) }
-func (q dueQueue) Swap(i, j int) {
-	q[i], q[j] = q[j], q[i]
-	q[i].index, q[j].index = i, j
+type queued struct {
+	at int64 // scheduler.key of the entry's due time
+	e  *entry
 }
-func (q *dueQueue) Push(x any) {
-	e := x.(*entry)
-	e.index = len(*q)
-	*q = append(*q, e)
+
+const queueArity = 4
+
+func (q *dueQueue) push(e *entry, at int64) {
+	*q = append(*q, queued{at, e})
+	q.up(len(*q) - 1)
 }
-func (q *dueQueue) Pop() any {
-	old := *q
-	e := old[len(old)-1]
-	old[len(old)-1] = nil
-	*q = old[:len(old)-1]
+
+// remove takes the entry at i out of the queue and returns it.
+func (q *dueQueue) remove(i int) *entry {
+	h := *q
+	e := h[i].e
+	last := len(h) - 1
+	if i != last {
+		h.set(i, h[last])
+	}
+	h[last] = queued{}
+	*q = h[:last]
+	if i != last {
+		q.fix(i, (*q)[i].at)
+	}
 	e.index = -1
 	return e
+}
+
+// fix gives the entry at i the key at and moves it to its place.
+func (q dueQueue) fix(i int, at int64) {
+	q[i].at = at
+	if !q.up(i) {
+		q.down(i)
+	}
+}
+
+func (q dueQueue) set(i int, x queued) {
+	q[i] = x
+	x.e.index = i
+}
+
+// up moves the entry at i towards the root while it is due sooner than its
+// parent, and reports whether it moved.
+func (q dueQueue) up(i int) bool {
+	x, start := q[i], i
+	for i > 0 {
+		parent := (i - 1) / queueArity
+		if q[parent].at <= x.at {
+			break
+		}
+		q.set(i, q[parent])
+		i = parent
+	}
+	q.set(i, x)
+	return i != start
+}
+
+func (q dueQueue) down(i int) {
+	x := q[i]
+	for {
+		first := i*queueArity + 1
+		if first >= len(q) {
+			break
+		}
+		least := first
+		for c := first + 1; c < min(first+queueArity, len(q)); c++ {
+			if q[c].at < q[least].at {
+				least = c
+			}
+		}
+		if x.at <= q[least].at {
+			break
+		}
+		q.set(i, q[least])
+		i = least
+	}
+	q.set(i, x)
 }

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 )
@@ -472,7 +474,15 @@ func benchScheduler(b *testing.B, n int) {
 	const step = time.Microsecond
 	quiet := time.Duration(n) * step
 	t0 := time.Now()
-	name := func(i int) string { return fmt.Sprintf("d%03d/f%08d.jpg", i%1000, i) }
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("d%03d/f%08d.jpg", i%1000, i)
+	}
+	// New files are offloaded at once, so a few names do for all of them.
+	newNames := make([]string, 1024)
+	for i := range newNames {
+		newNames[i] = fmt.Sprintf("new/f%04d.jpg", i)
+	}
 	clock := t0
 	lstat := func(rel string) (fileID, error) {
 		return fileID{ino: uint64(len(rel)), size: 1 << 20, ctime: clock}, nil
@@ -480,7 +490,7 @@ func benchScheduler(b *testing.B, n int) {
 	s := newScheduler(Config{Quiet: quiet, Ignore: DefaultIgnore, After: AfterArchive}, false, lstat, t0)
 	for i := range n {
 		clock = t0.Add(time.Duration(i) * step)
-		s.note(candidate{rel: name(i)}, clock)
+		s.note(candidate{rel: names[i]}, clock)
 	}
 	now := t0.Add(quiet - step/2) // nothing due yet
 	const workers = 4
@@ -495,7 +505,7 @@ func benchScheduler(b *testing.B, n int) {
 	b.Run("note-unchanged", func(b *testing.B) {
 		i := 0
 		for b.Loop() {
-			s.note(candidate{rel: name(i % n)}, now) // a rescan
+			s.note(candidate{rel: names[i%n]}, now) // a rescan
 			i++
 		}
 	})
@@ -513,10 +523,10 @@ func benchScheduler(b *testing.B, n int) {
 	b.Run("offloaded+new-file", func(b *testing.B) {
 		// A new file renamed in goes at once and is offloaded: the backlog
 		// keeps its size.
-		next := n
+		next := 0
+		clock = now.Add(-time.Hour)
 		for b.Loop() {
-			clock = now.Add(-time.Hour)
-			if !s.note(candidate{rel: name(next), movedIn: true}, now) {
+			if !s.note(candidate{rel: newNames[next%len(newNames)], movedIn: true}, now) {
 				b.Fatal("a published file not due")
 			}
 			next++
@@ -535,4 +545,40 @@ func benchScheduler(b *testing.B, n int) {
 			s.snapshot(maxListed + workers)
 		}
 	})
+}
+
+// TestDueQueue: whatever is pushed, moved and removed, the queue hands
+// entries out soonest first and every entry knows its place.
+func TestDueQueue(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	var q dueQueue
+	var live []*entry
+	for range 5000 {
+		switch op := r.IntN(4); {
+		case op < 2 || len(live) == 0:
+			e := &entry{index: -1}
+			q.push(e, r.Int64N(1000))
+			live = append(live, e)
+		case op == 2:
+			e := live[r.IntN(len(live))]
+			q.fix(e.index, r.Int64N(1000))
+		default:
+			i := r.IntN(len(live))
+			q.remove(live[i].index)
+			live = slices.Delete(live, i, i+1)
+		}
+	}
+	for i, x := range q {
+		if x.e.index != i {
+			t.Fatalf("entry at %d thinks it is at %d", i, x.e.index)
+		}
+	}
+	last := int64(-1)
+	for len(q) > 0 {
+		at := q[0].at
+		if e := q.remove(0); e.index != -1 || at < last {
+			t.Fatalf("popped %d after %d (index %d); want ascending, index -1", at, last, e.index)
+		}
+		last = at
+	}
 }

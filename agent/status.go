@@ -174,8 +174,9 @@ func (t *tracker) waiting(list int) (n int, bytes int64, first []Waiting) {
 	return n, bytes, first
 }
 
-func utcOrZero(t time.Time) time.Time {
-	if t.IsZero() || !t.After(time.Now()) {
+// utcOrZero is t in UTC if it is still to come, else the zero time.
+func utcOrZero(t, now time.Time) time.Time {
+	if t.IsZero() || !t.After(now) {
 		return time.Time{}
 	}
 	return t.UTC()
