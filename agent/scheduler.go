@@ -90,7 +90,7 @@ type scheduler struct {
 	queue   dueQueue            // pending files not running, soonest due first
 	epoch   time.Time           // the queue's zero
 	running map[*entry]struct{} // handed to a worker, result not back yet
-	remote  map[*entry]struct{} // pending files with remote set
+	remote  map[*entry]struct{} // pending files whose last failure was remote: what retryRemoteSoon looks at
 	oldest  *entry              // the first of pending in first-seen order
 	newest  *entry              // its last
 	bytes   int64               // the size of every pending file
