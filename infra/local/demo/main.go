@@ -78,9 +78,10 @@ func run() error {
 	}
 	_, port, _ := net.SplitHostPort(web)
 	conf := filepath.Join(dir, "lighttpd.conf")
-	os.WriteFile(conf, fmt.Appendf(nil, "server.document-root = %q\nserver.bind = \"127.0.0.1\"\nserver.port = %s\nserver.errorlog = %q\nmimetype.assign = ( \".jpg\" => \"image/jpeg\" )\nvar.offload_lua = %q\ninclude %q\n",
+	os.WriteFile(conf, fmt.Appendf(nil, "server.document-root = %q\nserver.bind = \"127.0.0.1\"\nserver.port = %s\nserver.errorlog = %q\nmimetype.assign = ( \".jpg\" => \"image/jpeg\" )\nvar.offload_lua = %q\nvar.offload_lua_404 = %q\ninclude %q\n",
 		filepath.Join(dir, "www"), port, filepath.Join(logs, "lighttpd-error.log"),
-		filepath.Join(repo, "infra/lighttpd/offload-fallback.lua"), filepath.Join(repo, "infra/lighttpd/offload.conf")), 0o644)
+		filepath.Join(repo, "infra/lighttpd/offload-fallback.lua"), filepath.Join(repo, "infra/lighttpd/offload-fallback-404.lua"),
+		filepath.Join(repo, "infra/lighttpd/offload.conf")), 0o644)
 	if err := startProc(logs, []string{"OFFLOAD_RESOLVER_BASE=http://" + resolver}, "lighttpd", "-D", "-f", conf); err != nil {
 		return err
 	}

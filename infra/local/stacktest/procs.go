@@ -190,9 +190,11 @@ server.bind = "127.0.0.1"
 server.port = %s
 server.errorlog = %q
 var.offload_lua = %q
+var.offload_lua_404 = %q
 include %q
 `, webroot, port, filepath.Join(dir, "lighttpd-error.log"),
-			filepath.Join(repo, "infra/lighttpd/offload-fallback.lua"), filepath.Join(repo, "infra/lighttpd/offload.conf"))
+			filepath.Join(repo, "infra/lighttpd/offload-fallback.lua"), filepath.Join(repo, "infra/lighttpd/offload-fallback-404.lua"),
+			filepath.Join(repo, "infra/lighttpd/offload.conf"))
 		env = []string{"OFFLOAD_RESOLVER_BASE=" + resolverBase}
 		check, run = []string{"-tt", "-f", conf}, []string{"-D", "-f", conf}
 	case "nginx":
