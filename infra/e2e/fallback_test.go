@@ -162,15 +162,15 @@ func fallback(t *testing.T, server string, site ...stacktest.Site) {
 // movingFor is how long hammerWhileMoving runs: long enough that the
 // check-then-serve snippets (nginx's try_files alone, Apache's "-f", the
 // lighttpd stat script alone with its stat cache off) were caught every
-// time, 10 to 25 times (nginx), about 90 (Apache) and 4 to 10 (lighttpd).
+// time, 10 to 25 times (nginx), about 90 (Apache) and 4 to 7 (lighttpd).
 const movingFor = 2 * time.Second
 
 // lighttpdStatCacheOff is a lighttpd site setting that keeps nothing
-// between its look at a file and its open. With Debian's default ("simple")
-// lighttpd keeps a file it has open for up to a second and serves it even
-// after the move, which hides the moment between the Lua stat and the open;
-// "disable" (what lighttpd advises for folders that change all the time)
-// shows it on every run.
+// between its look at a file and its open. With the default ("simple")
+// lighttpd reuses a stat, and the file it has open, until the next second
+// and so serves the file even after the move, which hides the moment
+// between the Lua stat and the open; "disable" (lighttpd's advice where
+// changes must be visible at once) shows it on every run.
 const lighttpdStatCacheOff = `server.stat-cache-engine = "disable"`
 
 // startLighttpd is stacktest.StartWebServer for lighttpd with global
