@@ -35,7 +35,7 @@ test-in-stack:
 	$(GO) vet ./...
 	OFFLOAD_REQUIRE_STACK=1 $(GO) test -race -count=1 ./...
 
-soak: ## the chaos soak, full profile: 2,000 files, 20 agent kills, 60 s outages (about 40 min); SEED=N replays a run
+soak: ## the chaos soak, full profile: 2,000 files, 20 agent kills, 60 s outages (about 14 min); SEED=N replays a run
 	$(STACK) run -- env OFFLOAD_REQUIRE_STACK=1 $(GO) test -count=1 -v -timeout 3h -run '^TestSoak$$' ./infra/soak \
 		-args -soak.profile full $(if $(SEED),-soak.seed $(SEED))
 
