@@ -130,6 +130,9 @@ var ErrIncomplete = errors.New("some files were not offloaded")
 // Once offloads every file in the watch folder, waiting for files that are
 // still being written to settle, and returns. A file that fails
 // onceAttempts times, conflicts, or is refused makes it return ErrIncomplete.
+// So does S3 or DynamoDB failing for every file: once the breaker's probe
+// has failed onceAttempts times (a few seconds), the files still waiting are
+// given up untried and reported as not offloaded.
 func (a *Agent) Once(ctx context.Context) error {
 	return a.loop(ctx, true)
 }
