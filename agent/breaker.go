@@ -16,9 +16,9 @@ import (
 // files that waited go out at a rate that doubles (see releasable).
 //
 // Only remote failures (cause s3 or dynamodb) count. Local ones (reading
-// the file, the archive) say nothing about the remote, and an archive
-// failure even proves that S3 and DynamoDB answered: it counts as a
-// success.
+// the file) say nothing about the remote; an archive failure even proves
+// that S3 and DynamoDB answered, and so do a conflict and a dry run's HEAD:
+// they count as a success.
 const (
 	// breakerThreshold: remote failures of this many different files, with
 	// no success between them, open the breaker. An outage fails every file
@@ -72,8 +72,8 @@ type breaker struct {
 	down bool
 }
 
-// failed records a remote failure of rel while closed and reports whether
-// it opened the breaker.
+// remoteFailed records a remote failure of rel and reports whether it
+// opened the breaker.
 func (b *breaker) remoteFailed(rel, cause string, now time.Time) (tripped bool) {
 	b.consecutive++
 	b.cause = cause
@@ -98,9 +98,9 @@ func (b *breaker) probeFailed(now time.Time) {
 	b.nextProbe = now.Add(probeInterval(b.probes))
 }
 
-// answered records that S3 and DynamoDB answered (a file offloaded, or
-// failing only on the archive after both took it) and reports whether that
-// closed the breaker.
+// answered records that the remote answered (a file offloaded, failing
+// only on the archive after S3 and DynamoDB took it, a conflict, a dry
+// run's HEAD) and reports whether that closed the breaker.
 func (b *breaker) answered(now time.Time) (closed bool) {
 	b.failed, b.consecutive, b.down = b.failed[:0], 0, false
 	if !b.open {
@@ -119,7 +119,7 @@ func (b *breaker) releasable(now time.Time) int {
 	case b.open:
 		return 0
 	case b.since.IsZero():
-		return maxWorkers
+		return maxWorkers // never opened; no more workers than this exist
 	}
 	elapsed := now.Sub(b.since)
 	if elapsed >= releaseRamp || elapsed < 0 {

@@ -324,6 +324,13 @@ func (s *scheduler) finish(r result, now time.Time) (v verdict) {
 		s.schedule(e)
 	case outDryRun, outSkipped, outRefused, outConflict:
 		s.park(e, version)
+		// A dry run's HEAD and a conflict are answers from S3 or the
+		// ledger: the remote is there.
+		if r.outcome == outDryRun || r.outcome == outConflict {
+			if v.closed = s.brk.answered(now); v.closed {
+				s.retryRemoteSoon(now)
+			}
+		}
 	case outFailed:
 		e.attempts++
 		s.setRemote(e, r.remote())

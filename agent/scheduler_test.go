@@ -736,7 +736,7 @@ func TestBreakerOneProbeAtATime(t *testing.T) {
 }
 
 func TestBreakerClosesAndReleasesAtRate(t *testing.T) {
-	for _, how := range []string{"offloaded", "archive failed", "another file offloaded"} {
+	for _, how := range []string{"offloaded", "archive failed", "another file offloaded", "conflict", "dry run"} {
 		t.Run(how, func(t *testing.T) {
 			now := time.Now()
 			s, _ := breakerScheduler(t, 200, false)
@@ -753,6 +753,10 @@ func TestBreakerClosesAndReleasesAtRate(t *testing.T) {
 				v = s.finish(result{rel: probe, outcome: outDone}, at)
 			case "archive failed":
 				v = s.finish(result{rel: probe, outcome: outFailed, cause: causeArchive, err: errors.New("EACCES")}, at)
+			case "conflict":
+				v = s.finish(result{rel: probe, outcome: outConflict, err: errors.New("other bytes")}, at)
+			case "dry run":
+				v = s.finish(result{rel: probe, outcome: outDryRun, err: errors.New("would upload")}, at)
 			case "another file offloaded":
 				s.brk.probe = nil // as if the probe were some other file
 				v = s.finish(result{rel: probe, outcome: outDone}, at)
