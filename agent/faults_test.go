@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -162,6 +163,39 @@ func TestOutageBreakerBoundsRequests(t *testing.T) {
 	}
 	if n := h.ledgerCount(); n != files {
 		t.Errorf("ledger items = %d; want %d", n, files)
+	}
+}
+
+// TestOnceOverDeadS3Ends: Once with S3 unreachable for the whole run does
+// not try every file onceAttempts times: the breaker opens, its probe fails
+// onceAttempts times, and Once reports every file as not offloaded, with
+// the files left where they were.
+func TestOnceOverDeadS3Ends(t *testing.T) {
+	t.Parallel()
+	const files = 50
+	h := newHarness(t)
+	proxy := h.st.Proxy(t, h.st.S3Endpoint)
+	h.agentS3 = h.agentS3At(proxy.Endpoint)
+	proxy.SetEnabled(false)
+	for i := range files {
+		h.write(fmt.Sprintf("dead-%02d.jpg", i), randomBytes(500+i, byte(i)))
+	}
+	a := h.newAgent(h.cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	err := a.Once(ctx)
+	if !errors.Is(err, agent.ErrIncomplete) || !strings.Contains(err.Error(), fmt.Sprintf("%d files", files)) {
+		t.Fatalf("Once = %v; want ErrIncomplete for all %d files", err, files)
+	}
+	if st := a.Status(); st.Breaker.State != "open" || st.Breaker.FailedProbes < 3 {
+		t.Errorf("breaker = %+v; want open after 3 failed probes", st.Breaker)
+	}
+	if n := a.Stats().Failures.Load(); n >= 3*files {
+		t.Errorf("%d failed attempts; want far fewer than every file tried 3 times", n)
+	}
+	entries, _ := os.ReadDir(h.cfg.Watch)
+	if len(entries) != files {
+		t.Errorf("%d files left in the watch folder; want all %d", len(entries), files)
 	}
 }
 
