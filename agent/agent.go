@@ -130,6 +130,9 @@ var ErrIncomplete = errors.New("some files were not offloaded")
 // Once offloads every file in the watch folder, waiting for files that are
 // still being written to settle, and returns. A file that fails
 // onceAttempts times, conflicts, or is refused makes it return ErrIncomplete.
+// So does S3 or DynamoDB failing for every file: once the breaker's probe
+// has failed onceAttempts times (a few seconds), the files still waiting are
+// given up untried and reported as not offloaded.
 func (a *Agent) Once(ctx context.Context) error {
 	return a.loop(ctx, true)
 }
@@ -232,8 +235,13 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 		}
 	}
 	finish := func(r result) {
-		if a.report(r, s.finish(r, time.Now())) {
+		v := s.finish(r, time.Now())
+		if a.report(r, v) {
 			failedForGood++
+		}
+		if v.tripped || v.closed {
+			a.reportBreaker(s.brk.status(time.Now()), s.len())
+			publish()
 		}
 	}
 
@@ -268,6 +276,11 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 				return fmt.Errorf("interrupted with %d files not offloaded: %w", left, ErrIncomplete)
 			}
 			return nil
+		}
+		if n := s.abandon(); n > 0 {
+			failedForGood += n
+			a.log.Error("S3 or DynamoDB stayed unreachable through every probe: giving up the files still waiting, not offloaded",
+				"files", n, "probes", onceAttempts, "cause", s.brk.cause)
 		}
 		if once && scanDone && s.len() == 0 && s.busy() == 0 && len(candidates) == 0 {
 			if failedForGood > 0 {
@@ -330,6 +343,16 @@ func (a *Agent) report(r result, v verdict) (forGood bool) {
 		return v.gaveUp
 	}
 	return false
+}
+
+// reportBreaker logs the breaker opening or closing.
+func (a *Agent) reportBreaker(b BreakerStatus, pending int) {
+	if b.State == "open" {
+		a.log.Warn("S3 or DynamoDB is failing for every file: breaker open; one file at a time probes it, the others wait unopened",
+			"cause", b.Cause, "failures", b.ConsecutiveFailures, "pending", pending, "next_probe", b.NextProbe.Format(time.RFC3339))
+		return
+	}
+	a.log.Info("breaker closed: S3 and DynamoDB answer again; the waiting files go out at a rising rate", "pending", pending)
 }
 
 // drain waits for in-flight files for the grace period, then cancels them.

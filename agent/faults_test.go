@@ -5,6 +5,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -19,6 +21,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	dbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -65,6 +68,134 @@ func TestOutageKeepsFilesLocal(t *testing.T) {
 				t.Errorf("ledger items under the prefix = %d; want 1", n)
 			}
 		})
+	}
+}
+
+// TestOutageBreakerBoundsRequests: with many files waiting and S3 cut off
+// (Toxiproxy turned off behind a relay that counts the PUTs reaching it),
+// the breaker opens and the upload attempts over a measured window are
+// bounded by the probe schedule, not by the number of files; once S3 is
+// back every file is offloaded and the breaker closes.
+//
+// The bound is an upper one on a window measured on the wall clock, so a
+// starved CPU only loosens it. Without the breaker (threshold raised out of
+// reach) every worker keeps retrying its own file and the PUTs in the
+// window are several times the bound.
+func TestOutageBreakerBoundsRequests(t *testing.T) {
+	t.Parallel()
+	const (
+		files   = 200
+		workers = 16
+		window  = 15 * time.Second
+		// sdkAttempts: the test's clients use the SDK's standard retryer.
+		sdkAttempts = retry.DefaultMaxAttempts
+	)
+	h := newHarness(t)
+	h.cfg.Workers = workers
+	proxy := h.st.Proxy(t, h.st.S3Endpoint)
+	var puts atomic.Int64
+	h.agentS3 = h.agentS3At(faultyS3(t, proxy.Endpoint, func(w http.ResponseWriter, r *http.Request, forward http.Handler) bool {
+		if r.Method == http.MethodPut {
+			puts.Add(1)
+		}
+		return false
+	}))
+	proxy.SetEnabled(false)
+	data := map[string][]byte{}
+	for i := range files {
+		rel := fmt.Sprintf("d%d/outage-%03d.jpg", i%4, i)
+		data[rel] = randomBytes(1000+i*10, byte(i))
+		h.write(rel, data[rel])
+	}
+	a, stop := h.runDaemon(h.cfg)
+	srv := httptest.NewServer(a.Handler())
+	defer srv.Close()
+
+	// The window starts once every worker has failed once: by then the
+	// breaker has opened, and what was in flight when it did has finished
+	// or is on its last attempt.
+	h.waitFor("a failure per worker", 60*time.Second, func() bool { return a.Stats().Failures.Load() >= workers })
+	start, before := time.Now(), puts.Load()
+	time.Sleep(window)
+	took, sent := time.Since(start), puts.Load()-before
+
+	// Probes in the window: the interval after each failed probe is at
+	// least 1 s, and at least half of 1 s doubled per failed probe up to
+	// 30 s (the jitter takes off at most half).
+	probes, at, interval := 1, time.Second, time.Second
+	for at <= took {
+		probes++
+		interval = min(2*interval, 30*time.Second)
+		at += max(time.Second, interval/2)
+	}
+	bound := int64((workers + probes) * sdkAttempts)
+	st := a.Status()
+	t.Logf("%d PUTs reached the relay in %s (bound %d: %d in flight at the trip and %d probes, %d attempts each); breaker %+v",
+		sent, took.Round(time.Millisecond), bound, workers, probes, sdkAttempts, st.Breaker)
+	if sent > bound {
+		t.Errorf("%d PUTs in %s while S3 was down; want at most %d (the probe schedule)", sent, took.Round(time.Millisecond), bound)
+	}
+	if st.Breaker.State != "open" || st.Breaker.Trips != 1 || st.Breaker.Cause != "s3" || st.Pending+len(st.InFlight) != files {
+		t.Errorf("status during the outage: breaker %+v, pending %d, in flight %d; want open, 1 trip, cause s3, %d pending or probing", st.Breaker, st.Pending, len(st.InFlight), files)
+	}
+	if _, text := get(t, srv, "/metrics"); metricValue(t, text, "offload_breaker_open") != 1 || metricValue(t, text, "offload_breaker_trips_total") != 1 {
+		t.Errorf("metrics during the outage: offload_breaker_open %v, offload_breaker_trips_total %v; want 1 and 1",
+			metricValue(t, text, "offload_breaker_open"), metricValue(t, text, "offload_breaker_trips_total"))
+	}
+	for rel := range data {
+		if h.archived(rel) {
+			t.Fatalf("%s archived while S3 was down", rel)
+		}
+	}
+
+	proxy.SetEnabled(true)
+	h.waitFor("every file archived after the outage", 2*time.Minute, func() bool {
+		return a.Stats().Uploaded.Load() == files
+	})
+	if st := a.Status(); st.Breaker.State != "closed" || st.Breaker.Trips != 1 {
+		t.Errorf("breaker after the outage = %+v; want closed after 1 trip", st.Breaker)
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	for rel, b := range data {
+		h.assertOffloaded(rel, b)
+	}
+	if n := h.ledgerCount(); n != files {
+		t.Errorf("ledger items = %d; want %d", n, files)
+	}
+}
+
+// TestOnceOverDeadS3Ends: Once with S3 unreachable for the whole run does
+// not try every file onceAttempts times: the breaker opens, its probe fails
+// onceAttempts times, and Once reports every file as not offloaded, with
+// the files left where they were.
+func TestOnceOverDeadS3Ends(t *testing.T) {
+	t.Parallel()
+	const files = 50
+	h := newHarness(t)
+	proxy := h.st.Proxy(t, h.st.S3Endpoint)
+	h.agentS3 = h.agentS3At(proxy.Endpoint)
+	proxy.SetEnabled(false)
+	for i := range files {
+		h.write(fmt.Sprintf("dead-%02d.jpg", i), randomBytes(500+i, byte(i)))
+	}
+	a := h.newAgent(h.cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	err := a.Once(ctx)
+	if !errors.Is(err, agent.ErrIncomplete) || !strings.Contains(err.Error(), fmt.Sprintf("%d files", files)) {
+		t.Fatalf("Once = %v; want ErrIncomplete for all %d files", err, files)
+	}
+	if st := a.Status(); st.Breaker.State != "open" || st.Breaker.FailedProbes < 3 {
+		t.Errorf("breaker = %+v; want open after 3 failed probes", st.Breaker)
+	}
+	if n := a.Stats().Failures.Load(); n >= 3*files {
+		t.Errorf("%d failed attempts; want far fewer than every file tried 3 times", n)
+	}
+	entries, _ := os.ReadDir(h.cfg.Watch)
+	if len(entries) != files {
+		t.Errorf("%d files left in the watch folder; want all %d", len(entries), files)
 	}
 }
 

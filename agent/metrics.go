@@ -64,6 +64,15 @@ func newMetrics(a *Agent) *metrics {
 		gauge("offload_files_in_flight", "Files being offloaded now.", locked(func() float64 { return float64(len(t.inFlight)) })),
 		gauge("offload_oldest_pending_age_seconds", "How long the longest-waiting file has waited (0 when none waits).",
 			func() float64 { return t.oldestPendingAge().Seconds() }),
+		gauge("offload_breaker_open", "1 while the circuit breaker is open: S3 or DynamoDB failed for several files in a row, one file at a time probes it, the others wait.",
+			locked(func() float64 {
+				if t.pending.breaker.State == "open" {
+					return 1
+				}
+				return 0
+			})),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "offload_breaker_trips_total", Help: "Times the circuit breaker opened."},
+			locked(func() float64 { return float64(t.pending.breaker.Trips) })),
 		gauge("offload_last_success_timestamp_seconds", "Unix time of the last file offloaded (0 before the first).", locked(func() float64 {
 			if t.lastOffloadedAt.IsZero() {
 				return 0

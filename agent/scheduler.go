@@ -96,7 +96,8 @@ type scheduler struct {
 	bytes   int64               // the size of every pending file
 	// lastDone is when the last file was offloaded end to end.
 	lastDone time.Time
-	jobs     []job // due's result, reused
+	brk      breaker // see breaker.go
+	jobs     []job   // due's result, reused
 }
 
 // newScheduler returns an empty scheduler for the configuration; now
@@ -161,17 +162,59 @@ func (s *scheduler) note(c candidate, now time.Time) bool {
 
 // due hands out up to free files whose time has come, soonest due first,
 // and counts them as running until finish. It looks at no file that is not
-// due. The slice is reused by the next call.
+// due. While the breaker is open it hands out at most the one probe, and
+// after it closed no more than the ramp allows (see breaker.go). The slice
+// is reused by the next call.
 func (s *scheduler) due(now time.Time, free int) []job {
 	s.jobs = s.jobs[:0]
+	if s.brk.open {
+		if free > 0 && s.brk.probe == nil && !s.brk.down && !now.Before(s.brk.nextProbe) {
+			if e := s.pickProbe(now); e != nil {
+				s.brk.probe = e
+				s.hand(s.queue.remove(e.index))
+			}
+		}
+		return s.jobs
+	}
+	free = min(free, s.brk.releasable(now))
 	for key := s.key(now); free > 0 && len(s.queue) > 0 && s.queue[0].at <= key; free-- {
-		e := s.queue.remove(0)
-		e.running, e.dirty = true, false
-		s.running[e] = struct{}{}
-		s.jobs = append(s.jobs, job{rel: e.rel, seen: e.seen, since: e.since,
-			published: e.isPublished() && !s.quietForRenamed})
+		s.hand(s.queue.remove(0))
+		s.brk.released++
 	}
 	return s.jobs
+}
+
+// hand counts e, just taken out of the queue, as running and adds its job
+// to due's answer.
+func (s *scheduler) hand(e *entry) {
+	e.running, e.dirty = true, false
+	s.running[e] = struct{}{}
+	s.jobs = append(s.jobs, job{rel: e.rel, seen: e.seen, since: e.since,
+		published: e.isPublished() && !s.quietForRenamed})
+}
+
+// pickProbe chooses the file that tries the remote while the breaker is
+// open: the smallest of up to probeSample files that failed remotely (their
+// own backoff does not matter: the breaker decides when they go), or else
+// the file due soonest, if it is due. It does not walk the backlog.
+func (s *scheduler) pickProbe(now time.Time) *entry {
+	var best *entry
+	looked := 0
+	for e := range s.remote {
+		if e.running || e.index < 0 {
+			continue
+		}
+		if best == nil || e.seen.size < best.seen.size {
+			best = e
+		}
+		if looked++; looked == probeSample {
+			break
+		}
+	}
+	if best == nil && len(s.queue) > 0 && s.queue[0].at <= s.key(now) {
+		best = s.queue[0].e
+	}
+	return best
 }
 
 // dueAt is the earliest time the file may go to a worker: after its
@@ -219,7 +262,24 @@ func (s *scheduler) key(t time.Time) int64 { return int64(t.Sub(s.epoch)) }
 type verdict struct {
 	attempts int           // after outFailed: failed attempts so far
 	retryIn  time.Duration // after outFailed: the backoff before the next one
-	gaveUp   bool          // after outFailed in Once: tried onceAttempts times, dropped
+	gaveUp   bool          // after outFailed in Once: tried onceAttempts times (or the breaker stayed open), dropped
+	tripped  bool          // the result opened the breaker
+	closed   bool          // the result closed the breaker
+}
+
+// abandon gives up, in Once, every pending file that is not running once
+// the breaker stayed open through onceAttempts probes (S3 or DynamoDB is
+// down for this run), and returns how many. Otherwise it does nothing.
+func (s *scheduler) abandon() int {
+	if !s.brk.down {
+		return 0
+	}
+	n := 0
+	for len(s.queue) > 0 {
+		s.remove(s.queue[0].e)
+		n++
+	}
+	return n
 }
 
 // finish takes a worker's result for a file that due handed out: the file
@@ -228,6 +288,12 @@ func (s *scheduler) finish(r result, now time.Time) (v verdict) {
 	e := s.pending[r.rel]
 	e.running = false
 	delete(s.running, e)
+	probe := s.brk.open && s.brk.probe == e
+	if probe {
+		// Any other outcome (not settled, gone, a local failure) says
+		// nothing about the remote: the next probe may go at once.
+		s.brk.probe = nil
+	}
 	version := r.id // what is parked: the version read, or else the one seen
 	if version == (fileID{}) {
 		version = e.seen
@@ -238,7 +304,8 @@ func (s *scheduler) finish(r result, now time.Time) (v verdict) {
 		if s.keep {
 			s.parked[r.rel] = version
 		}
-		if now.Sub(s.lastDone) > recoveryGap {
+		v.closed = s.brk.answered(now)
+		if v.closed || now.Sub(s.lastDone) > recoveryGap {
 			s.retryRemoteSoon(now)
 		}
 		s.lastDone = now
@@ -257,13 +324,35 @@ func (s *scheduler) finish(r result, now time.Time) (v verdict) {
 		s.schedule(e)
 	case outDryRun, outSkipped, outRefused, outConflict:
 		s.park(e, version)
+		// A dry run's HEAD and a conflict are answers from S3 or the
+		// ledger: the remote is there.
+		if r.outcome == outDryRun || r.outcome == outConflict {
+			if v.closed = s.brk.answered(now); v.closed {
+				s.retryRemoteSoon(now)
+			}
+		}
 	case outFailed:
 		e.attempts++
 		s.setRemote(e, r.remote())
 		e.heldOpen = false
 		v.attempts, v.retryIn = e.attempts, backoff(e.attempts)
 		e.notBefore = now.Add(v.retryIn)
-		if s.once && e.attempts >= onceAttempts {
+		switch {
+		case r.remote():
+			v.tripped = s.brk.remoteFailed(r.rel, r.cause, now)
+			if probe {
+				s.brk.probeFailed(now)
+				// Once gives up when the remote stays down through as many
+				// probes as it would try one file.
+				s.brk.down = s.once && s.brk.probes >= onceAttempts
+			}
+		case r.cause == causeArchive:
+			// S3 and DynamoDB both took the file before the archive failed.
+			if v.closed = s.brk.answered(now); v.closed {
+				s.retryRemoteSoon(now)
+			}
+		}
+		if s.once && (e.attempts >= onceAttempts || s.brk.down) {
 			s.remove(e)
 			v.gaveUp = true
 		} else {
@@ -366,6 +455,7 @@ type backlog struct {
 	oldest []Waiting
 	// running are the files handed to workers, at most one per worker.
 	running []Waiting
+	breaker BreakerStatus
 }
 
 // snapshot returns the counts, the running files and the first list files
@@ -375,13 +465,17 @@ func (s *scheduler) snapshot(list int) backlog {
 	now := time.Now()
 	all := make([]Waiting, 0, min(list, len(s.pending))+len(s.running))
 	for e := s.oldest; e != nil && len(all) < list; e = e.next {
-		all = append(all, e.waiting(now))
+		w := e.waiting(now)
+		if s.brk.open && !e.running {
+			w.State, w.RetryAt = "breaker open", time.Time{}
+		}
+		all = append(all, w)
 	}
 	for e := range s.running {
 		all = append(all, e.waiting(now))
 	}
 	n := min(list, len(s.pending))
-	return backlog{files: len(s.pending), bytes: s.bytes, oldest: all[:n:n], running: all[n:]}
+	return backlog{files: len(s.pending), bytes: s.bytes, oldest: all[:n:n], running: all[n:], breaker: s.brk.status(now)}
 }
 
 // waiting is how status shows the file at now.

@@ -584,3 +584,254 @@ func TestDueQueue(t *testing.T) {
 		last = at
 	}
 }
+
+// breakerScheduler has n settled files pending, f000.jpg (n bytes) to
+// f<n-1>.jpg (1 byte): the later the name, the smaller the file.
+func breakerScheduler(t *testing.T, n int, once bool) (*scheduler, files) {
+	t.Helper()
+	now := time.Now()
+	f := files{}
+	s := newTestScheduler(f, nil)
+	s.once = once
+	for i := range n {
+		rel := fmt.Sprintf("f%03d.jpg", i)
+		f[rel] = version(uint64(i+1), int64(n-i), now.Add(-time.Hour))
+		s.note(candidate{rel: rel}, now)
+	}
+	return s, f
+}
+
+// failAll hands out up to free due files and fails each with cause.
+func failAll(s *scheduler, now time.Time, free int, cause string) (v verdict, handed []string) {
+	for _, j := range s.due(now, free) {
+		handed = append(handed, j.rel)
+	}
+	for _, rel := range handed {
+		w := s.finish(result{rel: rel, outcome: outFailed, cause: cause, err: errors.New("x")}, now)
+		v.tripped = v.tripped || w.tripped
+		v.closed = v.closed || w.closed
+		v.gaveUp = v.gaveUp || w.gaveUp
+	}
+	return v, handed
+}
+
+func TestBreakerTrips(t *testing.T) {
+	now := time.Now()
+	tests := []struct {
+		name     string
+		run      func(s *scheduler) // fails files in turn
+		wantOpen bool
+	}{
+		{"threshold of different files", func(s *scheduler) {
+			failAll(s, now, breakerThreshold, causeS3)
+		}, true},
+		{"dynamodb counts too", func(s *scheduler) {
+			failAll(s, now, breakerThreshold, causeDynamoDB)
+		}, true},
+		{"one file fewer", func(s *scheduler) {
+			failAll(s, now, breakerThreshold-1, causeS3)
+		}, false},
+		{"one bad file, failing again and again", func(s *scheduler) {
+			e := s.pending["f000.jpg"]
+			for range 3 * breakerThreshold {
+				s.queue.fix(e.index, s.key(now.Add(-2*time.Hour))) // due first, whatever its backoff
+				if got := dueNames(s, now, 1); len(got) != 1 || got[0] != "f000.jpg" {
+					t.Fatalf("due = %v; want f000.jpg", got)
+				}
+				s.finish(result{rel: "f000.jpg", outcome: outFailed, cause: causeS3, err: errors.New("403")}, now)
+			}
+		}, false},
+		{"a success in between starts the count again", func(s *scheduler) {
+			failAll(s, now, breakerThreshold-1, causeS3)
+			j := dueNames(s, now, 1)
+			s.finish(result{rel: j[0], outcome: outDone}, now)
+			failAll(s, now, breakerThreshold-1, causeS3)
+		}, false},
+		{"an archive failure proves the remote answered", func(s *scheduler) {
+			failAll(s, now, breakerThreshold-1, causeS3)
+			failAll(s, now, 1, causeArchive)
+			failAll(s, now, breakerThreshold-1, causeDynamoDB)
+		}, false},
+		{"local failures never trip it", func(s *scheduler) {
+			failAll(s, now, 3*breakerThreshold, causeLocal)
+			failAll(s, now, 3*breakerThreshold, causeArchive)
+		}, false},
+		{"local failures do not reset the count", func(s *scheduler) {
+			failAll(s, now, breakerThreshold-1, causeS3)
+			failAll(s, now, 2, causeLocal)
+			failAll(s, now, 1, causeS3)
+		}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, _ := breakerScheduler(t, 50, false)
+			tt.run(s)
+			if s.brk.open != tt.wantOpen {
+				t.Errorf("open = %v; want %v", s.brk.open, tt.wantOpen)
+			}
+			if st := s.snapshot(1).breaker; (st.State == "open") != tt.wantOpen || st.Trips != map[bool]int64{true: 1}[tt.wantOpen] {
+				t.Errorf("status = %+v; want open %v, trips %d", st, tt.wantOpen, map[bool]int64{true: 1}[tt.wantOpen])
+			}
+		})
+	}
+}
+
+func TestBreakerOneProbeAtATime(t *testing.T) {
+	now := time.Now()
+	s, f := breakerScheduler(t, 100, false)
+	v, failed := failAll(s, now, 16, causeS3)
+	if !v.tripped || !s.brk.open {
+		t.Fatalf("16 files failed on S3: tripped %v, open %v; want open", v.tripped, s.brk.open)
+	}
+	if st := s.snapshot(1); st.oldest[0].State != "breaker open" || st.breaker.NextProbe.IsZero() || st.breaker.Cause != causeS3 || st.breaker.ConsecutiveFailures != 16 {
+		t.Errorf("snapshot = %+v, %+v; want the files waiting on the breaker, a next probe, cause s3, 16 failures", st.oldest[0], st.breaker)
+	}
+	// 84 files never tried are due, and new files keep arriving: none goes
+	// before the probe interval.
+	f["new.jpg"] = version(999, 1, now.Add(-time.Hour))
+	if s.note(candidate{rel: "new.jpg", movedIn: true}, now) && len(s.due(now, 16)) > 0 {
+		t.Errorf("a new published file went while the breaker is open")
+	}
+	if got := dueNames(s, now.Add(probeFloor-time.Nanosecond), 16); len(got) != 0 {
+		t.Fatalf("due before the first probe = %v; want nothing", got)
+	}
+	at := s.brk.nextProbe
+	// The probe is the smallest file among those that failed on S3.
+	got := dueNames(s, at, 16)
+	want := slices.MinFunc(failed, func(a, b string) int { return int(f[a].size - f[b].size) })
+	if len(got) != 1 || got[0] != want {
+		t.Fatalf("probe = %v; want only %s, the smallest that failed", got, want)
+	}
+	if got := dueNames(s, at.Add(time.Hour), 16); len(got) != 0 {
+		t.Fatalf("due while the probe runs = %v; want nothing", got)
+	}
+	// Failed probes back off: each interval between probeFloor and
+	// probeFloor doubled, up to probeCap.
+	probe := got[0]
+	for i := 1; i <= 8; i++ {
+		s.finish(result{rel: probe, outcome: outFailed, cause: causeS3, err: errors.New("x")}, at)
+		wait := s.brk.nextProbe.Sub(at)
+		if hi := min(probeCap, probeFloor<<i); wait < probeFloor || wait < hi/2 || wait > hi {
+			t.Errorf("after %d failed probes: next in %s; want %s to %s", i, wait, max(probeFloor, hi/2), hi)
+		}
+		if got := dueNames(s, s.brk.nextProbe.Add(-time.Nanosecond), 16); len(got) != 0 {
+			t.Fatalf("due before the next probe = %v", got)
+		}
+		at = s.brk.nextProbe
+		got := dueNames(s, at, 16)
+		if len(got) != 1 {
+			t.Fatalf("probe %d = %v; want one file", i+1, got)
+		}
+		probe = got[0]
+	}
+	if !s.brk.open || s.brk.probes != 8 || s.snapshot(1).breaker.Probing != probe {
+		t.Errorf("open %v, failed probes %d, probing %q; want open, 8, %s", s.brk.open, s.brk.probes, s.snapshot(1).breaker.Probing, probe)
+	}
+	// A probe that says nothing about the remote (not settled) frees the
+	// slot at once, without backing off.
+	s.finish(result{rel: probe, outcome: outNotReady, id: f[probe]}, at)
+	if got := dueNames(s, at, 16); len(got) != 1 || s.brk.probes != 8 {
+		t.Errorf("after a probe not settled: due %v, failed probes %d; want another probe, still 8", got, s.brk.probes)
+	}
+}
+
+func TestBreakerClosesAndReleasesAtRate(t *testing.T) {
+	for _, how := range []string{"offloaded", "archive failed", "another file offloaded", "conflict", "dry run"} {
+		t.Run(how, func(t *testing.T) {
+			now := time.Now()
+			s, _ := breakerScheduler(t, 200, false)
+			_, failed := failAll(s, now, 16, causeS3)
+			// One of the first files is still in flight when it trips.
+			if !s.brk.open {
+				t.Fatal("not open")
+			}
+			probe := dueNames(s, s.brk.nextProbe, 16)[0]
+			at := s.brk.nextProbe.Add(time.Second)
+			var v verdict
+			switch how {
+			case "offloaded":
+				v = s.finish(result{rel: probe, outcome: outDone}, at)
+			case "archive failed":
+				v = s.finish(result{rel: probe, outcome: outFailed, cause: causeArchive, err: errors.New("EACCES")}, at)
+			case "conflict":
+				v = s.finish(result{rel: probe, outcome: outConflict, err: errors.New("other bytes")}, at)
+			case "dry run":
+				v = s.finish(result{rel: probe, outcome: outDryRun, err: errors.New("would upload")}, at)
+			case "another file offloaded":
+				s.brk.probe = nil // as if the probe were some other file
+				v = s.finish(result{rel: probe, outcome: outDone}, at)
+			}
+			if !v.closed || s.brk.open || s.snapshot(1).breaker.State != "closed" {
+				t.Fatalf("closed = %v, open %v; want closed", v.closed, s.brk.open)
+			}
+			// The files that failed on S3 are due within recoveryJitter, the
+			// rest are due now; they go out releaseFirst at first, doubling.
+			for _, rel := range failed {
+				if e := s.pending[rel]; e != nil && rel != probe && e.at.After(at.Add(recoveryJitter)) {
+					t.Errorf("%s: due in %s after the breaker closed; want within %s", rel, e.at.Sub(at), recoveryJitter)
+				}
+			}
+			total := 0
+			for i, want := range []int{releaseFirst, releaseFirst, 2 * releaseFirst, 4 * releaseFirst} {
+				got := 0
+				for range 3 { // a tick or two more within the second adds nothing
+					n := len(s.due(at.Add(time.Duration(i)*releaseDoubling), 1000))
+					got += n
+				}
+				total += got
+				if got != want {
+					t.Errorf("second %d after closing: %d files went; want %d", i, got, want)
+				}
+			}
+			if n := len(s.due(at.Add(releaseRamp), 1000)); n != s.len()-total {
+				t.Errorf("after the ramp: %d went; want all %d left", n, s.len()-total)
+			}
+		})
+	}
+}
+
+// TestBreakerOnceGivesUp: Once over a dead remote ends: after onceAttempts
+// failed probes every file still waiting is given up, and so is a file
+// whose failure comes back later.
+func TestBreakerOnceGivesUp(t *testing.T) {
+	now := time.Now()
+	s, _ := breakerScheduler(t, 100, true)
+	jobs := dueNames(s, now, 6)
+	for _, rel := range jobs[:5] {
+		s.finish(result{rel: rel, outcome: outFailed, cause: causeS3, err: errors.New("x")}, now)
+	}
+	at, gaveUp := now, 0
+	for i := range onceAttempts {
+		if s.abandon() != 0 {
+			t.Fatalf("gave up after %d probes; want %d", i, onceAttempts)
+		}
+		at = s.brk.nextProbe
+		probe := dueNames(s, at, 16)
+		if len(probe) != 1 {
+			t.Fatalf("probe %d: due %v", i+1, probe)
+		}
+		if v := s.finish(result{rel: probe[0], outcome: outFailed, cause: causeS3, err: errors.New("x")}, at); v.gaveUp {
+			gaveUp++ // a probe that failed onceAttempts times itself
+		}
+	}
+	if n := s.abandon(); n+gaveUp != 99 || s.len() != 1 {
+		t.Errorf("gave up %d files, %d left pending; want every one but the one in flight", n, s.len())
+	}
+	if got := dueNames(s, at.Add(time.Hour), 16); len(got) != 0 {
+		t.Errorf("due after giving up = %v", got)
+	}
+	if v := s.finish(result{rel: jobs[5], outcome: outFailed, cause: causeS3, err: errors.New("x")}, at); !v.gaveUp || s.len() != 0 {
+		t.Errorf("the file in flight failed: gave up %v, pending %d; want given up, none", v.gaveUp, s.len())
+	}
+}
+
+func TestProbeInterval(t *testing.T) {
+	for failed := range 40 {
+		hi := min(probeCap, probeFloor<<min(failed, 10))
+		for range 100 {
+			if d := probeInterval(failed); d < max(probeFloor, hi/2) || d > hi {
+				t.Fatalf("probeInterval(%d) = %s; want %s to %s", failed, d, max(probeFloor, hi/2), hi)
+			}
+		}
+	}
+}

@@ -20,6 +20,10 @@ type Status struct {
 	Oldest       *Waiting  `json:"oldest_pending,omitempty"`
 	Waiting      []Waiting `json:"waiting"` // the longest-waiting files, at most maxListed
 
+	// Breaker is open while S3 or DynamoDB fails for every file: one file
+	// at a time probes it and the others wait.
+	Breaker BreakerStatus `json:"breaker"`
+
 	InFlight       []InFlight `json:"in_flight"`
 	RecentFailures []Failure  `json:"recent_failures"` // newest first, at most maxFailures
 
@@ -36,7 +40,7 @@ type Waiting struct {
 	Path     string    `json:"path"`
 	Bytes    int64     `json:"bytes"`
 	Since    time.Time `json:"since"`              // when the agent first saw it pending
-	State    string    `json:"state"`              // settling, open for writing, or retrying
+	State    string    `json:"state"`              // settling, open for writing, retrying, or breaker open
 	Attempts int       `json:"attempts,omitempty"` // failed attempts so far
 	RetryAt  time.Time `json:"retry_at,omitzero"`
 }
@@ -202,6 +206,10 @@ func (a *Agent) Status() Status {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	s.Pending, s.PendingBytes, s.Waiting = t.waiting(maxListed)
+	s.Breaker = t.pending.breaker
+	if s.Breaker.State == "" {
+		s.Breaker.State = "closed" // before the scheduler's first snapshot
+	}
 	if s.Waiting == nil {
 		s.Waiting = []Waiting{}
 	}

@@ -7,6 +7,11 @@
 // "make bench" starts it:
 //
 //	infra/local/stack run --tls --bench-tools -- go run ./infra/bench --agent bin/offload-agent
+//
+// The outage scenario alone needs neither TLS nor the peers, and compares
+// agent binaries (before and after a change) on the same files:
+//
+//	infra/local/stack run -- go run ./infra/bench --scenarios outage --agent OLD,NEW
 package main
 
 import (
@@ -56,13 +61,13 @@ func main() {
 		return
 	}
 	var (
-		agentBin = flag.String("agent", "bin/offload-agent", "the offload-agent binary to measure")
+		agentBin = flag.String("agent", "bin/offload-agent", "the offload-agent binary to measure (for outage: comma-separated binaries, measured in turn)")
 		extra    = flag.String("agent-args", "", "extra flags for offload-agent once, space-separated (e.g. \"--workers 16\")")
 		resolver = flag.String("resolver", "bin/offload-resolver", "the offload-resolver binary to measure (empty: skip)")
 		conns    = flag.Int("conns", 32, "connections of the resolver load")
 		loadFor  = flag.Duration("load-for", 5*time.Second, "how long each resolver load runs")
 		reps     = flag.Int("reps", 3, "repetitions of each tool per scenario (the median is printed)")
-		only     = flag.String("scenarios", "", "comma-separated scenarios to run: 1, 2, 3 (uploads), daemon (close to start); default all")
+		only     = flag.String("scenarios", "", "comma-separated scenarios to run: 1, 2, 3 (uploads), daemon (close to start), outage (CPU and memory with S3 down; only when named); default all but outage")
 		work     = flag.String("work", "", "folder for the generated files (default: a temp folder, removed at the end)")
 	)
 	flag.Parse()
@@ -81,12 +86,23 @@ type env struct {
 	endpoint, bucket, table, region, access, secret, ca, s5cmd, rclone string
 }
 
-func loadEnv() (env, error) {
+// loadEnv reads the stack's environment; peers: the s5cmd and rclone
+// comparisons will run, over TLS.
+func loadEnv(peers bool) (env, error) {
 	e := env{endpoint: os.Getenv("AWS_ENDPOINT_URL_S3"), bucket: os.Getenv("OFFLOAD_BUCKET"), table: os.Getenv("OFFLOAD_TABLE"),
 		region: os.Getenv("AWS_REGION"), access: os.Getenv("AWS_ACCESS_KEY_ID"), secret: os.Getenv("AWS_SECRET_ACCESS_KEY"),
 		ca: os.Getenv("AWS_CA_BUNDLE"), s5cmd: os.Getenv("OFFLOAD_S5CMD"), rclone: os.Getenv("OFFLOAD_RCLONE")}
-	for name, v := range map[string]string{"AWS_ENDPOINT_URL_S3": e.endpoint, "OFFLOAD_BUCKET": e.bucket,
-		"OFFLOAD_S5CMD": e.s5cmd, "OFFLOAD_RCLONE": e.rclone} {
+	need := map[string]string{"AWS_ENDPOINT_URL_S3": e.endpoint, "OFFLOAD_BUCKET": e.bucket}
+	if !peers {
+		for name, v := range need {
+			if v == "" {
+				return e, fmt.Errorf("%s is not set: run inside infra/local/stack run", name)
+			}
+		}
+		return e, nil
+	}
+	need["OFFLOAD_S5CMD"], need["OFFLOAD_RCLONE"] = e.s5cmd, e.rclone
+	for name, v := range need {
 		if v == "" {
 			return e, fmt.Errorf("%s is not set: run through \"make bench\" (infra/local/stack run --tls --bench-tools)", name)
 		}
@@ -98,13 +114,20 @@ func loadEnv() (env, error) {
 }
 
 func run(agentBin, resolverBin string, reps, conns int, loadFor time.Duration, only, work string) error {
-	e, err := loadEnv()
+	outageOnly := only == "outage"
+	e, err := loadEnv(!outageOnly)
 	if err != nil {
 		return err
 	}
-	if agentBin, err = filepath.Abs(agentBin); err != nil {
-		return err
+	var bins []string
+	for _, bin := range strings.Split(agentBin, ",") {
+		abs, err := filepath.Abs(bin)
+		if err != nil {
+			return err
+		}
+		bins = append(bins, abs)
 	}
+	agentBin = bins[0]
 	if work == "" {
 		if work, err = os.MkdirTemp("", "offload-bench-"); err != nil {
 			return err
@@ -123,6 +146,9 @@ func run(agentBin, resolverBin string, reps, conns int, loadFor time.Duration, o
 	})
 	b := &bench{env: e, agent: agentBin, s3: raw, work: work,
 		s3Endpoint: e.endpoint, dbEndpoint: os.Getenv("AWS_ENDPOINT_URL_DYNAMODB")}
+	if outageOnly {
+		return b.outage(ctx, bins)
+	}
 	fmt.Printf("offload bench: MinIO over TLS at %s, %d repetitions, tools take turns\n", e.endpoint, reps)
 	for i, sc := range scenarios {
 		if only != "" && !slices.Contains(strings.Split(only, ","), fmt.Sprint(i+1)) {
@@ -135,6 +161,11 @@ func run(agentBin, resolverBin string, reps, conns int, loadFor time.Duration, o
 	if only == "" || slices.Contains(strings.Split(only, ","), "daemon") {
 		if err := b.closeToStart(ctx, 50); err != nil {
 			return fmt.Errorf("close to start: %w", err)
+		}
+	}
+	if slices.Contains(strings.Split(only, ","), "outage") {
+		if err := b.outage(ctx, bins); err != nil {
+			return fmt.Errorf("outage: %w", err)
 		}
 	}
 	if resolverBin != "" {

@@ -91,6 +91,18 @@ func printStatus(w io.Writer, st agent.Status) {
 		fmt.Fprintf(w, "  ... and %d more\n", st.Pending-len(st.Waiting))
 	}
 
+	if b := st.Breaker; b.State == "open" {
+		fmt.Fprintf(w, "\nbreaker: open for %s (%s failing for every file): %d failures in a row, %d failed probes; ",
+			roundDuration(now.Sub(b.Since)), b.Cause, b.ConsecutiveFailures, b.FailedProbes)
+		if b.Probing != "" {
+			fmt.Fprintf(w, "probing with %s\n", b.Probing)
+		} else {
+			fmt.Fprintf(w, "next probe in %s\n", roundDuration(b.NextProbe.Sub(now)))
+		}
+	} else if b.Trips > 0 {
+		fmt.Fprintf(w, "\nbreaker: closed for %s; opened %d times\n", roundDuration(now.Sub(b.Since)), b.Trips)
+	}
+
 	fmt.Fprintf(w, "\nin flight: %d\n", len(st.InFlight))
 	for _, f := range st.InFlight {
 		fmt.Fprintf(w, "  %-40s %s\n", clip(f.Path, 40), progressText(f, now))

@@ -55,3 +55,23 @@ func TestTerminalKeepsLogLinesWhole(t *testing.T) {
 		t.Errorf("terminal wrote %q; want %q", b.String(), want)
 	}
 }
+
+func TestPrintStatusBreaker(t *testing.T) {
+	now := time.Date(2026, 11, 3, 10, 0, 0, 0, time.UTC)
+	for _, tt := range []struct {
+		b    agent.BreakerStatus
+		want string
+	}{
+		{agent.BreakerStatus{State: "closed"}, ""},
+		{agent.BreakerStatus{State: "open", Since: now.Add(-time.Minute), Cause: "s3", ConsecutiveFailures: 19, FailedProbes: 3, NextProbe: now.Add(8 * time.Second), Trips: 1},
+			"breaker: open for 1m0s (s3 failing for every file): 19 failures in a row, 3 failed probes; next probe in 8s"},
+		{agent.BreakerStatus{State: "open", Since: now.Add(-time.Minute), Cause: "dynamodb", Probing: "a.jpg", Trips: 1}, "probing with a.jpg"},
+		{agent.BreakerStatus{State: "closed", Since: now.Add(-time.Hour), Trips: 2}, "breaker: closed for 1h0m0s; opened 2 times"},
+	} {
+		var out strings.Builder
+		printStatus(&out, agent.Status{Now: now, Started: now.Add(-2 * time.Hour), Breaker: tt.b})
+		if got := out.String(); tt.want == "" && strings.Contains(got, "breaker") || !strings.Contains(got, tt.want) {
+			t.Errorf("breaker %+v: output\n%s\nwant %q", tt.b, got, tt.want)
+		}
+	}
+}

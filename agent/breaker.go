@@ -1,0 +1,179 @@
+package agent
+
+import (
+	"math/rand/v2"
+	"slices"
+	"time"
+)
+
+// The circuit breaker. When S3 or DynamoDB fails for everyone, retrying
+// every file on its own backoff reopens, rereads and rehashes each of them
+// for nothing: with 100,000 files waiting that was most of a core. So once
+// breakerThreshold different files have failed remotely in a row, the
+// breaker opens: one file at a time (the probe) finds out whether the
+// remote is back, at most once per probe interval, and the other files wait
+// in the queue without being opened. The first success closes it, and the
+// files that waited go out at a rate that doubles (see releasable).
+//
+// Only remote failures (cause s3 or dynamodb) count. Local ones (reading
+// the file) say nothing about the remote; an archive failure even proves
+// that S3 and DynamoDB answered, and so do a conflict and a dry run's HEAD:
+// they count as a success.
+const (
+	// breakerThreshold: remote failures of this many different files, with
+	// no success between them, open the breaker. An outage fails every file
+	// in flight (DefaultWorkers, 16) within one round of the SDK's retries,
+	// so it opens at once; a bad file (a policy refusing its key) is one
+	// file however often it fails, and a few bad ones among files that go
+	// through never get there, as every success starts the count again.
+	breakerThreshold = 5
+	// probeFloor, probeCap: the interval between probes while open starts
+	// at probeFloor (a blip is over by then) and doubles with every failed
+	// probe up to probeCap, so files wait at most about that long after the
+	// remote is back. Jittered, so hosts that lost S3 together do not probe
+	// in step.
+	probeFloor = time.Second
+	probeCap   = 30 * time.Second
+	// probeSample: the probe is the smallest of this many files that failed
+	// remotely (a small file makes a cheap request), taken from the index
+	// of remote failures in map order, so picking one never walks the
+	// backlog.
+	probeSample = 64
+	// releaseFirst, releaseDoubling, releaseRamp: one success proves the
+	// remote answers one request, not the whole backlog at once (S3 coming
+	// back from an outage throttles). After the breaker closes, releaseFirst
+	// files may go at once, twice as many in all by releaseDoubling later,
+	// and so on; after releaseRamp only the workers bound it. A failure
+	// during the ramp counts towards breakerThreshold as usual.
+	releaseFirst    = 8
+	releaseDoubling = time.Second
+	releaseRamp     = 8 * time.Second
+)
+
+// breaker is the scheduler's circuit breaker state; pure logic on the
+// times it is given.
+type breaker struct {
+	open  bool
+	since time.Time // when it last opened or closed; zero while it never opened
+	// failed are the different files that failed remotely since the last
+	// success, up to breakerThreshold.
+	failed []string
+	// consecutive counts every remote failure since the last success,
+	// repeats and probes included (for status).
+	consecutive int
+	cause       string // of the last remote failure
+	trips       int64
+	probe       *entry    // the file being tried while open; nil when none
+	probes      int       // probes failed since it opened
+	nextProbe   time.Time // while open: when the next probe may go
+	released    int       // files handed out since it closed (for the ramp)
+	// down (Once only): the breaker stayed open through onceAttempts
+	// probes, so the run gives up every file still waiting.
+	down bool
+}
+
+// remoteFailed records a remote failure of rel and reports whether it
+// opened the breaker.
+func (b *breaker) remoteFailed(rel, cause string, now time.Time) (tripped bool) {
+	b.consecutive++
+	b.cause = cause
+	if b.open {
+		return false
+	}
+	if !slices.Contains(b.failed, rel) {
+		b.failed = append(b.failed, rel)
+	}
+	if len(b.failed) < breakerThreshold {
+		return false
+	}
+	b.open, b.since, b.trips = true, now, b.trips+1
+	b.probes, b.failed = 0, b.failed[:0]
+	b.nextProbe = now.Add(probeInterval(0))
+	return true
+}
+
+// probeFailed backs the next probe off.
+func (b *breaker) probeFailed(now time.Time) {
+	b.probes++
+	b.nextProbe = now.Add(probeInterval(b.probes))
+}
+
+// answered records that the remote answered (a file offloaded, failing
+// only on the archive after S3 and DynamoDB took it, a conflict, a dry
+// run's HEAD) and reports whether that closed the breaker.
+func (b *breaker) answered(now time.Time) (closed bool) {
+	b.failed, b.consecutive, b.down = b.failed[:0], 0, false
+	if !b.open {
+		return false
+	}
+	b.open, b.since, b.released = false, now, 0
+	b.probe, b.nextProbe = nil, time.Time{}
+	return true
+}
+
+// releasable is how many more files may be handed out at now: none while
+// open (the probe is handed out apart), a doubling allowance during the
+// ramp after it closed, else any number.
+func (b *breaker) releasable(now time.Time) int {
+	switch {
+	case b.open:
+		return 0
+	case b.since.IsZero():
+		return maxWorkers // never opened; no more workers than this exist
+	}
+	elapsed := now.Sub(b.since)
+	if elapsed >= releaseRamp || elapsed < 0 {
+		return maxWorkers
+	}
+	allowed := releaseFirst << (elapsed / releaseDoubling)
+	return max(0, allowed-b.released)
+}
+
+// probeInterval is the wait before the next probe after failed probes:
+// equal jitter on probeFloor doubled failed times, capped at probeCap, and
+// never below probeFloor.
+func probeInterval(failed int) time.Duration {
+	d := probeCap
+	if failed < 10 {
+		d = min(probeCap, probeFloor<<failed)
+	}
+	return max(probeFloor, d/2+time.Duration(rand.Int64N(int64(d/2)+1)))
+}
+
+// BreakerStatus is the circuit breaker as status shows it.
+type BreakerStatus struct {
+	// State is closed, or open: S3 or DynamoDB failed for several files in
+	// a row, so one file at a time probes it and the others wait.
+	State string    `json:"state"`
+	Since time.Time `json:"since,omitzero"` // when it opened or closed last (zero: never opened)
+	// ConsecutiveFailures counts the remote failures since the last
+	// success, failed probes included.
+	ConsecutiveFailures int       `json:"consecutive_failures"`
+	Cause               string    `json:"cause,omitempty"`     // of the last remote failure: s3 or dynamodb
+	FailedProbes        int       `json:"failed_probes"`       // while open
+	NextProbe           time.Time `json:"next_probe,omitzero"` // while open and no probe runs
+	Probing             string    `json:"probing,omitempty"`   // the file being tried now
+	Trips               int64     `json:"trips"`               // how often it opened since the agent started
+}
+
+func (b *breaker) status(now time.Time) BreakerStatus {
+	st := BreakerStatus{State: "closed", ConsecutiveFailures: b.consecutive, Trips: b.trips}
+	if !b.since.IsZero() {
+		st.Since = b.since.UTC()
+	}
+	if b.consecutive > 0 {
+		st.Cause = b.cause
+	}
+	if b.open {
+		st.State, st.FailedProbes = "open", b.probes
+		if b.probe != nil {
+			st.Probing = b.probe.rel
+		} else {
+			st.NextProbe = b.nextProbe.UTC()
+			if !b.nextProbe.After(now) {
+				st.NextProbe = now.UTC()
+			}
+		}
+	}
+	return st
+}

@@ -1,0 +1,145 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Outage scenario (issue 15: "an outage costs nothing"): the daemon with
+// outageFiles tiny files waiting while S3 is unreachable, measured from
+// /proc after outageWarmup (start-up scan, first attempts, the breaker
+// opening): CPU over outageWindow, and resident memory.
+const (
+	outageFiles  = 100_000
+	outageWarmup = 30 * time.Second
+	outageWindow = 60 * time.Second
+	// clockTicks is USER_HZ, the unit of utime and stime in /proc/PID/stat:
+	// 100 on every Linux architecture Go runs on.
+	clockTicks = 100
+)
+
+// outage runs each agent binary in turn as a daemon over the same files,
+// with S3 at an address nothing listens on (DynamoDB is the stack's).
+func (b *bench) outage(ctx context.Context, bins []string) error {
+	dir := filepath.Join(b.work, "outage")
+	watch := filepath.Join(dir, "watch")
+	defer os.RemoveAll(dir)
+	start := time.Now()
+	for i := range outageFiles {
+		sub := filepath.Join(watch, fmt.Sprintf("d%03d", i%1000))
+		if i < 1000 {
+			if err := os.MkdirAll(sub, 0o755); err != nil {
+				return err
+			}
+		}
+		if err := os.WriteFile(filepath.Join(sub, fmt.Sprintf("IMG_%06d.jpg", i)), []byte(fmt.Sprintf("photo %d\n", i)), 0o644); err != nil {
+			return err
+		}
+	}
+	fmt.Printf("\n## Outage: %d tiny files waiting, S3 unreachable (made in %s)\n", outageFiles, time.Since(start).Round(100*time.Millisecond))
+	// A port that was free a moment ago: connections to it are refused.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	dead := "http://" + ln.Addr().String()
+	ln.Close()
+	fmt.Printf("%-44s %12s %10s %10s %8s\n", "agent", "CPU (1 core)", "RSS", "peak RSS", "pending")
+	for i, bin := range bins {
+		archive := filepath.Join(dir, "archive-"+strconv.Itoa(i))
+		if err := os.MkdirAll(archive, 0o755); err != nil {
+			return err
+		}
+		cpu, rss, peak, log, err := b.outageRun(ctx, bin, watch, archive, dead)
+		if err != nil {
+			return fmt.Errorf("%s: %w", bin, err)
+		}
+		fmt.Printf("%-44s %11.1f%% %7d MiB %7d MiB %8s\n", bin, cpu*100, rss>>20, peak>>20, log)
+	}
+	return nil
+}
+
+// outageRun starts bin as a daemon, waits outageWarmup, and measures it
+// over outageWindow. It returns the CPU share of one core, the resident and
+// peak resident bytes, and the files still in the watch folder (all of
+// them, or the agent was not cut off).
+func (b *bench) outageRun(ctx context.Context, bin, watch, archive, s3 string) (cpu float64, rss, peak int64, pending string, err error) {
+	cmd := exec.CommandContext(ctx, bin, "run", "--watch", watch, "--archive", archive,
+		"--key-prefix", "bench/outage/", "--host", "bench", "--log-level", "error")
+	cmd.Env = append(os.Environ(), "AWS_ENDPOINT_URL_S3="+s3)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = io.Discard, &out
+	if err := cmd.Start(); err != nil {
+		return 0, 0, 0, "", err
+	}
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	time.Sleep(outageWarmup)
+	t0, start, err := cpuTicks(cmd.Process.Pid)
+	if err != nil {
+		return 0, 0, 0, "", fmt.Errorf("%w\n%s", err, tail(out.String(), 2000))
+	}
+	time.Sleep(outageWindow)
+	t1, end, err := cpuTicks(cmd.Process.Pid)
+	if err != nil {
+		return 0, 0, 0, "", err
+	}
+	cpu = float64(t1-t0) / clockTicks / end.Sub(start).Seconds()
+	rss, peak, err = memory(cmd.Process.Pid)
+	n := 0
+	filepath.WalkDir(watch, func(_ string, d os.DirEntry, _ error) error {
+		if d != nil && d.Type().IsRegular() {
+			n++
+		}
+		return nil
+	})
+	return cpu, rss, peak, strconv.Itoa(n), err
+}
+
+// cpuTicks is the process's user and system time so far, in clock ticks.
+func cpuTicks(pid int) (int64, time.Time, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	now := time.Now()
+	if err != nil {
+		return 0, now, err
+	}
+	// The fields after the command name (which may hold spaces), from
+	// field 3 (state): utime and stime are fields 14 and 15.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, now, fmt.Errorf("/proc/%d/stat: %q", pid, b)
+	}
+	return utime + stime, now, nil
+}
+
+// memory is the process's resident set now and at its peak.
+func memory(pid int) (rss, peak int64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 3 && f[2] == "kB" {
+			v, _ := strconv.ParseInt(f[1], 10, 64)
+			switch f[0] {
+			case "VmRSS:":
+				rss = v << 10
+			case "VmHWM:":
+				peak = v << 10
+			}
+		}
+	}
+	return rss, peak, nil
+}
