@@ -154,6 +154,11 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 		}
 		a.sweepOrphans(ctx)
 	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(a.cfg.Watch, &st); err == nil && sharedFS(int64(st.Type)) {
+		a.log.Warn("the watch folder is on a network or FUSE file system: whether a writer still has a file open cannot be checked, so every file, renamed ones too, waits for the quiet period; files other hosts write are found by the periodic rescan, not by inotify",
+			"quiet", a.cfg.Quiet, "rescan", a.cfg.Rescan, "fstype", fmt.Sprintf("%#x", st.Type))
+	}
 	if a.cfg.After == AfterArchive {
 		// Not fatal: uploads and the ledger still make progress, and each
 		// file stays local (and served) until the archive takes it.

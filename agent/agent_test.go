@@ -479,3 +479,21 @@ func (c *byteCounter) upstream() (int64, time.Duration) {
 	defer c.mu.Unlock()
 	return c.bytes, c.last.Sub(c.first)
 }
+
+// TestNetworkFileSystemUsesTheQuietRule: on NFSv4, SMB or EFS a client
+// without a delegation is refused a lease (EAGAIN) whether or not anyone
+// writes, which the agent used to read as "a writer has it": nothing on a
+// shared web root was ever offloaded. With the file system detected, the
+// quiet period decides, and a renamed file waits for it too (no lease, no
+// proof that the writer is done). Not parallel: it swaps system calls.
+func TestNetworkFileSystemUsesTheQuietRule(t *testing.T) {
+	h := newHarness(t)
+	agent.SimulateNetworkFS(t)
+	h.write("on-nfs.jpg", randomBytes(3000, 1))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := h.newAgent(h.cfg).Once(ctx); err != nil {
+		t.Fatalf("Once on a network file system: %v", err)
+	}
+	h.assertOffloaded("on-nfs.jpg", randomBytes(3000, 1))
+}

@@ -117,17 +117,59 @@ var errChanged = errors.New("file changed")
 // openForWriting reports whether some process holds the file open for
 // writing, where the kernel can tell: a read lease is refused (EAGAIN) while
 // a writer has the file open. The lease is dropped at once, so a writer that
-// opens the file later is not held up. sure is false where leases are not
-// available (not the owner without CAP_LEASE, some network file systems):
-// then writing is false and the quiet period alone decides.
+// opens the file later is not held up. sure is false where leases say
+// nothing: not the owner without CAP_LEASE, and on network and FUSE file
+// systems (see sharedFS), where a lease covers only this host's openers and
+// NFSv4, SMB and EFS answer EAGAIN whenever the client holds no delegation,
+// writer or not. Then writing is false and the quiet period alone decides.
 func openForWriting(f *os.File) (writing, sure bool) {
 	fd := int(f.Fd())
-	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETLEASE, unix.F_RDLCK); err != nil {
+	if fsType, err := fsTypeOf(fd); err == nil && sharedFS(fsType) {
+		return false, false
+	}
+	if err := setLease(fd, unix.F_RDLCK); err != nil {
 		return errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EAGAIN)
 	}
-	_, _ = unix.FcntlInt(uintptr(fd), unix.F_SETLEASE, unix.F_UNLCK)
+	_ = setLease(fd, unix.F_UNLCK)
 	return false, true
 }
+
+// fsTypeOf and setLease are the two system calls openForWriting makes;
+// variables so that a test can inject what a network file system answers.
+var (
+	fsTypeOf = func(fd int) (int64, error) {
+		var st unix.Statfs_t
+		err := unix.Fstatfs(fd, &st)
+		return int64(st.Type), err
+	}
+	setLease = func(fd, lease int) error {
+		_, err := unix.FcntlInt(uintptr(fd), unix.F_SETLEASE, lease)
+		return err
+	}
+)
+
+// sharedFS reports whether a statfs f_type is a file system other hosts
+// (or a user-space server) may write to behind this kernel's back: there a
+// lease proves nothing about writers elsewhere, and inotify does not see
+// their writes (the periodic rescan finds those files).
+func sharedFS(fsType int64) bool {
+	switch uint32(fsType) {
+	case unix.NFS_SUPER_MAGIC, // NFSv3/v4, and EFS, which is NFSv4.1
+		unix.SMB_SUPER_MAGIC, unix.SMB2_SUPER_MAGIC, unix.CIFS_SUPER_MAGIC,
+		unix.CEPH_SUPER_MAGIC, unix.V9FS_MAGIC, unix.AFS_SUPER_MAGIC, unix.AFS_FS_MAGIC,
+		unix.OCFS2_SUPER_MAGIC, gfs2SuperMagic, lustreSuperMagic,
+		unix.FUSE_SUPER_MAGIC: // sshfs, s3fs, GlusterFS...
+		return true
+	}
+	return false
+}
+
+// File system magic numbers golang.org/x/sys/unix does not name (from the
+// Linux and Lustre sources).
+const (
+	gfs2SuperMagic   = 0x01161970
+	lustreSuperMagic = 0x0bd00bd0
+)
 
 // ignored reports whether a path relative to the watch folder is skipped:
 // any segment that is a dotfile or dot-folder, or a base name matching one

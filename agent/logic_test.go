@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestIgnored(t *testing.T) {
@@ -298,5 +300,40 @@ func TestOpenLocalRefusesNonRegular(t *testing.T) {
 func syncNow(dirs ...string) {
 	for _, d := range dirs {
 		_ = syncDir(d)
+	}
+}
+
+// TestOpenForWritingOnSharedFileSystems: where a lease says nothing about
+// other hosts' writers (NFS, SMB, EFS, FUSE...), EAGAIN must not be read as
+// "a writer has it": the quiet period decides (sure is false). On a local
+// file system EAGAIN still means a writer.
+func TestOpenForWritingOnSharedFileSystems(t *testing.T) {
+	f, err := os.CreateTemp(t.TempDir(), "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	oldType, oldLease := fsTypeOf, setLease
+	defer func() { fsTypeOf, setLease = oldType, oldLease }()
+	const ext4 = 0xef53
+	for _, tt := range []struct {
+		name          string
+		fsType        int64
+		lease         error
+		writing, sure bool
+	}{
+		{"nfs, no delegation", unix.NFS_SUPER_MAGIC, unix.EAGAIN, false, false},
+		{"smb2", unix.SMB2_SUPER_MAGIC, unix.EAGAIN, false, false},
+		{"cifs", unix.CIFS_SUPER_MAGIC, nil, false, false},
+		{"fuse", unix.FUSE_SUPER_MAGIC, nil, false, false},
+		{"ext4, a writer", ext4, unix.EAGAIN, true, true},
+		{"ext4, no writer", ext4, nil, false, true},
+		{"ext4, no CAP_LEASE", ext4, unix.EACCES, false, false},
+	} {
+		fsTypeOf = func(int) (int64, error) { return tt.fsType, nil }
+		setLease = func(int, int) error { return tt.lease }
+		if w, s := openForWriting(f); w != tt.writing || s != tt.sure {
+			t.Errorf("%s: writing, sure = %v, %v; want %v, %v", tt.name, w, s, tt.writing, tt.sure)
+		}
 	}
 }
