@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -71,11 +69,7 @@ func fallback(t *testing.T, server string, site ...stacktest.Site) {
 		}
 	}
 	addr := stacktest.FreeAddr(t)
-	if server == "lighttpd" && len(site) == 1 {
-		startLighttpd(t, webroot, addr, base, site[0].Before)
-	} else {
-		stacktest.StartWebServer(t, server, webroot, addr, base, site...)
-	}
+	stacktest.StartWebServer(t, server, webroot, addr, base, site...)
 	web := "http://" + addr
 
 	// Present: 200 with the file's bytes, whatever the query.
@@ -172,38 +166,6 @@ const movingFor = 2 * time.Second
 // between the Lua stat and the open; "disable" (lighttpd's advice where
 // changes must be visible at once) shows it on every run.
 const lighttpdStatCacheOff = `server.stat-cache-engine = "disable"`
-
-// startLighttpd is stacktest.StartWebServer for lighttpd with global
-// settings ahead of the project's include, which StartWebServer does not
-// take: the same configuration otherwise, checked with -tt first.
-func startLighttpd(t *testing.T, webroot, addr, resolverBase, global string) {
-	t.Helper()
-	repo, dir := stacktest.RepoRoot(t), t.TempDir()
-	_, port, _ := net.SplitHostPort(addr)
-	conf := filepath.Join(dir, "lighttpd.conf")
-	text := fmt.Appendf(nil, `server.document-root = %q
-server.bind = "127.0.0.1"
-server.port = %s
-server.errorlog = %q
-%s
-var.offload_lua = %q
-var.offload_lua_404 = %q
-include %q
-`, webroot, port, filepath.Join(dir, "lighttpd-error.log"), global,
-		filepath.Join(repo, "infra/lighttpd/offload-fallback.lua"), filepath.Join(repo, "infra/lighttpd/offload-fallback-404.lua"),
-		filepath.Join(repo, "infra/lighttpd/offload.conf"))
-	if err := os.WriteFile(conf, text, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	env := []string{"OFFLOAD_RESOLVER_BASE=" + resolverBase}
-	cmd := exec.Command("lighttpd", "-tt", "-f", conf)
-	cmd.Env = append(os.Environ(), env...)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("lighttpd -tt: %v\n%s", err, out)
-	}
-	stacktest.Start(t, env, "", "lighttpd", "-D", "-f", conf)
-	stacktest.WaitListening(t, addr)
-}
 
 // hammerWhileMoving renames path to aside and back every millisecond while
 // four clients call get, and counts the answers get describes.

@@ -148,8 +148,8 @@ func WaitListening(t testing.TB, addr string) {
 
 // Site is the web site's own configuration around the fallback, as an
 // operator would have it: Before goes into the nginx server block or the
-// Apache virtual host ahead of the project's include, After behind it.
-// lighttpd's include is global, so it takes neither.
+// Apache virtual host ahead of the project's include, After behind it; for
+// lighttpd, whose include is global, they go into the global configuration.
 type Site struct{ Before, After string }
 
 // apacheModules are the shared modules the Apache configuration loads from
@@ -159,7 +159,7 @@ var apacheModules = []string{"mpm_event", "authz_core", "rewrite", "mime", "dir"
 // StartWebServer starts lighttpd, nginx or apache2 (Debian's) on addr
 // serving webroot with the project's fallback configuration (infra/lighttpd,
 // infra/nginx, infra/apache), after checking that configuration, and waits
-// until it listens. At most one site may be given (nginx and apache2 only).
+// until it listens. At most one site may be given.
 //
 // Apache will not run its workers as root, so when the test runs as root
 // its workers are www-data and the folders above webroot inside the temp
@@ -173,8 +173,6 @@ func StartWebServer(t testing.TB, server, webroot, addr, resolverBase string, si
 	switch {
 	case len(site) > 1:
 		t.Fatalf("StartWebServer: %d sites; want at most one", len(site))
-	case len(site) == 1 && server == "lighttpd":
-		t.Fatal("StartWebServer: lighttpd takes no site configuration")
 	case len(site) == 1:
 		s = site[0]
 	}
@@ -189,12 +187,14 @@ func StartWebServer(t testing.TB, server, webroot, addr, resolverBase string, si
 server.bind = "127.0.0.1"
 server.port = %s
 server.errorlog = %q
+%s
 var.offload_lua = %q
 var.offload_lua_404 = %q
 include %q
-`, webroot, port, filepath.Join(dir, "lighttpd-error.log"),
+%s
+`, webroot, port, filepath.Join(dir, "lighttpd-error.log"), s.Before,
 			filepath.Join(repo, "infra/lighttpd/offload-fallback.lua"), filepath.Join(repo, "infra/lighttpd/offload-fallback-404.lua"),
-			filepath.Join(repo, "infra/lighttpd/offload.conf"))
+			filepath.Join(repo, "infra/lighttpd/offload.conf"), s.After)
 		env = []string{"OFFLOAD_RESOLVER_BASE=" + resolverBase}
 		check, run = []string{"-tt", "-f", conf}, []string{"-D", "-f", conf}
 	case "nginx":
