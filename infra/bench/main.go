@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,6 +27,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -134,7 +136,7 @@ func run(agentBin, baselineBin, resolverBin string, reps, conns int, loadFor, la
 		o.UsePathStyle = true
 		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
 	})
-	b := &bench{env: e, agent: agentBin, baseline: baselineBin, cfg: cfg, s3: raw, upload: raw, work: work,
+	b := &bench{env: e, agent: agentBin, baseline: baselineBin, cfg: cfg, s3: raw, upload: raw, rawInFlight: rawInFlightLoopback, work: work,
 		s3Endpoint: e.endpoint, dbEndpoint: os.Getenv("AWS_ENDPOINT_URL_DYNAMODB"), latency: latency}
 	fmt.Printf("offload bench: MinIO over TLS at %s, %d repetitions, tools take turns\n", e.endpoint, reps)
 	for _, sc := range scenarios {
@@ -161,8 +163,13 @@ func run(agentBin, baselineBin, resolverBin string, reps, conns int, loadFor, la
 
 // awsConfig is the SDK configuration from the stack's environment, never
 // from the machine's shared files or instance metadata.
+// Its connection pool keeps one idle connection for every request the raw
+// upload has in flight.
 func awsConfig(ctx context.Context) (aws.Config, error) {
-	return config.LoadDefaultConfig(ctx, config.WithSharedConfigFiles([]string{}),
+	httpClient := awshttp.NewBuildableClient().WithTransportOptions(func(t *http.Transport) {
+		t.MaxIdleConnsPerHost = rawInFlightWAN
+	})
+	return config.LoadDefaultConfig(ctx, config.WithHTTPClient(httpClient), config.WithSharedConfigFiles([]string{}),
 		config.WithSharedCredentialsFiles([]string{}), config.WithEC2IMDSClientEnableState(imds.ClientDisabled))
 }
 
@@ -176,6 +183,10 @@ type bench struct {
 	work     string
 	runs     int
 	latency  time.Duration // each way, in the wan scenarios
+	// rawInFlight is how many files or parts the raw SDK upload sends at
+	// once: 8 on loopback, like the agent's parts; on the WAN, where small
+	// files wait on round trips, rawInFlightWAN.
+	rawInFlight int
 	// Where the tools send S3 and DynamoDB requests: the stack's servers,
 	// the WAN proxies, or the counting proxies for the untimed counting run.
 	s3Endpoint, dbEndpoint string
@@ -213,6 +224,7 @@ func (b *bench) scenario(ctx context.Context, sc scenario, reps int) error {
 		}
 		defer dbProxy.close()
 		b.s3Endpoint, b.dbEndpoint = s3Proxy.endpoint, dbProxy.endpoint
+		b.rawInFlight = rawInFlightWAN
 		b.upload = s3.NewFromConfig(b.cfg, func(o *s3.Options) {
 			o.UsePathStyle = true
 			o.BaseEndpoint = aws.String(s3Proxy.endpoint)
@@ -220,7 +232,7 @@ func (b *bench) scenario(ctx context.Context, sc scenario, reps int) error {
 		})
 		defer func() {
 			b.s3Endpoint, b.dbEndpoint = b.env.endpoint, os.Getenv("AWS_ENDPOINT_URL_DYNAMODB")
-			b.upload = b.s3
+			b.upload, b.rawInFlight = b.s3, rawInFlightLoopback
 		}()
 	} else {
 		fmt.Printf("\n## %s (%.0f MiB)\n", sc.name, total)
@@ -377,9 +389,14 @@ func (b *bench) runRclone(ctx context.Context, dir, prefix string) (result, erro
 		"--checksum", "--ca-cert", b.env.ca, "--log-level", "ERROR")
 }
 
+// The raw SDK upload's files or parts in flight.
+const (
+	rawInFlightLoopback = 8  // the agent's parts
+	rawInFlightWAN      = 64 // enough to wait on round trips in parallel
+)
+
 // runRawSDK is the ceiling: the SDK's own upload calls, no checksum, no
-// ledger, no archive; 8 files or 8 parts of 8 MiB in flight, like the
-// agent's defaults.
+// ledger, no archive; b.rawInFlight files or parts of 8 MiB in flight.
 func (b *bench) runRawSDK(ctx context.Context, dir, prefix string, checked bool) (result, error) {
 	start := time.Now()
 	watch := filepath.Join(dir, "watch")
@@ -387,8 +404,8 @@ func (b *bench) runRawSDK(ctx context.Context, dir, prefix string, checked bool)
 	if err != nil {
 		return result{}, err
 	}
-	const partSize, inFlight = 8 << 20, 8
-	sem := make(chan struct{}, inFlight)
+	const partSize = 8 << 20
+	sem := make(chan struct{}, b.rawInFlight)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var firstErr error
