@@ -43,12 +43,14 @@ const (
 	// in flight in bytes, so it holds 8 parts, or 512 files of 100 KiB.
 	DefaultConcurrency = 8
 	// DefaultWorkers files are offloaded at once. A small file is
-	// latency-bound (a PUT, a ledger write, a rename, one after the other),
-	// so more in flight keep the pipe full; memory stays bounded by the
-	// byte budget, which all workers share. 16 rather than 4: 2,000 small
-	// files went about 7 % faster even against a local MinIO (BENCHMARKS.md),
-	// and real S3's longer round trips make the difference larger.
-	DefaultWorkers = 16
+	// latency-bound: a PUT, then a ledger write, then a rename, so at 12 ms
+	// each way to S3 and DynamoDB it takes about 50 ms whatever its size,
+	// and its rate is workers ÷ 50 ms: 16 workers cap it at about 320
+	// files/s, 64 at about 1,300, beyond what a host's CPU serves.
+	// Memory stays bounded by the byte budget, which all workers share, and
+	// a waiting worker costs a goroutine and a connection to each service.
+	// 64 rather than 16: see "Small files on a WAN" in BENCHMARKS.md.
+	DefaultWorkers = 64
 	// DefaultGrace is how long in-flight uploads may run after SIGTERM;
 	// systemd's default stop timeout is 90 s.
 	DefaultGrace = 30 * time.Second
