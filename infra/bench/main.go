@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -187,6 +188,7 @@ type bench struct {
 	// once: 8 on loopback, like the agent's parts; on the WAN, where small
 	// files wait on round trips, rawInFlightWAN.
 	rawInFlight int
+	servers     []server // whose CPU time each run reads (wan scenarios)
 	// Where the tools send S3 and DynamoDB requests: the stack's servers,
 	// the WAN proxies, or the counting proxies for the untimed counting run.
 	s3Endpoint, dbEndpoint string
@@ -195,7 +197,11 @@ type bench struct {
 // result is one timed run of one tool.
 type result struct {
 	took time.Duration
-	rss  int64 // peak resident set in bytes; 0 when not measured
+	rss  int64         // peak resident set in bytes; 0 when not measured
+	cpu  time.Duration // the tool's own user + system CPU time
+	// servers is the CPU time each of the stack's servers used during
+	// the run (wan scenarios only).
+	servers map[string]time.Duration
 }
 
 // tool moves every file of src to S3 under prefix.
@@ -225,6 +231,8 @@ func (b *bench) scenario(ctx context.Context, sc scenario, reps int) error {
 		defer dbProxy.close()
 		b.s3Endpoint, b.dbEndpoint = s3Proxy.endpoint, dbProxy.endpoint
 		b.rawInFlight = rawInFlightWAN
+		b.servers = stackServers(map[string]string{"MinIO": b.env.endpoint,
+			"dynalite": os.Getenv("AWS_ENDPOINT_URL_DYNAMODB"), "Toxiproxy": os.Getenv("TOXIPROXY_URL")})
 		b.upload = s3.NewFromConfig(b.cfg, func(o *s3.Options) {
 			o.UsePathStyle = true
 			o.BaseEndpoint = aws.String(s3Proxy.endpoint)
@@ -232,7 +240,7 @@ func (b *bench) scenario(ctx context.Context, sc scenario, reps int) error {
 		})
 		defer func() {
 			b.s3Endpoint, b.dbEndpoint = b.env.endpoint, os.Getenv("AWS_ENDPOINT_URL_DYNAMODB")
-			b.upload, b.rawInFlight = b.s3, rawInFlightLoopback
+			b.upload, b.rawInFlight, b.servers = b.s3, rawInFlightLoopback, nil
 		}()
 	} else {
 		fmt.Printf("\n## %s (%.0f MiB)\n", sc.name, total)
@@ -325,12 +333,50 @@ func (b *bench) table(sc scenario, tools []tool, times map[string][]result, read
 	}
 	slices.Sort(readMiBs)
 	fmt.Printf("%-42s %9s %9.0f\n", "read from page cache + CRC64NVME", "", readMiBs[len(readMiBs)/2])
+	if len(b.servers) > 0 {
+		b.cpuTable(sc, tools, times)
+	}
 	if len(counted) == 0 {
 		return
 	}
 	fmt.Println("requests per file (S3 and DynamoDB, one untimed run through a counting proxy):")
 	for _, t := range counted {
 		fmt.Printf("  %-40s %s\n", t.name, requests[t.name])
+	}
+}
+
+// cpuTable prints the CPU time each tool's files cost, on average over the
+// runs: its own, and each of the stack's servers'. On a machine whose cores
+// are all busy, files/s cannot exceed cores ÷ CPU per file.
+func (b *bench) cpuTable(sc scenario, tools []tool, times map[string][]result) {
+	fmt.Printf("CPU ms per file (mean of the runs; the tool's own and the stack's servers'), and the most files/s %d cores allow at that cost:\n", runtime.NumCPU())
+	fmt.Printf("  %-40s %7s", "tool", "own")
+	for _, s := range b.servers {
+		fmt.Printf(" %9s", s.name)
+	}
+	fmt.Printf(" %7s %9s\n", "total", "files/s")
+	for _, t := range tools {
+		rs := times[t.name]
+		perFile := func(d time.Duration) float64 {
+			return d.Seconds() * 1000 / float64(len(rs)) / float64(sc.files)
+		}
+		var own, all time.Duration
+		for _, r := range rs {
+			own += r.cpu
+			all += r.cpu
+			for _, d := range r.servers {
+				all += d
+			}
+		}
+		fmt.Printf("  %-40s %7.2f", t.name, perFile(own))
+		for _, s := range b.servers {
+			var d time.Duration
+			for _, r := range rs {
+				d += r.servers[s.name]
+			}
+			fmt.Printf(" %9.2f", perFile(d))
+		}
+		fmt.Printf(" %7.2f %9.0f\n", perFile(all), float64(runtime.NumCPU())*1000/perFile(all))
 	}
 }
 
@@ -345,9 +391,19 @@ func (b *bench) once(ctx context.Context, t tool, src string) (result, error) {
 	}
 	defer os.RemoveAll(dir)
 	prefix := fmt.Sprintf("bench/%d/", b.runs)
+	before := map[string]time.Duration{}
+	for _, s := range b.servers {
+		before[s.name] = cpuTime(s.pid)
+	}
 	r, err := t.run(ctx, dir, prefix)
 	if err != nil {
 		return r, err
+	}
+	if len(b.servers) > 0 {
+		r.servers = map[string]time.Duration{}
+		for _, s := range b.servers {
+			r.servers[s.name] = cpuTime(s.pid) - before[s.name]
+		}
 	}
 	want, _ := os.ReadDir(src)
 	n, err := b.deletePrefix(ctx, prefix)
@@ -398,7 +454,7 @@ const (
 // runRawSDK is the ceiling: the SDK's own upload calls, no checksum, no
 // ledger, no archive; b.rawInFlight files or parts of 8 MiB in flight.
 func (b *bench) runRawSDK(ctx context.Context, dir, prefix string, checked bool) (result, error) {
-	start := time.Now()
+	start, cpu0 := time.Now(), selfCPU()
 	watch := filepath.Join(dir, "watch")
 	entries, err := os.ReadDir(watch)
 	if err != nil {
@@ -448,7 +504,7 @@ func (b *bench) runRawSDK(ctx context.Context, dir, prefix string, checked bool)
 		}
 	}
 	wg.Wait()
-	return result{took: time.Since(start)}, firstErr
+	return result{took: time.Since(start), cpu: selfCPU() - cpu0}, firstErr
 }
 
 // rawMultipart uploads one file in parts. checked: each part carries a
@@ -511,6 +567,9 @@ func command(ctx context.Context, env []string, name string, args ...string) (re
 	start := time.Now()
 	err := cmd.Run()
 	r := result{took: time.Since(start)}
+	if cmd.ProcessState != nil {
+		r.cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	}
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 		r.rss = ru.Maxrss << 10 // Linux reports KiB
 	}
