@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestBufferClasses(t *testing.T) {
@@ -75,6 +76,7 @@ func TestBufferBudgetInBytes(t *testing.T) {
 				t.Fatalf("after %d buffers of %d bytes, %d more bytes fit; want the budget full", tc.fit, tc.size, tc.afterFull)
 			}
 			p.put(held[0])
+			p.dropIdle() // an idle part buffer keeps its charge until something waits
 			if !p.budget.TryAcquire(tc.size) {
 				t.Fatalf("after one buffer went back, %d bytes do not fit", tc.size)
 			}
@@ -82,6 +84,7 @@ func TestBufferBudgetInBytes(t *testing.T) {
 			for _, b := range held[1:] {
 				p.put(b)
 			}
+			p.dropIdle()
 			if !p.budget.TryAcquire(partSize * concurrency) {
 				t.Fatal("after every buffer went back, the whole budget is not free")
 			}
@@ -125,6 +128,7 @@ func TestBufferGetEndsWithContext(t *testing.T) {
 		t.Errorf("get on a full budget after cancel: got %v, want context.Canceled", err)
 	}
 	p.put(full)
+	p.dropIdle()
 	if !p.budget.TryAcquire(8 << 20) {
 		t.Error("a cancelled get kept part of the budget")
 	}
@@ -192,5 +196,54 @@ func TestBufferBudgetUnderLoad(t *testing.T) {
 	}
 	if got := peak.Load(); got == 0 {
 		t.Error("nothing was held")
+	}
+}
+
+// Part buffers are kept for the next part, and give their share of the
+// budget to smaller buffers that need it.
+func TestBufferIdlePartsReusedAndYielded(t *testing.T) {
+	const partSize, concurrency = 8 << 20, 4
+	p := newBufferPool(partSize*concurrency, partSize)
+	// The safety net of a broken pool is a hang; this turns it into a failure.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var parts [][]byte
+	for range concurrency {
+		b, err := p.get(ctx, partSize)
+		if err != nil {
+			t.Fatal(err)
+		}
+		parts = append(parts, b)
+	}
+	first := &parts[0][0]
+	for _, b := range parts {
+		p.put(b)
+	}
+	b, err := p.get(ctx, partSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := &b[0]; got != first && got != &parts[1][0] && got != &parts[2][0] && got != &parts[3][0] {
+		t.Error("a part after parts went back got a new buffer, not an idle one")
+	}
+	p.put(b)
+	// Every part buffer is idle and charged; small files still get the
+	// whole budget.
+	var small [][]byte
+	for range partSize * concurrency / (128 << 10) {
+		b, err := p.get(ctx, 100<<10)
+		if err != nil {
+			t.Fatalf("small buffer %d: %v", len(small), err)
+		}
+		small = append(small, b)
+	}
+	if p.budget.TryAcquire(1) {
+		t.Error("idle part buffers and small buffers together hold less than the budget")
+	}
+	if n := len(p.idle); n != 0 {
+		t.Errorf("%d part buffers still idle while small buffers fill the budget", n)
+	}
+	for _, b := range small {
+		p.put(b)
 	}
 }
