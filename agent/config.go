@@ -37,16 +37,20 @@ const (
 	// DefaultPartSize: S3's minimum part is 5 MiB; 8 MiB parts keep memory
 	// small (PartSize × Concurrency) and request overhead low.
 	DefaultPartSize = 8 << 20
-	// DefaultConcurrency parts are in flight at once, across all files:
-	// enough to fill a web host's uplink, 64 MiB of buffers at most.
+	// DefaultConcurrency full parts fit in the memory budget at once,
+	// across all files: enough to fill a web host's uplink. The budget,
+	// PartSize × Concurrency = 64 MiB, bounds the buffers of every upload
+	// in flight in bytes, so it holds 8 parts, or 512 files of 100 KiB.
 	DefaultConcurrency = 8
 	// DefaultWorkers files are offloaded at once. A small file is
-	// latency-bound (a PUT, a ledger write, a rename, one after the other),
-	// so more in flight keep the pipe full; memory stays bounded by the
-	// part buffers, which all workers share. 16 rather than 4: 2,000 small
-	// files went about 7 % faster even against a local MinIO (BENCHMARKS.md),
-	// and real S3's longer round trips make the difference larger.
-	DefaultWorkers = 16
+	// latency-bound: a PUT, then a ledger write, then a rename, so at 12 ms
+	// each way to S3 and DynamoDB it takes about 50 ms whatever its size,
+	// and its rate is workers ÷ 50 ms: 16 workers cap it at about 320
+	// files/s, 64 at about 1,300, beyond what a host's CPU serves.
+	// Memory stays bounded by the byte budget, which all workers share, and
+	// a waiting worker costs a goroutine and a connection to each service.
+	// 64 rather than 16: see "Small files on a WAN" in BENCHMARKS.md.
+	DefaultWorkers = 64
 	// DefaultGrace is how long in-flight uploads may run after SIGTERM;
 	// systemd's default stop timeout is 90 s.
 	DefaultGrace = 30 * time.Second
@@ -63,8 +67,8 @@ const (
 	maxParts    = 10000   // S3's maximum number of parts
 
 	// maxConcurrency and maxWorkers bound what a typo can ask for: each
-	// part in flight holds a buffer and a connection, each worker a file.
-	// Far beyond what one host's uplink can use.
+	// part in flight holds a buffer and a connection, each worker a file
+	// and a connection. Far beyond what one host's uplink can use.
 	maxConcurrency = 1024
 	maxWorkers     = 1024
 )
@@ -88,7 +92,7 @@ type Config struct {
 	Rescan      time.Duration // full scan period, on top of inotify
 	Ignore      []string      // base-name globs never uploaded
 	PartSize    int64         // multipart part size; files larger than this are multipart
-	Concurrency int           // parts in flight across all files
+	Concurrency int           // memory budget in parts: PartSize × Concurrency bytes of upload buffers, across all files
 	Workers     int           // files offloaded at once
 	Grace       time.Duration // how long in-flight uploads may finish on shutdown
 	CallTimeout time.Duration // bound on each S3 or DynamoDB call
@@ -197,11 +201,12 @@ func (c Config) Validate() error {
 	if c.BandwidthLimit < 0 {
 		bad("bwlimit: must not be negative, got %d", c.BandwidthLimit)
 	}
-	// All parts in flight share the limit, so each one may take
-	// part-size × concurrency / bwlimit; it must finish within one call.
+	// Every request in flight shares the limit, and their bodies together
+	// hold at most the memory budget (part-size × concurrency bytes), so
+	// one request may take budget / bwlimit; it must finish within one call.
 	if bw := c.BandwidthLimit; bw > 0 && c.PartSize > 0 && c.Concurrency > 0 && c.CallTimeout > 0 {
 		if worst := time.Duration(float64(c.PartSize) * float64(c.Concurrency) / float64(bw) * float64(time.Second)); worst > c.CallTimeout {
-			bad("bwlimit: at %d bytes/s, %d parts of %d MiB in flight take %s each, longer than the call timeout %s: lower --concurrency or --part-size, or raise --call-timeout",
+			bad("bwlimit: at %d bytes/s, the uploads in flight (up to the memory budget, %d parts of %d MiB) take %s to send, longer than the call timeout %s: lower --concurrency or --part-size, or raise --call-timeout",
 				bw, c.Concurrency, c.PartSize>>20, worst.Round(time.Second), c.CallTimeout)
 		}
 	}
@@ -216,7 +221,7 @@ func (c Config) Validate() error {
 	}
 	if ram := physicalMemory(); c.Concurrency >= 1 && c.Concurrency <= maxConcurrency && ram > 0 &&
 		c.PartSize > 0 && uint64(c.PartSize)*uint64(c.Concurrency) > ram {
-		bad("part size × concurrency: %d MiB of part buffers is more than this machine's %d MiB of memory",
+		bad("part size × concurrency: a memory budget of %d MiB for upload buffers is more than this machine's %d MiB of memory",
 			c.PartSize*int64(c.Concurrency)>>20, ram>>20)
 	}
 	return errors.Join(errs...)

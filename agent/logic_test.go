@@ -128,7 +128,7 @@ func TestValidate(t *testing.T) {
 		{"bad key prefix", func(c *Config) { c.Mapping.KeyPrefix = "a//" }, "key prefix"},
 		{"negative quiet", func(c *Config) { c.Quiet = -time.Second }, "quiet"},
 		{"negative bwlimit", func(c *Config) { c.BandwidthLimit = -1 }, "bwlimit: must not be negative"},
-		{"bwlimit too low for the parts in flight", func(c *Config) { c.BandwidthLimit = 100 << 10 }, "bwlimit: at 102400 bytes/s, 8 parts of 8 MiB in flight take 10m55s each"},
+		{"bwlimit too low for the parts in flight", func(c *Config) { c.BandwidthLimit = 100 << 10 }, "bwlimit: at 102400 bytes/s, the uploads in flight (up to the memory budget, 8 parts of 8 MiB) take 10m55s to send"},
 		{"no workers", func(c *Config) { c.Workers = -1 }, "workers"},
 	}
 	for _, tt := range tests {

@@ -79,16 +79,17 @@ type upload struct {
 // whole object would take a second read pass of every file, and it drops
 // part-level CRC64NVME checksums when it completes an upload.
 //
-// Memory is bounded by parts: at most Concurrency buffers of PartSize bytes
-// exist, shared by every file in flight.
+// Memory is bounded in bytes: the buffers of every request in flight, small
+// files and parts alike, share one budget of PartSize × Concurrency bytes
+// (see bufferPool), so a 100 KiB file holds 128 KiB of it, not a part's.
 type s3Store struct {
 	client      *s3.Client
 	bandwidth   *rate.Limiter // nil: no limit
 	bucket      string
 	partSize    int64
 	callTimeout time.Duration
-	buffers     chan []byte // the part buffers; a receive takes one
-	started     time.Time   // uploads initiated before this are not ours
+	mem         *bufferPool
+	started     time.Time // uploads initiated before this are not ours
 	// mine holds the multipart uploads this process created and has not
 	// completed or aborted: true while one is live, false once its own
 	// abort failed (an orphan of ours, to abort again later).
@@ -97,27 +98,9 @@ type s3Store struct {
 }
 
 func newS3Store(client *s3.Client, bucket string, partSize int64, concurrency int, callTimeout time.Duration) *s3Store {
-	s := &s3Store{client: client, bucket: bucket, partSize: partSize, callTimeout: callTimeout,
-		buffers: make(chan []byte, concurrency), started: time.Now(), mine: map[string]bool{}}
-	for range concurrency {
-		s.buffers <- nil // allocated on first use, so an idle agent stays small
-	}
-	return s
+	return &s3Store{client: client, bucket: bucket, partSize: partSize, callTimeout: callTimeout,
+		mem: newBufferPool(partSize*int64(concurrency), partSize), started: time.Now(), mine: map[string]bool{}}
 }
-
-func (s *s3Store) takeBuffer(ctx context.Context, n int64) ([]byte, error) {
-	select {
-	case b := <-s.buffers:
-		if int64(cap(b)) < n {
-			b = make([]byte, n)
-		}
-		return b[:n], nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
-
-func (s *s3Store) returnBuffer(b []byte) { s.buffers <- b }
 
 // put stores the upload under its key unless the key exists, reading the
 // body exactly once and sending the full-object CRC64NVME it computed, which
@@ -138,11 +121,11 @@ func (s *s3Store) put(ctx context.Context, u upload) (string, objectInfo, error)
 
 // putSingle is one PutObject: read into a buffer while hashing, check, send.
 func (s *s3Store) putSingle(ctx context.Context, u upload) (string, objectInfo, error) {
-	buf, err := s.takeBuffer(ctx, u.size)
+	buf, err := s.mem.get(ctx, u.size)
 	if err != nil {
 		return "", objectInfo{}, err
 	}
-	defer s.returnBuffer(buf)
+	defer s.mem.put(buf)
 	crc := offload.NewCRC64NVME()
 	if _, err := io.ReadFull(io.TeeReader(u.body, crc), buf); err != nil {
 		return "", objectInfo{}, fmt.Errorf("%w: %w", errRead, err)
@@ -250,7 +233,7 @@ func (s *s3Store) putMultipart(ctx context.Context, u upload, partSize int64) (s
 }
 
 // uploadParts reads the body sequentially (one pass) and sends each part as
-// soon as it is read, as many at once as there are free buffers.
+// soon as it is read, as many at once as the memory budget allows.
 func (s *s3Store) uploadParts(ctx context.Context, u upload, uploadID string, partSize int64) (string, []types.CompletedPart, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -279,20 +262,20 @@ func (s *s3Store) uploadParts(ctx context.Context, u upload, uploadID string, pa
 			break
 		}
 		size := min(partSize, u.size-int64(i)*partSize)
-		buf, err := s.takeBuffer(ctx, size)
+		buf, err := s.mem.get(ctx, size)
 		if err != nil {
 			fail(err)
 			break
 		}
 		if _, err := io.ReadFull(u.body, buf); err != nil {
-			s.returnBuffer(buf)
+			s.mem.put(buf)
 			fail(fmt.Errorf("%w: %w", errRead, err))
 			break
 		}
 		wg.Add(1)
 		go func(num int32, buf []byte) {
 			defer wg.Done()
-			defer s.returnBuffer(buf)
+			defer s.mem.put(buf)
 			partCRC := offload.NewCRC64NVME()
 			partCRC.Write(buf)
 			partSums[num-1] = partCRC.Sum64()

@@ -21,9 +21,11 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -31,6 +33,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -41,15 +44,21 @@ import (
 
 // scenario is one set of files to move.
 type scenario struct {
+	id    string // what --scenarios selects it by
 	name  string
 	files int
 	size  int64
+	wan   bool // every tool talks to S3 and DynamoDB through --latency each way
 }
 
 var scenarios = []scenario{
-	{"1 GiB file", 1, 1 << 30},
-	{"300 x 8 MiB photos", 300, 8 << 20},
-	{"2,000 x 100 KiB", 2000, 100 << 10},
+	{"1", "1 GiB file", 1, 1 << 30, false},
+	{"2", "300 x 8 MiB photos", 300, 8 << 20, false},
+	{"3", "2,000 x 100 KiB", 2000, 100 << 10, false},
+	// Small files wait on round trips, which loopback does not have
+	// (issue 15): the same files with a WAN's latency added by Toxiproxy.
+	{"wan", "WAN: 2,000 x 100 KiB", 2000, 100 << 10, true},
+	{"wan", "WAN: 300 x 8 MiB photos", 300, 8 << 20, true},
 }
 
 func main() {
@@ -62,17 +71,19 @@ func main() {
 	}
 	var (
 		agentBin = flag.String("agent", "bin/offload-agent", "the offload-agent binary to measure (for outage: comma-separated binaries, measured in turn)")
+		baseline = flag.String("baseline", "", "another offload-agent binary (say, an older commit's) measured alongside in the upload scenarios")
+		latency  = flag.Duration("latency", 12*time.Millisecond, "latency Toxiproxy adds each way (to S3 and DynamoDB, for every tool) in the wan scenarios")
 		extra    = flag.String("agent-args", "", "extra flags for offload-agent once, space-separated (e.g. \"--workers 16\")")
 		resolver = flag.String("resolver", "bin/offload-resolver", "the offload-resolver binary to measure (empty: skip)")
 		conns    = flag.Int("conns", 32, "connections of the resolver load")
 		loadFor  = flag.Duration("load-for", 5*time.Second, "how long each resolver load runs")
 		reps     = flag.Int("reps", 3, "repetitions of each tool per scenario (the median is printed)")
-		only     = flag.String("scenarios", "", "comma-separated scenarios to run: 1, 2, 3 (uploads), daemon (close to start), outage (CPU and memory with S3 down; only when named); default all but outage")
+		only     = flag.String("scenarios", "", "comma-separated scenarios to run: 1, 2, 3 (uploads), wan (3 and 2 with --latency each way), daemon (close to start), outage (CPU and memory with S3 down; only when named); default all but outage")
 		work     = flag.String("work", "", "folder for the generated files (default: a temp folder, removed at the end)")
 	)
 	flag.Parse()
 	agentArgs = strings.Fields(*extra)
-	if err := run(*agentBin, *resolver, *reps, *conns, *loadFor, *only, *work); err != nil {
+	if err := run(*agentBin, *baseline, *resolver, *reps, *conns, *loadFor, *latency, *only, *work); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -113,7 +124,7 @@ func loadEnv(peers bool) (env, error) {
 	return e, nil
 }
 
-func run(agentBin, resolverBin string, reps, conns int, loadFor time.Duration, only, work string) error {
+func run(agentBin, baselineBin, resolverBin string, reps, conns int, loadFor, latency time.Duration, only, work string) error {
 	outageOnly := only == "outage"
 	e, err := loadEnv(!outageOnly)
 	if err != nil {
@@ -128,6 +139,11 @@ func run(agentBin, resolverBin string, reps, conns int, loadFor time.Duration, o
 		bins = append(bins, abs)
 	}
 	agentBin = bins[0]
+	if baselineBin != "" {
+		if baselineBin, err = filepath.Abs(baselineBin); err != nil {
+			return err
+		}
+	}
 	if work == "" {
 		if work, err = os.MkdirTemp("", "offload-bench-"); err != nil {
 			return err
@@ -144,14 +160,14 @@ func run(agentBin, resolverBin string, reps, conns int, loadFor time.Duration, o
 		o.UsePathStyle = true
 		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
 	})
-	b := &bench{env: e, agent: agentBin, s3: raw, work: work,
-		s3Endpoint: e.endpoint, dbEndpoint: os.Getenv("AWS_ENDPOINT_URL_DYNAMODB")}
+	b := &bench{env: e, agent: agentBin, baseline: baselineBin, cfg: cfg, s3: raw, upload: raw, rawInFlight: rawInFlightLoopback, work: work,
+		s3Endpoint: e.endpoint, dbEndpoint: os.Getenv("AWS_ENDPOINT_URL_DYNAMODB"), latency: latency}
 	if outageOnly {
 		return b.outage(ctx, bins)
 	}
 	fmt.Printf("offload bench: MinIO over TLS at %s, %d repetitions, tools take turns\n", e.endpoint, reps)
-	for i, sc := range scenarios {
-		if only != "" && !slices.Contains(strings.Split(only, ","), fmt.Sprint(i+1)) {
+	for _, sc := range scenarios {
+		if only != "" && !slices.Contains(strings.Split(only, ","), sc.id) {
 			continue
 		}
 		if err := b.scenario(ctx, sc, reps); err != nil {
@@ -179,26 +195,44 @@ func run(agentBin, resolverBin string, reps, conns int, loadFor time.Duration, o
 
 // awsConfig is the SDK configuration from the stack's environment, never
 // from the machine's shared files or instance metadata.
+// Its connection pool keeps one idle connection for every request the raw
+// upload has in flight.
 func awsConfig(ctx context.Context) (aws.Config, error) {
-	return config.LoadDefaultConfig(ctx, config.WithSharedConfigFiles([]string{}),
+	httpClient := awshttp.NewBuildableClient().WithTransportOptions(func(t *http.Transport) {
+		t.MaxIdleConnsPerHost = rawInFlightWAN
+	})
+	return config.LoadDefaultConfig(ctx, config.WithHTTPClient(httpClient), config.WithSharedConfigFiles([]string{}),
 		config.WithSharedCredentialsFiles([]string{}), config.WithEC2IMDSClientEnableState(imds.ClientDisabled))
 }
 
 type bench struct {
-	env   env
-	agent string
-	s3    *s3.Client // direct to MinIO: the raw ceiling, and clean-up
-	work  string
-	runs  int
+	env      env
+	agent    string
+	baseline string // "": none
+	cfg      aws.Config
+	s3       *s3.Client // direct to MinIO: clean-up
+	upload   *s3.Client // the raw ceiling: direct, or through the WAN proxy
+	work     string
+	runs     int
+	latency  time.Duration // each way, in the wan scenarios
+	// rawInFlight is how many files or parts the raw SDK upload sends at
+	// once: 8 on loopback, like the agent's parts; on the WAN, where small
+	// files wait on round trips, rawInFlightWAN.
+	rawInFlight int
+	servers     []server // whose CPU time each run reads (wan scenarios)
 	// Where the tools send S3 and DynamoDB requests: the stack's servers,
-	// or the counting proxies for the untimed counting run.
+	// the WAN proxies, or the counting proxies for the untimed counting run.
 	s3Endpoint, dbEndpoint string
 }
 
 // result is one timed run of one tool.
 type result struct {
 	took time.Duration
-	rss  int64 // peak resident set in bytes; 0 when not measured
+	rss  int64         // peak resident set in bytes; 0 when not measured
+	cpu  time.Duration // the tool's own user + system CPU time
+	// servers is the CPU time each of the stack's servers used during
+	// the run (wan scenarios only).
+	servers map[string]time.Duration
 }
 
 // tool moves every file of src to S3 under prefix.
@@ -208,13 +242,40 @@ type tool struct {
 }
 
 func (b *bench) scenario(ctx context.Context, sc scenario, reps int) error {
-	src := filepath.Join(b.work, strings.Fields(sc.name)[0]+"-src")
+	src := filepath.Join(b.work, fmt.Sprintf("%s-%d-src", sc.id, sc.files))
 	if err := generate(src, sc); err != nil {
 		return err
 	}
 	defer os.RemoveAll(src)
 	total := float64(sc.size*int64(sc.files)) / (1 << 20)
-	fmt.Printf("\n## %s (%.0f MiB)\n", sc.name, total)
+	if sc.wan {
+		fmt.Printf("\n## %s (%.0f MiB), %s added each way to every S3 and DynamoDB connection\n", sc.name, total, b.latency)
+		s3Proxy, err := newLatencyProxy("bench-s3", b.env.endpoint, b.latency)
+		if err != nil {
+			return err
+		}
+		defer s3Proxy.close()
+		dbProxy, err := newLatencyProxy("bench-dynamodb", os.Getenv("AWS_ENDPOINT_URL_DYNAMODB"), b.latency)
+		if err != nil {
+			return err
+		}
+		defer dbProxy.close()
+		b.s3Endpoint, b.dbEndpoint = s3Proxy.endpoint, dbProxy.endpoint
+		b.rawInFlight = rawInFlightWAN
+		b.servers = stackServers(map[string]string{"MinIO": b.env.endpoint,
+			"dynalite": os.Getenv("AWS_ENDPOINT_URL_DYNAMODB"), "Toxiproxy": os.Getenv("TOXIPROXY_URL")})
+		b.upload = s3.NewFromConfig(b.cfg, func(o *s3.Options) {
+			o.UsePathStyle = true
+			o.BaseEndpoint = aws.String(s3Proxy.endpoint)
+			o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
+		})
+		defer func() {
+			b.s3Endpoint, b.dbEndpoint = b.env.endpoint, os.Getenv("AWS_ENDPOINT_URL_DYNAMODB")
+			b.upload, b.rawInFlight, b.servers = b.s3, rawInFlightLoopback, nil
+		}()
+	} else {
+		fmt.Printf("\n## %s (%.0f MiB)\n", sc.name, total)
+	}
 
 	tools := []tool{
 		{"offload-agent once", b.runAgent},
@@ -226,6 +287,13 @@ func (b *bench) scenario(ctx context.Context, sc scenario, reps int) error {
 		{"raw SDK upload + CRC64NVME that S3 checks", func(ctx context.Context, src, prefix string) (result, error) {
 			return b.runRawSDK(ctx, src, prefix, true)
 		}},
+	}
+	// The peers whose requests the counting run counts.
+	counted := slices.Clone(tools[:3])
+	if b.baseline != "" {
+		tools = slices.Insert(tools, 1, tool{"offload-agent once, --baseline", func(ctx context.Context, src, prefix string) (result, error) {
+			return b.runAgentBin(ctx, b.baseline, src, prefix)
+		}})
 	}
 	times := map[string][]result{}
 	var readMiBs []float64
@@ -245,6 +313,11 @@ func (b *bench) scenario(ctx context.Context, sc scenario, reps int) error {
 		}
 	}
 
+	if sc.wan {
+		// The same requests as on loopback: no counting run.
+		b.table(sc, tools, times, readMiBs, nil, nil)
+		return nil
+	}
 	// One more run of each tool through counting proxies, untimed.
 	s3Count, err := newCounter(b.env.endpoint, b.env.ca)
 	if err != nil {
@@ -257,7 +330,7 @@ func (b *bench) scenario(ctx context.Context, sc scenario, reps int) error {
 	}
 	defer dbCount.close()
 	requests := map[string]string{}
-	for _, t := range tools[:3] {
+	for _, t := range counted {
 		b.s3Endpoint, b.dbEndpoint = s3Count.Endpoint, dbCount.Endpoint
 		_, err := b.once(ctx, t, src)
 		b.s3Endpoint, b.dbEndpoint = b.env.endpoint, os.Getenv("AWS_ENDPOINT_URL_DYNAMODB")
@@ -270,7 +343,14 @@ func (b *bench) scenario(ctx context.Context, sc scenario, reps int) error {
 		}
 		requests[t.name] = perFile(counts, sc.files)
 	}
+	b.table(sc, tools, times, readMiBs, counted, requests)
+	return nil
+}
 
+// table prints the medians of one scenario, and the requests per file of
+// the counted tools (none: not counted).
+func (b *bench) table(sc scenario, tools []tool, times map[string][]result, readMiBs []float64, counted []tool, requests map[string]string) {
+	total := float64(sc.size*int64(sc.files)) / (1 << 20)
 	ours := median(times[tools[0].name])
 	fmt.Printf("%-42s %9s %9s %9s %10s %s\n", "tool", "median s", "MiB/s", "files/s", "peak RSS", "its speed / agent's")
 	for _, t := range tools {
@@ -284,11 +364,51 @@ func (b *bench) scenario(ctx context.Context, sc scenario, reps int) error {
 	}
 	slices.Sort(readMiBs)
 	fmt.Printf("%-42s %9s %9.0f\n", "read from page cache + CRC64NVME", "", readMiBs[len(readMiBs)/2])
+	if len(b.servers) > 0 {
+		b.cpuTable(sc, tools, times)
+	}
+	if len(counted) == 0 {
+		return
+	}
 	fmt.Println("requests per file (S3 and DynamoDB, one untimed run through a counting proxy):")
-	for _, t := range tools[:3] {
+	for _, t := range counted {
 		fmt.Printf("  %-40s %s\n", t.name, requests[t.name])
 	}
-	return nil
+}
+
+// cpuTable prints the CPU time each tool's files cost, on average over the
+// runs: its own, and each of the stack's servers'. On a machine whose cores
+// are all busy, files/s cannot exceed cores ÷ CPU per file.
+func (b *bench) cpuTable(sc scenario, tools []tool, times map[string][]result) {
+	fmt.Printf("CPU ms per file (mean of the runs; the tool's own and the stack's servers'), and the most files/s %d cores allow at that cost:\n", runtime.NumCPU())
+	fmt.Printf("  %-40s %7s", "tool", "own")
+	for _, s := range b.servers {
+		fmt.Printf(" %9s", s.name)
+	}
+	fmt.Printf(" %7s %9s\n", "total", "files/s")
+	for _, t := range tools {
+		rs := times[t.name]
+		perFile := func(d time.Duration) float64 {
+			return d.Seconds() * 1000 / float64(len(rs)) / float64(sc.files)
+		}
+		var own, all time.Duration
+		for _, r := range rs {
+			own += r.cpu
+			all += r.cpu
+			for _, d := range r.servers {
+				all += d
+			}
+		}
+		fmt.Printf("  %-40s %7.2f", t.name, perFile(own))
+		for _, s := range b.servers {
+			var d time.Duration
+			for _, r := range rs {
+				d += r.servers[s.name]
+			}
+			fmt.Printf(" %9.2f", perFile(d))
+		}
+		fmt.Printf(" %7.2f %9.0f\n", perFile(all), float64(runtime.NumCPU())*1000/perFile(all))
+	}
 }
 
 // once gives the tool a fresh copy of the files (hard links: no bytes
@@ -302,9 +422,19 @@ func (b *bench) once(ctx context.Context, t tool, src string) (result, error) {
 	}
 	defer os.RemoveAll(dir)
 	prefix := fmt.Sprintf("bench/%d/", b.runs)
+	before := map[string]time.Duration{}
+	for _, s := range b.servers {
+		before[s.name] = cpuTime(s.pid)
+	}
 	r, err := t.run(ctx, dir, prefix)
 	if err != nil {
 		return r, err
+	}
+	if len(b.servers) > 0 {
+		r.servers = map[string]time.Duration{}
+		for _, s := range b.servers {
+			r.servers[s.name] = cpuTime(s.pid) - before[s.name]
+		}
 	}
 	want, _ := os.ReadDir(src)
 	n, err := b.deletePrefix(ctx, prefix)
@@ -318,6 +448,10 @@ func (b *bench) once(ctx context.Context, t tool, src string) (result, error) {
 }
 
 func (b *bench) runAgent(ctx context.Context, dir, prefix string) (result, error) {
+	return b.runAgentBin(ctx, b.agent, dir, prefix)
+}
+
+func (b *bench) runAgentBin(ctx context.Context, bin, dir, prefix string) (result, error) {
 	archive := filepath.Join(dir, "archive")
 	if err := os.Mkdir(archive, 0o755); err != nil {
 		return result{}, err
@@ -327,7 +461,7 @@ func (b *bench) runAgent(ctx context.Context, dir, prefix string) (result, error
 	env := []string{"AWS_ENDPOINT_URL_S3=" + b.s3Endpoint, "AWS_ENDPOINT_URL_DYNAMODB=" + b.dbEndpoint}
 	args := append([]string{"once", "--watch", filepath.Join(dir, "watch"), "--archive", archive,
 		"--key-prefix", prefix, "--quiet", "1ms", "--host", "bench", "--log-level", "warn"}, agentArgs...)
-	return command(ctx, env, b.agent, args...)
+	return command(ctx, env, bin, args...)
 }
 
 func (b *bench) runS5cmd(ctx context.Context, dir, prefix string) (result, error) {
@@ -342,18 +476,23 @@ func (b *bench) runRclone(ctx context.Context, dir, prefix string) (result, erro
 		"--checksum", "--ca-cert", b.env.ca, "--log-level", "ERROR")
 }
 
+// The raw SDK upload's files or parts in flight.
+const (
+	rawInFlightLoopback = 8  // the agent's parts
+	rawInFlightWAN      = 64 // enough to wait on round trips in parallel
+)
+
 // runRawSDK is the ceiling: the SDK's own upload calls, no checksum, no
-// ledger, no archive; 8 files or 8 parts of 8 MiB in flight, like the
-// agent's defaults.
+// ledger, no archive; b.rawInFlight files or parts of 8 MiB in flight.
 func (b *bench) runRawSDK(ctx context.Context, dir, prefix string, checked bool) (result, error) {
-	start := time.Now()
+	start, cpu0 := time.Now(), selfCPU()
 	watch := filepath.Join(dir, "watch")
 	entries, err := os.ReadDir(watch)
 	if err != nil {
 		return result{}, err
 	}
-	const partSize, inFlight = 8 << 20, 8
-	sem := make(chan struct{}, inFlight)
+	const partSize = 8 << 20
+	sem := make(chan struct{}, b.rawInFlight)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var firstErr error
@@ -385,7 +524,7 @@ func (b *bench) runRawSDK(ctx context.Context, dir, prefix string, checked bool)
 				if checked {
 					in.ChecksumAlgorithm = types.ChecksumAlgorithmCrc64nvme
 				}
-				if _, err := b.s3.PutObject(ctx, in); err != nil {
+				if _, err := b.upload.PutObject(ctx, in); err != nil {
 					fail(err)
 				}
 			}()
@@ -396,7 +535,7 @@ func (b *bench) runRawSDK(ctx context.Context, dir, prefix string, checked bool)
 		}
 	}
 	wg.Wait()
-	return result{took: time.Since(start)}, firstErr
+	return result{took: time.Since(start), cpu: selfCPU() - cpu0}, firstErr
 }
 
 // rawMultipart uploads one file in parts. checked: each part carries a
@@ -413,7 +552,7 @@ func (b *bench) rawMultipart(ctx context.Context, path, key string, size, partSi
 		create.ChecksumAlgorithm = types.ChecksumAlgorithmCrc64nvme
 		create.ChecksumType = types.ChecksumTypeFullObject
 	}
-	up, err := b.s3.CreateMultipartUpload(ctx, create)
+	up, err := b.upload.CreateMultipartUpload(ctx, create)
 	if err != nil {
 		return err
 	}
@@ -433,7 +572,7 @@ func (b *bench) rawMultipart(ctx context.Context, path, key string, size, partSi
 			if checked {
 				in.ChecksumAlgorithm = types.ChecksumAlgorithmCrc64nvme
 			}
-			out, err := b.s3.UploadPart(ctx, in)
+			out, err := b.upload.UploadPart(ctx, in)
 			if err != nil {
 				errs[i] = err
 				return
@@ -445,7 +584,7 @@ func (b *bench) rawMultipart(ctx context.Context, path, key string, size, partSi
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	_, err = b.s3.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{Bucket: &b.env.bucket, Key: &key,
+	_, err = b.upload.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{Bucket: &b.env.bucket, Key: &key,
 		UploadId: up.UploadId, MultipartUpload: &types.CompletedMultipartUpload{Parts: parts}})
 	return err
 }
@@ -459,6 +598,9 @@ func command(ctx context.Context, env []string, name string, args ...string) (re
 	start := time.Now()
 	err := cmd.Run()
 	r := result{took: time.Since(start)}
+	if cmd.ProcessState != nil {
+		r.cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	}
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 		r.rss = ru.Maxrss << 10 // Linux reports KiB
 	}

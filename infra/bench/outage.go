@@ -23,9 +23,6 @@ const (
 	outageFiles  = 100_000
 	outageWarmup = 30 * time.Second
 	outageWindow = 60 * time.Second
-	// clockTicks is USER_HZ, the unit of utime and stime in /proc/PID/stat:
-	// 100 on every Linux architecture Go runs on.
-	clockTicks = 100
 )
 
 // outage runs each agent binary in turn as a daemon over the same files,

@@ -97,7 +97,7 @@ func auditCommand(args []string, getenv func(string) string, stdout, stderr io.W
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	s3c, db, err := awsClients(ctx, opts.pathStyle)
+	s3c, db, err := awsClients(ctx, opts.pathStyle, inFlight(cfg.WithDefaults()))
 	if err != nil {
 		fmt.Fprintf(stderr, "offload-agent audit: %v\n", err)
 		return auditBadUsage

@@ -81,7 +81,7 @@ func run(args []string) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	s3c, db, err := awsClients(ctx, opts.pathStyle)
+	s3c, db, err := awsClients(ctx, opts.pathStyle, inFlight(cfg.WithDefaults()))
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "offload-agent: %v\n", err)
 		return 2
@@ -146,16 +146,25 @@ const (
 	responseHeaderTimeout = time.Minute
 )
 
+// inFlight is how many requests the agent may have open to one host at
+// once: one per worker (a PutObject, or a ledger write), plus the parts the
+// memory budget holds beyond one per worker.
+func inFlight(cfg agent.Config) int { return cfg.Workers + cfg.Concurrency }
+
 // awsClients builds the S3 and DynamoDB clients once, from the SDK's own
 // configuration chain (AWS_REGION, AWS_ENDPOINT_URL_S3, credentials...).
-func awsClients(ctx context.Context, pathStyle bool) (*s3.Client, *dynamodb.Client, error) {
+// The connection pool keeps conns idle connections per host, so a burst of
+// small files reuses them instead of paying a TLS handshake (two more round
+// trips) each; Go's default keeps 2, the SDK's 10.
+func awsClients(ctx context.Context, pathStyle bool, conns int) (*s3.Client, *dynamodb.Client, error) {
 	// The SDK's buildable client, not a plain *http.Client: it is what the
 	// SDK needs to apply AWS_CA_BUNDLE.
 	httpClient := awshttp.NewBuildableClient().
 		WithDialerOptions(func(d *net.Dialer) { d.Timeout = dialTimeout }).
 		WithTransportOptions(func(t *http.Transport) {
 			t.ResponseHeaderTimeout = responseHeaderTimeout
-			t.MaxIdleConnsPerHost = 64
+			t.MaxIdleConnsPerHost = conns
+			t.MaxIdleConns = 2 * conns // S3 and DynamoDB
 		})
 	cfg, err := config.LoadDefaultConfig(ctx,
 		config.WithHTTPClient(httpClient),
