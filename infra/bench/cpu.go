@@ -76,20 +76,31 @@ func listener(port string) int {
 	return 0
 }
 
-// cpuTime is a process's user + system CPU time so far.
+// cpuTime is a process's user + system CPU time so far; 0 when it cannot
+// be read (the WAN table then shows no cost for that server).
 func cpuTime(pid int) time.Duration {
+	d, _ := procCPU(pid)
+	return d
+}
+
+// procCPU reads a process's user + system CPU time from /proc/PID/stat.
+func procCPU(pid int) (time.Duration, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0
+		return 0, err
 	}
-	// The fields after the command name, which is in parentheses.
+	// The fields after the command name (in parentheses, and it may hold
+	// spaces), from field 3 (state): utime and stime are fields 14 and 15.
 	fields := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
 	if len(fields) < 13 {
-		return 0
+		return 0, fmt.Errorf("/proc/%d/stat: %q", pid, b)
 	}
-	utime, _ := strconv.ParseInt(fields[11], 10, 64)
-	stime, _ := strconv.ParseInt(fields[12], 10, 64)
-	return time.Duration(utime+stime) * time.Second / clockTicks
+	utime, err1 := strconv.ParseInt(fields[11], 10, 64)
+	stime, err2 := strconv.ParseInt(fields[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: %q", pid, b)
+	}
+	return time.Duration(utime+stime) * time.Second / clockTicks, nil
 }
 
 // selfCPU is this process's CPU time so far (the raw SDK upload runs in it).

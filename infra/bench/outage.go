@@ -81,16 +81,18 @@ func (b *bench) outageRun(ctx context.Context, bin, watch, archive, s3 string) (
 	}
 	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
 	time.Sleep(outageWarmup)
-	t0, start, err := cpuTicks(cmd.Process.Pid)
+	start := time.Now()
+	c0, err := procCPU(cmd.Process.Pid)
 	if err != nil {
 		return 0, 0, 0, "", fmt.Errorf("%w\n%s", err, tail(out.String(), 2000))
 	}
 	time.Sleep(outageWindow)
-	t1, end, err := cpuTicks(cmd.Process.Pid)
+	end := time.Now()
+	c1, err := procCPU(cmd.Process.Pid)
 	if err != nil {
 		return 0, 0, 0, "", err
 	}
-	cpu = float64(t1-t0) / clockTicks / end.Sub(start).Seconds()
+	cpu = (c1 - c0).Seconds() / end.Sub(start).Seconds()
 	rss, peak, err = memory(cmd.Process.Pid)
 	n := 0
 	filepath.WalkDir(watch, func(_ string, d os.DirEntry, _ error) error {
@@ -100,24 +102,6 @@ func (b *bench) outageRun(ctx context.Context, bin, watch, archive, s3 string) (
 		return nil
 	})
 	return cpu, rss, peak, strconv.Itoa(n), err
-}
-
-// cpuTicks is the process's user and system time so far, in clock ticks.
-func cpuTicks(pid int) (int64, time.Time, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	now := time.Now()
-	if err != nil {
-		return 0, now, err
-	}
-	// The fields after the command name (which may hold spaces), from
-	// field 3 (state): utime and stime are fields 14 and 15.
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-	utime, err1 := strconv.ParseInt(f[11], 10, 64)
-	stime, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, now, fmt.Errorf("/proc/%d/stat: %q", pid, b)
-	}
-	return utime + stime, now, nil
 }
 
 // memory is the process's resident set now and at its peak.

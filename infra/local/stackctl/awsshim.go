@@ -168,20 +168,10 @@ func (rule awsShimRule) proxy(target *url.URL, transport http.RoundTripper, logg
 // version, s3:GetObject for the current one. "" when r is allowed, or not
 // an object read.
 func (rule awsShimRule) readNotAllowed(r *http.Request) string {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+	if !rule.objectRead(r) {
 		return ""
 	}
-	bucket, key, ok := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
-	if !ok || bucket != rule.bucket || key == "" {
-		return ""
-	}
-	q := r.URL.Query()
-	for _, sub := range []string{"uploadId", "uploads", "tagging", "acl", "attributes", "retention", "legal-hold", "torrent"} {
-		if q.Has(sub) {
-			return "" // another API
-		}
-	}
-	who := accessKeyOf(r)
+	q, who := r.URL.Query(), accessKeyOf(r)
 	switch {
 	case q.Get("versionId") != "" && rule.noGetVersion[who]:
 		return "s3:GetObjectVersion"
@@ -189,6 +179,27 @@ func (rule awsShimRule) readNotAllowed(r *http.Request) string {
 		return "s3:GetObject"
 	}
 	return ""
+}
+
+// objectRead reports whether r is a GetObject or HeadObject of a key of the
+// bucket: GET or HEAD of /BUCKET/KEY with no query but the version, part,
+// response-* overrides and signing parameters. A query naming a
+// sub-resource (?uploadId=, ?tagging, ?acl...) is another API.
+func (rule awsShimRule) objectRead(r *http.Request) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return false
+	}
+	bucket, key, ok := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+	if !ok || bucket != rule.bucket || key == "" {
+		return false
+	}
+	for name := range r.URL.Query() {
+		// x-id names the operation (the SDKs add x-id=GetObject).
+		if name != "versionId" && name != "partNumber" && name != "x-id" && !strings.HasPrefix(name, "response-") && !strings.HasPrefix(strings.ToLower(name), "x-amz-") {
+			return false
+		}
+	}
+	return true
 }
 
 func accessDenied(requestID string) string {
@@ -204,20 +215,8 @@ var errorCode = regexp.MustCompile(`<Code>([^<]*)</Code>`)
 // For a GET it reads the error document (and puts it back).
 func (rule awsShimRule) missingKeyIsForbidden(resp *http.Response) bool {
 	req := resp.Request
-	if resp.StatusCode != http.StatusNotFound || (req.Method != http.MethodGet && req.Method != http.MethodHead) {
+	if resp.StatusCode != http.StatusNotFound || !rule.objectRead(req) || !rule.noListBucket[accessKeyOf(req)] {
 		return false
-	}
-	bucket, key, ok := strings.Cut(strings.TrimPrefix(req.URL.Path, "/"), "/")
-	if !ok || bucket != rule.bucket || key == "" || !rule.noListBucket[accessKeyOf(req)] {
-		return false
-	}
-	// Only GetObject and HeadObject: a query naming a sub-resource
-	// (?uploadId=, ?tagging, ?acl...) is another API.
-	for name := range req.URL.Query() {
-		// x-id names the operation (the SDKs add x-id=GetObject).
-		if name != "versionId" && name != "partNumber" && name != "x-id" && !strings.HasPrefix(name, "response-") && !strings.HasPrefix(strings.ToLower(name), "x-amz-") {
-			return false
-		}
 	}
 	if req.Method == http.MethodHead {
 		return true // no body to tell NoSuchKey from NoSuchBucket; the bucket exists

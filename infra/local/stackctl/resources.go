@@ -15,7 +15,6 @@ import (
 	dbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
-	"github.com/aws/aws-sdk-go-v2/service/sts"
 
 	"github.com/photosleeve/offload"
 	"github.com/photosleeve/offload/infra/local/templatepolicy"
@@ -122,7 +121,6 @@ func grantComponents(ctx context.Context, st *state, cfg aws.Config) error {
 	if err != nil {
 		return err
 	}
-	stsc := sts.NewFromConfig(cfg, func(o *sts.Options) { o.BaseEndpoint = aws.String(st.S3Endpoint) })
 	target := templatepolicy.Target{Bucket: bucket, KeyPrefix: stackKeyPrefix}
 	st.Components = map[string]componentCreds{}
 	for _, c := range templatepolicy.Components {
@@ -130,21 +128,16 @@ func grantComponents(ctx context.Context, st *state, cfg aws.Config) error {
 		if err != nil {
 			return err
 		}
-		var out *sts.AssumeRoleOutput
+		var creds aws.Credentials
 		if err := retry(ctx, "credentials for "+c, func() error {
-			out, err = stsc.AssumeRole(ctx, &sts.AssumeRoleInput{
-				RoleArn:         aws.String("arn:aws:iam::000000000000:role/offload-" + c), // MinIO ignores it for the root user
-				RoleSessionName: aws.String("offload-" + c),
-				Policy:          aws.String(doc.JSON()),
-				DurationSeconds: aws.Int32(int32(componentCredsLife / time.Second)),
-			})
+			creds, err = templatepolicy.Assume(ctx, cfg, st.S3Endpoint, c, doc, componentCredsLife)
 			return err
 		}); err != nil {
 			return err
 		}
 		st.Components[c] = componentCreds{
-			AccessKeyID: aws.ToString(out.Credentials.AccessKeyId), SecretAccessKey: aws.ToString(out.Credentials.SecretAccessKey),
-			SessionToken: aws.ToString(out.Credentials.SessionToken), ListBucket: doc.Allows("s3:ListBucket", target.BucketARN()),
+			AccessKeyID: creds.AccessKeyID, SecretAccessKey: creds.SecretAccessKey,
+			SessionToken: creds.SessionToken, ListBucket: doc.Allows("s3:ListBucket", target.BucketARN()),
 			GetObjectVersion: doc.AllowsOn("s3:GetObjectVersion", target.BucketARN()+"/"),
 			GetObject:        doc.AllowsOn("s3:GetObject", target.BucketARN()+"/"),
 		}

@@ -11,7 +11,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/aws/aws-sdk-go-v2/service/sts"
 
 	"github.com/photosleeve/offload/infra/local/templatepolicy"
 )
@@ -67,19 +66,14 @@ func (m *MinIO) Env(s *Stack, component string) []string {
 	if err != nil {
 		m.t.Fatal(err)
 	}
-	client := sts.NewFromConfig(s.AWSConfig(m.t), func(o *sts.Options) { o.BaseEndpoint = aws.String(m.Endpoint) })
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	out, err := client.AssumeRole(ctx, &sts.AssumeRoleInput{
-		RoleArn: aws.String("arn:aws:iam::000000000000:role/offload-" + component), RoleSessionName: aws.String("offload-" + component),
-		Policy: aws.String(doc.JSON()), DurationSeconds: aws.Int32(12 * 3600),
-	})
+	// Longer than any soak.
+	c, err := templatepolicy.Assume(ctx, s.AWSConfig(m.t), m.Endpoint, component, doc, 12*time.Hour)
 	if err != nil {
-		m.t.Fatalf("credentials for the %s on the private MinIO: %v", component, err)
+		m.t.Fatalf("the private MinIO: %v", err)
 	}
-	c := out.Credentials
-	return []string{"AWS_ACCESS_KEY_ID=" + aws.ToString(c.AccessKeyId), "AWS_SECRET_ACCESS_KEY=" + aws.ToString(c.SecretAccessKey),
-		"AWS_SESSION_TOKEN=" + aws.ToString(c.SessionToken)}
+	return []string{"AWS_ACCESS_KEY_ID=" + c.AccessKeyID, "AWS_SECRET_ACCESS_KEY=" + c.SecretAccessKey, "AWS_SESSION_TOKEN=" + c.SessionToken}
 }
 
 func (m *MinIO) start() {
