@@ -61,6 +61,10 @@ type Agent struct {
 	// metrics for the --metrics listener; ledgerClient for its probe.
 	metrics      *metrics
 	ledgerClient *dynamodb.Client
+	// pendingLimit is the scheduler's bound, maxPending; tests lower it.
+	pendingLimit int
+	// peakPending is the most files the last run's scheduler held.
+	peakPending atomic.Int64
 }
 
 // Stats counts outcomes since the agent started.
@@ -105,6 +109,7 @@ func New(cfg Config, s3c *s3.Client, db *dynamodb.Client) (*Agent, error) {
 		track:  newTracker(),
 
 		ledgerClient: db,
+		pendingLimit: maxPending,
 	}
 	a.metrics = newMetrics(a)
 	return a, nil
@@ -196,6 +201,8 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 	defer func() { close(stopSyncing); <-syncerDone }()
 
 	s := newScheduler(a.cfg, once, a.lstat, time.Now())
+	s.limit = a.pendingLimit
+	defer func() { a.peakPending.Store(int64(s.peak)) }()
 	// Status lists maxListed files and leaves out the ones uploading, at
 	// most one per worker.
 	publish := func() { a.track.publish(s.snapshot(maxListed + a.cfg.Workers)) }
@@ -254,15 +261,30 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 	tick := time.NewTicker(tickInterval(a.cfg.Quiet))
 	defer tick.Stop()
 	scanDone := false
+	var scanErr error // in Once: the scan missed folders
+	saidFull := false
 	for {
+		// While the scheduler is full, candidates wait in the channel and
+		// the scan waits on them: memory stays bounded (see maxPending).
+		in := candidates
+		if s.full() {
+			in = nil
+			if !saidFull {
+				a.log.Info("holding as many files as the agent keeps track of: the scan waits, and goes on as these are offloaded (status: backlog_full)",
+					"pending", s.len(), "limit", s.limit)
+				saidFull = true
+			}
+		}
 		select {
-		case c := <-candidates:
+		case c := <-in:
 			if s.note(c, time.Now()) {
 				dispatch() // a published file need not wait for the next tick
 			}
 		case err := <-scannedIn:
 			if err != nil && ctx.Err() == nil {
 				a.log.Error("scan failed", "err", err)
+				a.track.scanFailed(err)
+				scanErr = err
 			}
 			scannedIn, scanDone = nil, true
 		case r := <-results:
@@ -288,8 +310,13 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 				"files", n, "probes", onceAttempts, "cause", s.brk.cause)
 		}
 		if once && scanDone && s.len() == 0 && s.busy() == 0 && len(candidates) == 0 {
-			if failedForGood > 0 {
+			switch {
+			case failedForGood > 0 && scanErr != nil:
+				return fmt.Errorf("%d files, and the scan %w: %w", failedForGood, scanErr, ErrIncomplete)
+			case failedForGood > 0:
 				return fmt.Errorf("%d files: %w", failedForGood, ErrIncomplete)
+			case scanErr != nil:
+				return fmt.Errorf("the scan %w: %w", scanErr, ErrIncomplete)
 			}
 			return nil
 		}

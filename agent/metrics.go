@@ -61,6 +61,22 @@ func newMetrics(a *Agent) *metrics {
 		counter("offload_refused_total", "Files never uploaded because their name breaks the naming contract.", a.stats.Refused.Load),
 		gauge("offload_files_pending", "Files waiting: not settled yet, or waiting out a retry.", locked(func() float64 { n, _, _ := t.waiting(0); return float64(n) })),
 		gauge("offload_bytes_pending", "Bytes of the files waiting.", locked(func() float64 { _, b, _ := t.waiting(0); return float64(b) })),
+		gauge("offload_backlog_full", "1 while the agent holds as many pending files as it may (status: pending_limit): the scan waits.",
+			locked(func() float64 {
+				if t.pending.full {
+					return 1
+				}
+				return 0
+			})),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "offload_scan_errors_total", Help: "Scans that could not read some folder (status: scan_error); their files were not looked at."},
+			locked(func() float64 { return float64(t.scanErrors) })),
+		gauge("offload_watch_failed", "1 after inotify failed (status: watch_error): only the periodic rescan finds new files.",
+			locked(func() float64 {
+				if t.watchErr != "" {
+					return 1
+				}
+				return 0
+			})),
 		gauge("offload_files_in_flight", "Files being offloaded now.", locked(func() float64 { return float64(len(t.inFlight)) })),
 		gauge("offload_oldest_pending_age_seconds", "How long the longest-waiting file has waited (0 when none waits).",
 			func() float64 { return t.oldestPendingAge().Seconds() }),

@@ -98,7 +98,24 @@ type scheduler struct {
 	lastDone time.Time
 	brk      breaker // see breaker.go
 	jobs     []job   // due's result, reused
+	// limit is the most pending files it holds (maxPending). The loop stops
+	// taking candidates while it is full, which pauses the scan.
+	limit int
+	peak  int // the most pending files held at once, for tests
 }
+
+// maxPending is the most files the agent holds state for at once. Each
+// costs about 420 bytes of heap (BenchmarkHeldFile: the entry, its name,
+// its map, queue and list places), so 25,000 are about 10 MiB, 20 MiB with
+// the garbage collector's headroom: inside the 64 MiB the agent allows
+// itself beyond its upload buffers. It is still far more than it takes to
+// keep every worker busy: the workers plus the files within their quiet
+// period, 10,000 at 5,000 new files a second. When a backlog is larger
+// (the first backfill of a big site), the scan pauses while the scheduler
+// is full and goes on from where it stopped as files are offloaded; a file
+// not held yet is found by that scan, or by the rescan that follows when
+// the inotify events queued meanwhile overflow.
+const maxPending = 25_000
 
 // newScheduler returns an empty scheduler for the configuration; now
 // counts as the last success for recoveryGap.
@@ -107,9 +124,12 @@ func newScheduler(cfg Config, once bool, lstat func(rel string) (fileID, error),
 		quiet: cfg.Quiet, quietForRenamed: cfg.QuietForRenamed, once: once, keep: cfg.After == AfterKeep, ignore: cfg.Ignore, lstat: lstat,
 		pending: map[string]*entry{}, parked: map[string]fileID{},
 		running: map[*entry]struct{}{}, remote: map[*entry]struct{}{},
-		lastDone: now, epoch: now,
+		lastDone: now, epoch: now, limit: maxPending,
 	}
 }
+
+// full reports whether it holds as many pending files as it may.
+func (s *scheduler) full() bool { return len(s.pending) >= s.limit }
 
 // len is the number of pending files, running ones included.
 func (s *scheduler) len() int { return len(s.pending) }
@@ -388,6 +408,7 @@ func (s *scheduler) park(e *entry, version fileID) {
 func (s *scheduler) add(rel string, id fileID, now time.Time) *entry {
 	e := &entry{rel: rel, seen: id, since: now, firstSeen: now, index: -1}
 	s.pending[rel] = e
+	s.peak = max(s.peak, len(s.pending))
 	s.bytes += id.size
 	// now comes from a monotonic clock, so this is the end of the list;
 	// the walk only keeps the order if a caller's clock went back.
@@ -456,6 +477,8 @@ type backlog struct {
 	// running are the files handed to workers, at most one per worker.
 	running []Waiting
 	breaker BreakerStatus
+	limit   int  // the most pending files held
+	full    bool // files is at limit: the scan waits
 }
 
 // snapshot returns the counts, the running files and the first list files
@@ -475,7 +498,8 @@ func (s *scheduler) snapshot(list int) backlog {
 		all = append(all, e.waiting(now))
 	}
 	n := min(list, len(s.pending))
-	return backlog{files: len(s.pending), bytes: s.bytes, oldest: all[:n:n], running: all[n:], breaker: s.brk.status(now)}
+	return backlog{files: len(s.pending), bytes: s.bytes, oldest: all[:n:n], running: all[n:], breaker: s.brk.status(now),
+		limit: s.limit, full: s.full()}
 }
 
 // waiting is how status shows the file at now.

@@ -835,3 +835,29 @@ func TestProbeInterval(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkHeldFile measures what one pending file costs in memory: the
+// scheduler's entry, its name as the scan makes it, and its place in the
+// map and the queue (B/held-file). maxPending's reason rests on it.
+func BenchmarkHeldFile(b *testing.B) {
+	const n = 100_000
+	for b.Loop() {
+		t0 := time.Now()
+		lstat := func(rel string) (fileID, error) { return fileID{ino: uint64(len(rel)), size: 1 << 20, ctime: t0}, nil }
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		s := newScheduler(Config{Quiet: time.Hour, Ignore: DefaultIgnore, After: AfterArchive}, false, lstat, t0)
+		for i := range n {
+			// A name as long as a dated upload path: 2026/11/30/IMG_20261130_123456.jpg
+			s.note(candidate{rel: fmt.Sprintf("2026/11/%02d/IMG_20261130_%06d.jpg", i%30, i)}, t0)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		if s.len() != n {
+			b.Fatalf("held %d", s.len())
+		}
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "B/held-file")
+		runtime.KeepAlive(s)
+	}
+}

@@ -19,6 +19,17 @@ type Status struct {
 	PendingBytes int64     `json:"pending_bytes"` // their size on disk
 	Oldest       *Waiting  `json:"oldest_pending,omitempty"`
 	Waiting      []Waiting `json:"waiting"` // the longest-waiting files, at most maxListed
+	// PendingLimit is the most files the agent holds at once. While
+	// Pending is at it, BacklogFull is true: the scan waits where it is
+	// and goes on as files are offloaded (a backfill larger than the
+	// limit shows Pending at the limit until the rest is found).
+	PendingLimit int  `json:"pending_limit"`
+	BacklogFull  bool `json:"backlog_full"`
+	// ScanError is the last scan's trouble (folders it could not read),
+	// until a rescan succeeds. WatchError is inotify failing: then only the
+	// periodic rescan finds new files.
+	ScanError  string `json:"scan_error,omitempty"`
+	WatchError string `json:"watch_error,omitempty"`
 
 	// Breaker is open while S3 or DynamoDB fails for every file: one file
 	// at a time probes it and the others wait.
@@ -77,6 +88,9 @@ type tracker struct {
 	inFlight        map[string]*progress
 	failures        []Failure // newest last
 	lastOffloadedAt time.Time
+	scanErr         string // see Status.ScanError
+	scanErrors      int64  // scans that could not read some folder
+	watchErr        string // see Status.WatchError
 }
 
 func newTracker() *tracker {
@@ -129,6 +143,25 @@ func (t *tracker) failed(f Failure) {
 	if len(t.failures) > maxFailures {
 		t.failures = slices.Delete(t.failures, 0, len(t.failures)-maxFailures)
 	}
+}
+
+// scanFailed records a scan's error, or clears it (nil: a full rescan
+// read everything).
+func (t *tracker) scanFailed(err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err == nil {
+		t.scanErr = ""
+		return
+	}
+	t.scanErr = err.Error()
+	t.scanErrors++
+}
+
+func (t *tracker) watchFailed(err error) {
+	t.mu.Lock()
+	t.watchErr = err.Error()
+	t.mu.Unlock()
 }
 
 func (t *tracker) offloaded(at time.Time) {
@@ -207,6 +240,8 @@ func (a *Agent) Status() Status {
 	defer t.mu.Unlock()
 	s.Pending, s.PendingBytes, s.Waiting = t.waiting(maxListed)
 	s.Breaker = t.pending.breaker
+	s.PendingLimit, s.BacklogFull = t.pending.limit, t.pending.full
+	s.ScanError, s.WatchError = t.scanErr, t.watchErr
 	if s.Breaker.State == "" {
 		s.Breaker.State = "closed" // before the scheduler's first snapshot
 	}

@@ -3,7 +3,10 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -77,6 +80,7 @@ func (w *watcher) events(ctx context.Context) {
 		err error
 	}
 	batches := make(chan batch)
+	var reads <-chan batch = batches // nil once the watch failed
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
@@ -101,7 +105,7 @@ func (w *watcher) events(ctx context.Context) {
 			return
 		case <-rescan.C:
 			w.rescan(ctx, "periodic")
-		case b := <-batches:
+		case b := <-reads:
 			for _, ev := range b.evs {
 				w.handle(ctx, ev)
 			}
@@ -111,10 +115,13 @@ func (w *watcher) events(ctx context.Context) {
 				w.rescan(ctx, "event queue overflow")
 			case errors.Is(b.err, unix.EINTR):
 			default:
+				// The reader has stopped. Rescans go on, so every file is
+				// still found, a rescan period late at worst.
 				if ctx.Err() == nil {
-					w.a.log.Error("watch failed; only the periodic scan finds new files now", "err", b.err)
+					w.a.log.Error("watch failed; only the periodic rescan finds new files now", "rescan", w.a.cfg.Rescan, "err", b.err)
+					w.a.track.watchFailed(b.err)
 				}
-				return
+				reads = nil
 			}
 		}
 	}
@@ -135,7 +142,10 @@ func (w *watcher) handle(ctx context.Context, ev fsEvent) {
 		case ignored(rel, w.a.cfg.Ignore):
 		default:
 			if err := w.scan(ctx, rel); err != nil {
-				w.a.log.Warn("scan of new folder failed", "folder", rel, "err", err)
+				if ctx.Err() == nil {
+					w.a.log.Warn("scan of new folder failed; the periodic rescan tries again", "folder", rel, "err", err)
+					w.a.track.scanFailed(err)
+				}
 			} else {
 				w.a.log.Debug("watching new folder", "folder", rel)
 			}
@@ -148,45 +158,152 @@ func (w *watcher) handle(ctx context.Context, ev fsEvent) {
 func (w *watcher) rescan(ctx context.Context, why string) {
 	start := time.Now()
 	if err := w.scan(ctx, "."); err != nil {
-		w.a.log.Warn("rescan failed", "why", why, "err", err)
+		if ctx.Err() == nil {
+			w.a.log.Warn("rescan failed", "why", why, "err", err)
+			w.a.track.scanFailed(err)
+		}
 		return
 	}
+	w.a.track.scanFailed(nil)
 	w.a.log.Debug("rescanned", "why", why, "duration", time.Since(start))
+}
+
+// scanBatch is how many names of a folder the scan reads at a time. The
+// walk holds at most this many names for each folder it is inside, never a
+// whole folder's listing (a flat folder of a million originals would be
+// about 100 MB of names), and takes them in the order the file system
+// gives, unsorted. Together with the scheduler's bound (maxPending), which
+// blocks the walk while it is full, this keeps the agent's memory flat
+// however many files the folder holds.
+const scanBatch = 512
+
+// maxNamedUnreadable is how many unreadable folders a scan error names.
+const maxNamedUnreadable = 10
+
+// unreadableError is a scan that could not read some folders: the files in
+// them were not looked at. The rest of the walk went on.
+type unreadableError struct {
+	folders []string // the first maxNamedUnreadable, relative
+	n       int
+	first   error
+}
+
+func (e *unreadableError) Error() string {
+	more := ""
+	if e.n > len(e.folders) {
+		more = fmt.Sprintf(" and %d more", e.n-len(e.folders))
+	}
+	return fmt.Sprintf("could not read %d folders, their files were not looked at: %s%s (%v)",
+		e.n, strings.Join(e.folders, ", "), more, e.first)
 }
 
 // scan walks the folder rel (relative to the watch folder), adds an
 // inotify watch on every folder, and sends every non-folder as a
-// candidate. It does not follow symlinks and skips dot-folders.
+// candidate. It does not follow symlinks and skips dot-folders and ignored
+// names. Sending blocks while the scheduler is full, which pauses the walk
+// where it is. A folder it cannot read is skipped and named in the
+// *unreadableError it returns after walking the rest.
 func (w *watcher) scan(ctx context.Context, rel string) error {
+	var bad unreadableError
 	root := filepath.Join(w.a.cfg.Watch, filepath.FromSlash(rel))
-	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if ctx.Err() != nil {
-			return ctx.Err()
+	dir, err := openDir(unix.AT_FDCWD, root)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // vanished before we looked
+	}
+	if err != nil {
+		bad.add(rel, err)
+	} else if err := w.walk(ctx, dir, root, rel, &bad); err != nil {
+		return err
+	}
+	if bad.n > 0 {
+		return &bad
+	}
+	return nil
+}
+
+func (e *unreadableError) add(rel string, err error) {
+	if e.n == 0 {
+		e.first = err
+	}
+	if len(e.folders) < maxNamedUnreadable {
+		e.folders = append(e.folders, rel)
+	}
+	e.n++
+}
+
+// walk watches and reads the open folder dir (path, absolute; rel, relative
+// to the watch folder), descending into each subfolder as it meets it, and
+// closes it. Subfolders are opened relative to their parent and never
+// through a symlink, so a folder swapped for a symlink mid-walk is not
+// followed out of the watch folder.
+func (w *watcher) walk(ctx context.Context, dir *os.File, path, rel string, bad *unreadableError) error {
+	defer dir.Close()
+	if w.in != nil {
+		if err := w.in.add(path); err != nil {
+			w.a.log.Warn("cannot watch folder; the periodic scan covers it", "folder", path, "err", err)
+		}
+	}
+	for {
+		ents, err := dir.ReadDir(scanBatch)
+		for _, d := range ents {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			r := d.Name()
+			if rel != "." {
+				r = rel + "/" + r
+			}
+			if !d.IsDir() {
+				w.send(ctx, candidate{rel: r})
+				continue
+			}
+			if ignored(r, w.a.cfg.Ignore) {
+				continue
+			}
+			sub, err := openDir(int(dir.Fd()), d.Name())
+			switch {
+			case errors.Is(err, fs.ErrNotExist):
+				continue // vanished while we walked
+			case errors.Is(err, unix.ENOTDIR), errors.Is(err, unix.ELOOP):
+				w.send(ctx, candidate{rel: r}) // replaced by a file or a symlink: the scheduler looks
+				continue
+			case err != nil:
+				w.a.log.Warn("scan: cannot read folder", "folder", r, "err", err)
+				bad.add(r, err)
+				continue
+			}
+			if err := w.walk(ctx, sub, filepath.Join(path, d.Name()), r, bad); err != nil {
+				return err
+			}
+		}
+		switch {
+		case err == io.EOF:
+			return nil
+		case err != nil:
+			w.a.log.Warn("scan: cannot read folder", "folder", rel, "err", err)
+			bad.add(rel, err)
+			return nil
+		}
+	}
+}
+
+// openat is unix.Openat; tests swap it to make a folder unreadable, which
+// permissions cannot do for root.
+var openat = unix.Openat
+
+// openDir opens the folder name (relative to the folder at, or absolute)
+// for reading, refusing a symlink.
+func openDir(at int, name string) (*os.File, error) {
+	for {
+		fd, err := openat(at, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err == unix.EINTR {
+			continue
 		}
 		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil // vanished while we walked
-			}
-			w.a.log.Warn("scan: cannot read", "path", p, "err", err)
-			return nil
+			return nil, &fs.PathError{Op: "open", Path: name, Err: err}
 		}
-		r, ok := w.rel(p)
-		if d.IsDir() {
-			if ok && ignored(r, w.a.cfg.Ignore) {
-				return filepath.SkipDir
-			}
-			if w.in != nil {
-				if err := w.in.add(p); err != nil {
-					w.a.log.Warn("cannot watch folder; the periodic scan covers it", "folder", p, "err", err)
-				}
-			}
-			return nil
-		}
-		if ok {
-			w.send(ctx, candidate{rel: r})
-		}
-		return nil
-	})
+		return os.NewFile(uintptr(fd), name), nil
+	}
 }
 
 // rel turns an absolute path under the watch folder into a candidate name.

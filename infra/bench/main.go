@@ -78,11 +78,14 @@ func main() {
 		conns    = flag.Int("conns", 32, "connections of the resolver load")
 		loadFor  = flag.Duration("load-for", 5*time.Second, "how long each resolver load runs")
 		reps     = flag.Int("reps", 3, "repetitions of each tool per scenario (the median is printed)")
-		only     = flag.String("scenarios", "", "comma-separated scenarios to run: 1, 2, 3 (uploads), wan (3 and 2 with --latency each way), daemon (close to start), outage (CPU and memory with S3 down; only when named); default all but outage")
+		only     = flag.String("scenarios", "", "comma-separated scenarios to run: 1, 2, 3 (uploads), wan (3 and 2 with --latency each way), daemon (close to start), backfill (once over --backfill-files against 2,000; only when named), outage (CPU and memory with S3 down; only when named); default all but backfill and outage")
+		bfFiles  = flag.Int("backfill-files", 100_000, "files of the large backfill run")
+		bfSize   = flag.Int64("backfill-size", 32<<10, "bytes of each backfill file")
 		work     = flag.String("work", "", "folder for the generated files (default: a temp folder, removed at the end)")
 	)
 	flag.Parse()
 	agentArgs = strings.Fields(*extra)
+	backfillFiles, backfillSize = *bfFiles, *bfSize
 	if err := run(*agentBin, *baseline, *resolver, *reps, *conns, *loadFor, *latency, *only, *work); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -91,6 +94,12 @@ func main() {
 
 // agentArgs are extra flags for every agent run (--agent-args).
 var agentArgs []string
+
+// The backfill scenario's large run (--backfill-files, --backfill-size).
+var (
+	backfillFiles int
+	backfillSize  int64
+)
 
 // env is what the stack exported.
 type env struct {
@@ -177,6 +186,11 @@ func run(agentBin, baselineBin, resolverBin string, reps, conns int, loadFor, la
 	if only == "" || slices.Contains(strings.Split(only, ","), "daemon") {
 		if err := b.closeToStart(ctx, 50); err != nil {
 			return fmt.Errorf("close to start: %w", err)
+		}
+	}
+	if slices.Contains(strings.Split(only, ","), "backfill") {
+		if err := b.backfill(ctx, backfillFiles, backfillSize, reps); err != nil {
+			return fmt.Errorf("backfill: %w", err)
 		}
 	}
 	if slices.Contains(strings.Split(only, ","), "outage") {

@@ -1,0 +1,149 @@
+package agent_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/photosleeve/offload/agent"
+)
+
+// backlogFiles writes n small files: half at the top of the watch folder,
+// the rest spread over nested folders. It returns their names.
+func backlogFiles(h *harness, n int) []string {
+	h.t.Helper()
+	var names []string
+	for i := range n {
+		rel := fmt.Sprintf("IMG_%04d.jpg", i)
+		if i%2 == 1 {
+			rel = fmt.Sprintf("d%d/sub/IMG_%04d.jpg", i%3, i)
+		}
+		h.write(rel, []byte(fmt.Sprintf("photo %d", i)))
+		names = append(names, rel)
+	}
+	return names
+}
+
+// objectCount is the number of objects under the test's key prefix.
+func (h *harness) objectCount() int {
+	h.t.Helper()
+	n := 0
+	p := s3.NewListObjectsV2Paginator(h.s3, &s3.ListObjectsV2Input{Bucket: aws.String(h.st.Bucket), Prefix: aws.String(h.cfg.Mapping.KeyPrefix)})
+	for p.HasMorePages() {
+		out, err := p.NextPage(context.Background())
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		n += len(out.Contents)
+	}
+	return n
+}
+
+// TestOnceBacklogLargerThanTheBound: with room for 16 files, Once still
+// offloads all 200 of a folder, and never holds more than 16: the scan
+// waits while the scheduler is full and goes on where it stopped.
+func TestOnceBacklogLargerThanTheBound(t *testing.T) {
+	h := newHarness(t)
+	names := backlogFiles(h, 200)
+	a := h.newAgent(h.cfg)
+	const limit = 16
+	agent.SetPendingLimit(a, limit)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := a.Once(ctx); err != nil {
+		t.Fatalf("Once: %v", err)
+	}
+	for _, rel := range names {
+		if !h.archived(rel) {
+			t.Errorf("%s not archived", rel)
+		}
+	}
+	if n := h.objectCount(); n != len(names) {
+		t.Errorf("%d objects in S3; want %d", n, len(names))
+	}
+	h.assertOffloaded(names[len(names)-1], []byte(fmt.Sprintf("photo %d", len(names)-1)))
+	if peak := agent.PeakPending(a); peak != limit {
+		t.Errorf("held at most %d files at once; want exactly the limit, %d (reached, never passed)", peak, limit)
+	}
+	if !strings.Contains(h.logs.String(), "the scan waits") {
+		t.Error("no log line says the scan waits while the agent is full")
+	}
+}
+
+// TestDaemonBacklogFullMissesNothing: the daemon, full from its first
+// scan, still finds every file written while its scan waited, in old
+// folders and new ones, and status says it was full.
+func TestDaemonBacklogFullMissesNothing(t *testing.T) {
+	h := newHarness(t)
+	names := backlogFiles(h, 120)
+	a := h.newAgent(h.cfg)
+	agent.SetPendingLimit(a, 8)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	full := false
+	for i := range 60 {
+		rel := fmt.Sprintf("later/%d/new_%03d.jpg", i%4, i)
+		if i%2 == 0 {
+			rel = fmt.Sprintf("d%d/sub/new_%03d.jpg", i%3, i)
+		}
+		h.write(rel, []byte(fmt.Sprintf("new %d", i)))
+		names = append(names, rel)
+		if st := a.Status(); st.BacklogFull && st.Pending <= st.PendingLimit && st.PendingLimit == 8 {
+			full = true
+		}
+	}
+	h.waitFor("every file archived", time.Minute, func() bool {
+		if st := a.Status(); st.BacklogFull {
+			full = true
+		}
+		for _, rel := range names {
+			if !h.archived(rel) {
+				return false
+			}
+		}
+		return true
+	})
+	if n := h.objectCount(); n != len(names) {
+		t.Errorf("%d objects in S3; want %d", n, len(names))
+	}
+	if !full {
+		t.Error("status never showed backlog_full while 180 files queued for 8 places")
+	}
+	if peak := agent.PeakPending(a); peak > 8 {
+		t.Errorf("held %d files at once; the limit is 8", peak)
+	}
+}
+
+// TestOnceUnreadableFolderFails: a folder the scan cannot read makes Once
+// fail and name it, after offloading everything it could read.
+func TestOnceUnreadableFolderFails(t *testing.T) {
+	h := newHarness(t)
+	agent.SimulateUnreadableFolder(t, "locked")
+	h.write("readable.jpg", []byte("readable"))
+	h.write("a/locked/hidden.jpg", []byte("hidden"))
+	h.write("z/also.jpg", []byte("also"))
+	err := h.once()
+	if !errors.Is(err, agent.ErrIncomplete) || !strings.Contains(err.Error(), "a/locked") {
+		t.Fatalf("Once = %v; want ErrIncomplete naming a/locked", err)
+	}
+	h.assertOffloaded("readable.jpg", []byte("readable"))
+	h.assertOffloaded("z/also.jpg", []byte("also"))
+	if _, err := os.Stat(filepath.Join(h.cfg.Watch, "a", "locked", "hidden.jpg")); err != nil {
+		t.Errorf("the unread file: %v; want it in place", err)
+	}
+}
