@@ -29,15 +29,17 @@ const claimDir = ".offload-claim"
 // mtime: a back-end may have renamed a new file over the name a moment
 // before), and only then archives or deletes it. Another version goes back
 // under its name and is errChanged; so does the file when archiving or
-// deleting it fails. Idempotent after a crash (see restoreClaimed). The
-// folders the renames touched are handed to durable, which fsyncs them
-// (see dirSyncer).
-func finishLocal(cfg Config, rel string, proven fileID, durable func(dirs ...string)) error {
+// deleting it fails, and when afterClaim, called once the claimed file is
+// known to be that version, fails. Idempotent after a crash (see
+// restoreClaimed). The folders the renames touched are handed to durable,
+// which fsyncs them (see dirSyncer).
+func finishLocal(cfg Config, rel string, proven fileID, durable func(dirs ...string), afterClaim func() error) error {
 	claimed := filepath.Join(cfg.Watch, claimDir, filepath.FromSlash(rel))
 	src := filepath.Join(cfg.Watch, filepath.FromSlash(rel))
 	if err := mkdirAllSynced(cfg.Watch, path.Join(claimDir, path.Dir(rel))); err != nil {
 		return err
 	}
+	beforeClaim(src)
 	if err := renameNoReplace(src, claimed); err != nil {
 		return fmt.Errorf("claim %s: %w", rel, err)
 	}
@@ -46,10 +48,15 @@ func finishLocal(cfg Config, rel string, proven fileID, durable func(dirs ...str
 		return err
 	}
 	if id, _ := idOf(fi); !id.sameVersion(proven) {
-		if err := renameNoReplace(claimed, src); err != nil {
-			return fmt.Errorf("%s changed just before it was archived and could not be put back (it is at %s): %w", rel, claimed, err)
+		err = fmt.Errorf("%s: %w just before it was archived", rel, errChanged)
+	} else {
+		err = afterClaim()
+	}
+	if err != nil {
+		if perr := renameNoReplace(claimed, src); perr != nil {
+			return fmt.Errorf("%w, and it could not be put back (it is at %s): %v", err, claimed, perr)
 		}
-		return fmt.Errorf("%s: %w just before it was archived", rel, errChanged)
+		return err
 	}
 	switch cfg.After {
 	case AfterDelete:
@@ -71,6 +78,10 @@ func finishLocal(cfg Config, rel string, proven fileID, durable func(dirs ...str
 	durable(filepath.Dir(claimed), filepath.Dir(src))
 	return nil
 }
+
+// beforeClaim is called just before the claim's rename; tests use it to
+// play a writer that opens the file at the worst moment.
+var beforeClaim = func(path string) {}
 
 // restoreClaimed puts files a crashed run left in the claim folder back
 // under their names (never replacing anything), so they are offloaded again;

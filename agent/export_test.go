@@ -1,8 +1,13 @@
 package agent
 
 import (
+	"errors"
+	"fmt"
+	"os"
 	"path/filepath"
+	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -39,4 +44,64 @@ func SimulateUnreadableFolder(t *testing.T, name string) {
 		return old(dirfd, path, flags, mode)
 	}
 	t.Cleanup(func() { openat = old })
+}
+
+// SimulateWatchFailure makes every inotify read fail with EIO until the
+// test ends. Not for parallel tests.
+func SimulateWatchFailure(t *testing.T) {
+	t.Helper()
+	old := readEvents
+	readEvents = func(*inotify, []byte) ([]fsEvent, error) { return nil, unix.EIO }
+	t.Cleanup(func() { readEvents = old })
+}
+
+// SimulateWriterAtClaim plays a writer that opens the first file the agent
+// claims for writing at the worst moment, just before the claim (after the
+// last check), and appends data: at once if the open is refused because the
+// agent holds a lease (the open broke it; the writer then waits for it, as
+// a blocking open does), else 300 ms later, after the agent's local step.
+// The writer holds the file by inode from before the claim, as a process
+// whose open had begun would. Its error, nil once data is written, arrives
+// on the channel. Not for parallel tests.
+func SimulateWriterAtClaim(t *testing.T, data []byte) <-chan error {
+	t.Helper()
+	done := make(chan error, 1)
+	var once sync.Once
+	old := beforeClaim
+	beforeClaim = func(path string) {
+		once.Do(func() {
+			pfd, err := unix.Open(path, unix.O_PATH|unix.O_CLOEXEC, 0)
+			if err != nil {
+				done <- err
+				return
+			}
+			byInode := fmt.Sprintf("/proc/self/fd/%d", pfd)
+			write := func(f *os.File) {
+				_, err := f.Write(data)
+				if cerr := f.Close(); err == nil {
+					err = cerr
+				}
+				unix.Close(pfd)
+				done <- err
+			}
+			f, err := os.OpenFile(byInode, os.O_WRONLY|os.O_APPEND|unix.O_NONBLOCK, 0)
+			switch {
+			case errors.Is(err, unix.EWOULDBLOCK):
+				go func() {
+					f, err := os.OpenFile(byInode, os.O_WRONLY|os.O_APPEND, 0)
+					if err != nil {
+						done <- err
+						return
+					}
+					write(f)
+				}()
+			case err != nil:
+				done <- err
+			default:
+				go func() { time.Sleep(300 * time.Millisecond); write(f) }()
+			}
+		})
+	}
+	t.Cleanup(func() { beforeClaim = old })
+	return done
 }

@@ -42,6 +42,15 @@ func (a fileID) sameVersion(b fileID) bool {
 	return a.dev == b.dev && a.ino == b.ino && a.size == b.size && a.mtime.Equal(b.mtime)
 }
 
+// exactly reports whether two IDs are the same version in every field,
+// ctime included: what is compared between the read and the claim, where
+// nothing of ours touches the file, so any change is someone else's (a
+// same-size rewrite within the timestamp granularity still sets ctime: the
+// kernel gives a fine-grained ctime to a file whose times were read since).
+func (a fileID) exactly(b fileID) bool {
+	return a.sameVersion(b) && a.ctime.Equal(b.ctime)
+}
+
 // errNotRegular refuses symlinks, folders, devices, FIFOs and sockets.
 var errNotRegular = errors.New("not a regular file")
 
@@ -106,6 +115,27 @@ func stillSame(root *os.Root, rel string, f *os.File, read fileID) error {
 	return nil
 }
 
+// stillExactly is stillSame comparing every field, ctime included (see
+// exactly): checked just before the local step.
+func stillExactly(root *os.Root, rel string, f *os.File, read fileID) error {
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if now, _ := idOf(fi); !now.exactly(read) {
+		return fmt.Errorf("%s: %w since it was read (ctime %s, now %s)", rel, errChanged,
+			read.ctime.Format(time.RFC3339Nano), now.ctime.Format(time.RFC3339Nano))
+	}
+	lfi, err := root.Lstat(rel)
+	if err != nil {
+		return fmt.Errorf("%s: %w: %v", rel, errChanged, err)
+	}
+	if named, _ := idOf(lfi); !named.exactly(read) {
+		return fmt.Errorf("%s: %w: the name now points at other bytes", rel, errChanged)
+	}
+	return nil
+}
+
 // errWriterHasIt: some process has the file open for writing, so it may not
 // be finished; it is looked at again after a quiet period.
 var errWriterHasIt = errors.New("a writer has it open")
@@ -134,9 +164,59 @@ func openForWriting(f *os.File) (writing, sure bool) {
 	return false, true
 }
 
-// fsTypeOf and setLease are the two system calls openForWriting makes;
-// variables so that a test can inject what a network file system answers.
+// lease is a read lease held on an open file (see holdLease), or nothing
+// where leases say nothing (network and FUSE file systems, no CAP_LEASE).
+type lease struct {
+	fd   int
+	held bool
+}
+
+// holdLease takes a read lease on f. It fails with errWriterHasIt while a
+// writer has the file open. While it is held, a process that opens the file
+// for writing breaks it (its open waits for us, up to the kernel's
+// lease-break-time), which end reports. Where no lease can be had, it
+// returns one that holds nothing, and the checks around it decide.
+func holdLease(f *os.File) (*lease, error) {
+	fd := int(f.Fd())
+	if fsType, err := fsTypeOf(fd); err == nil && sharedFS(fsType) {
+		return &lease{}, nil
+	}
+	switch err := setLease(fd, unix.F_RDLCK); {
+	case err == nil:
+		return &lease{fd: fd, held: true}, nil
+	case errors.Is(err, unix.EAGAIN):
+		return nil, errWriterHasIt
+	default:
+		return &lease{}, nil
+	}
+}
+
+// end drops the lease and reports errChanged if a writer opened the file
+// while it was held. Only the first call checks; later ones do nothing.
+func (l *lease) end() error {
+	if !l.held {
+		return nil
+	}
+	l.held = false
+	state, err := getLease(l.fd)
+	_ = setLease(l.fd, unix.F_UNLCK)
+	if err != nil {
+		return fmt.Errorf("lease: %w", err)
+	}
+	if state != unix.F_RDLCK {
+		// Breaking, towards F_UNLCK: a writer's open is waiting for us.
+		return fmt.Errorf("%w: opened for writing while it was claimed", errChanged)
+	}
+	return nil
+}
+
+// fsTypeOf, setLease and getLease are the system calls the lease checks
+// make; variables so that a test can inject what a network file system
+// answers.
 var (
+	getLease = func(fd int) (int, error) {
+		return unix.FcntlInt(uintptr(fd), unix.F_GETLEASE, 0)
+	}
 	fsTypeOf = func(fd int) (int64, error) {
 		var st unix.Statfs_t
 		err := unix.Fstatfs(fd, &st)

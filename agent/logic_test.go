@@ -169,7 +169,7 @@ func TestFinishLocal(t *testing.T) {
 	}
 	src := filepath.Join(watch, "a/b/c.jpg")
 	writeFile(t, src, "one")
-	if err := finishLocal(cfg, "a/b/c.jpg", idOfPath(src), syncNow); err != nil {
+	if err := finishLocal(cfg, "a/b/c.jpg", idOfPath(src), syncNow, noCheck); err != nil {
 		t.Fatalf("finishLocal: %v", err)
 	}
 	if b, err := os.ReadFile(filepath.Join(archive, "a/b/c.jpg")); err != nil || string(b) != "one" {
@@ -182,7 +182,7 @@ func TestFinishLocal(t *testing.T) {
 	// The same bytes already archived (a crash after archiving): the
 	// watch-folder copy is redundant and goes.
 	writeFile(t, src, "one")
-	if err := finishLocal(cfg, "a/b/c.jpg", idOfPath(src), syncNow); err != nil {
+	if err := finishLocal(cfg, "a/b/c.jpg", idOfPath(src), syncNow, noCheck); err != nil {
 		t.Fatalf("finishLocal onto an identical copy: %v", err)
 	}
 	if _, err := os.Stat(src); !errors.Is(err, os.ErrNotExist) {
@@ -192,7 +192,7 @@ func TestFinishLocal(t *testing.T) {
 	// Different bytes in the archive under the name: nothing is replaced,
 	// and the file is back under its name.
 	writeFile(t, src, "two")
-	if err := finishLocal(cfg, "a/b/c.jpg", idOfPath(src), syncNow); !errors.Is(err, errArchiveTaken) {
+	if err := finishLocal(cfg, "a/b/c.jpg", idOfPath(src), syncNow, noCheck); !errors.Is(err, errArchiveTaken) {
 		t.Fatalf("finishLocal onto other bytes = %v; want errArchiveTaken", err)
 	}
 	for p, want := range map[string]string{filepath.Join(archive, "a/b/c.jpg"): "one", src: "two"} {
@@ -208,7 +208,7 @@ func TestFinishLocal(t *testing.T) {
 	os.Rename(src+".new", src)
 	for _, after := range []After{AfterArchive, AfterDelete} {
 		cfg.After = after
-		if err := finishLocal(cfg, "a/b/c.jpg", proven, syncNow); !errors.Is(err, errChanged) {
+		if err := finishLocal(cfg, "a/b/c.jpg", proven, syncNow, noCheck); !errors.Is(err, errChanged) {
 			t.Fatalf("after %s: finishLocal of a replaced file = %v; want errChanged", after, err)
 		}
 		if b, _ := os.ReadFile(src); string(b) != "three" {
@@ -248,7 +248,7 @@ func TestArchiveAcrossFileSystems(t *testing.T) {
 	os.Chmod(src, 0o640)
 	fi, _ := os.Lstat(src)
 	id, _ := idOf(fi)
-	if err := finishLocal(Config{Watch: watch, Archive: shm, After: AfterArchive}, "x/y.jpg", id, syncNow); err != nil {
+	if err := finishLocal(Config{Watch: watch, Archive: shm, After: AfterArchive}, "x/y.jpg", id, syncNow, noCheck); err != nil {
 		t.Fatalf("finishLocal across file systems: %v", err)
 	}
 	got, err := os.Lstat(filepath.Join(shm, "x/y.jpg"))
@@ -295,6 +295,9 @@ func TestOpenLocalRefusesNonRegular(t *testing.T) {
 		t.Errorf("stillSame after a write = %v; want errChanged", err)
 	}
 }
+
+// noCheck is finishLocal's afterClaim when no lease is held.
+func noCheck() error { return nil }
 
 // syncNow fsyncs folders at once, for finishLocal without a dirSyncer.
 func syncNow(dirs ...string) {

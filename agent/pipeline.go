@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"mime"
+	"os"
 	"path"
 	"time"
 
@@ -40,6 +41,25 @@ type result struct {
 	err     error
 	cause   string // of a failure: causeS3, causeDynamoDB, causeLocal or causeArchive
 	elapsed time.Duration
+	// proven is set when only the local step failed (causeArchive): the
+	// retry of this very version skips to it.
+	proven *proof
+}
+
+// proof is what an attempt established before its local step: S3 holds
+// the object under key with the full-object CRC64NVME sum, and the ledger
+// records it, for the version id of the file. A retry that finds the file
+// still exactly that version (every field, ctime included: a write, a
+// chmod or a touch -r changes it) needs neither S3 nor the ledger again.
+type proof struct {
+	id  fileID
+	key string
+	sum string
+}
+
+// covers reports whether p proves the version id of the file under key.
+func (p *proof) covers(key string, id fileID) bool {
+	return p != nil && p.key == key && p.id.exactly(id)
 }
 
 // Causes of a failed attempt, as counted in offload_failures_total and
@@ -103,6 +123,57 @@ func (a *Agent) offloadFile(ctx context.Context, j job) (res result) {
 		return a.dryRun(ctx, res, f)
 	}
 
+	p := j.proven
+	if !p.covers(key, id) {
+		if p, res = a.prove(ctx, res, f, id); p == nil {
+			return res
+		}
+	}
+
+	// Archive, delete or keep, and only the version that was proven: see
+	// releaseLocal.
+	if a.cfg.After != AfterKeep {
+		err = a.releaseLocal(rel, f, id)
+		switch {
+		case errors.Is(err, errWriterHasIt), errors.Is(err, errChanged):
+			return fail(outNotReady, err)
+		case errors.Is(err, errArchiveTaken):
+			return fail(outConflict, err)
+		case err != nil:
+			// Only the local step is left: the retry goes straight to it
+			// if the file is still this version. Our own claim and
+			// put-back changed its ctime, so the proof takes the version
+			// as it is now, if nothing but the ctime changed.
+			if now, serr := f.Stat(); serr == nil {
+				if nowID, _ := idOf(now); nowID.sameVersion(id) {
+					res.proven = &proof{id: nowID, key: p.key, sum: p.sum}
+				}
+			}
+			return failed(causeArchive, fmt.Errorf("%s is in S3 and the ledger, but: %w", rel, err))
+		}
+	}
+	res.outcome = outDone
+	return res
+}
+
+// prove uploads the version id of the open file f, has S3 check it, and
+// records it in the ledger: the steps that make the local file redundant.
+// It returns the proof, or nil and the result of the attempt.
+//
+// The ledger records what S3 holds even if the file changed or vanished
+// after S3 accepted it: an object in S3 is never left unrecorded. Only the
+// local step depends on the file being unchanged.
+func (a *Agent) prove(ctx context.Context, res result, f *os.File, id fileID) (*proof, result) {
+	rel, key := res.rel, res.key
+	fail := func(o outcome, err error) (*proof, result) {
+		res.outcome, res.err = o, err
+		return nil, res
+	}
+	failed := func(cause string, err error) (*proof, result) {
+		res.cause = cause
+		return fail(outFailed, err)
+	}
+
 	// Upload: one read pass. S3 checks the full-object CRC64NVME computed on
 	// the way; If-None-Match: * means an existing object is never replaced.
 	progress := a.track.begin(rel, id.size)
@@ -135,9 +206,6 @@ func (a *Agent) offloadFile(ctx context.Context, j job) (res result) {
 	default:
 		return failed(causeS3, err)
 	}
-	if err := stillSame(a.root, rel, f, id); err != nil {
-		return fail(outNotReady, err)
-	}
 
 	// Record: a conditional put; the same object already recorded is success.
 	err = a.ledger.record(ctx, offload.Record{
@@ -150,29 +218,31 @@ func (a *Agent) offloadFile(ctx context.Context, j job) (res result) {
 	case err != nil:
 		return failed(causeDynamoDB, err)
 	}
+	return &proof{id: id, key: key, sum: sum}, res
+}
 
-	// Archive, delete or keep, and only the version that was proven: no
-	// writer may have opened it since, and finishLocal checks the inode it
-	// moves.
-	if err := stillSame(a.root, rel, f, id); err != nil {
-		return fail(outNotReady, err)
+// releaseLocal archives or deletes the local file, and only the version
+// that was proven (read). A read lease is held from the last check through
+// the claim: no writer had the file open when it was taken, and one that
+// opens it meanwhile waits for us and breaks it, which the check after the
+// claim sees; then the file goes back under its name, not ready. The check
+// before the claim compares every field of the version, ctime included, so
+// a same-size rewrite or a touch -r since the read is seen too.
+func (a *Agent) releaseLocal(rel string, f *os.File, read fileID) error {
+	l, err := holdLease(f)
+	if err != nil {
+		return fmt.Errorf("%s: %w: opened for writing after it was read", rel, err)
 	}
-	if a.cfg.After != AfterKeep {
-		if writing, _ := openForWriting(f); writing {
-			return fail(outNotReady, fmt.Errorf("%s: %w: opened for writing after it was read", rel, errChanged))
-		}
-		err = finishLocal(a.cfg, rel, id, a.dirs.later)
-		switch {
-		case errors.Is(err, errChanged):
-			return fail(outNotReady, err)
-		case errors.Is(err, errArchiveTaken):
-			return fail(outConflict, err)
-		case err != nil:
-			return failed(causeArchive, fmt.Errorf("%s is in S3 and the ledger, but: %w", rel, err))
-		}
+	defer l.end()
+	if err := stillExactly(a.root, rel, f, read); err != nil {
+		return err
 	}
-	res.outcome = outDone
-	return res
+	return finishLocal(a.cfg, rel, read, a.dirs.later, func() error {
+		if err := l.end(); err != nil {
+			return fmt.Errorf("%s: %w", rel, err)
+		}
+		return nil
+	})
 }
 
 // dryRun says what offloadFile would do with a settled file, with reads
@@ -215,6 +285,9 @@ type job struct {
 	// published: that version appeared under its name by a rename (the
 	// back-end wrote a temporary name, then renamed it).
 	published bool
+	// proven: an earlier attempt proved a version and only its local step
+	// failed (see proof).
+	proven *proof
 }
 
 // settled says whether the version id of a file is finished. noWriter is

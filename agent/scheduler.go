@@ -48,7 +48,8 @@ type entry struct {
 	remote    bool   // the last failure was S3's or DynamoDB's
 	published fileID // the version that appeared by a rename; see job.published
 	running   bool
-	dirty     bool // an event arrived while it was running
+	dirty     bool   // an event arrived while it was running
+	proven    *proof // the last attempt proved it and failed locally; see proof
 
 	at         time.Time // when it is next due; see scheduler.dueAt
 	index      int       // in scheduler.queue, or -1 while running
@@ -210,7 +211,7 @@ func (s *scheduler) hand(e *entry) {
 	e.running, e.dirty = true, false
 	s.running[e] = struct{}{}
 	s.jobs = append(s.jobs, job{rel: e.rel, seen: e.seen, since: e.since,
-		published: e.isPublished() && !s.quietForRenamed})
+		published: e.isPublished() && !s.quietForRenamed, proven: e.proven})
 }
 
 // pickProbe chooses the file that tries the remote while the breaker is
@@ -314,7 +315,8 @@ func (s *scheduler) finish(r result, now time.Time) (v verdict) {
 		// nothing about the remote: the next probe may go at once.
 		s.brk.probe = nil
 	}
-	version := r.id // what is parked: the version read, or else the one seen
+	e.proven = r.proven // kept only from a failure of the local step alone
+	version := r.id     // what is parked: the version read, or else the one seen
 	if version == (fileID{}) {
 		version = e.seen
 	}

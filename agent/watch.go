@@ -86,7 +86,7 @@ func (w *watcher) events(ctx context.Context) {
 		defer w.wg.Done()
 		buf := make([]byte, 64<<10)
 		for {
-			evs, err := w.in.read(buf)
+			evs, err := readEvents(w.in, buf)
 			select {
 			case batches <- batch{evs, err}:
 			case <-ctx.Done():
@@ -286,6 +286,9 @@ func (w *watcher) walk(ctx context.Context, dir *os.File, path, rel string, bad 
 		}
 	}
 }
+
+// readEvents is inotify.read; tests swap it to make the watch fail.
+var readEvents = (*inotify).read
 
 // openat is unix.Openat; tests swap it to make a folder unreadable, which
 // permissions cannot do for root.

@@ -90,6 +90,15 @@ func printStatus(w io.Writer, st agent.Status) {
 	if st.Pending > len(st.Waiting) {
 		fmt.Fprintf(w, "  ... and %d more\n", st.Pending-len(st.Waiting))
 	}
+	if st.BacklogFull {
+		fmt.Fprintf(w, "  backlog full: the agent holds %d files, its most; the scan waits and goes on as these are offloaded (more files may be waiting on disk)\n", st.PendingLimit)
+	}
+	if st.ScanError != "" {
+		fmt.Fprintf(w, "\nscan error: %s\n", st.ScanError)
+	}
+	if st.WatchError != "" {
+		fmt.Fprintf(w, "\nwatch error: %s; only the periodic rescan finds new files\n", st.WatchError)
+	}
 
 	if b := st.Breaker; b.State == "open" {
 		fmt.Fprintf(w, "\nbreaker: open for %s (%s failing for every file): %d failures in a row, %d failed probes; ",

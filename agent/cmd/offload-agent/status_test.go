@@ -75,3 +75,25 @@ func TestPrintStatusBreaker(t *testing.T) {
 		}
 	}
 }
+
+// TestPrintStatusBacklogAndScan: a full backlog, a scan that could not read
+// a folder and a failed watch each get a line; none shows when all is well.
+func TestPrintStatusBacklogAndScan(t *testing.T) {
+	now := time.Date(2026, 11, 3, 10, 0, 0, 0, time.UTC)
+	var out strings.Builder
+	printStatus(&out, agent.Status{Now: now, Started: now, Pending: 25000, PendingLimit: 25000})
+	for _, quiet := range []string{"backlog full", "scan error", "watch error"} {
+		if strings.Contains(out.String(), quiet) {
+			t.Errorf("all well, yet the output says %q:\n%s", quiet, out.String())
+		}
+	}
+	out.Reset()
+	printStatus(&out, agent.Status{Now: now, Started: now, Pending: 25000, PendingLimit: 25000, BacklogFull: true,
+		ScanError: "could not read 1 folders", WatchError: "read: EIO"})
+	for _, want := range []string{"backlog full: the agent holds 25000 files", "scan error: could not read 1 folders",
+		"watch error: read: EIO; only the periodic rescan finds new files"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output\n%s\nwants %q", out.String(), want)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -145,5 +146,26 @@ func TestOnceUnreadableFolderFails(t *testing.T) {
 	h.assertOffloaded("z/also.jpg", []byte("also"))
 	if _, err := os.Stat(filepath.Join(h.cfg.Watch, "a", "locked", "hidden.jpg")); err != nil {
 		t.Errorf("the unread file: %v; want it in place", err)
+	}
+}
+
+// TestWatchFailureKeepsRescanning: when inotify fails with an error other
+// than an overflow, the periodic rescan still finds new files, and status
+// and the metrics say the watch failed.
+func TestWatchFailureKeepsRescanning(t *testing.T) {
+	h := newHarness(t)
+	agent.SimulateWatchFailure(t)
+	a, _ := h.runDaemon(h.cfg)
+	h.waitFor("status to show the watch error", 10*time.Second, func() bool { return a.Status().WatchError != "" })
+	h.write("after-the-failure.jpg", []byte("found by a rescan"))
+	h.waitFor("the file offloaded", 30*time.Second, func() bool { return h.archived("after-the-failure.jpg") })
+	h.assertOffloaded("after-the-failure.jpg", []byte("found by a rescan"))
+	srv := httptest.NewServer(a.Handler())
+	defer srv.Close()
+	if _, text := get(t, srv, "/metrics"); metricValue(t, text, "offload_watch_failed") != 1 {
+		t.Errorf("offload_watch_failed is not 1 after the watch failed")
+	}
+	if !strings.Contains(h.logs.String(), "watch failed; only the periodic rescan finds new files now") {
+		t.Error("no error logged for the failed watch")
 	}
 }
