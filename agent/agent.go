@@ -134,7 +134,9 @@ var ErrIncomplete = errors.New("some files were not offloaded")
 
 // Once offloads every file in the watch folder, waiting for files that are
 // still being written to settle, and returns. A file that fails
-// onceAttempts times, conflicts, or is refused makes it return ErrIncomplete.
+// onceAttempts times, conflicts, is refused, or is still being written
+// SettleTimeout after it was first seen makes it return ErrIncomplete, and
+// so does a folder the scan could not read.
 // So does S3 or DynamoDB failing for every file: once the breaker's probe
 // has failed onceAttempts times (a few seconds), the files still waiting are
 // given up untried and reported as not offloaded.
@@ -346,6 +348,11 @@ func (a *Agent) report(r result, v verdict) (forGood bool) {
 		a.track.offloaded(time.Now())
 		a.metrics.uploadSeconds.Observe(r.elapsed.Seconds())
 	case outNotReady:
+		if v.gaveUp {
+			a.track.failed(Failure{Path: r.rel, At: time.Now().UTC(), Cause: "not settled", Error: fmt.Sprint(r.err)})
+			log.Error("still open for writing or changing after --settle-timeout: given up, not offloaded", "settle_timeout", a.cfg.SettleTimeout, "reason", r.err)
+			return true
+		}
 		switch {
 		case errors.Is(r.err, errWriterHasIt):
 			// Every slow upload from a browser passes here; not news.
