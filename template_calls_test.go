@@ -161,6 +161,7 @@ func componentCalls(t *testing.T) map[string][]awsCall {
 // program is the module's packages, type-checked, with the references each
 // function makes.
 type program struct {
+	wd    string // positions are shown relative to it
 	fset  *token.FileSet
 	pkgs  map[string]*types.Package // ours, by import path
 	deps  map[string][]string       // ours: the module packages each imports (transitively)
@@ -222,7 +223,11 @@ func loadProgram(t *testing.T) *program {
 		}
 	}
 
-	prog := &program{fset: token.NewFileSet(), pkgs: map[string]*types.Package{}, deps: map[string][]string{},
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	prog := &program{wd: wd, fset: token.NewFileSet(), pkgs: map[string]*types.Package{}, deps: map[string][]string{},
 		funcs: map[*types.Func]*funcNode{}, inits: map[string]*funcNode{}, sdk: map[string]*types.Package{}}
 	gc := importer.ForCompiler(prog.fset, "gc", func(path string) (io.ReadCloser, error) {
 		if exports[path] == "" {
@@ -331,8 +336,7 @@ func (prog *program) collect(node *funcNode, n ast.Node, info *types.Info) {
 
 func (prog *program) position(p token.Pos) string {
 	pos := prog.fset.Position(p)
-	wd, _ := os.Getwd()
-	if rel, err := filepath.Rel(wd, pos.Filename); err == nil {
+	if rel, err := filepath.Rel(prog.wd, pos.Filename); err == nil {
 		pos.Filename = rel
 	}
 	return fmt.Sprintf("%s:%d", pos.Filename, pos.Line)
