@@ -102,6 +102,9 @@ func New(cfg Config, s3c *s3.Client, db *dynamodb.Client) (*Agent, error) {
 	}
 	store := newS3Store(s3c, cfg.Bucket, cfg.PartSize, cfg.Concurrency, cfg.CallTimeout)
 	store.bandwidth = newBandwidth(cfg.BandwidthLimit)
+	if !cfg.DryRun {
+		store.records = newResumeRecords(cfg.Watch, cfg.Host)
+	}
 	a := &Agent{
 		cfg:    cfg,
 		root:   root,
@@ -467,12 +470,17 @@ func (a *Agent) sweepOrphans(ctx context.Context) {
 	// Listed without a prefix and filtered here: MinIO lists the uploads of
 	// a prefix only when the prefix is a whole key. Ages are on S3's clock
 	// (see abortUploads).
+	records, err := a.s3.records.byUploadID()
+	if err != nil {
+		a.log.Warn("could not read the records of uploads in progress; the next sweep tries again", "err", err)
+		return
+	}
 	n, err := a.s3.abortUploads(ctx, "", func(u types.MultipartUpload, s3Now time.Time) bool {
-		key := aws.ToString(u.Key)
+		key, id := aws.ToString(u.Key), aws.ToString(u.UploadId)
 		if !strings.HasPrefix(key, a.cfg.Mapping.KeyPrefix) {
 			return false
 		}
-		mine, live := a.s3.ours(aws.ToString(u.UploadId))
+		mine, live := a.s3.ours(id)
 		switch {
 		case mine && live:
 			return false
@@ -481,6 +489,19 @@ func (a *Agent) sweepOrphans(ctx context.Context) {
 		}
 		initiated := aws.ToTime(u.Initiated)
 		if s3Now.Sub(initiated) > a.cfg.OrphanAge {
+			a.s3.records.remove(key, id)
+			return true
+		}
+		// This host's upload, recorded for a file version: kept while that
+		// very file is still in the folder, for the next attempt (or run)
+		// to resume; aborted once it changed or went.
+		if rec, ok := records[id]; ok && rec.Key == key {
+			if rel, err := a.cfg.Mapping.FileForKey(key); err == nil {
+				if now, err := a.lstat(rel); err == nil && rec.fits(key, now, rec.PartSize, rec.Host) {
+					return false
+				}
+			}
+			a.s3.records.remove(key, id)
 			return true
 		}
 		// On a network file system another host may be uploading the

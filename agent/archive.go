@@ -97,6 +97,9 @@ func restoreClaimed(watch string) (restored int, err error) {
 			return err
 		}
 		if d.IsDir() {
+			if p == filepath.Join(watch, uploadsDir) {
+				return filepath.SkipDir // records of uploads in progress, not claimed files
+			}
 			return nil
 		}
 		rel, err := filepath.Rel(base, p)

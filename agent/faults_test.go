@@ -200,8 +200,9 @@ func TestOnceOverDeadS3Ends(t *testing.T) {
 }
 
 // TestShutdownDrains: on cancel (SIGTERM in the command), an upload in
-// flight finishes within the grace period; past the grace period it is
-// aborted and the file stays local, with no multipart upload left behind.
+// flight finishes within the grace period; past the grace period it is cut
+// off and the file stays local, its multipart upload kept, and recorded,
+// for the next run to resume (TestResumeAfterKill resumes one).
 func TestShutdownDrains(t *testing.T) {
 	t.Parallel()
 	for _, tt := range []struct {
@@ -235,8 +236,9 @@ func TestShutdownDrains(t *testing.T) {
 			if _, err := os.Stat(filepath.Join(h.cfg.Watch, "drain.jpg")); err != nil {
 				t.Errorf("local file gone after an aborted upload: %v", err)
 			}
-			if up := h.multipartUploads(); len(up) != 0 {
-				t.Errorf("multipart uploads left after shutdown: %v", up)
+			records, _ := os.ReadDir(filepath.Join(h.cfg.Watch, ".offload-claim", ".uploads"))
+			if up := h.multipartUploads(); len(up) != 1 || len(records) != 1 {
+				t.Errorf("after shutdown: multipart uploads %v, records %d; want the one upload, kept and recorded for the next run", up, len(records))
 			}
 		})
 	}
@@ -410,9 +412,9 @@ func TestNoOrphanAfterFailedAbortOrLostCreate(t *testing.T) {
 					return false
 				}))
 			} else {
-				// Every call on an upload fails (503) until the agent's abort
-				// of it has failed with every attempt the SDK makes (3); then
-				// S3 is back.
+				// S3 refuses a part (400: not worth resuming, so the
+				// agent aborts the upload), and every abort fails (503) with
+				// every attempt the SDK makes (3); then S3 is back.
 				var abortsFailed atomic.Int32
 				h.agentS3 = h.agentS3At(faultyS3(t, h.st.S3Endpoint, func(w http.ResponseWriter, r *http.Request, forward http.Handler) bool {
 					if abortsFailed.Load() >= 3 || !r.URL.Query().Has("uploadId") {
@@ -420,9 +422,14 @@ func TestNoOrphanAfterFailedAbortOrLostCreate(t *testing.T) {
 					}
 					if r.Method == http.MethodDelete {
 						abortsFailed.Add(1)
+						http.Error(w, "", http.StatusServiceUnavailable)
+						return true
 					}
-					http.Error(w, "", http.StatusServiceUnavailable)
-					return true
+					if r.Method == http.MethodPut {
+						http.Error(w, "", http.StatusBadRequest)
+						return true
+					}
+					return false
 				}))
 			}
 			h.write("orphan.jpg", data)

@@ -58,6 +58,7 @@ func newMetrics(a *Agent) *metrics {
 		counter("offload_files_offloaded_total", "Files proven in S3, recorded in the ledger and archived, deleted or kept.", a.stats.Uploaded.Load),
 		counter("offload_bytes_offloaded_total", "Bytes of the files offloaded.", a.stats.Bytes.Load),
 		counter("offload_conflicts_total", "Files left in place because their key holds other bytes (needs a human).", a.stats.Conflicts.Load),
+		counter("offload_resumed_bytes_total", "Bytes of multipart uploads not sent again because S3 already held them: resumed after a failure or a restart.", a.s3.resumed.Load),
 		counter("offload_orphan_sweeps_total", "Sweeps that listed every multipart upload under the key prefix to abort orphans.", a.stats.Sweeps.Load),
 		counter("offload_orphan_uploads_aborted_total", "Orphaned multipart uploads the sweeps aborted.", a.stats.Orphans.Load),
 		counter("offload_refused_total", "Files never uploaded because their name breaks the naming contract.", a.stats.Refused.Load),

@@ -180,7 +180,7 @@ func (a *Agent) prove(ctx context.Context, res result, f *os.File, id fileID) (*
 	defer a.track.end(progress)
 	ctype := contentType(rel)
 	sum, obj, err := a.store.put(ctx, upload{
-		key: key, body: progress.reader(f), size: id.size, contentType: ctype,
+		key: key, body: progress.reader(f), size: id.size, contentType: ctype, version: id,
 		sent:         func(delta int64) { progress.sent.Add(delta) },
 		beforeCommit: func() error { return stillSame(a.root, rel, f, id) },
 	})

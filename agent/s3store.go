@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -72,7 +73,11 @@ type upload struct {
 	beforeCommit func() error
 	// sent, when not nil, is told how many bytes the requests carried so
 	// far, as the HTTP client reads them (negative when a retry rewinds).
+	// Parts a resumed upload need not send count as sent.
 	sent func(delta int64)
+	// version is the file version read; a multipart upload is recorded
+	// for it and resumed only into it (see uploadRecord).
+	version fileID
 }
 
 // s3Store uploads originals with direct S3 calls rather than the SDK's
@@ -107,6 +112,11 @@ type s3Store struct {
 	// abort failed (an orphan of ours, to abort again later).
 	mu   sync.Mutex
 	mine map[string]bool // upload id -> live
+	// records of the multipart uploads in progress, for resuming them
+	// (nil: never resumed); resumed counts the bytes of the parts a
+	// resumed upload did not send again.
+	records *resumeRecords
+	resumed atomic.Int64
 }
 
 func newS3Store(client *s3.Client, bucket string, partSize int64, concurrency int, callTimeout time.Duration) *s3Store {
@@ -184,31 +194,50 @@ func (s *s3Store) putMultipart(ctx context.Context, u upload, partSize int64) (s
 	} else if !errors.Is(err, offload.ErrNotFound) && !errors.Is(err, errNotVisible) {
 		return "", objectInfo{}, err
 	}
-	s.abortStale(ctx, u.key)
 
-	cctx, cancel := context.WithTimeout(ctx, s.callTimeout)
-	created, err := s.client.CreateMultipartUpload(cctx, &s3.CreateMultipartUploadInput{
-		Bucket:            aws.String(s.bucket),
-		Key:               aws.String(u.key),
-		ContentType:       aws.String(u.contentType),
-		ChecksumAlgorithm: types.ChecksumAlgorithmCrc64nvme,
-		ChecksumType:      types.ChecksumTypeFullObject,
-	})
-	cancel()
-	if err != nil {
-		return "", objectInfo{}, translate("create multipart upload "+u.key, err)
+	uploadID, have, replaced := s.resumable(ctx, u, partSize)
+	retriedCreate := false
+	if uploadID == "" {
+		s.abortStale(ctx, u.key)
+		cctx, cancel := context.WithTimeout(ctx, s.callTimeout)
+		created, err := s.client.CreateMultipartUpload(cctx, &s3.CreateMultipartUploadInput{
+			Bucket:            aws.String(s.bucket),
+			Key:               aws.String(u.key),
+			ContentType:       aws.String(u.contentType),
+			ChecksumAlgorithm: types.ChecksumAlgorithmCrc64nvme,
+			ChecksumType:      types.ChecksumTypeFullObject,
+		})
+		cancel()
+		if err != nil {
+			return "", objectInfo{}, translate("create multipart upload "+u.key, err)
+		}
+		uploadID = aws.ToString(created.UploadId)
+		attempts, ok := retry.GetAttemptResults(created.ResultMetadata)
+		retriedCreate = ok && len(attempts.Results) > 1
+		// Without its record the upload is simply not resumable: the next
+		// run aborts it (see sweepOrphans) and starts again.
+		_ = s.records.save(uploadRecord{Key: u.key, UploadID: uploadID, Host: s.records.hostName(),
+			Dev: u.version.dev, Ino: u.version.ino, Size: u.version.size, Mtime: u.version.mtime, PartSize: partSize})
 	}
-	uploadID := aws.ToString(created.UploadId)
 	s.setMine(uploadID, true)
-	committed := false
+	committed, keep := false, false
 	defer func() {
-		if !committed {
+		switch {
+		case committed:
+			s.records.remove(u.key, uploadID)
+		case keep:
+			// Left for the next attempt to resume: no longer live, but
+			// not an orphan either while its record fits the file.
+			s.forget(uploadID)
+		default:
 			s.abort(u.key, uploadID)
+			s.records.remove(u.key, uploadID)
 		}
 	}()
 	// A retried create may have made an upload whose response was lost;
-	// once ours is complete, that one is swept (the soak found one).
-	if attempts, ok := retry.GetAttemptResults(created.ResultMetadata); ok && len(attempts.Results) > 1 {
+	// once ours is complete, that one is swept (the soak found one). So is
+	// a recorded upload this one replaced.
+	if retriedCreate || replaced {
 		defer func() {
 			if committed {
 				s.abortKey(ctx, u.key)
@@ -216,14 +245,15 @@ func (s *s3Store) putMultipart(ctx context.Context, u upload, partSize int64) (s
 		}()
 	}
 
-	sum, parts, err := s.uploadParts(ctx, u, uploadID, partSize)
+	sum, parts, err := s.uploadParts(ctx, u, uploadID, partSize, have)
 	if err != nil {
+		keep = s.records != nil && resumableAfter(err)
 		return sum, objectInfo{}, err
 	}
 	if err := u.beforeCommit(); err != nil {
 		return sum, objectInfo{}, err
 	}
-	cctx, cancel = context.WithTimeout(ctx, s.callTimeout)
+	cctx, cancel := context.WithTimeout(ctx, s.callTimeout)
 	defer cancel()
 	out, err := s.client.CompleteMultipartUpload(cctx, &s3.CompleteMultipartUploadInput{
 		Bucket:            aws.String(s.bucket),
@@ -236,7 +266,9 @@ func (s *s3Store) putMultipart(ctx context.Context, u upload, partSize int64) (s
 		IfNoneMatch:       aws.String("*"),
 	})
 	if err != nil {
-		return sum, objectInfo{}, translate("complete multipart upload "+u.key, err)
+		err = translate("complete multipart upload "+u.key, err)
+		keep = s.records != nil && resumableAfter(err)
+		return sum, objectInfo{}, err
 	}
 	committed = true
 	s.forget(uploadID)
@@ -245,8 +277,10 @@ func (s *s3Store) putMultipart(ctx context.Context, u upload, partSize int64) (s
 }
 
 // uploadParts reads the body sequentially (one pass) and sends each part as
-// soon as it is read, as many at once as the memory budget allows.
-func (s *s3Store) uploadParts(ctx context.Context, u upload, uploadID string, partSize int64) (string, []types.CompletedPart, error) {
+// soon as it is read, as many at once as the memory budget allows. A part
+// that S3 already holds for this upload (have, from ListParts), with the
+// same size and the CRC64NVME of the bytes just read, is not sent again.
+func (s *s3Store) uploadParts(ctx context.Context, u upload, uploadID string, partSize int64, have map[int32]types.Part) (string, []types.CompletedPart, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	n := int((u.size + partSize - 1) / partSize)
@@ -292,6 +326,14 @@ func (s *s3Store) uploadParts(ctx context.Context, u upload, uploadID string, pa
 			partCRC.Write(buf)
 			partSums[num-1] = partCRC.Sum64()
 			sum := offload.EncodeChecksum(partSums[num-1])
+			if p, ok := have[num]; ok && aws.ToInt64(p.Size) == int64(len(buf)) && aws.ToString(p.ChecksumCRC64NVME) == sum {
+				parts[num-1] = types.CompletedPart{PartNumber: aws.Int32(num), ETag: p.ETag, ChecksumCRC64NVME: aws.String(sum)}
+				s.resumed.Add(int64(len(buf)))
+				if u.sent != nil {
+					u.sent(int64(len(buf)))
+				}
+				return
+			}
 			cctx, ccancel := context.WithTimeout(ctx, s.sendTimeout(int64(len(buf))))
 			defer ccancel()
 			out, err := s.client.UploadPart(cctx, &s3.UploadPartInput{
@@ -317,6 +359,65 @@ func (s *s3Store) uploadParts(ctx context.Context, u upload, uploadID string, pa
 		full = offload.CombineCRC64NVME(full, sum, min(partSize, u.size-int64(i)*partSize))
 	}
 	return offload.EncodeChecksum(full), parts, firstErr
+}
+
+// resumable returns the upload to resume for this file, and the parts S3
+// holds of it, or "" to start a new one. It resumes only an upload this
+// host recorded for this very file version and part size, that S3 still
+// has, and whose parts it can list with their CRC64NVME (any doubt: a new
+// upload; replaced then says that a recorded upload may still be open).
+// A record that does not fit is dropped and its upload aborted: it was
+// this host's, for bytes that are no longer there.
+func (s *s3Store) resumable(ctx context.Context, u upload, partSize int64) (uploadID string, have map[int32]types.Part, replaced bool) {
+	rec, ok := s.records.load(u.key)
+	if !ok {
+		return "", nil, false
+	}
+	if !rec.fits(u.key, u.version, partSize, s.records.hostName()) {
+		s.abort(u.key, rec.UploadID)
+		s.records.remove(u.key, rec.UploadID)
+		return "", nil, false
+	}
+	have = map[int32]types.Part{}
+	p := s3.NewListPartsPaginator(s.client, &s3.ListPartsInput{Bucket: aws.String(s.bucket), Key: aws.String(u.key), UploadId: aws.String(rec.UploadID)})
+	for p.HasMorePages() {
+		cctx, cancel := context.WithTimeout(ctx, s.callTimeout)
+		page, err := p.NextPage(cctx)
+		cancel()
+		var re *smithyhttp.ResponseError
+		switch {
+		case errors.As(err, &re) && re.HTTPStatusCode() == http.StatusNotFound:
+			s.records.remove(u.key, rec.UploadID) // gone: completed, aborted or expired
+			return "", nil, false
+		case err != nil:
+			// Any doubt: a new upload, whose record replaces this one;
+			// the old is aborted once the new one is complete.
+			return "", nil, true
+		}
+		for _, part := range page.Parts {
+			if aws.ToString(part.ChecksumCRC64NVME) != "" {
+				have[aws.ToInt32(part.PartNumber)] = part
+			}
+		}
+	}
+	return rec.UploadID, have, false
+}
+
+// resumableAfter reports whether an upload that failed with err is kept for
+// the next attempt to resume: after a timeout, a cut connection, shutdown
+// or a server error. Not after the file changed or could not be read, nor
+// after S3 refused a request (a 4xx): then it is aborted.
+func resumableAfter(err error) bool {
+	if errors.Is(err, errChanged) || errors.Is(err, errRead) || errors.Is(err, errObjectExists) {
+		return false
+	}
+	var re *smithyhttp.ResponseError
+	if errors.As(err, &re) {
+		// 0: no answer at all (the SDK wraps a cut connection this way too).
+		code := re.HTTPStatusCode()
+		return code == 0 || code >= 500 || code == http.StatusRequestTimeout || code == http.StatusTooManyRequests
+	}
+	return true
 }
 
 // abortCallTimeout bounds an abort, which runs even after the caller's
