@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -207,13 +208,19 @@ func TestDaemonSeesNewFilesAndFolders(t *testing.T) {
 
 // TestSlowWriterIsUploadedWholeOnce: a file written in place over several
 // seconds, in bursts closer together than the quiet period, is uploaded
-// once, whole, after the writer is done.
+// once, whole, after the writer is done. Then the writer keeps the file
+// open and goes quiet for longer than the quiet period: only the
+// open-for-writing check holds the upload back now, and the test waits
+// until the agent has looked at the file twice more after the quiet period
+// ran out and said so each time; without that check the file would be
+// uploaded at the first of those looks.
 func TestSlowWriterIsUploadedWholeOnce(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	a, stop := h.runDaemon(h.cfg)
 	data := randomBytes(12<<20, 7)
-	f, err := os.Create(filepath.Join(h.cfg.Watch, "slow.jpg"))
+	path := filepath.Join(h.cfg.Watch, "slow.jpg")
+	f, err := os.Create(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,13 +229,28 @@ func TestSlowWriterIsUploadedWholeOnce(t *testing.T) {
 		if _, err := f.Write(data[i:min(i+chunk, len(data))]); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(h.cfg.Quiet / 2)
+		time.Sleep(h.cfg.Quiet / 2) // the writer's pace, not a wait for the agent
 	}
-	// A writer that keeps the file open and goes quiet for longer than the
-	// quiet period: the open-for-writing check holds the upload back.
-	time.Sleep(3 * h.cfg.Quiet)
-	if h.objectExists("slow.jpg") {
-		t.Errorf("uploaded while the writer still had the file open")
+	// The writer keeps the file open and writes no more: once its last
+	// write is a quiet period old, the quiet rule alone would let it go.
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lastWrite := time.Unix(fi.Sys().(*syscall.Stat_t).Ctim.Unix())
+	h.waitFor("the quiet period since the last write", time.Minute, func() bool { return time.Since(lastWrite) > h.cfg.Quiet })
+	heldBack := func() int { return strings.Count(h.logs.String(), `reason="slow.jpg: a writer has it open"`) }
+	before := heldBack()
+	// The first new look may have begun before the quiet period ran out;
+	// the second began after the first ended.
+	h.waitFor("two looks held back by the open writer", 30*time.Second, func() bool {
+		return heldBack() >= before+2 || h.objectExists("slow.jpg") || h.archived("slow.jpg")
+	})
+	if h.objectExists("slow.jpg") || h.archived("slow.jpg") {
+		t.Fatalf("uploaded while the writer still had the file open, after the quiet period")
+	}
+	if st := a.Status(); st.Oldest == nil || st.Oldest.Path != "slow.jpg" || st.Oldest.State != "open for writing" {
+		t.Errorf("status while the writer holds it: %+v; want slow.jpg pending, open for writing", st.Oldest)
 	}
 	f.Close()
 	h.waitFor("slow.jpg archived", 30*time.Second, func() bool { return h.archived("slow.jpg") })
