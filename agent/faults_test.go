@@ -52,6 +52,7 @@ func TestOutageKeepsFilesLocal(t *testing.T) {
 			data := randomBytes(7<<20, 4)
 			h.write("outage.jpg", data)
 			h.waitFor("a failed attempt", 30*time.Second, func() bool { return a.Stats().Failures.Load() > 0 })
+			checkFailureCauses(t, a, service)
 			if h.archived("outage.jpg") {
 				t.Fatalf("archived while %s was down", service)
 			}
@@ -334,6 +335,30 @@ func TestCommandRefusesBadConfig(t *testing.T) {
 	}
 }
 
+// checkFailureCauses: every failed attempt so far is counted under cause in
+// offload_failures_total, and none under another cause. Taken from one
+// scrape, and compared with the failures status lists from the same moment
+// on, so a retry in between only adds to the status side.
+func checkFailureCauses(t *testing.T, a *agent.Agent, cause string) {
+	t.Helper()
+	samples := metricSamples(t, scrape(t, a))
+	st := a.Status()
+	for _, c := range []string{"s3", "dynamodb", "local", "archive"} {
+		got := samples[`offload_failures_total{cause="`+c+`"}`]
+		if c == cause && (got < 1 || got > float64(st.FailedAttempts)) {
+			t.Errorf(`offload_failures_total{cause=%q} = %v; want from 1 to the %d failed attempts status counts`, c, got, st.FailedAttempts)
+		}
+		if c != cause && got != 0 {
+			t.Errorf(`offload_failures_total{cause=%q} = %v; want 0 (every failure was %s's)`, c, got, cause)
+		}
+	}
+	for _, f := range st.RecentFailures {
+		if f.Cause != cause {
+			t.Errorf("status lists a failure of cause %q (%s); want only %q", f.Cause, f.Error, cause)
+		}
+	}
+}
+
 // ledgerCount counts the ledger items under the test's key prefix.
 func (h *harness) ledgerCount() int {
 	h.t.Helper()
@@ -482,6 +507,7 @@ func TestArchiveUnwritableAtStart(t *testing.T) {
 	h.write("waiting.jpg", data)
 	a, stop := h.runDaemon(h.cfg)
 	h.waitFor("a failed archive attempt", 30*time.Second, func() bool { return a.Stats().Failures.Load() > 0 })
+	checkFailureCauses(t, a, "archive")
 	if !strings.Contains(h.logs.String(), "archive folder is not writable") {
 		t.Errorf("no start-up error about the archive folder")
 	}
