@@ -299,7 +299,9 @@ func TestKill9MidUploadThenRestart(t *testing.T) {
 }
 
 // TestCommandRefusesBadConfig: the command says what is wrong, in one line,
-// with exit status 2, before touching anything.
+// with exit status 2, before touching anything; so it does for a
+// concurrency or worker count beyond 1,024 and a memory budget (part size ×
+// concurrency) beyond the machine's memory.
 func TestCommandRefusesBadConfig(t *testing.T) {
 	t.Parallel()
 	bin := buildAgent(t)
@@ -318,6 +320,12 @@ func TestCommandRefusesBadConfig(t *testing.T) {
 		{[]string{"once", "--watch", watch, "--archive", archive, "--bucket", "b", "--table", "t", "--key-prefix", "../"}, "key prefix"},
 		{[]string{"once", "--quiet", "soon"}, "--quiet"},
 		{[]string{"sync"}, "unknown command"},
+		// The caps: what a typo (or the fuzzer's 99999999999) asks for is
+		// refused before any buffer or worker exists.
+		{[]string{"once", "--watch", watch, "--archive", archive, "--bucket", "b", "--table", "t", "--concurrency", "1025"}, "concurrency: 1025 is outside 1 to 1024"},
+		{[]string{"once", "--watch", watch, "--archive", archive, "--bucket", "b", "--table", "t", "--concurrency", "99999999999"}, "concurrency: 99999999999 is outside 1 to 1024"},
+		{[]string{"once", "--watch", watch, "--archive", archive, "--bucket", "b", "--table", "t", "--workers", "1025"}, "workers: 1025 is outside 1 to 1024"},
+		{[]string{"once", "--watch", watch, "--archive", archive, "--bucket", "b", "--table", "t", "--part-size", "5GiB", "--concurrency", "1024"}, "part size × concurrency: a memory budget of 5242880 MiB"},
 	} {
 		cmd := exec.Command(bin, tt.args...)
 		cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
