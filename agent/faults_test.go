@@ -72,6 +72,89 @@ func TestOutageKeepsFilesLocal(t *testing.T) {
 	}
 }
 
+// TestOutageEndRetriesFailedFilesSoon: the end of an outage, end to end.
+// S3 is cut off (Toxiproxy off) while a few files fail on it (fewer than
+// the 5 that open the breaker, so the breaker plays no part), until one of
+// them waits out a backoff that ends well after S3 will be back. Then S3
+// returns and a new file is published: the first file offloaded after at
+// least 10 s without one. Every file that failed on S3 is then retried at
+// once instead of at the end of its backoff, so each is archived before its
+// own retry was due. The test waits for the archive, bounded by that due
+// time, not for a guessed number of seconds.
+func TestOutageEndRetriesFailedFilesSoon(t *testing.T) {
+	t.Parallel()
+	const (
+		failing = 3 // different files failing in a row: the breaker needs 5
+		// quietGap is the README's "at least 10 s without one".
+		quietGap = 10 * time.Second
+		// ahead: a file's own retry must be due this long after S3 is back
+		// for the test to tell it from the brought-forward one (within 2 s).
+		ahead = 15 * time.Second
+	)
+	h := newHarness(t)
+	proxy := h.st.Proxy(t, h.st.S3Endpoint)
+	h.agentS3 = h.agentS3At(proxy.Endpoint)
+	proxy.SetEnabled(false)
+	data := map[string][]byte{}
+	for i := range failing {
+		rel := fmt.Sprintf("failed-%d.jpg", i)
+		data[rel] = randomBytes(2000+i, byte(i))
+		h.write(rel, data[rel])
+	}
+	started := time.Now()
+	a, stop := h.runDaemon(h.cfg)
+
+	// Each failure doubles a file's backoff (with jitter), so the wait
+	// ends once one retry is due far enough ahead, with every file waiting
+	// out a backoff (none in the middle of an attempt).
+	var far map[string]time.Time // file -> when its own retry is due
+	h.waitFor(fmt.Sprintf("a retry due %s ahead, after %s without a success", ahead, quietGap), 3*time.Minute, func() bool {
+		st, now := a.Status(), time.Now()
+		far = map[string]time.Time{}
+		failed := 0
+		for _, w := range st.Waiting {
+			if w.Attempts > 0 {
+				failed++
+			}
+			if w.RetryAt.Sub(now) >= ahead {
+				far[w.Path] = w.RetryAt
+			}
+		}
+		return len(far) > 0 && failed == failing && now.Sub(started) > quietGap
+	})
+	if st := a.Status(); st.Breaker.Trips != 0 || st.Offloaded != 0 {
+		t.Fatalf("before S3 is back: breaker %+v, %d offloaded; want a breaker that never opened, none offloaded", st.Breaker, st.Offloaded)
+	}
+	for rel, due := range far {
+		t.Logf("%s: its own retry is due in %s", rel, time.Until(due).Round(time.Millisecond))
+	}
+
+	proxy.SetEnabled(true)
+	back := time.Now()
+	trigger := randomBytes(3000, 9)
+	h.write("trigger.jpg", trigger)
+	for rel, due := range far {
+		for !h.archived(rel) {
+			if time.Now().After(due) {
+				t.Fatalf("%s not offloaded before its own retry was due (%s after S3 came back): the end of the outage did not bring it forward", rel, due.Sub(back).Round(time.Millisecond))
+			}
+			time.Sleep(50 * time.Millisecond) // the pace of the polling only
+		}
+		t.Logf("%s: archived %s after S3 came back, %s before its own retry was due", rel, time.Since(back).Round(time.Millisecond), time.Until(due).Round(time.Millisecond))
+	}
+	h.waitFor("every file archived", 2*time.Minute, func() bool { return a.Stats().Uploaded.Load() == failing+1 })
+	if st := a.Status(); st.Breaker.Trips != 0 {
+		t.Errorf("breaker %+v; want it never opened (this is the recovery without it)", st.Breaker)
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	h.assertOffloaded("trigger.jpg", trigger)
+	for rel, b := range data {
+		h.assertOffloaded(rel, b)
+	}
+}
+
 // TestOutageBreakerBoundsRequests: with many files waiting and S3 cut off
 // (Toxiproxy turned off behind a relay that counts the PUTs reaching it),
 // the breaker opens and the upload attempts over a measured window are
