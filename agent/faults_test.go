@@ -351,8 +351,9 @@ func TestKill9MidUploadThenRestart(t *testing.T) {
 		return cmd
 	}
 	first := start()
-	h.waitFor("the multipart upload to start", 30*time.Second, func() bool { return len(h.multipartUploads()) > 0 })
-	time.Sleep(500 * time.Millisecond)
+	// Killed once S3 holds a part of big.jpg and the rest are still being
+	// sent (about 4 s more through the 3 MB/s toxic).
+	h.waitFor("a part of big.jpg stored", 30*time.Second, func() bool { return h.partsStored("big.jpg") > 0 })
 	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -448,6 +449,29 @@ func checkFailureCauses(t *testing.T, a *agent.Agent, cause string) {
 			t.Errorf("status lists a failure of cause %q (%s); want only %q", f.Cause, f.Error, cause)
 		}
 	}
+}
+
+// partsStored counts the parts S3 holds of the unfinished multipart
+// uploads of rel.
+func (h *harness) partsStored(rel string) int {
+	h.t.Helper()
+	ctx := context.Background()
+	ups, err := h.s3.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String(h.st.Bucket), Prefix: aws.String(h.key(rel))})
+	if err != nil {
+		h.t.Fatalf("ListMultipartUploads: %v", err)
+	}
+	n := 0
+	for _, u := range ups.Uploads {
+		if aws.ToString(u.Key) != h.key(rel) {
+			continue
+		}
+		parts, err := h.s3.ListParts(ctx, &s3.ListPartsInput{Bucket: aws.String(h.st.Bucket), Key: u.Key, UploadId: u.UploadId})
+		if err != nil {
+			h.t.Fatalf("ListParts: %v", err)
+		}
+		n += len(parts.Parts)
+	}
+	return n
 }
 
 // ledgerCount counts the ledger items under the test's key prefix.
