@@ -161,16 +161,19 @@ func TestOutageEndRetriesFailedFilesSoon(t *testing.T) {
 // bounded by the probe schedule, not by the number of files; once S3 is
 // back every file is offloaded and the breaker closes.
 //
-// The bound is an upper one on a window measured on the wall clock, so a
-// starved CPU only loosens it. Without the breaker (threshold raised out of
-// reach) every worker keeps retrying its own file and the PUTs in the
-// window are several times the bound.
+// The window ends with the breaker's third failed probe after it began,
+// and the bounds (on the PUTs, and on the probes themselves) are upper ones
+// worked out from its length on the wall clock, so a starved CPU only
+// loosens them. Without the breaker (threshold raised out of reach) no
+// probe ever fails and every worker keeps retrying its own file; with
+// probes that come too fast the window is short and holds more probes than
+// the schedule allows.
 func TestOutageBreakerBoundsRequests(t *testing.T) {
 	t.Parallel()
 	const (
-		files   = 200
-		workers = 16
-		window  = 15 * time.Second
+		files        = 200
+		workers      = 16
+		windowProbes = 3
 		// sdkAttempts: the test's clients use the SDK's standard retryer.
 		sdkAttempts = retry.DefaultMaxAttempts
 	)
@@ -199,9 +202,15 @@ func TestOutageBreakerBoundsRequests(t *testing.T) {
 	// breaker has opened, and what was in flight when it did has finished
 	// or is on its last attempt.
 	h.waitFor("a failure per worker", 60*time.Second, func() bool { return a.Stats().Failures.Load() >= workers })
-	start, before := time.Now(), puts.Load()
-	time.Sleep(window)
+	start, before, probesBefore := time.Now(), puts.Load(), a.Status().Breaker.FailedProbes
+	// The window ends with the third probe that fails after it began (7 to
+	// 14 s on the probe schedule), an event of the breaker's own, and the
+	// bound is worked out from the time it actually took.
+	h.waitFor(fmt.Sprintf("%d more failed probes", windowProbes), time.Minute, func() bool {
+		return a.Status().Breaker.FailedProbes >= probesBefore+windowProbes
+	})
 	took, sent := time.Since(start), puts.Load()-before
+	st := a.Status()
 
 	// Probes in the window: the interval after each failed probe is at
 	// least 1 s, and at least half of 1 s doubled per failed probe up to
@@ -212,8 +221,11 @@ func TestOutageBreakerBoundsRequests(t *testing.T) {
 		interval = min(2*interval, 30*time.Second)
 		at += max(time.Second, interval/2)
 	}
+	// One probe that failed in the window may have begun before it.
+	if failed := st.Breaker.FailedProbes - probesBefore; failed > probes+1 {
+		t.Errorf("%d probes failed in %s; want at most %d (the probe schedule, and one begun before)", failed, took.Round(time.Millisecond), probes+1)
+	}
 	bound := int64((workers + probes) * sdkAttempts)
-	st := a.Status()
 	t.Logf("%d PUTs reached the relay in %s (bound %d: %d in flight at the trip and %d probes, %d attempts each); breaker %+v",
 		sent, took.Round(time.Millisecond), bound, workers, probes, sdkAttempts, st.Breaker)
 	if sent > bound {
