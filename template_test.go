@@ -9,7 +9,6 @@ import (
 	"os"
 	"regexp"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -19,6 +18,9 @@ import (
 	"github.com/awslabs/goformation/v7/intrinsics"
 	"github.com/awslabs/goformation/v7/schema"
 	"github.com/xeipuuv/gojsonschema"
+
+	"github.com/photosleeve/offload"
+	"github.com/photosleeve/offload/infra/local/templatepolicy"
 )
 
 // loadTemplate parses template.yaml with goformation, keeping references
@@ -137,58 +139,85 @@ func TestTemplateMatchesSAMSchema(t *testing.T) {
 	}
 }
 
+// jsonEqual checks that got, as JSON, is the value want spells (key order
+// and spacing aside).
+func jsonEqual(t *testing.T, what string, got any, want string) {
+	t.Helper()
+	var w any
+	if err := json.Unmarshal([]byte(want), &w); err != nil {
+		t.Fatalf("%s: the expected value does not parse: %v", what, err)
+	}
+	gb, _ := json.Marshal(got)
+	wb, _ := json.Marshal(w)
+	if string(gb) != string(wb) {
+		t.Errorf("%s = %s; want %s", what, gb, wb)
+	}
+}
+
+// TestTemplateSecurity checks each property the README's "Deploy to AWS"
+// lists, with the exact values it names.
 func TestTemplateSecurity(t *testing.T) {
 	doc := loadTemplate(t)
-	raw, _ := os.ReadFile("template.yaml")
 
 	bucket := resource(t, doc, "OriginalsBucket")
-	for _, k := range []string{"BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"} {
-		if get(bucket, "Properties", "PublicAccessBlockConfiguration", k) != true {
-			t.Errorf("bucket: PublicAccessBlockConfiguration.%s is not true", k)
-		}
-	}
-	if get(bucket, "Properties", "VersioningConfiguration", "Status") != "Enabled" {
-		t.Errorf("bucket: versioning not enabled")
-	}
-	if get(bucket, "Properties", "BucketEncryption", "ServerSideEncryptionConfiguration", 0, "ServerSideEncryptionByDefault", "SSEAlgorithm") == nil {
-		t.Errorf("bucket: no default encryption")
-	}
-	if d := get(bucket, "Properties", "LifecycleConfiguration", "Rules", 0, "AbortIncompleteMultipartUpload", "DaysAfterInitiation"); d == nil {
-		t.Errorf("bucket: no AbortIncompleteMultipartUpload lifecycle rule")
+	b := func(k string) any { return get(bucket, "Properties", k) }
+	jsonEqual(t, "bucket PublicAccessBlockConfiguration", b("PublicAccessBlockConfiguration"),
+		`{"BlockPublicAcls": true, "BlockPublicPolicy": true, "IgnorePublicAcls": true, "RestrictPublicBuckets": true}`)
+	jsonEqual(t, "bucket OwnershipControls", b("OwnershipControls"), `{"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}`)
+	jsonEqual(t, "bucket BucketEncryption", b("BucketEncryption"),
+		`{"ServerSideEncryptionConfiguration": [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]}`)
+	jsonEqual(t, "bucket VersioningConfiguration", b("VersioningConfiguration"), `{"Status": "Enabled"}`)
+	jsonEqual(t, "bucket LifecycleConfiguration", b("LifecycleConfiguration"),
+		`{"Rules": [{"Id": "AbortIncompleteMultipartUploads", "Status": "Enabled", "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7}}]}`)
+	// The name is the parameter's when given, else CloudFormation's.
+	if got := b("BucketName"); got != "If:HasBucketName.Ref:BucketName.Ref:AWS::NoValue" {
+		t.Errorf("bucket BucketName = %v; want the BucketName parameter when set", got)
 	}
 	for _, name := range []string{"OriginalsBucket", "LedgerTable"} {
-		// goformation drops DeletionPolicy from its JSON; read the source.
-		if !regexp.MustCompile(`(?m)^  ` + name + `:\n    Type: [^\n]+\n    DeletionPolicy: Retain\n`).Match(raw) {
-			t.Errorf("%s: DeletionPolicy is not Retain", name)
+		r := resource(t, doc, name)
+		if r["DeletionPolicy"] != "Retain" || r["UpdateReplacePolicy"] != "Retain" {
+			t.Errorf("%s: DeletionPolicy %v, UpdateReplacePolicy %v; want both Retain", name, r["DeletionPolicy"], r["UpdateReplacePolicy"])
 		}
 	}
 
-	st := get(resource(t, doc, "OriginalsBucketPolicy"), "Properties", "PolicyDocument", "Statement", 0)
-	if get(st, "Effect") != "Deny" || get(st, "Condition", "Bool", "aws:SecureTransport") != "false" {
-		t.Errorf("bucket policy does not deny non-TLS access: %v", st)
+	// The bucket policy: the TLS rule here, the conditional-write guard in
+	// TestTemplateConditionalWriteGuard, and nothing else.
+	statements, _ := get(resource(t, doc, "OriginalsBucketPolicy"), "Properties", "PolicyDocument", "Statement").([]any)
+	var sids []string
+	for _, st := range statements {
+		sids = append(sids, fmt.Sprint(get(st, "Sid")))
 	}
+	if !slices.Equal(sids, []string{"DenyInsecureTransport", "DenyUnconditionalWrites"}) {
+		t.Errorf("bucket policy statements %v; want DenyInsecureTransport, DenyUnconditionalWrites", sids)
+	}
+	if get(resource(t, doc, "OriginalsBucketPolicy"), "Properties", "Bucket") != "Ref:OriginalsBucket" {
+		t.Errorf("bucket policy is not on OriginalsBucket")
+	}
+	jsonEqual(t, "bucket policy statement 1", get(statements, 0),
+		`{"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
+		  "Resource": ["GetAtt:OriginalsBucket.Arn", "${OriginalsBucket.Arn}/*"],
+		  "Condition": {"Bool": {"aws:SecureTransport": "false"}}}`)
 
-	table := resource(t, doc, "LedgerTable")
-	if get(table, "Properties", "BillingMode") != "PAY_PER_REQUEST" ||
-		get(table, "Properties", "PointInTimeRecoverySpecification", "PointInTimeRecoveryEnabled") != true ||
-		get(table, "Properties", "KeySchema", 0, "AttributeName") != "pk" {
-		t.Errorf("ledger table: want PAY_PER_REQUEST, PITR and partition key pk: %v", table["Properties"])
-	}
-	if get(table, "Properties", "DeletionProtectionEnabled") != true {
-		t.Errorf("ledger table: DeletionProtectionEnabled is not true")
+	jsonEqual(t, "ledger table Properties", get(resource(t, doc, "LedgerTable"), "Properties"),
+		`{"BillingMode": "PAY_PER_REQUEST",
+		  "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+		  "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+		  "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": true},
+		  "SSESpecification": {"SSEEnabled": true},
+		  "DeletionProtectionEnabled": true}`)
+	if got := get(resource(t, doc, "LedgerTable"), "Properties", "KeySchema", 0, "AttributeName"); got != offload.LedgerPartitionKey {
+		t.Errorf("ledger table partition key %v; the code's is %q", got, offload.LedgerPartitionKey)
 	}
 
 	fn := resource(t, doc, "ResolverFunction")
 	p := func(k ...any) any { return get(fn, append([]any{"Properties"}, k...)...) }
-	if p("Runtime") != "provided.al2023" || p("Architectures", 0) != "arm64" || p("Handler") != "bootstrap" || p("MemorySize") != 128.0 {
-		t.Errorf("resolver: want provided.al2023, arm64, bootstrap, 128 MB: %v %v %v %v", p("Runtime"), p("Architectures"), p("Handler"), p("MemorySize"))
-	}
-	if p("FunctionUrlConfig", "AuthType") != "NONE" || p("FunctionUrlConfig", "InvokeMode") != "BUFFERED" {
-		t.Errorf("resolver: Function URL must be AuthType NONE, InvokeMode BUFFERED: %v", p("FunctionUrlConfig"))
-	}
-	if get(fn, "Metadata", "BuildMethod") != "makefile" {
-		t.Errorf("resolver: BuildMethod is not makefile")
-	}
+	jsonEqual(t, "resolver", map[string]any{
+		"Runtime": p("Runtime"), "Architectures": p("Architectures"), "Handler": p("Handler"),
+		"MemorySize": p("MemorySize"), "Timeout": p("Timeout"), "FunctionUrlConfig": p("FunctionUrlConfig"),
+		"BuildMethod": get(fn, "Metadata", "BuildMethod"),
+	}, `{"Runtime": "provided.al2023", "Architectures": ["arm64"], "Handler": "bootstrap",
+	     "MemorySize": 128, "Timeout": 5, "FunctionUrlConfig": {"AuthType": "NONE", "InvokeMode": "BUFFERED"},
+	     "BuildMethod": "makefile"}`)
 
 	// Every variable the resolver reads is set.
 	src, _ := os.ReadFile("lambda/cmd/offload-resolver/main.go")
@@ -202,6 +231,18 @@ func TestTemplateSecurity(t *testing.T) {
 			t.Errorf("resolver reads %s, the template does not set it", name)
 		}
 	}
+
+	// The signing key never shows in the console, the CLI or events.
+	jsonEqual(t, "parameter SigningKey", get(doc, "Parameters", "SigningKey", "NoEcho"), `true`)
+
+	outputs, _ := doc["Outputs"].(map[string]any)
+	values := map[string]any{}
+	for name, o := range outputs {
+		values[name] = get(o, "Value")
+	}
+	jsonEqual(t, "Outputs", values, `{"ResolverUrl": "GetAtt:ResolverFunctionUrl.FunctionUrl",
+		"BucketName": "Ref:OriginalsBucket", "TableName": "Ref:LedgerTable",
+		"AgentPolicyArn": "Ref:AgentPolicy", "AuditPolicyArn": "Ref:AuditPolicy"}`)
 }
 
 // TestTemplateConditionalWriteGuard: the bucket policy carries AWS's guard
@@ -406,12 +447,14 @@ func TestTemplateResolverLimits(t *testing.T) {
 }
 
 // TestTemplatePoliciesAreLeastPrivilege: no Allow statement anywhere has a
-// wildcard action or the resource "*"; the agent's and the resolver's
-// actions are exactly what they call. (The bucket policy's TLS rule is a
-// Deny of s3:*, which takes rights away and may be broad.)
+// wildcard action or the resource "*" (the bucket policy's TLS rule is a
+// Deny of s3:*, which takes rights away and may be broad); and each
+// component's policy grants exactly the IAM actions its code's AWS calls
+// authorize as, found in the code by componentCalls, each on exactly its
+// resource: the objects under the key prefix, the bucket (a listing of keys
+// only under the key prefix), or the ledger table.
 func TestTemplatePoliciesAreLeastPrivilege(t *testing.T) {
 	doc := loadTemplate(t)
-	actions := map[string][]string{}
 	var walk func(owner string, v any)
 	walk = func(owner string, v any) {
 		switch x := v.(type) {
@@ -421,7 +464,6 @@ func TestTemplatePoliciesAreLeastPrivilege(t *testing.T) {
 					if strings.Contains(a, "*") {
 						t.Errorf("%s: wildcard action %q", owner, a)
 					}
-					actions[owner] = append(actions[owner], a)
 				}
 				for _, r := range strList(x["Resource"]) {
 					if r == "*" || r == "arn:aws:s3:::*" {
@@ -445,18 +487,76 @@ func TestTemplatePoliciesAreLeastPrivilege(t *testing.T) {
 	for name, r := range resources {
 		walk(name, r)
 	}
-	want := map[string][]string{
-		"AgentPolicy":      {"dynamodb:GetItem", "dynamodb:PutItem", "s3:AbortMultipartUpload", "s3:GetObject", "s3:ListBucketMultipartUploads", "s3:PutObject"},
-		"ResolverFunction": {"dynamodb:GetItem", "s3:GetObject", "s3:GetObjectVersion"},
-		"AuditPolicy":      {"dynamodb:BatchGetItem", "dynamodb:Scan", "s3:GetObject", "s3:ListBucket"},
+
+	raw, err := os.ReadFile("template.yaml")
+	if err != nil {
+		t.Fatal(err)
 	}
-	for owner, w := range want {
-		got := actions[owner]
-		sort.Strings(got)
-		if strings.Join(got, " ") != strings.Join(w, " ") {
-			t.Errorf("%s allows %v; want exactly %v", owner, got, w)
+	// A key prefix no default shares, so a prefix written into the
+	// template instead of ${KeyPrefix} shows.
+	target := templatepolicy.Target{Bucket: "originals", KeyPrefix: "k-p/", Table: "ledger"}
+	resourceOf := map[string]string{
+		onObjects: target.BucketARN() + "/" + target.KeyPrefix + "*",
+		onBucket:  target.BucketARN(),
+		onTable:   target.TableARN(),
+	}
+	calls := componentCalls(t)
+	for _, c := range templatepolicy.Components {
+		// What the code needs: each action, where, and the calls that need it.
+		need := map[string]string{}
+		why := map[string][]string{}
+		for _, call := range calls[c] {
+			for _, a := range call.Actions {
+				need[a.Action] = a.On
+				why[a.Action] = append(why[a.Action], call.Op+" at "+call.Pos)
+			}
+		}
+		if len(need) == 0 {
+			t.Errorf("%s: no AWS call found in its code", c)
+		}
+		policy, err := templatepolicy.Policy(raw, c, target)
+		if err != nil {
+			t.Fatalf("%s: %v", c, err)
+		}
+		granted := map[string]bool{}
+		for i, s := range policy.Statement {
+			if s.Effect != "Allow" {
+				t.Errorf("%s statement %d: Effect %s; want Allow", c, i+1, s.Effect)
+			}
+			for _, a := range s.Action {
+				granted[a] = true
+				on, ok := need[a]
+				if !ok {
+					t.Errorf("%s is granted %s, which none of its calls needs", c, a)
+					continue
+				}
+				if want := []string{resourceOf[on]}; !slices.Equal(s.Resource, want) {
+					t.Errorf("%s: %s on %v; want exactly %v", c, a, s.Resource, want)
+				}
+				// s3:ListBucket takes the s3:prefix condition key; the
+				// other actions here are scoped by their resource alone.
+				var wantCond map[string]map[string]string
+				if a == "s3:ListBucket" {
+					wantCond = map[string]map[string]string{"StringLike": {"s3:prefix": target.KeyPrefix + "*"}}
+				}
+				jsonEqual(t, c+": "+a+" Condition", s.Condition, mustJSON(t, wantCond))
+			}
+		}
+		for a := range need {
+			if !granted[a] {
+				t.Errorf("%s needs %s (%s); the template does not grant it", c, a, strings.Join(why[a], ", "))
+			}
 		}
 	}
+}
+
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 func strList(v any) []string {

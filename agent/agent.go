@@ -74,6 +74,10 @@ type Stats struct {
 	Conflicts atomic.Int64 // files left in place because the key holds other bytes
 	Refused   atomic.Int64 // files never uploaded because their name breaks the naming contract
 	Failures  atomic.Int64 // attempts that failed and will be retried
+	// Sweeps counts the sweeps for orphaned multipart uploads that listed
+	// them all; Orphans the uploads they aborted.
+	Sweeps  atomic.Int64
+	Orphans atomic.Int64
 }
 
 // New checks the configuration and builds an agent on the given clients.
@@ -134,7 +138,9 @@ var ErrIncomplete = errors.New("some files were not offloaded")
 
 // Once offloads every file in the watch folder, waiting for files that are
 // still being written to settle, and returns. A file that fails
-// onceAttempts times, conflicts, or is refused makes it return ErrIncomplete.
+// onceAttempts times, conflicts, is refused, or is still being written
+// SettleTimeout after it was first seen makes it return ErrIncomplete, and
+// so does a folder the scan could not read.
 // So does S3 or DynamoDB failing for every file: once the breaker's probe
 // has failed onceAttempts times (a few seconds), the files still waiting are
 // given up untried and reported as not offloaded.
@@ -149,6 +155,11 @@ const onceAttempts = 3
 // hands the files it says are due to the workers, and gives it their
 // results. Only this goroutine touches the scheduler.
 func (a *Agent) loop(ctx context.Context, once bool) error {
+	if fsType, shared := a.watchOnSharedFS(); shared {
+		a.s3.shared = true
+		a.log.Warn("the watch folder is on a network or FUSE file system: whether a writer still has a file open cannot be checked, so every file, renamed ones too, waits for the quiet period; files other hosts write are found by the periodic rescan, not by inotify; another host's multipart upload is aborted only when older than --orphan-age or when its key holds an object",
+			"quiet", a.cfg.Quiet, "rescan", a.cfg.Rescan, "orphan_age", a.cfg.OrphanAge, "fstype", fmt.Sprintf("%#x", fsType))
+	}
 	if a.cfg.DryRun {
 		a.log.Info("dry run: nothing is uploaded, recorded, moved or aborted; each settled file is looked at once")
 	} else {
@@ -157,12 +168,14 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 		} else if n > 0 {
 			a.log.Info("put back files a crashed run left half archived", "files", n)
 		}
+		if a.cfg.After == AfterArchive {
+			if n, err := removeCopies(a.cfg.Archive); err != nil {
+				a.log.Error("could not remove copies a crashed run left unfinished", "folder", filepath.Join(a.cfg.Archive, copyDir), "err", err)
+			} else if n > 0 {
+				a.log.Info("removed copies a crashed run left unfinished; their files are still in the watch folder", "files", n)
+			}
+		}
 		a.sweepOrphans(ctx)
-	}
-	var st unix.Statfs_t
-	if err := unix.Statfs(a.cfg.Watch, &st); err == nil && sharedFS(int64(st.Type)) {
-		a.log.Warn("the watch folder is on a network or FUSE file system: whether a writer still has a file open cannot be checked, so every file, renamed ones too, waits for the quiet period; files other hosts write are found by the periodic rescan, not by inotify",
-			"quiet", a.cfg.Quiet, "rescan", a.cfg.Rescan, "fstype", fmt.Sprintf("%#x", st.Type))
 	}
 	if a.cfg.After == AfterArchive {
 		// Not fatal: uploads and the ledger still make progress, and each
@@ -323,6 +336,18 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 	}
 }
 
+// watchOnSharedFS reports whether the watch folder is on a network or FUSE
+// file system (see sharedFS), and its type.
+func (a *Agent) watchOnSharedFS() (int64, bool) {
+	dir, err := a.root.Open(".")
+	if err != nil {
+		return 0, false
+	}
+	defer dir.Close()
+	t, err := fsTypeOf(int(dir.Fd()))
+	return t, err == nil && sharedFS(t)
+}
+
 // lstat is the scheduler's look at a file: the version under its name now.
 func (a *Agent) lstat(rel string) (fileID, error) {
 	fi, err := a.root.Lstat(rel)
@@ -346,6 +371,11 @@ func (a *Agent) report(r result, v verdict) (forGood bool) {
 		a.track.offloaded(time.Now())
 		a.metrics.uploadSeconds.Observe(r.elapsed.Seconds())
 	case outNotReady:
+		if v.gaveUp {
+			a.track.failed(Failure{Path: r.rel, At: time.Now().UTC(), Cause: "not settled", Error: fmt.Sprint(r.err)})
+			log.Error("still open for writing or changing after --settle-timeout: given up, not offloaded", "settle_timeout", a.cfg.SettleTimeout, "reason", r.err)
+			return true
+		}
 		switch {
 		case errors.Is(r.err, errWriterHasIt):
 			// Every slow upload from a browser passes here; not news.
@@ -435,8 +465,9 @@ func tickInterval(quiet time.Duration) time.Duration {
 // files; failures are logged and the next sweep tries again.
 func (a *Agent) sweepOrphans(ctx context.Context) {
 	// Listed without a prefix and filtered here: MinIO lists the uploads of
-	// a prefix only when the prefix is a whole key.
-	n, err := a.s3.abortUploads(ctx, "", func(u types.MultipartUpload) bool {
+	// a prefix only when the prefix is a whole key. Ages are on S3's clock
+	// (see abortUploads).
+	n, err := a.s3.abortUploads(ctx, "", func(u types.MultipartUpload, s3Now time.Time) bool {
 		key := aws.ToString(u.Key)
 		if !strings.HasPrefix(key, a.cfg.Mapping.KeyPrefix) {
 			return false
@@ -449,10 +480,12 @@ func (a *Agent) sweepOrphans(ctx context.Context) {
 			return true
 		}
 		initiated := aws.ToTime(u.Initiated)
-		if time.Since(initiated) > a.cfg.OrphanAge {
+		if s3Now.Sub(initiated) > a.cfg.OrphanAge {
 			return true
 		}
-		if initiated.Before(a.s3.started) {
+		// On a network file system another host may be uploading the
+		// same file right now: only age or an object under the key tells.
+		if !a.s3.shared && initiated.Before(a.s3.startedAt()) {
 			if rel, err := a.cfg.Mapping.FileForKey(key); err == nil {
 				if _, err := a.root.Lstat(rel); !errors.Is(err, fs.ErrNotExist) {
 					return true
@@ -462,8 +495,11 @@ func (a *Agent) sweepOrphans(ctx context.Context) {
 		_, err := a.s3.head(ctx, key)
 		return err == nil
 	})
+	a.stats.Orphans.Add(int64(n))
 	if err != nil {
 		a.log.Warn("could not list multipart uploads to abort orphans; the next sweep tries again", "err", err)
+	} else {
+		a.stats.Sweeps.Add(1)
 	}
 	if n > 0 {
 		a.log.Info("aborted orphaned multipart uploads", "uploads", n)

@@ -62,7 +62,7 @@ func finishLocal(cfg Config, rel string, proven fileID, durable func(dirs ...str
 	case AfterDelete:
 		err = os.Remove(claimed)
 	case AfterArchive:
-		err = archiveFile(claimed, filepath.Join(cfg.Archive, filepath.FromSlash(rel)), durable)
+		err = archiveFile(claimed, cfg.Archive, rel, durable)
 	}
 	if err != nil {
 		// Back under its name, so it is served and retried; left in the
@@ -117,14 +117,17 @@ func restoreClaimed(watch string) (restored int, err error) {
 	return restored, errors.Join(append(errs, err)...)
 }
 
-// archiveFile moves the claimed file to dst in the archive folder and makes
+// archiveFile moves the claimed file to rel in the archive folder and makes
 // the move durable. It never replaces a file in the archive: if one with the
 // same bytes is there (a run that crashed after archiving, or a second copy
 // of an offloaded file), the claimed copy is redundant and removed;
 // different bytes are errArchiveTaken. Across file systems it copies,
-// fsyncs, compares, and only then unlinks.
-func archiveFile(claimed, dst string, durable func(dirs ...string)) error {
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+// fsyncs, compares, and only then unlinks. Folders it creates are fsynced
+// into their parents at once, so none a copy lands in can vanish in a
+// crash after its source is gone.
+func archiveFile(claimed, archive, rel string, durable func(dirs ...string)) error {
+	dst := filepath.Join(archive, filepath.FromSlash(rel))
+	if err := mkdirAllSynced(archive, path.Dir(rel)); err != nil {
 		return err
 	}
 	err := renameNoReplace(claimed, dst)
@@ -145,7 +148,7 @@ func archiveFile(claimed, dst string, durable func(dirs ...string)) error {
 			return err
 		}
 	case errors.Is(err, unix.EXDEV):
-		if err := copyAcross(claimed, dst); err != nil {
+		if err := copyAcross(claimed, archive, dst); err != nil {
 			return err
 		}
 		if err := os.Remove(claimed); err != nil {
@@ -185,16 +188,47 @@ func mkdirAllSynced(base, rel string) error {
 	return nil
 }
 
+// copyDir is the folder, in the archive, that copies across file systems
+// are written in before they are renamed into place: one place to empty
+// after a crash (see removeCopies), never a temporary left beside an
+// archived file. It is a dot-folder, which the audit skips.
+const copyDir = ".offload-copy"
+
+// removeCopies deletes what a crashed run left in the archive's copyDir:
+// copies never renamed into place, whose sources are still in the watch or
+// claim folder. It returns how many.
+func removeCopies(archive string) (int, error) {
+	dir := filepath.Join(archive, copyDir)
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
 // copyAcross copies src to dst on another file system: into a temporary
-// name, fsync, compare byte for byte with the source, then link it into
-// place without replacing anything.
-func copyAcross(src, dst string) error {
+// name in the archive's copyDir, fsync, compare byte for byte with the
+// source, then rename it into place without replacing anything.
+func copyAcross(src, archive, dst string) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
-	tmp, err := os.CreateTemp(filepath.Dir(dst), ".offload-copy-*")
+	if err := mkdirAllSynced(archive, copyDir); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Join(archive, copyDir), "copy-*")
 	if err != nil {
 		return err
 	}
@@ -232,7 +266,7 @@ func copyAcross(src, dst string) error {
 		return err
 	}
 	// The copy's name must be durable before the caller unlinks the source.
-	return syncDir(filepath.Dir(dst))
+	return errors.Join(syncDir(filepath.Dir(dst)), syncDir(filepath.Join(archive, copyDir)))
 }
 
 // sameContent compares two files byte for byte.
@@ -287,4 +321,6 @@ func syncFile(name string) error {
 	return f.Sync()
 }
 
-func syncDir(dir string) error { return syncFile(dir) }
+// syncDir fsyncs a folder, making the names in it durable; a variable so
+// that a test can see which folders are synced.
+var syncDir = func(dir string) error { return syncFile(dir) }

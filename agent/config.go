@@ -58,6 +58,12 @@ const (
 	// of at most PartSize bytes), so a blackholed connection cannot hang
 	// the agent: 8 MiB at 100 kB/s still fits.
 	DefaultCallTimeout = 2 * time.Minute
+	// DefaultSettleTimeout: how long once waits for a file still being
+	// written or changing. A browser upload of a large original over a
+	// slow line takes minutes; a file still written after ten is a log, a
+	// recording or a stuck writer, and a cron run that waited longer would
+	// overlap the next one.
+	DefaultSettleTimeout = 10 * time.Minute
 	// DefaultOrphanAge: a multipart upload older than this under the key
 	// prefix belongs to an agent that died; no upload of one file runs this long.
 	DefaultOrphanAge = 24 * time.Hour
@@ -97,6 +103,9 @@ type Config struct {
 	Grace       time.Duration // how long in-flight uploads may finish on shutdown
 	CallTimeout time.Duration // bound on each S3 or DynamoDB call
 	OrphanAge   time.Duration // multipart uploads older than this are aborted at start
+	// SettleTimeout: in Once, a file still open for writing or changing
+	// this long after it was first seen is given up and reported.
+	SettleTimeout time.Duration
 	// QuietForRenamed makes a file renamed into its name wait for the quiet
 	// period too. By default such a file is complete once no writer has it
 	// open (the back-end wrote a temporary name and renamed it). A
@@ -149,6 +158,9 @@ func (c Config) WithDefaults() Config {
 	if c.OrphanAge == 0 {
 		c.OrphanAge = DefaultOrphanAge
 	}
+	if c.SettleTimeout == 0 {
+		c.SettleTimeout = DefaultSettleTimeout
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -193,7 +205,7 @@ func (c Config) Validate() error {
 	if c.PartSize < minPartSize || c.PartSize > maxPartSize {
 		bad("part size: %d bytes is outside S3's 5 MiB to 5 GiB", c.PartSize)
 	}
-	for name, d := range map[string]time.Duration{"rescan": c.Rescan, "grace": c.Grace, "call timeout": c.CallTimeout, "orphan age": c.OrphanAge} {
+	for name, d := range map[string]time.Duration{"rescan": c.Rescan, "grace": c.Grace, "call timeout": c.CallTimeout, "orphan age": c.OrphanAge, "settle timeout": c.SettleTimeout} {
 		if d <= 0 {
 			bad("%s: must be positive, got %s", name, d)
 		}

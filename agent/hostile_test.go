@@ -91,6 +91,9 @@ func TestHostileNames(t *testing.T) {
 		t.Errorf("Once = %v; want ErrIncomplete for the refused names", err)
 	}
 
+	// Each refusal line names its file in its own file attribute; the
+	// names it refuses are exactly the ones the contract refuses.
+	refusedBy := refusals(t, h.logs.String())
 	wantKeys := map[string]bool{}
 	for _, c := range cases {
 		local := filepath.Join(h.cfg.Watch, filepath.FromSlash(c.rel))
@@ -108,12 +111,13 @@ func TestHostileNames(t *testing.T) {
 				t.Errorf("%q (not to be offloaded): local file %d bytes, %v; want it untouched", c.rel, len(got), err)
 			}
 		}
-		if c.want == refused {
-			if !strings.Contains(h.logs.String(), "refused: never uploaded") ||
-				!logNames(h.logs.String(), c.rel) {
-				t.Errorf("%q: no refusal log line naming it", c.rel)
-			}
+		if got := refusedBy[c.rel]; (got > 0) != (c.want == refused) {
+			t.Errorf("%q: %d %q lines with file=%s; want one or more if and only if it is refused", c.rel, got, refusedMsg, strconv.Quote(c.rel))
 		}
+		delete(refusedBy, c.rel)
+	}
+	for rel, n := range refusedBy {
+		t.Errorf("%d %q lines with file=%s, a name the test did not write", n, refusedMsg, strconv.Quote(rel))
 	}
 	if fi, err := os.Lstat(filepath.Join(h.cfg.Watch, "link.jpg")); err != nil || fi.Mode()&os.ModeSymlink == 0 {
 		t.Errorf("symlink: %v, %v; want it left as it is", fi, err)
@@ -121,9 +125,10 @@ func TestHostileNames(t *testing.T) {
 	if b, _ := os.ReadFile(secret); string(b) != "not for S3" {
 		t.Errorf("the symlink's target changed")
 	}
+	skippedBy := logFiles(t, h.logs.String(), "skipped: only regular files are offloaded")
 	for _, name := range []string{"link.jpg", "fifo.jpg"} {
-		if !logNames(h.logs.String(), name) {
-			t.Errorf("%s: no log line names it", name)
+		if skippedBy[name] == 0 {
+			t.Errorf("%s: no \"skipped\" log line with file=%s", name, name)
 		}
 	}
 
@@ -161,8 +166,52 @@ func writeRaw(t *testing.T, watch, rel string, data []byte) {
 	}
 }
 
-// logNames reports whether the log has a line for the file, written as
-// slog's text handler writes it: bare, or quoted when it must be.
-func logNames(log, rel string) bool {
-	return strings.Contains(log, "file="+rel+" ") || strings.Contains(log, "file="+strconv.Quote(rel))
+// refusedMsg is the message the agent logs for a name the naming contract
+// refuses.
+const refusedMsg = "refused: never uploaded"
+
+// refusals counts the refusal lines of a text log by the file each names.
+func refusals(t *testing.T, log string) map[string]int {
+	t.Helper()
+	return logFiles(t, log, refusedMsg)
+}
+
+// logFiles counts the lines of a text log (slog's text handler, one record
+// a line) with message msg, by the value of each one's file attribute,
+// unquoted. A line with that message and no file attribute fails the test.
+func logFiles(t *testing.T, log, msg string) map[string]int {
+	t.Helper()
+	out := map[string]int{}
+	for _, line := range strings.Split(log, "\n") {
+		if !strings.Contains(line, " msg="+strconv.Quote(msg)+" ") {
+			continue
+		}
+		file, ok := logAttr(line, "file")
+		if !ok {
+			t.Errorf("a %q line names no file: %s", msg, line)
+			continue
+		}
+		out[file]++
+	}
+	return out
+}
+
+// logAttr returns the value of one attribute of a text log line, as slog's
+// text handler writes it: bare up to the next space, or quoted (Go syntax)
+// when it must be.
+func logAttr(line, key string) (string, bool) {
+	_, v, ok := strings.Cut(line, " "+key+"=")
+	if !ok {
+		return "", false
+	}
+	if strings.HasPrefix(v, `"`) {
+		q, err := strconv.QuotedPrefix(v)
+		if err != nil {
+			return "", false
+		}
+		u, err := strconv.Unquote(q)
+		return u, err == nil
+	}
+	v, _, _ = strings.Cut(v, " ")
+	return v, true
 }

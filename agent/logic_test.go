@@ -1,10 +1,13 @@
 package agent
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +15,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"golang.org/x/sys/unix"
+
+	"github.com/photosleeve/offload/infra/local/stacktest"
 )
 
 func TestIgnored(t *testing.T) {
@@ -287,33 +292,91 @@ func TestRestoreClaimed(t *testing.T) {
 	}
 }
 
-// TestArchiveAcrossFileSystems uses /dev/shm (tmpfs) as the archive, so the
-// rename fails with EXDEV and the copy path runs for real.
+// TestArchiveAcrossFileSystems archives into /dev/shm (tmpfs) from a watch
+// folder on another file system, so the rename fails with EXDEV and the
+// copy path runs for real. What shows it ran: the source's inode was
+// unlinked (a rename would keep it linked, under the new name) and the
+// archived file is another inode, on the archive's device, with the
+// source's bytes, mode and mtime. Without a /dev/shm on another file system
+// than the test's temporary folder it skips, or fails under
+// OFFLOAD_REQUIRE_STACK=1.
 func TestArchiveAcrossFileSystems(t *testing.T) {
+	watch := t.TempDir()
 	shm, err := os.MkdirTemp("/dev/shm", "offload-archive-")
 	if err != nil {
-		t.Skipf("no /dev/shm to archive across file systems: %v", err)
+		stacktest.Unavailable(t, "no /dev/shm to archive across file systems: %v", err)
 	}
-	defer os.RemoveAll(shm)
-	watch := t.TempDir()
+	t.Cleanup(func() { os.RemoveAll(shm) })
+	var watchFS, archiveFS unix.Stat_t
+	if err := unix.Stat(watch, &watchFS); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Stat(shm, &archiveFS); err != nil {
+		t.Fatal(err)
+	}
+	if watchFS.Dev == archiveFS.Dev {
+		stacktest.Unavailable(t, "/dev/shm and the temporary folder %s are one file system (device %d): no rename between them fails", watch, watchFS.Dev)
+	}
+
+	// 1.5 MB of bytes that do not repeat, past sameContent's 1 MiB chunk,
+	// so a copy that drops, repeats or reorders any part differs.
+	want := make([]byte, 1500000)
+	rand.NewChaCha8([32]byte{1}).Read(want)
 	src := filepath.Join(watch, "x/y.jpg")
-	writeFile(t, src, strings.Repeat("photo", 300000))
-	os.Chmod(src, 0o640)
+	writeFile(t, src, string(want))
+	mtime := time.Date(2024, 2, 29, 12, 0, 0, 123456789, time.UTC) // not now: a copy must carry it over
+	if err := os.Chmod(src, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(src, mtime, mtime); err != nil {
+		t.Fatal(err)
+	}
 	fi, _ := os.Lstat(src)
 	id, _ := idOf(fi)
-	if err := finishLocal(Config{Watch: watch, Archive: shm, After: AfterArchive}, "x/y.jpg", id, syncNow, noCheck); err != nil {
+	original, err := os.Open(src) // held open to see what becomes of the inode
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer original.Close()
+
+	var synced []string
+	durable := func(dirs ...string) { synced = append(synced, dirs...) }
+	if err := finishLocal(Config{Watch: watch, Archive: shm, After: AfterArchive}, "x/y.jpg", id, durable, noCheck); err != nil {
 		t.Fatalf("finishLocal across file systems: %v", err)
 	}
-	got, err := os.Lstat(filepath.Join(shm, "x/y.jpg"))
-	if err != nil || got.Size() != 1500000 || got.Mode().Perm() != 0o640 || !got.ModTime().Equal(fi.ModTime()) {
-		t.Errorf("archived copy: %v, %v; want 1500000 bytes, mode 0640, the original mtime", got, err)
+
+	dst := filepath.Join(shm, "x/y.jpg")
+	var was, archived unix.Stat_t
+	if err := unix.Fstat(int(original.Fd()), &was); err != nil {
+		t.Fatal(err)
 	}
-	if _, err := os.Stat(src); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("source still there: %v", err)
+	if err := unix.Stat(dst, &archived); err != nil {
+		t.Fatalf("archived copy: %v", err)
+	}
+	if was.Nlink != 0 {
+		t.Errorf("the source's inode has %d links after archiving; want 0 (copied, then unlinked)", was.Nlink)
+	}
+	if archived.Dev != archiveFS.Dev || archived.Dev == was.Dev {
+		t.Errorf("archived copy on device %d, the source on %d, the archive is %d; want the archive's", archived.Dev, was.Dev, archiveFS.Dev)
+	}
+	got, err := os.ReadFile(dst)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Errorf("archived copy: %d bytes, %v; want the original's %d bytes exactly", len(got), err, len(want))
+	}
+	if gi, err := os.Lstat(dst); err != nil || gi.Mode() != 0o640 || !gi.ModTime().Equal(mtime) {
+		t.Errorf("archived copy: %v, %v; want a regular file, mode 0640, mtime %s", gi, err, mtime)
+	}
+	for _, p := range []string{src, filepath.Join(watch, claimDir, "x/y.jpg")} {
+		if _, err := os.Lstat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s still there after archiving: %v", p, err)
+		}
 	}
 	entries, _ := os.ReadDir(filepath.Join(shm, "x"))
 	if len(entries) != 1 {
 		t.Errorf("temporary copies left in the archive: %v", entries)
+	}
+	if !slices.Contains(synced, filepath.Dir(dst)) {
+		t.Errorf("folders made durable %v; want the archive's %s among them", synced, filepath.Dir(dst))
 	}
 }
 

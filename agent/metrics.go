@@ -58,6 +58,8 @@ func newMetrics(a *Agent) *metrics {
 		counter("offload_files_offloaded_total", "Files proven in S3, recorded in the ledger and archived, deleted or kept.", a.stats.Uploaded.Load),
 		counter("offload_bytes_offloaded_total", "Bytes of the files offloaded.", a.stats.Bytes.Load),
 		counter("offload_conflicts_total", "Files left in place because their key holds other bytes (needs a human).", a.stats.Conflicts.Load),
+		counter("offload_orphan_sweeps_total", "Sweeps that listed every multipart upload under the key prefix to abort orphans.", a.stats.Sweeps.Load),
+		counter("offload_orphan_uploads_aborted_total", "Orphaned multipart uploads the sweeps aborted.", a.stats.Orphans.Load),
 		counter("offload_refused_total", "Files never uploaded because their name breaks the naming contract.", a.stats.Refused.Load),
 		gauge("offload_files_pending", "Files waiting: not settled yet, or waiting out a retry.", locked(func() float64 { n, _, _ := t.waiting(0); return float64(n) })),
 		gauge("offload_bytes_pending", "Bytes of the files waiting.", locked(func() float64 { _, b, _ := t.waiting(0); return float64(b) })),

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -144,7 +145,13 @@ func TestOperationsEndpoints(t *testing.T) {
 		"offload_watch_failed":                     {"0", exactly(0)},
 		"offload_breaker_open":                     {"0", exactly(0)},
 		"offload_breaker_trips_total":              {"0", exactly(0)},
-		"offload_upload_duration_seconds_count":    {"2", exactly(uploads)},
+		// One sweep at start, then at most one per rescan period; none
+		// found anything to abort.
+		"offload_orphan_sweeps_total": {fmt.Sprintf("in [1, %d]", 1+int(running/h.cfg.Rescan.Seconds())), func(v float64) bool {
+			return v >= 1 && v <= 1+math.Floor(running/h.cfg.Rescan.Seconds())
+		}},
+		"offload_orphan_uploads_aborted_total":  {"0", exactly(0)},
+		"offload_upload_duration_seconds_count": {"2", exactly(uploads)},
 		// Each upload ran while the daemon did, so the sum is positive and
 		// at most two runs' worth of seconds: milliseconds would not fit.
 		"offload_upload_duration_seconds_sum": {fmt.Sprintf("in (0, %.3f]", uploads*running), func(v float64) bool { return v > 0 && v <= uploads*running }},

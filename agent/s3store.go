@@ -10,9 +10,11 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go/middleware"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 
 	"golang.org/x/time/rate"
@@ -89,7 +91,17 @@ type s3Store struct {
 	partSize    int64
 	callTimeout time.Duration
 	mem         *bufferPool
-	started     time.Time // uploads initiated before this are not ours
+	// started is S3's clock when this agent started (see serverTime):
+	// uploads initiated before it are not this process's. Set by the
+	// first listing of uploads, which the start-up sweep makes before any
+	// upload begins; until then, this host's clock.
+	started      time.Time
+	startedKnown bool
+	// shared: the watch folder is on a network file system, where another
+	// host may be uploading the same file: an upload initiated before this
+	// agent started may be that host's, live, so it is not aborted for
+	// that alone (see abortStale and sweepOrphans).
+	shared bool
 	// mine holds the multipart uploads this process created and has not
 	// completed or aborted: true while one is live, false once its own
 	// abort failed (an orphan of ours, to abort again later).
@@ -280,7 +292,7 @@ func (s *s3Store) uploadParts(ctx context.Context, u upload, uploadID string, pa
 			partCRC.Write(buf)
 			partSums[num-1] = partCRC.Sum64()
 			sum := offload.EncodeChecksum(partSums[num-1])
-			cctx, ccancel := context.WithTimeout(ctx, s.callTimeout)
+			cctx, ccancel := context.WithTimeout(ctx, s.sendTimeout(int64(len(buf))))
 			defer ccancel()
 			out, err := s.client.UploadPart(cctx, &s3.UploadPartInput{
 				Bucket:            aws.String(s.bucket),
@@ -353,34 +365,45 @@ func (s *s3Store) ours(uploadID string) (mine, live bool) {
 }
 
 // abortStale aborts the multipart uploads of key that nobody alive will
-// finish: those initiated before this agent started (a killed run's) and
-// this agent's own whose abort failed (S3 was unreachable). It leaves alone
-// another host's live upload of the same name, so two hosts holding the
-// same file never cancel each other. Idempotent; failures are harmless
+// finish: those initiated before this agent started (a killed run's; not on
+// a network file system, where such an upload may be another host's, live)
+// and this agent's own whose abort failed (S3 was unreachable). It leaves
+// alone another host's live upload of the same name, so two hosts holding
+// the same file never cancel each other. Idempotent; failures are harmless
 // (see abort).
 func (s *s3Store) abortStale(ctx context.Context, key string) {
-	_, _ = s.abortUploads(ctx, key, func(u types.MultipartUpload) bool {
+	_, _ = s.abortUploads(ctx, key, func(u types.MultipartUpload, _ time.Time) bool {
 		if aws.ToString(u.Key) != key {
 			return false
 		}
 		mine, live := s.ours(aws.ToString(u.UploadId))
-		return (mine && !live) || (!mine && aws.ToTime(u.Initiated).Before(s.started))
+		return (mine && !live) || (!mine && !s.shared && aws.ToTime(u.Initiated).Before(s.startedAt()))
 	})
+}
+
+// startedAt is S3's clock when this agent started (see started).
+func (s *s3Store) startedAt() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.started
 }
 
 // abortKey aborts every multipart upload of key but this agent's live
 // ones. For a key that now holds an object: no other upload of it can
 // complete (If-None-Match), so cutting one off loses nothing.
 func (s *s3Store) abortKey(ctx context.Context, key string) {
-	_, _ = s.abortUploads(ctx, key, func(u types.MultipartUpload) bool {
+	_, _ = s.abortUploads(ctx, key, func(u types.MultipartUpload, _ time.Time) bool {
 		mine, live := s.ours(aws.ToString(u.UploadId))
 		return aws.ToString(u.Key) == key && !(mine && live)
 	})
 }
 
 // abortUploads aborts every multipart upload under prefix that stale
-// selects, page by page, and returns how many it aborted.
-func (s *s3Store) abortUploads(ctx context.Context, prefix string, stale func(types.MultipartUpload) bool) (int, error) {
+// selects, page by page, and returns how many it aborted. stale gets S3's
+// clock at the listing (serverTime), so that an upload's age never depends
+// on this host's clock: a clock a day ahead would make every upload look
+// older than --orphan-age.
+func (s *s3Store) abortUploads(ctx context.Context, prefix string, stale func(u types.MultipartUpload, s3Now time.Time) bool) (int, error) {
 	n := 0
 	p := s3.NewListMultipartUploadsPaginator(s.client, &s3.ListMultipartUploadsInput{Bucket: aws.String(s.bucket), Prefix: aws.String(prefix)})
 	for p.HasMorePages() {
@@ -390,14 +413,49 @@ func (s *s3Store) abortUploads(ctx context.Context, prefix string, stale func(ty
 		if err != nil {
 			return n, translate("list multipart uploads", err)
 		}
+		now, ok := serverTime(page.ResultMetadata)
+		if !ok {
+			return n, errors.New("list multipart uploads: the answer has no Date header; uploads are not aborted without S3's clock")
+		}
+		s.mu.Lock()
+		if !s.startedKnown {
+			// Date has whole seconds: S3's clock was somewhere in the
+			// second after it. An upload initiated in that second counts
+			// as before the start.
+			s.started, s.startedKnown = now.Add(time.Second), true
+		}
+		s.mu.Unlock()
 		for _, u := range page.Uploads {
-			if stale(u) {
+			if stale(u, now) {
 				s.abort(aws.ToString(u.Key), aws.ToString(u.UploadId))
 				n++
 			}
 		}
 	}
 	return n, nil
+}
+
+// serverTime is S3's clock when it answered: the response's Date header,
+// which every S3 response carries (RFC 7231 HTTP-date, whole seconds).
+func serverTime(md middleware.Metadata) (time.Time, bool) {
+	raw, ok := awsmiddleware.GetRawResponse(md).(*smithyhttp.Response)
+	if !ok || raw == nil {
+		return time.Time{}, false
+	}
+	t, err := http.ParseTime(raw.Header.Get("Date"))
+	return t, err == nil
+}
+
+// sendTimeout bounds one request that carries n bytes. The configuration
+// check makes the call timeout cover the whole memory budget sent at
+// --bwlimit (every body in flight shares both); a part larger than the
+// budget (only in a file beyond 10,000 budget-sized parts, 640 GiB with
+// the defaults) goes alone, and gets the time it needs at the limit on top.
+func (s *s3Store) sendTimeout(n int64) time.Duration {
+	if s.bandwidth == nil || n <= s.mem.total {
+		return s.callTimeout
+	}
+	return s.callTimeout + time.Duration(float64(n)/float64(s.bandwidth.Limit())*float64(time.Second))
 }
 
 // head returns what S3 holds under key, with its full-object checksum.

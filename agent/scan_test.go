@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -169,3 +170,57 @@ func TestWatchFailureKeepsRescanning(t *testing.T) {
 		t.Error("no error logged for the failed watch")
 	}
 }
+
+// TestOnceGivesUpOnFilesThatNeverSettle: a file held open by its writer
+// and one that keeps changing do not keep Once from returning: after
+// --settle-timeout it reports each by name and returns ErrIncomplete,
+// having offloaded the rest; both files stay where they are.
+func TestOnceGivesUpOnFilesThatNeverSettle(t *testing.T) {
+	h := newHarness(t)
+	h.cfg.SettleTimeout = 2 * time.Second
+	h.write("finished.jpg", []byte("finished"))
+	held, err := os.OpenFile(filepath.Join(h.cfg.Watch, "held-open.jpg"), os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	held.Write([]byte("a writer that never closes"))
+	changing := filepath.Join(h.cfg.Watch, "changing.jpg")
+	if err := os.WriteFile(changing, []byte("start "), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	writerDone := make(chan struct{})
+	go func() { // closes the file after each append, so only the quiet rule sees it
+		defer close(writerDone)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			f, err := os.OpenFile(changing, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+			if err == nil {
+				f.Write([]byte("more "))
+				f.Close()
+			}
+		}
+	}()
+	defer func() { close(stop); <-writerDone }()
+
+	err = h.once()
+	if !errors.Is(err, agent.ErrIncomplete) || !strings.Contains(err.Error(), "2 files") || strings.Contains(err.Error(), "interrupted") {
+		t.Fatalf("Once = %v; want ErrIncomplete for 2 files", err)
+	}
+	h.assertOffloaded("finished.jpg", []byte("finished"))
+	for _, rel := range []string{"held-open.jpg", "changing.jpg"} {
+		if _, err := os.Stat(filepath.Join(h.cfg.Watch, rel)); err != nil {
+			t.Errorf("%s: %v; want it left in place", rel, err)
+		}
+		if !strings.Contains(h.logs.String(), "file="+rel) || !regexpMatch(h.logs.String(), `settle-timeout[^\n]*file=`+rel+`|file=`+rel+`[^\n]*settle-timeout`) {
+			t.Errorf("no log line reports %s as given up after --settle-timeout", rel)
+		}
+	}
+}
+
+func regexpMatch(s, expr string) bool { return regexp.MustCompile(expr).MatchString(s) }

@@ -76,6 +76,9 @@ type scheduler struct {
 	quiet           time.Duration
 	quietForRenamed bool
 	once            bool // Once: a file that failed onceAttempts times is given up
+	// settleTimeout: in Once, a file not settled this long after it was
+	// first seen is given up.
+	settleTimeout time.Duration
 	// keep (--after keep): an offloaded file stays under its name, so it
 	// is parked, or every rescan would offload it again.
 	keep   bool
@@ -122,7 +125,7 @@ const maxPending = 25_000
 // counts as the last success for recoveryGap.
 func newScheduler(cfg Config, once bool, lstat func(rel string) (fileID, error), now time.Time) *scheduler {
 	return &scheduler{
-		quiet: cfg.Quiet, quietForRenamed: cfg.QuietForRenamed, once: once, keep: cfg.After == AfterKeep, ignore: cfg.Ignore, lstat: lstat,
+		quiet: cfg.Quiet, quietForRenamed: cfg.QuietForRenamed, once: once, settleTimeout: cfg.SettleTimeout, keep: cfg.After == AfterKeep, ignore: cfg.Ignore, lstat: lstat,
 		pending: map[string]*entry{}, parked: map[string]fileID{},
 		running: map[*entry]struct{}{}, remote: map[*entry]struct{}{},
 		lastDone: now, epoch: now, limit: maxPending,
@@ -283,9 +286,13 @@ func (s *scheduler) key(t time.Time) int64 { return int64(t.Sub(s.epoch)) }
 type verdict struct {
 	attempts int           // after outFailed: failed attempts so far
 	retryIn  time.Duration // after outFailed: the backoff before the next one
-	gaveUp   bool          // after outFailed in Once: tried onceAttempts times (or the breaker stayed open), dropped
-	tripped  bool          // the result opened the breaker
-	closed   bool          // the result closed the breaker
+	// gaveUp: in Once, the file is dropped, not offloaded: after outFailed
+	// it was tried onceAttempts times (or the breaker stayed open); after
+	// outNotReady it was still not settled settleTimeout after it was
+	// first seen.
+	gaveUp  bool
+	tripped bool // the result opened the breaker
+	closed  bool // the result closed the breaker
 }
 
 // abandon gives up, in Once, every pending file that is not running once
@@ -343,7 +350,12 @@ func (s *scheduler) finish(r result, now time.Time) (v verdict) {
 		e.since = now
 		e.notBefore = now.Add(s.quiet)
 		e.published = fileID{} // a writer had it: the quiet rule decides from now on
-		s.schedule(e)
+		if s.once && s.settleTimeout > 0 && now.Sub(e.firstSeen) >= s.settleTimeout {
+			s.remove(e)
+			v.gaveUp = true
+		} else {
+			s.schedule(e)
+		}
 	case outDryRun, outSkipped, outRefused, outConflict:
 		s.park(e, version)
 		// A dry run's HEAD and a conflict are answers from S3 or the

@@ -81,11 +81,14 @@ func main() {
 		only     = flag.String("scenarios", "", "comma-separated scenarios to run: 1, 2, 3 (uploads), wan (3 and 2 with --latency each way), daemon (close to start), backfill (once over --backfill-files against 2,000; only when named), outage (CPU and memory with S3 down; only when named); default all but backfill and outage")
 		bfFiles  = flag.Int("backfill-files", 100_000, "files of the large backfill run")
 		bfSize   = flag.Int64("backfill-size", 32<<10, "bytes of each backfill file")
+		outFiles = flag.Int("outage-files", outageFiles, "tiny files waiting in the outage scenario")
+		outFor   = flag.Duration("outage-for", outageFor, "how long the outage scenario measures each agent, minute by minute")
 		work     = flag.String("work", "", "folder for the generated files (default: a temp folder, removed at the end)")
 	)
 	flag.Parse()
 	agentArgs = strings.Fields(*extra)
 	backfillFiles, backfillSize = *bfFiles, *bfSize
+	outageFiles, outageFor = *outFiles, *outFor
 	if err := run(*agentBin, *baseline, *resolver, *reps, *conns, *loadFor, *latency, *only, *work); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)

@@ -18,11 +18,16 @@ import (
 // Outage scenario (issue 15: "an outage costs nothing"): the daemon with
 // outageFiles tiny files waiting while S3 is unreachable, measured from
 // /proc after outageWarmup (start-up scan, first attempts, the breaker
-// opening): CPU over outageWindow, and resident memory.
+// opening): CPU and resident memory over each outageWindow, for outageFor
+// (--outage-files, --outage-for).
 const (
-	outageFiles  = 100_000
 	outageWarmup = 30 * time.Second
 	outageWindow = 60 * time.Second
+)
+
+var (
+	outageFiles = 100_000
+	outageFor   = outageWindow
 )
 
 // outage runs each agent binary in turn as a daemon over the same files,
@@ -51,57 +56,63 @@ func (b *bench) outage(ctx context.Context, bins []string) error {
 	}
 	dead := "http://" + ln.Addr().String()
 	ln.Close()
-	fmt.Printf("%-44s %12s %10s %10s %8s\n", "agent", "CPU (1 core)", "RSS", "peak RSS", "pending")
+	fmt.Printf("%-44s %7s %12s %10s %10s %8s\n", "agent", "minute", "CPU (1 core)", "RSS", "peak RSS", "pending")
 	for i, bin := range bins {
 		archive := filepath.Join(dir, "archive-"+strconv.Itoa(i))
 		if err := os.MkdirAll(archive, 0o755); err != nil {
 			return err
 		}
-		cpu, rss, peak, log, err := b.outageRun(ctx, bin, watch, archive, dead)
+		err := b.outageRun(ctx, bin, watch, archive, dead, func(minute int, cpu float64, rss, peak int64, pending string) {
+			fmt.Printf("%-44s %7d %11.1f%% %7d MiB %7d MiB %8s\n", bin, minute, cpu*100, rss>>20, peak>>20, pending)
+		})
 		if err != nil {
 			return fmt.Errorf("%s: %w", bin, err)
 		}
-		fmt.Printf("%-44s %11.1f%% %7d MiB %7d MiB %8s\n", bin, cpu*100, rss>>20, peak>>20, log)
 	}
 	return nil
 }
 
 // outageRun starts bin as a daemon, waits outageWarmup, and measures it
-// over outageWindow. It returns the CPU share of one core, the resident and
-// peak resident bytes, and the files still in the watch folder (all of
-// them, or the agent was not cut off).
-func (b *bench) outageRun(ctx context.Context, bin, watch, archive, s3 string) (cpu float64, rss, peak int64, pending string, err error) {
+// over each outageWindow for outageFor. For each window it reports the CPU
+// share of one core, the resident and peak resident bytes, and the files
+// still in the watch folder (all of them, or the agent was not cut off).
+func (b *bench) outageRun(ctx context.Context, bin, watch, archive, s3 string, report func(minute int, cpu float64, rss, peak int64, pending string)) error {
 	cmd := exec.CommandContext(ctx, bin, "run", "--watch", watch, "--archive", archive,
 		"--key-prefix", "bench/outage/", "--host", "bench", "--log-level", "error")
 	cmd.Env = append(os.Environ(), "AWS_ENDPOINT_URL_S3="+s3)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = io.Discard, &out
 	if err := cmd.Start(); err != nil {
-		return 0, 0, 0, "", err
+		return err
 	}
 	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
 	time.Sleep(outageWarmup)
-	start := time.Now()
-	c0, err := procCPU(cmd.Process.Pid)
-	if err != nil {
-		return 0, 0, 0, "", fmt.Errorf("%w\n%s", err, tail(out.String(), 2000))
-	}
-	time.Sleep(outageWindow)
-	end := time.Now()
-	c1, err := procCPU(cmd.Process.Pid)
-	if err != nil {
-		return 0, 0, 0, "", err
-	}
-	cpu = (c1 - c0).Seconds() / end.Sub(start).Seconds()
-	rss, peak, err = memory(cmd.Process.Pid)
-	n := 0
-	filepath.WalkDir(watch, func(_ string, d os.DirEntry, _ error) error {
-		if d != nil && d.Type().IsRegular() {
-			n++
+	for minute := 1; time.Duration(minute)*outageWindow <= outageFor; minute++ {
+		start := time.Now()
+		c0, err := procCPU(cmd.Process.Pid)
+		if err != nil {
+			return fmt.Errorf("%w\n%s", err, tail(out.String(), 2000))
 		}
-		return nil
-	})
-	return cpu, rss, peak, strconv.Itoa(n), err
+		time.Sleep(outageWindow)
+		c1, err := procCPU(cmd.Process.Pid)
+		if err != nil {
+			return fmt.Errorf("%w\n%s", err, tail(out.String(), 2000))
+		}
+		cpu := (c1 - c0).Seconds() / time.Since(start).Seconds()
+		rss, peak, err := memory(cmd.Process.Pid)
+		if err != nil {
+			return err
+		}
+		n := 0
+		filepath.WalkDir(watch, func(_ string, d os.DirEntry, _ error) error {
+			if d != nil && d.Type().IsRegular() {
+				n++
+			}
+			return nil
+		})
+		report(minute, cpu, rss, peak, strconv.Itoa(n))
+	}
+	return nil
 }
 
 // memory is the process's resident set now and at its peak.

@@ -102,6 +102,8 @@ var settings = []setting{
 		durationSetter(func(o *options) *time.Duration { return &o.agent.Grace })},
 	{"call-timeout", "OFFLOAD_CALL_TIMEOUT", agent.DefaultCallTimeout.String(), "bound on every single S3 or DynamoDB call",
 		durationSetter(func(o *options) *time.Duration { return &o.agent.CallTimeout })},
+	{"settle-timeout", "OFFLOAD_SETTLE_TIMEOUT", agent.DefaultSettleTimeout.String(), "once: a file still open for writing or changing this long after it was first seen is reported as not offloaded (exit status 1)",
+		durationSetter(func(o *options) *time.Duration { return &o.agent.SettleTimeout })},
 	{"orphan-age", "OFFLOAD_ORPHAN_AGE", agent.DefaultOrphanAge.String(), "abort other agents' multipart uploads under the key prefix older than this (checked at start and every rescan)",
 		durationSetter(func(o *options) *time.Duration { return &o.agent.OrphanAge })},
 	{"host", "OFFLOAD_HOST", "", "host name recorded in the ledger (default: this machine's)",

@@ -171,8 +171,10 @@ func ensureDynalite(ctx context.Context, p stackPaths) (node, cli string, err er
 
 // webServerPackages are the Debian packages of the web servers the tests
 // run: lighttpd with mod_magnet, nginx, and Apache (apache2-bin, which
-// apache2 pulls in, carries mod_rewrite).
-var webServerPackages = []string{"lighttpd", "lighttpd-modules-lua", "nginx-light", "apache2"}
+// apache2 pulls in, carries mod_rewrite); and acl, whose setfacl the
+// README's folder permissions for the agent use (agent/permissions_test.go
+// runs them).
+var webServerPackages = []string{"lighttpd", "lighttpd-modules-lua", "nginx-light", "apache2", "acl"}
 
 // The files that prove a web server is installed with the module its
 // fallback needs; the binaries are looked up on PATH.
@@ -191,7 +193,7 @@ const aptLockWait = "300"
 // servers.
 func ensureWebServers(ctx context.Context) error {
 	var missing []string
-	for _, bin := range []string{"lighttpd", "nginx", "apache2"} {
+	for _, bin := range []string{"lighttpd", "nginx", "apache2", "setfacl"} {
 		if _, err := exec.LookPath(bin); err != nil {
 			missing = append(missing, bin)
 		}

@@ -124,24 +124,29 @@ func TestDynamoDBConditionalPut(t *testing.T) {
 
 // TestRequireFailsWithoutStack runs this test binary again with no stack in
 // its environment: with OFFLOAD_REQUIRE_STACK=1 the test must fail, not skip.
+// The same for Unavailable.
 func TestRequireFailsWithoutStack(t *testing.T) {
-	if os.Getenv("STACKTEST_CHILD") == "1" {
+	switch os.Getenv("STACKTEST_CHILD") {
+	case "1":
 		Require(t)
+		return
+	case "unavailable":
+		Unavailable(t, "no %s here", "thing")
 		return
 	}
 	for _, tt := range []struct {
-		require  string
-		wantFail bool
-	}{{"1", true}, {"", false}} {
+		child, require string
+		wantFail       bool
+	}{{"1", "1", true}, {"1", "", false}, {"unavailable", "1", true}, {"unavailable", "", false}} {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestRequireFailsWithoutStack$", "-test.v")
-		cmd.Env = []string{"STACKTEST_CHILD=1", RequireEnv + "=" + tt.require, "PATH=" + os.Getenv("PATH")}
+		cmd.Env = []string{"STACKTEST_CHILD=" + tt.child, RequireEnv + "=" + tt.require, "PATH=" + os.Getenv("PATH")}
 		out, err := cmd.CombinedOutput()
 		failed := err != nil
 		if failed != tt.wantFail {
-			t.Errorf("%s=%q: child failed = %v; want %v\n%s", RequireEnv, tt.require, failed, tt.wantFail, out)
+			t.Errorf("child %s, %s=%q: failed = %v; want %v\n%s", tt.child, RequireEnv, tt.require, failed, tt.wantFail, out)
 		}
 		if !tt.wantFail && !strings.Contains(string(out), "SKIP") {
-			t.Errorf("%s unset: child did not skip\n%s", RequireEnv, out)
+			t.Errorf("child %s, %s unset: did not skip\n%s", tt.child, RequireEnv, out)
 		}
 	}
 }

@@ -91,6 +91,17 @@ func Require(t testing.TB) *Stack {
 	return s
 }
 
+// Unavailable ends a test that lacks something outside the stack it needs
+// (a second file system, a system tool): a skip, or a failure when
+// OFFLOAD_REQUIRE_STACK=1, so a complete run cannot pass without it.
+func Unavailable(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if os.Getenv(RequireEnv) == "1" {
+		t.Fatalf("required (%s=1) but unavailable: "+format, append([]any{RequireEnv}, args...)...)
+	}
+	t.Skipf("unavailable: "+format, args...)
+}
+
 // answers checks that something accepts connections at the endpoint, which
 // must be on loopback: the tests never send traffic anywhere else.
 func answers(endpoint string) error {

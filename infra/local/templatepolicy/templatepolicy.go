@@ -1,6 +1,7 @@
 // Package templatepolicy reads what template.yaml grants each component (the
-// agent, the resolver, the audit) and turns the S3 part of it into an IAM
-// policy document for the local stack's bucket. The stack gives each
+// agent, the resolver, the audit) as an IAM policy document with the
+// template's references resolved for a target, and turns the S3 part of it
+// into the policy the local stack's bucket enforces. The stack gives each
 // component credentials restricted to exactly that document, so a test
 // that passes locally has passed under the template's own least privilege:
 // removing an action the code needs from the template fails a test.
@@ -114,10 +115,14 @@ func (d Document) Actions() []string {
 type Target struct {
 	Bucket    string // the bucket that stands in for OriginalsBucket
 	KeyPrefix string // the value of the KeyPrefix parameter
+	Table     string // the table that stands in for LedgerTable (S3Policy needs none)
 }
 
 // BucketARN is the ARN of the target's bucket.
 func (t Target) BucketARN() string { return "arn:aws:s3:::" + t.Bucket }
+
+// TableARN is the ARN of the target's table.
+func (t Target) TableARN() string { return "arn:aws:dynamodb:local:000000000000:table/" + t.Table }
 
 // S3Policy returns the S3 statements the template grants component, with
 // the template's references to the bucket and the key prefix resolved for
@@ -126,6 +131,37 @@ func (t Target) BucketARN() string { return "arn:aws:s3:::" + t.Bucket }
 // reference this package does not know: a template change that the stack
 // cannot follow must not pass silently.
 func S3Policy(template []byte, component string, target Target) (Document, error) {
+	all, err := Policy(template, component, target)
+	if err != nil {
+		return Document{}, err
+	}
+	doc := Document{Version: all.Version}
+	for i, s := range all.Statement {
+		var s3Actions int
+		for _, a := range s.Action {
+			if strings.HasPrefix(a, "s3:") {
+				s3Actions++
+			}
+		}
+		switch {
+		case s3Actions == 0:
+			continue // the ledger's part: dynalite enforces no policy
+		case s3Actions != len(s.Action):
+			return Document{}, fmt.Errorf("%s policy, statement %d mixes S3 and other actions: %v", component, i+1, s.Action)
+		}
+		doc.Statement = append(doc.Statement, s)
+	}
+	if len(doc.Statement) == 0 {
+		return Document{}, fmt.Errorf("template grants %s no S3 action", component)
+	}
+	return doc, nil
+}
+
+// Policy returns every statement the template grants component, S3 and
+// DynamoDB alike, with the references to the bucket, the key prefix and
+// the table resolved for target. A reference or a field this package does
+// not know is an error.
+func Policy(template []byte, component string, target Target) (Document, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(template, &root); err != nil {
 		return Document{}, fmt.Errorf("template: %w", err)
@@ -167,22 +203,7 @@ func S3Policy(template []byte, component string, target Target) (Document, error
 		if err != nil {
 			return Document{}, fmt.Errorf("%s policy, statement at line %d: %w", component, n.Line, err)
 		}
-		var s3Actions int
-		for _, a := range s.Action {
-			if strings.HasPrefix(a, "s3:") {
-				s3Actions++
-			}
-		}
-		switch {
-		case s3Actions == 0:
-			continue // the ledger's part: dynalite enforces no policy
-		case s3Actions != len(s.Action):
-			return Document{}, fmt.Errorf("%s policy, statement at line %d mixes S3 and other actions: %v", component, n.Line, s.Action)
-		}
 		doc.Statement = append(doc.Statement, s)
-	}
-	if len(doc.Statement) == 0 {
-		return Document{}, fmt.Errorf("template grants %s no S3 action", component)
 	}
 	return doc, nil
 }
@@ -278,8 +299,7 @@ func value(n *yaml.Node, t Target) (string, error) {
 	refs := map[string]string{
 		"OriginalsBucket.Arn": t.BucketARN(),
 		"KeyPrefix":           t.KeyPrefix,
-		// The ledger's statements are dropped; any value keeps them parseable.
-		"LedgerTable.Arn": "arn:aws:dynamodb:local:000000000000:table/ledger",
+		"LedgerTable.Arn":     t.TableARN(),
 	}
 	switch n.Tag {
 	case "!!str", "":

@@ -48,6 +48,34 @@ func TestTemplatePolicies(t *testing.T) {
 	}
 }
 
+// TestPolicyKeepsTheLedger: Policy returns the DynamoDB statements S3Policy
+// drops, on the target's table.
+func TestPolicyKeepsTheLedger(t *testing.T) {
+	target := Target{Bucket: "b", KeyPrefix: "p/", Table: "t"}
+	for _, c := range Components {
+		all, err := Policy(readTemplate(t), c, target)
+		if err != nil {
+			t.Fatalf("%s: %v", c, err)
+		}
+		s3, err := S3Policy(readTemplate(t), c, target)
+		if err != nil {
+			t.Fatalf("%s: %v", c, err)
+		}
+		var ledger int
+		for _, s := range all.Statement {
+			if strings.HasPrefix(s.Action[0], "dynamodb:") {
+				ledger++
+				if !slices.Equal(s.Resource, []string{target.TableARN()}) {
+					t.Errorf("%s: ledger statement on %v; want %s", c, s.Resource, target.TableARN())
+				}
+			}
+		}
+		if ledger == 0 || len(all.Statement) != len(s3.Statement)+ledger {
+			t.Errorf("%s: %d statements, %d of them S3 and %d DynamoDB; want every statement one or the other, and some DynamoDB", c, len(all.Statement), len(s3.Statement), ledger)
+		}
+	}
+}
+
 func TestS3PolicyRefusesWhatItCannotFollow(t *testing.T) {
 	for name, tmpl := range map[string]string{
 		"unknown reference": `Resources:
