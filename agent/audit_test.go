@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -122,7 +123,10 @@ func TestAuditFindsEveryKind(t *testing.T) {
 
 // TestAuditCommand: the real command says "no discrepancies" and exits 0 on
 // a clean offload; with one planted it names it and exits 1; --json gives
-// one object per line and a summary.
+// one object per line and a summary. Bad usage exits 2 with one line and
+// no audit; an audit that could not look at everything (here the agent's
+// credentials, which lack s3:ListBucket, so the bucket listing is refused)
+// exits 3, says why, and still prints what it looked at.
 func TestAuditCommand(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
@@ -131,21 +135,25 @@ func TestAuditCommand(t *testing.T) {
 	if err := h.once(); err != nil {
 		t.Fatalf("Once: %v", err)
 	}
-	audit := func(args ...string) (string, int) {
+	auditAs := func(component string, args ...string) (stdout, stderr string, code int) {
 		t.Helper()
 		cmd := exec.Command(bin, append([]string{"audit", "--watch", h.cfg.Watch, "--archive", h.cfg.Archive,
 			"--key-prefix", h.cfg.Mapping.KeyPrefix, "--grace", "0s"}, args...)...)
-		cmd.Env = h.commandEnv(stacktest.Audit)
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, testWriter{t}
+		cmd.Env = h.commandEnv(component)
+		var out, errOut bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, io.MultiWriter(&errOut, testWriter{t})
 		err := cmd.Run()
-		code := 0
 		if ee, ok := err.(*exec.ExitError); ok {
 			code = ee.ExitCode()
 		} else if err != nil {
 			t.Fatal(err)
 		}
-		return out.String(), code
+		return out.String(), errOut.String(), code
+	}
+	audit := func(args ...string) (string, int) {
+		t.Helper()
+		out, _, code := auditAs(stacktest.Audit, args...)
+		return out, code
 	}
 	if out, code := audit(); code != 0 || !strings.Contains(out, "no discrepancies") {
 		t.Errorf("clean audit: exit %d, output:\n%s", code, out)
@@ -159,10 +167,41 @@ func TestAuditCommand(t *testing.T) {
 	out, code = audit("--json")
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	var d agent.Discrepancy
-	var final struct{ Summary agent.AuditSummary }
+	var final struct {
+		Summary agent.AuditSummary
+		Error   string
+	}
 	if code != 1 || len(lines) != 2 || json.Unmarshal([]byte(lines[0]), &d) != nil || json.Unmarshal([]byte(lines[1]), &final) != nil ||
-		d.Kind != agent.ArchivedNotInS3 || d.Path != "smuggled.jpg" || final.Summary.Discrepancies[agent.ArchivedNotInS3] != 1 {
+		d.Kind != agent.ArchivedNotInS3 || d.Path != "smuggled.jpg" || final.Summary.Discrepancies[agent.ArchivedNotInS3] != 1 || final.Error != "" {
 		t.Errorf("audit --json: exit %d, output:\n%s", code, out)
+	}
+
+	// Status 2: refused before anything is read, in one line.
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--grace", "soon"}, "--grace"},
+		{[]string{"--part-size", "1MiB"}, "part size"},
+		{[]string{"--json=maybe"}, "--json"},
+	} {
+		out, errOut, code := auditAs(stacktest.Audit, tt.args...)
+		if code != 2 || out != "" || !strings.Contains(errOut, tt.want) || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
+			t.Errorf("audit %q: exit %d, stdout %q, stderr %q; want 2, nothing on stdout, one line naming %q", tt.args, code, out, errOut, tt.want)
+		}
+	}
+
+	// Status 3: the listing is refused. The ledger pass ran, so the
+	// summary counts its item; the exit status says the rest is unknown,
+	// even though nothing wrong was found before it stopped.
+	out, errOut, code := auditAs(stacktest.Agent)
+	if code != 3 || !strings.Contains(errOut, "incomplete:") || !strings.Contains(errOut, "AccessDenied") || !strings.Contains(out, "looked at 1 ledger items") {
+		t.Errorf("audit without s3:ListBucket: exit %d, stdout:\n%s\nstderr:\n%s\nwant 3, the summary so far, and \"incomplete:\" naming AccessDenied", code, out, errOut)
+	}
+	out, _, code = auditAs(stacktest.Agent, "--json")
+	final.Error = ""
+	if code != 3 || json.Unmarshal([]byte(strings.TrimSpace(out)), &final) != nil || !strings.Contains(final.Error, "AccessDenied") || final.Summary.LedgerItems != 1 {
+		t.Errorf("audit --json without s3:ListBucket: exit %d, output:\n%s\nwant 3 and a summary with the error", code, out)
 	}
 }
 

@@ -59,7 +59,8 @@ func SimulateWatchFailure(t *testing.T) {
 // claims for writing at the worst moment, just before the claim (after the
 // last check), and appends data: at once if the open is refused because the
 // agent holds a lease (the open broke it; the writer then waits for it, as
-// a blocking open does), else 300 ms later, after the agent's local step.
+// a blocking open does), else once the agent's local step is over: when it
+// has unlinked the file (the test runs with --after delete), or after 30 s.
 // The writer holds the file by inode from before the claim, as a process
 // whose open had begun would. Its error, nil once data is written, arrives
 // on the channel. Not for parallel tests.
@@ -98,7 +99,15 @@ func SimulateWriterAtClaim(t *testing.T, data []byte) <-chan error {
 			case err != nil:
 				done <- err
 			default:
-				go func() { time.Sleep(300 * time.Millisecond); write(f) }()
+				go func() {
+					var st unix.Stat_t
+					for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+						if unix.Fstat(pfd, &st) != nil || st.Nlink == 0 {
+							break
+						}
+					}
+					write(f)
+				}()
 			}
 		})
 	}

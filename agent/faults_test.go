@@ -52,6 +52,7 @@ func TestOutageKeepsFilesLocal(t *testing.T) {
 			data := randomBytes(7<<20, 4)
 			h.write("outage.jpg", data)
 			h.waitFor("a failed attempt", 30*time.Second, func() bool { return a.Stats().Failures.Load() > 0 })
+			checkFailureCauses(t, a, service)
 			if h.archived("outage.jpg") {
 				t.Fatalf("archived while %s was down", service)
 			}
@@ -71,22 +72,108 @@ func TestOutageKeepsFilesLocal(t *testing.T) {
 	}
 }
 
+// TestOutageEndRetriesFailedFilesSoon: the end of an outage, end to end.
+// S3 is cut off (Toxiproxy off) while a few files fail on it (fewer than
+// the 5 that open the breaker, so the breaker plays no part), until one of
+// them waits out a backoff that ends well after S3 will be back. Then S3
+// returns and a new file is published: the first file offloaded after at
+// least 10 s without one. Every file that failed on S3 is then retried at
+// once instead of at the end of its backoff, so each is archived before its
+// own retry was due. The test waits for the archive, bounded by that due
+// time, not for a guessed number of seconds.
+func TestOutageEndRetriesFailedFilesSoon(t *testing.T) {
+	t.Parallel()
+	const (
+		failing = 3 // different files failing in a row: the breaker needs 5
+		// quietGap is the README's "at least 10 s without one".
+		quietGap = 10 * time.Second
+		// ahead: a file's own retry must be due this long after S3 is back
+		// for the test to tell it from the brought-forward one (within 2 s).
+		ahead = 15 * time.Second
+	)
+	h := newHarness(t)
+	proxy := h.st.Proxy(t, h.st.S3Endpoint)
+	h.agentS3 = h.agentS3At(proxy.Endpoint)
+	proxy.SetEnabled(false)
+	data := map[string][]byte{}
+	for i := range failing {
+		rel := fmt.Sprintf("failed-%d.jpg", i)
+		data[rel] = randomBytes(2000+i, byte(i))
+		h.write(rel, data[rel])
+	}
+	started := time.Now()
+	a, stop := h.runDaemon(h.cfg)
+
+	// Each failure doubles a file's backoff (with jitter), so the wait
+	// ends once one retry is due far enough ahead, with every file waiting
+	// out a backoff (none in the middle of an attempt).
+	var far map[string]time.Time // file -> when its own retry is due
+	h.waitFor(fmt.Sprintf("a retry due %s ahead, after %s without a success", ahead, quietGap), 3*time.Minute, func() bool {
+		st, now := a.Status(), time.Now()
+		far = map[string]time.Time{}
+		failed := 0
+		for _, w := range st.Waiting {
+			if w.Attempts > 0 {
+				failed++
+			}
+			if w.RetryAt.Sub(now) >= ahead {
+				far[w.Path] = w.RetryAt
+			}
+		}
+		return len(far) > 0 && failed == failing && now.Sub(started) > quietGap
+	})
+	if st := a.Status(); st.Breaker.Trips != 0 || st.Offloaded != 0 {
+		t.Fatalf("before S3 is back: breaker %+v, %d offloaded; want a breaker that never opened, none offloaded", st.Breaker, st.Offloaded)
+	}
+	for rel, due := range far {
+		t.Logf("%s: its own retry is due in %s", rel, time.Until(due).Round(time.Millisecond))
+	}
+
+	proxy.SetEnabled(true)
+	back := time.Now()
+	trigger := randomBytes(3000, 9)
+	h.write("trigger.jpg", trigger)
+	for rel, due := range far {
+		for !h.archived(rel) {
+			if time.Now().After(due) {
+				t.Fatalf("%s not offloaded before its own retry was due (%s after S3 came back): the end of the outage did not bring it forward", rel, due.Sub(back).Round(time.Millisecond))
+			}
+			time.Sleep(50 * time.Millisecond) // the pace of the polling only
+		}
+		t.Logf("%s: archived %s after S3 came back, %s before its own retry was due", rel, time.Since(back).Round(time.Millisecond), time.Until(due).Round(time.Millisecond))
+	}
+	h.waitFor("every file archived", 2*time.Minute, func() bool { return a.Stats().Uploaded.Load() == failing+1 })
+	if st := a.Status(); st.Breaker.Trips != 0 {
+		t.Errorf("breaker %+v; want it never opened (this is the recovery without it)", st.Breaker)
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	h.assertOffloaded("trigger.jpg", trigger)
+	for rel, b := range data {
+		h.assertOffloaded(rel, b)
+	}
+}
+
 // TestOutageBreakerBoundsRequests: with many files waiting and S3 cut off
 // (Toxiproxy turned off behind a relay that counts the PUTs reaching it),
 // the breaker opens and the upload attempts over a measured window are
 // bounded by the probe schedule, not by the number of files; once S3 is
 // back every file is offloaded and the breaker closes.
 //
-// The bound is an upper one on a window measured on the wall clock, so a
-// starved CPU only loosens it. Without the breaker (threshold raised out of
-// reach) every worker keeps retrying its own file and the PUTs in the
-// window are several times the bound.
+// The window ends with the breaker's third failed probe after it began,
+// and the bounds (on the PUTs, and on the probes themselves) are upper ones
+// worked out from its length on the wall clock, so a starved CPU only
+// loosens them. Without the breaker (threshold raised out of reach) no
+// probe ever fails and every worker keeps retrying its own file; with
+// probes that come too fast the window is short and holds more probes than
+// the schedule allows.
 func TestOutageBreakerBoundsRequests(t *testing.T) {
 	t.Parallel()
 	const (
-		files   = 200
-		workers = 16
-		window  = 15 * time.Second
+		files        = 200
+		workers      = 16
+		windowProbes = 3
 		// sdkAttempts: the test's clients use the SDK's standard retryer.
 		sdkAttempts = retry.DefaultMaxAttempts
 	)
@@ -115,9 +202,15 @@ func TestOutageBreakerBoundsRequests(t *testing.T) {
 	// breaker has opened, and what was in flight when it did has finished
 	// or is on its last attempt.
 	h.waitFor("a failure per worker", 60*time.Second, func() bool { return a.Stats().Failures.Load() >= workers })
-	start, before := time.Now(), puts.Load()
-	time.Sleep(window)
+	start, before, probesBefore := time.Now(), puts.Load(), a.Status().Breaker.FailedProbes
+	// The window ends with the third probe that fails after it began (7 to
+	// 14 s on the probe schedule), an event of the breaker's own, and the
+	// bound is worked out from the time it actually took.
+	h.waitFor(fmt.Sprintf("%d more failed probes", windowProbes), time.Minute, func() bool {
+		return a.Status().Breaker.FailedProbes >= probesBefore+windowProbes
+	})
 	took, sent := time.Since(start), puts.Load()-before
+	st := a.Status()
 
 	// Probes in the window: the interval after each failed probe is at
 	// least 1 s, and at least half of 1 s doubled per failed probe up to
@@ -128,8 +221,11 @@ func TestOutageBreakerBoundsRequests(t *testing.T) {
 		interval = min(2*interval, 30*time.Second)
 		at += max(time.Second, interval/2)
 	}
+	// One probe that failed in the window may have begun before it.
+	if failed := st.Breaker.FailedProbes - probesBefore; failed > probes+1 {
+		t.Errorf("%d probes failed in %s; want at most %d (the probe schedule, and one begun before)", failed, took.Round(time.Millisecond), probes+1)
+	}
 	bound := int64((workers + probes) * sdkAttempts)
-	st := a.Status()
 	t.Logf("%d PUTs reached the relay in %s (bound %d: %d in flight at the trip and %d probes, %d attempts each); breaker %+v",
 		sent, took.Round(time.Millisecond), bound, workers, probes, sdkAttempts, st.Breaker)
 	if sent > bound {
@@ -269,8 +365,9 @@ func TestKill9MidUploadThenRestart(t *testing.T) {
 		return cmd
 	}
 	first := start()
-	h.waitFor("the multipart upload to start", 30*time.Second, func() bool { return len(h.multipartUploads()) > 0 })
-	time.Sleep(500 * time.Millisecond)
+	// Killed once S3 holds a part of big.jpg and the rest are still being
+	// sent (about 4 s more through the 3 MB/s toxic).
+	h.waitFor("a part of big.jpg stored", 30*time.Second, func() bool { return h.partsStored("big.jpg") > 0 })
 	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -300,7 +397,9 @@ func TestKill9MidUploadThenRestart(t *testing.T) {
 }
 
 // TestCommandRefusesBadConfig: the command says what is wrong, in one line,
-// with exit status 2, before touching anything.
+// with exit status 2, before touching anything; so it does for a
+// concurrency or worker count beyond 1,024 and a memory budget (part size ×
+// concurrency) beyond the machine's memory.
 func TestCommandRefusesBadConfig(t *testing.T) {
 	t.Parallel()
 	bin := buildAgent(t)
@@ -319,6 +418,12 @@ func TestCommandRefusesBadConfig(t *testing.T) {
 		{[]string{"once", "--watch", watch, "--archive", archive, "--bucket", "b", "--table", "t", "--key-prefix", "../"}, "key prefix"},
 		{[]string{"once", "--quiet", "soon"}, "--quiet"},
 		{[]string{"sync"}, "unknown command"},
+		// The caps: what a typo (or the fuzzer's 99999999999) asks for is
+		// refused before any buffer or worker exists.
+		{[]string{"once", "--watch", watch, "--archive", archive, "--bucket", "b", "--table", "t", "--concurrency", "1025"}, "concurrency: 1025 is outside 1 to 1024"},
+		{[]string{"once", "--watch", watch, "--archive", archive, "--bucket", "b", "--table", "t", "--concurrency", "99999999999"}, "concurrency: 99999999999 is outside 1 to 1024"},
+		{[]string{"once", "--watch", watch, "--archive", archive, "--bucket", "b", "--table", "t", "--workers", "1025"}, "workers: 1025 is outside 1 to 1024"},
+		{[]string{"once", "--watch", watch, "--archive", archive, "--bucket", "b", "--table", "t", "--part-size", "5GiB", "--concurrency", "1024"}, "part size × concurrency: a memory budget of 5242880 MiB"},
 	} {
 		cmd := exec.Command(bin, tt.args...)
 		cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
@@ -334,6 +439,53 @@ func TestCommandRefusesBadConfig(t *testing.T) {
 	if out, err := exec.Command(bin, "help").CombinedOutput(); err != nil || !strings.Contains(string(out), "OFFLOAD_BUCKET") {
 		t.Errorf("offload-agent help: %v\n%s", err, out)
 	}
+}
+
+// checkFailureCauses: every failed attempt so far is counted under cause in
+// offload_failures_total, and none under another cause. Taken from one
+// scrape, and compared with the failures status lists from the same moment
+// on, so a retry in between only adds to the status side.
+func checkFailureCauses(t *testing.T, a *agent.Agent, cause string) {
+	t.Helper()
+	samples := metricSamples(t, scrape(t, a))
+	st := a.Status()
+	for _, c := range []string{"s3", "dynamodb", "local", "archive"} {
+		got := samples[`offload_failures_total{cause="`+c+`"}`]
+		if c == cause && (got < 1 || got > float64(st.FailedAttempts)) {
+			t.Errorf(`offload_failures_total{cause=%q} = %v; want from 1 to the %d failed attempts status counts`, c, got, st.FailedAttempts)
+		}
+		if c != cause && got != 0 {
+			t.Errorf(`offload_failures_total{cause=%q} = %v; want 0 (every failure was %s's)`, c, got, cause)
+		}
+	}
+	for _, f := range st.RecentFailures {
+		if f.Cause != cause {
+			t.Errorf("status lists a failure of cause %q (%s); want only %q", f.Cause, f.Error, cause)
+		}
+	}
+}
+
+// partsStored counts the parts S3 holds of the unfinished multipart
+// uploads of rel.
+func (h *harness) partsStored(rel string) int {
+	h.t.Helper()
+	ctx := context.Background()
+	ups, err := h.s3.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String(h.st.Bucket), Prefix: aws.String(h.key(rel))})
+	if err != nil {
+		h.t.Fatalf("ListMultipartUploads: %v", err)
+	}
+	n := 0
+	for _, u := range ups.Uploads {
+		if aws.ToString(u.Key) != h.key(rel) {
+			continue
+		}
+		parts, err := h.s3.ListParts(ctx, &s3.ListPartsInput{Bucket: aws.String(h.st.Bucket), Key: u.Key, UploadId: u.UploadId})
+		if err != nil {
+			h.t.Fatalf("ListParts: %v", err)
+		}
+		n += len(parts.Parts)
+	}
+	return n
 }
 
 // ledgerCount counts the ledger items under the test's key prefix.
@@ -489,6 +641,7 @@ func TestArchiveUnwritableAtStart(t *testing.T) {
 	h.write("waiting.jpg", data)
 	a, stop := h.runDaemon(h.cfg)
 	h.waitFor("a failed archive attempt", 30*time.Second, func() bool { return a.Stats().Failures.Load() > 0 })
+	checkFailureCauses(t, a, "archive")
 	if !strings.Contains(h.logs.String(), "archive folder is not writable") {
 		t.Errorf("no start-up error about the archive folder")
 	}

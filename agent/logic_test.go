@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -11,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"golang.org/x/sys/unix"
 
 	"github.com/photosleeve/offload/infra/local/stacktest"
@@ -151,6 +154,56 @@ func TestValidate(t *testing.T) {
 			t.Errorf("after %s without archive: %v", after, err)
 		}
 	}
+}
+
+// TestValidateCapsConcurrencyWorkersAndMemory: concurrency and workers are
+// refused past 1,024 and accepted at it, and the memory budget (part size ×
+// concurrency) is accepted up to the machine's memory and refused one part
+// beyond it; a configuration at every limit at once builds an agent
+// (nothing is allocated up front).
+func TestValidateCapsConcurrencyWorkersAndMemory(t *testing.T) {
+	ram := physicalMemory()
+	if ram == 0 {
+		t.Fatal("sysinfo reports no memory; the budget check cannot be tested here")
+	}
+	// The most parts of at least S3's minimum that fit in the memory, and
+	// the largest part size for that many.
+	parts := min(maxConcurrency, int(ram/minPartSize))
+	fits := int64(ram / uint64(parts))
+	good := Config{Watch: t.TempDir(), Archive: t.TempDir(), Bucket: "b", Table: "t"}.WithDefaults()
+	for _, tt := range []struct {
+		name   string
+		change func(*Config)
+		want   string // "" when accepted
+	}{
+		{"1,024 workers", func(c *Config) { c.Workers = 1024 }, ""},
+		{"1,025 workers", func(c *Config) { c.Workers = 1025 }, "workers: 1025 is outside 1 to 1024"},
+		{"1,024 parts of 5 MiB", func(c *Config) { c.Concurrency, c.PartSize = 1024, minPartSize }, ""},
+		{"1,025 parts", func(c *Config) { c.Concurrency, c.PartSize = 1025, minPartSize }, "concurrency: 1025 is outside 1 to 1024"},
+		{"no parts", func(c *Config) { c.Concurrency = 0 }, "concurrency: 0 is outside 1 to 1024"},
+		{"99999999999 parts", func(c *Config) { c.Concurrency = 99999999999 }, "concurrency: 99999999999 is outside 1 to 1024"},
+		{"a budget of the machine's memory", func(c *Config) { c.Concurrency, c.PartSize = parts, fits }, ""},
+		{"a budget one part beyond it", func(c *Config) { c.Concurrency, c.PartSize = parts, fits+1 },
+			fmt.Sprintf("part size × concurrency: a memory budget of %d MiB for upload buffers is more than this machine's %d MiB of memory", (fits+1)*int64(parts)>>20, ram>>20)},
+		{"5 GiB parts, 1,024 of them", func(c *Config) { c.Concurrency, c.PartSize = 1024, maxPartSize }, "part size × concurrency"},
+	} {
+		c := good
+		tt.change(&c)
+		err := c.Validate()
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("%s: Validate() = %v; want it accepted", tt.name, err)
+		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+			t.Errorf("%s: Validate() = %v; want an error containing %q", tt.name, err, tt.want)
+		}
+	}
+	c := good
+	c.Workers, c.Concurrency, c.PartSize = maxWorkers, parts, fits
+	a, err := New(c, s3.New(s3.Options{Region: "us-east-1"}), dynamodb.New(dynamodb.Options{Region: "us-east-1"}))
+	if err != nil {
+		t.Fatalf("every limit at once (%d workers, %d parts of %d MiB): New: %v", c.Workers, c.Concurrency, c.PartSize>>20, err)
+	}
+	a.Close()
 }
 
 func writeFile(t *testing.T, path, data string) {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"encoding/xml"
 	"fmt"
 	"io"
 	"log/slog"
@@ -250,21 +251,104 @@ func head(t *testing.T, loc string) int64 {
 	return resp.ContentLength
 }
 
-// TestPresignedURLExpires: once the URL's life is over, S3 itself refuses.
+// TestPresignedURLExpires: the URL the resolver signs works until the end
+// of the life it states (X-Amz-Date + X-Amz-Expires), and then S3 itself
+// refuses it as expired: AccessDenied, "Request has expired", as AWS and
+// MinIO answer. Any other refusal fails the test, a bad signature
+// (SignatureDoesNotMatch) above all; so does a URL that never worked or
+// that S3 refused before its stated end. The same URL is fetched until S3
+// refuses it, so the test waits for the refusal itself, not for a guess at
+// when it comes. A life of 10 s leaves the first fetch far more than a
+// loaded machine needs.
 func TestPresignedURLExpires(t *testing.T) {
 	t.Parallel()
+	const life = 10 * time.Second
 	w := newWorld(t)
-	h := w.handler(t, func(c *lambda.Config) { c.Expiry = time.Second })
+	h := w.handler(t, func(c *lambda.Config) { c.Expiry = life })
 	rec := httptest.NewRecorder()
 	req, _ := http.NewRequest(http.MethodGet, "/static/cat.jpg", nil)
 	h.ServeHTTP(rec, req)
 	if rec.Code != 302 {
 		t.Fatalf("status %d; want 302", rec.Code)
 	}
-	time.Sleep(2100 * time.Millisecond)
-	if got := stacktest.StatusOf(t, http.MethodGet, rec.Header().Get("Location")); got != http.StatusForbidden {
-		t.Errorf("expired presigned URL: %d; want 403", got)
+	loc := rec.Header().Get("Location")
+	ends := statedEnd(t, loc)
+	if got := ends.Sub(time.Now()); got > life {
+		t.Fatalf("the URL ends in %s; want at most the configured %s", got, life)
 	}
+	worked := 0
+	for deadline := ends.Add(30 * time.Second); ; {
+		status, body := getBody(t, loc)
+		if status == http.StatusOK {
+			if !bytes.Equal(body, w.files["cat.jpg"]) {
+				t.Fatalf("the presigned URL returned %q; want %q", body, w.files["cat.jpg"])
+			}
+			if worked++; time.Now().After(deadline) {
+				t.Fatalf("S3 still serves the URL %s after its stated end %s", time.Since(ends).Round(time.Millisecond), ends.Format(time.RFC3339))
+			}
+			time.Sleep(100 * time.Millisecond) // the pace of the polling only
+			continue
+		}
+		refusedAt := time.Now()
+		code, message := s3Error(body)
+		if status != http.StatusForbidden || code != "AccessDenied" || message != "Request has expired" {
+			t.Fatalf("S3 refused the URL with %d %s %q after %d good fetches; want 403 AccessDenied \"Request has expired\"\n%s", status, code, message, worked, body)
+		}
+		if worked == 0 {
+			t.Fatalf("S3 refused the URL as expired at the first fetch; want it served until %s", ends.Format(time.RFC3339))
+		}
+		// S3 decides before it answers, so by our clock (the same as
+		// MinIO's) the refusal came after the URL's stated end.
+		if refusedAt.Before(ends) {
+			t.Fatalf("S3 refused the URL as expired at %s, before its stated end %s", refusedAt.Format(time.RFC3339Nano), ends.Format(time.RFC3339))
+		}
+		t.Logf("served %d times, then refused %s after its stated end: %s", worked, refusedAt.Sub(ends).Round(time.Millisecond), body)
+		return
+	}
+}
+
+// statedEnd is when a SigV4 presigned URL says it ends: X-Amz-Date plus
+// X-Amz-Expires seconds.
+func statedEnd(t *testing.T, loc string) time.Time {
+	t.Helper()
+	u, err := url.Parse(loc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	signed, err := time.Parse("20060102T150405Z", q.Get("X-Amz-Date"))
+	if err != nil {
+		t.Fatalf("X-Amz-Date of %s: %v", loc, err)
+	}
+	secs, err := strconv.Atoi(q.Get("X-Amz-Expires"))
+	if err != nil {
+		t.Fatalf("X-Amz-Expires of %s: %v", loc, err)
+	}
+	return signed.Add(time.Duration(secs) * time.Second)
+}
+
+// getBody sends a GET to a presigned URL and returns S3's status and body.
+func getBody(t *testing.T, loc string) (int, []byte) {
+	t.Helper()
+	resp, err := http.Get(loc)
+	if err != nil {
+		t.Fatalf("GET %s: %v", loc, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: body: %v", loc, err)
+	}
+	return resp.StatusCode, b
+}
+
+// s3Error reads the code and message of an S3 error document.
+func s3Error(body []byte) (code, message string) {
+	var e struct{ Code, Message string }
+	if xml.Unmarshal(body, &e) != nil {
+		return "", ""
+	}
+	return e.Code, e.Message
 }
 
 // TestVerifyNone presigns without a ledger look-up, so without a version:
