@@ -249,9 +249,12 @@ func TestSlowWriterIsUploadedWholeOnce(t *testing.T) {
 	if h.objectExists("slow.jpg") || h.archived("slow.jpg") {
 		t.Fatalf("uploaded while the writer still had the file open, after the quiet period")
 	}
-	if st := a.Status(); st.Oldest == nil || st.Oldest.Path != "slow.jpg" || st.Oldest.State != "open for writing" {
-		t.Errorf("status while the writer holds it: %+v; want slow.jpg pending, open for writing", st.Oldest)
+	// Status is published every 500 ms: it may lag the look just logged.
+	openForWriting := func() bool {
+		st := a.Status()
+		return st.Oldest != nil && st.Oldest.Path == "slow.jpg" && st.Oldest.State == "open for writing"
 	}
+	h.waitFor("status to show slow.jpg open for writing", 10*time.Second, openForWriting)
 	f.Close()
 	h.waitFor("slow.jpg archived", 30*time.Second, func() bool { return h.archived("slow.jpg") })
 	if err := stop(); err != nil {

@@ -145,6 +145,7 @@ func TestOperationsEndpoints(t *testing.T) {
 		"offload_watch_failed":                     {"0", exactly(0)},
 		"offload_breaker_open":                     {"0", exactly(0)},
 		"offload_breaker_trips_total":              {"0", exactly(0)},
+		"offload_resumed_bytes_total":              {"0 (no upload was interrupted)", exactly(0)},
 		// One sweep at start, then at most one per rescan period; none
 		// found anything to abort.
 		"offload_orphan_sweeps_total": {fmt.Sprintf("in [1, %d]", 1+int(running/h.cfg.Rescan.Seconds())), func(v float64) bool {
