@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -24,7 +25,24 @@ type counter struct {
 	mu       sync.Mutex
 	ops      map[string]int
 	started  map[string]time.Time // first upload request per object path
-	srv      *http.Server
+	// partBytes sums the declared body sizes of the UploadPart requests,
+	// partAccepted those S3 answered 200 (the resume scenario).
+	partBytes    atomic.Int64
+	partAccepted atomic.Int64
+	srv          *http.Server
+}
+
+// statusWriter keeps the status a handler wrote.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 || w.status < 200 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
 }
 
 // newCounter proxies to upstream. For an https upstream it serves TLS with
@@ -69,7 +87,16 @@ func newCounter(upstream, caFile string) (*counter, error) {
 			c.started[r.URL.Path] = time.Now()
 		}
 		c.mu.Unlock()
-		proxy.ServeHTTP(w, r)
+		if op != "UploadPart" {
+			proxy.ServeHTTP(w, r)
+			return
+		}
+		c.partBytes.Add(r.ContentLength)
+		sw := &statusWriter{ResponseWriter: w}
+		proxy.ServeHTTP(sw, r)
+		if sw.status == http.StatusOK {
+			c.partAccepted.Add(r.ContentLength)
+		}
 	})}
 	go c.srv.Serve(ln)
 	c.Endpoint = scheme + "://" + ln.Addr().String()

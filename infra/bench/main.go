@@ -78,7 +78,7 @@ func main() {
 		conns    = flag.Int("conns", 32, "connections of the resolver load")
 		loadFor  = flag.Duration("load-for", 5*time.Second, "how long each resolver load runs")
 		reps     = flag.Int("reps", 3, "repetitions of each tool per scenario (the median is printed)")
-		only     = flag.String("scenarios", "", "comma-separated scenarios to run: 1, 2, 3 (uploads), wan (3 and 2 with --latency each way), daemon (close to start), backfill (once over --backfill-files against 2,000; only when named), outage (CPU and memory with S3 down; only when named); default all but backfill and outage")
+		only     = flag.String("scenarios", "", "comma-separated scenarios to run: 1, 2, 3 (uploads), wan (3 and 2 with --latency each way), daemon (close to start), backfill (once over --backfill-files against 2,000; only when named), resume (a 1 GiB upload under --bwlimit 32M killed half way; only when named), outage (CPU and memory with S3 down; only when named); default all but backfill and outage")
 		bfFiles  = flag.Int("backfill-files", 100_000, "files of the large backfill run")
 		bfSize   = flag.Int64("backfill-size", 32<<10, "bytes of each backfill file")
 		outFiles = flag.Int("outage-files", outageFiles, "tiny files waiting in the outage scenario")
@@ -137,8 +137,13 @@ func loadEnv(peers bool) (env, error) {
 }
 
 func run(agentBin, baselineBin, resolverBin string, reps, conns int, loadFor, latency time.Duration, only, work string) error {
+	// outage and resume compare agent binaries and need no peers.
 	outageOnly := only == "outage"
-	e, err := loadEnv(!outageOnly)
+	peers := false
+	for _, sc := range strings.Split(only, ",") {
+		peers = peers || (sc != "outage" && sc != "resume")
+	}
+	e, err := loadEnv(peers)
 	if err != nil {
 		return err
 	}
@@ -177,6 +182,9 @@ func run(agentBin, baselineBin, resolverBin string, reps, conns int, loadFor, la
 	if outageOnly {
 		return b.outage(ctx, bins)
 	}
+	if only == "resume" {
+		return b.resume(ctx, bins)
+	}
 	fmt.Printf("offload bench: MinIO over TLS at %s, %d repetitions, tools take turns\n", e.endpoint, reps)
 	for _, sc := range scenarios {
 		if only != "" && !slices.Contains(strings.Split(only, ","), sc.id) {
@@ -194,6 +202,11 @@ func run(agentBin, baselineBin, resolverBin string, reps, conns int, loadFor, la
 	if slices.Contains(strings.Split(only, ","), "backfill") {
 		if err := b.backfill(ctx, backfillFiles, backfillSize, reps); err != nil {
 			return fmt.Errorf("backfill: %w", err)
+		}
+	}
+	if slices.Contains(strings.Split(only, ","), "resume") {
+		if err := b.resume(ctx, bins); err != nil {
+			return fmt.Errorf("resume: %w", err)
 		}
 	}
 	if slices.Contains(strings.Split(only, ","), "outage") {
