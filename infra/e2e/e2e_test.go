@@ -63,9 +63,17 @@ func endToEnd(t *testing.T, server string) {
 		"with space/ünïcödé 写真.jpg": randomBytes(50<<10, 3),
 	}
 
-	p := stacktest.NewPoller(0)
+	p := stacktest.NewPoller(t, 0)
 	defer p.Stop()
-	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	// A browser that trusts the stack's CA (S3 is https with --tls).
+	noFollow := stacktest.HTTPClient(t)
+	noFollow.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	var hops []string
+	follow := stacktest.HTTPClient(t)
+	follow.CheckRedirect = func(r *http.Request, via []*http.Request) error {
+		hops = append(hops, r.URL.Host)
+		return nil
+	}
 
 	for rel, data := range files {
 		key, _ := m.KeyForFile(rel)
@@ -101,11 +109,7 @@ func endToEnd(t *testing.T, server string) {
 		if loc := resp.Header.Get("Location"); resp.StatusCode != 302 || loc != "http://"+resolverAddr+u {
 			t.Errorf("%s after archiving: the web server answered %s, Location %q; want 302 to the resolver", rel, resp.Status, loc)
 		}
-		var hops []string
-		follow := &http.Client{CheckRedirect: func(r *http.Request, via []*http.Request) error {
-			hops = append(hops, r.URL.Host)
-			return nil
-		}}
+		hops = nil
 		resp, body = get(t, follow, url)
 		if resp.StatusCode != 200 || sha256.Sum256(body) != sha256.Sum256(data) {
 			t.Errorf("%s through the redirects: %s, %d bytes; want 200 and the original bytes", rel, resp.Status, len(body))
@@ -129,7 +133,7 @@ func endToEnd(t *testing.T, server string) {
 	}
 
 	// 3. A file that never existed ends in 404, not a broken redirect.
-	resp, _ := get(t, http.DefaultClient, web+"/static/never-uploaded.jpg")
+	resp, _ := get(t, follow, web+"/static/never-uploaded.jpg")
 	if resp.StatusCode != 404 {
 		t.Errorf("never-uploaded file: %s; want 404", resp.Status)
 	}
