@@ -7,7 +7,7 @@ FUZZTIME ?= 30s
 # Flags for the stack "make test" brings up, e.g. STACK_FLAGS="--tls" or "--s3 versitygw".
 STACK_FLAGS ?=
 
-.PHONY: help build build-ResolverFunction sam-build bench demo test test-in-stack soak check-grants unit vet fuzz stack-up stack-down clean
+.PHONY: help build build-ResolverFunction sam-build bench demo test test-tls test-in-stack soak check-grants unit vet fuzz stack-up stack-down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -29,6 +29,9 @@ demo: build ## the whole system on loopback for a person (stack, lighttpd, resol
 
 test: ## the full suite (vet, race detector, integration tests) on a private local stack
 	$(STACK) run $(STACK_FLAGS) -- $(MAKE) --no-print-directory test-in-stack
+
+test-tls: ## the full suite again with S3 (MinIO and the AWS shim) over HTTPS, as in production
+	$(MAKE) --no-print-directory test STACK_FLAGS=--tls
 
 # test-in-stack runs inside "stack run", which has set the stack's environment.
 test-in-stack:

@@ -2,8 +2,6 @@ package agent_test
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -671,17 +669,7 @@ func faultyS3(t *testing.T, upstream string, fault func(w http.ResponseWriter, r
 		t.Fatal(err)
 	}
 	proxy := httputil.NewSingleHostReverseProxy(target)
-	transport := http.DefaultTransport.(*http.Transport).Clone()
-	if ca := os.Getenv("AWS_CA_BUNDLE"); ca != "" {
-		pem, err := os.ReadFile(ca)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pool := x509.NewCertPool()
-		pool.AppendCertsFromPEM(pem)
-		transport.TLSClientConfig = &tls.Config{RootCAs: pool}
-	}
-	proxy.Transport = transport
+	proxy.Transport = stacktest.HTTPClient(t).Transport
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !fault(w, r, proxy) {
 			proxy.ServeHTTP(w, r)

@@ -224,7 +224,7 @@ func (w *world) checkLocation(t *testing.T, name, loc string) {
 
 func fetch(t *testing.T, loc string) []byte {
 	t.Helper()
-	resp, err := http.Get(loc)
+	resp, err := stacktest.HTTPClient(t).Get(loc)
 	if err != nil {
 		t.Fatalf("GET %s: %v", loc, err)
 	}
@@ -240,7 +240,7 @@ func fetch(t *testing.T, loc string) []byte {
 // resolver's 302 for a HEAD does, and returns the Content-Length S3 gives.
 func head(t *testing.T, loc string) int64 {
 	t.Helper()
-	resp, err := http.Head(loc)
+	resp, err := stacktest.HTTPClient(t).Head(loc)
 	if err != nil {
 		t.Fatalf("HEAD %s: %v", loc, err)
 	}
@@ -400,7 +400,7 @@ func TestLocalHTTPFace(t *testing.T) {
 		"/static/..%2f..%2fetc%2fpasswd":             400,
 		"/static/cat.jpg?download=1&x=https://evil/": 302,
 	} {
-		conn, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
+		conn, err := net.Dial("tcp", srv.Listener.Addr().String())
 		if err != nil {
 			t.Fatal(err)
 		}

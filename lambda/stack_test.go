@@ -32,7 +32,7 @@ func TestHeadFollowedToS3(t *testing.T) {
 	srv := httptest.NewServer(w.handler(t, nil))
 	defer srv.Close()
 
-	resp, err := http.Head(srv.URL + "/static/cat.jpg") // follows the 302, still with HEAD
+	resp, err := stacktest.HTTPClient(t).Head(srv.URL + "/static/cat.jpg") // follows the 302, still with HEAD
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,6 +125,7 @@ func TestUnsafeTypesDownloadFromS3(t *testing.T) {
 	}
 	srv := httptest.NewServer(w.handler(t, nil))
 	defer srv.Close()
+	browser := stacktest.HTTPClient(t)
 	for _, tt := range []struct {
 		rel, contentType, disposition string
 	}{
@@ -132,7 +133,7 @@ func TestUnsafeTypesDownloadFromS3(t *testing.T) {
 		{"page.html", "application/octet-stream", `attachment; filename=page.html`},
 		{"cat.jpg", "image/jpeg", ""},
 	} {
-		resp, err := http.Get(srv.URL + "/static/" + tt.rel) // followed to S3
+		resp, err := browser.Get(srv.URL + "/static/" + tt.rel) // followed to S3
 		if err != nil {
 			t.Fatal(err)
 		}

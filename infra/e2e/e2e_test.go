@@ -6,6 +6,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"io"
 	"math/rand/v2"
@@ -16,6 +17,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/photosleeve/offload"
 	"github.com/photosleeve/offload/infra/local/stacktest"
@@ -54,37 +58,68 @@ func endToEnd(t *testing.T, server string) {
 	stacktest.StartWebServer(t, server, webroot, webAddr, "http://"+resolverAddr)
 	web := "http://" + webAddr
 
+	// Each of three files (small, multipart-sized, a name with spaces and
+	// non-ASCII) is published both ways a back-end does it: written in
+	// place under its name, and written to a temporary name then renamed.
+	type file struct {
+		rel     string
+		data    []byte
+		renamed bool
+	}
+	var files []file
+	for i, o := range []struct {
+		name string
+		size int
+	}{
+		{"small.jpg", 2 << 10},
+		{"big.jpg", 12 << 20}, // multipart with the default 8 MiB parts
+		{"with space/ünïcödé 写真.jpg", 50 << 10},
+	} {
+		files = append(files,
+			file{"in-place/" + o.name, randomBytes(o.size, byte(2*i+1)), false},
+			file{"renamed/" + o.name, randomBytes(o.size, byte(2*i+2)), true})
+	}
+	// The folders exist before the agent starts, as a site's upload folders
+	// do, so it watches each from the start.
+	for _, f := range files {
+		os.MkdirAll(filepath.Dir(filepath.Join(static, filepath.FromSlash(f.rel))), 0o755)
+	}
+
 	stacktest.Start(t, append(st.Env(t, stacktest.Agent), "AWS_ENDPOINT_URL_S3="+shim), "", bin["offload-agent"], "run", "--watch", static, "--archive", archive,
 		"--key-prefix", m.KeyPrefix, "--quiet", "1s", "--rescan", "5s", "--host", "e2e")
 
-	files := map[string][]byte{
-		"small.jpg":                 randomBytes(2<<10, 1),
-		"big.jpg":                   randomBytes(12<<20, 2), // multipart with the default 8 MiB parts
-		"with space/ünïcödé 写真.jpg": randomBytes(50<<10, 3),
+	p := stacktest.NewPoller(t, 0)
+	defer p.Stop()
+	// A browser that trusts the stack's CA (S3 is https with --tls).
+	noFollow := stacktest.HTTPClient(t)
+	noFollow.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	var hops []string
+	follow := stacktest.HTTPClient(t)
+	follow.CheckRedirect = func(r *http.Request, via []*http.Request) error {
+		hops = append(hops, r.URL.Host)
+		return nil
 	}
 
-	p := stacktest.NewPoller(0)
-	defer p.Stop()
-	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-
-	for rel, data := range files {
+	for _, f := range files {
+		rel, data := f.rel, f.data
 		key, _ := m.KeyForFile(rel)
 		u, _ := m.URLForKey(key)
 		url := web + u
 
-		// 1. Written in place under its name, so the agent waits for the
-		// quiet period (1 s) and the web server serves it from disk
-		// meanwhile. (A file renamed into place would be in S3 within
-		// milliseconds: TestPublishedFilesSkipTheQuietPeriod.)
-		dst := filepath.Join(static, filepath.FromSlash(rel))
-		os.MkdirAll(filepath.Dir(dst), 0o755)
-		if err := os.WriteFile(dst, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		// 1. Published. Written in place, it waits for the quiet period
+		// (1 s) and the web server serves it from disk meanwhile. Renamed
+		// into place it may be in S3 within milliseconds
+		// (TestPublishedFilesSkipTheQuietPeriod), so from the first moment
+		// a browser must get its bytes, from disk or through the redirects.
+		publish(t, filepath.Join(static, filepath.FromSlash(rel)), data, f.renamed)
 		p.Add(url, data)
-		resp, body := get(t, noFollow, url)
+		client, when := noFollow, "while local"
+		if f.renamed {
+			client, when = follow, "just renamed into place"
+		}
+		resp, body := get(t, client, url)
 		if resp.StatusCode != 200 || !bytes.Equal(body, data) {
-			t.Errorf("%s while local: %s, %d bytes; want 200 with the %d bytes", rel, resp.Status, len(body), len(data))
+			t.Errorf("%s %s: %s, %d bytes; want 200 with the %d bytes", rel, when, resp.Status, len(body), len(data))
 		}
 
 		// 2. Once archived: lighttpd -> resolver -> presigned MinIO URL.
@@ -101,11 +136,7 @@ func endToEnd(t *testing.T, server string) {
 		if loc := resp.Header.Get("Location"); resp.StatusCode != 302 || loc != "http://"+resolverAddr+u {
 			t.Errorf("%s after archiving: the web server answered %s, Location %q; want 302 to the resolver", rel, resp.Status, loc)
 		}
-		var hops []string
-		follow := &http.Client{CheckRedirect: func(r *http.Request, via []*http.Request) error {
-			hops = append(hops, r.URL.Host)
-			return nil
-		}}
+		hops = nil
 		resp, body = get(t, follow, url)
 		if resp.StatusCode != 200 || sha256.Sum256(body) != sha256.Sum256(data) {
 			t.Errorf("%s through the redirects: %s, %d bytes; want 200 and the original bytes", rel, resp.Status, len(body))
@@ -129,7 +160,7 @@ func endToEnd(t *testing.T, server string) {
 	}
 
 	// 3. A file that never existed ends in 404, not a broken redirect.
-	resp, _ := get(t, http.DefaultClient, web+"/static/never-uploaded.jpg")
+	resp, _ := get(t, follow, web+"/static/never-uploaded.jpg")
 	if resp.StatusCode != 404 {
 		t.Errorf("never-uploaded file: %s; want 404", resp.Status)
 	}
@@ -171,6 +202,29 @@ func endToEnd(t *testing.T, server string) {
 	}
 	os.Remove(probe)
 
+	// Only the published names reached S3: no temporary name, no claim.
+	want := map[string]bool{}
+	for _, f := range files {
+		key, _ := m.KeyForFile(f.rel)
+		want[key] = true
+	}
+	pages := s3.NewListObjectsV2Paginator(st.S3(t), &s3.ListObjectsV2Input{Bucket: aws.String(st.Bucket), Prefix: aws.String(m.KeyPrefix)})
+	for pages.HasMorePages() {
+		page, err := pages.NextPage(context.Background())
+		if err != nil {
+			t.Fatalf("list %s: %v", m.KeyPrefix, err)
+		}
+		for _, o := range page.Contents {
+			if !want[aws.ToString(o.Key)] {
+				t.Errorf("S3 holds %s, which the back-end never published", aws.ToString(o.Key))
+			}
+			delete(want, aws.ToString(o.Key))
+		}
+	}
+	for key := range want {
+		t.Errorf("S3 does not hold %s", key)
+	}
+
 	// 4. The poller, which asked for every URL the whole time.
 	checks, failures := p.Stop()
 	t.Logf("poller: %d requests, %d failures", checks, len(failures))
@@ -179,6 +233,36 @@ func endToEnd(t *testing.T, server string) {
 	}
 	for _, f := range failures {
 		t.Errorf("poller: %s", f)
+	}
+}
+
+// publish writes data to path as a back-end does: in place under its
+// name, or (renamed) to a hidden temporary name in the same folder, which
+// the agent never uploads, then renamed into place once whole.
+func publish(t *testing.T, path string, data []byte, renamed bool) {
+	t.Helper()
+	if !renamed {
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".upload-*.tmp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = tmp.Write(data)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp.Name(), 0o644) // CreateTemp makes it 0600; the web server must read it
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		t.Fatalf("publish %s by rename: %v", path, err)
 	}
 }
 

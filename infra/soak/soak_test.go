@@ -180,7 +180,7 @@ func newWorld(t *testing.T, st *stacktest.Stack, s settings) *world {
 	webAddr := stacktest.FreeAddr(t)
 	stacktest.StartWebServer(t, "lighttpd", filepath.Dir(w.watch), webAddr, "http://"+resolverAddr)
 	w.webBase = "http://" + webAddr
-	w.poller = stacktest.NewPoller(s.PollRate)
+	w.poller = stacktest.NewPoller(t, s.PollRate)
 	t.Cleanup(func() { w.poller.Stop() })
 
 	// The agent sees S3 and DynamoDB only through the proxies. Calls are

@@ -46,7 +46,7 @@ import (
 //     s3:GetObject (ActionSet.Match in minio/pkg/policy).
 // Which callers lack which permission the stack derives from template.yaml.
 
-const awsShimUsage = `usage: stackctl aws-shim --listen ADDR --upstream URL --bucket NAME [--ca FILE] [--no-list-bucket KEY,...] [--no-get-object-version KEY,...] [--no-get-object KEY,...]`
+const awsShimUsage = `usage: stackctl aws-shim --listen ADDR --upstream URL --bucket NAME [--ca FILE] [--cert FILE --key FILE] [--no-list-bucket KEY,...] [--no-get-object-version KEY,...] [--no-get-object KEY,...]`
 
 // awsShimRule is what the shim needs to know to answer like AWS.
 type awsShimRule struct {
@@ -65,13 +65,15 @@ func runAWSShim(args []string) (int, error) {
 	upstream := fs.String("upstream", "", "MinIO's endpoint URL")
 	bucket := fs.String("bucket", "", "the bucket whose answers are changed")
 	ca := fs.String("ca", "", "CA bundle for an https upstream")
+	cert := fs.String("cert", "", "certificate to serve https with (with --key)")
+	key := fs.String("key", "", "private key of --cert")
 	keys := fs.String("no-list-bucket", "", "comma-separated access keys without s3:ListBucket")
 	versionKeys := fs.String("no-get-object-version", "", "comma-separated access keys without s3:GetObjectVersion")
 	getKeys := fs.String("no-get-object", "", "comma-separated access keys without s3:GetObject")
 	if err := fs.Parse(args); err != nil {
 		return 2, err
 	}
-	if *listen == "" || *upstream == "" || *bucket == "" {
+	if *listen == "" || *upstream == "" || *bucket == "" || (*cert == "") != (*key == "") {
 		return 2, errors.New(awsShimUsage)
 	}
 	host, _, err := net.SplitHostPort(*listen)
@@ -112,7 +114,12 @@ func runAWSShim(args []string) (int, error) {
 	}()
 	logger.Printf("serving %s in front of %s (bucket %s; access keys without s3:ListBucket %d, without s3:GetObjectVersion %d)",
 		*listen, *upstream, *bucket, len(rule.noListBucket), len(rule.noGetVersion))
-	if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+	if *cert != "" {
+		err = srv.ServeTLS(l, *cert, *key)
+	} else {
+		err = srv.Serve(l)
+	}
+	if !errors.Is(err, http.ErrServerClosed) {
 		return 1, err
 	}
 	return 0, nil

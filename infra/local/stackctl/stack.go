@@ -347,10 +347,15 @@ func startAWSShim(ctx context.Context, st *state) error {
 	args := []string{self, "aws-shim", "--listen", addr, "--upstream", st.S3Endpoint, "--bucket", bucket,
 		"--no-list-bucket", strings.Join(noList, ","), "--no-get-object-version", strings.Join(noVersion, ","),
 		"--no-get-object", strings.Join(noGet, ",")}
-	if st.CAFile != "" {
-		args = append(args, "--ca", st.CAFile)
+	// Over TLS the shim serves https with MinIO's certificate, so the
+	// components and the URLs the resolver signs use https, as on AWS.
+	scheme := "http"
+	if st.TLS {
+		certs := filepath.Join(st.dir, "certs")
+		args = append(args, "--ca", st.CAFile, "--cert", filepath.Join(certs, "public.crt"), "--key", filepath.Join(certs, "private.key"))
+		scheme = "https"
 	}
-	st.AWSShimEndpoint = "http://" + addr
+	st.AWSShimEndpoint = scheme + "://" + addr
 	if err := st.startProcess("aws-shim", addr, os.Environ(), args...); err != nil {
 		return err
 	}

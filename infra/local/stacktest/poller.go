@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"testing"
 	"time"
 )
 
@@ -15,6 +16,7 @@ import (
 // URL's known contents.
 type Poller struct {
 	rate     int64 // bytes per second it may read; 0 is no limit
+	client   *http.Client
 	mu       sync.Mutex
 	urls     map[string][][32]byte
 	order    []string
@@ -36,18 +38,21 @@ func (f PollFailure) String() string {
 	return f.At.Format("15:04:05.000") + " GET " + f.URL + ": " + f.Reason
 }
 
-// NewPoller starts polling; Stop ends it. A rate above zero bounds the
-// bytes per second it reads, so that it does not starve what it watches.
-func NewPoller(rate int64) *Poller {
+// NewPoller starts polling with the test's HTTPClient; Stop ends it. A
+// rate above zero bounds the bytes per second it reads, so that it does not
+// starve what it watches.
+func NewPoller(t testing.TB, rate int64) *Poller {
+	t.Helper()
+	client := HTTPClient(t)
+	client.Timeout = 30 * time.Second
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &Poller{rate: rate, urls: map[string][][32]byte{}, cancel: cancel, done: make(chan struct{})}
+	p := &Poller{rate: rate, client: client, urls: map[string][][32]byte{}, cancel: cancel, done: make(chan struct{})}
 	go p.loop(ctx)
 	return p
 }
 
 func (p *Poller) loop(ctx context.Context) {
 	defer close(p.done)
-	client := &http.Client{Timeout: 30 * time.Second}
 	for ctx.Err() == nil {
 		p.mu.Lock()
 		urls := append([]string(nil), p.order...)
@@ -55,7 +60,7 @@ func (p *Poller) loop(ctx context.Context) {
 		for _, u := range urls {
 			at := time.Now()
 			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-			resp, err := client.Do(req)
+			resp, err := p.client.Do(req)
 			if ctx.Err() != nil {
 				return
 			}

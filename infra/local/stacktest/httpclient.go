@@ -1,0 +1,34 @@
+package stacktest
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"net/http"
+	"os"
+	"testing"
+)
+
+// HTTPClient returns a new client for requests a test sends as a browser
+// would, such as following a presigned URL. When AWS_CA_BUNDLE is set
+// ("stack run --tls") it trusts that CA and nothing else, as the SDK does:
+// the SDK reads the variable, net/http does not, so http.DefaultClient
+// fails on the stack's https endpoints. Its idle connections are closed
+// when the test ends.
+func HTTPClient(t testing.TB) *http.Client {
+	t.Helper()
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.Proxy = nil // the stack is on loopback, whatever the environment says
+	if path := os.Getenv("AWS_CA_BUNDLE"); path != "" {
+		pem, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatalf("AWS_CA_BUNDLE: %v", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			t.Fatalf("AWS_CA_BUNDLE %s: no PEM certificate", path)
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool}
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr}
+}
