@@ -117,15 +117,22 @@ func finish(h *harness, c *partCounter, rel string) {
 	}
 }
 
+// resumeCase makes a harness with a file of resumeParts parts written to
+// rel (bytes from seed), and a part counter in front of its S3.
+func resumeCase(t *testing.T, rel string, seed byte) (*harness, []byte, *partCounter) {
+	t.Helper()
+	h := newHarness(t)
+	data := randomBytes(resumeParts*resumePart, seed)
+	h.write(rel, data)
+	return h, data, newPartCounter(h)
+}
+
 // TestResumeAfterKill: the agent is killed with parts of a multipart
 // upload in S3; the next run resumes that upload and sends only the parts
 // S3 does not hold. The object is whole and proven, as after a fresh upload.
 func TestResumeAfterKill(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	data := randomBytes(resumeParts*resumePart, 11)
-	h.write("raw.cr3", data)
-	c := newPartCounter(h)
+	h, data, c := resumeCase(t, "raw.cr3", 11)
 	killAfterParts(h, c, 2)
 	held := c.accepted.Load()
 	before := c.sent.Load()
@@ -143,9 +150,7 @@ func TestResumeAfterKill(t *testing.T) {
 // uploaded whole and correct.
 func TestResumeNotIntoAChangedFile(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	h.write("video.mov", randomBytes(resumeParts*resumePart, 12))
-	c := newPartCounter(h)
+	h, _, c := resumeCase(t, "video.mov", 12)
 	killAfterParts(h, c, 2)
 	changed := randomBytes(resumeParts*resumePart, 13) // same size, other bytes
 	h.write("video.mov", changed)
@@ -162,10 +167,7 @@ func TestResumeNotIntoAChangedFile(t *testing.T) {
 // sends it again, and the object is correct.
 func TestResumeResendsAPartThatDiffers(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	data := randomBytes(resumeParts*resumePart, 14)
-	h.write("scan.tif", data)
-	c := newPartCounter(h)
+	h, data, c := resumeCase(t, "scan.tif", 14)
 	killAfterParts(h, c, 2)
 	// Part 1 of the upload in S3 is replaced by other bytes.
 	ctx := context.Background()
@@ -231,10 +233,7 @@ func TestResumeNeverAnotherHostsUpload(t *testing.T) {
 // the bytes not sent again.
 func TestResumeWithinARun(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	data := randomBytes(resumeParts*resumePart, 17)
-	h.write("clip.mp4", data)
-	c := newPartCounter(h)
+	h, data, c := resumeCase(t, "clip.mp4", 17)
 	var failing atomic.Bool
 	failing.Store(true)
 	c.fail = func(part string) bool { return part == "3" && failing.Load() }
