@@ -111,7 +111,6 @@ const minioWait = 30 * time.Second
 // minioKill is what one MinIO kill struck: the multipart uploads open a
 // moment before it.
 type minioKill struct {
-	at   time.Time
 	open []s3types.MultipartUpload
 }
 
@@ -138,7 +137,7 @@ func (w *world) restartMinIO() {
 	time.Sleep(time.Until(down.Add(2 * time.Second)))
 	w.minio.Restart()
 	w.s3Down = append(w.s3Down, [2]time.Time{down, time.Now()})
-	w.minioKills = append(w.minioKills, minioKill{at: down, open: open})
+	w.minioKills = append(w.minioKills, minioKill{open: open})
 	if len(open) == 0 {
 		w.t.Logf("MinIO killed with no multipart upload open (none within %s): this run's MinIO kill tested no upload", minioWait)
 		return

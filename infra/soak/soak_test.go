@@ -136,11 +136,13 @@ func TestSoak(t *testing.T) {
 		t.Errorf("%s = %d; want 0", bad.name, bad.n)
 	}
 	if t.Failed() {
-		// The test's folders go when it ends; the agent's log is the
-		// evidence, so it stays.
-		keep := filepath.Join(os.TempDir(), fmt.Sprintf("offload-soak-%d-agent.log", s.Seed))
-		if b, err := os.ReadFile(w.agentLog); err == nil && os.WriteFile(keep, b, 0o644) == nil {
-			fmt.Printf("soak: the agent's log is kept in %s\n", keep)
+		// The test's folders go when it ends; the agent's and the
+		// resolver's logs are the evidence, so they stay.
+		for name, log := range map[string]string{"agent": w.agentLog, "resolver": w.resolverLog} {
+			keep := filepath.Join(os.TempDir(), fmt.Sprintf("offload-soak-%d-%s.log", s.Seed, name))
+			if b, err := os.ReadFile(log); err == nil && os.WriteFile(keep, b, 0o644) == nil {
+				fmt.Printf("soak: the %s's log is kept in %s\n", name, keep)
+			}
 		}
 	}
 }
@@ -170,6 +172,7 @@ type world struct {
 	agentBin    string
 	agentEnv    []string
 	agentLog    string
+	resolverLog string // says why the resolver answered 503
 	agent       *stacktest.Process
 	injected    map[faultKind]int
 	crashes     int            // agent exits the soak did not cause
@@ -188,14 +191,15 @@ func newWorld(t *testing.T, st *stacktest.Stack, s settings) *world {
 	bin := stacktest.Build(t, "./agent/cmd/offload-agent", "./lambda/cmd/offload-resolver")
 	dir := t.TempDir()
 	w := &world{t: t, st: st, s: s, rng: rand.New(rand.NewPCG(s.Seed, 0xfa17)),
-		mapping:  offload.Mapping{URLPrefix: "/static/", KeyPrefix: stacktest.Prefix(t)},
-		watch:    filepath.Join(dir, "www", "static"),
-		archive:  filepath.Join(dir, "archive"),
-		hold:     filepath.Join(dir, "hold"),
-		quiet:    time.Second,
-		agentBin: bin["offload-agent"],
-		agentLog: filepath.Join(dir, "agent.log"),
-		injected: map[faultKind]int{},
+		mapping:     offload.Mapping{URLPrefix: "/static/", KeyPrefix: stacktest.Prefix(t)},
+		watch:       filepath.Join(dir, "www", "static"),
+		archive:     filepath.Join(dir, "archive"),
+		hold:        filepath.Join(dir, "hold"),
+		quiet:       time.Second,
+		agentBin:    bin["offload-agent"],
+		agentLog:    filepath.Join(dir, "agent.log"),
+		resolverLog: filepath.Join(dir, "resolver.log"),
+		injected:    map[faultKind]int{},
 	}
 	for _, d := range []string{w.watch, w.archive, w.hold} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -212,7 +216,7 @@ func newWorld(t *testing.T, st *stacktest.Stack, s settings) *world {
 	resolverAddr := stacktest.FreeAddr(t)
 	// The agent and the resolver run with only what template.yaml grants
 	// each (the checker's w.s3 is root).
-	stacktest.Start(t, append(w.minio.Env(st, stacktest.Resolver), "AWS_ENDPOINT_URL_S3="+w.minio.Endpoint), "", bin["offload-resolver"],
+	stacktest.Start(t, append(w.minio.Env(st, stacktest.Resolver), "AWS_ENDPOINT_URL_S3="+w.minio.Endpoint), w.resolverLog, bin["offload-resolver"],
 		"--listen", resolverAddr, "--bucket", soakBucket, "--key-prefix", w.mapping.KeyPrefix, "--log-format", "text")
 	stacktest.WaitListening(t, resolverAddr)
 	webAddr := stacktest.FreeAddr(t)

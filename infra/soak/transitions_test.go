@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"sort"
 	"sync"
 	"time"
 
@@ -16,17 +17,20 @@ import (
 // lookEvery; while it is there it is probed every localEvery (the requests
 // just before it leaves), and once it has gone every leftEvery for
 // leftDense, then every leftSparse until leftFor (the requests just after).
-// probeRate caps them all: a probe that follows the redirects costs a
-// ledger read in dynalite, which the agent needs too. Files that have just
-// left come first.
+// probeRate caps them all: a probe after the file left costs a ledger read
+// in dynalite, which the agent needs too, and when the breaker closes the
+// agent archives hundreds of files in a few seconds (a full soak at 150 a
+// second slowed dynalite past the resolver's 2 s look-up). Files that left
+// come first, the least probed first, so in such a burst each gets its
+// first probes at once.
 const (
 	lookEvery  = 20 * time.Millisecond
 	localEvery = 100 * time.Millisecond
 	leftEvery  = 50 * time.Millisecond
-	leftDense  = time.Second
-	leftSparse = 250 * time.Millisecond
+	leftDense  = 500 * time.Millisecond
+	leftSparse = 500 * time.Millisecond
 	leftFor    = 3 * time.Second
-	probeRate  = 150 // a second
+	probeRate  = 60 // a second
 	probers    = 4
 )
 
@@ -49,9 +53,10 @@ type transitions struct {
 }
 
 type watched struct {
-	url  string
-	left time.Time // when it was first seen gone; zero while in the watch folder
-	next time.Time // when it is due for a probe
+	url    string
+	left   time.Time // when it was first seen gone; zero while in the watch folder
+	next   time.Time // when it is due for a probe
+	probes int       // since it left
 }
 
 func newTransitions(p *stacktest.Poller, watch string) *transitions {
@@ -116,6 +121,7 @@ func (tr *transitions) loop(ctx context.Context) {
 				local = append(local, f)
 			}
 		}
+		sort.Slice(left, func(i, j int) bool { return left[i].probes < left[j].probes })
 		tr.mu.Unlock()
 		// A probe that finds the queue full waits for the next look.
 		for _, f := range append(left, local...) {
@@ -131,9 +137,9 @@ func (tr *transitions) loop(ctx context.Context) {
 			case f.left.IsZero():
 				f.next = now.Add(localEvery)
 			case now.Sub(f.left) < leftDense:
-				f.next = now.Add(leftEvery)
+				f.next, f.probes = now.Add(leftEvery), f.probes+1
 			default:
-				f.next = now.Add(leftSparse)
+				f.next, f.probes = now.Add(leftSparse), f.probes+1
 			}
 			tr.mu.Unlock()
 		}
