@@ -14,7 +14,9 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"math/rand/v2"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -463,23 +465,33 @@ func tickInterval(quiet time.Duration) time.Duration {
 //     successor could not abort it, a create whose response was lost);
 //   - uploads by others older than OrphanAge.
 //
+// The uploads are found two ways. The listing without a prefix finds all of
+// them on AWS; MinIO answers it from a cache that starts empty when MinIO
+// starts, so an upload left open across its restart drops out of it.
+// MinIO reads its disk only for a prefix that is a whole key, so the keys
+// of files still in the watch folder that are large enough to go in parts
+// are listed one by one too, at most sweepKeys of them (see
+// multipartKeys). An upload left by a restarted MinIO for a key whose file
+// has left the watch folder is not found; the bucket's lifecycle rule
+// (AbortIncompleteMultipartUpload) removes it.
+//
 // It runs at start and after every periodic rescan, so a stray upload is
 // gone within one rescan of its file being offloaded. Read-only towards
 // files; failures are logged and the next sweep tries again.
 func (a *Agent) sweepOrphans(ctx context.Context) {
-	// Listed without a prefix and filtered here: MinIO lists the uploads of
-	// a prefix only when the prefix is a whole key. Ages are on S3's clock
-	// (see abortUploads).
+	// Ages are on S3's clock (see abortUploads).
 	records, err := a.s3.records.byUploadID()
 	if err != nil {
 		a.log.Warn("could not read the records of uploads in progress; the next sweep tries again", "err", err)
 		return
 	}
-	n, err := a.s3.abortUploads(ctx, "", func(u types.MultipartUpload, s3Now time.Time) bool {
+	judged := map[string]bool{} // upload ids, which both listings may show
+	stale := func(u types.MultipartUpload, s3Now time.Time) bool {
 		key, id := aws.ToString(u.Key), aws.ToString(u.UploadId)
-		if !strings.HasPrefix(key, a.cfg.Mapping.KeyPrefix) {
+		if judged[id] || !strings.HasPrefix(key, a.cfg.Mapping.KeyPrefix) {
 			return false
 		}
+		judged[id] = true
 		mine, live := a.s3.ours(id)
 		switch {
 		case mine && live:
@@ -515,7 +527,19 @@ func (a *Agent) sweepOrphans(ctx context.Context) {
 		}
 		_, err := a.s3.head(ctx, key)
 		return err == nil
-	})
+	}
+	n, err := a.s3.abortUploads(ctx, "", stale)
+	if err == nil {
+		// One at a time, and none after a failure: S3 unreachable would
+		// otherwise cost a call timeout a key.
+		for _, key := range a.multipartKeys(ctx) {
+			m, kerr := a.s3.abortUploads(ctx, key, stale)
+			if n += m; kerr != nil {
+				err = kerr
+				break
+			}
+		}
+	}
 	a.stats.Orphans.Add(int64(n))
 	if err != nil {
 		a.log.Warn("could not list multipart uploads to abort orphans; the next sweep tries again", "err", err)
@@ -525,4 +549,60 @@ func (a *Agent) sweepOrphans(ctx context.Context) {
 	if n > 0 {
 		a.log.Info("aborted orphaned multipart uploads", "uploads", n)
 	}
+}
+
+// sweepKeys is the most keys one sweep lists one by one: at the default
+// one-minute rescan, about one request a second, whatever the backlog.
+const sweepKeys = 64
+
+// multipartKeys returns the keys of the files in the watch folder larger
+// than a part, the only ones uploaded in parts: all of them when there are
+// at most sweepKeys, otherwise a uniform sample (reservoir), so successive
+// sweeps come by each one. The walk skips what the scan skips and reads
+// each folder scanBatch names at a time, as the scan does; it costs about
+// what a rescan costs, once a rescan.
+func (a *Agent) multipartKeys(ctx context.Context) []string {
+	var keys []string
+	found := 0
+	var walk func(dir string)
+	walk = func(dir string) {
+		f, err := a.root.Open(dir)
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		for ctx.Err() == nil {
+			ents, err := f.ReadDir(scanBatch)
+			for _, d := range ents {
+				rel := path.Join(dir, d.Name())
+				switch {
+				case ignored(rel, a.cfg.Ignore):
+					continue
+				case d.IsDir():
+					walk(rel)
+					continue
+				case !d.Type().IsRegular():
+					continue
+				}
+				fi, err := d.Info()
+				if err != nil || fi.Size() <= a.cfg.PartSize {
+					continue
+				}
+				key, err := a.cfg.Mapping.KeyForFile(rel)
+				if err != nil {
+					continue
+				}
+				if found++; len(keys) < sweepKeys {
+					keys = append(keys, key)
+				} else if i := rand.IntN(found); i < sweepKeys {
+					keys[i] = key
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}
+	walk(".")
+	return keys
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -23,25 +24,38 @@ import (
 
 const conflictMsg = "conflict: left in place, never overwritten"
 
-// drain waits, with the faults off, until every original is in the archive
-// and every injected conflict has been detected, or the drain time is up.
-func (w *world) drain(versions []version, byName map[string][]int) {
+// drain waits, with the faults off, until every original is in the archive,
+// every injected conflict has been detected and no multipart upload is open
+// for any name written, or until the drain time is up. It reports whether
+// it drained; a timeout is a bad count.
+func (w *world) drain(versions []version, byName map[string][]int, limit time.Duration) bool {
 	begin := time.Now()
-	deadline := begin.Add(w.s.Drain)
-	want := injectedConflicts(versions)
+	deadline := begin.Add(limit)
+	injected := injectedConflicts(versions)
+	keys := w.writtenKeys(byName)
 	for {
 		w.watchAgent()
 		pending := w.pending(byName)
-		got := len(w.conflictsDetected())
-		// Stray multipart uploads go with the agent's periodic sweep.
-		if pending == 0 && got >= want && !w.uploadsInFlight() {
+		missed := len(setMinus(injected, w.conflictsDetected()))
+		// Stray multipart uploads go with the agent's periodic sweep. The
+		// listing by key costs one request a key, so it waits for the rest.
+		open := -1
+		if pending == 0 && missed == 0 && len(w.cachedUploads()) == 0 {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			us, err := w.openUploads(ctx, keys)
+			cancel()
+			if err == nil {
+				open = len(us)
+			}
+		}
+		if open == 0 {
 			fmt.Printf("soak: drained in %s\n", time.Since(begin).Round(time.Second))
-			return
+			return true
 		}
 		if time.Now().After(deadline) {
-			fmt.Printf("soak: not drained after %s: %d names not offloaded, %d of %d conflicts detected, multipart uploads open: %v\n",
-				w.s.Drain, pending, got, want, w.uploadsInFlight())
-			return
+			fmt.Printf("soak: not drained after %s: %d names not offloaded, %d of %d conflicts not detected, multipart uploads open: %d (-1: not listed)\n",
+				limit, pending, missed, len(injected), open)
+			return false
 		}
 		time.Sleep(time.Second)
 	}
@@ -61,14 +75,15 @@ func (w *world) pending(byName map[string][]int) int {
 	return n
 }
 
-func injectedConflicts(versions []version) int {
-	n := 0
+// injectedConflicts is the set of names the writer reused with new bytes.
+func injectedConflicts(versions []version) map[string]bool {
+	names := map[string]bool{}
 	for _, v := range versions {
 		if v.Spec.Kind == writeReuse {
-			n++
+			names[v.Rel] = true
 		}
 	}
-	return n
+	return names
 }
 
 // conflictsDetected is the set of files the agent logged a conflict for.
@@ -84,6 +99,18 @@ func (w *world) conflictsDetected() map[string]bool {
 	return files
 }
 
+// setMinus returns the names in a but not in b, sorted.
+func setMinus(a, b map[string]bool) []string {
+	var out []string
+	for n := range a {
+		if !b[n] {
+			out = append(out, n)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
 // report is the soak's result: what happened and every bad count.
 type report struct {
 	filesWritten int
@@ -95,19 +122,26 @@ type report struct {
 	overwritten          int // S3 or the archive holds a later version where the original belongs
 	notOffloaded         int // an original still only local after the drain
 	archivedNotInS3      int // in the archive without the S3 copy: the one step that must never happen
-	duplicateLedger      int // more than one ledger item for a key
+	onlyInS3             int // the original in S3, but neither in the archive nor still in the watch folder
 	ledgerWithoutObject  int
 	objectsWithoutLedger int
 	ledgerMismatch       int // a ledger item whose size or checksum is not the object's
+	ledgerNotWritten     int // a ledger item whose checksum, size, path or host is not the original the writer wrote
 	unexpectedKeys       int // objects or ledger items for names never written
-	orphanUploads        int
+	orphanUploads        int // open multipart uploads, listed by key for every name written
 	claimed              int // files stranded in the agent's claim folder
 	conflictsInjected    int
 	conflictsDetected    int
+	conflictsMissed      int // names reused with new bytes that the agent logged no conflict for
+	conflictsSpurious    int // names the agent logged a conflict for that were never reused
+	drainTimedOut        int // 1 when the drain ran out of time
+	uploadsStruck        int // multipart uploads open when MinIO was killed
+	killsStruckNone      int // MinIO kills with no multipart upload open
 	urlChecks            int64
+	urlProbes            int64 // of urlChecks, the probes around transitions
 	urlFailures          int
-	urlExcused           int
-	urlExcusedDynalite   int           // overlapping a restart of dynalite, which the resolver reads the ledger from
+	urlExcusedS3         int
+	urlExcusedDynalite   int           // a 503 from the resolver during a restart of dynalite, which it reads the ledger from
 	s3DownFor            time.Duration // how long MinIO was down, kill to ready
 	agentCrashes         int
 	// dynaliteRestarts counts crashes of the DynamoDB stand-in (it dies
@@ -127,12 +161,14 @@ func (r *report) bad() []count {
 	all := []count{
 		{"lost", r.lost}, {"corrupt (checksum mismatch between original and S3 or a local copy)", r.corrupt},
 		{"overwritten originals", r.overwritten}, {"originals not offloaded after the drain", r.notOffloaded},
-		{"archived without an S3 copy", r.archivedNotInS3},
-		{"duplicate ledger items", r.duplicateLedger}, {"ledger items without object", r.ledgerWithoutObject},
+		{"archived without an S3 copy", r.archivedNotInS3}, {"in S3 only: neither archived nor in the watch folder", r.onlyInS3},
+		{"ledger items without object", r.ledgerWithoutObject},
 		{"objects without ledger item", r.objectsWithoutLedger}, {"ledger items that disagree with the object", r.ledgerMismatch},
+		{"ledger items that disagree with what was written", r.ledgerNotWritten},
 		{"objects or ledger items for names never written", r.unexpectedKeys},
 		{"orphaned multipart uploads", r.orphanUploads}, {"files stranded in the claim folder", r.claimed},
-		{"conflicts injected minus conflicts detected", abs(r.conflictsInjected - r.conflictsDetected)},
+		{"conflicts injected but not detected", r.conflictsMissed}, {"conflicts detected but never injected", r.conflictsSpurious},
+		{"drain timed out", r.drainTimedOut},
 		{"URL failures seen by the poller", r.urlFailures}, {"agent crashes (exits not caused by the soak)", r.agentCrashes},
 	}
 	var out []count
@@ -144,11 +180,12 @@ func (r *report) bad() []count {
 	return out
 }
 
-func abs(n int) int { return max(n, -n) }
-
 func (r *report) print(out io.Writer, s settings, took time.Duration) {
 	fmt.Fprintf(out, "\nsoak result (seed %d, %s profile, %s)\n", s.Seed, *profileFlag, took.Round(time.Second))
-	line := func(name string, v any) { fmt.Fprintf(out, "  %-52s %v\n", name, v) }
+	if len(s.Break) > 0 {
+		fmt.Fprintf(out, "  BROKEN ON PURPOSE (-soak.break %s): the run must fail\n", *breakFlag)
+	}
+	line := func(name string, v any) { fmt.Fprintf(out, "  %-54s %v\n", name, v) }
 	line("files written", r.filesWritten)
 	line("bytes written", fmt.Sprintf("%d (%.1f GiB)", r.bytesWritten, float64(r.bytesWritten)/(1<<30)))
 	total := 0
@@ -159,24 +196,31 @@ func (r *report) print(out io.Writer, s settings, took time.Duration) {
 	for _, k := range faultKinds {
 		line("  "+string(k), r.faults[k])
 	}
+	line("  multipart uploads open when MinIO was killed", r.uploadsStruck)
+	line("  MinIO kills that struck no open upload", r.killsStruckNone)
 	line("lost", r.lost)
 	line("corrupt (checksum mismatch, original vs S3/local)", r.corrupt)
 	line("overwritten originals", r.overwritten)
 	line("originals not offloaded after the drain", r.notOffloaded)
 	line("archived without an S3 copy", r.archivedNotInS3)
-	line("duplicate ledger items", r.duplicateLedger)
+	line("in S3 only: neither archived nor in the watch folder", r.onlyInS3)
 	line("ledger items without object", r.ledgerWithoutObject)
 	line("objects without ledger item", r.objectsWithoutLedger)
 	line("ledger items that disagree with the object", r.ledgerMismatch)
+	line("ledger items that disagree with what was written", r.ledgerNotWritten)
 	line("objects/ledger items for names never written", r.unexpectedKeys)
-	line("orphaned multipart uploads", r.orphanUploads)
+	line("orphaned multipart uploads (listed by key)", r.orphanUploads)
 	line("files stranded in the claim folder", r.claimed)
 	line("conflicts injected", r.conflictsInjected)
 	line("conflicts detected", r.conflictsDetected)
+	line("conflicts injected but not detected (by name)", r.conflictsMissed)
+	line("conflicts detected but never injected (by name)", r.conflictsSpurious)
+	line("drain timed out", r.drainTimedOut)
 	line("URL requests checked by the poller", r.urlChecks)
+	line("  of which probes around a file's transition", r.urlProbes)
 	line("URL failures seen by the poller", r.urlFailures)
-	line(fmt.Sprintf("  (excused: overlapping the %.1f s MinIO was down, +2 s)", r.s3DownFor.Seconds()), r.urlExcused)
-	line("  (excused: overlapping a dynalite restart, +3 s)", r.urlExcusedDynalite)
+	line(fmt.Sprintf("  (excused: MinIO unreachable, %.1f s down +2 s)", r.s3DownFor.Seconds()), r.urlExcusedS3)
+	line("  (excused: resolver 503, dynalite restart +3 s)", r.urlExcusedDynalite)
 	line("agent crashes", r.agentCrashes)
 	line("dynalite restarts (the stand-in's crashes)", r.dynaliteRestarts)
 	if len(r.bad()) == 0 {
@@ -189,7 +233,16 @@ func (r *report) print(out io.Writer, s settings, took time.Duration) {
 func (w *world) check(versions []version, byName map[string][]int) *report {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
-	r := &report{conflictsInjected: injectedConflicts(versions), conflictsDetected: len(w.conflictsDetected())}
+	injected, detected := injectedConflicts(versions), w.conflictsDetected()
+	r := &report{conflictsInjected: len(injected), conflictsDetected: len(detected)}
+	for _, name := range setMinus(injected, detected) {
+		r.conflictsMissed++
+		w.t.Logf("CONFLICT NOT DETECTED: %s was reused with new bytes", name)
+	}
+	for _, name := range setMinus(detected, injected) {
+		r.conflictsSpurious++
+		w.t.Logf("CONFLICT NEVER INJECTED: the agent logged a conflict for %s", name)
+	}
 	db := w.st.DynamoDB(w.t)
 
 	ledger, err := w.scanLedger(ctx, db)
@@ -209,10 +262,7 @@ func (w *world) check(versions []version, byName map[string][]int) *report {
 		}
 		written[key], keyOf[name] = name, key
 	}
-	for key, items := range ledger {
-		if len(items) > 1 {
-			r.duplicateLedger += len(items) - 1
-		}
+	for key := range ledger {
 		if _, ok := objects[key]; !ok {
 			r.ledgerWithoutObject++
 		}
@@ -228,12 +278,12 @@ func (w *world) check(versions []version, byName map[string][]int) *report {
 			r.unexpectedKeys++
 		}
 	}
-	up, err := w.s3.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String(soakBucket)})
+	up, err := w.openUploads(ctx, w.writtenKeys(byName))
 	if err != nil {
 		w.t.Fatalf("list multipart uploads: %v", err)
 	}
-	r.orphanUploads = len(up.Uploads)
-	for _, u := range up.Uploads {
+	r.orphanUploads = len(up)
+	for _, u := range up {
 		w.t.Logf("ORPHANED UPLOAD: %s, initiated %s (%s after the start)", aws.ToString(u.Key),
 			aws.ToTime(u.Initiated).Format(time.RFC3339Nano), aws.ToTime(u.Initiated).Sub(w.start).Round(time.Millisecond))
 	}
@@ -261,8 +311,8 @@ func (w *world) check(versions []version, byName map[string][]int) *report {
 					vs = append(vs, versions[i])
 				}
 				var rec *offload.Record
-				if items := ledger[key]; len(items) > 0 {
-					rec = &items[0]
+				if item, ok := ledger[key]; ok {
+					rec = &item
 				}
 				c := w.checkName(ctx, name, key, vs, rec)
 				mu.Lock()
@@ -281,7 +331,7 @@ func (w *world) check(versions []version, byName map[string][]int) *report {
 
 // nameCheck is what checkName found for one name.
 type nameCheck struct {
-	lost, corrupt, overwritten, notOffloaded, archivedNotInS3, ledgerMismatch int
+	lost, corrupt, overwritten, notOffloaded, archivedNotInS3, onlyInS3, ledgerMismatch, ledgerNotWritten int
 }
 
 func (r *report) add(c nameCheck) {
@@ -290,7 +340,9 @@ func (r *report) add(c nameCheck) {
 	r.overwritten += c.overwritten
 	r.notOffloaded += c.notOffloaded
 	r.archivedNotInS3 += c.archivedNotInS3
+	r.onlyInS3 += c.onlyInS3
 	r.ledgerMismatch += c.ledgerMismatch
+	r.ledgerNotWritten += c.ledgerNotWritten
 }
 
 // checkName reads the name's bytes in S3, in the archive and in the watch
@@ -333,17 +385,27 @@ func (w *world) checkName(ctx context.Context, name, key string, vs []version, r
 			w.t.Logf("NOT OFFLOADED: %s is still in the watch folder", name)
 		}
 	}
-	if !inS3 {
-		if inArchive {
-			c.archivedNotInS3++
-			w.t.Logf("ARCHIVED WITHOUT S3 COPY: %s", name)
-		} else if !inWatch {
-			c.notOffloaded++
-		}
+	switch {
+	case !inS3 && inArchive:
+		c.archivedNotInS3++
+		w.t.Logf("ARCHIVED WITHOUT S3 COPY: %s", name)
+	case !inS3 && !inWatch:
+		c.notOffloaded++
+	case inS3 && !inArchive && !(inWatch && watchSum == vs[0].Sum):
+		// The archive is the local copy of every offloaded original.
+		c.onlyInS3++
+		w.t.Logf("IN S3 ONLY: %s is neither in the archive nor in the watch folder", name)
 	}
 	if inS3 && rec != nil && (rec.Size != s3Size || rec.CRC64NVME != s3CRC) {
 		c.ledgerMismatch++
 		w.t.Logf("LEDGER MISMATCH: %s: ledger %d bytes %s, object %d bytes %s", name, rec.Size, rec.CRC64NVME, s3Size, s3CRC)
+	}
+	// The ledger must describe the original as the writer wrote it, where
+	// the writer put it, on this host.
+	if orig := vs[0]; rec != nil && (rec.Size != orig.Spec.Size || rec.CRC64NVME != orig.CRC64NVME || rec.Path != name || rec.Host != agentHost) {
+		c.ledgerNotWritten++
+		w.t.Logf("LEDGER NOT WHAT WAS WRITTEN: %s: ledger %d bytes %s, path %q, host %q; written %d bytes %s, path %q, host %q",
+			name, rec.Size, rec.CRC64NVME, rec.Path, rec.Host, orig.Spec.Size, orig.CRC64NVME, name, agentHost)
 	}
 	return c
 }
@@ -390,9 +452,10 @@ func fileSum(path string) ([32]byte, bool) {
 	return [32]byte(h.Sum(nil)), true
 }
 
-// scanLedger reads every ledger item under the run's key prefix.
-func (w *world) scanLedger(ctx context.Context, db *dynamodb.Client) (map[string][]offload.Record, error) {
-	out := map[string][]offload.Record{}
+// scanLedger reads every ledger item under the run's key prefix. The key
+// is the table's only key, so there is one item a key.
+func (w *world) scanLedger(ctx context.Context, db *dynamodb.Client) (map[string]offload.Record, error) {
+	out := map[string]offload.Record{}
 	p := dynamodb.NewScanPaginator(db, &dynamodb.ScanInput{
 		TableName:                 aws.String(w.st.Table),
 		FilterExpression:          aws.String("begins_with(#pk, :prefix)"),
@@ -409,7 +472,7 @@ func (w *world) scanLedger(ctx context.Context, db *dynamodb.Client) (map[string
 			if err != nil {
 				return nil, err
 			}
-			out[rec.Key] = append(out[rec.Key], rec)
+			out[rec.Key] = rec
 		}
 	}
 	return out, nil

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -19,6 +21,7 @@ var (
 	outageFlag   = flag.Duration("soak.outage", 0, "length of the full S3 and DynamoDB outages (profile default when 0)")
 	maxSizeFlag  = flag.Int64("soak.max-size", 0, "largest file in bytes; sizes are log-uniform from 1 KiB (profile default when 0)")
 	durationFlag = flag.Duration("soak.duration", 0, "time the writer spreads the files over (profile default when 0)")
+	breakFlag    = flag.String("soak.break", "", "comma-separated breakages to show that the checks fire (see breakages), or all; the run must then fail")
 )
 
 // settings is one soak run's size.
@@ -31,6 +34,7 @@ type settings struct {
 	Drain            time.Duration // how long the agent gets to finish after faults stop
 	PollRate         int64         // bytes per second the poller may read, so it does not starve the agent
 	Seed             uint64
+	Break            map[breakage]bool
 }
 
 var profiles = map[string]settings{
@@ -64,8 +68,39 @@ func loadSettings() (settings, error) {
 	if s.Seed == 0 {
 		s.Seed = rand.Uint64()
 	}
+	if *breakFlag != "" {
+		s.Break = map[breakage]bool{}
+		for _, b := range strings.Split(*breakFlag, ",") {
+			switch b := breakage(strings.TrimSpace(b)); {
+			case b == "all":
+				for _, k := range breakages {
+					s.Break[k] = true
+				}
+			case slices.Contains(breakages, b):
+				s.Break[b] = true
+			default:
+				return s, fmt.Errorf("-soak.break %q: want all or some of %v", b, breakages)
+			}
+		}
+	}
 	return s, nil
 }
+
+// breakage is one way -soak.break makes a check fire: each breaks the
+// outcome the check guards, once, with the real components, so a run with
+// it must fail on that check.
+type breakage string
+
+const (
+	breakFlash    breakage = "flash"    // a served file leaves the watch folder for 200 ms with no ledger item, 4 times (one inside the MinIO restart): URL failures
+	breakDrain    breakage = "drain"    // the archive is locked through the drain and an archived original is put back: drain timed out
+	breakOrphan   breakage = "orphan"   // an upload for an offloaded key, then a MinIO restart: orphaned multipart uploads
+	breakLedger   breakage = "ledger"   // four ledger items get a wrong checksum, size, path or host: ledger items that disagree with what was written
+	breakS3Only   breakage = "s3only"   // an archived original is deleted while its object stays: in S3 only
+	breakConflict breakage = "conflict" // the agent's log names another file in one conflict: conflict names differ
+)
+
+var breakages = []breakage{breakFlash, breakDrain, breakOrphan, breakLedger, breakS3Only, breakConflict}
 
 // How a file arrives in the watch folder.
 type writeKind int
@@ -102,6 +137,7 @@ const (
 	faultDBTimeout     faultKind = "DynamoDB timeouts (blackhole)"
 	faultMinIORestart  faultKind = "MinIO killed and restarted"
 	faultArchiveLocked faultKind = "archive folder unwritable"
+	faultFlash         faultKind = "flash (a -soak.break, not a fault)"
 )
 
 // faultKinds is every kind, in the report's order.

@@ -1,21 +1,27 @@
 // Package soak is the chaos soak. The real agent binary runs against a
 // private MinIO and the stack's dynalite, both behind Toxiproxy, while a
 // writer drops files into the watch folder and a poller asks for every URL
-// through lighttpd and the resolver. Faults follow a seeded schedule: kill -9
-// of the agent, outages, connection resets, latency, blackholes, a MinIO
-// crash mid-upload and an archive folder that refuses writes. At the end,
-// with the faults off, the agent drains and everything is checked against
-// what was written: nothing may be lost, corrupt or overwritten.
+// through lighttpd and the resolver, and probes each densely around the
+// moment its file leaves the watch folder. Faults follow a seeded schedule:
+// kill -9 of the agent, outages, connection resets, latency, blackholes, a
+// MinIO crash mid-upload and an archive folder that refuses writes. At the
+// end, with the faults off, the agent drains and everything is checked
+// against what was written: nothing may be lost, corrupt or overwritten.
 //
 // "make test" runs the short profile; "make soak" the full one:
 //
 //	go test ./infra/soak -run TestSoak -v -timeout 2h -args -soak.profile full [-soak.seed N]
+//
+// -soak.break all breaks each outcome a check guards, once, to show that
+// the checks fire; that run must fail.
 package soak
 
 import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,7 +29,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/photosleeve/offload"
@@ -31,6 +36,9 @@ import (
 )
 
 const soakBucket = "offload-soak"
+
+// agentHost is the agent's --host, which every ledger item must name.
+const agentHost = "soak"
 
 func TestSoak(t *testing.T) {
 	s, err := loadSettings()
@@ -48,8 +56,7 @@ func TestSoak(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	wr := &writer{watch: w.watch, archive: w.archive, seed: s.Seed, quiet: w.quiet,
-		published: func(rel string, sum [32]byte) { w.poller.AddSum(w.urlFor(rel), sum) }}
+	wr := &writer{watch: w.watch, archive: w.archive, seed: s.Seed, quiet: w.quiet, published: w.publish}
 	written := make(chan struct{})
 	go func() { defer close(written); wr.run(ctx, files, s.Duration) }()
 
@@ -63,46 +70,64 @@ func TestSoak(t *testing.T) {
 		}
 	}
 	w.clearFaults()
-	fmt.Printf("soak: writer done after %s; faults off; draining (up to %s)\n", time.Since(w.start).Round(time.Second), s.Drain)
-
 	versions, byName, bytes, errs := wr.snapshot()
 	for _, err := range errs {
 		t.Errorf("writer: %v", err)
 	}
-	w.drain(versions, byName)
+	drain := s.Drain
+	if s.Break[breakDrain] {
+		drain = w.breakDrain(versions, byName)
+	}
+	fmt.Printf("soak: writer done after %s; faults off; draining (up to %s)\n", time.Since(w.start).Round(time.Second), drain)
+	drained := w.drain(versions, byName, drain)
+	w.unlockArchive()
 	if err := w.agent.Stop(time.Minute); err != nil {
 		t.Errorf("agent did not stop cleanly on SIGTERM: %v", err)
 	}
+	w.transitions.close()
+	probes := w.poller.Probes()
 	checks, failures := w.poller.Stop()
 	restarts := st.DynaliteRestarts(t)[dynaliteBefore:]
 	for _, rs := range restarts {
 		t.Logf("%7s dynalite exited (%s) and was restarted %s later", rs.Exited.Sub(w.start).Round(100*time.Millisecond),
 			rs.Reason, rs.Started.Sub(rs.Exited).Round(time.Millisecond))
 	}
+	w.breakEnd(versions, byName)
 
 	r := w.check(versions, byName)
 	r.filesWritten, r.bytesWritten = len(versions), bytes
-	r.urlChecks = checks
+	if !drained {
+		r.drainTimedOut = 1
+	}
+	r.urlChecks, r.urlProbes = checks, probes
 	for _, f := range failures {
-		if w.excused(f.At, f.End) {
-			r.urlExcused++
-			continue
-		}
-		if duringDynaliteRestart(restarts, f.At, f.End) {
-			// A new excuse: show what it excused.
+		switch c := w.cause(f); {
+		case c == causeS3Down && w.duringS3Down(f.At, f.End):
+			if r.urlExcusedS3++; r.urlExcusedS3 <= 5 {
+				t.Logf("poller, excused (MinIO down): %s", f)
+			}
+		case c == causeLedgerDown && duringDynaliteRestart(restarts, f.At, f.End):
 			if r.urlExcusedDynalite++; r.urlExcusedDynalite <= 20 {
 				t.Logf("poller, excused (dynalite restart): %s", f)
 			}
-			continue
+		default:
+			if r.urlFailures++; r.urlFailures <= 20 {
+				t.Logf("poller (%s): %s", c, f)
+			}
 		}
-		r.urlFailures++
-		if r.urlFailures <= 20 {
-			t.Logf("poller: %s", f)
-		}
+	}
+	if s.Break[breakFlash] {
+		w.flashReport(failures)
 	}
 	r.faults = w.injected
 	for _, d := range w.s3Down {
 		r.s3DownFor += d[1].Sub(d[0])
+	}
+	for _, k := range w.minioKills {
+		r.uploadsStruck += len(k.open)
+		if len(k.open) == 0 {
+			r.killsStruckNone++
+		}
 	}
 	r.agentCrashes = w.crashes
 	r.dynaliteRestarts = len(restarts)
@@ -111,11 +136,13 @@ func TestSoak(t *testing.T) {
 		t.Errorf("%s = %d; want 0", bad.name, bad.n)
 	}
 	if t.Failed() {
-		// The test's folders go when it ends; the agent's log is the
-		// evidence, so it stays.
-		keep := filepath.Join(os.TempDir(), fmt.Sprintf("offload-soak-%d-agent.log", s.Seed))
-		if b, err := os.ReadFile(w.agentLog); err == nil && os.WriteFile(keep, b, 0o644) == nil {
-			fmt.Printf("soak: the agent's log is kept in %s\n", keep)
+		// The test's folders go when it ends; the agent's and the
+		// resolver's logs are the evidence, so they stay.
+		for name, log := range map[string]string{"agent": w.agentLog, "resolver": w.resolverLog} {
+			keep := filepath.Join(os.TempDir(), fmt.Sprintf("offload-soak-%d-%s.log", s.Seed, name))
+			if b, err := os.ReadFile(log); err == nil && os.WriteFile(keep, b, 0o644) == nil {
+				fmt.Printf("soak: the %s's log is kept in %s\n", name, keep)
+			}
 		}
 	}
 }
@@ -136,30 +163,45 @@ type world struct {
 	s3Proxy  *stacktest.Proxy
 	dbProxy  *stacktest.Proxy
 	webBase  string
+	web      string // lighttpd's host:port
+	resolver string // the resolver's host:port
 	poller   *stacktest.Poller
-	agentBin string
-	agentEnv []string
-	agentLog string
-	agent    *stacktest.Process
-	injected map[faultKind]int
-	crashes  int            // agent exits the soak did not cause
-	s3Down   [][2]time.Time // when the private MinIO was down, for the poller
-	locked   []string       // archive folders made unwritable
+	// transitions probes each file around the moment it leaves the
+	// watch folder.
+	transitions *transitions
+	agentBin    string
+	agentEnv    []string
+	agentLog    string
+	resolverLog string // says why the resolver answered 503
+	agent       *stacktest.Process
+	injected    map[faultKind]int
+	crashes     int            // agent exits the soak did not cause
+	s3Down      [][2]time.Time // when the private MinIO was down, for the poller
+	locked      []string       // archive folders made unwritable
+	// minioKills is what each MinIO kill struck.
+	minioKills []minioKill
+	// flashes are breakFlash's windows.
+	flashes [][2]time.Time
+	// hold is a folder outside the watch folder, on its file system, where
+	// the breakages put files for a moment.
+	hold string
 }
 
 func newWorld(t *testing.T, st *stacktest.Stack, s settings) *world {
 	bin := stacktest.Build(t, "./agent/cmd/offload-agent", "./lambda/cmd/offload-resolver")
 	dir := t.TempDir()
 	w := &world{t: t, st: st, s: s, rng: rand.New(rand.NewPCG(s.Seed, 0xfa17)),
-		mapping:  offload.Mapping{URLPrefix: "/static/", KeyPrefix: stacktest.Prefix(t)},
-		watch:    filepath.Join(dir, "www", "static"),
-		archive:  filepath.Join(dir, "archive"),
-		quiet:    time.Second,
-		agentBin: bin["offload-agent"],
-		agentLog: filepath.Join(dir, "agent.log"),
-		injected: map[faultKind]int{},
+		mapping:     offload.Mapping{URLPrefix: "/static/", KeyPrefix: stacktest.Prefix(t)},
+		watch:       filepath.Join(dir, "www", "static"),
+		archive:     filepath.Join(dir, "archive"),
+		hold:        filepath.Join(dir, "hold"),
+		quiet:       time.Second,
+		agentBin:    bin["offload-agent"],
+		agentLog:    filepath.Join(dir, "agent.log"),
+		resolverLog: filepath.Join(dir, "resolver.log"),
+		injected:    map[faultKind]int{},
 	}
-	for _, d := range []string{w.watch, w.archive} {
+	for _, d := range []string{w.watch, w.archive, w.hold} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -174,7 +216,7 @@ func newWorld(t *testing.T, st *stacktest.Stack, s settings) *world {
 	resolverAddr := stacktest.FreeAddr(t)
 	// The agent and the resolver run with only what template.yaml grants
 	// each (the checker's w.s3 is root).
-	stacktest.Start(t, append(w.minio.Env(st, stacktest.Resolver), "AWS_ENDPOINT_URL_S3="+w.minio.Endpoint), "", bin["offload-resolver"],
+	stacktest.Start(t, append(w.minio.Env(st, stacktest.Resolver), "AWS_ENDPOINT_URL_S3="+w.minio.Endpoint), w.resolverLog, bin["offload-resolver"],
 		"--listen", resolverAddr, "--bucket", soakBucket, "--key-prefix", w.mapping.KeyPrefix, "--log-format", "text")
 	stacktest.WaitListening(t, resolverAddr)
 	webAddr := stacktest.FreeAddr(t)
@@ -182,6 +224,12 @@ func newWorld(t *testing.T, st *stacktest.Stack, s settings) *world {
 	w.webBase = "http://" + webAddr
 	w.poller = stacktest.NewPoller(t, s.PollRate)
 	t.Cleanup(func() { w.poller.Stop() })
+	w.transitions = newTransitions(w.poller, w.watch)
+	t.Cleanup(w.transitions.close)
+	w.resolver, w.web = resolverAddr, webAddr
+	if s.Break[breakFlash] {
+		w.makeFlashFile()
+	}
 
 	// The agent sees S3 and DynamoDB only through the proxies. Calls are
 	// bounded at 30 s so a blackholed connection costs half a minute, not
@@ -197,7 +245,7 @@ func (w *world) startAgent() {
 	w.agent = stacktest.Start(w.t, w.agentEnv, w.agentLog, w.agentBin, "run",
 		"--watch", w.watch, "--archive", w.archive, "--key-prefix", w.mapping.KeyPrefix,
 		"--quiet", w.quiet.String(), "--rescan", "10s", "--call-timeout", "30s",
-		"--host", "soak", "--log-format", "json")
+		"--host", agentHost, "--log-format", "json")
 }
 
 func (w *world) urlFor(rel string) string {
@@ -228,16 +276,60 @@ func (w *world) sleepUntil(at time.Time) {
 	}
 }
 
-// excused reports whether a poller request that ran from start to end
+// publish starts polling a version the writer finished, and probing its
+// name around its transitions.
+func (w *world) publish(v version) {
+	u := w.urlFor(v.Rel)
+	w.poller.AddContent(u, stacktest.Content{Sum: v.Sum, Head: v.Head})
+	w.transitions.follow(v.Rel, u)
+}
+
+// s3Excuse is how long after the private MinIO is ready again a request to
+// it may still fail: a request sent just before it was killed ends when its
+// connection does.
+const s3Excuse = 2 * time.Second
+
+// duringS3Down reports whether a poller request that ran from start to end
 // overlapped a window where the private MinIO, which serves the redirected
-// downloads, was down (or had been up for less than 2 s).
-func (w *world) excused(start, end time.Time) bool {
+// downloads, was down (or had been up for less than s3Excuse).
+func (w *world) duringS3Down(start, end time.Time) bool {
 	for _, d := range w.s3Down {
-		if end.After(d[0]) && start.Before(d[1].Add(2*time.Second)) {
+		if end.After(d[0]) && start.Before(d[1].Add(s3Excuse)) {
 			return true
 		}
 	}
 	return false
+}
+
+// failureCause is who failed a poller request, as far as its answer tells.
+type failureCause string
+
+const (
+	// causeS3Down: MinIO could not be reached, cut the body, or answered
+	// 5xx. Excused only while it was down (duringS3Down).
+	causeS3Down failureCause = "S3 unreachable"
+	// causeLedgerDown: the resolver answered 503, which it does when the
+	// ledger does not answer. Excused only while dynalite restarted.
+	causeLedgerDown failureCause = "resolver 503"
+	// causeOther is every other failure: a 404 (no file and no ledger
+	// item), wrong bytes, a 403 from S3... Never excused.
+	causeOther failureCause = "never excused"
+)
+
+// cause tells who failed f: which server gave the last answer, or could not
+// be reached, and how.
+func (w *world) cause(f stacktest.PollFailure) failureCause {
+	u, err := url.Parse(f.From)
+	if err != nil {
+		return causeOther
+	}
+	switch {
+	case "http://"+u.Host == w.minio.Endpoint && (f.Status == 0 || f.Cut || f.Status >= 500):
+		return causeS3Down
+	case u.Host == w.resolver && f.Status == http.StatusServiceUnavailable:
+		return causeLedgerDown
+	}
+	return causeOther
 }
 
 // dynaliteExcuse is how long after dynalite's supervisor started it again
@@ -298,15 +390,6 @@ func (w *world) unlockArchive() {
 		}
 	}
 	w.locked = nil
-}
-
-// uploadsInFlight reports whether the private MinIO has a multipart upload
-// in progress.
-func (w *world) uploadsInFlight() bool {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	out, err := w.s3.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String(soakBucket)})
-	return err == nil && len(out.Uploads) > 0
 }
 
 // agentLogLines returns the agent's JSON log lines with the given message.

@@ -6,19 +6,25 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/photosleeve/offload"
+	"github.com/photosleeve/offload/infra/local/stacktest"
 )
 
 // version is one set of bytes written under a name.
 type version struct {
-	Rel  string
-	Spec fileSpec
-	Sum  [32]byte
+	Rel       string
+	Spec      fileSpec
+	Sum       [32]byte
+	Head      [32]byte // SHA-256 of the first stacktest.HeadBytes, for the poller's probes
+	CRC64NVME string   // as S3 and the ledger encode it
 }
 
 // writer plays the site's back-end: it drops the planned files into the
@@ -27,7 +33,7 @@ type writer struct {
 	watch, archive string
 	seed           uint64
 	quiet          time.Duration
-	published      func(rel string, sum [32]byte) // a version is complete and may be served
+	published      func(v version) // a version is complete and may be served
 
 	mu       sync.Mutex
 	versions []version
@@ -96,7 +102,7 @@ func (w *writer) offloadedName(rng *rand.Rand) string {
 
 func (w *writer) write(ctx context.Context, f fileSpec) {
 	dst := filepath.Join(w.watch, filepath.FromSlash(f.Name))
-	sum, err := w.writeFile(ctx, dst, f)
+	v, err := w.writeFile(ctx, dst, f)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err != nil {
@@ -107,18 +113,45 @@ func (w *writer) write(ctx context.Context, f fileSpec) {
 		w.byName = map[string][]int{}
 	}
 	w.byName[f.Name] = append(w.byName[f.Name], len(w.versions))
-	w.versions = append(w.versions, version{Rel: f.Name, Spec: f, Sum: sum})
+	w.versions = append(w.versions, v)
 	w.bytes += f.Size
 	if f.Kind != writeReuse { // published before its rename, see writeFile
-		w.published(f.Name, sum)
+		w.published(v)
 	}
 }
 
-func (w *writer) writeFile(ctx context.Context, dst string, f fileSpec) ([32]byte, error) {
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return [32]byte{}, err
+// hashes are what the checks need of a version's bytes, computed as they
+// are written.
+type hashes struct {
+	sum, head hash.Hash
+	crc       hash.Hash64
+	n         int64
+}
+
+func newHashes() *hashes {
+	return &hashes{sum: sha256.New(), head: sha256.New(), crc: offload.NewCRC64NVME()}
+}
+
+func (h *hashes) Write(b []byte) (int, error) {
+	h.sum.Write(b)
+	h.crc.Write(b)
+	if h.n < stacktest.HeadBytes {
+		h.head.Write(b[:min(int64(len(b)), stacktest.HeadBytes-h.n)])
 	}
-	h := sha256.New()
+	h.n += int64(len(b))
+	return len(b), nil
+}
+
+func (h *hashes) version(f fileSpec) version {
+	return version{Rel: f.Name, Spec: f, Sum: [32]byte(h.sum.Sum(nil)), Head: [32]byte(h.head.Sum(nil)),
+		CRC64NVME: offload.EncodeChecksum(h.crc.Sum64())}
+}
+
+func (w *writer) writeFile(ctx context.Context, dst string, f fileSpec) (version, error) {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return version{}, err
+	}
+	h := newHashes()
 	src := io.TeeReader(content(w.seed, f.Index, f.Size), h)
 	if f.Kind == writeSlow {
 		// In place, never renamed, held open across pauses longer than the
@@ -126,7 +159,7 @@ func (w *writer) writeFile(ctx context.Context, dst string, f fileSpec) ([32]byt
 		// half a file.
 		out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
 		if err != nil {
-			return [32]byte{}, err
+			return version{}, err
 		}
 		const chunks = 4
 		for c := range chunks {
@@ -136,7 +169,7 @@ func (w *writer) writeFile(ctx context.Context, dst string, f fileSpec) ([32]byt
 			}
 			if _, err := io.CopyN(out, src, n); err != nil {
 				out.Close()
-				return [32]byte{}, err
+				return version{}, err
 			}
 			if c < chunks-1 {
 				select {
@@ -145,29 +178,29 @@ func (w *writer) writeFile(ctx context.Context, dst string, f fileSpec) ([32]byt
 				}
 			}
 		}
-		return [32]byte(h.Sum(nil)), out.Close()
+		return h.version(f), out.Close()
 	}
 	tmp := dst + ".tmp"
 	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
 	if err != nil {
-		return [32]byte{}, err
+		return version{}, err
 	}
 	if _, err := io.Copy(out, src); err != nil {
 		out.Close()
-		return [32]byte{}, err
+		return version{}, err
 	}
 	if err := out.Close(); err != nil {
-		return [32]byte{}, err
+		return version{}, err
 	}
-	sum := [32]byte(h.Sum(nil))
+	v := h.version(f)
 	if f.Kind == writeReuse {
 		// The name is served already, so the poller must know the new
 		// bytes from the moment they can appear under it.
-		w.published(f.Name, sum)
+		w.published(v)
 	} else if _, err := os.Lstat(dst); !errors.Is(err, os.ErrNotExist) {
-		return [32]byte{}, fmt.Errorf("%s already exists: the plan never reuses a name by accident", dst)
+		return version{}, fmt.Errorf("%s already exists: the plan never reuses a name by accident", dst)
 	}
-	return sum, os.Rename(tmp, dst)
+	return v, os.Rename(tmp, dst)
 }
 
 // snapshot returns what was written so far.

@@ -2,6 +2,7 @@ package stacktest
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"os"
@@ -26,6 +27,7 @@ type MinIO struct {
 	env      []string
 	log      string
 	proc     *Process
+	root     *s3.Client
 	t        testing.TB
 }
 
@@ -39,13 +41,14 @@ func (s *Stack) StartMinIO(t testing.TB, bucket string) *MinIO {
 	dir := t.TempDir()
 	m := &MinIO{Bucket: bucket, addr: FreeAddr(t), log: filepath.Join(dir, "minio.log"), t: t}
 	m.Endpoint = "http://" + m.addr
+	m.root = s.S3At(t, m.Endpoint)
 	m.args = []string{"server", "--quiet", "--address", m.addr, "--console-address", FreeAddr(t), filepath.Join(dir, "data")}
 	m.env = []string{"MINIO_ROOT_USER=" + os.Getenv("AWS_ACCESS_KEY_ID"), "MINIO_ROOT_PASSWORD=" + os.Getenv("AWS_SECRET_ACCESS_KEY"),
 		"MINIO_BROWSER=off", "MINIO_UPDATE=off", "MINIO_REGION=" + s.Region}
 	m.start()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if _, err := s.S3At(t, m.Endpoint).CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(bucket)}); err != nil {
+	if _, err := m.root.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(bucket)}); err != nil {
 		t.Fatalf("create bucket %s in the private MinIO: %v", bucket, err)
 	}
 	return m
@@ -79,9 +82,11 @@ func (m *MinIO) Env(s *Stack, component string) []string {
 func (m *MinIO) start() {
 	m.t.Helper()
 	m.proc = Start(m.t, m.env, m.log, os.Getenv("OFFLOAD_MINIO"), m.args...)
-	// MinIO listens before it serves; wait for its health endpoint.
+	// MinIO listens before it serves, and its health endpoint says ready
+	// before its object layer is (S3 calls answer 503 "Server not
+	// initialized yet" for a moment): wait for both.
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
-		if ready(m.Endpoint + "/minio/health/ready") {
+		if ready(m.Endpoint+"/minio/health/ready") && m.serves() {
 			return
 		}
 		if time.Now().After(deadline) || m.proc.Exited() {
@@ -105,6 +110,15 @@ func (m *MinIO) Restart() {
 		}
 	}
 	m.start()
+}
+
+// serves reports whether MinIO answers an S3 call other than with a 5xx.
+func (m *MinIO) serves() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, err := m.root.ListBuckets(ctx, &s3.ListBucketsInput{}, func(o *s3.Options) { o.RetryMaxAttempts = 1 })
+	var re interface{ HTTPStatusCode() int }
+	return err == nil || errors.As(err, &re) && re.HTTPStatusCode() < 500
 }
 
 func ready(url string) bool {
