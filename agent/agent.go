@@ -107,6 +107,7 @@ func New(cfg Config, s3c *s3.Client, db *dynamodb.Client) (*Agent, error) {
 	if !cfg.DryRun {
 		store.records = newResumeRecords(cfg.Watch, cfg.Host)
 	}
+	store.log = cfg.Logger
 	a := &Agent{
 		cfg:    cfg,
 		root:   root,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -117,6 +118,7 @@ type s3Store struct {
 	// resumed upload did not send again.
 	records *resumeRecords
 	resumed atomic.Int64
+	log     *slog.Logger // says when an upload is resumed
 }
 
 func newS3Store(client *s3.Client, bucket string, partSize int64, concurrency int, callTimeout time.Duration) *s3Store {
@@ -196,6 +198,14 @@ func (s *s3Store) putMultipart(ctx context.Context, u upload, partSize int64) (s
 	}
 
 	uploadID, have, replaced := s.resumable(ctx, u, partSize)
+	if uploadID != "" && s.log != nil {
+		var held int64
+		for _, p := range have {
+			held += aws.ToInt64(p.Size)
+		}
+		s.log.Info("resuming an interrupted upload: parts S3 holds with the checksum of the bytes read are not sent again",
+			"key", u.key, "upload_id", uploadID, "parts_held", len(have), "bytes_held", held)
+	}
 	retriedCreate := false
 	if uploadID == "" {
 		s.abortStale(ctx, u.key)

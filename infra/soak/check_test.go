@@ -132,11 +132,15 @@ type report struct {
 	claimed              int // files stranded in the agent's claim folder
 	conflictsInjected    int
 	conflictsDetected    int
-	conflictsMissed      int // names reused with new bytes that the agent logged no conflict for
-	conflictsSpurious    int // names the agent logged a conflict for that were never reused
-	drainTimedOut        int // 1 when the drain ran out of time
-	uploadsStruck        int // multipart uploads open when MinIO was killed
-	killsStruckNone      int // MinIO kills with no multipart upload open
+	conflictsMissed      int   // names reused with new bytes that the agent logged no conflict for
+	conflictsSpurious    int   // names the agent logged a conflict for that were never reused
+	drainTimedOut        int   // 1 when the drain ran out of time
+	uploadsStruck        int   // multipart uploads open when MinIO was killed
+	killsStruckNone      int   // MinIO kills with no multipart upload open
+	killsMidUpload       int   // agent kills with a multipart upload open
+	heldAtKills          int64 // bytes of parts S3 held for the uploads open at agent kills
+	resumedBytes         int64 // bytes the agent found held and did not send again, after kills and failed attempts
+	resentAfterKills     int64 // bytes of parts held at a kill that the next run sent again
 	urlChecks            int64
 	urlProbes            int64 // of urlChecks, the probes around transitions
 	urlFailures          int
@@ -198,6 +202,10 @@ func (r *report) print(out io.Writer, s settings, took time.Duration) {
 	}
 	line("  multipart uploads open when MinIO was killed", r.uploadsStruck)
 	line("  MinIO kills that struck no open upload", r.killsStruckNone)
+	line("  agent kills with a multipart upload open", r.killsMidUpload)
+	line("  bytes of parts S3 held at those kills", r.heldAtKills)
+	line("  bytes re-sent after restarts (held, not resumed)", r.resentAfterKills)
+	line("  bytes resumed, not sent again (kills and failures)", r.resumedBytes)
 	line("lost", r.lost)
 	line("corrupt (checksum mismatch, original vs S3/local)", r.corrupt)
 	line("overwritten originals", r.overwritten)

@@ -64,7 +64,14 @@ func (w *world) apply(a action) {
 	blackhole := map[string]any{"timeout": 0}
 	switch a.f.Kind {
 	case faultKill:
+		// Kill it in the middle of a large file's upload, once S3 holds
+		// a part of it, if that comes within a few seconds: what resuming
+		// is for.
+		for wait := time.Now().Add(killWait); time.Now().Before(wait) && !w.partHeld(); {
+			time.Sleep(100 * time.Millisecond)
+		}
 		w.agent.Kill()
+		w.measureHeldAtKill()
 		time.Sleep(time.Duration(w.rng.Int64N(int64(1500 * time.Millisecond))))
 		w.startAgent()
 	case faultS3Outage:

@@ -18,6 +18,7 @@ package soak
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -129,6 +130,24 @@ func TestSoak(t *testing.T) {
 			r.killsStruckNone++
 		}
 	}
+	// An upload resumed keeps at least the parts it held at its last kill;
+	// what it did not keep was sent again.
+	resumed := map[string]int64{} // upload id -> the most bytes a resume kept
+	for _, line := range w.agentLogLines(resumingMsg) {
+		var l struct {
+			UploadID  string `json:"upload_id"`
+			BytesHeld int64  `json:"bytes_held"`
+		}
+		if json.Unmarshal([]byte(line), &l) == nil {
+			resumed[l.UploadID] = max(resumed[l.UploadID], l.BytesHeld)
+			r.resumedBytes += l.BytesHeld
+		}
+	}
+	r.killsMidUpload = w.killsMidUpload
+	for id, held := range w.heldAtKill {
+		r.heldAtKills += held
+		r.resentAfterKills += max(0, held-resumed[id])
+	}
 	r.agentCrashes = w.crashes
 	r.dynaliteRestarts = len(restarts)
 	r.print(os.Stdout, s, time.Since(w.start))
@@ -180,6 +199,11 @@ type world struct {
 	locked      []string       // archive folders made unwritable
 	// minioKills is what each MinIO kill struck.
 	minioKills []minioKill
+	// heldAtKill is the bytes of the parts S3 held at the last agent kill
+	// that found the upload open, by upload id; killsMidUpload counts the
+	// kills that found one.
+	heldAtKill     map[string]int64
+	killsMidUpload int
 	// flashes are breakFlash's windows.
 	flashes [][2]time.Time
 	// hold is a folder outside the watch folder, on its file system, where

@@ -2,6 +2,8 @@ package soak
 
 import (
 	"context"
+	"io/fs"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -174,3 +176,77 @@ func (w *world) cachedUploads() []s3types.MultipartUpload {
 	us, _ := w.listUploads(ctx, w.mapping.KeyPrefix, false)
 	return us
 }
+
+// resumingMsg is the agent's log line when it resumes an upload; its
+// bytes_held are the parts S3 held that it does not send again.
+const resumingMsg = "resuming an interrupted upload: parts S3 holds with the checksum of the bytes read are not sent again"
+
+// measureHeldAtKill, right after an agent kill, adds up the parts S3 holds
+// for the multipart uploads open on the files still in the watch folder:
+// what a restart that did not resume would send again.
+func (w *world) measureHeldAtKill() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var keys []string
+	filepath.WalkDir(w.watch, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !d.Type().IsRegular() {
+			return nil
+		}
+		if fi, err := d.Info(); err == nil && fi.Size() > agentPartSize {
+			if rel, err := filepath.Rel(w.watch, p); err == nil {
+				if key, err := w.mapping.KeyForFile(filepath.ToSlash(rel)); err == nil {
+					keys = append(keys, key)
+				}
+			}
+		}
+		return nil
+	})
+	us, err := w.openUploads(ctx, keys)
+	if err != nil {
+		w.t.Logf("uploads open at the agent kill: not listed: %v", err)
+		return
+	}
+	if w.heldAtKill == nil {
+		w.heldAtKill = map[string]int64{}
+	}
+	for _, u := range us {
+		var held int64
+		p := s3.NewListPartsPaginator(w.s3, &s3.ListPartsInput{Bucket: aws.String(soakBucket), Key: u.Key, UploadId: u.UploadId})
+		for p.HasMorePages() {
+			page, err := p.NextPage(ctx)
+			if err != nil {
+				break
+			}
+			for _, part := range page.Parts {
+				held += aws.ToInt64(part.Size)
+			}
+		}
+		// A later kill of the same upload finds at least as much.
+		w.heldAtKill[aws.ToString(u.UploadId)] = held
+	}
+	if len(us) > 0 {
+		w.killsMidUpload++
+	}
+}
+
+// partHeld reports whether S3 holds a part of some open multipart upload
+// (from MinIO's unprefixed listing, cheap while it has not restarted).
+func (w *world) partHeld() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, u := range w.cachedUploads() {
+		out, err := w.s3.ListParts(ctx, &s3.ListPartsInput{Bucket: aws.String(soakBucket), Key: u.Key, UploadId: u.UploadId, MaxParts: aws.Int32(1)})
+		if err == nil && len(out.Parts) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// killWait is how long an agent kill waits for a multipart upload to be
+// open, so that kills strike uploads in progress.
+const killWait = 5 * time.Second
+
+// agentPartSize is the agent's part size (its default): files larger go in
+// parts.
+const agentPartSize = 8 << 20
