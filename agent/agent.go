@@ -174,6 +174,7 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 		} else if n > 0 {
 			a.log.Info("put back files a crashed run left half archived", "files", n)
 		}
+		a.s3.records.removeTemps()
 		if a.cfg.After == AfterArchive {
 			if n, err := removeCopies(a.cfg.Archive); err != nil {
 				a.log.Error("could not remove copies a crashed run left unfinished", "folder", filepath.Join(a.cfg.Archive, copyDir), "err", err)
@@ -541,6 +542,9 @@ func (a *Agent) sweepOrphans(ctx context.Context) {
 			}
 		}
 	}
+	if err == nil {
+		n += a.dropStaleRecords(judged, records)
+	}
 	a.stats.Orphans.Add(int64(n))
 	if err != nil {
 		a.log.Warn("could not list multipart uploads to abort orphans; the next sweep tries again", "err", err)
@@ -550,6 +554,30 @@ func (a *Agent) sweepOrphans(ctx context.Context) {
 	if n > 0 {
 		a.log.Info("aborted orphaned multipart uploads", "uploads", n)
 	}
+}
+
+// dropStaleRecords deals with the records whose upload neither listing
+// showed (MinIO forgets uploads across its restart; a Complete may have
+// gone through unanswered): a record whose file is gone or changed has its
+// upload aborted, if there still is one, and is removed. A record that
+// still fits its file is kept; the file's next attempt finds out whether
+// S3 still has the upload. It returns how many uploads it aborted.
+func (a *Agent) dropStaleRecords(seen map[string]bool, records map[string]uploadRecord) int {
+	n := 0
+	for id, rec := range records {
+		if seen[id] {
+			continue
+		}
+		if rel, err := a.cfg.Mapping.FileForKey(rec.Key); err == nil {
+			if now, err := a.lstat(rel); err == nil && rec.fits(rec.Key, now, rec.PartSize, rec.Host) {
+				continue
+			}
+		}
+		a.s3.abort(rec.Key, id)
+		a.s3.records.remove(rec.Key, id)
+		n++
+	}
+	return n
 }
 
 // sweepKeys is the most keys one sweep lists one by one: at the default

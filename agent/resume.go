@@ -135,6 +135,18 @@ func (r *resumeRecords) remove(key, uploadID string) {
 	}
 }
 
+// removeTemps deletes what a save cut off by a crash left: temporary files
+// never renamed into a record.
+func (r *resumeRecords) removeTemps() {
+	if r == nil {
+		return
+	}
+	temps, _ := filepath.Glob(filepath.Join(r.dir, ".tmp-*"))
+	for _, t := range temps {
+		os.Remove(t)
+	}
+}
+
 // byUploadID returns this host's records by upload id, for the sweep.
 func (r *resumeRecords) byUploadID() (map[string]uploadRecord, error) {
 	out := map[string]uploadRecord{}

@@ -257,3 +257,34 @@ func TestResumeWithinARun(t *testing.T) {
 		t.Error("no failure of part 3 logged")
 	}
 }
+
+// TestResumeRecordGoesWhenTheUploadCompleted: S3 completes the upload but
+// the agent never hears so (its answer is lost through every SDK retry, as
+// when the agent is killed right after Complete). The next attempt finds
+// the object, proves it and archives the file, and the upload's record is
+// removed, not left behind in the watch folder.
+func TestResumeRecordGoesWhenTheUploadCompleted(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	data := randomBytes(resumeParts*resumePart, 18)
+	h.write("done.mov", data)
+	var completes atomic.Int32
+	h.agentS3 = h.agentS3At(faultyS3(t, h.st.AWSShimEndpoint(t), func(w http.ResponseWriter, r *http.Request, forward http.Handler) bool {
+		if r.Method != http.MethodPost || !r.URL.Query().Has("uploadId") {
+			return false
+		}
+		if completes.Add(1) == 1 {
+			forward.ServeHTTP(httptest.NewRecorder(), r) // S3 completes it
+		}
+		http.Error(w, "", http.StatusServiceUnavailable) // the agent hears a failure
+		return true
+	}))
+	h.cfg.PartSize = resumePart
+	if err := h.once(); err != nil {
+		t.Fatalf("Once: %v", err)
+	}
+	h.assertOffloaded("done.mov", data)
+	if left, _ := os.ReadDir(filepath.Join(h.cfg.Watch, ".offload-claim", ".uploads")); len(left) != 0 {
+		t.Errorf("upload records left after the file was offloaded: %v", left)
+	}
+}

@@ -188,6 +188,12 @@ func (s *s3Store) putMultipart(ctx context.Context, u upload, partSize int64) (s
 	// known to exist": the upload goes ahead, and If-None-Match: * at the
 	// end still refuses to replace anything that is there.
 	if _, err := s.head(ctx, u.key); err == nil {
+		// An upload recorded for this key can no longer complete (a run
+		// killed after its Complete, or a Complete whose answer was lost).
+		if rec, ok := s.records.load(u.key); ok {
+			s.abort(u.key, rec.UploadID)
+			s.records.remove(u.key, rec.UploadID)
+		}
 		sum, err := readChecksum(u.body)
 		if err != nil {
 			return "", objectInfo{}, err
