@@ -573,9 +573,10 @@ func (a *Agent) dropStaleRecords(seen map[string]bool, records map[string]upload
 				continue
 			}
 		}
-		a.s3.abort(rec.Key, id)
-		a.s3.records.remove(rec.Key, id)
-		n++
+		if a.s3.abortID(rec.Key, id) == nil {
+			a.s3.records.remove(rec.Key, id)
+			n++
+		}
 	}
 	return n
 }

@@ -190,8 +190,7 @@ func (s *s3Store) putMultipart(ctx context.Context, u upload, partSize int64) (s
 	if _, err := s.head(ctx, u.key); err == nil {
 		// An upload recorded for this key can no longer complete (a run
 		// killed after its Complete, or a Complete whose answer was lost).
-		if rec, ok := s.records.load(u.key); ok {
-			s.abort(u.key, rec.UploadID)
+		if rec, ok := s.records.load(u.key); ok && s.abortID(u.key, rec.UploadID) == nil {
 			s.records.remove(u.key, rec.UploadID)
 		}
 		sum, err := readChecksum(u.body)
@@ -203,7 +202,10 @@ func (s *s3Store) putMultipart(ctx context.Context, u upload, partSize int64) (s
 		return "", objectInfo{}, err
 	}
 
-	uploadID, have, replaced := s.resumable(ctx, u, partSize)
+	uploadID, have, err := s.resumable(ctx, u, partSize)
+	if err != nil {
+		return "", objectInfo{}, err
+	}
 	if uploadID != "" && s.log != nil {
 		var held int64
 		for _, p := range have {
@@ -251,9 +253,8 @@ func (s *s3Store) putMultipart(ctx context.Context, u upload, partSize int64) (s
 		}
 	}()
 	// A retried create may have made an upload whose response was lost;
-	// once ours is complete, that one is swept (the soak found one). So is
-	// a recorded upload this one replaced.
-	if retriedCreate || replaced {
+	// once ours is complete, that one is swept (the soak found one).
+	if retriedCreate {
 		defer func() {
 			if committed {
 				s.abortKey(ctx, u.key)
@@ -380,35 +381,39 @@ func (s *s3Store) uploadParts(ctx context.Context, u upload, uploadID string, pa
 // resumable returns the upload to resume for this file, and the parts S3
 // holds of it, or "" to start a new one. It resumes only an upload this
 // host recorded for this very file version and part size, that S3 still
-// has, and whose parts it can list with their CRC64NVME (any doubt: a new
-// upload; replaced then says that a recorded upload may still be open).
-// A record that does not fit is dropped and its upload aborted: it was
-// this host's, for bytes that are no longer there.
-func (s *s3Store) resumable(ctx context.Context, u upload, partSize int64) (uploadID string, have map[int32]types.Part, replaced bool) {
+// has, and whose parts it can list with their CRC64NVME. A record that does
+// not fit, or whose parts S3 refuses to list, has its upload aborted by id
+// and is dropped: the file then goes in a new upload. While S3 cannot be
+// asked (no answer, a 5xx), it returns an error and the record stays, so
+// a key never has two uploads of this host open: an upload dropped without
+// its abort would be invisible to every later listing of MinIO's after a
+// restart (the soak found one).
+func (s *s3Store) resumable(ctx context.Context, u upload, partSize int64) (string, map[int32]types.Part, error) {
 	rec, ok := s.records.load(u.key)
 	if !ok {
-		return "", nil, false
+		return "", nil, nil
+	}
+	drop := func() (string, map[int32]types.Part, error) {
+		if err := s.abortID(u.key, rec.UploadID); err != nil {
+			return "", nil, fmt.Errorf("abort the upload recorded for %s: %w", u.key, err)
+		}
+		s.records.remove(u.key, rec.UploadID)
+		return "", nil, nil
 	}
 	if !rec.fits(u.key, u.version, partSize, s.records.hostName()) {
-		s.abort(u.key, rec.UploadID)
-		s.records.remove(u.key, rec.UploadID)
-		return "", nil, false
+		return drop()
 	}
-	have = map[int32]types.Part{}
+	have := map[int32]types.Part{}
 	p := s3.NewListPartsPaginator(s.client, &s3.ListPartsInput{Bucket: aws.String(s.bucket), Key: aws.String(u.key), UploadId: aws.String(rec.UploadID)})
 	for p.HasMorePages() {
 		cctx, cancel := context.WithTimeout(ctx, s.callTimeout)
 		page, err := p.NextPage(cctx)
 		cancel()
-		var re *smithyhttp.ResponseError
 		switch {
-		case errors.As(err, &re) && re.HTTPStatusCode() == http.StatusNotFound:
-			s.records.remove(u.key, rec.UploadID) // gone: completed, aborted or expired
-			return "", nil, false
+		case err != nil && resumableAfter(err):
+			return "", nil, translate("list parts of "+u.key, err)
 		case err != nil:
-			// Any doubt: a new upload, whose record replaces this one;
-			// the old is aborted once the new one is complete.
-			return "", nil, true
+			return drop() // gone (404), or refused: start afresh
 		}
 		for _, part := range page.Parts {
 			if aws.ToString(part.ChecksumCRC64NVME) != "" {
@@ -416,7 +421,7 @@ func (s *s3Store) resumable(ctx context.Context, u upload, partSize int64) (uplo
 			}
 		}
 	}
-	return rec.UploadID, have, false
+	return rec.UploadID, have, nil
 }
 
 // resumableAfter reports whether an upload that failed with err is kept for
@@ -440,9 +445,9 @@ func resumableAfter(err error) bool {
 // context ended (shutdown), so it gets a context of its own.
 const abortCallTimeout = 10 * time.Second
 
-// abort drops a multipart upload; a failure only leaves parts that the
-// bucket's lifecycle rule (AbortIncompleteMultipartUpload) removes.
-func (s *s3Store) abort(key, uploadID string) {
+// abortID aborts the upload uploadID of key and says whether it is gone
+// (a 404: it already was).
+func (s *s3Store) abortID(key, uploadID string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), abortCallTimeout)
 	defer cancel()
 	_, err := s.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{
@@ -451,6 +456,15 @@ func (s *s3Store) abort(key, uploadID string) {
 	var re *smithyhttp.ResponseError
 	if err == nil || errors.As(err, &re) && re.HTTPStatusCode() == http.StatusNotFound {
 		s.forget(uploadID)
+		return nil
+	}
+	return err
+}
+
+// abort drops a multipart upload; a failure only leaves parts that the
+// bucket's lifecycle rule (AbortIncompleteMultipartUpload) removes.
+func (s *s3Store) abort(key, uploadID string) {
+	if s.abortID(key, uploadID) == nil {
 		return
 	}
 	s.mu.Lock()
