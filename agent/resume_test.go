@@ -288,3 +288,43 @@ func TestResumeRecordGoesWhenTheUploadCompleted(t *testing.T) {
 		t.Errorf("upload records left after the file was offloaded: %v", left)
 	}
 }
+
+// TestResumeWaitsForS3ToListParts: while S3 cannot list the parts of a
+// recorded upload (503 through every SDK retry), the attempt fails and the
+// record stays; no second upload of the key is started. Once S3 answers,
+// the upload is resumed: one upload in all, each part sent once.
+func TestResumeWaitsForS3ToListParts(t *testing.T) {
+	t.Parallel()
+	h, data, c := resumeCase(t, "wait.mov", 19)
+	var failPart, failList atomic.Bool
+	failPart.Store(true)
+	failList.Store(true)
+	c.fail = func(part string) bool { return part == "3" && failPart.Load() }
+	var creates, lists atomic.Int32
+	h.agentS3 = h.agentS3At(faultyS3(t, c.endpoint, func(w http.ResponseWriter, r *http.Request, forward http.Handler) bool {
+		q := r.URL.Query()
+		switch {
+		case r.Method == http.MethodPost && q.Has("uploads"):
+			creates.Add(1)
+		case r.Method == http.MethodGet && q.Has("uploadId") && failList.Load():
+			lists.Add(1)
+			http.Error(w, "", http.StatusServiceUnavailable)
+			return true
+		}
+		return false
+	}))
+	h.cfg.PartSize, h.cfg.Concurrency = resumePart, 1
+	a, _ := h.runDaemon(h.cfg)
+	h.waitFor("the attempt that failed on part 3", time.Minute, func() bool { return a.Stats().Failures.Load() >= 1 })
+	failPart.Store(false)
+	h.waitFor("an attempt failed on listing the parts", time.Minute, func() bool { return lists.Load() > 0 && a.Stats().Failures.Load() >= 2 })
+	failList.Store(false)
+	h.waitFor("wait.mov archived", 2*time.Minute, func() bool { return h.archived("wait.mov") })
+	h.assertOffloaded("wait.mov", data)
+	if n := creates.Load(); n != 1 {
+		t.Errorf("%d multipart uploads created; want 1, resumed once S3 listed its parts", n)
+	}
+	if got := c.sent.Load(); got != int64(len(data)) {
+		t.Errorf("sent %d bytes of parts; want %d, each part once", got, len(data))
+	}
+}
