@@ -112,7 +112,7 @@ type Handler struct {
 	creds         aws.CredentialsProvider // nil: expiry is not clamped
 	now           func() time.Time
 	window        time.Duration // see signWindow
-	urls          urlCache
+	cache         windowCache   // the window's URLs and ledger answers
 }
 
 // NewHandler checks the configuration and builds the handler on clients
@@ -170,9 +170,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (status int, key
 	tg := target{method: r.Method, key: key}
 	contentType := ""
 	if h.ledger != nil {
-		ctx, cancel := context.WithTimeout(r.Context(), h.ledgerTimeout)
-		rec, err := offload.GetRecord(ctx, h.ledger, h.cfg.Table, key)
-		cancel()
+		rec, err := h.lookUp(r.Context(), key)
 		switch {
 		case errors.Is(err, offload.ErrNotFound):
 			return refuse(w, r, http.StatusNotFound, "not found"), key
@@ -182,8 +180,8 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (status int, key
 		}
 		// The version the agent proved and recorded: a later write under
 		// the same key, by anyone, cannot change what visitors get.
-		tg.versionID = rec.VersionID
-		contentType = rec.ContentType
+		tg.versionID = rec.versionID
+		contentType = rec.contentType
 	}
 	if contentType == "" {
 		// No ledger (or an item without a type): the rule the agent
@@ -210,14 +208,14 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (status int, key
 		return refuse(w, r, http.StatusServiceUnavailable, "temporarily unavailable"), key
 	}
 	ck := urlCacheKey{target: tg, accessKeyID: life.accessKeyID, life: life.d}
-	location, ok := h.urls.get(window, ck)
+	location, ok := h.cache.url(window, ck)
 	if !ok {
 		location, err = h.sign(r.Context(), tg, window, life.d)
 		if err != nil {
 			h.cfg.Logger.Error("presign failed", "key", key, "err", err)
 			return refuse(w, r, http.StatusInternalServerError, "internal error"), key
 		}
-		h.urls.put(window, ck, location)
+		h.cache.putURL(window, ck, location)
 	}
 	w.Header().Set("Location", location)
 	// The browser may reuse the redirect while the URL is surely still
@@ -227,6 +225,37 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (status int, key
 	w.Header().Set("Cache-Control", "private, max-age="+strconv.Itoa(int(left/5/time.Second)))
 	w.WriteHeader(http.StatusFound)
 	return http.StatusFound, key
+}
+
+// lookUp is the ledger's answer for key: the recorded item, or
+// offload.ErrNotFound. An answer already read in this signing window is
+// taken from the window's cache (a "not found" only within notFoundTTL);
+// otherwise it is a consistent GetItem given at most ledgerTimeout, and
+// the answer, but never an error, is kept for the next requests.
+func (h *Handler) lookUp(ctx context.Context, key string) (recorded, error) {
+	// Taken before the look-up, so a cached answer is never kept longer
+	// than its window, or notFoundTTL, from when it was asked for.
+	now := h.now()
+	window := now.Truncate(h.window)
+	if rec, found, cached := h.cache.answer(window, now, key); cached {
+		if !found {
+			return recorded{}, offload.ErrNotFound
+		}
+		return rec, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, h.ledgerTimeout)
+	defer cancel()
+	item, err := offload.GetRecord(ctx, h.ledger, h.cfg.Table, key)
+	switch {
+	case errors.Is(err, offload.ErrNotFound):
+		h.cache.putMiss(window, now.Add(notFoundTTL), key)
+		return recorded{}, err
+	case err != nil:
+		return recorded{}, err
+	}
+	rec := recorded{versionID: item.VersionID, contentType: item.ContentType}
+	h.cache.putRecord(window, key, rec)
+	return rec, nil
 }
 
 // target is what one presigned URL grants: the method, the object (and

@@ -3,6 +3,7 @@ package lambda
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -178,6 +179,45 @@ func TestURLsSignedOncePerWindow(t *testing.T) {
 	}
 }
 
+// TestWindowCacheBounded: each of the window cache's maps holds at most
+// maxCachedEntries, whatever names arrive; an answer from a window that has
+// passed is dropped; a new window starts over.
+func TestWindowCacheBounded(t *testing.T) {
+	var c windowCache
+	w0 := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	for i := range 3 * maxCachedEntries {
+		k := "original/" + strconv.Itoa(i) + ".jpg"
+		c.putRecord(w0, k, recorded{versionID: "v"})
+		c.putMiss(w0, w0.Add(notFoundTTL), k+".missing")
+		c.putURL(w0, urlCacheKey{target: target{key: k}}, "https://example/"+k)
+	}
+	if len(c.records) > maxCachedEntries || len(c.misses) > maxCachedEntries || len(c.urls) > maxCachedEntries {
+		t.Errorf("%d records, %d misses, %d URLs; want at most %d each", len(c.records), len(c.misses), len(c.urls), maxCachedEntries)
+	}
+	last := "original/" + strconv.Itoa(3*maxCachedEntries-1) + ".jpg"
+	if _, found, cached := c.answer(w0, w0, last); !found || !cached {
+		t.Errorf("the last record put is not cached: found %v, cached %v", found, cached)
+	}
+	w1 := w0.Add(time.Minute)
+	c.putRecord(w1, "original/new.jpg", recorded{})
+	c.putRecord(w0, "original/late.jpg", recorded{}) // read in a window that has passed
+	if _, _, cached := c.answer(w1, w1, last); cached {
+		t.Errorf("an answer from the previous window is still cached")
+	}
+	if _, _, cached := c.answer(w1, w1, "original/late.jpg"); cached {
+		t.Errorf("an answer read in a window that had passed was cached")
+	}
+	if len(c.records) != 1 || len(c.misses) != 0 || len(c.urls) != 0 {
+		t.Errorf("new window: %d records, %d misses, %d URLs; want 1, 0, 0", len(c.records), len(c.misses), len(c.urls))
+	}
+	// A slow "not found" that ends after a concurrent request found the
+	// item does not hide it.
+	c.putMiss(w1, w1.Add(notFoundTTL), "original/new.jpg")
+	if _, found, _ := c.answer(w1, w1, "original/new.jpg"); !found {
+		t.Errorf("a miss put after the record hides it")
+	}
+}
+
 func TestSignWindow(t *testing.T) {
 	for expiry, want := range map[time.Duration]time.Duration{
 		15 * time.Minute: time.Minute, time.Hour: time.Minute, time.Minute: 4 * time.Second, 5 * time.Second: time.Second,
@@ -221,6 +261,35 @@ func BenchmarkRedirect(b *testing.B) {
 	}
 }
 
+// refusingLedger answers every look-up with an error, so a request that
+// reaches it gets a 503.
+type refusingLedger struct{}
+
+func (refusingLedger) GetItem(context.Context, *dynamodb.GetItemInput, ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error) {
+	return nil, errors.New("the ledger was asked")
+}
+
+// BenchmarkRedirectLedgerCached is BenchmarkRedirect with the ledger
+// look-up on, its answer already read in the window: what every request
+// but the first for an object costs in a window. The clock is fixed, so
+// the window never ends; a request that asks the ledger fails it.
+func BenchmarkRedirectLedgerCached(b *testing.B) {
+	h := offlineHandler(b, nil, nil)
+	h.ledger, h.cfg.Table = refusingLedger{}, "ledger"
+	at := time.Date(2026, 11, 25, 10, 0, 10, 0, time.UTC)
+	h.now = func() time.Time { return at }
+	h.cache.putRecord(at.Truncate(h.window), "original/2026/11/cat.jpg", recorded{versionID: "v1", contentType: "image/jpeg"})
+	req, _ := http.NewRequest(http.MethodGet, "/static/2026/11/cat.jpg", nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		rec := &recorder{header: http.Header{}}
+		h.ServeHTTP(rec, req)
+		if rec.status != http.StatusFound {
+			b.Fatalf("status %d", rec.status)
+		}
+	}
+}
+
 // BenchmarkRedirectNewObject: every request for an object not asked for
 // before in the window, so each one is presigned.
 func BenchmarkRedirectNewObject(b *testing.B) {
@@ -233,7 +302,7 @@ func BenchmarkRedirectNewObject(b *testing.B) {
 	i := 0
 	for b.Loop() {
 		if i%len(reqs) == 0 {
-			h.urls = urlCache{} // forget, as a new window would
+			h.cache = windowCache{} // forget, as a new window would
 		}
 		rec := &recorder{header: http.Header{}}
 		h.ServeHTTP(rec, reqs[i%len(reqs)])

@@ -3,7 +3,6 @@ package lambda
 import (
 	"context"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -23,51 +22,14 @@ const (
 	// windowsPerExpiry: the window is at most this part of the expiry, so
 	// a URL lives at least 14/15 of it (15 min → 1 min windows).
 	windowsPerExpiry = 15
-	// maxCachedURLs bounds the memory of one window's URLs; past it the
-	// cache starts over (a request then only costs a signature again).
-	maxCachedURLs = 10000
+	// maxCachedEntries bounds each of the window cache's maps (see
+	// windowCache); past it that map starts over, and a request then only
+	// costs a signature, or a ledger look-up, again.
+	maxCachedEntries = 10000
 )
 
 func signWindow(expiry time.Duration) time.Duration {
 	return max(min(maxSignWindow, expiry/windowsPerExpiry), time.Second)
-}
-
-// urlCache holds the URLs signed in the current window.
-type urlCache struct {
-	mu     sync.Mutex
-	window time.Time
-	urls   map[urlCacheKey]string
-}
-
-// urlCacheKey is everything a presigned URL depends on besides the window:
-// the method (a GET URL answers a HEAD with 403), the object and version,
-// how it is presented, and the credentials and life it is signed with.
-type urlCacheKey struct {
-	target
-	accessKeyID string
-	life        time.Duration
-}
-
-func (c *urlCache) get(window time.Time, k urlCacheKey) (string, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.window.Equal(window) {
-		return "", false
-	}
-	u, ok := c.urls[k]
-	return u, ok
-}
-
-func (c *urlCache) put(window time.Time, k urlCacheKey, url string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if window.Before(c.window) {
-		return // signed in a window that has already passed
-	}
-	if !c.window.Equal(window) || len(c.urls) >= maxCachedURLs {
-		c.window, c.urls = window, make(map[urlCacheKey]string)
-	}
-	c.urls[k] = url
 }
 
 // signedAt is the SDK's presigner with the signing time fixed to the start

@@ -63,12 +63,7 @@ func TestRedirectPinsRecordedVersion(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	ctx := context.Background()
-	// Idempotent and harmless for the other tests; the stack's bucket is
-	// versioned like the template's.
-	if _, err := w.s3.PutBucketVersioning(ctx, &s3.PutBucketVersioningInput{Bucket: aws.String(w.st.Bucket),
-		VersioningConfiguration: &s3types.VersioningConfiguration{Status: s3types.BucketVersioningStatusEnabled}}); err != nil {
-		t.Fatalf("enable versioning: %v", err)
-	}
+	w.enableVersioning(t)
 	v1, v2 := []byte("\xff\xd8\xff the original"), []byte("\xff\xd8\xff a later write, longer than the original")
 	version := w.upload(t, "pinned.jpg", v1, "image/jpeg")
 	if version == "" || version == "null" {
@@ -108,6 +103,16 @@ func TestRedirectPinsRecordedVersion(t *testing.T) {
 		} else if got := fetch(t, loc); !bytes.Equal(got, v1) {
 			t.Errorf("GET: the redirect gave %q; want the recorded version %q", got, v1)
 		}
+	}
+}
+
+// enableVersioning versions the stack's bucket, like the template's.
+// Idempotent and harmless for the other tests.
+func (w *world) enableVersioning(t *testing.T) {
+	t.Helper()
+	if _, err := w.s3.PutBucketVersioning(context.Background(), &s3.PutBucketVersioningInput{Bucket: aws.String(w.st.Bucket),
+		VersioningConfiguration: &s3types.VersioningConfiguration{Status: s3types.BucketVersioningStatusEnabled}}); err != nil {
+		t.Fatalf("enable versioning: %v", err)
 	}
 }
 

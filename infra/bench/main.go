@@ -12,6 +12,10 @@
 // agent binaries (before and after a change) on the same files:
 //
 //	infra/local/stack run -- go run ./infra/bench --scenarios outage --agent OLD,NEW
+//
+// Nor does the resolver load alone:
+//
+//	infra/local/stack run -- go run ./infra/bench --scenarios resolver --resolver bin/offload-resolver
 package main
 
 import (
@@ -78,7 +82,7 @@ func main() {
 		conns    = flag.Int("conns", 32, "connections of the resolver load")
 		loadFor  = flag.Duration("load-for", 5*time.Second, "how long each resolver load runs")
 		reps     = flag.Int("reps", 3, "repetitions of each tool per scenario (the median is printed)")
-		only     = flag.String("scenarios", "", "comma-separated scenarios to run: 1, 2, 3 (uploads), wan (3 and 2 with --latency each way), daemon (close to start), backfill (once over --backfill-files against 2,000; only when named), resume (a 1 GiB upload under --bwlimit 32M killed half way; only when named), outage (CPU and memory with S3 down; only when named); default all but backfill and outage")
+		only     = flag.String("scenarios", "", "comma-separated scenarios to run: 1, 2, 3 (uploads), wan (3 and 2 with --latency each way), daemon (close to start), backfill (once over --backfill-files against 2,000; only when named), resume (a 1 GiB upload under --bwlimit 32M killed half way; only when named), outage (CPU and memory with S3 down; only when named), resolver (the resolver load alone; no TLS or peers needed); default all but backfill and outage")
 		bfFiles  = flag.Int("backfill-files", 100_000, "files of the large backfill run")
 		bfSize   = flag.Int64("backfill-size", 32<<10, "bytes of each backfill file")
 		outFiles = flag.Int("outage-files", outageFiles, "tiny files waiting in the outage scenario")
@@ -137,11 +141,12 @@ func loadEnv(peers bool) (env, error) {
 }
 
 func run(agentBin, baselineBin, resolverBin string, reps, conns int, loadFor, latency time.Duration, only, work string) error {
-	// outage and resume compare agent binaries and need no peers.
+	// outage and resume compare agent binaries and need no peers; neither
+	// does the resolver alone.
 	outageOnly := only == "outage"
 	peers := false
 	for _, sc := range strings.Split(only, ",") {
-		peers = peers || (sc != "outage" && sc != "resume")
+		peers = peers || (sc != "outage" && sc != "resume" && sc != "resolver")
 	}
 	e, err := loadEnv(peers)
 	if err != nil {
@@ -185,6 +190,15 @@ func run(agentBin, baselineBin, resolverBin string, reps, conns int, loadFor, la
 	if only == "resume" {
 		return b.resume(ctx, bins)
 	}
+	if only == "resolver" {
+		if resolverBin == "" {
+			return errors.New("--scenarios resolver: --resolver is empty")
+		}
+		if resolverBin, err = filepath.Abs(resolverBin); err != nil {
+			return err
+		}
+		return b.resolverBench(ctx, resolverBin, conns, reps, loadFor)
+	}
 	fmt.Printf("offload bench: MinIO over TLS at %s, %d repetitions, tools take turns\n", e.endpoint, reps)
 	for _, sc := range scenarios {
 		if only != "" && !slices.Contains(strings.Split(only, ","), sc.id) {
@@ -218,7 +232,7 @@ func run(agentBin, baselineBin, resolverBin string, reps, conns int, loadFor, la
 		if resolverBin, err = filepath.Abs(resolverBin); err != nil {
 			return err
 		}
-		return b.resolverBench(ctx, resolverBin, conns, loadFor)
+		return b.resolverBench(ctx, resolverBin, conns, reps, loadFor)
 	}
 	return nil
 }

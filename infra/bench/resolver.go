@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -10,14 +11,15 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	"github.com/photosleeve/offload"
 	"github.com/photosleeve/offload/infra/local/loopback"
@@ -83,28 +85,40 @@ func load(url func(n int64) string, want, conns int, d time.Duration) loadResult
 	return r
 }
 
+// recordedObjects is how many originals the resolver bench records for
+// "--verify ledger, a new object each": more than the look-ups a load of a
+// few seconds gets through here (under 3,000/s), so every request asks
+// the ledger about an object not asked for before.
+const recordedObjects = 20_000
+
 // resolverBench measures the resolver's local HTTP face, without and with
-// the ledger look-up, and lighttpd serving a small local file as the
-// reference, each for d with conns connections, on loopback.
-func (b *bench) resolverBench(ctx context.Context, resolverBin string, conns int, d time.Duration) error {
+// the ledger look-up, on one object asked for again and again and on a new
+// object each request, and lighttpd serving a small local file as the
+// reference, each for d with conns connections, on loopback, reps times.
+// Each --verify ledger run comes right after its --verify none run, and the
+// ratio of the two is printed.
+func (b *bench) resolverBench(ctx context.Context, resolverBin string, conns, reps int, d time.Duration) error {
 	fmt.Printf("\n## resolver: %d connections for %s each, loopback\n", conns, d)
-	// One recorded original for the look-up to find.
-	key := "bench/resolver/cat.jpg"
 	cfg, err := awsConfig(ctx)
 	if err != nil {
 		return err
 	}
-	db := dynamodb.NewFromConfig(cfg)
-	rec := offload.Record{Key: key, Size: 1, CRC64NVME: "AAAAAAAAAAA=", ContentType: "image/jpeg", Host: "bench", Path: "cat.jpg", UploadedAt: time.Now().UTC()}
-	if _, err := db.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(b.env.table), Item: rec.Item()}); err != nil {
+	// The recorded originals for the look-ups to find: cat.jpg, asked for
+	// again and again, and cat-N.jpg, a new one each request (without the
+	// ledger, N simply counts up).
+	start := time.Now()
+	if err := recordBenchObjects(ctx, dynamodb.NewFromConfig(cfg), b.env.table, recordedObjects); err != nil {
 		return err
 	}
-	fmt.Printf("%-52s %12s %10s %10s\n", "server", "requests/s", "p50", "p99")
+	fmt.Printf("(%d originals recorded in the ledger in %s)\n", recordedObjects+1, time.Since(start).Round(time.Millisecond))
 	one := func(addr string) func(int64) string {
 		return func(int64) string { return "http://" + addr + "/static/cat.jpg" }
 	}
 	each := func(addr string) func(int64) string {
 		return func(n int64) string { return fmt.Sprintf("http://%s/static/cat-%d.jpg", addr, n) }
+	}
+	eachRecorded := func(addr string) func(int64) string {
+		return func(n int64) string { return fmt.Sprintf("http://%s/static/cat-%d.jpg", addr, n%recordedObjects) }
 	}
 	resolver := func(verify string) func(addr string) (*exec.Cmd, error) {
 		return func(addr string) (*exec.Cmd, error) {
@@ -122,25 +136,106 @@ func (b *bench) resolverBench(ctx context.Context, resolverBin string, conns int
 		cmd.Env = append(os.Environ(), fixed302Env+"="+addr)
 		return cmd, nil
 	}
-	for _, srv := range []struct {
+	rows := []struct {
 		name  string
 		start func(addr string) (*exec.Cmd, error)
 		urls  func(addr string) func(int64) string
 		want  int
 	}{
 		{"offload-resolver 302, --verify none, one object", resolver("none"), one, http.StatusFound},
-		{"offload-resolver 302, --verify none, a new object each", resolver("none"), each, http.StatusFound},
 		{"offload-resolver 302, --verify ledger, one object", resolver("ledger"), one, http.StatusFound},
+		{"offload-resolver 302, --verify none, a new object each", resolver("none"), each, http.StatusFound},
+		{"offload-resolver 302, --verify ledger, a new object each", resolver("ledger"), eachRecorded, http.StatusFound},
 		{"Go net/http, a fixed 302 (no work at all)", fixed302, one, http.StatusFound},
 		{"lighttpd 200, a 15 KiB local file", func(addr string) (*exec.Cmd, error) { return b.lighttpd(ctx, addr) }, one, http.StatusOK},
-	} {
-		r, err := loadServer(ctx, srv.start, srv.urls, srv.want, conns, d)
-		if err != nil {
-			return fmt.Errorf("%s: %w", srv.name, err)
+	}
+	// The servers take turns, reps times, so a load that comes and goes on
+	// the machine falls on all of them; the median run of each is printed.
+	runs := make([][]loadResult, len(rows))
+	for range reps {
+		for i, srv := range rows {
+			r, err := loadServer(ctx, srv.start, srv.urls, srv.want, conns, d)
+			if err != nil {
+				return fmt.Errorf("%s: %w", srv.name, err)
+			}
+			if strings.HasSuffix(srv.name, "--verify ledger, a new object each") && r.requests > recordedObjects {
+				fmt.Printf("(%s: %d requests, so objects were asked for again after %d)\n", srv.name, r.requests, recordedObjects)
+			}
+			runs[i] = append(runs[i], r)
 		}
-		fmt.Printf("%-52s %12.0f %10s %10s\n", srv.name, r.perSecond, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond))
+	}
+	fmt.Printf("%-60s %12s %10s %10s\n", "server (median of "+strconv.Itoa(reps)+")", "requests/s", "p50", "p99")
+	for i, srv := range rows {
+		r := slices.SortedFunc(slices.Values(runs[i]), func(a, b loadResult) int { return cmp.Compare(a.perSecond, b.perSecond) })[len(runs[i])/2]
+		fmt.Printf("%-60s %12.0f %10s %10s\n", srv.name, r.perSecond, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond))
+	}
+	// Rows 0 and 1, 2 and 3: --verify none, then ledger, on the same objects.
+	for _, pair := range [][2]int{{0, 1}, {2, 3}} {
+		var ratios []float64
+		for rep := range reps {
+			ratios = append(ratios, runs[pair[1]][rep].perSecond/runs[pair[0]][rep].perSecond)
+		}
+		each := make([]string, len(ratios))
+		for i, r := range ratios {
+			each[i] = fmt.Sprintf("%.2f", r)
+		}
+		slices.Sort(ratios)
+		fmt.Printf("--verify ledger ÷ --verify none, %s: median %.2f (each repetition: %s)\n",
+			strings.TrimPrefix(rows[pair[0]].name, "offload-resolver 302, --verify none, "), ratios[len(ratios)/2], strings.Join(each, ", "))
 	}
 	return nil
+}
+
+// recordBenchObjects records bench/resolver/cat.jpg and n originals
+// bench/resolver/cat-0.jpg … cat-(n-1).jpg in the ledger, 25 to a
+// BatchWriteItem (DynamoDB's limit), a few batches in flight.
+func recordBenchObjects(ctx context.Context, db *dynamodb.Client, table string, n int) error {
+	item := func(name string) types.WriteRequest {
+		rec := offload.Record{Key: "bench/resolver/" + name, Size: 1, CRC64NVME: "AAAAAAAAAAA=", ContentType: "image/jpeg",
+			Host: "bench", Path: name, UploadedAt: time.Now().UTC()}
+		return types.WriteRequest{PutRequest: &types.PutRequest{Item: rec.Item()}}
+	}
+	batches := make(chan []types.WriteRequest)
+	go func() {
+		defer close(batches)
+		batch := []types.WriteRequest{item("cat.jpg")}
+		for i := range n {
+			batch = append(batch, item(fmt.Sprintf("cat-%d.jpg", i)))
+			if len(batch) == 25 || i == n-1 {
+				select {
+				case batches <- batch:
+				case <-ctx.Done():
+					return
+				}
+				batch = nil
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for batch := range batches {
+				// What DynamoDB leaves unprocessed is sent again, as its
+				// documentation asks.
+				for len(batch) > 0 {
+					out, err := db.BatchWriteItem(ctx, &dynamodb.BatchWriteItemInput{RequestItems: map[string][]types.WriteRequest{table: batch}})
+					if err != nil {
+						errs <- fmt.Errorf("record the bench's originals: %w", err)
+						for range batches { // let the producer end
+						}
+						return
+					}
+					batch = out.UnprocessedItems[table]
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
 }
 
 // loadServer starts a server on a free loopback address, puts the load on
