@@ -330,7 +330,7 @@ func statedEnd(t *testing.T, loc string) time.Time {
 // getBody sends a GET to a presigned URL and returns S3's status and body.
 func getBody(t *testing.T, loc string) (int, []byte) {
 	t.Helper()
-	resp, err := http.Get(loc)
+	resp, err := stacktest.HTTPClient(t).Get(loc) // trusts AWS_CA_BUNDLE, as over TLS
 	if err != nil {
 		t.Fatalf("GET %s: %v", loc, err)
 	}
