@@ -94,35 +94,25 @@ func openLocal(root *os.Root, rel string) (*os.File, fileID, error) {
 
 // stillSame reports whether the open file and the name in the folder are
 // still the version that was read: same inode under the name, same size and
-// mtime. It is checked before an upload is committed and before archiving.
+// mtime. It is checked before an upload is committed.
 func stillSame(root *os.Root, rel string, f *os.File, read fileID) error {
-	fi, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	now, _ := idOf(fi)
-	if !now.sameVersion(read) {
-		return fmt.Errorf("%s: %w while it was read", rel, errChanged)
-	}
-	lfi, err := root.Lstat(rel)
-	if err != nil {
-		return fmt.Errorf("%s: %w: %v", rel, errChanged, err)
-	}
-	named, _ := idOf(lfi)
-	if !named.sameVersion(read) {
-		return fmt.Errorf("%s: %w: the name now points at other bytes", rel, errChanged)
-	}
-	return nil
+	return still(root, rel, f, read, fileID.sameVersion)
 }
 
 // stillExactly is stillSame comparing every field, ctime included (see
 // exactly): checked just before the local step.
 func stillExactly(root *os.Root, rel string, f *os.File, read fileID) error {
+	return still(root, rel, f, read, fileID.exactly)
+}
+
+// still checks the open file and the name against the version read with
+// same.
+func still(root *os.Root, rel string, f *os.File, read fileID, same func(a, b fileID) bool) error {
 	fi, err := f.Stat()
 	if err != nil {
 		return err
 	}
-	if now, _ := idOf(fi); !now.exactly(read) {
+	if now, _ := idOf(fi); !same(now, read) {
 		return fmt.Errorf("%s: %w since it was read (ctime %s, now %s)", rel, errChanged,
 			read.ctime.Format(time.RFC3339Nano), now.ctime.Format(time.RFC3339Nano))
 	}
@@ -130,7 +120,7 @@ func stillExactly(root *os.Root, rel string, f *os.File, read fileID) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w: %v", rel, errChanged, err)
 	}
-	if named, _ := idOf(lfi); !named.exactly(read) {
+	if named, _ := idOf(lfi); !same(named, read) {
 		return fmt.Errorf("%s: %w: the name now points at other bytes", rel, errChanged)
 	}
 	return nil
@@ -153,15 +143,13 @@ var errChanged = errors.New("file changed")
 // NFSv4, SMB and EFS answer EAGAIN whenever the client holds no delegation,
 // writer or not. Then writing is false and the quiet period alone decides.
 func openForWriting(f *os.File) (writing, sure bool) {
-	fd := int(f.Fd())
-	if fsType, err := fsTypeOf(fd); err == nil && sharedFS(fsType) {
-		return false, false
+	l, err := holdLease(f)
+	if err != nil {
+		return true, true
 	}
-	if err := setLease(fd, unix.F_RDLCK); err != nil {
-		return errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EAGAIN)
-	}
-	_ = setLease(fd, unix.F_UNLCK)
-	return false, true
+	sure = l.held
+	l.end()
+	return false, sure
 }
 
 // lease is a read lease held on an open file (see holdLease), or nothing

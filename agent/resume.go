@@ -22,8 +22,10 @@ var uploadsDir = filepath.Join(claimDir, ".uploads")
 // uploadRecord is what a multipart upload in progress was made for: the
 // file version (device, inode, size, mtime), the part size and the host.
 // S3 keeps nothing of the kind for an upload in progress: ListParts and
-// ListMultipartUploads return no metadata, only keys, ids, parts and their
-// checksums. So the record lives with the file, and an upload is resumed
+// ListMultipartUploads return no metadata, only keys, ids, initiators,
+// parts and their checksums
+// (https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListParts.html,
+// https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListMultipartUploads.html). So the record lives with the file, and an upload is resumed
 // only into the very version it was made for, by the host that made it.
 type uploadRecord struct {
 	Key      string    `json:"key"`
@@ -130,9 +132,7 @@ func (r *resumeRecords) remove(key, uploadID string) {
 	if rec, ok := r.load(key); ok && uploadID != "" && rec.UploadID != uploadID {
 		return
 	}
-	if err := os.Remove(r.path(key)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return
-	}
+	os.Remove(r.path(key)) // a record that stays is dropped by a later sweep
 }
 
 // removeTemps deletes what a save cut off by a crash left: temporary files

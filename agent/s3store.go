@@ -567,7 +567,9 @@ func (s *s3Store) abortUploads(ctx context.Context, prefix string, stale func(u 
 }
 
 // serverTime is S3's clock when it answered: the response's Date header,
-// which every S3 response carries (RFC 7231 HTTP-date, whole seconds).
+// "the date and time that Amazon S3 responded", common to S3's responses
+// (https://docs.aws.amazon.com/AmazonS3/latest/API/RESTCommonResponseHeaders.html;
+// MinIO sends it too), an HTTP-date in whole seconds.
 func serverTime(md middleware.Metadata) (time.Time, bool) {
 	raw, ok := awsmiddleware.GetRawResponse(md).(*smithyhttp.Response)
 	if !ok || raw == nil {
