@@ -30,6 +30,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/photosleeve/offload"
+	"github.com/photosleeve/offload/agent/hotcache"
 )
 
 // objectStore is what the pipeline needs from S3.
@@ -63,6 +64,8 @@ type Agent struct {
 	// metrics for the --metrics listener; ledgerClient for its probe.
 	metrics      *metrics
 	ledgerClient *dynamodb.Client
+	// cache keeps hot originals on this host; nil unless configured.
+	cache *hotcache.Cache
 	// pendingLimit is the scheduler's bound, maxPending; tests lower it.
 	pendingLimit int
 	// peakPending is the most files the last run's scheduler held.
@@ -121,6 +124,12 @@ func New(cfg Config, s3c *s3.Client, db *dynamodb.Client) (*Agent, error) {
 		ledgerClient: db,
 		pendingLimit: maxPending,
 	}
+	if cfg.caching() {
+		if a.cache, err = hotcache.New(cfg.cacheConfig(), s3c, db); err != nil {
+			root.Close()
+			return nil, err
+		}
+	}
 	a.metrics = newMetrics(a)
 	return a, nil
 }
@@ -128,8 +137,13 @@ func New(cfg Config, s3c *s3.Client, db *dynamodb.Client) (*Agent, error) {
 // Stats returns the agent's counters.
 func (a *Agent) Stats() *Stats { return &a.stats }
 
-// Close releases the watch folder.
-func (a *Agent) Close() error { return a.root.Close() }
+// Close releases the watch folder and the cache folder.
+func (a *Agent) Close() error {
+	if a.cache != nil {
+		a.cache.Close()
+	}
+	return a.root.Close()
+}
 
 // Run is the daemon: it offloads every settled file in the watch folder,
 // now and as they arrive, until ctx ends. Then it stops taking files, lets
@@ -193,6 +207,14 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 		}
 	}
 
+	if !once && a.cache != nil {
+		// The cache stands apart: whatever happens to it (no log, S3
+		// unreachable, a full disk) offloading goes on, and it stops with ctx.
+		var cached sync.WaitGroup
+		defer cached.Wait()
+		cached.Add(1)
+		go func() { defer cached.Done(); a.cache.Run(ctx) }()
+	}
 	if !once && !a.cfg.DryRun {
 		sweepCtx, stopSweeps := context.WithCancel(ctx)
 		var sweeps sync.WaitGroup

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/photosleeve/offload"
+	"github.com/photosleeve/offload/agent/hotcache"
 )
 
 // After says what happens to the local file once S3 and the ledger hold it.
@@ -119,9 +120,25 @@ type Config struct {
 	// uploads, so the agent never starves the web server's uplink; 0 is
 	// no limit.
 	BandwidthLimit int64
+	// Cache, when Cache.Dir is set, keeps the most requested offloaded
+	// originals on this host, learning what is requested from the web
+	// server's access log (Cache.AccessLog); only in Run. The agent fills
+	// in its mapping, bucket, table, call timeout, dry run and logger.
+	Cache hotcache.Config
 
 	Logger *slog.Logger
 }
+
+// cacheConfig is the cache's configuration with what the agent shares.
+func (c Config) cacheConfig() hotcache.Config {
+	cc := c.Cache
+	cc.Mapping, cc.Bucket, cc.Table, cc.CallTimeout, cc.DryRun = c.Mapping, c.Bucket, c.Table, c.CallTimeout, c.DryRun
+	cc.Logger = c.Logger
+	return cc.WithDefaults()
+}
+
+// caching reports whether the hot cache is configured at all.
+func (c Config) caching() bool { return c.Cache.Dir != "" || c.Cache.AccessLog != "" }
 
 // WithDefaults returns the config with every zero field set to its default.
 func (c Config) WithDefaults() Config {
@@ -208,6 +225,24 @@ func (c Config) Validate() error {
 	for name, d := range map[string]time.Duration{"rescan": c.Rescan, "grace": c.Grace, "call timeout": c.CallTimeout, "orphan age": c.OrphanAge, "settle timeout": c.SettleTimeout} {
 		if d <= 0 {
 			bad("%s: must be positive, got %s", name, d)
+		}
+	}
+	if c.caching() {
+		if err := c.cacheConfig().Validate(); err != nil {
+			errs = append(errs, err)
+		}
+		if c.Cache.Dir != "" {
+			if err := checkDir("cache", c.Cache.Dir, unix.R_OK|unix.W_OK|unix.X_OK); err != nil {
+				errs = append(errs, err)
+			} else {
+				// A file put back into the watch folder would be offloaded
+				// again; one in the archive would be taken for an archived one.
+				for name, dir := range map[string]string{"watch": c.Watch, "archive": c.Archive} {
+					if dir != "" && overlaps(c.Cache.Dir, dir) {
+						bad("cache: %s and the %s folder %s must not contain one another", c.Cache.Dir, name, dir)
+					}
+				}
+			}
 		}
 	}
 	if c.BandwidthLimit < 0 {

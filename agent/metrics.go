@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/photosleeve/offload"
+	"github.com/photosleeve/offload/agent/hotcache"
 )
 
 // metrics are the agent's Prometheus metrics, on a registry of its own.
@@ -99,6 +100,9 @@ func newMetrics(a *Agent) *metrics {
 			return float64(t.lastOffloadedAt.UnixNano()) / 1e9
 		})),
 	)
+	if c := a.cache; c != nil {
+		m.registry.MustRegister(cacheMetrics{c})
+	}
 	if a.cfg.After == AfterArchive {
 		m.registry.MustRegister(gauge("offload_archive_free_bytes", "Free bytes on the archive folder's file system, for the agent's user.", func() float64 {
 			var st unix.Statfs_t
@@ -203,4 +207,59 @@ func oneLineErr(err error) string {
 		}
 	}
 	return string(b)
+}
+
+// cacheMetrics are the hot cache's metrics, read from one snapshot per
+// scrape.
+type cacheMetrics struct{ c *hotcache.Cache }
+
+var (
+	cacheHitsDesc = prometheus.NewDesc("offload_cache_hits_total",
+		"Requests the web server answered from the hot cache (200, 206 or 304 in its access log for a cached path).", nil, nil)
+	cacheMissesDesc = prometheus.NewDesc("offload_cache_misses_total",
+		"Requests the web server redirected to the resolver (302 in its access log for a path under the URL prefix).", nil, nil)
+	cacheFetchesDesc = prometheus.NewDesc("offload_cache_fetches_total",
+		"Originals fetched from S3 into the hot cache, each checked against the ledger.", nil, nil)
+	cacheFetchedBytesDesc = prometheus.NewDesc("offload_cache_fetched_bytes_total", "Bytes of those fetches.", nil, nil)
+	cacheFailuresDesc     = prometheus.NewDesc("offload_cache_fetch_failures_total",
+		"Hot paths not fetched, by reason: not_in_ledger, too_large, disk_full, ledger, s3, mismatch, local.", []string{"reason"}, nil)
+	cacheEvictionsDesc = prometheus.NewDesc("offload_cache_evictions_total",
+		"Files removed from the hot cache, by reason: size (least recently requested, to stay in the budget) or idle.", []string{"reason"}, nil)
+	cacheBytesDesc  = prometheus.NewDesc("offload_cache_bytes", "Bytes of the files in the hot cache.", nil, nil)
+	cacheFilesDesc  = prometheus.NewDesc("offload_cache_files", "Files in the hot cache.", nil, nil)
+	cacheBudgetDesc = prometheus.NewDesc("offload_cache_budget_bytes", "The hot cache's budget (--cache-size).", nil, nil)
+	cacheLogDesc    = prometheus.NewDesc("offload_cache_access_log_up",
+		"1 while the access log is being followed, 0 while it is missing or unreadable.", nil, nil)
+)
+
+func (cacheMetrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{cacheHitsDesc, cacheMissesDesc, cacheFetchesDesc, cacheFetchedBytesDesc, cacheFailuresDesc,
+		cacheEvictionsDesc, cacheBytesDesc, cacheFilesDesc, cacheBudgetDesc, cacheLogDesc} {
+		ch <- d
+	}
+}
+
+func (m cacheMetrics) Collect(ch chan<- prometheus.Metric) {
+	s := m.c.Stats()
+	counter := func(d *prometheus.Desc, v int64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v int64) { ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v)) }
+	counter(cacheHitsDesc, s.Hits)
+	counter(cacheMissesDesc, s.Misses)
+	counter(cacheFetchesDesc, s.Fetches)
+	counter(cacheFetchedBytesDesc, s.FetchedBytes)
+	for _, r := range hotcache.FailReasons {
+		counter(cacheFailuresDesc, s.FetchFailures[r], r) // every reason shows, at 0
+	}
+	counter(cacheEvictionsDesc, s.EvictedSize, "size")
+	counter(cacheEvictionsDesc, s.EvictedIdle, "idle")
+	gauge(cacheBytesDesc, s.Bytes)
+	gauge(cacheFilesDesc, int64(s.Files))
+	gauge(cacheBudgetDesc, s.Budget)
+	up := int64(0)
+	if s.Log.State == hotcache.StateFollowing {
+		up = 1
+	}
+	gauge(cacheLogDesc, up)
 }

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/photosleeve/offload/agent/hotcache"
 )
 
 // Status is what the agent is doing, as served on the metrics listener at
@@ -44,6 +46,9 @@ type Status struct {
 	Refused         int64      `json:"refused"`
 	FailedAttempts  int64      `json:"failed_attempts"`
 	LastOffloadedAt *time.Time `json:"last_offloaded_at,omitempty"`
+
+	// Cache is the hot cache, when the agent keeps one (--cache).
+	Cache *hotcache.Stats `json:"cache,omitempty"`
 }
 
 // Waiting is a pending file.
@@ -233,7 +238,12 @@ func (t *tracker) oldestPendingAge() time.Duration {
 // Status returns a snapshot of what the agent is doing.
 func (a *Agent) Status() Status {
 	t := a.track
-	s := Status{Watch: a.cfg.Watch, Started: t.started.UTC(), Now: time.Now().UTC(),
+	var cache *hotcache.Stats
+	if a.cache != nil {
+		cs := a.cache.Stats()
+		cache = &cs
+	}
+	s := Status{Watch: a.cfg.Watch, Cache: cache, Started: t.started.UTC(), Now: time.Now().UTC(),
 		Offloaded: a.stats.Uploaded.Load(), OffloadedBytes: a.stats.Bytes.Load(), Conflicts: a.stats.Conflicts.Load(),
 		Refused: a.stats.Refused.Load(), FailedAttempts: a.stats.Failures.Load()}
 	t.mu.Lock()

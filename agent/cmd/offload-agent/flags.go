@@ -13,6 +13,7 @@ import (
 
 	"github.com/photosleeve/offload"
 	"github.com/photosleeve/offload/agent"
+	"github.com/photosleeve/offload/agent/hotcache"
 )
 
 const usage = `offload-agent moves a web site's uploaded originals to S3 and keeps every URL working.
@@ -37,6 +38,12 @@ for --quiet) -> upload with a full-object CRC64NVME that S3
 checks, never overwriting (If-None-Match: *) -> verify -> record in the DynamoDB ledger ->
 archive (or delete, or keep). A key that already holds other bytes is a conflict: the
 local file is left where it is and an error is logged.
+
+Hot cache (run only; --cache DIR --access-log FILE): a path the web server redirected
+--cache-threshold times within --cache-window is fetched from S3 into DIR, checked against
+the ledger's size and CRC64NVME before it appears, and served by the web server from there
+until it is evicted (least recently requested first over --cache-size, or idle for
+--cache-idle). The web server's configuration must look in DIR: see infra/.
 
 S3 and DynamoDB endpoints, region and credentials come from the AWS SDK's own settings
 (AWS_REGION, AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL_DYNAMODB, AWS_PROFILE, instance role...).
@@ -106,6 +113,18 @@ var settings = []setting{
 		durationSetter(func(o *options) *time.Duration { return &o.agent.SettleTimeout })},
 	{"orphan-age", "OFFLOAD_ORPHAN_AGE", agent.DefaultOrphanAge.String(), "abort other agents' multipart uploads under the key prefix older than this (checked at start and every rescan)",
 		durationSetter(func(o *options) *time.Duration { return &o.agent.OrphanAge })},
+	{"cache", "OFFLOAD_CACHE_DIR", "", "hot cache: keep the most requested offloaded originals in this folder, laid out as a second document root (/static/NAME is DIR/static/NAME), which the web server serves before it redirects; needs --access-log; never the watch or archive folder (default: off)",
+		func(o *options, v string) error { o.agent.Cache.Dir = v; return nil }},
+	{"access-log", "OFFLOAD_ACCESS_LOG", "", "the web server's access log (Common or Combined Log Format; rotation handled): each 302 under the URL prefix is a miss, each 200 for a cached file a hit",
+		func(o *options, v string) error { o.agent.Cache.AccessLog = v; return nil }},
+	{"cache-size", "OFFLOAD_CACHE_SIZE", "1GiB", "the hot cache's budget on disk; the least recently requested files go first when it is full, and no file over a quarter of it is cached",
+		func(o *options, v string) error { n, err := parseSize(v); o.agent.Cache.Size = n; return err }},
+	{"cache-threshold", "OFFLOAD_CACHE_THRESHOLD", strconv.Itoa(hotcache.DefaultThreshold), "redirects of one path within --cache-window that fetch it into the cache",
+		intSetter(func(o *options) *int { return &o.agent.Cache.Threshold })},
+	{"cache-window", "OFFLOAD_CACHE_WINDOW", hotcache.DefaultWindow.String(), "the time --cache-threshold redirects must fall within, from the first",
+		durationSetter(func(o *options) *time.Duration { return &o.agent.Cache.Window })},
+	{"cache-idle", "OFFLOAD_CACHE_IDLE", hotcache.DefaultIdle.String(), "a cached file not requested for this long is removed",
+		durationSetter(func(o *options) *time.Duration { return &o.agent.Cache.Idle })},
 	{"host", "OFFLOAD_HOST", "", "host name recorded in the ledger (default: this machine's)",
 		func(o *options, v string) error { o.agent.Host = v; return nil }},
 	{"s3-path-style", "OFFLOAD_S3_PATH_STYLE", "auto", "path-style S3 URLs: true, false, or auto (true when AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL is set)",

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -127,6 +128,21 @@ func printStatus(w io.Writer, st agent.Status) {
 		fmt.Fprintf(w, ", the last %s ago", roundDuration(now.Sub(*st.LastOffloadedAt)))
 	}
 	fmt.Fprintf(w, "; %d conflicts; %d refused; %d failed attempts\n", st.Conflicts, st.Refused, st.FailedAttempts)
+
+	if c := st.Cache; c != nil {
+		fmt.Fprintf(w, "\ncache: %d files, %s of %s in %s\n", c.Files, bytesText(c.Bytes), bytesText(c.Budget), c.Dir)
+		fmt.Fprintf(w, "  %d hits, %d misses; %d fetched (%s); evicted %d for size, %d idle\n",
+			c.Hits, c.Misses, c.Fetches, bytesText(c.FetchedBytes), c.EvictedSize, c.EvictedIdle)
+		if len(c.FetchFailures) > 0 {
+			reasons := make([]string, 0, len(c.FetchFailures))
+			for r, n := range c.FetchFailures {
+				reasons = append(reasons, fmt.Sprintf("%s %d", r, n))
+			}
+			slices.Sort(reasons)
+			fmt.Fprintf(w, "  not fetched: %s\n", strings.Join(reasons, ", "))
+		}
+		fmt.Fprintf(w, "  access log: %s (%d lines read, %d not understood)\n", c.Log.State, c.Log.Lines, c.Log.Unparsed)
+	}
 }
 
 // progressText is a bar of the bytes sent to S3, out of the total,

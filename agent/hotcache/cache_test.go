@@ -1,0 +1,439 @@
+package hotcache_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/photosleeve/offload"
+	"github.com/photosleeve/offload/agent/hotcache"
+	"github.com/photosleeve/offload/infra/local/stacktest"
+)
+
+// world is one cache's surroundings on the real local stack: originals in
+// the bucket and the ledger as the agent leaves them, under the test's own
+// key prefix, and the clients the cache uses (the agent's credentials,
+// through the AWS shim, as on AWS).
+type world struct {
+	t       *testing.T
+	st      *stacktest.Stack
+	s3      *s3.Client // the stack's root, for setting up
+	db      *dynamodb.Client
+	cacheS3 *s3.Client
+	cfg     hotcache.Config
+	logs    *syncBuffer
+}
+
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	st := stacktest.Require(t)
+	w := &world{t: t, st: st, s3: st.S3(t), db: st.DynamoDB(t), logs: &syncBuffer{}}
+	w.cacheS3 = st.S3For(t, stacktest.Agent, st.AWSShimEndpoint(t))
+	dir := t.TempDir()
+	w.cfg = hotcache.Config{
+		Dir:         filepath.Join(dir, "cache"),
+		AccessLog:   filepath.Join(dir, "access.log"),
+		Size:        1 << 20,
+		Threshold:   2,
+		Mapping:     offload.Mapping{URLPrefix: "/static/", KeyPrefix: stacktest.Prefix(t)},
+		Bucket:      st.Bucket,
+		Table:       st.Table,
+		CallTimeout: 30 * time.Second,
+		Logger:      slog.New(slog.NewTextHandler(io.MultiWriter(w.logs, testWriter{t}), &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	if err := os.MkdirAll(w.cfg.Dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// offloaded stores data as the agent would have: the object with its
+// full-object CRC64NVME, then the ledger item for exactly what S3 holds.
+func (w *world) offloaded(rel string, data []byte) offload.Record {
+	w.t.Helper()
+	key := w.cfg.Mapping.KeyPrefix + rel
+	ctx := context.Background()
+	h := offload.NewCRC64NVME()
+	h.Write(data)
+	sum := offload.EncodeChecksum(h.Sum64())
+	out, err := w.s3.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(w.cfg.Bucket), Key: aws.String(key), Body: bytes.NewReader(data),
+		ChecksumCRC64NVME: aws.String(sum)})
+	if err != nil {
+		w.t.Fatalf("put %s: %v", key, err)
+	}
+	rec := offload.Record{Key: key, Size: int64(len(data)), CRC64NVME: sum, ETag: aws.ToString(out.ETag), VersionID: aws.ToString(out.VersionId),
+		Host: "test-host", Path: rel, UploadedAt: time.Now().UTC()}
+	w.record(rec)
+	return rec
+}
+
+func (w *world) record(rec offload.Record) {
+	w.t.Helper()
+	if _, err := w.db.PutItem(context.Background(), &dynamodb.PutItemInput{TableName: aws.String(w.cfg.Table), Item: rec.Item()}); err != nil {
+		w.t.Fatalf("ledger put %s: %v", rec.Key, err)
+	}
+}
+
+// start builds the cache and runs it until the test ends.
+func (w *world) start(s3c *s3.Client) *hotcache.Cache {
+	w.t.Helper()
+	c, err := hotcache.New(w.cfg, s3c, w.db)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); c.Run(ctx) }()
+	w.t.Cleanup(func() { cancel(); <-done; c.Close() })
+	return c
+}
+
+// miss tells the cache the web server redirected a request for rel n times.
+func miss(c *hotcache.Cache, rel string, n int) {
+	for range n {
+		c.Observe(hotcache.Request{Method: "GET", Target: "/static/" + rel + "?v=1", Status: 302})
+	}
+}
+
+// hit tells the cache the web server served rel.
+func hit(c *hotcache.Cache, rel string) {
+	c.Observe(hotcache.Request{Method: "GET", Target: "/static/" + rel, Status: 200})
+}
+
+// cachedPath is where the web server looks for rel.
+func (w *world) cachedPath(rel string) string {
+	return filepath.Join(w.cfg.Dir, "static", filepath.FromSlash(rel))
+}
+
+// waitFor polls cond until it holds or 20 s pass.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func randomBytes(n int, seed uint64) []byte {
+	r := rand.New(rand.NewPCG(seed, seed))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+// TestHotPathIsFetchedAndMatchesTheLedger: a path redirected threshold
+// times is fetched and published with exactly the bytes the ledger
+// records, readable by others; fewer misses fetch nothing; the download
+// folder is left empty.
+func TestHotPathIsFetchedAndMatchesTheLedger(t *testing.T) {
+	w := newWorld(t)
+	hot, cold := randomBytes(100<<10, 1), randomBytes(10<<10, 2)
+	w.offloaded("2026/hot photo ü.jpg", hot)
+	w.offloaded("cold.jpg", cold)
+	c := w.start(w.cacheS3)
+
+	miss(c, "cold.jpg", 1)
+	c.Observe(hotcache.Request{Method: "GET", Target: "/static/2026/hot%20photo%20%C3%BC.jpg", Status: 302})
+	c.Observe(hotcache.Request{Method: "HEAD", Target: "/static/2026/hot%20photo%20%C3%BC.jpg?download=1", Status: 302})
+	waitFor(t, "the fetch", func() bool { return c.Stats().Fetches == 1 })
+
+	got, err := os.ReadFile(w.cachedPath("2026/hot photo ü.jpg"))
+	if err != nil || !bytes.Equal(got, hot) {
+		t.Fatalf("cached file: %d bytes, err %v; want the original's %d bytes", len(got), err, len(hot))
+	}
+	fi, _ := os.Stat(w.cachedPath("2026/hot photo ü.jpg"))
+	dir, _ := os.Stat(filepath.Dir(w.cachedPath("2026/hot photo ü.jpg")))
+	if fi.Mode().Perm() != 0o644 || dir.Mode().Perm() != 0o755 {
+		t.Errorf("modes: file %v, folder %v; want 0644 and 0755 for the web server", fi.Mode().Perm(), dir.Mode().Perm())
+	}
+	if _, err := os.Stat(w.cachedPath("cold.jpg")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("cold.jpg (1 miss, threshold 2): stat %v; want not cached", err)
+	}
+	s := c.Stats()
+	if s.Files != 1 || s.Bytes != int64(len(hot)) || s.Misses != 3 || s.FetchedBytes != int64(len(hot)) || len(s.FetchFailures) != 0 {
+		t.Errorf("stats %+v; want 1 file of %d bytes, 3 misses, no failures", s, len(hot))
+	}
+	hit(c, "2026/hot%20photo%20%C3%BC.jpg")
+	if s := c.Stats(); s.Hits != 1 {
+		t.Errorf("hits %d after a 200 for the cached path; want 1", s.Hits)
+	}
+	assertNoDownloads(t, w)
+}
+
+// TestNeverPublishesBytesTheLedgerDoesNotRecord: when S3 holds other bytes
+// than the ledger records (another version, or a ledger from another
+// bucket), nothing is published.
+func TestNeverPublishesBytesTheLedgerDoesNotRecord(t *testing.T) {
+	w := newWorld(t)
+	rec := w.offloaded("a.jpg", randomBytes(20<<10, 3))
+	other := randomBytes(20<<10, 4)
+	h := offload.NewCRC64NVME()
+	h.Write(other)
+	rec.CRC64NVME = offload.EncodeChecksum(h.Sum64())
+	w.record(rec) // the ledger now records other bytes than S3 holds
+	rec2 := w.offloaded("b.jpg", randomBytes(20<<10, 5))
+	rec2.Size++ // and here a size S3 does not have
+	w.record(rec2)
+	c := w.start(w.cacheS3)
+	miss(c, "a.jpg", 2)
+	miss(c, "b.jpg", 2)
+	waitFor(t, "both fetches to fail", func() bool { return c.Stats().FetchFailures[hotcache.FailMismatch] == 2 })
+	for _, rel := range []string{"a.jpg", "b.jpg"} {
+		if _, err := os.Stat(w.cachedPath(rel)); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s: stat %v; want nothing published", rel, err)
+		}
+	}
+	if s := c.Stats(); s.Files != 0 || s.Bytes != 0 || s.Fetches != 0 {
+		t.Errorf("stats %+v; want an empty cache", s)
+	}
+	assertNoDownloads(t, w)
+}
+
+// TestDownloadCutHalfwayIsNeverServed: S3's answer is cut after half the
+// object (a Toxiproxy limit on the bytes back). While the download runs
+// and after it fails, the published path never exists; once the network
+// is whole, the next crossing publishes the full file.
+func TestDownloadCutHalfwayIsNeverServed(t *testing.T) {
+	w := newWorld(t)
+	data := randomBytes(200<<10, 6)
+	w.offloaded("cut.jpg", data)
+	proxy := w.st.Proxy(t, w.st.AWSShimEndpoint(t))
+	c := w.start(w.st.S3For(t, stacktest.Agent, proxy.Endpoint))
+
+	// Every read of the published path sees nothing or the whole file.
+	stop, seen := watchPath(t, w.cachedPath("cut.jpg"), data)
+	// Headers (~1 KiB) and half the body, then the connection closes.
+	proxy.AddToxic("cut", "limit_data", "downstream", map[string]any{"bytes": 100 << 10})
+	miss(c, "cut.jpg", 2)
+	waitFor(t, "the cut fetch to fail", func() bool { return c.Stats().FetchFailures[hotcache.FailS3] >= 1 })
+	if _, err := os.Stat(w.cachedPath("cut.jpg")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("after the cut download: stat %v; want nothing published", err)
+	}
+	assertNoDownloads(t, w)
+	proxy.RemoveToxic("cut")
+	miss(c, "cut.jpg", 2)
+	waitFor(t, "the fetch", func() bool { return c.Stats().Fetches == 1 })
+	bad := stop()
+	if bad != "" {
+		t.Errorf("a read of the published path saw %s; want nothing or the whole file", bad)
+	}
+	t.Logf("reads of the published path while it was fetched: %v", seen())
+}
+
+// watchPath reads path in a loop until stop is called, and returns the
+// first read that was neither "no such file" nor exactly want.
+func watchPath(t *testing.T, path string, want []byte) (stop func() string, seen func() map[string]int) {
+	var (
+		mu     sync.Mutex
+		bad    string
+		counts = map[string]int{}
+		done   = make(chan struct{})
+		exited = make(chan struct{})
+	)
+	go func() {
+		defer close(exited)
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			got, err := os.ReadFile(path)
+			mu.Lock()
+			switch {
+			case errors.Is(err, fs.ErrNotExist):
+				counts["absent"]++
+			case err == nil && bytes.Equal(got, want):
+				counts["whole"]++
+			default:
+				counts["other"]++
+				if bad == "" {
+					bad = fmt.Sprintf("%d bytes that are not the original (err %v)", len(got), err)
+				}
+			}
+			mu.Unlock()
+			time.Sleep(100 * time.Microsecond)
+		}
+	}()
+	return func() string { close(done); <-exited; mu.Lock(); defer mu.Unlock(); return bad },
+		func() map[string]int { mu.Lock(); defer mu.Unlock(); return counts }
+}
+
+// TestEvictionKeepsTheCacheUnderItsBudget: files fetched one after
+// another never take more than the budget on disk, and the least recently
+// requested goes first.
+func TestEvictionKeepsTheCacheUnderItsBudget(t *testing.T) {
+	w := newWorld(t)
+	w.cfg.Size = 400 << 10 // four files of 100 KiB; each at most a quarter
+	names := []string{"p0.jpg", "p1.jpg", "p2.jpg", "p3.jpg", "p4.jpg", "p5.jpg"}
+	for i, n := range names {
+		w.offloaded(n, randomBytes(100<<10, uint64(10+i)))
+	}
+	c := w.start(w.cacheS3)
+	for i, n := range names[:4] {
+		miss(c, n, 2)
+		waitFor(t, "fetch of "+n, func() bool { return c.Stats().Fetches == int64(i+1) })
+	}
+	hit(c, "p0.jpg") // p0 is now more recent than p1, p2, p3
+	for i, n := range names[4:] {
+		miss(c, n, 2)
+		waitFor(t, "fetch of "+n, func() bool { return c.Stats().Fetches == int64(5+i) })
+		if used := diskBytes(t, filepath.Join(w.cfg.Dir, "static")); used > w.cfg.Size {
+			t.Fatalf("after fetching %s: %d bytes in the cache folder, budget %d", n, used, w.cfg.Size)
+		}
+	}
+	for n, want := range map[string]bool{"p0.jpg": true, "p1.jpg": false, "p2.jpg": false, "p3.jpg": true, "p4.jpg": true, "p5.jpg": true} {
+		_, err := os.Stat(w.cachedPath(n))
+		if got := err == nil; got != want {
+			t.Errorf("%s cached = %v, want %v (least recently requested first out)", n, got, want)
+		}
+	}
+	if s := c.Stats(); s.EvictedSize != 2 || s.Files != 4 || s.Bytes != 400<<10 {
+		t.Errorf("stats %+v; want 2 evicted for size, 4 files of 400 KiB", s)
+	}
+
+	// Idle: nothing requested for longer than the idle time goes.
+	c.EvictIdle(time.Now().Add(hotcache.DefaultIdle + time.Minute))
+	if s := c.Stats(); s.Files != 0 || s.EvictedIdle != 4 || diskBytes(t, filepath.Join(w.cfg.Dir, "static")) != 0 {
+		t.Errorf("after the idle time: stats %+v; want every file removed as idle", s)
+	}
+}
+
+// TestTooLargeAndUnknownAreNotFetched: a file over a quarter of the budget
+// and a path the ledger does not know are looked up once and not again
+// within the window, however often they are requested.
+func TestTooLargeAndUnknownAreNotFetched(t *testing.T) {
+	w := newWorld(t)
+	w.offloaded("big.jpg", randomBytes(300<<10, 20)) // budget 1 MiB: limit 256 KiB
+	c := w.start(w.cacheS3)
+	for range 5 {
+		miss(c, "big.jpg", 2)
+		miss(c, "made-up.jpg", 2)
+	}
+	waitFor(t, "both look-ups", func() bool {
+		f := c.Stats().FetchFailures
+		return f[hotcache.FailTooLarge] >= 1 && f[hotcache.FailNotInLedger] >= 1
+	})
+	time.Sleep(100 * time.Millisecond) // any further look-up would have been queued by now
+	if f := c.Stats().FetchFailures; f[hotcache.FailTooLarge] != 1 || f[hotcache.FailNotInLedger] != 1 {
+		t.Errorf("failures %v; want one look-up each, then quiet for the window", f)
+	}
+	if c.Stats().Files != 0 {
+		t.Error("something was cached")
+	}
+}
+
+// TestRestartKeepsPublishedFilesAndRemovesDownloads: files published
+// before a restart are served and counted; a download left half-written
+// by a killed agent is removed, never published.
+func TestRestartKeepsPublishedFilesAndRemovesDownloads(t *testing.T) {
+	w := newWorld(t)
+	data := randomBytes(50<<10, 30)
+	w.offloaded("kept.jpg", data)
+	c := w.start(w.cacheS3)
+	miss(c, "kept.jpg", 2)
+	waitFor(t, "the fetch", func() bool { return c.Stats().Fetches == 1 })
+	left := filepath.Join(w.cfg.Dir, ".offload-fetch", "123.456")
+	if err := os.WriteFile(left, data[:1000], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c2, err := hotcache.New(w.cfg, w.cacheS3, w.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	if s := c2.Stats(); s.Files != 1 || s.Bytes != int64(len(data)) {
+		t.Errorf("after a restart: stats %+v; want the published file counted", s)
+	}
+	if _, err := os.Stat(left); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the half-written download: stat %v; want removed at start", err)
+	}
+}
+
+// TestDryRunFetchesNothing: a dry run says what it would fetch and
+// touches nothing.
+func TestDryRunFetchesNothing(t *testing.T) {
+	w := newWorld(t)
+	w.offloaded("dry.jpg", randomBytes(10<<10, 40))
+	w.cfg.DryRun = true
+	c := w.start(w.cacheS3)
+	miss(c, "dry.jpg", 2)
+	if !strings.Contains(w.logs.String(), "would fetch") {
+		t.Errorf("log %q; want it to say what it would fetch", w.logs.String())
+	}
+	if _, err := os.Stat(filepath.Join(w.cfg.Dir, ".offload-fetch")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("dry run made its download folder (stat %v)", err)
+	}
+	if s := c.Stats(); s.Fetches != 0 || s.Files != 0 {
+		t.Errorf("stats %+v; want nothing fetched", s)
+	}
+}
+
+func assertNoDownloads(t *testing.T, w *world) {
+	t.Helper()
+	entries, err := os.ReadDir(filepath.Join(w.cfg.Dir, ".offload-fetch"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 0 {
+		t.Errorf("%d downloads left in .offload-fetch; want none", len(entries))
+	}
+}
+
+// diskBytes is the size of the regular files under dir.
+func diskBytes(t *testing.T, dir string) int64 {
+	t.Helper()
+	var n int64
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			fi, _ := d.Info()
+			n += fi.Size()
+		}
+		return nil
+	})
+	return n
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}

@@ -1,0 +1,93 @@
+package hotcache
+
+import (
+	"container/list"
+	"time"
+)
+
+// maxTracked bounds the paths whose misses are counted at once, so memory
+// stays bounded however many distinct paths the log shows (a crawler
+// walking every photo, or a scanner inventing names): each costs 239 bytes
+// beside its key (BenchmarkDemandEntry), so about 300 with a 60-byte key
+// and 15 MiB in all. A hot path's count survives 50,000 newer distinct
+// misses; one pushed out starts again, and if it is really hot it crosses
+// the threshold again within a few more requests.
+const maxTracked = 50_000
+
+// demand counts each path's misses within a window and says when a path
+// has become hot. A path's window starts at its first miss and restarts
+// at the first miss after it has passed, so "threshold misses within
+// window" is counted from that first miss. The least recently missed path
+// is forgotten first when the table is full. Not safe for concurrent use.
+type demand struct {
+	threshold int
+	window    time.Duration
+	max       int
+
+	entries map[string]*list.Element // key → element of recent
+	recent  *list.List               // of *missCount, most recently missed first
+}
+
+type missCount struct {
+	key   string
+	first time.Time // start of the current window
+	n     int       // misses since first
+	// quietUntil: a path that was not worth fetching (not in the ledger,
+	// too large) is not counted again before this.
+	quietUntil time.Time
+}
+
+func newDemand(threshold int, window time.Duration, max int) *demand {
+	return &demand{threshold: threshold, window: window, max: max,
+		entries: make(map[string]*list.Element), recent: list.New()}
+}
+
+// miss counts one miss of key at now and reports whether the key has just
+// crossed the threshold. A key that crosses is forgotten, so it crosses
+// again only after threshold more misses.
+func (d *demand) miss(key string, now time.Time) (hot bool) {
+	e := d.entry(key, now)
+	c := e.Value.(*missCount)
+	if now.Before(c.quietUntil) {
+		return false
+	}
+	if now.Sub(c.first) > d.window {
+		c.first, c.n = now, 0
+	}
+	c.n++
+	if c.n < d.threshold {
+		return false
+	}
+	d.recent.Remove(e)
+	delete(d.entries, key)
+	return true
+}
+
+// quiet makes key's misses count for nothing until until: after a look-up
+// found it not worth caching, a stream of requests for it costs one look-up
+// per quiet period, not one per threshold misses.
+func (d *demand) quiet(key string, until time.Time) {
+	c := d.entry(key, until).Value.(*missCount)
+	c.quietUntil, c.n = until, 0
+}
+
+// entry returns key's count, most recently missed now, making it (with its
+// window starting at now) and forgetting the least recent key if the table
+// is full.
+func (d *demand) entry(key string, now time.Time) *list.Element {
+	if e, ok := d.entries[key]; ok {
+		d.recent.MoveToFront(e)
+		return e
+	}
+	if d.recent.Len() >= d.max {
+		oldest := d.recent.Back()
+		d.recent.Remove(oldest)
+		delete(d.entries, oldest.Value.(*missCount).key)
+	}
+	e := d.recent.PushFront(&missCount{key: key, first: now})
+	d.entries[key] = e
+	return e
+}
+
+// tracked is how many paths are being counted.
+func (d *demand) tracked() int { return d.recent.Len() }
