@@ -64,8 +64,9 @@ type Agent struct {
 	// metrics for the --metrics listener; ledgerClient for its probe.
 	metrics      *metrics
 	ledgerClient *dynamodb.Client
-	// cache keeps hot originals on this host; nil unless configured.
-	cache *hotcache.Cache
+	// cache keeps hot originals on this host: set while Run runs with
+	// the cache configured, for Status and the metrics.
+	cache atomic.Pointer[hotcache.Cache]
 	// pendingLimit is the scheduler's bound, maxPending; tests lower it.
 	pendingLimit int
 	// peakPending is the most files the last run's scheduler held.
@@ -124,12 +125,6 @@ func New(cfg Config, s3c *s3.Client, db *dynamodb.Client) (*Agent, error) {
 		ledgerClient: db,
 		pendingLimit: maxPending,
 	}
-	if cfg.caching() {
-		if a.cache, err = hotcache.New(cfg.cacheConfig(), s3c, db); err != nil {
-			root.Close()
-			return nil, err
-		}
-	}
 	a.metrics = newMetrics(a)
 	return a, nil
 }
@@ -137,13 +132,8 @@ func New(cfg Config, s3c *s3.Client, db *dynamodb.Client) (*Agent, error) {
 // Stats returns the agent's counters.
 func (a *Agent) Stats() *Stats { return &a.stats }
 
-// Close releases the watch folder and the cache folder.
-func (a *Agent) Close() error {
-	if a.cache != nil {
-		a.cache.Close()
-	}
-	return a.root.Close()
-}
+// Close releases the watch folder.
+func (a *Agent) Close() error { return a.root.Close() }
 
 // Run is the daemon: it offloads every settled file in the watch folder,
 // now and as they arrive, until ctx ends. Then it stops taking files, lets
@@ -207,13 +197,20 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 		}
 	}
 
-	if !once && a.cache != nil {
-		// The cache stands apart: whatever happens to it (no log, S3
-		// unreachable, a full disk) offloading goes on, and it stops with ctx.
-		var cached sync.WaitGroup
-		defer cached.Wait()
-		cached.Add(1)
-		go func() { defer cached.Done(); a.cache.Run(ctx) }()
+	if !once && a.cfg.caching() {
+		// The cache stands apart: whatever happens to it (its folder, no
+		// log, S3 unreachable, a full disk) offloading goes on. It is made
+		// here, not in New, because making it tidies its folder, which
+		// "once" and the audit must not do under a running agent.
+		if c, err := hotcache.New(a.cfg.cacheConfig(), a.s3.client, a.ledgerClient); err != nil {
+			a.log.Error("the hot cache could not start; offloading goes on without it", "err", err)
+		} else {
+			a.cache.Store(c)
+			var cached sync.WaitGroup
+			defer func() { cached.Wait(); c.Close() }()
+			cached.Add(1)
+			go func() { defer cached.Done(); c.Run(ctx) }()
+		}
 	}
 	if !once && !a.cfg.DryRun {
 		sweepCtx, stopSweeps := context.WithCancel(ctx)

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,6 +26,8 @@ const (
 	LedgerObjectMissing = "ledger-object-missing" // a ledger item whose object is gone
 	ObjectWithoutLedger = "object-without-ledger" // an object under the prefix, older than the grace period, with no ledger item
 	ChecksumMismatch    = "checksum-mismatch"     // ledger, object and (with Deep) archived file disagree on size or CRC64NVME
+	CachedNotInLedger   = "cached-not-in-ledger"  // a file in the hot cache (--cache) with no ledger item: served, yet not an offloaded original
+	CachedMismatch      = "cached-mismatch"       // a file in the hot cache whose size or CRC64NVME is not what the ledger records
 )
 
 // Discrepancy is one thing the audit found wrong.
@@ -41,6 +44,7 @@ type AuditSummary struct {
 	Objects       int            `json:"objects"`
 	LocalFiles    int            `json:"local_files"`
 	ArchivedFiles int            `json:"archived_files"`
+	CachedFiles   int            `json:"cached_files"`
 	Pending       int            `json:"pending"` // local files or objects younger than the grace period, not judged
 	Discrepancies map[string]int `json:"discrepancies"`
 }
@@ -56,6 +60,9 @@ type AuditOptions struct {
 	Deep bool
 	// Parallel bounds the S3 and DynamoDB calls in flight (default 16).
 	Parallel int
+	// CacheDir is the hot cache's folder (--cache), if any: every file in
+	// it is read and must be what the ledger records.
+	CacheDir string
 }
 
 // Audit compares the watch folder and the archive with the ledger and the
@@ -69,7 +76,7 @@ func (a *Agent) Audit(ctx context.Context, opts AuditOptions, report func(Discre
 	}
 	au := &audit{a: a, opts: opts, report: report, sem: make(chan struct{}, opts.Parallel),
 		sum: AuditSummary{Discrepancies: map[string]int{}}}
-	steps := []func(context.Context) error{au.ledger, au.objects, au.local}
+	steps := []func(context.Context) error{au.ledger, au.objects, au.local, au.cache}
 	for _, step := range steps {
 		if err := step(ctx); err != nil {
 			au.wg.Wait()
@@ -197,39 +204,144 @@ func (au *audit) objects(ctx context.Context) error {
 
 // ledgerHas reports the keys of batch that have no ledger item.
 func (au *audit) ledgerHas(ctx context.Context, batch []string) {
-	want := make([]map[string]dbtypes.AttributeValue, len(batch))
-	for i, k := range batch {
+	have, err := au.ledgerItems(ctx, batch, true)
+	if err != nil {
+		au.failed(err)
+		return
+	}
+	for _, k := range batch {
+		if _, ok := have[k]; !ok {
+			rel, _ := au.a.cfg.Mapping.FileForKey(k)
+			au.found(Discrepancy{Kind: ObjectWithoutLedger, Key: k, Path: rel})
+		}
+	}
+}
+
+// ledgerItems reads the ledger items of keys (at most batchGetMax), only
+// their keys when keysOnly; a key without an item is absent from the map.
+func (au *audit) ledgerItems(ctx context.Context, keys []string, keysOnly bool) (map[string]offload.Record, error) {
+	want := make([]map[string]dbtypes.AttributeValue, len(keys))
+	for i, k := range keys {
 		want[i] = map[string]dbtypes.AttributeValue{offload.LedgerPartitionKey: &dbtypes.AttributeValueMemberS{Value: k}}
 	}
-	have := map[string]bool{}
+	have := map[string]offload.Record{}
 	for attempt := 0; len(want) > 0; attempt++ {
 		if attempt > 0 {
 			select { // DynamoDB left some keys unprocessed: back off a little
 			case <-time.After(time.Duration(attempt) * 100 * time.Millisecond):
 			case <-ctx.Done():
-				au.failed(ctx.Err())
-				return
+				return nil, ctx.Err()
 			}
 		}
-		out, err := au.a.ledgerClient.BatchGetItem(ctx, &dynamodb.BatchGetItemInput{RequestItems: map[string]dbtypes.KeysAndAttributes{
-			au.a.cfg.Table: {Keys: want, ConsistentRead: aws.Bool(true), ProjectionExpression: aws.String(offload.LedgerPartitionKey)}}})
+		ka := dbtypes.KeysAndAttributes{Keys: want, ConsistentRead: aws.Bool(true)}
+		if keysOnly {
+			ka.ProjectionExpression = aws.String(offload.LedgerPartitionKey)
+		}
+		out, err := au.a.ledgerClient.BatchGetItem(ctx, &dynamodb.BatchGetItemInput{RequestItems: map[string]dbtypes.KeysAndAttributes{au.a.cfg.Table: ka}})
 		if err != nil {
-			au.failed(fmt.Errorf("ledger batch get: %w", err))
-			return
+			return nil, fmt.Errorf("ledger batch get: %w", err)
 		}
 		for _, item := range out.Responses[au.a.cfg.Table] {
-			if v, ok := item[offload.LedgerPartitionKey].(*dbtypes.AttributeValueMemberS); ok {
-				have[v.Value] = true
+			if keysOnly {
+				if v, ok := item[offload.LedgerPartitionKey].(*dbtypes.AttributeValueMemberS); ok {
+					have[v.Value] = offload.Record{Key: v.Value}
+				}
+				continue
 			}
+			rec, err := offload.RecordFromItem(item)
+			if err != nil {
+				return nil, fmt.Errorf("ledger item: %w", err)
+			}
+			have[rec.Key] = rec
 		}
 		want = out.UnprocessedKeys[au.a.cfg.Table].Keys
 	}
-	for _, k := range batch {
-		if !have[k] {
-			rel, _ := au.a.cfg.Mapping.FileForKey(k)
-			au.found(Discrepancy{Kind: ObjectWithoutLedger, Key: k, Path: rel})
-		}
+	return have, nil
+}
+
+// cache reads every file in the hot cache and checks that the ledger
+// records exactly its bytes: a cached file is served to browsers as the
+// original. The cache is bounded by its budget, so it is always read in
+// full, Deep or not.
+func (au *audit) cache(ctx context.Context) error {
+	dir := au.opts.CacheDir
+	if dir == "" {
+		return nil
 	}
+	files := filepath.Join(dir, filepath.FromSlash(strings.Trim(au.a.cfg.Mapping.URLPrefix, "/")))
+	type cached struct {
+		path, rel, sum string
+		size           int64
+	}
+	var batch []cached
+	flush := func() {
+		if len(batch) == 0 {
+			return
+		}
+		b := batch
+		batch = nil
+		au.async(ctx, func(ctx context.Context) {
+			keys := make([]string, len(b))
+			for i, f := range b {
+				keys[i], _ = au.a.cfg.Mapping.KeyForFile(f.rel)
+			}
+			recs, err := au.ledgerItems(ctx, keys, false)
+			if err != nil {
+				au.failed(err)
+				return
+			}
+			for i, f := range b {
+				rec, ok := recs[keys[i]]
+				switch {
+				case !ok:
+					au.found(Discrepancy{Kind: CachedNotInLedger, Key: keys[i], Path: f.rel,
+						Detail: fmt.Sprintf("%s: %d bytes; remove it, the web server serves it", f.path, f.size)})
+				case rec.Size != f.size || rec.CRC64NVME != f.sum:
+					au.found(Discrepancy{Kind: CachedMismatch, Key: keys[i], Path: f.rel,
+						Detail: fmt.Sprintf("cache: %d bytes, crc64nvme %s; ledger: %d bytes, crc64nvme %s; remove it, the web server serves it", f.size, f.sum, rec.Size, rec.CRC64NVME)})
+				}
+			}
+		})
+	}
+	err := filepath.WalkDir(files, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if !errors.Is(err, fs.ErrNotExist) {
+				au.failed(err)
+			}
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		rel, _ := filepath.Rel(files, p)
+		rel = filepath.ToSlash(rel)
+		if _, err := au.a.cfg.Mapping.KeyForFile(rel); err != nil {
+			au.found(Discrepancy{Kind: CachedNotInLedger, Path: rel, Detail: fmt.Sprintf("%s: not an original's name (%v)", p, err)})
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return nil // evicted meanwhile
+		}
+		sum, err := fileChecksum(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // evicted meanwhile
+		} else if err != nil {
+			au.failed(err)
+			return nil
+		}
+		au.count(func(s *AuditSummary) { s.CachedFiles++ })
+		batch = append(batch, cached{path: p, rel: rel, sum: sum, size: info.Size()})
+		if len(batch) == batchGetMax {
+			flush()
+		}
+		return nil
+	})
+	flush()
+	return err
 }
 
 // local walks the watch folder and the archive and checks that S3 holds

@@ -262,3 +262,53 @@ func TestDryRunTouchesNothing(t *testing.T) {
 		t.Errorf("claimed file moved by a dry run: %v", err)
 	}
 }
+
+// TestAuditChecksTheCache: a file in the hot cache is served as the
+// original, so the audit reads each one and reports any the ledger does
+// not record, or records with other bytes; the good ones pass.
+func TestAuditChecksTheCache(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	good, changed := randomBytes(3000, 1), randomBytes(2000, 2)
+	h.write("good.jpg", good)
+	h.write("sub/changed.jpg", changed)
+	if err := h.once(); err != nil {
+		t.Fatalf("Once: %v", err)
+	}
+	cacheDir := t.TempDir()
+	cached := func(rel string, data []byte) {
+		t.Helper()
+		p := filepath.Join(cacheDir, "static", filepath.FromSlash(rel))
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cached("good.jpg", good)
+	cached("sub/changed.jpg", append(slices.Clone(changed[:1999]), changed[1999]^1))
+	cached("never-offloaded.jpg", []byte("made up"))
+	// Downloads in progress are not in any URL's path, and not judged.
+	os.MkdirAll(filepath.Join(cacheDir, ".offload-fetch"), 0o700)
+	os.WriteFile(filepath.Join(cacheDir, ".offload-fetch", "1.2"), []byte("half"), 0o600)
+
+	h.agentS3 = h.st.S3For(t, stacktest.Audit, h.st.AWSShimEndpoint(t))
+	var got []string
+	sum, err := h.newAgent(h.cfg).Audit(context.Background(), agent.AuditOptions{CacheDir: cacheDir}, func(d agent.Discrepancy) { got = append(got, d.Kind+" "+d.Key) })
+	if err != nil {
+		t.Fatalf("Audit: %v", err)
+	}
+	slices.Sort(got)
+	want := []string{
+		agent.CachedMismatch + " " + h.key("sub/changed.jpg"),
+		agent.CachedNotInLedger + " " + h.key("never-offloaded.jpg"),
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("audit found:\n%q\nwant:\n%q", got, want)
+	}
+	if sum.CachedFiles != 3 {
+		t.Errorf("summary %+v; want 3 cached files looked at", sum)
+	}
+	if _, err := os.Stat(filepath.Join(cacheDir, ".offload-fetch", "1.2")); err != nil {
+		t.Errorf("the audit touched a download in progress: %v", err)
+	}
+}

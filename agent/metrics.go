@@ -100,8 +100,8 @@ func newMetrics(a *Agent) *metrics {
 			return float64(t.lastOffloadedAt.UnixNano()) / 1e9
 		})),
 	)
-	if c := a.cache; c != nil {
-		m.registry.MustRegister(cacheMetrics{c})
+	if a.cfg.caching() {
+		m.registry.MustRegister(cacheMetrics{a})
 	}
 	if a.cfg.After == AfterArchive {
 		m.registry.MustRegister(gauge("offload_archive_free_bytes", "Free bytes on the archive folder's file system, for the agent's user.", func() float64 {
@@ -211,7 +211,7 @@ func oneLineErr(err error) string {
 
 // cacheMetrics are the hot cache's metrics, read from one snapshot per
 // scrape.
-type cacheMetrics struct{ c *hotcache.Cache }
+type cacheMetrics struct{ a *Agent }
 
 var (
 	cacheHitsDesc = prometheus.NewDesc("offload_cache_hits_total",
@@ -240,11 +240,17 @@ func (cacheMetrics) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (m cacheMetrics) Collect(ch chan<- prometheus.Metric) {
-	s := m.c.Stats()
+	c := m.a.cache.Load()
+	if c == nil {
+		return // not started yet, or could not start (the log says why)
+	}
+	s := c.Stats()
 	counter := func(d *prometheus.Desc, v int64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
 	}
-	gauge := func(d *prometheus.Desc, v int64) { ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v)) }
+	gauge := func(d *prometheus.Desc, v int64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v))
+	}
 	counter(cacheHitsDesc, s.Hits)
 	counter(cacheMissesDesc, s.Misses)
 	counter(cacheFetchesDesc, s.Fetches)

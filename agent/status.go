@@ -239,8 +239,8 @@ func (t *tracker) oldestPendingAge() time.Duration {
 func (a *Agent) Status() Status {
 	t := a.track
 	var cache *hotcache.Stats
-	if a.cache != nil {
-		cs := a.cache.Stats()
+	if c := a.cache.Load(); c != nil {
+		cs := c.Stats()
 		cache = &cs
 	}
 	s := Status{Watch: a.cfg.Watch, Cache: cache, Started: t.started.UTC(), Now: time.Now().UTC(),

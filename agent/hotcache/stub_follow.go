@@ -29,4 +29,5 @@ type FollowStats struct {
 
 func (f *Follower) Run(ctx context.Context) error { <-ctx.Done(); return nil }
 func (f *Follower) Stats() FollowStats            { return FollowStats{} }
+
 const StateFollowing = "following"

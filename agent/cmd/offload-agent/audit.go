@@ -91,6 +91,10 @@ func auditCommand(args []string, getenv func(string) string, stdout, stderr io.W
 	}
 	cfg := opts.agent
 	cfg.Logger = newLogger(stderr, opts.logFormat, opts.logLevel)
+	// The audit reads the cache folder (--cache), and needs none of the
+	// rest of the cache's settings, such as the access log.
+	cacheDir := cfg.Cache.Dir
+	cfg.Cache = agent.Config{}.Cache
 	if err := cfg.WithDefaults().Validate(); err != nil {
 		fmt.Fprintf(stderr, "offload-agent audit: bad configuration: %v\n", oneLine(err))
 		return auditBadUsage
@@ -110,7 +114,7 @@ func auditCommand(args []string, getenv func(string) string, stdout, stderr io.W
 	defer a.Close()
 
 	enc := json.NewEncoder(stdout)
-	sum, err := a.Audit(ctx, agent.AuditOptions{Grace: ao.grace, Deep: ao.deep}, func(d agent.Discrepancy) {
+	sum, err := a.Audit(ctx, agent.AuditOptions{Grace: ao.grace, Deep: ao.deep, CacheDir: cacheDir}, func(d agent.Discrepancy) {
 		if ao.json {
 			enc.Encode(d)
 			return

@@ -30,7 +30,8 @@ usage:
                                the bucket, read-only; print every discrepancy by kind (exit 1
                                if any, 3 if it could not look at everything). --deep also
                                compares the CRC64NVME of every local file S3 holds; files and
-                               objects younger than --grace may be mid-offload, not judged
+                               objects younger than --grace may be mid-offload, not judged.
+                               With --cache, every cached file must be what the ledger records
   offload-agent help           this text
 
 Each file: settle (no writer has it open, and it was renamed into its name or is unchanged
