@@ -31,6 +31,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -82,22 +83,34 @@ func main() {
 		conns    = flag.Int("conns", 32, "connections of the resolver load")
 		loadFor  = flag.Duration("load-for", 5*time.Second, "how long each resolver load runs")
 		reps     = flag.Int("reps", 3, "repetitions of each tool per scenario (the median is printed)")
-		only     = flag.String("scenarios", "", "comma-separated scenarios to run: 1, 2, 3 (uploads), wan (3 and 2 with --latency each way), daemon (close to start), backfill (once over --backfill-files against 2,000; only when named), resume (a 1 GiB upload under --bwlimit 32M killed half way; only when named), outage (CPU and memory with S3 down; only when named), resolver (the resolver load alone; no TLS or peers needed); default all but backfill and outage")
+		only     = flag.String("scenarios", "", "comma-separated scenarios to run: 1, 2, 3 (uploads), wan (3 and 2 with --latency each way), daemon (close to start), backfill (once over --backfill-files against 2,000; only when named), resume (a 1 GiB upload under --bwlimit 32M killed half way; only when named), outage (CPU and memory with S3 down; only when named), resolver (the resolver load alone; no TLS or peers needed), hotcache (2,000 originals, a Zipf stream through lighttpd with and without the agent's cache, and the cost per 1,000 views; only when named); default all but backfill, outage and hotcache")
 		bfFiles  = flag.Int("backfill-files", 100_000, "files of the large backfill run")
 		bfSize   = flag.Int64("backfill-size", 32<<10, "bytes of each backfill file")
 		outFiles = flag.Int("outage-files", outageFiles, "tiny files waiting in the outage scenario")
 		outFor   = flag.Duration("outage-for", outageFor, "how long the outage scenario measures each agent, minute by minute")
+		cacheTh  = flag.String("cache-thresholds", "2,3,5", "hot cache scenario: the --cache-threshold values measured, each against the same stream without the cache")
 		work     = flag.String("work", "", "folder for the generated files (default: a temp folder, removed at the end)")
 	)
 	flag.Parse()
 	agentArgs = strings.Fields(*extra)
 	backfillFiles, backfillSize = *bfFiles, *bfSize
 	outageFiles, outageFor = *outFiles, *outFor
+	for _, v := range strings.Split(*cacheTh, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n < 1 {
+			fmt.Fprintf(os.Stderr, "bench: --cache-thresholds: %q is not a positive number\n", v)
+			os.Exit(2)
+		}
+		cacheThresholds = append(cacheThresholds, n)
+	}
 	if err := run(*agentBin, *baseline, *resolver, *reps, *conns, *loadFor, *latency, *only, *work); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
+
+// cacheThresholds are the hot cache scenario's thresholds (--cache-thresholds).
+var cacheThresholds []int
 
 // agentArgs are extra flags for every agent run (--agent-args).
 var agentArgs []string
@@ -146,7 +159,7 @@ func run(agentBin, baselineBin, resolverBin string, reps, conns int, loadFor, la
 	outageOnly := only == "outage"
 	peers := false
 	for _, sc := range strings.Split(only, ",") {
-		peers = peers || (sc != "outage" && sc != "resume" && sc != "resolver")
+		peers = peers || (sc != "outage" && sc != "resume" && sc != "resolver" && sc != "hotcache")
 	}
 	e, err := loadEnv(peers)
 	if err != nil {
@@ -189,6 +202,15 @@ func run(agentBin, baselineBin, resolverBin string, reps, conns int, loadFor, la
 	}
 	if only == "resume" {
 		return b.resume(ctx, bins)
+	}
+	if only == "hotcache" {
+		if resolverBin == "" {
+			return errors.New("--scenarios hotcache: --resolver is empty")
+		}
+		if resolverBin, err = filepath.Abs(resolverBin); err != nil {
+			return err
+		}
+		return b.cacheBench(ctx, resolverBin, cacheThresholds)
 	}
 	if only == "resolver" {
 		if resolverBin == "" {

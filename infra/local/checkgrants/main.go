@@ -33,7 +33,7 @@ import (
 var suites = map[string]struct{ pkg, run string }{
 	// The agent's tests that use every S3 call it makes; the rest of the
 	// suite adds minutes when a call is refused, not coverage.
-	templatepolicy.Agent:    {"./agent/", "^(TestOnceOffloadsEverything|TestConflictNeverOverwrites|TestKill9MidUploadThenRestart|TestNoOrphanAfterFailedAbortOrLostCreate|TestSweepAbortsStrayUploadOfStoredKey|TestOperationsEndpoints|TestResumeAfterKill|TestResumeWithinARun)$"},
+	templatepolicy.Agent:    {"./agent/...", "^(TestOnceOffloadsEverything|TestConflictNeverOverwrites|TestKill9MidUploadThenRestart|TestNoOrphanAfterFailedAbortOrLostCreate|TestSweepAbortsStrayUploadOfStoredKey|TestOperationsEndpoints|TestResumeAfterKill|TestResumeWithinARun|TestHotPathIsFetchedAndMatchesTheLedger)$"},
 	templatepolicy.Resolver: {"./lambda/", ""},
 	templatepolicy.Audit:    {"./agent/", "^TestAudit"},
 }
