@@ -121,8 +121,8 @@ func fallback(t *testing.T, server string, site ...stacktest.Site) {
 	} {
 		resp, body := do(t, http.MethodGet, web, target)
 		if resp.StatusCode != 200 || !bytes.Equal(body, present[rel]) {
-			t.Errorf("GET %s (present): %s, %d bytes, Location %q; want 200 with the file's %d bytes",
-				target, resp.Status, len(body), resp.Header.Get("Location"), len(present[rel]))
+			t.Errorf("GET %s (present): %s, %d bytes (the cache's copy: %t), Location %q; want 200 with the web root's %d bytes",
+				target, resp.Status, len(body), cached[rel] != nil && bytes.Equal(body, cached[rel]), resp.Header.Get("Location"), len(present[rel]))
 		}
 	}
 
