@@ -158,7 +158,8 @@ func WaitListening(t testing.TB, addr string) {
 // sent. nginx (no buffer=) and Apache (BufferedLogs off, the default) write
 // it then anyway; lighttpd 1.4.69 holds lines in memory until the next
 // second's first request, 8 KiB, or its flush every 4 s, so its log goes
-// through a pipe to cat ("|cat >>FILE"), which lighttpd writes at once.
+// through a pipe to cat ("|exec cat >>FILE"), which lighttpd writes at
+// once.
 type Site struct{ Before, After, AccessLog string }
 
 // apacheModules are the shared modules the Apache configuration loads from
