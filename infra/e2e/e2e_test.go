@@ -55,7 +55,8 @@ func endToEnd(t *testing.T, server string) {
 	stacktest.WaitListening(t, resolverAddr)
 
 	webAddr := stacktest.FreeAddr(t)
-	stacktest.StartWebServer(t, server, webroot, webAddr, "http://"+resolverAddr)
+	// An empty hot cache: every file that leaves the web root is redirected.
+	stacktest.StartWebServer(t, server, webroot, t.TempDir(), webAddr, "http://"+resolverAddr)
 	web := "http://" + webAddr
 
 	// Each of three files (small, multipart-sized, a name with spaces and

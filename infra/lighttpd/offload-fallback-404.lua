@@ -2,8 +2,9 @@
 -- about to send its response (magnet.attract-response-start-to). lighttpd
 -- 1.4.6x mod_magnet, lighty.r API.
 --
--- offload-fallback.lua stats the file and lighttpd opens it later; the agent
--- may move the file away in between, and lighttpd then answers 404. Such a
+-- offload-fallback.lua stats the file (in the document root or the hot
+-- cache) and lighttpd opens it later; the agent may move the file away, or
+-- evict its cached copy, in between, and lighttpd then answers 404. Such a
 -- 404 under /static/ becomes the same 302 to the resolver that the first
 -- script sends for a file that is already gone. offload.conf does not attach
 -- this script to the claim folder, which keeps its 403.

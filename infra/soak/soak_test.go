@@ -244,7 +244,8 @@ func newWorld(t *testing.T, st *stacktest.Stack, s settings) *world {
 		"--listen", resolverAddr, "--bucket", soakBucket, "--key-prefix", w.mapping.KeyPrefix, "--log-format", "text")
 	stacktest.WaitListening(t, resolverAddr)
 	webAddr := stacktest.FreeAddr(t)
-	stacktest.StartWebServer(t, "lighttpd", filepath.Dir(w.watch), webAddr, "http://"+resolverAddr)
+	// No agent fills the hot cache here: an empty one.
+	stacktest.StartWebServer(t, "lighttpd", filepath.Dir(w.watch), t.TempDir(), webAddr, "http://"+resolverAddr)
 	w.webBase = "http://" + webAddr
 	w.poller = stacktest.NewPoller(t, s.PollRate)
 	t.Cleanup(func() { w.poller.Stop() })

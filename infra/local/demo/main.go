@@ -56,8 +56,9 @@ func run() error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	static, archive := filepath.Join(dir, "www", "static"), filepath.Join(dir, "archive")
-	for _, d := range []string{static, archive} {
+	// The hot cache stays empty: the demo's agent does not fill it.
+	static, archive, cache := filepath.Join(dir, "www", "static"), filepath.Join(dir, "archive"), filepath.Join(dir, "cache")
+	for _, d := range []string{static, archive, cache} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return err
 		}
@@ -82,7 +83,7 @@ func run() error {
 		filepath.Join(dir, "www"), port, filepath.Join(logs, "lighttpd-error.log"),
 		filepath.Join(repo, "infra/lighttpd/offload-fallback.lua"), filepath.Join(repo, "infra/lighttpd/offload-fallback-404.lua"),
 		filepath.Join(repo, "infra/lighttpd/offload.conf")), 0o644)
-	if err := startProc(logs, []string{"OFFLOAD_RESOLVER_BASE=http://" + resolver}, "lighttpd", "-D", "-f", conf); err != nil {
+	if err := startProc(logs, []string{"OFFLOAD_RESOLVER_BASE=http://" + resolver, "OFFLOAD_CACHE_ROOT=" + cache}, "lighttpd", "-D", "-f", conf); err != nil {
 		return err
 	}
 	if err := startProc(logs, componentEnv("AGENT"), filepath.Join(repo, "bin/offload-agent"), "run", "--watch", static, "--archive", archive, "--host", "demo-host"); err != nil {

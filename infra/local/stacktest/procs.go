@@ -150,21 +150,39 @@ func WaitListening(t testing.TB, addr string) {
 // operator would have it: Before goes into the nginx server block or the
 // Apache virtual host ahead of the project's include, After behind it; for
 // lighttpd, whose include is global, they go into the global configuration.
-type Site struct{ Before, After string }
+//
+// AccessLog, when set, is a file the server writes its access log to, one
+// line per request in its usual format: lighttpd's default (mod_accesslog,
+// "%h %V %u %t \"%r\" %>s %b \"%{Referer}i\" \"%{User-Agent}i\""), nginx's and
+// Apache's "combined". Each line is in the file as soon as the response is
+// sent. nginx (no buffer=) and Apache (BufferedLogs off, the default) write
+// it then anyway; lighttpd 1.4.69 holds lines in memory until the next
+// second's first request, 8 KiB, or its flush every 4 s, so its log goes
+// through a pipe to cat ("|exec cat >>FILE"), which lighttpd writes at
+// once.
+type Site struct{ Before, After, AccessLog string }
 
 // apacheModules are the shared modules the Apache configuration loads from
-// Debian's apache2-bin; log_config and unixd are built into its binary.
+// Debian's apache2-bin; log_config (with logio, for combined's %O) and unixd
+// are built into its binary.
 var apacheModules = []string{"mpm_event", "authz_core", "rewrite", "mime", "dir"}
+
+// apacheCombined is Debian's apache2.conf definition of the "combined"
+// format, which the minimal configuration below does not read.
+const apacheCombined = `LogFormat "%h %l %u %t \"%r\" %>s %O \"%{Referer}i\" \"%{User-Agent}i\"" combined`
 
 // StartWebServer starts lighttpd, nginx or apache2 (Debian's) on addr
 // serving webroot with the project's fallback configuration (infra/lighttpd,
-// infra/nginx, infra/apache), after checking that configuration, and waits
-// until it listens. At most one site may be given.
+// infra/nginx, infra/apache): a file missing from webroot is served from
+// cacheRoot (the agent's hot cache) if it is there, else redirected to
+// resolverBase. It checks that configuration first and waits until the
+// server listens. At most one site may be given.
 //
 // Apache will not run its workers as root, so when the test runs as root
-// its workers are www-data and the folders above webroot inside the temp
-// folder (t.TempDir() makes them 0700) are opened to others for search.
-func StartWebServer(t testing.TB, server, webroot, addr, resolverBase string, site ...Site) *Process {
+// its workers are www-data and the folders above webroot and cacheRoot
+// inside the temp folder (t.TempDir() makes them 0700) are opened to others
+// for search.
+func StartWebServer(t testing.TB, server, webroot, cacheRoot, addr, resolverBase string, site ...Site) *Process {
 	t.Helper()
 	if _, err := exec.LookPath(server); err != nil {
 		t.Fatalf("%s is part of the stack (infra/local/stack install puts it there): %v", server, err)
@@ -183,22 +201,31 @@ func StartWebServer(t testing.TB, server, webroot, addr, resolverBase string, si
 	var text []byte
 	switch server {
 	case "lighttpd":
+		var accessLog string
+		if s.AccessLog != "" {
+			accessLog = fmt.Sprintf("server.modules += ( \"mod_accesslog\" )\naccesslog.filename = %q\n",
+				"|exec cat >>"+shellQuote(s.AccessLog))
+		}
 		text = fmt.Appendf(nil, `server.document-root = %q
 server.bind = "127.0.0.1"
 server.port = %s
 server.errorlog = %q
-%s
+%s%s
 var.offload_lua = %q
 var.offload_lua_404 = %q
 include %q
 %s
-`, webroot, port, filepath.Join(dir, "lighttpd-error.log"), s.Before,
+`, webroot, port, filepath.Join(dir, "lighttpd-error.log"), accessLog, s.Before,
 			filepath.Join(repo, "infra/lighttpd/offload-fallback.lua"), filepath.Join(repo, "infra/lighttpd/offload-fallback-404.lua"),
 			filepath.Join(repo, "infra/lighttpd/offload.conf"), s.After)
-		env = []string{"OFFLOAD_RESOLVER_BASE=" + resolverBase}
+		env = []string{"OFFLOAD_RESOLVER_BASE=" + resolverBase, "OFFLOAD_CACHE_ROOT=" + cacheRoot}
 		check, run = []string{"-tt", "-f", conf}, []string{"-D", "-f", conf}
 	case "nginx":
 		// Workers run as root here so they can read the test's 0700 temp folders.
+		var accessLog string
+		if s.AccessLog != "" {
+			accessLog = fmt.Sprintf("access_log %q combined;", s.AccessLog)
+		}
 		text = fmt.Appendf(nil, `user root;
 daemon off;
 worker_processes 1;
@@ -215,19 +242,26 @@ http {
     server {
         listen 127.0.0.1:%[2]s;
         root %[3]q;
+        %[9]s
         set $offload_resolver_base %[4]q;
+        set $offload_cache_root %[8]q;
 %[6]s
         include %[5]q;
 %[7]s
     }
 }
-`, dir, port, webroot, resolverBase, filepath.Join(repo, "infra/nginx/offload.conf"), s.Before, s.After)
+`, dir, port, webroot, resolverBase, filepath.Join(repo, "infra/nginx/offload.conf"), s.Before, s.After, cacheRoot, accessLog)
 		check, run = []string{"-t", "-c", conf}, []string{"-c", conf}
 	case "apache2":
 		var user string
 		if os.Geteuid() == 0 {
 			user = "User www-data\nGroup www-data\n"
 			openToWorkers(t, webroot)
+			openToWorkers(t, cacheRoot)
+		}
+		var accessLog string
+		if s.AccessLog != "" {
+			accessLog = fmt.Sprintf("CustomLog %q combined", s.AccessLog)
 		}
 		var modules []byte
 		for _, m := range apacheModules {
@@ -236,26 +270,35 @@ http {
 		// -X: one process (event MPM threads serve many connections at
 		// once), in the foreground, so Start's SIGTERM by PID stops all of
 		// it. Its error log is Start's log, printed when the test fails.
+		// The filesystem is closed to the server as in Debian's
+		// apache2.conf, so only what the site and the include open is
+		// served.
 		text = fmt.Appendf(nil, `ServerRoot %[1]q
 DefaultRuntimeDir %[1]q
 PidFile %[10]q
 ErrorLog /dev/stderr
 LogLevel warn
+%[13]s
 %[2]s%[3]sServerName 127.0.0.1
 Listen 127.0.0.1:%[4]s
 TypesConfig /etc/mime.types
+<Directory />
+    Require all denied
+</Directory>
 <VirtualHost 127.0.0.1:%[4]s>
     DocumentRoot %[5]q
     <Directory %[5]q>
         Require all granted
     </Directory>
+    %[12]s
     Define OFFLOAD_RESOLVER_BASE %[6]s
+    Define OFFLOAD_CACHE_ROOT %[11]s
 %[8]s
     Include %[7]q
 %[9]s
 </VirtualHost>
 `, dir, modules, user, port, webroot, resolverBase, filepath.Join(repo, "infra/apache/offload.conf"), s.Before, s.After,
-			filepath.Join(dir, "apache2.pid"))
+			filepath.Join(dir, "apache2.pid"), cacheRoot, accessLog, apacheCombined)
 		check, run = []string{"-t", "-f", conf}, []string{"-X", "-f", conf}
 	default:
 		t.Fatalf("unknown web server %q", server)
@@ -271,6 +314,11 @@ TypesConfig /etc/mime.types
 	p := Start(t, env, "", server, run...)
 	WaitListening(t, addr)
 	return p
+}
+
+// shellQuote quotes s for /bin/sh.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // openToWorkers lets an unprivileged web server worker reach webroot: it
