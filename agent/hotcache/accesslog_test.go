@@ -96,6 +96,11 @@ var parseCases = []struct {
 		want: Request{Method: "GET", Target: `/static/\q\x4.jpg`, Status: 200, Time: time.Date(2025, 3, 12, 6, 25, 14, 0, time.UTC)},
 	},
 	{
+		name: "a raw space in the target, as Apache logs a request it refused",
+		line: `192.0.2.10 - - [12/Mar/2025:06:25:14 +0000] "GET /static/a b.jpg HTTP/1.1" 400 226 "-" "-"`,
+		want: Request{Method: "GET", Target: "/static/a b.jpg", Status: 400, Time: time.Date(2025, 3, 12, 6, 25, 14, 0, time.UTC)},
+	},
+	{
 		name: "time in another language: zero time, request kept",
 		line: `192.0.2.10 - - [12/Mär/2025:06:25:14 +0000] "POST /upload HTTP/1.1" 200 5`,
 		want: Request{Method: "POST", Target: "/upload", Status: 200},

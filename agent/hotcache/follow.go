@@ -76,11 +76,18 @@ type Follower struct {
 	// be nil.
 	Problem func(err error)
 
-	rounds   atomic.Int64 // polls done: tests wait on it to know the file was looked at
 	lines    atomic.Int64
 	unparsed atomic.Int64
-	mu       sync.Mutex
+	mu       sync.Mutex // guards state
 	state    string
+
+	// rounds counts the polls done: tests wait on it to know the file was
+	// looked at.
+	rounds atomic.Int64
+	// beforeStat, if set, runs between reading the open file and looking
+	// at Path: tests rotate the file there, where a rotation that is not
+	// drained would lose lines.
+	beforeStat func()
 }
 
 // FollowStats are a Follower's counters, for status and metrics.
@@ -180,6 +187,9 @@ func (t *tail) poll(ctx context.Context) {
 		t.setProblem(err)
 		t.closeToResume()
 		return
+	}
+	if t.f.beforeStat != nil {
+		t.f.beforeStat()
 	}
 	fi, err := os.Stat(t.f.Path)
 	switch {

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -36,6 +37,12 @@ type followed struct {
 // follow starts a Follower on path and stops it when the test ends.
 func follow(t *testing.T, path string) *followed {
 	t.Helper()
+	return followWith(t, path, nil)
+}
+
+// followWith is follow with a chance to change the Follower before Run.
+func followWith(t *testing.T, path string, setup func(*Follower)) *followed {
+	t.Helper()
 	fw := &followed{done: make(chan error, 1)}
 	fw.f = &Follower{
 		Path: path,
@@ -50,6 +57,9 @@ func follow(t *testing.T, path string) *followed {
 			fw.probs = append(fw.probs, err)
 			fw.mu.Unlock()
 		},
+	}
+	if setup != nil {
+		setup(fw.f)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	fw.cancel = cancel
@@ -248,6 +258,44 @@ func TestFollowRotation(t *testing.T) {
 		fw.waitLines(t, 7)
 		fw.waitRounds(t, 3)
 		checkTargets(t, fw, targets("a1", "a2", "a3", "a4", "b1", "b2", "b3"))
+	})
+
+	t.Run("rotated between a read and the look at Path", func(t *testing.T) {
+		dir := t.TempDir()
+		path, old := filepath.Join(dir, "access.log"), filepath.Join(dir, "access.log.1")
+		appendTo(t, path, "")
+		var armed atomic.Bool
+		var rotated sync.Once
+		fw := followWith(t, path, func(f *Follower) {
+			// Runs on Run's goroutine, so t.Fatal is not allowed here.
+			f.beforeStat = func() {
+				if !armed.Load() {
+					return
+				}
+				rotated.Do(func() {
+					if err := os.Rename(path, old); err != nil {
+						t.Error(err)
+					}
+					if err := os.WriteFile(path, []byte(logLines("b1")), 0o644); err != nil {
+						t.Error(err)
+					}
+					if f, err := os.OpenFile(old, os.O_WRONLY|os.O_APPEND, 0); err != nil {
+						t.Error(err)
+					} else {
+						f.WriteString(logLines("a2"))
+						f.Close()
+					}
+				})
+			}
+		})
+		fw.waitState(t, stateFollowing)
+		appendTo(t, path, logLines("a1"))
+		fw.waitLines(t, 1)
+		armed.Store(true)
+
+		fw.waitLines(t, 3)
+		fw.waitRounds(t, 3)
+		checkTargets(t, fw, targets("a1", "a2", "b1"))
 	})
 
 	t.Run("old file written after the new one is created", func(t *testing.T) {
