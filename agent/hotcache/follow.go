@@ -106,8 +106,8 @@ type FollowStats struct {
 
 // Follower states, as in FollowStats.State.
 const (
-	stateFollowing = "following"
-	stateMissing   = "missing"
+	StateFollowing = "following"
+	StateMissing   = "missing"
 )
 
 // Stats returns the counters. It is safe to call from any goroutine,
@@ -199,12 +199,12 @@ func (t *tail) poll(ctx context.Context) {
 		t.setProblem(err)
 		return
 	case os.SameFile(fi, t.info):
-		t.f.setState(stateFollowing, nil)
+		t.f.setState(StateFollowing, nil)
 		return
 	case fi.Size() == 0:
 		// Rotated, but the server has not written to the new file yet, so
 		// it may still be writing to the old one.
-		t.f.setState(stateFollowing, nil)
+		t.f.setState(StateFollowing, nil)
 		return
 	}
 	file, fi, err := t.open()
@@ -230,7 +230,7 @@ func (t *tail) poll(ctx context.Context) {
 		t.closeToResume()
 		return
 	}
-	t.f.setState(stateFollowing, nil)
+	t.f.setState(StateFollowing, nil)
 }
 
 // report passes err to Problem, if set, without changing the state.
@@ -377,7 +377,7 @@ func (t *tail) flushParseErrors(now bool) {
 func (t *tail) setProblem(err error) {
 	err = fmt.Errorf("follow access log: %w", err)
 	if errors.Is(err, fs.ErrNotExist) {
-		t.f.setState(stateMissing, err)
+		t.f.setState(StateMissing, err)
 		return
 	}
 	t.f.setState("error: "+err.Error(), err)

@@ -177,7 +177,7 @@ func TestFollowAppended(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "access.log")
 	appendTo(t, path, "")
 	fw := follow(t, path)
-	fw.waitState(t, stateFollowing)
+	fw.waitState(t, StateFollowing)
 
 	all := names("a", 60)
 	for i := 0; i < len(all); i += 7 {
@@ -186,7 +186,7 @@ func TestFollowAppended(t *testing.T) {
 	fw.waitLines(t, len(all))
 	fw.waitRounds(t, 3)
 	checkTargets(t, fw, targets(all...))
-	if st := fw.f.Stats(); st.Lines != int64(len(all)) || st.Unparsed != 0 || st.State != stateFollowing {
+	if st := fw.f.Stats(); st.Lines != int64(len(all)) || st.Unparsed != 0 || st.State != StateFollowing {
 		t.Errorf("Stats = %+v, want %d lines, 0 unparsed, following", st, len(all))
 	}
 }
@@ -204,7 +204,7 @@ func TestFollowStartsAtEnd(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "access.log")
 			appendTo(t, path, tc.old)
 			fw := follow(t, path)
-			fw.waitState(t, stateFollowing)
+			fw.waitState(t, StateFollowing)
 			appendTo(t, path, tc.rest+logLines("new1", "new2"))
 			fw.waitLines(t, 2)
 			fw.waitRounds(t, 3)
@@ -220,7 +220,7 @@ func TestFollowPartialLine(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "access.log")
 	appendTo(t, path, "")
 	fw := follow(t, path)
-	fw.waitState(t, stateFollowing)
+	fw.waitState(t, StateFollowing)
 
 	b := logLines("b")
 	// One write, so that once a is delivered the half of b has been read.
@@ -243,7 +243,7 @@ func TestFollowRotation(t *testing.T) {
 		path, old := filepath.Join(dir, "access.log"), filepath.Join(dir, "access.log.1")
 		appendTo(t, path, logLines("before"))
 		fw := follow(t, path)
-		fw.waitState(t, stateFollowing)
+		fw.waitState(t, StateFollowing)
 
 		// No waiting between these: the follower sees them in any order
 		// of its polls.
@@ -288,7 +288,7 @@ func TestFollowRotation(t *testing.T) {
 				})
 			}
 		})
-		fw.waitState(t, stateFollowing)
+		fw.waitState(t, StateFollowing)
 		appendTo(t, path, logLines("a1"))
 		fw.waitLines(t, 1)
 		armed.Store(true)
@@ -303,16 +303,16 @@ func TestFollowRotation(t *testing.T) {
 		path, old := filepath.Join(dir, "access.log"), filepath.Join(dir, "access.log.1")
 		appendTo(t, path, "")
 		fw := follow(t, path)
-		fw.waitState(t, stateFollowing)
+		fw.waitState(t, StateFollowing)
 		appendTo(t, path, logLines("a1"))
 		fw.waitLines(t, 1)
 
 		if err := os.Rename(path, old); err != nil {
 			t.Fatal(err)
 		}
-		fw.waitState(t, stateMissing)
+		fw.waitState(t, StateMissing)
 		appendTo(t, path, "") // logrotate's create
-		fw.waitState(t, stateFollowing)
+		fw.waitState(t, StateFollowing)
 		// The follower has seen the new, empty file; the server writes
 		// to the old one until it is told to reopen its log.
 		appendTo(t, old, logLines("a2"))
@@ -329,7 +329,7 @@ func TestFollowCopyTruncate(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "access.log")
 	appendTo(t, path, "")
 	fw := follow(t, path)
-	fw.waitState(t, stateFollowing)
+	fw.waitState(t, StateFollowing)
 
 	long := names("before-truncation-with-a-long-name-", 5)
 	appendTo(t, path, logLines(long...))
@@ -352,7 +352,7 @@ func TestFollowCopyTruncate(t *testing.T) {
 func TestFollowMissingAtStart(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "access.log")
 	fw := follow(t, path)
-	fw.waitState(t, stateMissing)
+	fw.waitState(t, StateMissing)
 	fw.waitRounds(t, 5)
 
 	// Written before the follower finds the file, and still delivered:
@@ -364,7 +364,7 @@ func TestFollowMissingAtStart(t *testing.T) {
 	appendTo(t, path, logLines("a3"))
 	fw.waitLines(t, 3)
 	checkTargets(t, fw, targets("a1", "a2", "a3"))
-	fw.waitState(t, stateFollowing)
+	fw.waitState(t, StateFollowing)
 	checkProblems(t, fw, fs.ErrNotExist, nil)
 }
 
@@ -372,18 +372,18 @@ func TestFollowDeletedAndRecreated(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "access.log")
 	appendTo(t, path, "")
 	fw := follow(t, path)
-	fw.waitState(t, stateFollowing)
+	fw.waitState(t, StateFollowing)
 	appendTo(t, path, logLines("a1"))
 	fw.waitLines(t, 1)
 
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
 	}
-	fw.waitState(t, stateMissing)
+	fw.waitState(t, StateMissing)
 	fw.waitRounds(t, 5)
 	appendTo(t, path, logLines("b1", "b2"))
 	fw.waitLines(t, 3)
-	fw.waitState(t, stateFollowing)
+	fw.waitState(t, StateFollowing)
 	checkTargets(t, fw, targets("a1", "b1", "b2"))
 	checkProblems(t, fw, fs.ErrNotExist, nil)
 }
@@ -416,7 +416,7 @@ func TestFollowUnreadable(t *testing.T) {
 		}
 		appendTo(t, path, logLines("a1"))
 		fw.waitLines(t, 1)
-		fw.waitState(t, stateFollowing)
+		fw.waitState(t, StateFollowing)
 		checkTargets(t, fw, targets("a1"))
 		// Between the removal and the creation the follower may see the
 		// file missing too.
@@ -444,7 +444,7 @@ func TestFollowUnreadable(t *testing.T) {
 		if err := os.Chmod(path, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		fw.waitState(t, stateFollowing)
+		fw.waitState(t, StateFollowing)
 		// The file was there at the start: what it held then is history,
 		// what came after is not.
 		fw.waitLines(t, 1)
@@ -457,7 +457,7 @@ func TestFollowLongLine(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "access.log")
 	appendTo(t, path, "")
 	fw := follow(t, path)
-	fw.waitState(t, stateFollowing)
+	fw.waitState(t, StateFollowing)
 
 	appendTo(t, path, logLines("a1"))
 	chunk := strings.Repeat("x", 64<<10)
@@ -499,12 +499,12 @@ func TestFollowParseErrors(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "access.log")
 	appendTo(t, path, "")
 	fw := follow(t, path)
-	fw.waitState(t, stateFollowing)
+	fw.waitState(t, StateFollowing)
 
 	appendTo(t, path, "garbage 1\n"+logLines("a1")+"garbage 2\ngarbage 3\n")
 	fw.waitLines(t, 1)
 	fw.waitRounds(t, 5)
-	if st := fw.f.Stats(); st.Lines != 1 || st.Unparsed != 3 || st.State != stateFollowing {
+	if st := fw.f.Stats(); st.Lines != 1 || st.Unparsed != 3 || st.State != StateFollowing {
 		t.Errorf("Stats = %+v, want 1 line, 3 unparsed, following", st)
 	}
 	// Only the first is reported at once; the rest wait for the minute.
