@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"math"
 	"os"
 	"path"
 	"sort"
@@ -153,7 +154,7 @@ type Cache struct {
 	used     int64                    // bytes of the cached files
 	reserved int64                    // bytes of fetches in flight
 	inFlight map[string]bool          // keys queued or being fetched
-	queue    chan string
+	queue    chan fetchJob
 
 	stats counters
 	// warnedRedirect: the log showed a redirect for a file in the cache,
@@ -166,6 +167,10 @@ type cachedFile struct {
 	key, rel string // rel: the path under root
 	size     int64
 	lastUse  time.Time // the last request the log showed (or its fetch)
+	// score counts its requests, each fading with the window as its time
+	// constant (see decayed): what a newcomer must beat to push it out.
+	score    float64
+	scoredAt time.Time
 	// published: when it appeared. A web server may go on redirecting
 	// for a moment after (lighttpd keeps a stat for up to a second).
 	published time.Time
@@ -191,10 +196,11 @@ const (
 	FailS3          = "s3"            // GetObject failed or was cut short
 	FailMismatch    = "mismatch"      // the bytes are not the ones the ledger records
 	FailLocal       = "local"         // writing or publishing the file failed
+	FailColder      = "colder"        // asked for less often than the files it would push out (counted once per path; it comes in when it is asked for more)
 )
 
 // FailReasons lists every fetch failure reason.
-var FailReasons = []string{FailNotInLedger, FailTooLarge, FailDiskFull, FailLedger, FailS3, FailMismatch, FailLocal}
+var FailReasons = []string{FailNotInLedger, FailTooLarge, FailDiskFull, FailLedger, FailS3, FailMismatch, FailLocal, FailColder}
 
 // Stats is a snapshot of the cache.
 type Stats struct {
@@ -228,11 +234,11 @@ func New(cfg Config, s3c objectGetter, db offload.ItemGetter) (*Cache, error) {
 	c := &Cache{
 		cfg: cfg, root: root, s3: s3c, db: db, log: cfg.Logger,
 		files:    strings.Trim(cfg.Mapping.URLPrefix, "/"),
-		demand:   newDemand(cfg.Threshold, cfg.Window, maxTracked),
+		demand:   newDemand(cfg.Window, maxTracked),
 		cached:   make(map[string]*list.Element),
 		byUse:    list.New(),
 		inFlight: make(map[string]bool),
-		queue:    make(chan string, fetchQueue),
+		queue:    make(chan fetchJob, fetchQueue),
 	}
 	c.follow = &Follower{Path: cfg.AccessLog, Lines: c.Observe, Problem: c.logProblem}
 	if !cfg.DryRun {
@@ -280,7 +286,9 @@ func (c *Cache) index() error {
 		if err != nil {
 			return err
 		}
-		found = append(found, &cachedFile{key: key, rel: p, size: info.Size(), lastUse: info.ModTime(), published: info.ModTime()})
+		// How often it was requested went with the process: one request.
+		found = append(found, &cachedFile{key: key, rel: p, size: info.Size(), lastUse: info.ModTime(), published: info.ModTime(),
+			score: 1, scoredAt: info.ModTime()})
 		return nil
 	})
 	if err != nil {
@@ -317,8 +325,8 @@ func (c *Cache) Run(ctx context.Context) error {
 					select {
 					case <-ctx.Done():
 						return
-					case key := <-c.queue:
-						c.fetch(ctx, key)
+					case job := <-c.queue:
+						c.fetch(ctx, job)
 					}
 				}
 			}()
@@ -359,15 +367,23 @@ func (c *Cache) Observe(r Request) {
 			}
 			return
 		}
-		if c.inFlight[key] || !c.demand.miss(key, now) {
+		if c.inFlight[key] {
 			return
 		}
+		n, size := c.demand.miss(key, now)
+		if n < c.cfg.Threshold {
+			return
+		}
+		if size > 0 && !c.admits(size, n, now) {
+			return // known, and still colder than what it would push out
+		}
 		if c.cfg.DryRun {
-			c.log.Info("dry run: would fetch into the cache", "key", key, "misses", c.cfg.Threshold, "window", c.cfg.Window)
+			c.log.Info("dry run: would fetch into the cache", "key", key, "misses", n, "window", c.cfg.Window)
+			c.demand.forget(key)
 			return
 		}
 		select {
-		case c.queue <- key:
+		case c.queue <- fetchJob{key: key, misses: n}:
 			c.inFlight[key] = true
 		default:
 			c.log.Debug("cache: fetch queue full; the path is counted again", "key", key)
@@ -375,10 +391,48 @@ func (c *Cache) Observe(r Request) {
 	case r.Status == 200 || r.Status == 206 || r.Status == 304:
 		if e, ok := c.cached[key]; ok {
 			c.stats.hits.Add(1)
-			e.Value.(*cachedFile).lastUse = now
+			f := e.Value.(*cachedFile)
+			f.lastUse = now
+			f.score, f.scoredAt = c.decayed(f, now)+1, now
 			c.byUse.MoveToFront(e)
 		}
 	}
+}
+
+// fetchJob is a hot path waiting for a fetch, with its misses within the
+// window when it was queued.
+type fetchJob struct {
+	key    string
+	misses int
+}
+
+// decayed is f's score at now: each request counts 1 when it comes and
+// fades by e every window, so a file's past popularity stops protecting it
+// a few windows after its requests stop.
+func (c *Cache) decayed(f *cachedFile, now time.Time) float64 {
+	return f.score * math.Exp(-float64(now.Sub(f.scoredAt))/float64(c.cfg.Window))
+}
+
+// admits reports whether a file of size bytes, missed misses times within
+// the window, may come in: when it fits beside what is cached and being
+// fetched, or when it was asked for more often than the least recently
+// requested files it would push out together (their scores). Plain LRU
+// lets every path that crosses the threshold push out the coldest files,
+// however hot they still are; in the bench's Zipf stream that fetched 15
+// times the cache's size for a lower share served locally (BENCHMARKS.md,
+// "Hot cache"). c.mu is held.
+func (c *Cache) admits(size int64, misses int, now time.Time) bool {
+	need := c.used + c.reserved + size - c.cfg.Size
+	var score float64
+	for e := c.byUse.Back(); need > 0; e = e.Prev() {
+		if e == nil {
+			return false // the fetches in flight hold the rest
+		}
+		f := e.Value.(*cachedFile)
+		score += c.decayed(f, now)
+		need -= f.size
+	}
+	return float64(misses) > score
 }
 
 // makeRoom removes the least recently requested files until need more

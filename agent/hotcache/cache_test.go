@@ -296,6 +296,8 @@ func TestEvictionKeepsTheCacheUnderItsBudget(t *testing.T) {
 	}
 	hit(c, "p0.jpg") // p0 is now more recent than p1, p2, p3
 	for i, n := range names[4:] {
+		// Two misses, as many as the file it pushes out had, whose count
+		// has faded a little since: admitted.
 		miss(c, n, 2)
 		waitFor(t, "fetch of "+n, func() bool { return c.Stats().Fetches == int64(5+i) })
 		if used := diskBytes(t, filepath.Join(w.cfg.Dir, "static")); used > w.cfg.Size {
@@ -316,6 +318,45 @@ func TestEvictionKeepsTheCacheUnderItsBudget(t *testing.T) {
 	c.EvictIdle(time.Now().Add(hotcache.DefaultIdle + time.Minute))
 	if s := c.Stats(); s.Files != 0 || s.EvictedIdle != 4 || diskBytes(t, filepath.Join(w.cfg.Dir, "static")) != 0 {
 		t.Errorf("after the idle time: stats %+v; want every file removed as idle", s)
+	}
+}
+
+// TestColdPathDoesNotPushOutHotterFiles: with the cache full of files
+// each requested six times, a path missed fewer times than the file it
+// would push out is not fetched, however often it crosses the threshold;
+// once it has been asked for more often, it comes in and the least
+// recently requested file goes.
+func TestColdPathDoesNotPushOutHotterFiles(t *testing.T) {
+	w := newWorld(t)
+	w.cfg.Size = 400 << 10
+	names := []string{"h0.jpg", "h1.jpg", "h2.jpg", "h3.jpg"}
+	for i, n := range append(names, "new.jpg") {
+		w.offloaded(n, randomBytes(100<<10, uint64(50+i)))
+	}
+	c := w.start(w.cacheS3)
+	for i, n := range names {
+		miss(c, n, 2)
+		waitFor(t, "fetch of "+n, func() bool { return c.Stats().Fetches == int64(i+1) })
+	}
+	for _, n := range names {
+		for range 4 {
+			hit(c, n) // 2 misses + 4 hits: a score of 6 each
+		}
+	}
+	miss(c, "new.jpg", 2) // the look-up, then not admitted
+	waitFor(t, "new.jpg judged colder", func() bool { return c.Stats().FetchFailures[hotcache.FailColder] == 1 })
+	miss(c, "new.jpg", 3) // 5 in all: judged again in place, no look-up
+	time.Sleep(50 * time.Millisecond)
+	if s := c.Stats(); s.Fetches != 4 || s.EvictedSize != 0 {
+		t.Fatalf("after 5 misses of new.jpg: stats %+v; want nothing fetched or evicted for a path colder than h0 (6)", s)
+	}
+	miss(c, "new.jpg", 2) // 7 in all
+	waitFor(t, "fetch of new.jpg", func() bool { return c.Stats().Fetches == 5 })
+	if _, err := os.Stat(w.cachedPath("h0.jpg")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("h0.jpg, the least recently requested: stat %v; want evicted", err)
+	}
+	if s := c.Stats(); s.EvictedSize != 1 || s.FetchFailures[hotcache.FailColder] != 1 {
+		t.Errorf("stats %+v; want 1 evicted, the colder verdict counted once", s)
 	}
 }
 

@@ -14,15 +14,17 @@ import (
 // the threshold again within a few more requests.
 const maxTracked = 50_000
 
-// demand counts each path's misses within a window and says when a path
-// has become hot. A path's window starts at its first miss and restarts
-// at the first miss after it has passed, so "threshold misses within
-// window" is counted from that first miss. The least recently missed path
-// is forgotten first when the table is full. Not safe for concurrent use.
+// demand counts each path's misses within a window. A path's window
+// starts at its first miss and restarts at the first miss after it has
+// passed, so "threshold misses within window" is counted from that first
+// miss. The count goes on past the threshold until the path is cached
+// (forget), since a path the cache would not yet admit (see admits) gets in
+// once it has been asked for more often than what it would push out. The
+// least recently missed path is forgotten first when the table is full.
+// Not safe for concurrent use.
 type demand struct {
-	threshold int
-	window    time.Duration
-	max       int
+	window time.Duration
+	max    int
 
 	entries map[string]*list.Element // key → element of recent
 	recent  *list.List               // of *missCount, most recently missed first
@@ -32,35 +34,45 @@ type missCount struct {
 	key   string
 	first time.Time // start of the current window
 	n     int       // misses since first
+	// size is the original's size once a look-up has found it (0 before),
+	// so a path not yet admitted is judged again without a look-up.
+	size int64
 	// quietUntil: a path that was not worth fetching (not in the ledger,
 	// too large) is not counted again before this.
 	quietUntil time.Time
 }
 
-func newDemand(threshold int, window time.Duration, max int) *demand {
-	return &demand{threshold: threshold, window: window, max: max,
-		entries: make(map[string]*list.Element), recent: list.New()}
+func newDemand(window time.Duration, max int) *demand {
+	return &demand{window: window, max: max, entries: make(map[string]*list.Element), recent: list.New()}
 }
 
-// miss counts one miss of key at now and reports whether the key has just
-// crossed the threshold. A key that crosses is forgotten, so it crosses
-// again only after threshold more misses.
-func (d *demand) miss(key string, now time.Time) (hot bool) {
-	e := d.entry(key, now)
-	c := e.Value.(*missCount)
+// miss counts one miss of key at now and returns the misses within its
+// window, with its size if known; 0 while the key is quiet.
+func (d *demand) miss(key string, now time.Time) (n int, size int64) {
+	c := d.entry(key, now).Value.(*missCount)
 	if now.Before(c.quietUntil) {
-		return false
+		return 0, c.size
 	}
 	if now.Sub(c.first) > d.window {
 		c.first, c.n = now, 0
 	}
 	c.n++
-	if c.n < d.threshold {
-		return false
+	return c.n, c.size
+}
+
+// sized records the size a look-up found for key.
+func (d *demand) sized(key string, size int64) {
+	if e, ok := d.entries[key]; ok {
+		e.Value.(*missCount).size = size
 	}
-	d.recent.Remove(e)
-	delete(d.entries, key)
-	return true
+}
+
+// forget stops counting key: it is cached.
+func (d *demand) forget(key string) {
+	if e, ok := d.entries[key]; ok {
+		d.recent.Remove(e)
+		delete(d.entries, key)
+	}
 }
 
 // quiet makes key's misses count for nothing until until: after a look-up
@@ -68,7 +80,7 @@ func (d *demand) miss(key string, now time.Time) (hot bool) {
 // per quiet period, not one per threshold misses.
 func (d *demand) quiet(key string, until time.Time) {
 	c := d.entry(key, until).Value.(*missCount)
-	c.quietUntil, c.n = until, 0
+	c.quietUntil, c.n, c.first = until, 0, until
 }
 
 // entry returns key's count, most recently missed now, making it (with its

@@ -6,38 +6,46 @@ import (
 	"time"
 )
 
-func TestDemandCrossesThresholdWithinWindow(t *testing.T) {
+func TestDemandCountsWithinWindow(t *testing.T) {
 	t0 := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
 	for _, tc := range []struct {
 		name   string
 		misses []time.Duration // offsets from t0
-		want   []bool          // hot after each
+		want   []int           // count after each
 	}{
-		{"three quick misses", []time.Duration{0, time.Second, 2 * time.Second}, []bool{false, false, true}},
-		{"spread over more than the window", []time.Duration{0, 6 * time.Minute, 11 * time.Minute, 12 * time.Minute}, []bool{false, false, false, false}},
-		{"window restarts at the first late miss", []time.Duration{0, 11 * time.Minute, 12 * time.Minute, 13 * time.Minute}, []bool{false, false, false, true}},
-		{"counted again after crossing", []time.Duration{0, 1, 2, 3, 4, 5}, []bool{false, false, true, false, false, true}},
+		{"quick misses", []time.Duration{0, time.Second, 2 * time.Second}, []int{1, 2, 3}},
+		{"the window restarts at the first late miss", []time.Duration{0, 6 * time.Minute, 11 * time.Minute, 12 * time.Minute}, []int{1, 2, 1, 2}},
+		{"the count goes on past any threshold", []time.Duration{0, 1, 2, 3, 4, 5}, []int{1, 2, 3, 4, 5, 6}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			d := newDemand(3, 10*time.Minute, 100)
+			d := newDemand(10*time.Minute, 100)
 			for i, off := range tc.misses {
-				if got := d.miss("k", t0.Add(off)); got != tc.want[i] {
-					t.Errorf("miss %d at +%s: hot = %v, want %v", i+1, off, got, tc.want[i])
+				if got, _ := d.miss("k", t0.Add(off)); got != tc.want[i] {
+					t.Errorf("miss %d at +%s: count %d, want %d", i+1, off, got, tc.want[i])
 				}
 			}
 		})
 	}
 }
 
-func TestDemandQuiet(t *testing.T) {
+func TestDemandForgetSizedQuiet(t *testing.T) {
 	t0 := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
-	d := newDemand(1, time.Minute, 100)
-	d.quiet("k", t0.Add(time.Minute))
-	if d.miss("k", t0.Add(30*time.Second)) {
-		t.Error("hot while quiet; want not counted until the quiet period ends")
+	d := newDemand(time.Minute, 100)
+	d.miss("k", t0)
+	d.sized("k", 1234)
+	if n, size := d.miss("k", t0); n != 2 || size != 1234 {
+		t.Errorf("after sized: count %d, size %d; want 2 and 1234", n, size)
 	}
-	if !d.miss("k", t0.Add(61*time.Second)) {
-		t.Error("not hot after the quiet period with threshold 1")
+	d.forget("k")
+	if n, size := d.miss("k", t0); n != 1 || size != 0 {
+		t.Errorf("after forget: count %d, size %d; want a fresh count", n, size)
+	}
+	d.quiet("q", t0.Add(time.Minute))
+	if n, _ := d.miss("q", t0.Add(30*time.Second)); n != 0 {
+		t.Errorf("while quiet: count %d; want 0", n)
+	}
+	if n, _ := d.miss("q", t0.Add(61*time.Second)); n != 1 {
+		t.Errorf("after the quiet period: count %d; want 1", n)
 	}
 }
 
@@ -45,7 +53,7 @@ func TestDemandQuiet(t *testing.T) {
 // counted, and the least recently missed one is the one forgotten.
 func TestDemandBounded(t *testing.T) {
 	t0 := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
-	d := newDemand(2, time.Hour, 50)
+	d := newDemand(time.Hour, 50)
 	d.miss("kept", t0)
 	for i := range 10_000 {
 		d.miss(fmt.Sprintf("scan/%d", i), t0)
@@ -59,12 +67,12 @@ func TestDemandBounded(t *testing.T) {
 	if _, ok := d.entries["scan/0"]; ok {
 		t.Error("the least recently missed path is still tracked")
 	}
-	d2 := newDemand(2, time.Hour, 50)
+	d2 := newDemand(time.Hour, 50)
 	d2.miss("kept", t0)
 	for i := range 9 {
 		d2.miss(fmt.Sprintf("scan/%d", i), t0)
 	}
-	if !d2.miss("kept", t0) {
+	if n, _ := d2.miss("kept", t0); n != 2 {
 		t.Error("a path that stayed among the recent ones lost its count")
 	}
 }
@@ -77,7 +85,7 @@ func BenchmarkDemandEntry(b *testing.B) {
 	for i := range keys {
 		keys[i] = fmt.Sprintf("original/2026/11/30/IMG_%08d-some-longer-name-here.jpg", i)
 	}
-	d := newDemand(1<<30, time.Hour, b.N+1)
+	d := newDemand(time.Hour, b.N+1)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := range b.N {

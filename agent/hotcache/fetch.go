@@ -24,7 +24,8 @@ import (
 // Until the rename no URL reaches the bytes, and the rename makes the whole
 // file appear at once, so a browser gets the verified file or a redirect,
 // never a partial or wrong one. Any failure leaves the cache as it was.
-func (c *Cache) fetch(ctx context.Context, key string) {
+func (c *Cache) fetch(ctx context.Context, job fetchJob) {
+	key := job.key
 	defer func() {
 		c.mu.Lock()
 		delete(c.inFlight, key)
@@ -61,11 +62,14 @@ func (c *Cache) fetch(ctx context.Context, key string) {
 		return
 	}
 	c.mu.Lock()
-	if !c.makeRoom(rec.Size) { // the fetches in flight hold the rest
+	c.demand.sized(key, rec.Size)
+	if !c.admits(rec.Size, job.misses, time.Now()) {
 		c.mu.Unlock()
-		c.log.Debug("cache: no room while other fetches run; the path is counted again", "key", key)
+		c.failed(FailColder)
+		c.log.Debug("cache: not yet: asked for less often than the files it would push out; it comes in when asked for more", "key", key, "misses", job.misses)
 		return
 	}
+	c.makeRoom(rec.Size)
 	c.reserved += rec.Size
 	c.mu.Unlock()
 	published := false
@@ -109,7 +113,9 @@ func (c *Cache) fetch(ctx context.Context, key string) {
 		c.byUse.Remove(old)
 	}
 	now := time.Now()
-	c.cached[key] = c.byUse.PushFront(&cachedFile{key: key, rel: rel, size: rec.Size, lastUse: now, published: now})
+	c.cached[key] = c.byUse.PushFront(&cachedFile{key: key, rel: rel, size: rec.Size, lastUse: now, published: now,
+		score: float64(job.misses), scoredAt: now})
+	c.demand.forget(key)
 	c.mu.Unlock()
 	c.stats.fetches.Add(1)
 	c.stats.fetchedBytes.Add(rec.Size)
