@@ -197,6 +197,9 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 		}
 	}
 
+	if once && a.cfg.caching() {
+		a.log.Info("the hot cache runs only in \"run\"; once leaves it as it is", "cache", a.cfg.Cache.Dir)
+	}
 	if !once && a.cfg.caching() {
 		// The cache stands apart: whatever happens to it (its folder, no
 		// log, S3 unreachable, a full disk) offloading goes on. It is made
