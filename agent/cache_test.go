@@ -56,14 +56,14 @@ func TestDaemonCachesWhatTheLogShowsHot(t *testing.T) {
 	}
 	got := metricSamples(t, scrape(t, a))
 	for name, want := range map[string]float64{
-		"offload_cache_hits_total":          1,
-		"offload_cache_misses_total":        3,
-		"offload_cache_fetches_total":       1,
-		"offload_cache_fetched_bytes_total": float64(len(data)),
-		"offload_cache_bytes":               float64(len(data)),
-		"offload_cache_files":               1,
-		"offload_cache_budget_bytes":        hotcache.DefaultSize,
-		"offload_cache_access_log_up":       1,
+		"offload_cache_hits_total":                                   1,
+		"offload_cache_misses_total":                                 3,
+		"offload_cache_fetches_total":                                1,
+		"offload_cache_fetched_bytes_total":                          float64(len(data)),
+		"offload_cache_bytes":                                        float64(len(data)),
+		"offload_cache_files":                                        1,
+		"offload_cache_budget_bytes":                                 hotcache.DefaultSize,
+		"offload_cache_access_log_up":                                1,
 		`offload_cache_evictions_total{reason="size"}`:               0,
 		`offload_cache_evictions_total{reason="idle"}`:               0,
 		`offload_cache_fetch_failures_total{reason="not_in_ledger"}`: 0,

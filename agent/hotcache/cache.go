@@ -67,7 +67,7 @@ type Config struct {
 	AccessLog string        // the web server's access log (Common or Combined Log Format)
 	Size      int64         // byte budget of the cached files
 	Threshold int           // misses within Window that make a path hot
-	Window    time.Duration //
+	Window    time.Duration // see Threshold; also how fast past requests fade (see admits)
 	Idle      time.Duration // a cached file not requested for this long is removed
 
 	Mapping     offload.Mapping // URL path → key → path under Dir
