@@ -60,6 +60,7 @@ fuzz: ## run every fuzz target for FUZZTIME (default 30s) each
 	$(GO) test -run '^$$' -fuzz '^FuzzConfig$$' -fuzztime $(FUZZTIME) ./agent/cmd/offload-agent
 	$(GO) test -run '^$$' -fuzz '^FuzzParseSize$$' -fuzztime $(FUZZTIME) ./agent/cmd/offload-agent
 	$(GO) test -run '^$$' -fuzz '^FuzzResolverConfig$$' -fuzztime $(FUZZTIME) ./lambda/cmd/offload-resolver
+	$(GO) test -run '^$$' -fuzz '^FuzzParseLine$$' -fuzztime $(FUZZTIME) ./agent/hotcache
 
 # Flags for infra/bench, e.g. BENCH_FLAGS="--reps 5 --scenarios 1,3".
 BENCH_FLAGS ?=
