@@ -121,3 +121,29 @@ func TestCacheConfigurationRefused(t *testing.T) {
 		t.Errorf("a separate cache folder: %v; want accepted", err)
 	}
 }
+
+// TestCacheTroubleLeavesOffloadingAlone: with the access log missing, the
+// daemon offloads as ever; status says the log is missing and the metric
+// shows it down; once the log appears, the cache follows it.
+func TestCacheTroubleLeavesOffloadingAlone(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	dir := t.TempDir()
+	h.cfg.Cache = hotcache.Config{Dir: filepath.Join(dir, "cache"), AccessLog: filepath.Join(dir, "logs", "access.log")}
+	os.MkdirAll(h.cfg.Cache.Dir, 0o755)
+	a, _ := h.runDaemon(h.cfg)
+	data := randomBytes(10<<10, 9)
+	h.write("offloaded-anyway.jpg", data)
+	h.waitFor("the photo archived", time.Minute, func() bool { return h.archived("offloaded-anyway.jpg") })
+	h.assertOffloaded("offloaded-anyway.jpg", data)
+	h.waitFor("the log reported missing", 10*time.Second, func() bool {
+		s := a.Status().Cache
+		return s != nil && s.Log.State == hotcache.StateMissing
+	})
+	if up := metricSamples(t, scrape(t, a))["offload_cache_access_log_up"]; up != 0 {
+		t.Errorf("offload_cache_access_log_up = %v with the log missing; want 0", up)
+	}
+	os.MkdirAll(filepath.Dir(h.cfg.Cache.AccessLog), 0o755)
+	os.WriteFile(h.cfg.Cache.AccessLog, nil, 0o644)
+	h.waitFor("the log followed once it exists", 10*time.Second, func() bool { return a.Status().Cache.Log.State == hotcache.StateFollowing })
+}
