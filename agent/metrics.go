@@ -240,11 +240,12 @@ func (cacheMetrics) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (m cacheMetrics) Collect(ch chan<- prometheus.Metric) {
-	c := m.a.cache.Load()
-	if c == nil {
-		return // not started yet, or could not start (the log says why)
+	// Before the cache starts (or if it could not: the log says why) every
+	// value is 0 but the budget, and the access log is down.
+	s := hotcache.Stats{Budget: m.a.cfg.cacheConfig().Size}
+	if c := m.a.cache.Load(); c != nil {
+		s = c.Stats()
 	}
-	s := c.Stats()
 	counter := func(d *prometheus.Desc, v int64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
 	}

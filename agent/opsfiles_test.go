@@ -13,13 +13,16 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/photosleeve/offload/agent"
+	"github.com/photosleeve/offload/agent/hotcache"
 )
 
 // TestDashboardAndAlertsUseRealMetrics: infra/grafana/dashboard.json and
 // alerts.yaml parse, and every offload_ metric they name is one the agent
 // serves (no AWS call is made: the clients are never used).
 func TestDashboardAndAlertsUseRealMetrics(t *testing.T) {
-	cfg := agent.Config{Watch: t.TempDir(), Archive: t.TempDir(), Bucket: "b", Table: "t"}
+	// With the hot cache configured, so that its metrics are served too.
+	cfg := agent.Config{Watch: t.TempDir(), Archive: t.TempDir(), Bucket: "b", Table: "t",
+		Cache: hotcache.Config{Dir: t.TempDir(), AccessLog: "/var/log/lighttpd/access.log"}}
 	a, err := agent.New(cfg, s3.New(s3.Options{Region: "us-east-1"}), dynamodb.New(dynamodb.Options{Region: "us-east-1"}))
 	if err != nil {
 		t.Fatal(err)
