@@ -361,11 +361,20 @@ func (c *Cache) Observe(r Request) {
 	case r.Status == 302:
 		c.stats.misses.Add(1)
 		if e, ok := c.cached[key]; ok {
-			if now.Sub(e.Value.(*cachedFile).published) > redirectGrace && !c.warnedRedirect.Swap(true) {
-				c.log.Warn("cache: the web server redirected a request for a file in the cache: does its cache root point at this folder? (see infra/ for each server's setting)",
-					"key", key, "cache", c.cfg.Dir)
+			f := e.Value.(*cachedFile)
+			if _, err := c.root.Lstat(f.rel); !errors.Is(err, fs.ErrNotExist) {
+				if now.Sub(f.published) > redirectGrace && !c.warnedRedirect.Swap(true) {
+					c.log.Warn("cache: the web server redirected a request for a file in the cache: does its cache root point at this folder? (see infra/ for each server's setting)",
+						"key", key, "cache", c.cfg.Dir)
+				}
+				return
 			}
-			return
+			// Removed behind the agent's back (an operator erasing an
+			// original, say): no longer cached, and counted from here on.
+			c.log.Info("cache: a cached file was removed by someone else", "key", key)
+			c.byUse.Remove(e)
+			delete(c.cached, key)
+			c.used -= f.size
 		}
 		if c.inFlight[key] {
 			return

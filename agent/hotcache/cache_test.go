@@ -360,6 +360,33 @@ func TestColdPathDoesNotPushOutHotterFiles(t *testing.T) {
 	}
 }
 
+// TestFileRemovedBehindItsBackIsFetchedAgain: an operator removes a
+// cached file; the redirects that follow count as misses again, the cache
+// stops counting its bytes, and a path that stays hot comes back.
+func TestFileRemovedBehindItsBackIsFetchedAgain(t *testing.T) {
+	w := newWorld(t)
+	data := randomBytes(30<<10, 60)
+	w.offloaded("gone.jpg", data)
+	c := w.start(w.cacheS3)
+	miss(c, "gone.jpg", 2)
+	waitFor(t, "the fetch", func() bool { return c.Stats().Fetches == 1 })
+	if err := os.Remove(w.cachedPath("gone.jpg")); err != nil {
+		t.Fatal(err)
+	}
+	miss(c, "gone.jpg", 1)
+	if s := c.Stats(); s.Files != 0 || s.Bytes != 0 {
+		t.Errorf("after a redirect for the removed file: stats %+v; want it no longer counted", s)
+	}
+	miss(c, "gone.jpg", 1)
+	waitFor(t, "the fetch again", func() bool { return c.Stats().Fetches == 2 })
+	if got, err := os.ReadFile(w.cachedPath("gone.jpg")); err != nil || !bytes.Equal(got, data) {
+		t.Errorf("fetched again: %d bytes, %v; want the original", len(got), err)
+	}
+	if strings.Contains(w.logs.String(), "does its cache root point") {
+		t.Error("warned that the web server does not look in the cache; the file was only removed")
+	}
+}
+
 // TestTooLargeAndUnknownAreNotFetched: a file over a quarter of the budget
 // and a path the ledger does not know are looked up once and not again
 // within the window, however often they are requested.
