@@ -69,6 +69,7 @@ bench: build ## the agent against s5cmd and rclone on local MinIO over TLS (buil
 	$(STACK) run --tls --bench-tools -- $(GO) run ./infra/bench --agent bin/offload-agent $(BENCH_FLAGS)
 	$(GO) test -run '^$$' -bench . -benchmem ./lambda
 	$(GO) test -run '^$$' -bench Scheduler -benchmem ./agent
+	$(GO) test -run '^$$' -bench DemandEntry -benchmem ./agent/hotcache
 
 stack-up: ## start the local stack (MinIO, dynalite, Toxiproxy); then eval "$(infra/local/stack env)"
 	$(STACK) up

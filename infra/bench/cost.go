@@ -57,28 +57,43 @@ func costPer1000(r streamResult, st cacheStatus, resolver time.Duration) viewCos
 	}
 }
 
-func printCostTable(base streamResult, with streamResult, st cacheStatus, name string, resolver time.Duration) {
-	b, c := costPer1000(base, cacheStatus{}, resolver), costPer1000(with, st, resolver)
-	fmt.Printf("\ncost per 1,000 views, US$, AWS us-east-1 prices of %s (Lambda 128 MB arm64 billed %d ms per redirect):\n",
-		pricesDate, int(math.Ceil(float64(resolver)/float64(time.Millisecond))))
-	fmt.Printf("%-44s %12s %12s\n", "", "no cache", name)
-	for _, row := range []struct {
-		item string
-		b, c float64
-	}{
-		{"Lambda requests ($0.20 / 1M)", b.requests, c.requests},
-		{"Lambda duration ($0.0000133334 / GB-s)", b.duration, c.duration},
-		{"DynamoDB reads ($0.125 / 1M RRU)", b.reads, c.reads},
-		{"S3 GETs ($0.0004 / 1,000)", b.gets, c.gets},
-		{"S3 data transfer out ($0.09 / GB)", b.out, c.out},
-		{"total", b.total(), c.total()},
-	} {
-		fmt.Printf("%-44s %12.6f %12.6f\n", row.item, row.b, row.c)
-	}
-	fmt.Printf("with the cache: %.2f× the cost without it\n", c.total()/b.total())
+// costRun is one run's figures for the cost table.
+type costRun struct {
+	name string
+	res  streamResult
+	st   cacheStatus
 }
 
-func printCostLine(r streamResult, st cacheStatus, name string, resolver time.Duration) {
-	c := costPer1000(r, st, resolver)
-	fmt.Printf("%s: total %.6f per 1,000 views\n", name, c.total())
+// printCostTable prints the cost per 1,000 views of each run, the first
+// being the run without the cache, item by item.
+func printCostTable(runs []costRun, resolver time.Duration) {
+	costs := make([]viewCost, len(runs))
+	for i, r := range runs {
+		costs[i] = costPer1000(r.res, r.st, resolver)
+	}
+	fmt.Printf("\ncost per 1,000 views, US$, AWS us-east-1 prices of %s (Lambda 128 MB arm64 billed %d ms per redirect):\n",
+		pricesDate, int(math.Ceil(float64(resolver)/float64(time.Millisecond))))
+	fmt.Printf("%-40s", "")
+	for _, r := range runs {
+		fmt.Printf(" %20s", r.name)
+	}
+	fmt.Println()
+	for _, row := range []struct {
+		item string
+		v    func(viewCost) float64
+	}{
+		{"Lambda requests ($0.20 / 1M)", func(c viewCost) float64 { return c.requests }},
+		{"Lambda duration ($0.0000133334 / GB-s)", func(c viewCost) float64 { return c.duration }},
+		{"DynamoDB reads ($0.125 / 1M RRU)", func(c viewCost) float64 { return c.reads }},
+		{"S3 GETs ($0.0004 / 1,000)", func(c viewCost) float64 { return c.gets }},
+		{"S3 data transfer out ($0.09 / GB)", func(c viewCost) float64 { return c.out }},
+		{"total", viewCost.total},
+		{"× the cost without the cache", func(c viewCost) float64 { return c.total() / costs[0].total() }},
+	} {
+		fmt.Printf("%-40s", row.item)
+		for _, c := range costs {
+			fmt.Printf(" %20.6f", row.v(c))
+		}
+		fmt.Println()
+	}
 }

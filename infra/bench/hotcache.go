@@ -130,10 +130,11 @@ func (b *bench) cacheBench(ctx context.Context, resolverBin string, thresholds [
 			r.st.Fetches, r.st.FetchedBytes>>20, r.st.EvictedSize, sum(r.st.FetchFailures), r.st.FetchFailures, r.st.Hits, r.st.Misses)
 	}
 	fmt.Printf("resolver: median %s per redirect (the local face, seen by the client, the ledger look-up cached)\n", base.resolverP50.Round(time.Microsecond))
-	printCostTable(base, rows[1].res, rows[1].st, rows[1].name, base.resolverP50)
-	for _, r := range rows[2:] {
-		printCostLine(r.res, r.st, r.name, base.resolverP50)
+	var runs []costRun
+	for _, r := range rows {
+		runs = append(runs, costRun{r.name, r.res, r.st})
 	}
+	printCostTable(runs, base.resolverP50)
 	return nil
 }
 
