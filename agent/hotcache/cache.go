@@ -427,9 +427,9 @@ func (c *Cache) decayed(f *cachedFile, now time.Time) float64 {
 // fetched, or when it was asked for more often than the least recently
 // requested files it would push out together (their scores). Plain LRU
 // lets every path that crosses the threshold push out the coldest files,
-// however hot they still are; in the bench's Zipf stream that fetched 15
-// times the cache's size for a lower share served locally (BENCHMARKS.md,
-// "Hot cache"). c.mu is held.
+// however hot they still are; in the bench's Zipf stream that fetched 34
+// to 51 times the cache's size for a lower share served locally
+// (BENCHMARKS.md, "Hot cache"). c.mu is held.
 func (c *Cache) admits(size int64, misses int, now time.Time) bool {
 	need := c.used + c.reserved + size - c.cfg.Size
 	var score float64
