@@ -209,10 +209,13 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 			a.log.Error("the hot cache could not start; offloading goes on without it", "err", err)
 		} else {
 			a.cache.Store(c)
+			// Its own context: loop may return before ctx ends (the watcher
+			// failing to start), and must not wait for ctx then.
+			cacheCtx, stopCache := context.WithCancel(ctx)
 			var cached sync.WaitGroup
-			defer func() { cached.Wait(); c.Close() }()
+			defer func() { stopCache(); cached.Wait(); c.Close() }()
 			cached.Add(1)
-			go func() { defer cached.Done(); c.Run(ctx) }()
+			go func() { defer cached.Done(); c.Run(cacheCtx) }()
 		}
 	}
 	if !once && !a.cfg.DryRun {

@@ -158,6 +158,9 @@ func TestAuditCommand(t *testing.T) {
 	if out, code := audit(); code != 0 || !strings.Contains(out, "no discrepancies") {
 		t.Errorf("clean audit: exit %d, output:\n%s", code, out)
 	}
+	if out, code := audit("--cache", t.TempDir()); code != 0 || !strings.Contains(out, ", 0 in the cache;") {
+		t.Errorf("clean audit with an empty cache: exit %d, output:\n%s; want the cache's count in the summary", code, out)
+	}
 	os.WriteFile(filepath.Join(h.cfg.Archive, "smuggled.jpg"), []byte("x"), 0o644)
 	out, code := audit()
 	if code != 1 || !strings.Contains(out, agent.ArchivedNotInS3+" ") || !strings.Contains(out, "1 discrepancies: "+agent.ArchivedNotInS3+" 1") {
@@ -184,6 +187,8 @@ func TestAuditCommand(t *testing.T) {
 		{[]string{"--grace", "soon"}, "--grace"},
 		{[]string{"--part-size", "1MiB"}, "part size"},
 		{[]string{"--json=maybe"}, "--json"},
+		// A mistyped cache folder would read as an empty, clean cache.
+		{[]string{"--cache", filepath.Join(t.TempDir(), "typo")}, "cache:"},
 	} {
 		out, errOut, code := auditAs(stacktest.Audit, tt.args...)
 		if code != 2 || out != "" || !strings.Contains(errOut, tt.want) || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {

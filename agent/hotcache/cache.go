@@ -120,8 +120,8 @@ func (c Config) Validate() error {
 		bad("cache threshold: must be at least 1, got %d", c.Threshold)
 	}
 	for name, d := range map[string]time.Duration{"cache window": c.Window, "cache idle": c.Idle} {
-		if d <= 0 {
-			bad("%s: must be positive, got %s", name, d)
+		if d < time.Second {
+			bad("%s: must be at least 1s, got %s", name, d)
 		}
 	}
 	return errors.Join(errs...)
@@ -286,7 +286,11 @@ func (c *Cache) index() error {
 		if err != nil {
 			return err
 		}
-		// How often it was requested went with the process: one request.
+		// When and how often it was last requested went with the process:
+		// it counts as requested once, when it was written, for the order
+		// in which files go for room; and as requested now for idleness,
+		// so a restart does not empty the cache of what was served a
+		// moment before.
 		found = append(found, &cachedFile{key: key, rel: p, size: info.Size(), lastUse: info.ModTime(), published: info.ModTime(),
 			score: 1, scoredAt: info.ModTime()})
 		return nil
@@ -295,9 +299,11 @@ func (c *Cache) index() error {
 		return fmt.Errorf("cache: reading %s: %w", c.cfg.Dir, err)
 	}
 	sort.Slice(found, func(i, j int) bool { return found[i].lastUse.After(found[j].lastUse) })
+	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, f := range found {
+		f.lastUse = now
 		c.cached[f.key] = c.byUse.PushBack(f)
 		c.used += f.size
 	}

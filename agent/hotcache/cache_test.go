@@ -207,6 +207,15 @@ func TestNeverPublishesBytesTheLedgerDoesNotRecord(t *testing.T) {
 		t.Errorf("stats %+v; want an empty cache", s)
 	}
 	assertNoDownloads(t, w)
+	// Asking again will not change the bytes: each path is left alone for
+	// the window, however often it is redirected (once each fetched again
+	// on every redirect).
+	miss(c, "a.jpg", 6)
+	miss(c, "b.jpg", 6)
+	time.Sleep(100 * time.Millisecond) // a fetch would have been queued by now
+	if f := c.Stats().FetchFailures; f[hotcache.FailMismatch] != 2 {
+		t.Errorf("after 6 more redirects each: failures %v; want still 2 mismatches", f)
+	}
 }
 
 // TestDownloadCutHalfwayIsNeverServed: S3's answer is cut after half the
@@ -230,8 +239,15 @@ func TestDownloadCutHalfwayIsNeverServed(t *testing.T) {
 		t.Fatalf("after the cut download: stat %v; want nothing published", err)
 	}
 	assertNoDownloads(t, w)
+	// A failed fetch starts the count again: one more redirect fetches
+	// nothing (once it fetched on every redirect).
+	miss(c, "cut.jpg", 1)
+	time.Sleep(100 * time.Millisecond)
+	if f := c.Stats().FetchFailures[hotcache.FailS3]; f != 1 {
+		t.Fatalf("one redirect after the failure: %d S3 failures; want 1, the path counted again from nothing", f)
+	}
 	proxy.RemoveToxic("cut")
-	miss(c, "cut.jpg", 2)
+	miss(c, "cut.jpg", 1)
 	waitFor(t, "the fetch", func() bool { return c.Stats().Fetches == 1 })
 	bad := stop()
 	if bad != "" {

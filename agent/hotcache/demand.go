@@ -9,7 +9,7 @@ import (
 // stays bounded however many distinct paths the log shows (a crawler
 // walking every photo, or a scanner inventing names): each costs 239 bytes
 // beside its key (BenchmarkDemandEntry), so about 300 with a 60-byte key
-// and 15 MiB in all. A hot path's count survives 50,000 newer distinct
+// and 15 MiB in all; a scanner inventing 1 KiB names could make it 60 MiB. A hot path's count survives 50,000 newer distinct
 // misses; one pushed out starts again, and if it is really hot it crosses
 // the threshold again within a few more requests.
 const maxTracked = 50_000

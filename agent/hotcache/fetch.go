@@ -33,7 +33,7 @@ func (c *Cache) fetch(ctx context.Context, job fetchJob) {
 	}()
 	rel, err := c.relFor(key)
 	if err != nil {
-		c.failed(FailLocal)
+		c.gaveUp(key, FailLocal, true)
 		c.log.Warn("cache: not cached", "key", key, "err", err)
 		return
 	}
@@ -42,26 +42,26 @@ func (c *Cache) fetch(ctx context.Context, job fetchJob) {
 	cancel()
 	switch {
 	case errors.Is(err, offload.ErrNotFound):
-		c.failed(FailNotInLedger)
-		c.quiet(key)
+		c.gaveUp(key, FailNotInLedger, true)
 		c.log.Info("cache: not in the ledger, so not cached (not offloaded, or not an original)", "key", key)
 		return
 	case err != nil:
-		c.failed(FailLedger)
+		c.gaveUp(key, FailLedger, false)
 		c.log.Warn("cache: could not read the ledger; the path is counted again", "key", key, "err", err)
 		return
 	case rec.Size > c.cfg.Size/maxFileShare:
-		c.failed(FailTooLarge)
-		c.quiet(key)
+		c.gaveUp(key, FailTooLarge, true)
 		c.log.Info("cache: too large to cache", "key", key, "bytes", rec.Size, "limit", c.cfg.Size/maxFileShare)
 		return
 	}
-	if err := c.roomOnDisk(rec.Size); err != nil {
-		c.failed(FailDiskFull)
-		c.log.Warn("cache: not cached", "key", key, "err", err)
+	c.mu.Lock()
+	// The other fetches' bytes are not on the disk yet, but will be.
+	if err := c.roomOnDisk(rec.Size + c.reserved); err != nil {
+		c.mu.Unlock()
+		c.gaveUp(key, FailDiskFull, false)
+		c.log.Warn("cache: not cached; the path is counted again", "key", key, "err", err)
 		return
 	}
-	c.mu.Lock()
 	c.demand.sized(key, rec.Size)
 	if !c.admits(rec.Size, job.misses, time.Now()) {
 		c.mu.Unlock()
@@ -83,7 +83,7 @@ func (c *Cache) fetch(ctx context.Context, job fetchJob) {
 
 	tmp, err := c.root.OpenFile(path.Join(fetchDir, fmt.Sprintf("%x.%d", time.Now().UnixNano(), os.Getpid())), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		c.failed(FailLocal)
+		c.gaveUp(key, FailLocal, false)
 		c.log.Error("cache: could not create a download", "key", key, "err", err)
 		return
 	}
@@ -95,12 +95,14 @@ func (c *Cache) fetch(ctx context.Context, job fetchJob) {
 		}
 	}()
 	if reason, err := c.download(ctx, rec, tmp); err != nil {
-		c.failed(reason)
-		c.log.Warn("cache: fetch failed; the path is counted again", "key", key, "reason", reason, "err", err)
+		// Other bytes than the ledger's will not change by asking again
+		// soon; a cut connection or an S3 error may.
+		c.gaveUp(key, reason, reason == FailMismatch)
+		c.log.Warn("cache: fetch failed", "key", key, "reason", reason, "err", err)
 		return
 	}
 	if err := c.publish(tmp, tmpRel, rel); err != nil {
-		c.failed(FailLocal)
+		c.gaveUp(key, FailLocal, false)
 		c.log.Error("cache: could not publish a fetched file", "key", key, "path", rel, "err", err)
 		return
 	}
@@ -207,9 +209,17 @@ func (c *Cache) roomOnDisk(size int64) error {
 	return nil
 }
 
-// quiet stops counting key's misses for one window.
-func (c *Cache) quiet(key string) {
+// gaveUp counts a fetch not made for reason. The path's misses start
+// again from nothing, so a failing path costs one look-up per threshold
+// misses, not one per redirect; with quiet, they are not even counted for
+// a window, for what asking again soon will not change.
+func (c *Cache) gaveUp(key, reason string, quiet bool) {
+	c.failed(reason)
 	c.mu.Lock()
-	c.demand.quiet(key, time.Now().Add(c.cfg.Window))
-	c.mu.Unlock()
+	defer c.mu.Unlock()
+	if quiet {
+		c.demand.quiet(key, time.Now().Add(c.cfg.Window))
+		return
+	}
+	c.demand.forget(key)
 }

@@ -95,6 +95,13 @@ func auditCommand(args []string, getenv func(string) string, stdout, stderr io.W
 	// rest of the cache's settings, such as the access log.
 	cacheDir := cfg.Cache.Dir
 	cfg.Cache = agent.Config{}.Cache
+	if cacheDir != "" {
+		// A mistyped folder would otherwise be an empty cache, all clean.
+		if fi, err := os.Stat(cacheDir); err != nil || !fi.IsDir() {
+			fmt.Fprintf(stderr, "offload-agent audit: bad configuration: cache: %s is not a folder (%v)\n", cacheDir, err)
+			return auditBadUsage
+		}
+	}
 	if err := cfg.WithDefaults().Validate(); err != nil {
 		fmt.Fprintf(stderr, "offload-agent audit: bad configuration: %v\n", oneLine(err))
 		return auditBadUsage
@@ -142,8 +149,12 @@ func auditCommand(args []string, getenv func(string) string, stdout, stderr io.W
 		}
 		enc.Encode(final)
 	} else {
-		fmt.Fprintf(stdout, "\nlooked at %d ledger items, %d objects, %d files in the watch folder, %d in the archive; %d younger than %s not judged\n",
-			sum.LedgerItems, sum.Objects, sum.LocalFiles, sum.ArchivedFiles, sum.Pending, ao.grace)
+		cached := ""
+		if cacheDir != "" {
+			cached = fmt.Sprintf(", %d in the cache", sum.CachedFiles)
+		}
+		fmt.Fprintf(stdout, "\nlooked at %d ledger items, %d objects, %d files in the watch folder, %d in the archive%s; %d younger than %s not judged\n",
+			sum.LedgerItems, sum.Objects, sum.LocalFiles, sum.ArchivedFiles, cached, sum.Pending, ao.grace)
 		if total == 0 {
 			fmt.Fprintln(stdout, "no discrepancies")
 		} else {
