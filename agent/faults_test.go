@@ -594,6 +594,43 @@ func TestNoOrphanAfterFailedAbortOrLostCreate(t *testing.T) {
 	}
 }
 
+// TestNoOrphanAfterEveryCreateAnswerLost: the daemon has been running a
+// while when S3 makes an upload for each of the SDK's attempts (3) at a
+// create and no answer arrives, so the attempt fails outright; the next
+// attempt succeeds. The three uploads were started by this agent, after
+// it started, and nobody knows their ids (the short soak found two, MinIO
+// killed mid-answer with the SDK's retry quota spent). Once the object is
+// stored they are aborted.
+func TestNoOrphanAfterEveryCreateAnswerLost(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	var dropped atomic.Int32
+	h.agentS3 = h.agentS3At(faultyS3(t, h.st.S3Endpoint, func(w http.ResponseWriter, r *http.Request, forward http.Handler) bool {
+		if r.Method == http.MethodPost && r.URL.Query().Has("uploads") && dropped.Add(1) <= 3 {
+			forward.ServeHTTP(httptest.NewRecorder(), r)
+			panic(http.ErrAbortHandler)
+		}
+		return false
+	}))
+	_, stop := h.runDaemon(h.cfg)
+	// S3's clock, by which the agent tells uploads from before its start,
+	// counts whole seconds.
+	time.Sleep(2 * time.Second)
+	data := randomBytes(12<<20, 12)
+	h.write("lost-creates.jpg", data)
+	h.waitFor("lost-creates.jpg archived", time.Minute, func() bool { return h.archived("lost-creates.jpg") })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	h.assertOffloaded("lost-creates.jpg", data)
+	if n := dropped.Load(); n < 4 {
+		t.Fatalf("%d creates; want the 3 lost and one answered", n)
+	}
+	if up := h.multipartUploads(); len(up) != 0 {
+		t.Errorf("multipart uploads left: %v", up)
+	}
+}
+
 // TestSweepAbortsStrayUploadOfStoredKey: a multipart upload left for a key
 // that already holds its object (the soak's second orphan: made by a run
 // that was then killed, and whose start-up abort could not reach S3) is

@@ -13,7 +13,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
-	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go/middleware"
@@ -214,7 +213,6 @@ func (s *s3Store) putMultipart(ctx context.Context, u upload, partSize int64) (s
 		s.log.Info("resuming an interrupted upload: parts S3 holds with the checksum of the bytes read are not sent again",
 			"key", u.key, "upload_id", uploadID, "parts_held", len(have), "bytes_held", held)
 	}
-	retriedCreate := false
 	if uploadID == "" {
 		s.abortStale(ctx, u.key)
 		cctx, cancel := context.WithTimeout(ctx, s.callTimeout)
@@ -230,8 +228,6 @@ func (s *s3Store) putMultipart(ctx context.Context, u upload, partSize int64) (s
 			return "", objectInfo{}, translate("create multipart upload "+u.key, err)
 		}
 		uploadID = aws.ToString(created.UploadId)
-		attempts, ok := retry.GetAttemptResults(created.ResultMetadata)
-		retriedCreate = ok && len(attempts.Results) > 1
 		// Without its record the upload is simply not resumable: the next
 		// run aborts it (see sweepOrphans) and starts again.
 		_ = s.records.save(uploadRecord{Key: u.key, UploadID: uploadID, Host: s.records.hostName(),
@@ -252,15 +248,20 @@ func (s *s3Store) putMultipart(ctx context.Context, u upload, partSize int64) (s
 			s.records.remove(u.key, uploadID)
 		}
 	}()
-	// A retried create may have made an upload whose response was lost;
-	// once ours is complete, that one is swept (the soak found one).
-	if retriedCreate {
-		defer func() {
-			if committed {
-				s.abortKey(ctx, u.key)
-			}
-		}()
-	}
+	// A create whose answer was lost may have made an upload all the same:
+	// on an SDK retry that then succeeded (the soak found one), or on an
+	// attempt that failed outright, the request having reached S3 before
+	// the connection broke (the soak found two: MinIO killed mid-answer,
+	// the SDK's retry quota spent). Such an upload was started by this
+	// agent, so abortStale leaves it, and nothing else would end it. Once
+	// ours is complete no other upload of the key can complete
+	// (If-None-Match), so every other one is aborted: one listing per
+	// multipart file.
+	defer func() {
+		if committed {
+			s.abortKey(ctx, u.key)
+		}
+	}()
 
 	sum, parts, err := s.uploadParts(ctx, u, uploadID, partSize, have)
 	if err != nil {
