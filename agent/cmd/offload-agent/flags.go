@@ -220,7 +220,7 @@ func printFlags(w io.Writer) {
 		if def == "" {
 			def = `""`
 		}
-		fmt.Fprintf(w, "  --%-14s %s\n  %-16s env %s, default %s\n", s.name, s.help, "", s.env, def)
+		fmt.Fprintf(w, "  --%-15s %s\n  %-17s env %s, default %s\n", s.name, s.help, "", s.env, def)
 	}
 }
 
