@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/photosleeve/offload"
+	"github.com/photosleeve/offload/agent/hotcache"
 )
 
 // Kinds of discrepancy the audit reports.
@@ -268,7 +268,7 @@ func (au *audit) cache(ctx context.Context) error {
 	if dir == "" {
 		return nil
 	}
-	files := filepath.Join(dir, filepath.FromSlash(strings.Trim(au.a.cfg.Mapping.URLPrefix, "/")))
+	files := filepath.Join(dir, filepath.FromSlash(hotcache.FilesFolder(au.a.cfg.Mapping)))
 	type cached struct {
 		path, rel, sum string
 		size           int64

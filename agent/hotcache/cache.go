@@ -233,7 +233,7 @@ func New(cfg Config, s3c objectGetter, db offload.ItemGetter) (*Cache, error) {
 	}
 	c := &Cache{
 		cfg: cfg, root: root, s3: s3c, db: db, log: cfg.Logger,
-		files:    strings.Trim(cfg.Mapping.URLPrefix, "/"),
+		files:    FilesFolder(cfg.Mapping),
 		demand:   newDemand(cfg.Window, maxTracked),
 		cached:   make(map[string]*list.Element),
 		byUse:    list.New(),
@@ -257,6 +257,12 @@ func New(cfg Config, s3c objectGetter, db offload.ItemGetter) (*Cache, error) {
 	}
 	return c, nil
 }
+
+// FilesFolder is the slash path, under the cache root, of the folder the
+// URL prefix maps to ("static" for /static/): the cache is laid out as a
+// second document root, and its downloads in progress sit beside that
+// folder, outside every URL.
+func FilesFolder(m offload.Mapping) string { return strings.Trim(m.URLPrefix, "/") }
 
 // Close releases the cache folder.
 func (c *Cache) Close() error { return c.root.Close() }

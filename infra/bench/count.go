@@ -2,19 +2,19 @@ package main
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/photosleeve/offload/infra/local/loopback"
 )
 
 // counter is a reverse proxy that counts the requests passing through it,
@@ -63,13 +63,9 @@ func newCounter(upstream, caFile string) (*counter, error) {
 	}
 	scheme := "http"
 	if target.Scheme == "https" {
-		pem, err := os.ReadFile(caFile)
-		if err != nil {
+		if err := loopback.TrustCA(transport, caFile); err != nil {
 			return nil, err
 		}
-		pool := x509.NewCertPool()
-		pool.AppendCertsFromPEM(pem)
-		transport.TLSClientConfig = &tls.Config{RootCAs: pool}
 		dir := filepath.Dir(caFile)
 		cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "public.crt"), filepath.Join(dir, "private.key"))
 		if err != nil {

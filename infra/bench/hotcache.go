@@ -3,8 +3,6 @@ package main
 import (
 	"cmp"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -207,15 +205,9 @@ func zipfStream(files []cacheFile, n int) []cacheFile {
 func (b *bench) browser() (*http.Client, error) {
 	tr := &http.Transport{MaxIdleConnsPerHost: 2 * cacheClients, DisableCompression: true}
 	if b.env.ca != "" {
-		pem, err := os.ReadFile(b.env.ca)
-		if err != nil {
+		if err := loopback.TrustCA(tr, b.env.ca); err != nil {
 			return nil, err
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("%s: no certificate", b.env.ca)
-		}
-		tr.TLSClientConfig = &tls.Config{RootCAs: pool}
 	}
 	return &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}, nil
 }

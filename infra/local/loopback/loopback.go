@@ -5,8 +5,12 @@ package loopback
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
+	"net/http"
+	"os"
 	"time"
 )
 
@@ -35,4 +39,19 @@ func WaitListening(ctx context.Context, addr string, timeout time.Duration) erro
 		}
 	}
 	return fmt.Errorf("nothing listens on %s after %s: %v", addr, timeout, err)
+}
+
+// TrustCA makes tr trust the certificates in the PEM file caFile (the
+// stack's own CA under --tls, AWS_CA_BUNDLE) and no other.
+func TrustCA(tr *http.Transport, caFile string) error {
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return fmt.Errorf("%s: no PEM certificate", caFile)
+	}
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool}
+	return nil
 }

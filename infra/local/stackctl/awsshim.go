@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -21,6 +19,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/photosleeve/offload/infra/local/loopback"
 )
 
 // The AWS shim is a reverse proxy in front of MinIO that changes only the
@@ -87,15 +87,9 @@ func runAWSShim(args []string) (int, error) {
 	rule := awsShimRule{bucket: *bucket, noListBucket: keySet(*keys), noGetVersion: keySet(*versionKeys), noGetObject: keySet(*getKeys)}
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	if *ca != "" {
-		pem, err := os.ReadFile(*ca)
-		if err != nil {
+		if err := loopback.TrustCA(transport, *ca); err != nil {
 			return 1, err
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return 1, fmt.Errorf("%s: no certificate", *ca)
-		}
-		transport.TLSClientConfig = &tls.Config{RootCAs: pool}
 	}
 	logger := log.New(os.Stderr, "aws-shim: ", log.LstdFlags)
 	srv := &http.Server{Addr: *listen, Handler: rule.proxy(target, transport, logger), ErrorLog: logger,

@@ -4,17 +4,17 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"fmt"
 	"math/big"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/photosleeve/offload/infra/local/loopback"
 )
 
 // certValidity is long enough for any test run or demo; the certificates
@@ -94,15 +94,9 @@ func httpClient(st *state) (*http.Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.Proxy = nil // loopback only, whatever the environment says
 	if st.CAFile != "" {
-		pem, err := os.ReadFile(st.CAFile)
-		if err != nil {
+		if err := loopback.TrustCA(tr, st.CAFile); err != nil {
 			return nil, err
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("%s: no certificate", st.CAFile)
-		}
-		tr.TLSClientConfig = &tls.Config{RootCAs: pool}
 	}
 	return &http.Client{Transport: tr, Timeout: 5 * time.Second}, nil
 }

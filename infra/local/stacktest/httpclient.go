@@ -1,11 +1,11 @@
 package stacktest
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"net/http"
 	"os"
 	"testing"
+
+	"github.com/photosleeve/offload/infra/local/loopback"
 )
 
 // HTTPClient returns a new client for requests a test sends as a browser
@@ -19,15 +19,9 @@ func HTTPClient(t testing.TB) *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.Proxy = nil // the stack is on loopback, whatever the environment says
 	if path := os.Getenv("AWS_CA_BUNDLE"); path != "" {
-		pem, err := os.ReadFile(path)
-		if err != nil {
+		if err := loopback.TrustCA(tr, path); err != nil {
 			t.Fatalf("AWS_CA_BUNDLE: %v", err)
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			t.Fatalf("AWS_CA_BUNDLE %s: no PEM certificate", path)
-		}
-		tr.TLSClientConfig = &tls.Config{RootCAs: pool}
 	}
 	t.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: tr}
