@@ -310,9 +310,10 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 	saidFull := false
 	for {
 		// While the scheduler is full, candidates wait in the channel and
-		// the scan waits on them: memory stays bounded (see maxPending).
+		// the scan waits on them: memory stays bounded (see maxPending),
+		// unless a file failing for its own reason makes room (see room).
 		in := candidates
-		if s.full() {
+		if !s.room() {
 			in = nil
 			if !saidFull {
 				a.log.Info("holding as many files as the agent keeps track of: the scan waits, and goes on as these are offloaded (status: backlog_full)",

@@ -602,7 +602,7 @@ func (s *s3Store) head(ctx context.Context, key string) (objectInfo, error) {
 	if err != nil {
 		var re *smithyhttp.ResponseError
 		if errors.As(err, &re) && re.HTTPStatusCode() == http.StatusForbidden {
-			return objectInfo{}, fmt.Errorf("head %s: %w: %v", key, errNotVisible, err)
+			return objectInfo{}, fmt.Errorf("head %s: %w: %w", key, errNotVisible, err)
 		}
 		return objectInfo{}, translate("head "+key, err)
 	}
@@ -615,7 +615,8 @@ func (s *s3Store) head(ctx context.Context, key string) (objectInfo, error) {
 	return info, nil
 }
 
-// translate turns the S3 errors the pipeline acts on into sentinels.
+// translate turns the S3 errors the pipeline acts on into sentinels. The
+// SDK's error stays wrapped too: fileFault reads its code and status.
 func translate(op string, err error) error {
 	var re *smithyhttp.ResponseError
 	if errors.As(err, &re) {
@@ -623,7 +624,7 @@ func translate(op string, err error) error {
 		case http.StatusPreconditionFailed:
 			return fmt.Errorf("%s: %w", op, errObjectExists)
 		case http.StatusNotFound:
-			return fmt.Errorf("%s: %w: %v", op, offload.ErrNotFound, err)
+			return fmt.Errorf("%s: %w: %w", op, offload.ErrNotFound, err)
 		}
 	}
 	return fmt.Errorf("%s: %w", op, err)
