@@ -65,7 +65,7 @@ func newMetrics(a *Agent) *metrics {
 		counter("offload_refused_total", "Files never uploaded because their name breaks the naming contract.", a.stats.Refused.Load),
 		gauge("offload_files_pending", "Files waiting: not settled yet, or waiting out a retry.", locked(func() float64 { n, _, _ := t.waiting(0); return float64(n) })),
 		gauge("offload_bytes_pending", "Bytes of the files waiting.", locked(func() float64 { _, b, _ := t.waiting(0); return float64(b) })),
-		gauge("offload_backlog_full", "1 while the agent holds as many pending files as it may (status: pending_limit): the scan waits.",
+		gauge("offload_backlog_full", "1 while the agent holds as many pending files as it may (status: pending_limit) and none that keeps failing for its own reason can make room: the scan waits.",
 			locked(func() float64 {
 				if t.pending.full {
 					return 1
@@ -84,7 +84,7 @@ func newMetrics(a *Agent) *metrics {
 		gauge("offload_files_in_flight", "Files being offloaded now.", locked(func() float64 { return float64(len(t.inFlight)) })),
 		gauge("offload_oldest_pending_age_seconds", "How long the longest-waiting file has waited (0 when none waits).",
 			func() float64 { return t.oldestPendingAge().Seconds() }),
-		gauge("offload_breaker_open", "1 while the circuit breaker is open: S3 or DynamoDB failed for several files in a row, one file at a time probes it, the others wait.",
+		gauge("offload_breaker_open", "1 while the circuit breaker is open: S3 or DynamoDB failed as a service (no answer, 5xx, throttling; not a refusal of one file's request) for several files in a row, one file at a time probes it, the others wait.",
 			locked(func() float64 {
 				if t.pending.breaker.State == "open" {
 					return 1

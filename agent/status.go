@@ -24,7 +24,9 @@ type Status struct {
 	// PendingLimit is the most files the agent holds at once. While
 	// Pending is at it, BacklogFull is true: the scan waits where it is
 	// and goes on as files are offloaded (a backfill larger than the
-	// limit shows Pending at the limit until the rest is found).
+	// limit shows Pending at the limit until the rest is found). Not while
+	// a held file that keeps failing for its own reason can make room for
+	// a new one (see scheduler.room): then the scan goes on.
 	PendingLimit int  `json:"pending_limit"`
 	BacklogFull  bool `json:"backlog_full"`
 	// ScanError is the last scan's trouble (folders it could not read),
@@ -33,8 +35,9 @@ type Status struct {
 	ScanError  string `json:"scan_error,omitempty"`
 	WatchError string `json:"watch_error,omitempty"`
 
-	// Breaker is open while S3 or DynamoDB fails for every file: one file
-	// at a time probes it and the others wait.
+	// Breaker is open while S3 or DynamoDB fails as a service for every
+	// file (not refusing some files' requests): one file at a time probes
+	// it and the others wait.
 	Breaker BreakerStatus `json:"breaker"`
 
 	InFlight       []InFlight `json:"in_flight"`
