@@ -70,7 +70,7 @@ type breaker struct {
 	trips       int64
 	probe       *entry    // the file being tried while open; nil when none
 	probes      int       // probes failed since it opened
-	handed      int       // probes handed out since the agent started (see pickProbe)
+	handed      int32     // probes handed out since the agent started (see pickProbe)
 	nextProbe   time.Time // while open: when the next probe may go
 	released    int       // files handed out since it closed (for the ramp)
 	// down (Once only): the breaker stayed open through onceAttempts

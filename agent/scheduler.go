@@ -1,7 +1,9 @@
 package agent
 
 import (
+	"encoding/binary"
 	"errors"
+	"hash/maphash"
 	"math/rand/v2"
 	"time"
 )
@@ -42,16 +44,18 @@ type entry struct {
 	seen      fileID    // the last version observed
 	since     time.Time // when that version was first observed
 	firstSeen time.Time // when the name was first seen pending (for status)
-	heldOpen  bool      // the last attempt found a writer holding it
 	notBefore time.Time // backoff after a failure
 	attempts  int
-	remote    bool   // the last failure was S3's or DynamoDB's as a service (result.remote)
-	own       bool   // the last failure was the file's own: refused for it alone, or local
-	probed    int    // the breaker's probe count when this file was last its probe; 0: never
 	published fileID // the version that appeared by a rename; see job.published
-	running   bool
-	dirty     bool   // an event arrived while it was running
 	proven    *proof // the last attempt proved it and failed locally; see proof
+	// The flags and probed together, so that they share one word and an
+	// entry stays in the allocator's 320-byte class (see BenchmarkHeldFile).
+	heldOpen bool // the last attempt found a writer holding it
+	remote   bool // the last failure was S3's or DynamoDB's as a service (result.remote)
+	own      bool // the last failure was the file's own: refused for it alone, or local
+	running  bool
+	dirty    bool  // an event arrived while it was running
+	probed   int32 // the breaker's probe count when this file was last its probe; 0: never
 
 	at         time.Time // when it is next due; see scheduler.dueAt
 	index      int       // in scheduler.queue, or -1 while running
@@ -110,9 +114,20 @@ type scheduler struct {
 	limit int
 	peak  int // the most pending files held at once, for tests
 	// spare is the file that makes room for the next new one while full
-	// (see room); evicted counts the files that did.
+	// (see room); evicted counts the files that did, and cooling holds
+	// their backoff (see makeRoom).
 	spare   *entry
+	owns    int // pending files whose last failure was their own (entry.own)
 	evicted int64
+	cooling map[uint64]cooled
+	seed    maphash.Seed
+}
+
+// cooled is what is kept of a file that made room: when its backoff ends,
+// on the queue's scale (see key), and its failed attempts.
+type cooled struct {
+	at       int64
+	attempts int
 }
 
 // maxPending is the most files the agent holds state for at once. Each
@@ -136,6 +151,7 @@ func newScheduler(cfg Config, once bool, lstat func(rel string) (fileID, error),
 		pending: map[string]*entry{}, parked: map[string]fileID{},
 		running: map[*entry]struct{}{}, remote: map[*entry]struct{}{},
 		lastDone: now, epoch: now, limit: maxPending,
+		cooling: map[uint64]cooled{}, seed: maphash.MakeSeed(),
 	}
 }
 
@@ -164,6 +180,9 @@ func (s *scheduler) victim() *entry {
 		return v
 	}
 	s.spare = nil
+	if s.owns == 0 {
+		return nil
+	}
 	for i := range min(probeSample, len(s.queue)) {
 		if len(s.queue) > probeSample {
 			i = rand.IntN(len(s.queue))
@@ -177,15 +196,44 @@ func (s *scheduler) victim() *entry {
 
 // makeRoom forgets one file that keeps failing for its own reason, to hold
 // a new one in its place. The forgotten file stays in the watch folder,
-// local and served; the next rescan finds it again and it starts over, so
-// a file failing for good is tried again about once per rescan while the
-// set stays full, never more often than its backoff would.
+// local and served, and a later scan finds it again. Until then only its
+// backoff is kept, in cooling (35 bytes a file, measured at 25,000, not
+// the 420 of a held file): found again while the set is full and before its backoff ends, it
+// takes no place (the next rescan offers it again), and once held again it
+// goes on from the attempts it had. So a file failing for good is not
+// tried more often than its backoff says, and new files take the places.
+// cooling holds at most limit files; beyond that one kept is forgotten,
+// whichever the map gives first, and starts over when found again.
 func (s *scheduler) makeRoom() {
-	if v := s.victim(); v != nil {
-		s.spare = nil
-		s.remove(v)
-		s.evicted++
+	v := s.victim()
+	if v == nil {
+		return
 	}
+	s.spare = nil
+	if len(s.cooling) >= s.limit {
+		for k := range s.cooling {
+			delete(s.cooling, k)
+			break
+		}
+	}
+	s.cooling[s.coolKey(v.rel, v.seen)] = cooled{at: s.key(v.notBefore), attempts: v.attempts}
+	s.remove(v)
+	s.evicted++
+}
+
+// coolKey names one version of a file in cooling: a file that changed
+// since it made room is a new one.
+func (s *scheduler) coolKey(rel string, id fileID) uint64 {
+	var h maphash.Hash
+	h.SetSeed(s.seed)
+	h.WriteString(rel)
+	var b [32]byte
+	binary.LittleEndian.PutUint64(b[0:], id.dev)
+	binary.LittleEndian.PutUint64(b[8:], id.ino)
+	binary.LittleEndian.PutUint64(b[16:], uint64(id.size))
+	binary.LittleEndian.PutUint64(b[24:], uint64(id.mtime.UnixNano()))
+	h.Write(b[:])
+	return h.Sum64()
 }
 
 // len is the number of pending files, running ones included.
@@ -223,10 +271,26 @@ func (s *scheduler) note(c candidate, now time.Time) bool {
 	}
 	switch {
 	case e == nil:
+		var ck uint64
+		var c cooled
+		cooling := false
+		if len(s.cooling) > 0 {
+			ck = s.coolKey(rel, id)
+			c, cooling = s.cooling[ck]
+		}
 		if s.full() && !s.once {
+			if cooling && s.key(now) < c.at {
+				return false // it made room and its backoff is not over
+			}
 			s.makeRoom()
 		}
 		e = s.add(rel, id, now)
+		if cooling {
+			delete(s.cooling, ck)
+			e.attempts = c.attempts
+			s.setOwn(e, true)
+			e.notBefore = s.epoch.Add(time.Duration(c.at))
+		}
 	case !e.seen.sameVersion(id):
 		s.setSeen(e, id)
 		e.since = now
@@ -417,7 +481,7 @@ func (s *scheduler) finish(r result, now time.Time) (v verdict) {
 		s.remove(e)
 	case outNotReady:
 		e.heldOpen = errors.Is(r.err, errWriterHasIt)
-		e.own = false
+		s.setOwn(e, false)
 		// Watch it for a full quiet period before the next try, so a file
 		// held open by a writer is not reopened every tick.
 		if r.id != (fileID{}) {
@@ -444,7 +508,7 @@ func (s *scheduler) finish(r result, now time.Time) (v verdict) {
 	case outFailed:
 		e.attempts++
 		s.setRemote(e, r.remote())
-		e.own = !r.remote()
+		s.setOwn(e, !r.remote())
 		e.heldOpen = false
 		v.attempts, v.retryIn = e.attempts, backoff(e.attempts)
 		e.notBefore = now.Add(v.retryIn)
@@ -526,6 +590,7 @@ func (s *scheduler) remove(e *entry) {
 	delete(s.pending, e.rel)
 	delete(s.running, e)
 	s.setRemote(e, false)
+	s.setOwn(e, false)
 	s.bytes -= e.seen.size
 	if e.index >= 0 {
 		s.queue.remove(e.index)
@@ -546,6 +611,16 @@ func (s *scheduler) remove(e *entry) {
 func (s *scheduler) setSeen(e *entry, id fileID) {
 	s.bytes += id.size - e.seen.size
 	e.seen = id
+}
+
+func (s *scheduler) setOwn(e *entry, own bool) {
+	switch {
+	case own && !e.own:
+		s.owns++
+	case !own && e.own:
+		s.owns--
+	}
+	e.own = own
 }
 
 func (s *scheduler) setRemote(e *entry, remote bool) {
