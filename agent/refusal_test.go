@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -224,5 +226,48 @@ func TestHeldSetFullOfRefusedFilesTakesNewOnes(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(h.cfg.Watch, rel)); err != nil {
 			t.Errorf("%s: %v; want it still local", rel, err)
 		}
+	}
+}
+
+// TestThrottlingOpensTheBreaker: S3 throttling every upload (503
+// SlowDown, as S3 answers a request rate it will not take) is the service
+// failing, not the files: the breaker opens as in an outage, and closes
+// with the first file offloaded once S3 takes uploads again.
+func TestThrottlingOpensTheBreaker(t *testing.T) {
+	t.Parallel()
+	const files = 12
+	h := newHarness(t)
+	var throttle atomic.Bool
+	throttle.Store(true)
+	h.agentS3 = h.agentS3At(faultyS3(t, h.st.AWSShimEndpoint(t), func(w http.ResponseWriter, r *http.Request, _ http.Handler) bool {
+		if !throttle.Load() || r.Method != http.MethodPut && r.Method != http.MethodPost {
+			return false
+		}
+		w.Header().Set("Content-Type", "application/xml")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprint(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message><RequestId>r</RequestId></Error>`)
+		return true
+	}))
+	data := map[string][]byte{}
+	for i := range files {
+		rel := fmt.Sprintf("t%02d.jpg", i)
+		data[rel] = randomBytes(300+i, byte(i))
+		h.write(rel, data[rel])
+	}
+	a, stop := h.runDaemon(h.cfg)
+	h.waitFor("the breaker open", time.Minute, func() bool { return a.Status().Breaker.State == "open" })
+	if st := a.Status(); st.Breaker.Cause != "s3" || st.Breaker.Trips != 1 {
+		t.Errorf("breaker = %+v; want open on s3, 1 trip", st.Breaker)
+	}
+	throttle.Store(false)
+	h.waitFor("every file archived", 2*time.Minute, func() bool { return a.Stats().Uploaded.Load() == files })
+	if st := a.Status(); st.Breaker.State != "closed" || st.Breaker.Trips != 1 {
+		t.Errorf("breaker after the throttling = %+v; want closed after 1 trip", st.Breaker)
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	for rel, b := range data {
+		h.assertOffloaded(rel, b)
 	}
 }
