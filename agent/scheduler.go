@@ -172,9 +172,9 @@ func (s *scheduler) room() bool {
 
 // victim returns the file that makes room next, or nil: of the queue, or
 // of probeSample files taken from it at random when it is longer, the one
-// whose own failure put it furthest off. The sample keeps the cost flat in the
-// backlog; it finds such files when they hold much of the set, which is
-// when the set is full because of them.
+// whose own failure put it furthest off. The sample keeps the cost flat in
+// the backlog; it finds such files when they hold much of the set, which
+// is when the set is full because of them.
 func (s *scheduler) victim() *entry {
 	if v := s.spare; v != nil && v.own && !v.running && s.pending[v.rel] == v {
 		return v
@@ -198,10 +198,11 @@ func (s *scheduler) victim() *entry {
 // a new one in its place. The forgotten file stays in the watch folder,
 // local and served, and a later scan finds it again. Until then only its
 // backoff is kept, in cooling (35 bytes a file, measured at 25,000, not
-// the 420 of a held file): found again while the set is full and before its backoff ends, it
-// takes no place (the next rescan offers it again), and once held again it
-// goes on from the attempts it had. So a file failing for good is not
-// tried more often than its backoff says, and new files take the places.
+// the 420 of a held file): found again while the set is full and before
+// its backoff ends, it takes no place (the next rescan offers it again),
+// and once held again it goes on from the attempts it had. So a file
+// failing for good is not tried more often than its backoff says, and new
+// files take the places.
 // cooling holds at most limit files; beyond that one kept is forgotten,
 // whichever the map gives first, and starts over when found again.
 func (s *scheduler) makeRoom() {
