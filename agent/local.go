@@ -93,15 +93,14 @@ func openLocal(root *os.Root, rel string) (*os.File, fileID, error) {
 }
 
 // stillSame reports whether the open file and the name in the folder are
-// still the version that was read: same inode under the name, same size and
-// mtime. It is checked before an upload is committed.
+// still exactly the version that was read: same inode under the name, same
+// size, mtime and ctime. It is checked before an upload is committed and
+// again just before the local step. ctime is what catches a same-size
+// rewrite whose writer put the mtime back (touch -d, touch -r, a restore
+// that keeps times): the kernel sets it on every write and every change of
+// the times, and no call sets it to a chosen value. Nothing of ours touches the file
+// between the read and these checks, so any change is someone else's.
 func stillSame(root *os.Root, rel string, f *os.File, read fileID) error {
-	return still(root, rel, f, read, fileID.sameVersion)
-}
-
-// stillExactly is stillSame comparing every field, ctime included (see
-// exactly): checked just before the local step.
-func stillExactly(root *os.Root, rel string, f *os.File, read fileID) error {
 	return still(root, rel, f, read, fileID.exactly)
 }
 
