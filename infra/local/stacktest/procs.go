@@ -160,7 +160,12 @@ func WaitListening(t testing.TB, addr string) {
 // second's first request, 8 KiB, or its flush every 4 s, so its log goes
 // through a pipe to cat ("|exec cat >>FILE"), which lighttpd writes at
 // once.
-type Site struct{ Before, After, AccessLog string }
+//
+// SigningKey, when set, turns signed links on (README, "Signed links"): the
+// server gets the key as OFFLOAD_SIGNING_KEY in its environment and the
+// project's signing configuration, so that every request under /static/
+// needs a valid link.
+type Site struct{ Before, After, AccessLog, SigningKey string }
 
 // apacheModules are the shared modules the Apache configuration loads from
 // Debian's apache2-bin; log_config (with logio, for combined's %O) and unixd
@@ -201,7 +206,10 @@ func StartWebServer(t testing.TB, server, webroot, cacheRoot, addr, resolverBase
 	var text []byte
 	switch server {
 	case "lighttpd":
-		var accessLog string
+		var accessLog, signing string
+		if s.SigningKey != "" {
+			signing = fmt.Sprintf("include %q\n", filepath.Join(repo, "infra/lighttpd/offload-signing.conf"))
+		}
 		if s.AccessLog != "" {
 			accessLog = fmt.Sprintf("server.modules += ( \"mod_accesslog\" )\naccesslog.filename = %q\n",
 				"|exec cat >>"+shellQuote(s.AccessLog))
@@ -214,10 +222,10 @@ server.errorlog = %q
 var.offload_lua = %q
 var.offload_lua_404 = %q
 include %q
-%s
+%s%s
 `, webroot, port, filepath.Join(dir, "lighttpd-error.log"), accessLog, s.Before,
 			filepath.Join(repo, "infra/lighttpd/offload-fallback.lua"), filepath.Join(repo, "infra/lighttpd/offload-fallback-404.lua"),
-			filepath.Join(repo, "infra/lighttpd/offload.conf"), s.After)
+			filepath.Join(repo, "infra/lighttpd/offload.conf"), signing, s.After)
 		env = []string{"OFFLOAD_RESOLVER_BASE=" + resolverBase, "OFFLOAD_CACHE_ROOT=" + cacheRoot}
 		check, run = []string{"-tt", "-f", conf}, []string{"-D", "-f", conf}
 	case "nginx":
@@ -302,6 +310,9 @@ TypesConfig /etc/mime.types
 		check, run = []string{"-t", "-f", conf}, []string{"-X", "-f", conf}
 	default:
 		t.Fatalf("unknown web server %q", server)
+	}
+	if s.SigningKey != "" {
+		env = append(env, "OFFLOAD_SIGNING_KEY="+s.SigningKey)
 	}
 	if err := os.WriteFile(conf, text, 0o644); err != nil {
 		t.Fatal(err)
