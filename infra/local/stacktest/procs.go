@@ -167,6 +167,10 @@ func WaitListening(t testing.TB, addr string) {
 // needs a valid link.
 type Site struct{ Before, After, AccessLog, SigningKey string }
 
+// nginxJSModule is njs's module from Debian's libnginx-mod-http-js, which
+// nginx's signed-link check needs.
+const nginxJSModule = "/usr/lib/nginx/modules/ngx_http_js_module.so"
+
 // apacheModules are the shared modules the Apache configuration loads from
 // Debian's apache2-bin; log_config (with logio, for combined's %O) and unixd
 // are built into its binary.
@@ -230,11 +234,17 @@ include %q
 		check, run = []string{"-tt", "-f", conf}, []string{"-D", "-f", conf}
 	case "nginx":
 		// Workers run as root here so they can read the test's 0700 temp folders.
-		var accessLog string
+		var accessLog, signingMain, signing string
 		if s.AccessLog != "" {
 			accessLog = fmt.Sprintf("access_log %q combined;", s.AccessLog)
 		}
-		text = fmt.Appendf(nil, `user root;
+		if s.SigningKey != "" {
+			signingMain = fmt.Sprintf("load_module %q;\nenv OFFLOAD_SIGNING_KEY;", nginxJSModule)
+			signing = fmt.Sprintf("js_import offload_signing from %q;\n        include %q;",
+				filepath.Join(repo, "infra/nginx/offload-signing.js"), filepath.Join(repo, "infra/nginx/offload-signing.conf"))
+		}
+		text = fmt.Appendf(nil, `%[10]s
+user root;
 daemon off;
 worker_processes 1;
 pid %[1]s/nginx.pid;
@@ -254,11 +264,13 @@ http {
         set $offload_resolver_base %[4]q;
         set $offload_cache_root %[8]q;
 %[6]s
+        %[11]s
         include %[5]q;
 %[7]s
     }
 }
-`, dir, port, webroot, resolverBase, filepath.Join(repo, "infra/nginx/offload.conf"), s.Before, s.After, cacheRoot, accessLog)
+`, dir, port, webroot, resolverBase, filepath.Join(repo, "infra/nginx/offload.conf"), s.Before, s.After, cacheRoot, accessLog,
+			signingMain, signing)
 		check, run = []string{"-t", "-c", conf}, []string{"-c", conf}
 	case "apache2":
 		var user string
