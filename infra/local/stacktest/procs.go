@@ -284,7 +284,12 @@ http {
 			accessLog = fmt.Sprintf("CustomLog %q combined", s.AccessLog)
 		}
 		var modules []byte
-		for _, m := range apacheModules {
+		mods, signing := apacheModules, ""
+		if s.SigningKey != "" {
+			mods = append(mods[:len(mods):len(mods)], "lua")
+			signing = fmt.Sprintf("Define OFFLOAD_SIGNING_LUA %s", filepath.Join(repo, "infra/apache/offload-signing.lua"))
+		}
+		for _, m := range mods {
 			modules = fmt.Appendf(modules, "LoadModule %s_module /usr/lib/apache2/modules/mod_%[1]s.so\n", m)
 		}
 		// -X: one process (event MPM threads serve many connections at
@@ -313,12 +318,13 @@ TypesConfig /etc/mime.types
     %[12]s
     Define OFFLOAD_RESOLVER_BASE %[6]s
     Define OFFLOAD_CACHE_ROOT %[11]s
+    %[14]s
 %[8]s
     Include %[7]q
 %[9]s
 </VirtualHost>
 `, dir, modules, user, port, webroot, resolverBase, filepath.Join(repo, "infra/apache/offload.conf"), s.Before, s.After,
-			filepath.Join(dir, "apache2.pid"), cacheRoot, accessLog, apacheCombined)
+			filepath.Join(dir, "apache2.pid"), cacheRoot, accessLog, apacheCombined, signing)
 		check, run = []string{"-t", "-f", conf}, []string{"-X", "-f", conf}
 	default:
 		t.Fatalf("unknown web server %q", server)
