@@ -2,6 +2,10 @@ package e2e
 
 import (
 	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
 	"net/http"
 	"net/url"
 	"path/filepath"
@@ -248,4 +252,39 @@ func encodeFirstLetter(path string) string {
 		}
 	}
 	return path
+}
+
+// TestWebServerSignedLinksWithoutAGoodKey checks that signed links on with
+// a key the resolver would refuse (shorter than MinSigningKeyBytes) refuse
+// everything rather than check nothing: even a link correctly signed with
+// that key gets no byte of a file in the document root.
+func TestWebServerSignedLinksWithoutAGoodKey(t *testing.T) {
+	stacktest.Require(t) // the web servers come with the stack
+	const shortKey = "fifteen bytes!!"
+	if len(shortKey) >= offload.MinSigningKeyBytes {
+		t.Fatalf("the key has %d bytes; want fewer than %d", len(shortKey), offload.MinSigningKeyBytes)
+	}
+	for _, server := range []string{"lighttpd", "nginx", "apache2"} {
+		t.Run(server, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			webroot := filepath.Join(dir, "www")
+			data := randomBytes(1<<10, 40)
+			writeFiles(t, webroot, map[string][]byte{"local.jpg": data})
+			addr := stacktest.FreeAddr(t)
+			stacktest.StartWebServer(t, server, webroot, t.TempDir(), addr, resolverBase, stacktest.Site{SigningKey: shortKey})
+			exp := strconv.FormatInt(time.Now().Add(time.Hour).Unix(), 10)
+			m := hmac.New(sha256.New, []byte(shortKey))
+			io.WriteString(m, "offload-link-v1\nlocal.jpg\n"+exp)
+			for _, target := range []string{
+				"/static/local.jpg",
+				"/static/local.jpg?exp=" + exp + "&sig=" + hex.EncodeToString(m.Sum(nil)),
+			} {
+				resp, body := do(t, http.MethodGet, "http://"+addr, target)
+				if resp.StatusCode != 403 || bytes.Contains(body, data[:64]) {
+					t.Errorf("GET %s with a %d-byte key: %s; want 403 with none of the file", target, len(shortKey), describe(resp, body, data))
+				}
+			}
+		})
+	}
 }
