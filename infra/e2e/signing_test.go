@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -13,6 +14,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/photosleeve/offload"
 	"github.com/photosleeve/offload/infra/local/stacktest"
@@ -283,6 +287,97 @@ func TestWebServerSignedLinksWithoutAGoodKey(t *testing.T) {
 				resp, body := do(t, http.MethodGet, "http://"+addr, target)
 				if resp.StatusCode != 403 || bytes.Contains(body, data[:64]) {
 					t.Errorf("GET %s with a %d-byte key: %s; want 403 with none of the file", target, len(shortKey), describe(resp, body, data))
+				}
+			}
+		})
+	}
+}
+
+// TestSignedLinksThroughTheResolver follows signed links for offloaded
+// originals with hostile names through each web server to the real
+// resolver, signing on in both with the same key, and on to S3: what the
+// web server lets through, the resolver accepts too (its VerifyLink on the
+// query the 302 carried), and the bytes that come back are the original's;
+// an expired link gets no byte from either.
+func TestSignedLinksThroughTheResolver(t *testing.T) {
+	st := stacktest.Require(t)
+	bin := stacktest.Build(t, "./lambda/cmd/offload-resolver")
+	m := offload.Mapping{URLPrefix: "/static/", KeyPrefix: stacktest.Prefix(t)}
+	files := map[string][]byte{
+		"gone.jpg":                randomBytes(2<<10, 41),
+		"gone dir/写真 ?#%;&=+.jpg": randomBytes(1<<10, 42),
+	}
+	s3c := st.S3(t)
+	for rel, data := range files {
+		key, err := m.KeyForFile(rel)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s3c.PutObject(context.Background(), &s3.PutObjectInput{Bucket: aws.String(st.Bucket), Key: aws.String(key), Body: bytes.NewReader(data)}); err != nil {
+			t.Fatalf("put %s: %v", key, err)
+		}
+	}
+	// --verify none: the resolver presigns without the ledger, which has
+	// nothing to do with links.
+	resolverAddr := stacktest.FreeAddr(t)
+	stacktest.Start(t, append(st.Env(t, stacktest.Resolver), "AWS_ENDPOINT_URL_S3="+st.AWSShimEndpoint(t), "OFFLOAD_SIGNING_KEY="+e2eSigningKey), "",
+		bin["offload-resolver"], "--listen", resolverAddr, "--key-prefix", m.KeyPrefix, "--verify", "none", "--log-format", "text")
+	stacktest.WaitListening(t, resolverAddr)
+	base := "http://" + resolverAddr
+
+	for _, server := range []string{"lighttpd", "nginx", "apache2"} {
+		t.Run(server, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			webroot := filepath.Join(dir, "www")
+			writeFiles(t, webroot, map[string][]byte{"local.jpg": []byte("local")})
+			addr := stacktest.FreeAddr(t)
+			stacktest.StartWebServer(t, server, webroot, t.TempDir(), addr, base, stacktest.Site{SigningKey: e2eSigningKey})
+			web := "http://" + addr
+			noFollow := stacktest.HTTPClient(t)
+			noFollow.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+			browser := stacktest.HTTPClient(t)
+
+			for rel, data := range files {
+				key, _ := m.KeyForFile(rel)
+				u, _ := m.URLForKey(key)
+				for _, exp := range []time.Time{time.Now().Add(time.Hour), time.Now().Add(-time.Hour)} {
+					link, err := offload.SignLink([]byte(e2eSigningKey), m, u, exp)
+					if err != nil {
+						t.Fatal(err)
+					}
+					valid := exp.After(time.Now())
+					resp, _ := do(t, http.MethodGet, web, link)
+					switch loc := resp.Header.Get("Location"); {
+					case !valid && resp.StatusCode != 403:
+						t.Errorf("GET %s (expired) at the web server: %s, Location %q; want 403", link, resp.Status, loc)
+					case valid && (resp.StatusCode != 302 || loc != base+link):
+						t.Errorf("GET %s at the web server: %s, Location %q; want 302 to %q", link, resp.Status, loc, base+link)
+					}
+					// The resolver on its own says the same of the link.
+					req, _ := http.NewRequest(http.MethodGet, base+"/", nil)
+					req.URL.Opaque, req.URL.RawQuery, _ = strings.Cut(link, "?")
+					r2, err := noFollow.Do(req)
+					if err != nil {
+						t.Fatal(err)
+					}
+					r2.Body.Close()
+					if want := map[bool]int{true: 302, false: 403}[valid]; r2.StatusCode != want {
+						t.Errorf("GET %s at the resolver (valid %t): %s; want %d", link, valid, r2.Status, want)
+					}
+					if !valid {
+						continue
+					}
+					// And a browser that follows gets the original.
+					r3, err := browser.Get(web + link)
+					if err != nil {
+						t.Fatal(err)
+					}
+					body, _ := io.ReadAll(r3.Body)
+					r3.Body.Close()
+					if r3.StatusCode != 200 || !bytes.Equal(body, data) {
+						t.Errorf("GET %s followed to S3: %s, %d bytes; want 200 with the original's %d", link, r3.Status, len(body), len(data))
+					}
 				}
 			}
 		})
