@@ -190,7 +190,7 @@ func checkSigned(t *testing.T, web, target string, f signedFile, valid, canonica
 	for _, method := range []string{http.MethodGet, http.MethodHead} {
 		resp, body := do(t, method, web, target)
 		loc := resp.Header.Get("Location")
-		got := describe(resp, body, f.data)
+		got := describeAnswer(resp, body, f.data)
 		switch {
 		case valid && f.data != nil:
 			if resp.StatusCode != 200 || (method == http.MethodGet && !bytes.Equal(body, f.data)) ||
@@ -211,8 +211,8 @@ func checkSigned(t *testing.T, web, target string, f signedFile, valid, canonica
 	}
 }
 
-// describe says what an answer is, for failure messages.
-func describe(resp *http.Response, body, data []byte) string {
+// describeAnswer says what an answer is, for failure messages.
+func describeAnswer(resp *http.Response, body, data []byte) string {
 	s := resp.Status + ", " + strconv.Itoa(len(body)) + " bytes"
 	if data != nil && len(body) > 0 && bytes.Contains(body, data[:64]) {
 		s += " (the file's)"
@@ -286,7 +286,7 @@ func TestWebServerSignedLinksWithoutAGoodKey(t *testing.T) {
 			} {
 				resp, body := do(t, http.MethodGet, "http://"+addr, target)
 				if resp.StatusCode != 403 || bytes.Contains(body, data[:64]) {
-					t.Errorf("GET %s with a %d-byte key: %s; want 403 with none of the file", target, len(shortKey), describe(resp, body, data))
+					t.Errorf("GET %s with a %d-byte key: %s; want 403 with none of the file", target, len(shortKey), describeAnswer(resp, body, data))
 				}
 			}
 		})

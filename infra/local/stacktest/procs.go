@@ -161,7 +161,8 @@ func WaitListening(t testing.TB, addr string) {
 // through a pipe to cat ("|exec cat >>FILE"), which lighttpd writes at
 // once.
 //
-// SigningKey, when set, turns signed links on (README, "Signed links"): the
+// SigningKey, when set, turns signed links on (README, "Signed links on the
+// web server"): the
 // server gets the key as OFFLOAD_SIGNING_KEY in its environment and the
 // project's signing configuration, so that every request under /static/
 // needs a valid link.
