@@ -162,10 +162,9 @@ func WaitListening(t testing.TB, addr string) {
 // once.
 //
 // SigningKey, when set, turns signed links on (README, "Signed links on the
-// web server"): the
-// server gets the key as OFFLOAD_SIGNING_KEY in its environment and the
-// project's signing configuration, so that every request under /static/
-// needs a valid link.
+// web server"): the server gets the key as OFFLOAD_SIGNING_KEY in its
+// environment and the project's signing configuration, so that every
+// request under /static/ needs a valid link.
 type Site struct{ Before, After, AccessLog, SigningKey string }
 
 // nginxJSModule is njs's module from Debian's libnginx-mod-http-js, which
