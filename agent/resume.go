@@ -50,6 +50,9 @@ func (r uploadRecord) fits(key string, id fileID, partSize int64, host string) b
 type resumeRecords struct {
 	dir  string // WATCH/.offload-claim/.uploads
 	host string
+	// beforeDelete, if set, runs in remove between the check of the
+	// record's upload id and its deletion: a test's window for a save.
+	beforeDelete func()
 }
 
 // hostName is the host whose records these are ("" for none).
@@ -125,6 +128,13 @@ func (r *resumeRecords) save(rec uploadRecord) error {
 }
 
 // remove deletes the record of key if it names uploadID ("" for any).
+// A record another goroutine saves meanwhile for a new upload of the key
+// (the sweep removing an aborted upload's record while a worker starts
+// the next one) survives: the record is first taken from its name by a
+// rename, which is atomic, and only then read; one that is not uploadID's
+// is put back, unless a newer one has taken its place. A crash in between
+// leaves a temporary that the next start removes (removeTemps): that
+// upload is then not resumed.
 func (r *resumeRecords) remove(key, uploadID string) {
 	if r == nil {
 		return
@@ -132,7 +142,31 @@ func (r *resumeRecords) remove(key, uploadID string) {
 	if rec, ok := r.load(key); ok && uploadID != "" && rec.UploadID != uploadID {
 		return
 	}
-	os.Remove(r.path(key)) // a record that stays is dropped by a later sweep
+	if r.beforeDelete != nil {
+		r.beforeDelete()
+	}
+	name := r.path(key)
+	tmp, err := os.CreateTemp(r.dir, ".tmp-*")
+	if err != nil {
+		return // a record that stays is dropped by a later sweep
+	}
+	taken := tmp.Name()
+	tmp.Close()
+	defer os.Remove(taken)
+	if os.Rename(name, taken) != nil {
+		return // gone already
+	}
+	b, err := os.ReadFile(taken)
+	var rec uploadRecord
+	if err != nil || json.Unmarshal(b, &rec) != nil || uploadID == "" || rec.UploadID == uploadID {
+		return
+	}
+	// Another upload's: back under its name. A link fails if a newer
+	// record is there already (EEXIST), which then stays; where the file
+	// system has no hard links, a rename puts it back.
+	if err := os.Link(taken, name); err != nil && !errors.Is(err, fs.ErrExist) {
+		os.Rename(taken, name)
+	}
 }
 
 // removeTemps deletes what a save cut off by a crash left: temporary files
