@@ -12,7 +12,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -213,9 +212,8 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 // write, a hot cache that "once" leaves alone. Nothing in it is fatal.
 func (a *Agent) checkAtStart(once bool) {
 	if fsType, shared := a.watchOnSharedFS(); shared {
-		a.s3.shared = true
-		a.log.Warn("the watch folder is on a network or FUSE file system: whether a writer still has a file open cannot be checked, so every file, renamed ones too, waits for the quiet period; files other hosts write are found by the periodic rescan, not by inotify; another host's multipart upload is aborted only when older than --orphan-age or when its key holds an object",
-			"quiet", a.cfg.Quiet, "rescan", a.cfg.Rescan, "orphan_age", a.cfg.OrphanAge, "fstype", fmt.Sprintf("%#x", fsType))
+		a.log.Warn("the watch folder is on a network or FUSE file system: whether a writer still has a file open cannot be checked, so every file, renamed ones too, waits for the quiet period; files other hosts write are found by the periodic rescan, not by inotify",
+			"quiet", a.cfg.Quiet, "rescan", a.cfg.Rescan, "fstype", fmt.Sprintf("%#x", fsType))
 	}
 	if a.cfg.DryRun {
 		a.log.Info("dry run: nothing is uploaded, recorded, moved or aborted; each settled file is looked at once")
@@ -572,12 +570,22 @@ func tickInterval(quiet time.Duration) time.Duration {
 // never be completed or that belong to nobody alive. This agent's own live
 // uploads are never touched. Aborted are:
 //   - this agent's own whose abort failed (S3 was unreachable);
-//   - uploads initiated before this agent started, for a file still in this
-//     watch folder: a dead run's, and this agent uploads the file again;
+//   - uploads this host recorded (a dead run's, see resumeRecords) whose
+//     file has changed or left the folder; one whose file is as recorded is
+//     kept for the next attempt to resume;
 //   - uploads for a key that already holds an object: completing one would
 //     fail on If-None-Match, whoever made it (a run killed mid-upload whose
 //     successor could not abort it, a create whose response was lost);
 //   - uploads by others older than OrphanAge.
+//
+// Nothing is aborted for having begun before this agent started, even
+// for a file in this watch folder: another host may hold the same file,
+// in a shared folder or a copy of its own (rsync), and be uploading it,
+// and S3 names no host for an upload in progress (ListMultipartUploads
+// gives keys, ids, initiators and times). A dead run's upload that this
+// host never recorded (killed between the create and the record) goes
+// when this agent's own upload of the file completes (see abortKey), or
+// at OrphanAge.
 //
 // The uploads are found two ways. The listing without a prefix finds all of
 // them on AWS; MinIO answers it from a cache that starts empty when MinIO
@@ -630,15 +638,8 @@ func (a *Agent) sweepOrphans(ctx context.Context) {
 			a.s3.records.remove(key, id)
 			return true
 		}
-		// On a network file system another host may be uploading the
-		// same file right now: only age or an object under the key tells.
-		if !a.s3.shared && initiated.Before(a.s3.startedAt()) {
-			if rel, err := a.cfg.Mapping.FileForKey(key); err == nil {
-				if _, err := a.root.Lstat(rel); !errors.Is(err, fs.ErrNotExist) {
-					return true
-				}
-			}
-		}
+		// Another host may be uploading the same file right now: only
+		// age or an object under the key tells.
 		_, err := a.s3.head(ctx, key)
 		return err == nil
 	}
