@@ -71,6 +71,9 @@ type Agent struct {
 	pendingLimit int
 	// peakPending is the most files the last run's scheduler held.
 	peakPending atomic.Int64
+	// leasesOK: the start-up check found that the kernel grants read
+	// leases here (see checkLeases).
+	leasesOK atomic.Bool
 }
 
 // Stats counts outcomes since the agent started.
@@ -208,10 +211,12 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 }
 
 // checkAtStart logs, once, what changes how the agent works here: a watch
-// folder on a network file system, a dry run, an archive folder it cannot
+// folder on a network file system, no read leases, a dry run, an archive folder it cannot
 // write, a hot cache that "once" leaves alone. Nothing in it is fatal.
 func (a *Agent) checkAtStart(once bool) {
-	if fsType, shared := a.watchOnSharedFS(); shared {
+	fsType, shared := a.watchOnSharedFS()
+	a.checkLeases(shared)
+	if shared {
 		a.log.Warn("the watch folder is on a network or FUSE file system: whether a writer still has a file open cannot be checked, so every file, renamed ones too, waits for the quiet period; files other hosts write are found by the periodic rescan, not by inotify",
 			"quiet", a.cfg.Quiet, "rescan", a.cfg.Rescan, "fstype", fmt.Sprintf("%#x", fsType))
 	}
