@@ -81,6 +81,13 @@ func newMetrics(a *Agent) *metrics {
 				}
 				return 0
 			})),
+		gauge("offload_leases_available", "1 when the start-up check found that the kernel grants the agent read leases, which tell whether a writer has a file open and guard the claim (status: leases_available); 0 on a network file system, where they are not used, and in a dry run, which makes no probe.",
+			func() float64 {
+				if a.leasesOK.Load() {
+					return 1
+				}
+				return 0
+			}),
 		gauge("offload_files_in_flight", "Files being offloaded now.", locked(func() float64 { return float64(len(t.inFlight)) })),
 		gauge("offload_oldest_pending_age_seconds", "How long the longest-waiting file has waited (0 when none waits).",
 			func() float64 { return t.oldestPendingAge().Seconds() }),

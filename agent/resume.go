@@ -58,6 +58,9 @@ func (r uploadRecord) fits(key string, id fileID, partSize int64, host string) b
 type resumeRecords struct {
 	watch string // the records are in WATCH/.offload-claim/.uploads
 	host  string
+	// beforeDelete, if set, runs in remove between the check of the
+	// record's upload id and its deletion: a test's window for a save.
+	beforeDelete func()
 }
 
 // hostName is the host whose records these are ("" for none).
@@ -154,6 +157,13 @@ func (r *resumeRecords) save(rec uploadRecord) error {
 }
 
 // remove deletes the record of key if it names uploadID ("" for any).
+// A record another goroutine saves meanwhile for a new upload of the key
+// (the sweep removing an aborted upload's record while a worker starts
+// the next one) survives: the record is first taken from its name by a
+// rename, which is atomic, and only then read; one that is not uploadID's
+// is put back, unless a newer one has taken its place. A crash in between
+// leaves a temporary that the next start removes (removeTemps): that
+// upload is then not resumed.
 func (r *resumeRecords) remove(key, uploadID string) {
 	if r == nil {
 		return
@@ -166,7 +176,27 @@ func (r *resumeRecords) remove(key, uploadID string) {
 	if rec, ok := r.loadIn(d, key); ok && uploadID != "" && rec.UploadID != uploadID {
 		return
 	}
-	d.remove(r.name(key)) // a record that stays is dropped by a later sweep
+	if r.beforeDelete != nil {
+		r.beforeDelete()
+	}
+	name := r.name(key)
+	tmp, taken, err := d.createTemp(".tmp-", 0o600)
+	if err != nil {
+		return // a record that stays is dropped by a later sweep
+	}
+	tmp.Close()
+	defer d.remove(taken)
+	if unix.Renameat(d.fd(), name, d.fd(), taken) != nil {
+		return // gone already
+	}
+	b, err := d.readFile(taken)
+	var rec uploadRecord
+	if err != nil || json.Unmarshal(b, &rec) != nil || uploadID == "" || rec.UploadID == uploadID {
+		return
+	}
+	// Another upload's: back under its name, unless a newer record has
+	// taken the name meanwhile (EEXIST), which then stays.
+	renameNoReplace(d, taken, d, name)
 }
 
 // removeTemps deletes what a save cut off by a crash left: temporary files
