@@ -118,6 +118,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.FetchBudget == 0 {
 		c.FetchBudget = fetchBudgetTimesSize * c.Size
+		if c.Size > math.MaxInt64/fetchBudgetTimesSize {
+			c.FetchBudget = math.MaxInt64
+		}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
