@@ -42,9 +42,9 @@ const (
 	fetchBackoffMax   = time.Hour
 )
 
-// fetch brings one hot original into the cache:
-// ledger → room in the budget → fetch budget → GetObject into a download outside every
-// URL → size and CRC64NVME equal to the ledger's → publish by rename.
+// fetch brings one hot original into the cache: ledger → room in the
+// budget → the fetch budget → GetObject into a download outside every URL
+// → size and CRC64NVME equal to the ledger's → publish by rename.
 // Until the rename no URL reaches the bytes, and the rename makes the whole
 // file appear at once, so a browser gets the verified file or a redirect,
 // never a partial or wrong one. Any failure leaves the cache as it was.
