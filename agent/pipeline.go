@@ -239,7 +239,7 @@ func (a *Agent) releaseLocal(rel string, f *os.File, read fileID) error {
 		return fmt.Errorf("%s: %w: opened for writing after it was read", rel, err)
 	}
 	defer l.end()
-	if err := stillExactly(a.root, rel, f, read); err != nil {
+	if err := stillSame(a.root, rel, f, read); err != nil {
 		return err
 	}
 	return finishLocal(a.cfg, rel, read, a.dirs.later, func() error {

@@ -34,6 +34,11 @@ type Status struct {
 	// periodic rescan finds new files.
 	ScanError  string `json:"scan_error,omitempty"`
 	WatchError string `json:"watch_error,omitempty"`
+	// LeasesAvailable: the kernel grants the agent read leases here,
+	// which tell whether a writer has a file open and guard the claim
+	// (false on a network file system, where they are not used, and in a
+	// dry run, which makes no probe).
+	LeasesAvailable bool `json:"leases_available"`
 
 	// Breaker is open while S3 or DynamoDB fails as a service for every
 	// file (not refusing some files' requests): one file at a time probes
@@ -248,7 +253,7 @@ func (a *Agent) Status() Status {
 	}
 	s := Status{Watch: a.cfg.Watch, Cache: cache, Started: t.started.UTC(), Now: time.Now().UTC(),
 		Offloaded: a.stats.Uploaded.Load(), OffloadedBytes: a.stats.Bytes.Load(), Conflicts: a.stats.Conflicts.Load(),
-		Refused: a.stats.Refused.Load(), FailedAttempts: a.stats.Failures.Load()}
+		Refused: a.stats.Refused.Load(), FailedAttempts: a.stats.Failures.Load(), LeasesAvailable: a.leasesOK.Load()}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	s.Pending, s.PendingBytes, s.Waiting = t.waiting(maxListed)
