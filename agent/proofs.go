@@ -1,0 +1,264 @@
+package agent
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/photosleeve/offload"
+)
+
+// errVersionCheck marks a failure to learn which version S3 holds under a
+// key, when the ledger names another one: S3's part of recording.
+var errVersionCheck = errors.New("which version S3 holds under the key")
+
+// recordObject records r, the proof S3 gave of the object version it holds
+// under r.Key, in the ledger. Idempotent, like record.
+//
+// An item that names another version or other bytes is settled by S3's
+// current version under the key. The resolver presigns the version the item
+// names, so an item naming a version the key no longer serves (deleted by
+// an operator, or hidden by a delete marker) is no proof of anything: when
+// S3's current version is r's, r replaces that item (conditionally on it,
+// see replace). When S3's current version is the item's, the item stays and
+// r is out of date: success if r has the same bytes (they are in S3 all the
+// same), ErrConflict otherwise. When it is neither, errVersionCheck: the
+// next attempt looks again.
+//
+// The current version is asked with a HEAD of the key, not a HEAD of the
+// item's version: for a version that is gone AWS answers 404 NoSuchVersion
+// (https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html),
+// but a missing object is 404 only to a caller with s3:ListBucket and 403 to
+// others (https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadObject.html),
+// and AgentPolicy grants no s3:ListBucket; and a version behind a delete
+// marker still answers 200 to a HEAD that names it though the key serves
+// nothing.
+func (a *Agent) recordObject(ctx context.Context, r offload.Record) error {
+	err := a.ledger.record(ctx, r)
+	var taken *itemTaken
+	if !errors.As(err, &taken) {
+		return err
+	}
+	cur, err := a.store.head(ctx, r.Key)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%v: %w: %w", taken, errVersionCheck, err)
+	case holds(cur, r):
+		if err := a.ledger.replace(ctx, taken.existing, r); err != nil {
+			return err
+		}
+		a.log.Warn("the ledger named a version S3 no longer serves under the key (deleted, or hidden by a delete marker); it now names the one uploaded",
+			"key", r.Key, "old_version", taken.existing.VersionID, "old_host", taken.existing.Host, "version", r.VersionID)
+		return nil
+	case holds(cur, taken.existing) && taken.existing.SameObject(r):
+		return nil
+	case holds(cur, taken.existing):
+		return taken
+	}
+	return fmt.Errorf("%v: %w: S3 holds version %q with %d bytes, crc64nvme %q", taken, errVersionCheck, cur.VersionID, cur.Size, cur.CRC64NVME)
+}
+
+// holds reports whether obj, what S3 answered for the key, is the object
+// version r names.
+func holds(obj objectInfo, r offload.Record) bool {
+	return obj.VersionID == r.VersionID && obj.Size == r.Size && obj.CRC64NVME == r.CRC64NVME
+}
+
+// recordPending records the proofs whose ledger write failed or never ran
+// (the agent died first): the objects S3 holds whatever became of their
+// files since. It runs at start-up, after every rescan and when Once ends,
+// and returns how many are still not recorded.
+func (a *Agent) recordPending(ctx context.Context) int {
+	left := 0
+	for _, r := range a.proofs.list() {
+		if ctx.Err() != nil {
+			return left + 1
+		}
+		err := a.recordObject(ctx, r)
+		log := a.log.With("key", r.Key, "version", r.VersionID, "path", r.Path)
+		switch {
+		case err == nil:
+			a.proofs.done(r)
+			log.Info("recorded in the ledger an object S3 accepted earlier, whose record had failed")
+		case errors.Is(err, offload.ErrConflict):
+			// S3 serves another version under the key now, and the
+			// ledger names it: this proof is out of date.
+			a.proofs.done(r)
+			log.Warn("an object S3 accepted earlier was replaced under its key, and the ledger names the new one: nothing to record", "err", err)
+		default:
+			left++
+			log.Warn("an object in S3 is not recorded in the ledger yet; tried again after the next rescan", "err", err)
+		}
+	}
+	return left
+}
+
+// pendingProofs keeps the proofs S3 gave of the objects it accepted until
+// the ledger has recorded them: in memory, and on disk next to the upload
+// records (one file a key, named like its upload record, ending in
+// .proof), so that one a crash or a failed ledger write left is recorded
+// later even if its file has gone or changed meanwhile. A nil
+// *pendingProofs keeps none (--dry-run, which uploads nothing).
+//
+// The files are reached through the watch folder's os.Root, and only
+// through real folders: a symlink in their place is refused.
+type pendingProofs struct {
+	root *os.Root
+	host string
+	mu   sync.Mutex
+	held map[string]offload.Record // by key
+}
+
+func newPendingProofs(root *os.Root, host string) *pendingProofs {
+	return &pendingProofs{root: root, host: host, held: map[string]offload.Record{}}
+}
+
+// name is the file of key's proof: a hash of host and key, as for the
+// upload records (see resumeRecords.path).
+func (p *pendingProofs) name(key string) string {
+	h := sha256.Sum256([]byte(p.host + "\x00" + key))
+	return path.Join(filepath.ToSlash(uploadsDir), hex.EncodeToString(h[:16])+".proof")
+}
+
+// keep holds r until done(r): in memory, then durably on disk. A proof
+// not written to disk is still kept in memory; the error says why.
+// It replaces an older proof of the same key: S3 accepted a new version
+// only because the old one was no longer there.
+func (p *pendingProofs) keep(r offload.Record) error {
+	if p == nil {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.held[r.Key] = r
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return p.write(p.name(r.Key), b)
+}
+
+// done forgets r once the ledger has it. A newer proof of the same key is
+// kept, in memory and on disk: the check and the removal are one step
+// under the lock, which keep takes too.
+func (p *pendingProofs) done(r offload.Record) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if held, ok := p.held[r.Key]; ok && !held.SameVersion(r) {
+		return
+	}
+	delete(p.held, r.Key)
+	if p.realDirs() == nil {
+		_ = p.root.Remove(p.name(r.Key)) // one left behind is recorded again: idempotent
+	}
+}
+
+// list returns the proofs still held, those on disk included (left by an
+// earlier run of this host).
+func (p *pendingProofs) list() []offload.Record {
+	if p == nil {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.loadLocked()
+	out := make([]offload.Record, 0, len(p.held))
+	for _, r := range p.held {
+		out = append(out, r)
+	}
+	return out
+}
+
+// loadLocked adds the proofs on disk that memory does not hold.
+func (p *pendingProofs) loadLocked() {
+	if p.realDirs() != nil {
+		return
+	}
+	dir, err := p.root.Open(uploadsDir)
+	if err != nil {
+		return
+	}
+	defer dir.Close()
+	names, _ := dir.Readdirnames(-1)
+	for _, n := range names {
+		if !strings.HasSuffix(n, ".proof") {
+			continue
+		}
+		b, err := p.root.ReadFile(path.Join(filepath.ToSlash(uploadsDir), n))
+		if err != nil {
+			continue
+		}
+		var r offload.Record
+		if json.Unmarshal(b, &r) != nil || r.Key == "" || r.Host != p.host {
+			continue
+		}
+		if _, ok := p.held[r.Key]; !ok {
+			p.held[r.Key] = r
+		}
+	}
+}
+
+// write puts b into name durably: a temporary file (which start-up
+// removes if a crash left it, see removeTemps), fsynced, renamed into
+// place, and the folder fsynced.
+func (p *pendingProofs) write(name string, b []byte) error {
+	if err := p.root.MkdirAll(uploadsDir, 0o700); err != nil {
+		return err
+	}
+	if err := p.realDirs(); err != nil {
+		return err
+	}
+	tmp := path.Join(path.Dir(name), ".tmp-"+path.Base(name))
+	f, err := p.root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	defer p.root.Remove(tmp)
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := p.root.Rename(tmp, name); err != nil {
+		return err
+	}
+	dir, err := p.root.Open(uploadsDir)
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
+	return dir.Sync()
+}
+
+// realDirs checks that the claim folder and the upload records' folder
+// are folders, not symlinks to one elsewhere in the watch folder.
+func (p *pendingProofs) realDirs() error {
+	for _, d := range []string{claimDir, uploadsDir} {
+		fi, err := p.root.Lstat(d)
+		if err != nil {
+			return err
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("%s is not a folder (%s): proofs of uploads are not kept through it: %w", d, fi.Mode().Type(), fs.ErrInvalid)
+		}
+	}
+	return nil
+}
