@@ -22,10 +22,12 @@ import (
 // the back-end deletes the file, or rewrites it with other bytes. The
 // object S3 holds must still get its ledger item, naming the version S3
 // accepted: the retry cannot prove it again from the file, so the proof
-// S3 gave is what is recorded.
+// S3 gave is what is recorded. In "restarted" the agent stops while
+// DynamoDB is still cut off, as a crash would leave it (nothing of the
+// proof survives in memory), and a new one runs once after the file went.
 func TestObjectRecordedWhenFileGoesBeforeRetry(t *testing.T) {
 	t.Parallel()
-	for _, change := range []string{"deleted", "rewritten"} {
+	for _, change := range []string{"deleted", "rewritten", "restarted"} {
 		t.Run(change, func(t *testing.T) {
 			h := newHarness(t)
 			proxy := h.st.Proxy(t, h.st.DynamoDBEndpoint)
@@ -54,6 +56,17 @@ func TestObjectRecordedWhenFileGoesBeforeRetry(t *testing.T) {
 				}
 			case "rewritten":
 				h.write("photo.jpg", rewritten)
+			case "restarted":
+				if err := stop(); err != nil {
+					t.Fatalf("Run: %v", err)
+				}
+				if err := os.Remove(filepath.Join(h.cfg.Watch, "photo.jpg")); err != nil {
+					t.Fatal(err)
+				}
+				h.agentDB = h.db
+				if err := h.once(); err != nil {
+					t.Fatalf("once after the restart: %v; want nil, the object recorded", err)
+				}
 			}
 			proxy.SetEnabled(true)
 			h.waitFor("a ledger item for the object S3 holds", time.Minute, func() bool { return h.hasLedgerItem("photo.jpg") })
@@ -68,6 +81,9 @@ func TestObjectRecordedWhenFileGoesBeforeRetry(t *testing.T) {
 			if rec.VersionID != aws.ToString(head.VersionId) || rec.Size != int64(len(data)) || rec.CRC64NVME != checksum(data) {
 				t.Errorf("ledger item: version %q, %d bytes, crc64nvme %s; want the object S3 accepted: version %q, %d bytes, crc64nvme %s",
 					rec.VersionID, rec.Size, rec.CRC64NVME, aws.ToString(head.VersionId), len(data), checksum(data))
+			}
+			if left, _ := filepath.Glob(filepath.Join(h.cfg.Watch, ".offload-claim", ".uploads", "*.proof")); len(left) != 0 {
+				t.Errorf("proofs still pending after the item was written: %v", left)
 			}
 			if change == "rewritten" {
 				// Other bytes under a name S3 already holds: never
