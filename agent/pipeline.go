@@ -208,27 +208,18 @@ func (a *Agent) prove(ctx context.Context, res result, f *os.File, id fileID) (*
 	}
 
 	// Record: a conditional put; the same object version already recorded
-	// is success. The proof is kept first (see pendingProofs): if the write
-	// fails, or the agent dies before it, it is recorded later whatever
-	// becomes of the file.
-	rec := offload.Record{
+	// is success. The proof is kept until the ledger has it, so it is
+	// recorded whatever becomes of the file (see recordProven).
+	cause, err := a.recordProven(ctx, offload.Record{
 		Key: key, Size: id.size, CRC64NVME: sum, ETag: obj.ETag, VersionID: obj.VersionID,
 		ContentType: ctype, Host: a.cfg.Host, Path: rel, UploadedAt: time.Now().UTC(),
-	}
-	if err := a.proofs.keep(rec); err != nil {
-		a.log.Warn("could not save the proof of an upload on disk; it is kept in memory until the ledger has it", "key", key, "err", err)
-	}
-	err = a.recordObject(ctx, rec)
+	})
 	switch {
-	case errors.Is(err, errVersionCheck):
-		return failed(causeS3, err)
 	case errors.Is(err, offload.ErrConflict):
-		a.proofs.done(rec) // the ledger names S3's current version: nothing left to record
 		return fail(outConflict, err)
 	case err != nil:
-		return failed(causeDynamoDB, err)
+		return failed(cause, err)
 	}
-	a.proofs.done(rec)
 	return &proof{id: id, key: key, sum: sum}, res
 }
 

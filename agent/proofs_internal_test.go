@@ -9,7 +9,7 @@ import (
 	"github.com/photosleeve/offload"
 )
 
-func openTestRoot(t *testing.T) (string, *os.Root) {
+func openTestRoot(t testing.TB) (string, *os.Root) {
 	t.Helper()
 	dir := t.TempDir()
 	root, err := os.OpenRoot(dir)
@@ -99,5 +99,19 @@ func TestPendingProofsRefuseSymlinkedFolder(t *testing.T) {
 	}
 	if got := p.list(); len(got) != 1 || !got[0].SameVersion(r) {
 		t.Errorf("held: %+v; want %+v in memory", got, r)
+	}
+}
+
+// BenchmarkPendingProofKeepDone: what keeping a proof costs every upload
+// (written, not fsynced, then removed once recorded).
+func BenchmarkPendingProofKeepDone(b *testing.B) {
+	_, root := openTestRoot(b)
+	p := newPendingProofs(root, "web1")
+	r := offload.Record{Key: "p/a.jpg", Size: 3, CRC64NVME: "x", VersionID: "v1", Host: "web1", UploadedAt: time.Now()}
+	for b.Loop() {
+		if err := p.keep(r); err != nil {
+			b.Fatal(err)
+		}
+		p.done(r)
 	}
 }
