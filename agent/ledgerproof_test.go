@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -15,6 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/photosleeve/offload"
+	"github.com/photosleeve/offload/infra/local/stacktest"
 )
 
 // TestObjectRecordedWhenFileGoesBeforeRetry: S3 accepts the upload, the
@@ -170,4 +174,70 @@ func (h *harness) hasLedgerItem(rel string) bool {
 		h.t.Fatalf("%s: ledger GetItem: %v", rel, err)
 	}
 	return out.Item != nil
+}
+
+// TestKill9BetweenUploadAndLedgerWrite runs the real command and kills it
+// with SIGKILL while its ledger write is in flight (a proxy in front of
+// dynalite holds every PutItem unanswered), after S3 accepted the object;
+// then the back-end deletes the file. The next run must record the object
+// from the proof the killed one kept: the file can no longer prove it.
+func TestKill9BetweenUploadAndLedgerWrite(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	bin := buildAgent(t)
+	putting := make(chan struct{}, 1)
+	db := faultyS3(t, h.st.DynamoDBEndpoint, func(w http.ResponseWriter, r *http.Request, forward http.Handler) bool {
+		if r.Header.Get("X-Amz-Target") != "DynamoDB_20120810.PutItem" {
+			return false
+		}
+		select {
+		case putting <- struct{}{}:
+		default:
+		}
+		// Held until the killed agent's connection closes, which the
+		// server notices only once the body was read.
+		io.Copy(io.Discard, r.Body)
+		<-r.Context().Done()
+		return true
+	})
+	data := randomBytes(300<<10, 5)
+	h.write("photo.jpg", data)
+	cmd := exec.Command(bin, "run", "--watch", h.cfg.Watch, "--archive", h.cfg.Archive,
+		"--key-prefix", h.cfg.Mapping.KeyPrefix, "--quiet", "200ms", "--host", "test-host")
+	cmd.Env = h.commandEnv(stacktest.Agent, "AWS_ENDPOINT_URL_DYNAMODB="+db)
+	cmd.Stdout, cmd.Stderr = testWriter{t}, testWriter{t}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	select {
+	case <-putting:
+	case <-time.After(time.Minute):
+		t.Fatal("timed out after 1m0s waiting for the agent's ledger write")
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	head, err := h.s3.HeadObject(context.Background(), &s3.HeadObjectInput{Bucket: aws.String(h.st.Bucket), Key: aws.String(h.key("photo.jpg"))})
+	if err != nil {
+		t.Fatalf("the object S3 accepted before the ledger write: %v", err)
+	}
+	if h.hasLedgerItem("photo.jpg") {
+		t.Fatal("the ledger item was written though every PutItem was held")
+	}
+	if err := os.Remove(filepath.Join(h.cfg.Watch, "photo.jpg")); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := h.once(); err != nil {
+		t.Fatalf("once after the kill: %v; want nil, the object recorded", err)
+	}
+	if !h.hasLedgerItem("photo.jpg") {
+		t.Fatal("no ledger item for the object S3 accepted before the kill")
+	}
+	if rec := h.ledgerItem("photo.jpg"); rec.VersionID != aws.ToString(head.VersionId) || rec.CRC64NVME != checksum(data) || rec.Path != "photo.jpg" {
+		t.Errorf("ledger item: version %q, crc64nvme %s, path %q; want version %q, crc64nvme %s, path photo.jpg",
+			rec.VersionID, rec.CRC64NVME, rec.Path, aws.ToString(head.VersionId), checksum(data))
+	}
 }

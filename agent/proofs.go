@@ -113,7 +113,7 @@ func (a *Agent) recordPending(ctx context.Context) int {
 		switch {
 		case err == nil:
 			a.proofs.done(r)
-			log.Info("recorded in the ledger an object S3 accepted earlier, whose record had failed")
+			log.Info("recorded in the ledger an object S3 accepted earlier, whose ledger write had failed or never ran")
 		case errors.Is(err, offload.ErrConflict):
 			// S3 serves another version under the key now, and the
 			// ledger names it: this proof is out of date.
