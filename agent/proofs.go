@@ -101,12 +101,15 @@ func holds(obj objectInfo, r offload.Record) bool {
 // recordPending records the proofs whose ledger write failed or never ran
 // (the agent died first): the objects S3 holds whatever became of their
 // files since. It runs at start-up, after every rescan and when Once ends,
-// and returns how many are still not recorded.
+// and returns how many are still not recorded. One at a time, and none
+// after the ledger failed: DynamoDB unreachable would otherwise cost a
+// call timeout a proof, at start-up too.
 func (a *Agent) recordPending(ctx context.Context) int {
+	pending := a.proofs.list()
 	left := 0
-	for _, r := range a.proofs.list() {
+	for i, r := range pending {
 		if ctx.Err() != nil {
-			return left + 1
+			return left + len(pending) - i
 		}
 		err := a.recordObject(ctx, r)
 		log := a.log.With("key", r.Key, "version", r.VersionID, "path", r.Path)
@@ -119,9 +122,12 @@ func (a *Agent) recordPending(ctx context.Context) int {
 			// ledger names it: this proof is out of date.
 			a.proofs.done(r)
 			log.Warn("an object S3 accepted earlier was replaced under its key, and the ledger names the new one: nothing to record", "err", err)
-		default:
+		case errors.Is(err, errVersionCheck):
 			left++
 			log.Warn("an object in S3 is not recorded in the ledger yet; tried again after the next rescan", "err", err)
+		default:
+			log.Warn("objects in S3 are not recorded in the ledger yet; tried again after the next rescan", "err", err, "proofs", len(pending)-i)
+			return left + len(pending) - i
 		}
 	}
 	return left
