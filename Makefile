@@ -35,6 +35,7 @@ test-tls: ## the full suite again with S3 (MinIO and the AWS shim) over HTTPS, a
 
 # test-in-stack runs inside "stack run", which has set the stack's environment.
 test-in-stack:
+	$(GO) mod tidy -diff
 	$(GO) vet ./...
 	OFFLOAD_REQUIRE_STACK=1 $(GO) test -race -count=1 ./...
 
@@ -48,7 +49,8 @@ check-grants: ## take each S3 action template.yaml grants away in turn and prove
 unit: ## only the tests that need no stack (integration tests skip)
 	$(GO) test -count=1 ./...
 
-vet: ## go vet and gofmt
+vet: ## go mod tidy -diff, go vet and gofmt
+	$(GO) mod tidy -diff
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
 

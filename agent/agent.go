@@ -12,7 +12,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -27,6 +26,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/oklog/run"
 	"golang.org/x/sys/unix"
 
 	"github.com/photosleeve/offload"
@@ -73,6 +73,9 @@ type Agent struct {
 	pendingLimit int
 	// peakPending is the most files the last run's scheduler held.
 	peakPending atomic.Int64
+	// leasesOK: the start-up check found that the kernel grants read
+	// leases here (see checkLeases).
+	leasesOK atomic.Bool
 }
 
 // Stats counts outcomes since the agent started.
@@ -128,7 +131,7 @@ func New(cfg Config, s3c *s3.Client, db *dynamodb.Client) (*Agent, error) {
 		pendingLimit: maxPending,
 	}
 	if !cfg.DryRun {
-		a.proofs = newPendingProofs(root, cfg.Host)
+		a.proofs = newPendingProofs(cfg.Watch, cfg.Host)
 	}
 	a.metrics = newMetrics(a)
 	return a, nil
@@ -174,104 +177,21 @@ func (a *Agent) Once(ctx context.Context) error {
 // onceAttempts is how often Once tries a failing file before it reports it.
 const onceAttempts = 3
 
-// loop runs the agent: it feeds the watcher's candidates to the scheduler,
-// hands the files it says are due to the workers, and gives it their
-// results. Only this goroutine touches the scheduler.
+// loop runs the agent as a list of steps: the checks and the recovery of
+// what a crashed run left, then the components (hot cache, orphan sweeper,
+// folder syncer, workers) and the scheduling loop as one group, which
+// stops together when the loop ends. The loop feeds the watcher's
+// candidates to the scheduler, hands the files it says are due to the
+// workers, and gives it their results; only its goroutine touches the
+// scheduler.
 func (a *Agent) loop(ctx context.Context, once bool) error {
-	if fsType, shared := a.watchOnSharedFS(); shared {
-		a.s3.shared = true
-		a.log.Warn("the watch folder is on a network or FUSE file system: whether a writer still has a file open cannot be checked, so every file, renamed ones too, waits for the quiet period; files other hosts write are found by the periodic rescan, not by inotify; another host's multipart upload is aborted only when older than --orphan-age or when its key holds an object",
-			"quiet", a.cfg.Quiet, "rescan", a.cfg.Rescan, "orphan_age", a.cfg.OrphanAge, "fstype", fmt.Sprintf("%#x", fsType))
+	a.checkAtStart(once)
+	if !a.cfg.DryRun {
+		a.recoverAtStart(ctx)
 	}
-	if a.cfg.DryRun {
-		a.log.Info("dry run: nothing is uploaded, recorded, moved or aborted; each settled file is looked at once")
-	} else {
-		if n, err := restoreClaimed(a.cfg.Watch); err != nil {
-			a.log.Error("could not put back files a crashed run left half archived", "folder", claimDir, "err", err)
-		} else if n > 0 {
-			a.log.Info("put back files a crashed run left half archived", "files", n)
-		}
-		a.s3.records.removeTemps()
-		a.recordPending(ctx)
-		if a.cfg.After == AfterArchive {
-			if n, err := removeCopies(a.cfg.Archive); err != nil {
-				a.log.Error("could not remove copies a crashed run left unfinished", "folder", filepath.Join(a.cfg.Archive, copyDir), "err", err)
-			} else if n > 0 {
-				a.log.Info("removed copies a crashed run left unfinished; their files are still in the watch folder", "files", n)
-			}
-		}
-		a.sweepOrphans(ctx)
-	}
-	if a.cfg.After == AfterArchive {
-		// Not fatal: uploads and the ledger still make progress, and each
-		// file stays local (and served) until the archive takes it.
-		if err := unix.Access(a.cfg.Archive, unix.W_OK|unix.X_OK); err != nil {
-			a.log.Error("the archive folder is not writable: files are uploaded and recorded, but stay in the watch folder until it is",
-				"archive", a.cfg.Archive, "err", err)
-		}
-	}
-
-	if once && a.cfg.caching() {
-		a.log.Info("the hot cache runs only in \"run\"; once leaves it as it is", "cache", a.cfg.Cache.Dir)
-	}
-	if !once && a.cfg.caching() {
-		// The cache stands apart: whatever happens to it (its folder, no
-		// log, S3 unreachable, a full disk) offloading goes on. It is made
-		// here, not in New, because making it tidies its folder, which
-		// "once" and the audit must not do under a running agent.
-		if c, err := hotcache.New(a.cfg.cacheConfig(), a.s3.client, a.ledgerClient); err != nil {
-			a.log.Error("the hot cache could not start; offloading goes on without it", "err", err)
-		} else {
-			a.cache.Store(c)
-			// Its own context: loop may return before ctx ends (the watcher
-			// failing to start), and must not wait for ctx then.
-			cacheCtx, stopCache := context.WithCancel(ctx)
-			var cached sync.WaitGroup
-			defer func() { stopCache(); cached.Wait(); c.Close() }()
-			cached.Add(1)
-			go func() { defer cached.Done(); c.Run(cacheCtx) }()
-		}
-	}
-	if !once && !a.cfg.DryRun {
-		sweepCtx, stopSweeps := context.WithCancel(ctx)
-		var sweeps sync.WaitGroup
-		defer func() { stopSweeps(); sweeps.Wait() }()
-		sweeps.Add(1)
-		go func() {
-			defer sweeps.Done()
-			t := time.NewTicker(a.cfg.Rescan)
-			defer t.Stop()
-			for {
-				select {
-				case <-sweepCtx.Done():
-					return
-				case <-t.C:
-					a.recordPending(sweepCtx)
-					a.sweepOrphans(sweepCtx)
-				}
-			}
-		}()
-	}
-
-	// Declared before the workers' deferred wait, so it runs after it: the
-	// last renames are synced before loop returns.
-	stopSyncing := make(chan struct{})
-	syncerDone := make(chan struct{})
-	go func() { a.dirs.run(stopSyncing); close(syncerDone) }()
-	defer func() { close(stopSyncing); <-syncerDone }()
-
-	s := newScheduler(a.cfg, once, a.lstat, time.Now())
-	s.limit = a.pendingLimit
-	defer func() { a.peakPending.Store(int64(s.peak)) }()
-	// Status lists maxListed files and leaves out the ones uploading, at
-	// most one per worker.
-	publish := func() { a.track.publish(s.snapshot(maxListed + a.cfg.Workers)) }
-	defer publish() // status after the loop: what is left
-	failedForGood := 0
 
 	candidates := make(chan candidate, 4096)
 	scanned := make(chan error, 1)
-	var scannedIn <-chan error = scanned
 	w, err := a.startWatcher(ctx, candidates, scanned, once)
 	if err != nil {
 		return err
@@ -282,105 +202,279 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 	// shutdown lets in-flight uploads finish.
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
-	jobs := make(chan job)
-	results := make(chan result, a.cfg.Workers)
-	var wg sync.WaitGroup
-	for range a.cfg.Workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for j := range jobs {
-				results <- a.offloadFile(workCtx, j)
-			}
-		}()
-	}
-	defer func() {
-		close(jobs)
-		wg.Wait()
-	}()
+	l := &schedLoop{a: a, once: once, s: newScheduler(a.cfg, once, a.lstat, time.Now()),
+		candidates: candidates, scanned: scanned, cancelWork: cancelWork,
+		jobs: make(chan job), results: make(chan result, a.cfg.Workers)}
+	l.s.limit = a.pendingLimit
 
-	// dispatch hands every due file to a free worker; there is one for
-	// each, as due hands out no more than are free.
-	dispatch := func() {
-		for _, j := range s.due(time.Now(), a.cfg.Workers-s.busy()) {
-			jobs <- j
-		}
+	var g run.Group
+	if !once {
+		a.addHotCache(&g, ctx)
 	}
-	finish := func(r result) {
-		v := s.finish(r, time.Now())
-		if a.report(r, v) {
-			failedForGood++
-		}
-		if v.tripped || v.closed {
-			a.reportBreaker(s.brk.status(time.Now()), s.len())
-			publish()
-		}
+	if !once && !a.cfg.DryRun {
+		addComponent(&g, ctx, a.sweepEvery, nil)
 	}
+	// Not ctx's: the last renames are synced after the loop has ended.
+	addComponent(&g, context.WithoutCancel(ctx), func(ctx context.Context) { a.dirs.run(ctx.Done()) }, nil)
+	a.addWorkers(&g, workCtx, l.jobs, l.results)
+	loopCtx, stopLoop := context.WithCancel(ctx)
+	defer stopLoop()
+	g.Add(func() error { return l.run(loopCtx) }, func(error) { stopLoop() })
+	return g.Run()
+}
 
-	var published time.Time // when status last got the pending set
-	tick := time.NewTicker(tickInterval(a.cfg.Quiet))
-	defer tick.Stop()
-	scanDone := false
-	var scanErr error // in Once: the scan missed folders
-	saidFull := false
+// checkAtStart logs, once, what changes how the agent works here: a watch
+// folder on a network file system, no read leases, a dry run, an archive folder it cannot
+// write, a hot cache that "once" leaves alone. Nothing in it is fatal.
+func (a *Agent) checkAtStart(once bool) {
+	fsType, shared := a.watchOnSharedFS()
+	a.checkLeases(shared)
+	if shared {
+		a.log.Warn("the watch folder is on a network or FUSE file system: whether a writer still has a file open cannot be checked, so every file, renamed ones too, waits for the quiet period; files other hosts write are found by the periodic rescan, not by inotify",
+			"quiet", a.cfg.Quiet, "rescan", a.cfg.Rescan, "fstype", fmt.Sprintf("%#x", fsType))
+	}
+	if a.cfg.DryRun {
+		a.log.Info("dry run: nothing is uploaded, recorded, moved or aborted; each settled file is looked at once")
+	}
+	if a.cfg.After == AfterArchive {
+		// Not fatal: uploads and the ledger still make progress, and each
+		// file stays local (and served) until the archive takes it.
+		if err := unix.Access(a.cfg.Archive, unix.W_OK|unix.X_OK); err != nil {
+			a.log.Error("the archive folder is not writable: files are uploaded and recorded, but stay in the watch folder until it is",
+				"archive", a.cfg.Archive, "err", err)
+		}
+	}
+	if once && a.cfg.caching() {
+		a.log.Info("the hot cache runs only in \"run\"; once leaves it as it is", "cache", a.cfg.Cache.Dir)
+	}
+}
+
+// recoverAtStart finishes or undoes what a crashed run left: files half
+// archived are put back, temporaries of upload records and unfinished
+// cross-file-system copies removed, and the multipart uploads nobody will
+// finish aborted (sweepOrphans). Each step is idempotent; a failure is
+// logged and the agent goes on.
+func (a *Agent) recoverAtStart(ctx context.Context) {
+	if n, err := restoreClaimed(a.cfg.Watch); err != nil {
+		a.log.Error("could not put back files a crashed run left half archived", "folder", claimDir, "err", err)
+	} else if n > 0 {
+		a.log.Info("put back files a crashed run left half archived", "files", n)
+	}
+	a.s3.records.removeTemps()
+	a.recordPending(ctx)
+	if a.cfg.After == AfterArchive {
+		if n, err := removeCopies(a.cfg.Archive); err != nil {
+			a.log.Error("could not remove copies a crashed run left unfinished", "folder", filepath.Join(a.cfg.Archive, copyDir), "err", err)
+		} else if n > 0 {
+			a.log.Info("removed copies a crashed run left unfinished; their files are still in the watch folder", "files", n)
+		}
+	}
+	a.sweepOrphans(ctx)
+}
+
+// addComponent adds a component to g, as Prometheus's main adds its actors
+// with oklog/run: body gets a context that ends with parent or when the
+// group stops. A component that returns early (its context ended, or it
+// gave up) does not stop the others: only the loop's end stops the group,
+// so Run returns the loop's error. stop, if not nil, runs once body has
+// returned and the group is stopping.
+func addComponent(g *run.Group, parent context.Context, body func(context.Context), stop func()) {
+	ctx, cancel := context.WithCancel(parent)
+	stopping := make(chan struct{})
+	g.Add(func() error {
+		body(ctx)
+		<-stopping
+		if stop != nil {
+			stop()
+		}
+		return nil
+	}, func(error) {
+		cancel()
+		close(stopping)
+	})
+}
+
+// addHotCache adds the hot cache to g, if one is configured. The cache
+// stands apart: whatever happens to it (its folder, no log, S3
+// unreachable, a full disk) offloading goes on. It is made here, not in
+// New, because making it tidies its folder, which "once" and the audit
+// must not do under a running agent.
+func (a *Agent) addHotCache(g *run.Group, ctx context.Context) {
+	if !a.cfg.caching() {
+		return
+	}
+	c, err := hotcache.New(a.cfg.cacheConfig(), a.s3.client, a.ledgerClient)
+	if err != nil {
+		a.log.Error("the hot cache could not start; offloading goes on without it", "err", err)
+		return
+	}
+	a.cache.Store(c)
+	addComponent(g, ctx, func(ctx context.Context) { c.Run(ctx) }, func() { c.Close() })
+}
+
+// sweepEvery sweeps for orphaned multipart uploads, and records the proofs
+// whose ledger write failed (recordPending), every rescan period until ctx
+// ends (the start-up sweep is recoverAtStart's).
+func (a *Agent) sweepEvery(ctx context.Context) {
+	t := time.NewTicker(a.cfg.Rescan)
+	defer t.Stop()
 	for {
-		// While the scheduler is full, candidates wait in the channel and
-		// the scan waits on them: memory stays bounded (see maxPending).
-		in := candidates
-		if s.full() {
-			in = nil
-			if !saidFull {
-				a.log.Info("holding as many files as the agent keeps track of: the scan waits, and goes on as these are offloaded (status: backlog_full)",
-					"pending", s.len(), "limit", s.limit)
-				saidFull = true
-			}
-		}
 		select {
-		case c := <-in:
-			if s.note(c, time.Now()) {
-				dispatch() // a published file need not wait for the next tick
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			a.recordPending(ctx)
+			a.sweepOrphans(ctx)
+		}
+	}
+}
+
+// addWorkers adds the workers to g: each offloads the jobs it is handed
+// until the loop closes jobs, and sends each result back. work outlives
+// the agent's context by the grace period (see drain).
+func (a *Agent) addWorkers(g *run.Group, work context.Context, jobs <-chan job, results chan<- result) {
+	g.Add(func() error {
+		var wg sync.WaitGroup
+		for range a.cfg.Workers {
+			wg.Go(func() {
+				for j := range jobs {
+					results <- a.offloadFile(work, j)
+				}
+			})
+		}
+		wg.Wait()
+		return nil
+	}, func(error) {}) // the loop closes jobs as it ends
+}
+
+// schedLoop is the scheduling loop's state; only the loop's goroutine
+// touches it and its scheduler.
+type schedLoop struct {
+	a          *Agent
+	once       bool
+	s          *scheduler
+	candidates chan candidate
+	scanned    <-chan error // nil once the first scan has ended
+	jobs       chan job
+	results    chan result
+	cancelWork context.CancelFunc // aborts in-flight uploads
+
+	scanDone      bool
+	scanErr       error // in Once: the scan missed folders
+	failedForGood int
+	saidFull      bool
+	published     time.Time // when status last got the pending set
+}
+
+// run is the loop: it returns when ctx ends, after letting in-flight files
+// finish (see drain), or in Once when every file has been dealt with. Its
+// end closes jobs, which ends the workers.
+func (l *schedLoop) run(ctx context.Context) error {
+	defer close(l.jobs)
+	defer func() { l.a.peakPending.Store(int64(l.s.peak)) }()
+	defer l.publish() // status after the loop: what is left
+	tick := time.NewTicker(tickInterval(l.a.cfg.Quiet))
+	defer tick.Stop()
+	for {
+		select {
+		case c := <-l.intake():
+			if l.s.note(c, time.Now()) {
+				l.dispatch() // a published file need not wait for the next tick
 			}
-		case err := <-scannedIn:
+		case err := <-l.scanned:
 			if err != nil && ctx.Err() == nil {
-				a.log.Error("scan failed", "err", err)
-				a.track.scanFailed(err)
-				scanErr = err
+				l.a.log.Error("scan failed", "err", err)
+				l.a.track.scanFailed(err)
+				l.scanErr = err
 			}
-			scannedIn, scanDone = nil, true
-		case r := <-results:
-			finish(r)
-			dispatch()
+			l.scanned, l.scanDone = nil, true
+		case r := <-l.results:
+			l.finish(r)
+			l.dispatch()
 		case <-tick.C:
-			dispatch()
-			if now := time.Now(); now.Sub(published) >= publishEvery {
-				publish()
-				published = now
+			l.dispatch()
+			if now := time.Now(); now.Sub(l.published) >= publishEvery {
+				l.publish()
+				l.published = now
 			}
 		case <-ctx.Done():
-			left := s.len()
-			a.drain(results, s, cancelWork, finish)
-			if once && left > 0 {
+			left := l.s.len()
+			l.a.drain(l.results, l.s, l.cancelWork, l.finish)
+			if l.once && left > 0 {
 				return fmt.Errorf("interrupted with %d files not offloaded: %w", left, ErrIncomplete)
 			}
 			return nil
 		}
-		if n := s.abandon(); n > 0 {
-			failedForGood += n
-			a.log.Error("S3 or DynamoDB stayed unreachable through every probe: giving up the files still waiting, not offloaded",
-				"files", n, "probes", onceAttempts, "cause", s.brk.cause)
-		}
-		if once && scanDone && s.len() == 0 && s.busy() == 0 && len(candidates) == 0 {
-			switch {
-			case failedForGood > 0 && scanErr != nil:
-				return fmt.Errorf("%d files, and the scan %w: %w", failedForGood, scanErr, ErrIncomplete)
-			case failedForGood > 0:
-				return fmt.Errorf("%d files: %w", failedForGood, ErrIncomplete)
-			case scanErr != nil:
-				return fmt.Errorf("the scan %w: %w", scanErr, ErrIncomplete)
-			}
-			return nil
+		if done, err := l.afterStep(); done {
+			return err
 		}
 	}
+}
+
+// intake is where new candidates come from: none while the scheduler is
+// full. Candidates then wait in the channel and the scan waits on them:
+// memory stays bounded (see maxPending).
+func (l *schedLoop) intake() <-chan candidate {
+	// While the scheduler is full, candidates wait in the channel and the
+	// scan waits on them: memory stays bounded (see maxPending), unless a
+	// file failing for its own reason makes room (see room).
+	if l.s.room() {
+		return l.candidates
+	}
+	if !l.saidFull {
+		l.a.log.Info("holding as many files as the agent keeps track of: the scan waits, and goes on as these are offloaded (status: backlog_full)",
+			"pending", l.s.len(), "limit", l.s.limit)
+		l.saidFull = true
+	}
+	return nil
+}
+
+// afterStep gives up the files the breaker says to, and in Once says
+// whether every file has been dealt with, and what Once returns then.
+func (l *schedLoop) afterStep() (done bool, err error) {
+	if n := l.s.abandon(); n > 0 {
+		l.failedForGood += n
+		l.a.log.Error("S3 or DynamoDB stayed unreachable through every probe: giving up the files still waiting, not offloaded",
+			"files", n, "probes", onceAttempts, "cause", l.s.brk.cause)
+	}
+	if !l.once || !l.scanDone || l.s.len() > 0 || l.s.busy() > 0 || len(l.candidates) > 0 {
+		return false, nil
+	}
+	switch {
+	case l.failedForGood > 0 && l.scanErr != nil:
+		return true, fmt.Errorf("%d files, and the scan %w: %w", l.failedForGood, l.scanErr, ErrIncomplete)
+	case l.failedForGood > 0:
+		return true, fmt.Errorf("%d files: %w", l.failedForGood, ErrIncomplete)
+	case l.scanErr != nil:
+		return true, fmt.Errorf("the scan %w: %w", l.scanErr, ErrIncomplete)
+	}
+	return true, nil
+}
+
+// dispatch hands every due file to a free worker; there is one for each,
+// as due hands out no more than are free.
+func (l *schedLoop) dispatch() {
+	for _, j := range l.s.due(time.Now(), l.a.cfg.Workers-l.s.busy()) {
+		l.jobs <- j
+	}
+}
+
+// finish gives the scheduler a worker's result, and reports it.
+func (l *schedLoop) finish(r result) {
+	v := l.s.finish(r, time.Now())
+	if l.a.report(r, v) {
+		l.failedForGood++
+	}
+	if v.tripped || v.closed {
+		l.a.reportBreaker(l.s.brk.status(time.Now()), l.s.len())
+		l.publish()
+	}
+}
+
+// publish hands status the pending set: maxListed files, leaving out the
+// ones uploading, at most one per worker.
+func (l *schedLoop) publish() {
+	l.a.track.publish(l.s.snapshot(maxListed + l.a.cfg.Workers))
 }
 
 // watchOnSharedFS reports whether the watch folder is on a network or FUSE
@@ -500,12 +594,22 @@ func tickInterval(quiet time.Duration) time.Duration {
 // never be completed or that belong to nobody alive. This agent's own live
 // uploads are never touched. Aborted are:
 //   - this agent's own whose abort failed (S3 was unreachable);
-//   - uploads initiated before this agent started, for a file still in this
-//     watch folder: a dead run's, and this agent uploads the file again;
+//   - uploads this host recorded (a dead run's, see resumeRecords) whose
+//     file has changed or left the folder; one whose file is as recorded is
+//     kept for the next attempt to resume;
 //   - uploads for a key that already holds an object: completing one would
 //     fail on If-None-Match, whoever made it (a run killed mid-upload whose
 //     successor could not abort it, a create whose response was lost);
 //   - uploads by others older than OrphanAge.
+//
+// Nothing is aborted for having begun before this agent started, even
+// for a file in this watch folder: another host may hold the same file,
+// in a shared folder or a copy of its own (rsync), and be uploading it,
+// and S3 names no host for an upload in progress (ListMultipartUploads
+// gives keys, ids, initiators and times). A dead run's upload that this
+// host never recorded (killed between the create and the record) goes
+// when this agent's own upload of the file completes (see abortKey), or
+// at OrphanAge.
 //
 // The uploads are found two ways. The listing without a prefix finds all of
 // them on AWS; MinIO answers it from a cache that starts empty when MinIO
@@ -558,15 +662,8 @@ func (a *Agent) sweepOrphans(ctx context.Context) {
 			a.s3.records.remove(key, id)
 			return true
 		}
-		// On a network file system another host may be uploading the
-		// same file right now: only age or an object under the key tells.
-		if !a.s3.shared && initiated.Before(a.s3.startedAt()) {
-			if rel, err := a.cfg.Mapping.FileForKey(key); err == nil {
-				if _, err := a.root.Lstat(rel); !errors.Is(err, fs.ErrNotExist) {
-					return true
-				}
-			}
-		}
+		// Another host may be uploading the same file right now: only
+		// age or an object under the key tells.
 		_, err := a.s3.head(ctx, key)
 		return err == nil
 	}

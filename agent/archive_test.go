@@ -14,13 +14,12 @@ import (
 // the folder the archived copy is in.
 func TestArchiveSyncsTheFoldersItCreates(t *testing.T) {
 	var synced []string
-	old := syncDir
-	syncDir = func(dir string) error { synced = append(synced, dir); return old(dir) }
-	defer func() { syncDir = old }()
+	old := syncDirFD
+	syncDirFD = func(fd int, dir string) error { synced = append(synced, dir); return old(fd, dir) }
+	defer func() { syncDirFD = old }()
 	watch, archive := t.TempDir(), t.TempDir()
-	claimed := filepath.Join(watch, "claimed.jpg")
-	writeFile(t, claimed, "photo")
-	if err := archiveFile(claimed, archive, "2026/11/30/photo.jpg", syncNow); err != nil {
+	writeFile(t, filepath.Join(watch, "claimed.jpg"), "photo")
+	if err := archiveFile(openTestFolder(t, watch), "claimed.jpg", archive, "2026/11/30/photo.jpg", syncNow); err != nil {
 		t.Fatal(err)
 	}
 	for _, parent := range []string{archive, filepath.Join(archive, "2026"), filepath.Join(archive, "2026/11")} {
@@ -43,9 +42,8 @@ func TestCopiesACrashLeftAreRemovedAtStart(t *testing.T) {
 	}
 	defer os.RemoveAll(shm)
 	watch := t.TempDir()
-	claimed := filepath.Join(watch, "claimed.jpg")
-	writeFile(t, claimed, "photo")
-	if err := archiveFile(claimed, shm, "a/photo.jpg", syncNow); err != nil {
+	writeFile(t, filepath.Join(watch, "claimed.jpg"), "photo")
+	if err := archiveFile(openTestFolder(t, watch), "claimed.jpg", shm, "a/photo.jpg", syncNow); err != nil {
 		t.Fatal(err)
 	}
 	if left, _ := os.ReadDir(filepath.Join(shm, copyDir)); len(left) != 0 {
@@ -64,6 +62,17 @@ func TestCopiesACrashLeftAreRemovedAtStart(t *testing.T) {
 	if left, _ := os.ReadDir(filepath.Join(shm, copyDir)); len(left) != 0 {
 		t.Errorf("left after removeCopies: %v", left)
 	}
+}
+
+// openTestFolder opens dir as a folder, closed when the test ends.
+func openTestFolder(t *testing.T, dir string) *folder {
+	t.Helper()
+	d, err := openFolder(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
 }
 
 // TestSendTimeoutCoversAPartBeyondTheBudget: under --bwlimit the call

@@ -12,20 +12,25 @@ import (
 // breakerThreshold different files have failed remotely in a row, the
 // breaker opens: one file at a time (the probe) finds out whether the
 // remote is back, at most once per probe interval, and the other files wait
-// in the queue without being opened. The first success closes it, and the
-// files that waited go out at a rate that doubles (see releasable).
+// in the queue without being opened. Probes take turns among the files
+// (see pickProbe), so one file that fails whatever the service does cannot
+// keep it open. The first success of any file closes it, and the files
+// that waited go out at a rate that doubles (see releasable).
 //
-// Only remote failures (cause s3 or dynamodb) count. Local ones (reading
-// the file) say nothing about the remote; an archive failure even proves
-// that S3 and DynamoDB answered, and so do a conflict and a dry run's HEAD:
-// they count as a success.
+// Only failures of S3 or DynamoDB as a service count (result.remote: no
+// answer, 5xx, throttling, refused credentials). A request refused for
+// one file alone (its key denied by a bucket or KMS key policy, a key too
+// long: see fileFault) is that file's failure, and local ones (reading the
+// file) say nothing about the remote either; an archive failure even
+// proves that S3 and DynamoDB answered, and so do a conflict and a dry
+// run's HEAD: they count as a success.
 const (
-	// breakerThreshold: remote failures of this many different files, with
-	// no success between them, open the breaker. An outage fails every file
-	// in flight (DefaultWorkers, 16) within one round of the SDK's retries,
-	// so it opens at once; a bad file (a policy refusing its key) is one
-	// file however often it fails, and a few bad ones among files that go
-	// through never get there, as every success starts the count again.
+	// breakerThreshold: service failures of this many different files,
+	// with no success between them, open the breaker. An outage fails every
+	// file in flight (DefaultWorkers, 16) within one round of the SDK's
+	// retries, so it opens at once; a file that fails for a reason of its
+	// own is one file however often it fails, and a few among files that
+	// go through never get there, as every success starts the count again.
 	breakerThreshold = 5
 	// probeFloor, probeCap: the interval between probes while open starts
 	// at probeFloor (a blip is over by then) and doubles with every failed
@@ -34,10 +39,10 @@ const (
 	// in step.
 	probeFloor = time.Second
 	probeCap   = 30 * time.Second
-	// probeSample: the probe is the smallest of this many files that failed
-	// remotely (a small file makes a cheap request), taken from the index
-	// of remote failures in map order, so picking one never walks the
-	// backlog.
+	// probeSample: a probe taken from the files that failed on the service
+	// is the one probed longest ago, then the smallest (a cheap request), of
+	// this many taken from their index in map order, so picking one never
+	// walks the backlog.
 	probeSample = 64
 	// releaseFirst, releaseDoubling, releaseRamp: one success proves the
 	// remote answers one request, not the whole backlog at once (S3 coming
@@ -55,16 +60,17 @@ const (
 type breaker struct {
 	open  bool
 	since time.Time // when it last opened or closed; zero while it never opened
-	// failed are the different files that failed remotely since the last
-	// success, up to breakerThreshold.
+	// failed are the different files that failed on the service since
+	// the last success, up to breakerThreshold.
 	failed []string
-	// consecutive counts every remote failure since the last success,
+	// consecutive counts every service failure since the last success,
 	// repeats and probes included (for status).
 	consecutive int
-	cause       string // of the last remote failure
+	cause       string // of the last service failure
 	trips       int64
 	probe       *entry    // the file being tried while open; nil when none
 	probes      int       // probes failed since it opened
+	handed      int32     // probes handed out since the agent started (see pickProbe)
 	nextProbe   time.Time // while open: when the next probe may go
 	released    int       // files handed out since it closed (for the ramp)
 	// down (Once only): the breaker stayed open through onceAttempts
@@ -72,8 +78,8 @@ type breaker struct {
 	down bool
 }
 
-// remoteFailed records a remote failure of rel and reports whether it
-// opened the breaker.
+// remoteFailed records a failure of the service (result.remote) for rel
+// and reports whether it opened the breaker.
 func (b *breaker) remoteFailed(rel, cause string, now time.Time) (tripped bool) {
 	b.consecutive++
 	b.cause = cause
@@ -142,14 +148,16 @@ func probeInterval(failed int) time.Duration {
 
 // BreakerStatus is the circuit breaker as status shows it.
 type BreakerStatus struct {
-	// State is closed, or open: S3 or DynamoDB failed for several files in
-	// a row, so one file at a time probes it and the others wait.
+	// State is closed, or open: S3 or DynamoDB failed as a service (no
+	// answer, 5xx, throttling) for several files in a row, so one file at
+	// a time probes it and the others wait.
 	State string    `json:"state"`
 	Since time.Time `json:"since,omitzero"` // when it opened or closed last (zero: never opened)
-	// ConsecutiveFailures counts the remote failures since the last
-	// success, failed probes included.
+	// ConsecutiveFailures counts the failures of the service since the
+	// last success, failed probes included; not a request refused for one
+	// file alone (403 on its key, say), which is that file's failure.
 	ConsecutiveFailures int       `json:"consecutive_failures"`
-	Cause               string    `json:"cause,omitempty"`     // of the last remote failure: s3 or dynamodb
+	Cause               string    `json:"cause,omitempty"`     // of the last service failure: s3 or dynamodb
 	FailedProbes        int       `json:"failed_probes"`       // while open
 	NextProbe           time.Time `json:"next_probe,omitzero"` // while open and no probe runs
 	Probing             string    `json:"probing,omitempty"`   // the file being tried now

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/photosleeve/offload"
 	"github.com/photosleeve/offload/agent"
 	"github.com/photosleeve/offload/agent/hotcache"
 )
@@ -63,6 +64,8 @@ func TestDaemonCachesWhatTheLogShowsHot(t *testing.T) {
 		"offload_cache_bytes":                                        float64(len(data)),
 		"offload_cache_files":                                        1,
 		"offload_cache_budget_bytes":                                 hotcache.DefaultSize,
+		"offload_cache_fetch_budget_bytes":                           2 * hotcache.DefaultSize,
+		"offload_cache_invalid_links_total":                          0,
 		"offload_cache_access_log_up":                                1,
 		`offload_cache_evictions_total{reason="size"}`:               0,
 		`offload_cache_evictions_total{reason="idle"}`:               0,
@@ -73,10 +76,76 @@ func TestDaemonCachesWhatTheLogShowsHot(t *testing.T) {
 			t.Errorf("%s = %v, want %v", name, got[name], want)
 		}
 	}
+	// It refills at 2 GiB per 10 min, about 3.6 MB/s, since the fetch.
+	if left := got["offload_cache_fetch_budget_left_bytes"]; left < 2*hotcache.DefaultSize-float64(len(data)) || left > 2*hotcache.DefaultSize {
+		t.Errorf("offload_cache_fetch_budget_left_bytes = %v; want between the budget less the fetch and the budget", left)
+	}
 	for name := range got {
 		if strings.HasPrefix(name, "offload_cache_fetch_failures_total") && got[name] != 0 {
 			t.Errorf("%s = %v, want 0", name, got[name])
 		}
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDaemonCountsOnlySignedLinks: the daemon with a signing key reads a
+// log with three unsigned and three forged redirects for a photo it
+// offloaded and fetches nothing; three with a valid link bring it in.
+// /metrics counts the six as invalid links.
+func TestDaemonCountsOnlySignedLinks(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	dir := t.TempDir()
+	key := randomBytes(32, 11)
+	h.cfg.Cache = hotcache.Config{Dir: filepath.Join(dir, "cache"), AccessLog: filepath.Join(dir, "access.log"), SigningKey: key}
+	os.MkdirAll(h.cfg.Cache.Dir, 0o755)
+	if err := os.WriteFile(h.cfg.Cache.AccessLog, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	data := randomBytes(20<<10, 12)
+	h.write("private.jpg", data)
+	a, stop := h.runDaemon(h.cfg)
+	h.waitFor("the photo archived", time.Minute, func() bool { return h.archived("private.jpg") })
+	h.waitFor("the cache following the log", 10*time.Second, func() bool {
+		s := a.Status().Cache
+		return s != nil && s.Log.State == hotcache.StateFollowing
+	})
+	log, err := os.OpenFile(h.cfg.Cache.AccessLog, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	redirect := func(target string) {
+		fmt.Fprintf(log, "127.0.0.1 - - [30/Nov/2026:12:00:00 +0000] \"GET %s HTTP/1.1\" 302 0 \"-\" \"test\"\n", target)
+	}
+	sign := func(k []byte) string {
+		link, err := offload.SignLink(k, h.cfg.Mapping, "/static/private.jpg", time.Now().Add(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return link
+	}
+	forged := sign(randomBytes(32, 13))
+	for range 3 {
+		redirect("/static/private.jpg")
+		redirect(forged)
+	}
+	h.waitFor("the six lines judged", 10*time.Second, func() bool { return a.Status().Cache.InvalidLinks == 6 })
+	if s := a.Status().Cache; s.Fetching != 0 || s.Fetches != 0 || s.Misses != 0 {
+		t.Fatalf("after 6 redirects without a valid link: cache %+v; want nothing counted or fetched", s)
+	}
+	valid := sign(key)
+	for range 3 {
+		redirect(valid)
+	}
+	h.waitFor("the cached copy", 20*time.Second, func() bool {
+		got, err := os.ReadFile(filepath.Join(h.cfg.Cache.Dir, "static", "private.jpg"))
+		return err == nil && string(got) == string(data)
+	})
+	if got := metricSamples(t, scrape(t, a))["offload_cache_invalid_links_total"]; got != 6 {
+		t.Errorf("offload_cache_invalid_links_total = %v; want 6", got)
 	}
 	if err := stop(); err != nil {
 		t.Fatal(err)
@@ -105,6 +174,8 @@ func TestCacheConfigurationRefused(t *testing.T) {
 		{"no folder", hotcache.Config{AccessLog: "/var/log/access.log"}, "cache: required"},
 		{"a missing folder", hotcache.Config{Dir: filepath.Join(dir, "nope"), AccessLog: "/var/log/access.log"}, "no such file"},
 		{"a negative size", hotcache.Config{Dir: cache, AccessLog: "/var/log/access.log", Size: -1}, "cache size: must be positive"},
+		{"a fetch budget below a quarter of the size", hotcache.Config{Dir: cache, AccessLog: "/var/log/access.log", Size: 1 << 30, FetchBudget: 1 << 20}, "cache fetch budget"},
+		{"a short signing key", hotcache.Config{Dir: cache, AccessLog: "/var/log/access.log", SigningKey: []byte("short")}, "signing key: 5 bytes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := base

@@ -1,6 +1,7 @@
 package agent_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -214,4 +216,47 @@ func logAttr(line, key string) (string, bool) {
 	}
 	v, _, _ = strings.Cut(v, " ")
 	return v, true
+}
+
+// TestSymlinkedClaimFolderLosesNothing: someone with write access to the
+// watch folder replaces .offload-claim with a symlink to the archive
+// folder. Followed, the claim renamed the file into the archive, the
+// archive step found "the same file" there and deleted it, and the log said
+// "offloaded": the file was in neither folder. The agent must refuse to
+// act through the symlink, say so, count the failure, and keep the file
+// in the watch folder (it is in S3 and the ledger, and served meanwhile).
+func TestSymlinkedClaimFolderLosesNothing(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	const rel = "2026/photo.jpg"
+	data := randomBytes(3000, 11)
+	if err := os.Symlink(h.cfg.Archive, filepath.Join(h.cfg.Watch, ".offload-claim")); err != nil {
+		t.Fatal(err)
+	}
+	h.write(rel, data)
+	a := h.newAgent(h.cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := a.Once(ctx); !errors.Is(err, agent.ErrIncomplete) {
+		t.Errorf("Once = %v; want ErrIncomplete: the file could not be archived", err)
+	}
+	local := filepath.Join(h.cfg.Watch, filepath.FromSlash(rel))
+	if got, err := os.ReadFile(local); err != nil || !bytes.Equal(got, data) {
+		t.Errorf("the file in the watch folder: %d bytes, %v; want the %d bytes written, left in place", len(got), err, len(data))
+	}
+	if _, err := os.Lstat(filepath.Join(h.cfg.Archive, filepath.FromSlash(rel))); err == nil {
+		t.Error("the file is in the archive too")
+	}
+	if n := a.Stats().Uploaded.Load(); n != 0 {
+		t.Errorf("%d files counted offloaded; want 0", n)
+	}
+	if n := a.Stats().Failures.Load(); n == 0 {
+		t.Error("no failure counted")
+	}
+	if !strings.Contains(h.logs.String(), ".offload-claim: a symlink") {
+		t.Errorf("no log line names .offload-claim as a symlink:\n%s", h.logs.String())
+	}
+	if rec := h.ledgerItem(rel); rec.CRC64NVME != checksum(data) {
+		t.Errorf("ledger: %s; want %s, the file is in S3", rec.CRC64NVME, checksum(data))
+	}
 }

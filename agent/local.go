@@ -93,15 +93,14 @@ func openLocal(root *os.Root, rel string) (*os.File, fileID, error) {
 }
 
 // stillSame reports whether the open file and the name in the folder are
-// still the version that was read: same inode under the name, same size and
-// mtime. It is checked before an upload is committed.
+// still exactly the version that was read: same inode under the name, same
+// size, mtime and ctime. It is checked before an upload is committed and
+// again just before the local step. ctime is what catches a same-size
+// rewrite whose writer put the mtime back (touch -d, touch -r, a restore
+// that keeps times): the kernel sets it on every write and every change of
+// the times, and no call sets it to a chosen value. Nothing of ours touches the file
+// between the read and these checks, so any change is someone else's.
 func stillSame(root *os.Root, rel string, f *os.File, read fileID) error {
-	return still(root, rel, f, read, fileID.sameVersion)
-}
-
-// stillExactly is stillSame comparing every field, ctime included (see
-// exactly): checked just before the local step.
-func stillExactly(root *os.Root, rel string, f *os.File, read fileID) error {
 	return still(root, rel, f, read, fileID.exactly)
 }
 
@@ -219,24 +218,48 @@ var (
 // sharedFS reports whether a statfs f_type is a file system other hosts
 // (or a user-space server) may write to behind this kernel's back: there a
 // lease proves nothing about writers elsewhere, and inotify does not see
-// their writes (the periodic rescan finds those files).
+// their writes (the periodic rescan finds those files). In doubt a type is
+// shared: that only costs the quiet period for renamed files, while a
+// cluster file system taken for a local one would trust a lease that sees
+// this host's writers alone.
 func sharedFS(fsType int64) bool {
-	switch uint32(fsType) {
+	switch uint32(fsType) { // a 32-bit f_type arrives sign-extended
 	case unix.NFS_SUPER_MAGIC, // NFSv3/v4, and EFS, which is NFSv4.1
 		unix.SMB_SUPER_MAGIC, unix.SMB2_SUPER_MAGIC, unix.CIFS_SUPER_MAGIC,
 		unix.CEPH_SUPER_MAGIC, unix.V9FS_MAGIC, unix.AFS_SUPER_MAGIC, unix.AFS_FS_MAGIC,
-		unix.OCFS2_SUPER_MAGIC, gfs2SuperMagic, lustreSuperMagic,
-		unix.FUSE_SUPER_MAGIC: // sshfs, s3fs, GlusterFS...
+		unix.CODA_SUPER_MAGIC, unix.OCFS2_SUPER_MAGIC, gfs2SuperMagic, lustreSuperMagic,
+		gpfsSuperMagic, beegfsMagic, orangefsSuperMagic,
+		panfsSuperMagic, ibrixSuperMagic, acfsSuperMagic, snfsSuperMagic, vxfsSuperMagic,
+		unix.FUSE_SUPER_MAGIC: // sshfs, s3fs, GlusterFS, Quobyte, MooseFS...
 		return true
 	}
 	return false
 }
 
-// File system magic numbers golang.org/x/sys/unix does not name (from the
-// Linux and Lustre sources).
+// File system magic numbers golang.org/x/sys/unix does not name: the
+// f_type each reports in statfs, where its kernel module sets s_magic.
 const (
-	gfs2SuperMagic   = 0x01161970
-	lustreSuperMagic = 0x0bd00bd0
+	gfs2SuperMagic   = 0x01161970 // Linux include/uapi/linux/gfs2_ondisk.h, GFS2_MAGIC
+	lustreSuperMagic = 0x0bd00bd0 // LL_SUPER_MAGIC in Lustre's lustre_user.h ("for statfs()")
+	// IBM Storage Scale (GPFS): "GPFS" in ASCII, GPFS_SUPER_MAGIC in gpfs.h
+	// (https://www.ibm.com/docs/en/storage-scale/6.0.1?topic=cga-determining-if-file-system-is-controlled-by-gpfs).
+	gpfsSuperMagic = 0x47504653
+	// BeeGFS, formerly FhGFS: BEEGFS_MAGIC in its client's
+	// client_module/source/filesystem/FhgfsOpsSuper.h
+	// (https://git.beegfs.io/pub/v7/-/blob/master/client_module/source/filesystem/FhgfsOpsSuper.h).
+	beegfsMagic = 0x19830326
+	// OrangeFS, formerly PVFS2: ORANGEFS_SUPER_MAGIC in the Linux kernel's
+	// fs/orangefs/protocol.h, which orangefs_statfs reports.
+	orangefsSuperMagic = 0x20030528
+	// Panasas PanFS, HPE IBRIX, Oracle ACFS, Quantum StorNext and Veritas
+	// VxFS (shared in its cluster mode): the types GNU coreutils' stat
+	// marks "remote" (src/stat.c, human_fstype), the list tail uses to
+	// stop trusting inotify.
+	panfsSuperMagic = 0xaad7aaea
+	ibrixSuperMagic = 0x013111a8
+	acfsSuperMagic  = 0x61636673
+	snfsSuperMagic  = 0xbeefdead
+	vxfsSuperMagic  = 0xa501fcf5
 )
 
 // ignored reports whether a path relative to the watch folder is skipped:

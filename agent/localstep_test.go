@@ -182,3 +182,59 @@ func TestWriterAtTheClaimLosesNothing(t *testing.T) {
 		t.Errorf("%d files counted offloaded; want 0", n)
 	}
 }
+
+// TestSameSizeRewriteDuringTheReadIsNotCommitted: while a multipart upload
+// reads the file, it is rewritten in place with other bytes of the same
+// size and its mtime is put back (touch -d): size, mtime and inode are
+// unchanged, only the ctime tells. The torn object (the first part's old
+// bytes, the rest new) must never be committed: the upload is dropped, the
+// file is tried again, and S3, the ledger and the archive end with the new
+// bytes.
+func TestSameSizeRewriteDuringTheReadIsNotCommitted(t *testing.T) {
+	h := newHarness(t)
+	// A memory budget of one part: part 2 is read only after part 1 was
+	// sent, so a rewrite while part 1 is on its way lands in the read.
+	h.cfg.Concurrency = 1
+	const rel = "rewritten.jpg"
+	data, other := randomBytes(11<<20, 5), randomBytes(11<<20, 6)
+	path := filepath.Join(h.cfg.Watch, rel)
+	var rewrote atomic.Bool
+	rewrite := func() error {
+		fi, err := os.Stat(path)
+		if err != nil {
+			return err
+		}
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			return err
+		}
+		if _, err := f.WriteAt(other, 0); err != nil {
+			f.Close()
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+		return os.Chtimes(path, fi.ModTime(), fi.ModTime())
+	}
+	h.agentS3 = h.agentS3At(faultyS3(t, h.st.AWSShimEndpoint(t), func(w http.ResponseWriter, r *http.Request, forward http.Handler) bool {
+		if r.Method != http.MethodPut || !strings.HasSuffix(r.URL.Path, rel) || r.URL.Query().Get("partNumber") != "1" || rewrote.Load() {
+			return false
+		}
+		if err := rewrite(); err != nil {
+			t.Errorf("rewriting the file: %v", err)
+		}
+		rewrote.Store(true)
+		return false
+	}))
+	h.write(rel, data)
+	a, _ := h.runDaemon(h.cfg)
+	h.waitFor("the rewrite during the read", time.Minute, rewrote.Load)
+	h.waitFor("the file offloaded, or in conflict", 2*time.Minute, func() bool {
+		return a.Stats().Uploaded.Load() > 0 || a.Stats().Conflicts.Load() > 0
+	})
+	if n := a.Stats().Conflicts.Load(); n != 0 {
+		t.Errorf("%d conflicts; want 0 (a torn object was committed, then the file's real bytes conflicted with it)", n)
+	}
+	h.assertOffloaded(rel, other)
+}

@@ -412,6 +412,52 @@ func TestOpenLocalRefusesNonRegular(t *testing.T) {
 	}
 }
 
+// TestStillSameSeesARewriteWithItsMtimePutBack: the file is rewritten in
+// place with other bytes of the same size and its mtime is put back, as
+// touch -d does: size, mtime and inode are the same, only the ctime says
+// it changed.
+func TestStillSameSeesARewriteWithItsMtimePutBack(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "photo.jpg")
+	writeFile(t, p, "first bytes")
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	f, id, err := openLocal(root, "photo.jpg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	w, err := os.OpenFile(p, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.WriteAt([]byte("other bytes"), 0); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	if err := os.Chtimes(p, id.mtime, id.mtime); err != nil {
+		t.Fatal(err)
+	}
+	if now, _ := idOf(mustLstat(t, p)); !now.sameVersion(id) {
+		t.Fatalf("size, mtime or inode changed (%+v, was %+v): the test needs them unchanged", now, id)
+	}
+	if err := stillSame(root, "photo.jpg", f, id); !errors.Is(err, errChanged) {
+		t.Errorf("stillSame after a same-size rewrite with the mtime put back = %v; want errChanged", err)
+	}
+}
+
+func mustLstat(t *testing.T, p string) os.FileInfo {
+	t.Helper()
+	fi, err := os.Lstat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi
+}
+
 // noCheck is finishLocal's afterClaim when no lease is held.
 func noCheck() error { return nil }
 

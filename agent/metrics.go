@@ -65,7 +65,7 @@ func newMetrics(a *Agent) *metrics {
 		counter("offload_refused_total", "Files never uploaded because their name breaks the naming contract.", a.stats.Refused.Load),
 		gauge("offload_files_pending", "Files waiting: not settled yet, or waiting out a retry.", locked(func() float64 { n, _, _ := t.waiting(0); return float64(n) })),
 		gauge("offload_bytes_pending", "Bytes of the files waiting.", locked(func() float64 { _, b, _ := t.waiting(0); return float64(b) })),
-		gauge("offload_backlog_full", "1 while the agent holds as many pending files as it may (status: pending_limit): the scan waits.",
+		gauge("offload_backlog_full", "1 while the agent holds as many pending files as it may (status: pending_limit) and none that keeps failing for its own reason can make room: the scan waits.",
 			locked(func() float64 {
 				if t.pending.full {
 					return 1
@@ -81,10 +81,17 @@ func newMetrics(a *Agent) *metrics {
 				}
 				return 0
 			})),
+		gauge("offload_leases_available", "1 when the start-up check found that the kernel grants the agent read leases, which tell whether a writer has a file open and guard the claim (status: leases_available); 0 on a network file system, where they are not used, and in a dry run, which makes no probe.",
+			func() float64 {
+				if a.leasesOK.Load() {
+					return 1
+				}
+				return 0
+			}),
 		gauge("offload_files_in_flight", "Files being offloaded now.", locked(func() float64 { return float64(len(t.inFlight)) })),
 		gauge("offload_oldest_pending_age_seconds", "How long the longest-waiting file has waited (0 when none waits).",
 			func() float64 { return t.oldestPendingAge().Seconds() }),
-		gauge("offload_breaker_open", "1 while the circuit breaker is open: S3 or DynamoDB failed for several files in a row, one file at a time probes it, the others wait.",
+		gauge("offload_breaker_open", "1 while the circuit breaker is open: S3 or DynamoDB failed as a service (no answer, 5xx, throttling; not a refusal of one file's request) for several files in a row, one file at a time probes it, the others wait.",
 			locked(func() float64 {
 				if t.pending.breaker.State == "open" {
 					return 1
@@ -222,7 +229,7 @@ var (
 		"Originals fetched from S3 into the hot cache, each checked against the ledger.", nil, nil)
 	cacheFetchedBytesDesc = prometheus.NewDesc("offload_cache_fetched_bytes_total", "Bytes of those fetches.", nil, nil)
 	cacheFailuresDesc     = prometheus.NewDesc("offload_cache_fetch_failures_total",
-		"Hot paths not fetched, by reason: not_in_ledger, too_large, disk_full, ledger, s3, mismatch, local.", []string{"reason"}, nil)
+		"Hot paths not fetched, by reason: not_in_ledger, too_large, disk_full, ledger, s3, mismatch, local, colder, over_budget (held back by --cache-fetch-budget, at each redirect that would fetch it).", []string{"reason"}, nil)
 	cacheEvictionsDesc = prometheus.NewDesc("offload_cache_evictions_total",
 		"Files removed from the hot cache, by reason: size (least recently requested, to stay in the budget) or idle.", []string{"reason"}, nil)
 	cacheBytesDesc  = prometheus.NewDesc("offload_cache_bytes", "Bytes of the files in the hot cache.", nil, nil)
@@ -230,11 +237,18 @@ var (
 	cacheBudgetDesc = prometheus.NewDesc("offload_cache_budget_bytes", "The hot cache's budget (--cache-size).", nil, nil)
 	cacheLogDesc    = prometheus.NewDesc("offload_cache_access_log_up",
 		"1 while the access log is being followed, 0 while it is missing or unreadable.", nil, nil)
+	cacheFetchBudgetDesc = prometheus.NewDesc("offload_cache_fetch_budget_bytes",
+		"What the hot cache may fetch from S3 per --cache-window (--cache-fetch-budget), and at most at once.", nil, nil)
+	cacheFetchBudgetLeftDesc = prometheus.NewDesc("offload_cache_fetch_budget_left_bytes",
+		"What the hot cache may fetch from S3 now; it refills at the budget per window.", nil, nil)
+	cacheInvalidLinksDesc = prometheus.NewDesc("offload_cache_invalid_links_total",
+		"Requests in the access log whose signed link was missing, forged or expired; with a signing key they count for nothing else.", nil, nil)
 )
 
 func (cacheMetrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{cacheHitsDesc, cacheMissesDesc, cacheFetchesDesc, cacheFetchedBytesDesc, cacheFailuresDesc,
-		cacheEvictionsDesc, cacheBytesDesc, cacheFilesDesc, cacheBudgetDesc, cacheLogDesc} {
+		cacheEvictionsDesc, cacheBytesDesc, cacheFilesDesc, cacheBudgetDesc, cacheLogDesc,
+		cacheFetchBudgetDesc, cacheFetchBudgetLeftDesc, cacheInvalidLinksDesc} {
 		ch <- d
 	}
 }
@@ -242,7 +256,8 @@ func (cacheMetrics) Describe(ch chan<- *prometheus.Desc) {
 func (m cacheMetrics) Collect(ch chan<- prometheus.Metric) {
 	// Before the cache starts (or if it could not: the log says why) every
 	// value is 0 but the budget, and the access log is down.
-	s := hotcache.Stats{Budget: m.a.cfg.cacheConfig().Size}
+	cc := m.a.cfg.cacheConfig()
+	s := hotcache.Stats{Budget: cc.Size, FetchBudget: cc.FetchBudget}
 	if c := m.a.cache.Load(); c != nil {
 		s = c.Stats()
 	}
@@ -269,4 +284,7 @@ func (m cacheMetrics) Collect(ch chan<- prometheus.Metric) {
 		up = 1
 	}
 	gauge(cacheLogDesc, up)
+	gauge(cacheFetchBudgetDesc, s.FetchBudget)
+	gauge(cacheFetchBudgetLeftDesc, s.FetchBudgetLeft)
+	counter(cacheInvalidLinksDesc, s.InvalidLinks)
 }

@@ -71,8 +71,13 @@ const (
 	causeArchive  = "archive" // archiving or deleting it after it was proven
 )
 
-// remote reports whether the failure was S3's or DynamoDB's.
-func (r result) remote() bool { return r.cause == causeS3 || r.cause == causeDynamoDB }
+// remote reports whether the failure was S3's or DynamoDB's as a service
+// (unreachable, timing out, 5xx, throttling): what the circuit breaker
+// counts and the end of an outage ends. A request refused for this file
+// alone (see fileFault) is the file's failure, as a local one is.
+func (r result) remote() bool {
+	return (r.cause == causeS3 || r.cause == causeDynamoDB) && !fileFault(r.err)
+}
 
 // offloadFile takes one file through the life of an original, top to bottom:
 // settle → upload → verify → record → archive. Every step is idempotent, so
@@ -236,7 +241,7 @@ func (a *Agent) releaseLocal(rel string, f *os.File, read fileID) error {
 		return fmt.Errorf("%s: %w: opened for writing after it was read", rel, err)
 	}
 	defer l.end()
-	if err := stillExactly(a.root, rel, f, read); err != nil {
+	if err := stillSame(a.root, rel, f, read); err != nil {
 		return err
 	}
 	return finishLocal(a.cfg, rel, read, a.dirs.later, func() error {

@@ -7,12 +7,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
-	"path"
 	"path/filepath"
 	"strings"
 	"sync"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/photosleeve/offload"
 )
@@ -140,24 +140,35 @@ func (a *Agent) recordPending(ctx context.Context) int {
 // later even if its file has gone or changed meanwhile. A nil
 // *pendingProofs keeps none (--dry-run, which uploads nothing).
 //
-// The files are reached through the watch folder's os.Root, and only
-// through real folders: a symlink in their place is refused.
+// The files are reached as the upload records are (see resumeRecords): the
+// folder is opened one name at a time without following symlinks, so a
+// claim folder or records folder that is a symlink is refused.
 type pendingProofs struct {
-	root *os.Root
-	host string
-	mu   sync.Mutex
-	held map[string]offload.Record // by key
+	watch string
+	host  string
+	mu    sync.Mutex
+	held  map[string]offload.Record // by key
 }
 
-func newPendingProofs(root *os.Root, host string) *pendingProofs {
-	return &pendingProofs{root: root, host: host, held: map[string]offload.Record{}}
+func newPendingProofs(watch, host string) *pendingProofs {
+	return &pendingProofs{watch: watch, host: host, held: map[string]offload.Record{}}
+}
+
+// dir opens the records folder, making it (mode 0700) with create.
+func (p *pendingProofs) dir(create bool) (*folder, error) {
+	w, err := openFolder(p.watch)
+	if err != nil {
+		return nil, err
+	}
+	defer w.Close()
+	return w.sub(filepath.ToSlash(uploadsDir), create, 0o700)
 }
 
 // name is the file of key's proof: a hash of host and key, as for the
-// upload records (see resumeRecords.path).
+// upload records (see resumeRecords.name).
 func (p *pendingProofs) name(key string) string {
 	h := sha256.Sum256([]byte(p.host + "\x00" + key))
-	return path.Join(filepath.ToSlash(uploadsDir), hex.EncodeToString(h[:16])+".proof")
+	return hex.EncodeToString(h[:16]) + ".proof"
 }
 
 // keep holds r until done(r): in memory, and on disk. A proof not written
@@ -166,13 +177,13 @@ func (p *pendingProofs) name(key string) string {
 // old one was no longer there.
 //
 // The file is not fsynced here: kept before every ledger write, it must
-// cost little. Written, renamed and removed it cost 0.2 to 0.55 ms a file
-// (BenchmarkPendingProofKeepDone on a loaded 2-core VM, ext4); fsyncing
-// the file and its folder too made it 4.6 ms. A
+// cost little. Written, renamed and removed it cost 0.08 to 0.55 ms a
+// file (BenchmarkPendingProofKeepDone, a shared 2-core VM, ext4, runs far
+// apart); with the file and its folder fsynced too, 0.7 to 4.6 ms. A
 // written file outlives the agent's own crash (kill -9, out of memory),
-// which is what the moment between S3's answer and the ledger's is exposed
-// to; only a crash of the machine in that moment can lose it, and then
-// only a file that also changed before the restart leaves its object
+// which is what the moment between S3's answer and the ledger's is
+// exposed to; only a crash of the machine in that moment can lose it, and
+// then only a file that also changed before the restart leaves its object
 // unrecorded (the audit reports it: object-without-ledger). A proof whose
 // ledger write failed, and so may wait long, is made durable (see
 // persist).
@@ -183,11 +194,7 @@ func (p *pendingProofs) keep(r offload.Record) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.held[r.Key] = r
-	b, err := json.Marshal(r)
-	if err != nil {
-		return err
-	}
-	return p.write(p.name(r.Key), b, false)
+	return p.write(r, false)
 }
 
 // persist makes r's file durable (fsynced, in a fsynced folder), if r is
@@ -201,11 +208,7 @@ func (p *pendingProofs) persist(r offload.Record) error {
 	if held, ok := p.held[r.Key]; !ok || !held.SameVersion(r) {
 		return nil
 	}
-	b, err := json.Marshal(r)
-	if err != nil {
-		return err
-	}
-	return p.write(p.name(r.Key), b, true)
+	return p.write(r, true)
 }
 
 // done forgets r once the ledger has it. A newer proof of the same key is
@@ -221,8 +224,9 @@ func (p *pendingProofs) done(r offload.Record) {
 		return
 	}
 	delete(p.held, r.Key)
-	if p.realDirs() == nil {
-		_ = p.root.Remove(p.name(r.Key)) // one left behind is recorded again: idempotent
+	if d, err := p.dir(false); err == nil {
+		d.remove(p.name(r.Key)) // one left behind is recorded again: idempotent
+		d.Close()
 	}
 }
 
@@ -244,20 +248,17 @@ func (p *pendingProofs) list() []offload.Record {
 
 // loadLocked adds the proofs on disk that memory does not hold.
 func (p *pendingProofs) loadLocked() {
-	if p.realDirs() != nil {
-		return
-	}
-	dir, err := p.root.Open(uploadsDir)
+	d, err := p.dir(false)
 	if err != nil {
 		return
 	}
-	defer dir.Close()
-	names, _ := dir.Readdirnames(-1)
+	defer d.Close()
+	names, _ := d.f.Readdirnames(-1)
 	for _, n := range names {
-		if !strings.HasSuffix(n, ".proof") {
+		if !strings.HasSuffix(n, ".proof") || strings.HasPrefix(n, ".") {
 			continue
 		}
-		b, err := p.root.ReadFile(path.Join(filepath.ToSlash(uploadsDir), n))
+		b, err := d.readFile(n)
 		if err != nil {
 			continue
 		}
@@ -271,64 +272,43 @@ func (p *pendingProofs) loadLocked() {
 	}
 }
 
-// write puts b into name: a temporary file (which start-up removes if a
-// crash left it, see removeTemps) renamed into place; with durable, the
+// write puts r into its file: a temporary file (which start-up removes if
+// a crash left it, see removeTemps) renamed into place; with durable, the
 // file is fsynced before the rename and the folder after it.
-func (p *pendingProofs) write(name string, b []byte, durable bool) error {
-	err := p.realDirs()
-	if errors.Is(err, fs.ErrNotExist) {
-		if err := p.root.MkdirAll(uploadsDir, 0o700); err != nil {
-			return err
-		}
-		err = p.realDirs()
-	}
+func (p *pendingProofs) write(r offload.Record, durable bool) error {
+	b, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}
-	tmp := path.Join(path.Dir(name), ".tmp-"+path.Base(name))
-	f, err := p.root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	d, err := p.dir(true)
 	if err != nil {
 		return err
 	}
-	defer p.root.Remove(tmp)
-	if _, err := f.Write(b); err != nil {
-		f.Close()
+	defer d.Close()
+	tmp, tmpName, err := d.createTemp(".tmp-", 0o600)
+	if err != nil {
+		return err
+	}
+	defer d.remove(tmpName) // once renamed, there is nothing left to remove
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
 		return err
 	}
 	if durable {
-		if err := f.Sync(); err != nil {
-			f.Close()
+		if err := tmp.Sync(); err != nil {
+			tmp.Close()
 			return err
 		}
 	}
-	if err := f.Close(); err != nil {
+	if err := tmp.Close(); err != nil {
 		return err
 	}
-	if err := p.root.Rename(tmp, name); err != nil {
-		return err
+	name := p.name(r.Key)
+	if err := unix.Renameat(d.fd(), tmpName, d.fd(), name); err != nil {
+		return &os.LinkError{Op: "rename", Old: d.name(tmpName), New: d.name(name), Err: err}
 	}
 	if !durable {
 		return nil
 	}
-	dir, err := p.root.Open(uploadsDir)
-	if err != nil {
-		return err
-	}
-	defer dir.Close()
-	return dir.Sync()
-}
-
-// realDirs checks that the claim folder and the upload records' folder
-// are folders, not symlinks to one elsewhere in the watch folder.
-func (p *pendingProofs) realDirs() error {
-	for _, d := range []string{claimDir, uploadsDir} {
-		fi, err := p.root.Lstat(d)
-		if err != nil {
-			return err
-		}
-		if !fi.IsDir() {
-			return fmt.Errorf("%s is not a folder (%s): proofs of uploads are not kept through it: %w", d, fi.Mode().Type(), fs.ErrInvalid)
-		}
-	}
-	return nil
+	return d.sync()
 }

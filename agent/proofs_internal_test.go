@@ -9,17 +9,6 @@ import (
 	"github.com/photosleeve/offload"
 )
 
-func openTestRoot(t testing.TB) (string, *os.Root) {
-	t.Helper()
-	dir := t.TempDir()
-	root, err := os.OpenRoot(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { root.Close() })
-	return dir, root
-}
-
 func proofFiles(t *testing.T, watch string) []string {
 	t.Helper()
 	files, err := filepath.Glob(filepath.Join(watch, uploadsDir, "*.proof"))
@@ -35,22 +24,22 @@ func proofFiles(t *testing.T, watch string) []string {
 // newer; done of the newer leaves nothing. Another host's proofs in a
 // shared folder are not this host's to record.
 func TestPendingProofsOutliveTheProcess(t *testing.T) {
-	watch, root := openTestRoot(t)
+	watch := t.TempDir()
 	at := time.Date(2026, 12, 6, 1, 2, 3, 4, time.UTC)
 	v1 := offload.Record{Key: "p/a.jpg", Size: 3, CRC64NVME: "x", VersionID: "v1", Host: "web1", Path: "a.jpg", UploadedAt: at}
 	v2 := v1
 	v2.VersionID = "v2"
 
-	if err := newPendingProofs(root, "web1").keep(v1); err != nil {
+	if err := newPendingProofs(watch, "web1").keep(v1); err != nil {
 		t.Fatalf("keep: %v", err)
 	}
 	other := v1
 	other.Key, other.Host = "p/b.jpg", "web2"
-	if err := newPendingProofs(root, "web2").keep(other); err != nil {
+	if err := newPendingProofs(watch, "web2").keep(other); err != nil {
 		t.Fatalf("keep on web2: %v", err)
 	}
 
-	next := newPendingProofs(root, "web1")
+	next := newPendingProofs(watch, "web1")
 	got := next.list()
 	if len(got) != 1 || !got[0].SameVersion(v1) || !got[0].UploadedAt.Equal(at) || got[0].Path != "a.jpg" {
 		t.Fatalf("the next run lists %+v; want only %+v", got, v1)
@@ -59,14 +48,14 @@ func TestPendingProofsOutliveTheProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	next.done(v1)
-	if got := newPendingProofs(root, "web1").list(); len(got) != 1 || !got[0].SameVersion(v2) {
+	if got := newPendingProofs(watch, "web1").list(); len(got) != 1 || !got[0].SameVersion(v2) {
 		t.Fatalf("after done of the older proof: %+v on disk; want the newer %+v", got, v2)
 	}
 	next.done(v2)
 	if got := next.list(); len(got) != 0 {
 		t.Errorf("after done of the newer proof: %+v held; want none", got)
 	}
-	if got := newPendingProofs(root, "web1").list(); len(got) != 0 {
+	if got := newPendingProofs(watch, "web1").list(); len(got) != 0 {
 		t.Errorf("after done: %+v on disk; want none", got)
 	}
 	if files := proofFiles(t, watch); len(files) != 1 {
@@ -78,7 +67,7 @@ func TestPendingProofsOutliveTheProcess(t *testing.T) {
 // replaced by a symlink, no proof is written through it; the proof is
 // still held in memory for this run.
 func TestPendingProofsRefuseSymlinkedFolder(t *testing.T) {
-	watch, root := openTestRoot(t)
+	watch := t.TempDir()
 	elsewhere := filepath.Join(watch, "photos")
 	if err := os.MkdirAll(filepath.Join(watch, claimDir), 0o700); err != nil {
 		t.Fatal(err)
@@ -89,7 +78,7 @@ func TestPendingProofsRefuseSymlinkedFolder(t *testing.T) {
 	if err := os.Symlink(elsewhere, filepath.Join(watch, uploadsDir)); err != nil {
 		t.Fatal(err)
 	}
-	p := newPendingProofs(root, "web1")
+	p := newPendingProofs(watch, "web1")
 	r := offload.Record{Key: "p/a.jpg", Size: 3, CRC64NVME: "x", VersionID: "v1", Host: "web1"}
 	if err := p.keep(r); err == nil {
 		t.Error("keep through a symlinked folder: nil error; want a refusal")
@@ -105,8 +94,7 @@ func TestPendingProofsRefuseSymlinkedFolder(t *testing.T) {
 // BenchmarkPendingProofKeepDone: what keeping a proof costs every upload
 // (written, not fsynced, then removed once recorded).
 func BenchmarkPendingProofKeepDone(b *testing.B) {
-	_, root := openTestRoot(b)
-	p := newPendingProofs(root, "web1")
+	p := newPendingProofs(b.TempDir(), "web1")
 	r := offload.Record{Key: "p/a.jpg", Size: 3, CRC64NVME: "x", VersionID: "v1", Host: "web1", UploadedAt: time.Now()}
 	for b.Loop() {
 		if err := p.keep(r); err != nil {

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // uploadsDir is where this host keeps a record of each multipart upload it
@@ -47,9 +49,18 @@ func (r uploadRecord) fits(key string, id fileID, partSize int64, host string) b
 
 // resumeRecords keeps the upload records of one host in the watch folder.
 // A nil *resumeRecords keeps none: uploads are then never resumed.
+//
+// The records folder is reached from the watch folder one name at a time
+// without following symlinks (see folder), and every record is read,
+// written and removed relative to it: a claim folder or records folder
+// that is a symlink or not a folder is errNotFolder, so nothing is read
+// from, written to or deleted in a folder someone pointed it at.
 type resumeRecords struct {
-	dir  string // WATCH/.offload-claim/.uploads
-	host string
+	watch string // the records are in WATCH/.offload-claim/.uploads
+	host  string
+	// beforeDelete, if set, runs in remove between the check of the
+	// record's upload id and its deletion: a test's window for a save.
+	beforeDelete func()
 }
 
 // hostName is the host whose records these are ("" for none).
@@ -61,15 +72,25 @@ func (r *resumeRecords) hostName() string {
 }
 
 func newResumeRecords(watch, host string) *resumeRecords {
-	return &resumeRecords{dir: filepath.Join(watch, uploadsDir), host: host}
+	return &resumeRecords{watch: watch, host: host}
 }
 
-// path names the record of key: a hash of host and key, so records of
+// dir opens the records folder, making it (mode 0700) with create.
+func (r *resumeRecords) dir(create bool) (*folder, error) {
+	w, err := openFolder(r.watch)
+	if err != nil {
+		return nil, err
+	}
+	defer w.Close()
+	return w.sub(filepath.ToSlash(uploadsDir), create, 0o700)
+}
+
+// name names the record of key: a hash of host and key, so records of
 // hosts sharing a watch folder (a network file system) never collide, and
 // any key makes a valid file name.
-func (r *resumeRecords) path(key string) string {
+func (r *resumeRecords) name(key string) string {
 	h := sha256.Sum256([]byte(r.host + "\x00" + key))
-	return filepath.Join(r.dir, hex.EncodeToString(h[:16])+".json")
+	return hex.EncodeToString(h[:16]) + ".json"
 }
 
 // load returns the record of key, if there is one and it can be read.
@@ -77,7 +98,16 @@ func (r *resumeRecords) load(key string) (uploadRecord, bool) {
 	if r == nil {
 		return uploadRecord{}, false
 	}
-	b, err := os.ReadFile(r.path(key))
+	d, err := r.dir(false)
+	if err != nil {
+		return uploadRecord{}, false
+	}
+	defer d.Close()
+	return r.loadIn(d, key)
+}
+
+func (r *resumeRecords) loadIn(d *folder, key string) (uploadRecord, bool) {
+	b, err := d.readFile(r.name(key))
 	if err != nil {
 		return uploadRecord{}, false
 	}
@@ -95,18 +125,20 @@ func (r *resumeRecords) save(rec uploadRecord) error {
 	if r == nil {
 		return nil
 	}
-	if err := os.MkdirAll(r.dir, 0o700); err != nil {
+	d, err := r.dir(true)
+	if err != nil {
 		return err
 	}
+	defer d.Close()
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(r.dir, ".tmp-*")
+	tmp, tmpName, err := d.createTemp(".tmp-", 0o600)
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp.Name())
+	defer d.remove(tmpName) // once renamed, there is nothing left to remove
 	if _, err := tmp.Write(b); err != nil {
 		tmp.Close()
 		return err
@@ -118,32 +150,72 @@ func (r *resumeRecords) save(rec uploadRecord) error {
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp.Name(), r.path(rec.Key)); err != nil {
-		return err
+	if err := unix.Renameat(d.fd(), tmpName, d.fd(), r.name(rec.Key)); err != nil {
+		return &os.LinkError{Op: "rename", Old: d.name(tmpName), New: d.name(r.name(rec.Key)), Err: err}
 	}
-	return syncDir(r.dir)
+	return d.sync()
 }
 
 // remove deletes the record of key if it names uploadID ("" for any).
+// A record another goroutine saves meanwhile for a new upload of the key
+// (the sweep removing an aborted upload's record while a worker starts
+// the next one) survives: the record is first taken from its name by a
+// rename, which is atomic, and only then read; one that is not uploadID's
+// is put back, unless a newer one has taken its place. A crash in between
+// leaves a temporary that the next start removes (removeTemps): that
+// upload is then not resumed.
 func (r *resumeRecords) remove(key, uploadID string) {
 	if r == nil {
 		return
 	}
-	if rec, ok := r.load(key); ok && uploadID != "" && rec.UploadID != uploadID {
+	d, err := r.dir(false)
+	if err != nil {
 		return
 	}
-	os.Remove(r.path(key)) // a record that stays is dropped by a later sweep
+	defer d.Close()
+	if rec, ok := r.loadIn(d, key); ok && uploadID != "" && rec.UploadID != uploadID {
+		return
+	}
+	if r.beforeDelete != nil {
+		r.beforeDelete()
+	}
+	name := r.name(key)
+	tmp, taken, err := d.createTemp(".tmp-", 0o600)
+	if err != nil {
+		return // a record that stays is dropped by a later sweep
+	}
+	tmp.Close()
+	defer d.remove(taken)
+	if unix.Renameat(d.fd(), name, d.fd(), taken) != nil {
+		return // gone already
+	}
+	b, err := d.readFile(taken)
+	var rec uploadRecord
+	if err != nil || json.Unmarshal(b, &rec) != nil || uploadID == "" || rec.UploadID == uploadID {
+		return
+	}
+	// Another upload's: back under its name, unless a newer record has
+	// taken the name meanwhile (EEXIST), which then stays.
+	renameNoReplace(d, taken, d, name)
 }
 
 // removeTemps deletes what a save cut off by a crash left: temporary files
-// never renamed into a record.
+// never renamed into a record. A records folder that is a symlink or not a
+// folder is left alone (the sweep's reading of it says so in the log).
 func (r *resumeRecords) removeTemps() {
 	if r == nil {
 		return
 	}
-	temps, _ := filepath.Glob(filepath.Join(r.dir, ".tmp-*"))
-	for _, t := range temps {
-		os.Remove(t)
+	d, err := r.dir(false)
+	if err != nil {
+		return
+	}
+	defer d.Close()
+	names, _ := d.f.Readdirnames(-1)
+	for _, name := range names {
+		if strings.HasPrefix(name, ".tmp-") {
+			d.remove(name)
+		}
 	}
 }
 
@@ -153,18 +225,23 @@ func (r *resumeRecords) byUploadID() (map[string]uploadRecord, error) {
 	if r == nil {
 		return out, nil
 	}
-	entries, err := os.ReadDir(r.dir)
+	d, err := r.dir(false)
 	if errors.Is(err, fs.ErrNotExist) {
 		return out, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("upload records: %w", err)
 	}
-	for _, e := range entries {
-		if !strings.HasSuffix(e.Name(), ".json") {
+	defer d.Close()
+	names, err := d.f.Readdirnames(-1)
+	if err != nil {
+		return nil, fmt.Errorf("upload records: %w", err)
+	}
+	for _, name := range names {
+		if !strings.HasSuffix(name, ".json") {
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join(r.dir, e.Name()))
+		b, err := d.readFile(name)
 		if err != nil {
 			continue
 		}

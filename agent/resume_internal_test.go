@@ -88,3 +88,33 @@ func TestUploadRecordFits(t *testing.T) {
 		t.Error("record still there after remove")
 	}
 }
+
+// TestRemoveKeepsARecordSavedMeanwhile: the sweep removes the record of an
+// upload it aborted while a worker may be saving the record of a new
+// upload of the same key. A save between remove's look at the record and
+// its deletion must survive: the new upload stays resumable (and, after a
+// crash, known as this host's).
+func TestRemoveKeepsARecordSavedMeanwhile(t *testing.T) {
+	r := newResumeRecords(t.TempDir(), "web-1")
+	old := uploadRecord{Key: "k/a.mov", UploadID: "old", Host: "web-1", PartSize: 8 << 20}
+	if err := r.save(old); err != nil {
+		t.Fatal(err)
+	}
+	fresh := old
+	fresh.UploadID = "new"
+	r.beforeDelete = func() {
+		r.beforeDelete = nil
+		if err := r.save(fresh); err != nil {
+			t.Error(err)
+		}
+	}
+	r.remove("k/a.mov", "old")
+	got, ok := r.load("k/a.mov")
+	if !ok || got.UploadID != "new" {
+		t.Fatalf("after removing upload old while upload new was saved: record %+v, %v; want upload new's", got, ok)
+	}
+	r.remove("k/a.mov", "new")
+	if _, ok := r.load("k/a.mov"); ok {
+		t.Error("record still there after remove")
+	}
+}

@@ -96,17 +96,6 @@ type s3Store struct {
 	partSize    int64
 	callTimeout time.Duration
 	mem         *bufferPool
-	// started is S3's clock when this agent started (see serverTime):
-	// uploads initiated before it are not this process's. Set by the
-	// first listing of uploads, which the start-up sweep makes before any
-	// upload begins; until then, this host's clock.
-	started      time.Time
-	startedKnown bool
-	// shared: the watch folder is on a network file system, where another
-	// host may be uploading the same file: an upload initiated before this
-	// agent started may be that host's, live, so it is not aborted for
-	// that alone (see abortStale and sweepOrphans).
-	shared bool
 	// mine holds the multipart uploads this process created and has not
 	// completed or aborted: true while one is live, false once its own
 	// abort failed (an orphan of ours, to abort again later).
@@ -122,7 +111,7 @@ type s3Store struct {
 
 func newS3Store(client *s3.Client, bucket string, partSize int64, concurrency int, callTimeout time.Duration) *s3Store {
 	return &s3Store{client: client, bucket: bucket, partSize: partSize, callTimeout: callTimeout,
-		mem: newBufferPool(partSize*int64(concurrency), partSize), started: time.Now(), mine: map[string]bool{}}
+		mem: newBufferPool(partSize*int64(concurrency), partSize), mine: map[string]bool{}}
 }
 
 // put stores the upload under its key unless the key exists, reading the
@@ -229,7 +218,8 @@ func (s *s3Store) putMultipart(ctx context.Context, u upload, partSize int64) (s
 		}
 		uploadID = aws.ToString(created.UploadId)
 		// Without its record the upload is simply not resumable: the next
-		// run aborts it (see sweepOrphans) and starts again.
+		// run starts again, and aborts this one once its own completes
+		// (abortKey).
 		_ = s.records.save(uploadRecord{Key: u.key, UploadID: uploadID, Host: s.records.hostName(),
 			Dev: u.version.dev, Ino: u.version.ino, Size: u.version.size, Mtime: u.version.mtime, PartSize: partSize})
 	}
@@ -496,28 +486,19 @@ func (s *s3Store) ours(uploadID string) (mine, live bool) {
 	return mine, live
 }
 
-// abortStale aborts the multipart uploads of key that nobody alive will
-// finish: those initiated before this agent started (a killed run's; not on
-// a network file system, where such an upload may be another host's, live)
-// and this agent's own whose abort failed (S3 was unreachable). It leaves
-// alone another host's live upload of the same name, so two hosts holding
-// the same file never cancel each other. Idempotent; failures are harmless
-// (see abort).
+// abortStale aborts the multipart uploads of key that this agent made and
+// whose abort failed (S3 was unreachable). It leaves alone every other
+// upload of the key, begun before this agent started or not: it may be
+// another host's, live (a shared web root, or a copy of it on each host),
+// and two hosts holding the same file never cancel each other. A dead
+// run's upload this host recorded was dealt with by resumable; one it
+// never recorded goes once this upload completes (abortKey). Idempotent;
+// failures are harmless (see abort).
 func (s *s3Store) abortStale(ctx context.Context, key string) {
 	_, _ = s.abortUploads(ctx, key, func(u types.MultipartUpload, _ time.Time) bool {
-		if aws.ToString(u.Key) != key {
-			return false
-		}
 		mine, live := s.ours(aws.ToString(u.UploadId))
-		return (mine && !live) || (!mine && !s.shared && aws.ToTime(u.Initiated).Before(s.startedAt()))
+		return aws.ToString(u.Key) == key && mine && !live
 	})
-}
-
-// startedAt is S3's clock when this agent started (see started).
-func (s *s3Store) startedAt() time.Time {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.started
 }
 
 // abortKey aborts every multipart upload of key but this agent's live
@@ -549,14 +530,6 @@ func (s *s3Store) abortUploads(ctx context.Context, prefix string, stale func(u 
 		if !ok {
 			return n, errors.New("list multipart uploads: the answer has no Date header; uploads are not aborted without S3's clock")
 		}
-		s.mu.Lock()
-		if !s.startedKnown {
-			// Date has whole seconds: S3's clock was somewhere in the
-			// second after it. An upload initiated in that second counts
-			// as before the start.
-			s.started, s.startedKnown = now.Add(time.Second), true
-		}
-		s.mu.Unlock()
 		for _, u := range page.Uploads {
 			if stale(u, now) {
 				s.abort(aws.ToString(u.Key), aws.ToString(u.UploadId))
@@ -602,7 +575,7 @@ func (s *s3Store) head(ctx context.Context, key string) (objectInfo, error) {
 	if err != nil {
 		var re *smithyhttp.ResponseError
 		if errors.As(err, &re) && re.HTTPStatusCode() == http.StatusForbidden {
-			return objectInfo{}, fmt.Errorf("head %s: %w: %v", key, errNotVisible, err)
+			return objectInfo{}, fmt.Errorf("head %s: %w: %w", key, errNotVisible, err)
 		}
 		return objectInfo{}, translate("head "+key, err)
 	}
@@ -615,7 +588,8 @@ func (s *s3Store) head(ctx context.Context, key string) (objectInfo, error) {
 	return info, nil
 }
 
-// translate turns the S3 errors the pipeline acts on into sentinels.
+// translate turns the S3 errors the pipeline acts on into sentinels. The
+// SDK's error stays wrapped too: fileFault reads its code and status.
 func translate(op string, err error) error {
 	var re *smithyhttp.ResponseError
 	if errors.As(err, &re) {
@@ -623,7 +597,7 @@ func translate(op string, err error) error {
 		case http.StatusPreconditionFailed:
 			return fmt.Errorf("%s: %w", op, errObjectExists)
 		case http.StatusNotFound:
-			return fmt.Errorf("%s: %w: %v", op, offload.ErrNotFound, err)
+			return fmt.Errorf("%s: %w: %w", op, offload.ErrNotFound, err)
 		}
 	}
 	return fmt.Errorf("%s: %w", op, err)

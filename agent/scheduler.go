@@ -1,7 +1,9 @@
 package agent
 
 import (
+	"encoding/binary"
 	"errors"
+	"hash/maphash"
 	"math/rand/v2"
 	"time"
 )
@@ -42,14 +44,18 @@ type entry struct {
 	seen      fileID    // the last version observed
 	since     time.Time // when that version was first observed
 	firstSeen time.Time // when the name was first seen pending (for status)
-	heldOpen  bool      // the last attempt found a writer holding it
 	notBefore time.Time // backoff after a failure
 	attempts  int
-	remote    bool   // the last failure was S3's or DynamoDB's
 	published fileID // the version that appeared by a rename; see job.published
-	running   bool
-	dirty     bool   // an event arrived while it was running
 	proven    *proof // the last attempt proved it and failed locally; see proof
+	// The flags and probed together, so that they share one word and an
+	// entry stays in the allocator's 320-byte class (see BenchmarkHeldFile).
+	heldOpen bool // the last attempt found a writer holding it
+	remote   bool // the last failure was S3's or DynamoDB's as a service (result.remote)
+	own      bool // the last failure was the file's own: refused for it alone, or local
+	running  bool
+	dirty    bool  // an event arrived while it was running
+	probed   int32 // the breaker's probe count when this file was last its probe; 0: never
 
 	at         time.Time // when it is next due; see scheduler.dueAt
 	index      int       // in scheduler.queue, or -1 while running
@@ -103,9 +109,25 @@ type scheduler struct {
 	brk      breaker // see breaker.go
 	jobs     []job   // due's result, reused
 	// limit is the most pending files it holds (maxPending). The loop stops
-	// taking candidates while it is full, which pauses the scan.
+	// taking candidates while it is full and no file may make room (see
+	// room), which pauses the scan.
 	limit int
 	peak  int // the most pending files held at once, for tests
+	// spare is the file that makes room for the next new one while full
+	// (see room); evicted counts the files that did, and cooling holds
+	// their backoff (see makeRoom).
+	spare   *entry
+	owns    int // pending files whose last failure was their own (entry.own)
+	evicted int64
+	cooling map[uint64]cooled
+	seed    maphash.Seed
+}
+
+// cooled is what is kept of a file that made room: when its backoff ends,
+// on the queue's scale (see key), and its failed attempts.
+type cooled struct {
+	at       int64
+	attempts int
 }
 
 // maxPending is the most files the agent holds state for at once. Each
@@ -129,11 +151,91 @@ func newScheduler(cfg Config, once bool, lstat func(rel string) (fileID, error),
 		pending: map[string]*entry{}, parked: map[string]fileID{},
 		running: map[*entry]struct{}{}, remote: map[*entry]struct{}{},
 		lastDone: now, epoch: now, limit: maxPending,
+		cooling: map[uint64]cooled{}, seed: maphash.MakeSeed(),
 	}
 }
 
 // full reports whether it holds as many pending files as it may.
 func (s *scheduler) full() bool { return len(s.pending) >= s.limit }
+
+// room reports whether a file not held yet may be taken: it is not full,
+// or a file it holds keeps failing for its own reason and may make room
+// (see makeRoom). Otherwise a set full of files that fail for good (a
+// subtree the archive may not write, keys a policy refuses) would stop the
+// agent from ever looking at a new file. Files waiting for S3 or DynamoDB
+// to come back never make room: during an outage the scan waits, as
+// maxPending says. Nor in Once, which scans once: a file dropped would not
+// be seen again, and a failing file leaves after onceAttempts anyway.
+func (s *scheduler) room() bool {
+	return !s.full() || !s.once && s.victim() != nil
+}
+
+// victim returns the file that makes room next, or nil: of the queue, or
+// of probeSample files taken from it at random when it is longer, the one
+// whose own failure put it furthest off. The sample keeps the cost flat in
+// the backlog; it finds such files when they hold much of the set, which
+// is when the set is full because of them.
+func (s *scheduler) victim() *entry {
+	if v := s.spare; v != nil && v.own && !v.running && s.pending[v.rel] == v {
+		return v
+	}
+	s.spare = nil
+	if s.owns == 0 {
+		return nil
+	}
+	for i := range min(probeSample, len(s.queue)) {
+		if len(s.queue) > probeSample {
+			i = rand.IntN(len(s.queue))
+		}
+		if q := s.queue[i]; q.e.own && (s.spare == nil || q.at > s.key(s.spare.at)) {
+			s.spare = q.e
+		}
+	}
+	return s.spare
+}
+
+// makeRoom forgets one file that keeps failing for its own reason, to hold
+// a new one in its place. The forgotten file stays in the watch folder,
+// local and served, and a later scan finds it again. Until then only its
+// backoff is kept, in cooling (35 bytes a file, measured at 25,000, not
+// the 420 of a held file): found again while the set is full and before
+// its backoff ends, it takes no place (the next rescan offers it again),
+// and once held again it goes on from the attempts it had. So a file
+// failing for good is not tried more often than its backoff says, and new
+// files take the places.
+// cooling holds at most limit files; beyond that one kept is forgotten,
+// whichever the map gives first, and starts over when found again.
+func (s *scheduler) makeRoom() {
+	v := s.victim()
+	if v == nil {
+		return
+	}
+	s.spare = nil
+	if len(s.cooling) >= s.limit {
+		for k := range s.cooling {
+			delete(s.cooling, k)
+			break
+		}
+	}
+	s.cooling[s.coolKey(v.rel, v.seen)] = cooled{at: s.key(v.notBefore), attempts: v.attempts}
+	s.remove(v)
+	s.evicted++
+}
+
+// coolKey names one version of a file in cooling: a file that changed
+// since it made room is a new one.
+func (s *scheduler) coolKey(rel string, id fileID) uint64 {
+	var h maphash.Hash
+	h.SetSeed(s.seed)
+	h.WriteString(rel)
+	var b [32]byte
+	binary.LittleEndian.PutUint64(b[0:], id.dev)
+	binary.LittleEndian.PutUint64(b[8:], id.ino)
+	binary.LittleEndian.PutUint64(b[16:], uint64(id.size))
+	binary.LittleEndian.PutUint64(b[24:], uint64(id.mtime.UnixNano()))
+	h.Write(b[:])
+	return h.Sum64()
+}
 
 // len is the number of pending files, running ones included.
 func (s *scheduler) len() int { return len(s.pending) }
@@ -170,7 +272,26 @@ func (s *scheduler) note(c candidate, now time.Time) bool {
 	}
 	switch {
 	case e == nil:
+		var ck uint64
+		var c cooled
+		cooling := false
+		if len(s.cooling) > 0 {
+			ck = s.coolKey(rel, id)
+			c, cooling = s.cooling[ck]
+		}
+		if s.full() && !s.once {
+			if cooling && s.key(now) < c.at {
+				return false // it made room and its backoff is not over
+			}
+			s.makeRoom()
+		}
 		e = s.add(rel, id, now)
+		if cooling {
+			delete(s.cooling, ck)
+			e.attempts = c.attempts
+			s.setOwn(e, true)
+			e.notBefore = s.epoch.Add(time.Duration(c.at))
+		}
 	case !e.seen.sameVersion(id):
 		s.setSeen(e, id)
 		e.since = now
@@ -195,6 +316,8 @@ func (s *scheduler) due(now time.Time, free int) []job {
 		if free > 0 && s.brk.probe == nil && !s.brk.down && !now.Before(s.brk.nextProbe) {
 			if e := s.pickProbe(now); e != nil {
 				s.brk.probe = e
+				s.brk.handed++
+				e.probed = s.brk.handed
 				s.hand(s.queue.remove(e.index))
 			}
 		}
@@ -218,27 +341,44 @@ func (s *scheduler) hand(e *entry) {
 }
 
 // pickProbe chooses the file that tries the remote while the breaker is
-// open: the smallest of up to probeSample files that failed remotely (their
-// own backoff does not matter: the breaker decides when they go), or else
-// the file due soonest, if it is due. It does not walk the backlog.
+// open. Probes take turns between the files that failed on the service
+// (their own backoff does not matter: the breaker decides when they go)
+// and the file due soonest in the queue, if it is due (one never tried,
+// or one whose own backoff is over). Among the files that failed it takes,
+// of up to probeSample, the one probed longest ago, then the smallest (a
+// cheap request). So the probe is never the file probed last while another
+// can go, and a file that fails whatever the service does cannot hold the
+// breaker open alone: any other file that gets through closes it. It does
+// not walk the backlog.
 func (s *scheduler) pickProbe(now time.Time) *entry {
-	var best *entry
+	var failed *entry
 	looked := 0
 	for e := range s.remote {
 		if e.running || e.index < 0 {
 			continue
 		}
-		if best == nil || e.seen.size < best.seen.size {
-			best = e
+		if failed == nil || e.probed < failed.probed || e.probed == failed.probed && e.seen.size < failed.seen.size {
+			failed = e
 		}
 		if looked++; looked == probeSample {
 			break
 		}
 	}
-	if best == nil && len(s.queue) > 0 && s.queue[0].at <= s.key(now) {
-		best = s.queue[0].e
+	var queued *entry
+	if len(s.queue) > 0 && s.queue[0].at <= s.key(now) {
+		queued = s.queue[0].e
 	}
-	return best
+	first, second := failed, queued
+	if s.brk.handed%2 == 1 {
+		first, second = queued, failed
+	}
+	switch {
+	case first != nil && (first.probed != s.brk.handed || second == nil || second.probed == s.brk.handed):
+		return first
+	case second != nil:
+		return second
+	}
+	return first
 }
 
 // dueAt is the earliest time the file may go to a worker: after its
@@ -342,6 +482,7 @@ func (s *scheduler) finish(r result, now time.Time) (v verdict) {
 		s.remove(e)
 	case outNotReady:
 		e.heldOpen = errors.Is(r.err, errWriterHasIt)
+		s.setOwn(e, false)
 		// Watch it for a full quiet period before the next try, so a file
 		// held open by a writer is not reopened every tick.
 		if r.id != (fileID{}) {
@@ -368,6 +509,7 @@ func (s *scheduler) finish(r result, now time.Time) (v verdict) {
 	case outFailed:
 		e.attempts++
 		s.setRemote(e, r.remote())
+		s.setOwn(e, !r.remote())
 		e.heldOpen = false
 		v.attempts, v.retryIn = e.attempts, backoff(e.attempts)
 		e.notBefore = now.Add(v.retryIn)
@@ -449,6 +591,7 @@ func (s *scheduler) remove(e *entry) {
 	delete(s.pending, e.rel)
 	delete(s.running, e)
 	s.setRemote(e, false)
+	s.setOwn(e, false)
 	s.bytes -= e.seen.size
 	if e.index >= 0 {
 		s.queue.remove(e.index)
@@ -469,6 +612,16 @@ func (s *scheduler) remove(e *entry) {
 func (s *scheduler) setSeen(e *entry, id fileID) {
 	s.bytes += id.size - e.seen.size
 	e.seen = id
+}
+
+func (s *scheduler) setOwn(e *entry, own bool) {
+	switch {
+	case own && !e.own:
+		s.owns++
+	case !own && e.own:
+		s.owns--
+	}
+	e.own = own
 }
 
 func (s *scheduler) setRemote(e *entry, remote bool) {
@@ -492,7 +645,7 @@ type backlog struct {
 	running []Waiting
 	breaker BreakerStatus
 	limit   int  // the most pending files held
-	full    bool // files is at limit: the scan waits
+	full    bool // files is at limit and none may make room: the scan waits
 }
 
 // snapshot returns the counts, the running files and the first list files
@@ -513,7 +666,7 @@ func (s *scheduler) snapshot(list int) backlog {
 	}
 	n := min(list, len(s.pending))
 	return backlog{files: len(s.pending), bytes: s.bytes, oldest: all[:n:n], running: all[n:], breaker: s.brk.status(now),
-		limit: s.limit, full: s.full()}
+		limit: s.limit, full: !s.room()}
 }
 
 // waiting is how status shows the file at now.

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"math/rand/v2"
+	"net/http"
 	"runtime"
 	"slices"
 	"testing"
@@ -859,5 +861,168 @@ func BenchmarkHeldFile(b *testing.B) {
 		}
 		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "B/held-file")
 		runtime.KeepAlive(s)
+	}
+}
+
+// TestBreakerPerFileRefusalsDoNotTrip: S3 or DynamoDB refusing one file's
+// request (its key denied, too long, the item invalid) is the file's
+// failure, not the service's: however many files are refused in a row,
+// the breaker stays closed, and the end of an outage does not pull their
+// retries in. Each is retried on its own backoff, and Once gives up only
+// the refused files themselves.
+func TestBreakerPerFileRefusalsDoNotTrip(t *testing.T) {
+	refusals := []struct {
+		cause string
+		err   error
+	}{
+		{causeS3, sdkError(t, causeS3, http.StatusForbidden, "AccessDenied")},
+		{causeS3, sdkError(t, causeS3, http.StatusBadRequest, "KeyTooLongError")},
+		{causeDynamoDB, sdkError(t, causeDynamoDB, http.StatusBadRequest, "AccessDeniedException")},
+		{causeDynamoDB, sdkError(t, causeDynamoDB, http.StatusBadRequest, "ValidationException")},
+	}
+	for _, once := range []bool{false, true} {
+		t.Run(fmt.Sprintf("once=%v", once), func(t *testing.T) {
+			now := time.Now()
+			s, _ := breakerScheduler(t, 50, once)
+			for i := range 3 * breakerThreshold {
+				r := refusals[i%len(refusals)]
+				for _, j := range s.due(now, 1) {
+					s.finish(result{rel: j.rel, outcome: outFailed, cause: r.cause, err: r.err}, now)
+				}
+			}
+			if st := s.snapshot(1).breaker; s.brk.open || st.State != "closed" || st.Trips != 0 {
+				t.Errorf("after %d refusals: breaker %+v; want closed, never tripped", 3*breakerThreshold, st)
+			}
+			if len(s.remote) != 0 {
+				t.Errorf("%d refused files wait for the end of an outage; want none", len(s.remote))
+			}
+			if n := s.abandon(); n != 0 || s.len() != 50 {
+				t.Errorf("abandoned %d, %d pending; want none given up, all 50 pending", n, s.len())
+			}
+		})
+	}
+}
+
+// TestBreakerProbeRotates: while the breaker is open the probe is never
+// the same file twice in a row while others wait, and files that never
+// failed take their turn: a file that fails whatever the service does
+// (one S3 refuses with a 500, say) cannot hold the breaker open alone.
+func TestBreakerProbeRotates(t *testing.T) {
+	now := time.Now()
+	s, _ := breakerScheduler(t, 100, false)
+	_, failed := failAll(s, now, breakerThreshold, causeS3)
+	if !s.brk.open {
+		t.Fatal("not open")
+	}
+	var probes []string
+	healthy := false
+	for i := range 10 {
+		got := dueNames(s, s.brk.nextProbe, 16)
+		if len(got) != 1 {
+			t.Fatalf("probe %d = %v; want one file", i+1, got)
+		}
+		if i > 0 && got[0] == probes[i-1] {
+			t.Fatalf("probes %v, then %s again; want another file while 99 wait", probes, got[0])
+		}
+		probes = append(probes, got[0])
+		healthy = healthy || !slices.Contains(failed, got[0])
+		s.finish(result{rel: got[0], outcome: outFailed, cause: causeS3, err: errors.New("x")}, s.brk.nextProbe)
+	}
+	if !healthy {
+		t.Errorf("probes %v: only files that had failed; want files never tried among them", probes)
+	}
+	if !s.brk.open || s.brk.probes != 10 {
+		t.Errorf("open %v, failed probes %d; want open, 10", s.brk.open, s.brk.probes)
+	}
+}
+
+// TestSchedulerFullOfFailingFilesMakesRoom: a scheduler full of files
+// that keep failing for their own reasons still takes new files, each in
+// the place of one of those (the rescan finds it again), and never holds
+// more than its limit. Files waiting for the service, files not tried yet
+// and Once make no room.
+func TestSchedulerFullOfFailingFilesMakesRoom(t *testing.T) {
+	const limit = 10
+	refused := sdkError(t, causeS3, http.StatusForbidden, "AccessDenied")
+	tests := []struct {
+		name      string
+		once      bool
+		fail      func(s *scheduler, now time.Time) // the files held
+		wantRoom  bool
+		wantEvict bool
+	}{
+		{"refused", false, func(s *scheduler, now time.Time) {
+			for _, j := range s.due(now, limit) {
+				s.finish(result{rel: j.rel, outcome: outFailed, cause: causeS3, err: refused}, now)
+			}
+		}, true, true},
+		{"archive failing", false, func(s *scheduler, now time.Time) { failAll(s, now, limit, causeArchive) }, true, true},
+		{"the service failing", false, func(s *scheduler, now time.Time) { failAll(s, now, limit, causeS3) }, false, false},
+		{"not tried yet", false, func(*scheduler, time.Time) {}, false, false},
+		{"once", true, func(s *scheduler, now time.Time) { failAll(s, now, limit, causeArchive) }, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			now := time.Now()
+			s, f := breakerScheduler(t, limit, tt.once)
+			s.limit = limit
+			tt.fail(s, now)
+			if !s.full() {
+				t.Fatalf("%d pending; want full at %d", s.len(), limit)
+			}
+			if got := s.room(); got != tt.wantRoom {
+				t.Fatalf("room() = %v; want %v", got, tt.wantRoom)
+			}
+			if st := s.snapshot(1); st.full == tt.wantRoom {
+				t.Errorf("snapshot full = %v; want %v (the scan waits)", st.full, !tt.wantRoom)
+			}
+			if !tt.wantRoom {
+				return
+			}
+			// The first new file takes the place of a failing one, which,
+			// found again by a rescan before its backoff ends, takes none;
+			// after it, it comes back with the attempts it had.
+			held := maps.Clone(s.pending)
+			f["first.jpg"] = version(999, 1, now.Add(-time.Hour))
+			s.note(candidate{rel: "first.jpg"}, now)
+			var gone *entry
+			for rel, e := range held {
+				if s.pending[rel] == nil {
+					gone = e
+				}
+			}
+			if gone == nil || s.pending["first.jpg"] == nil || s.len() != limit {
+				t.Fatalf("first.jpg held %v, %d pending, made room: %v; want held in a failing file's place", s.pending["first.jpg"] != nil, s.len(), gone != nil)
+			}
+			s.note(candidate{rel: gone.rel}, now)
+			if s.pending[gone.rel] != nil || s.evicted != 1 {
+				t.Fatalf("%s found again during its backoff: held %v, %d made room; want not held, 1", gone.rel, s.pending[gone.rel] != nil, s.evicted)
+			}
+			later := gone.notBefore.Add(time.Second)
+			s.note(candidate{rel: gone.rel}, later)
+			if e := s.pending[gone.rel]; e == nil || e.attempts != gone.attempts || s.evicted != 2 || s.len() != limit {
+				t.Fatalf("%s found again after its backoff: %+v, %d made room, %d pending; want held again after %d attempts, 2, %d", gone.rel, e, s.evicted, s.len(), gone.attempts, limit)
+			}
+			s.evicted = 0
+			for i := range 3 * limit {
+				if !s.room() {
+					break // as the loop does: the scan waits
+				}
+				rel := fmt.Sprintf("new%02d.jpg", i)
+				f[rel] = version(uint64(1000+i), 1, now.Add(-time.Hour))
+				s.note(candidate{rel: rel}, now)
+				if _, ok := s.pending[rel]; !ok && i < limit {
+					t.Fatalf("%s not held while %d failing files could make room", rel, limit-i)
+				}
+				if s.len() > limit {
+					t.Fatalf("%d pending; want at most %d", s.len(), limit)
+				}
+			}
+			// The one held again still fails for its own reason: it may make
+			// room again.
+			if s.evicted != limit-1 || s.room() {
+				t.Errorf("evicted %d, room %v; want the %d failing files left gone for new ones, no more room", s.evicted, s.room(), limit-1)
+			}
+		})
 	}
 }

@@ -24,7 +24,9 @@ type Status struct {
 	// PendingLimit is the most files the agent holds at once. While
 	// Pending is at it, BacklogFull is true: the scan waits where it is
 	// and goes on as files are offloaded (a backfill larger than the
-	// limit shows Pending at the limit until the rest is found).
+	// limit shows Pending at the limit until the rest is found). Not while
+	// a held file that keeps failing for its own reason can make room for
+	// a new one (see scheduler.room): then the scan goes on.
 	PendingLimit int  `json:"pending_limit"`
 	BacklogFull  bool `json:"backlog_full"`
 	// ScanError is the last scan's trouble (folders it could not read),
@@ -32,9 +34,15 @@ type Status struct {
 	// periodic rescan finds new files.
 	ScanError  string `json:"scan_error,omitempty"`
 	WatchError string `json:"watch_error,omitempty"`
+	// LeasesAvailable: the kernel grants the agent read leases here,
+	// which tell whether a writer has a file open and guard the claim
+	// (false on a network file system, where they are not used, and in a
+	// dry run, which makes no probe).
+	LeasesAvailable bool `json:"leases_available"`
 
-	// Breaker is open while S3 or DynamoDB fails for every file: one file
-	// at a time probes it and the others wait.
+	// Breaker is open while S3 or DynamoDB fails as a service for every
+	// file (not refusing some files' requests): one file at a time probes
+	// it and the others wait.
 	Breaker BreakerStatus `json:"breaker"`
 
 	InFlight       []InFlight `json:"in_flight"`
@@ -245,7 +253,7 @@ func (a *Agent) Status() Status {
 	}
 	s := Status{Watch: a.cfg.Watch, Cache: cache, Started: t.started.UTC(), Now: time.Now().UTC(),
 		Offloaded: a.stats.Uploaded.Load(), OffloadedBytes: a.stats.Bytes.Load(), Conflicts: a.stats.Conflicts.Load(),
-		Refused: a.stats.Refused.Load(), FailedAttempts: a.stats.Failures.Load()}
+		Refused: a.stats.Refused.Load(), FailedAttempts: a.stats.Failures.Load(), LeasesAvailable: a.leasesOK.Load()}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	s.Pending, s.PendingBytes, s.Waiting = t.waiting(maxListed)

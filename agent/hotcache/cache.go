@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"math"
+	"net/url"
 	"os"
 	"path"
 	"sort"
@@ -43,6 +44,14 @@ const (
 	// fetchWorkers: fetches at once. A fetch is bounded by the host's
 	// downlink; two keep it busy while one waits on a ledger read.
 	fetchWorkers = 2
+	// fetchBudgetTimesSize: unless told otherwise, the fetches may take
+	// twice the cache's size per window. In make bench's Zipf stream an
+	// empty cache fetched 1.3 to 1.5 times its size within one window
+	// (BENCHMARKS.md, "Hot cache"), so twice lets a cold cache fill and
+	// turn over at that pace, while whoever holds links to many originals
+	// can make the host download at most 2 GiB per 10 min with the
+	// defaults (and a burst of as much), not whatever they ask for.
+	fetchBudgetTimesSize = 2
 	// fetchQueue: hot paths waiting for a worker. When it is full a hot
 	// path is dropped; it crosses the threshold again if it stays hot.
 	fetchQueue = 64
@@ -69,6 +78,20 @@ type Config struct {
 	Threshold int           // misses within Window that make a path hot
 	Window    time.Duration // see Threshold; also how fast past requests fade (see admits)
 	Idle      time.Duration // a cached file not requested for this long is removed
+	// FetchBudget bounds the bytes fetched from S3: at most this many at
+	// once, refilled at this many per Window, so over any time T the
+	// fetches take at most FetchBudget × (1 + T/Window). A hot path the
+	// budget cannot pay for yet waits (counted as over_budget) and comes
+	// in at a redirect once it can. 0 is twice Size; it must hold the
+	// largest file the cache takes (Size ÷ 4).
+	FetchBudget int64
+	// SigningKey, when set, makes the cache count only requests whose
+	// link is valid (offload.VerifyLink: ?exp=UNIX&sig=HEX, signed with
+	// this key and not expired): with signed links on, the resolver
+	// refuses the rest, and redirects a stranger sends without a link must
+	// not make the host fetch anything. At least
+	// offload.MinSigningKeyBytes.
+	SigningKey []byte
 
 	Mapping     offload.Mapping // URL path → key → path under Dir
 	Bucket      string
@@ -92,6 +115,12 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.Idle == 0 {
 		c.Idle = DefaultIdle
+	}
+	if c.FetchBudget == 0 {
+		c.FetchBudget = fetchBudgetTimesSize * c.Size
+		if c.Size > math.MaxInt64/fetchBudgetTimesSize {
+			c.FetchBudget = math.MaxInt64
+		}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -118,6 +147,12 @@ func (c Config) Validate() error {
 	}
 	if c.Threshold < 1 {
 		bad("cache threshold: must be at least 1, got %d", c.Threshold)
+	}
+	if c.Size > 0 && c.FetchBudget < c.Size/maxFileShare {
+		bad("cache fetch budget: %d bytes per window cannot pay for the largest file the cache takes (a quarter of its size, %d bytes)", c.FetchBudget, c.Size/maxFileShare)
+	}
+	if len(c.SigningKey) > 0 && len(c.SigningKey) < offload.MinSigningKeyBytes {
+		bad("signing key: %d bytes, want at least %d", len(c.SigningKey), offload.MinSigningKeyBytes)
 	}
 	for name, d := range map[string]time.Duration{"cache window": c.Window, "cache idle": c.Idle} {
 		if d < time.Second {
@@ -155,11 +190,22 @@ type Cache struct {
 	reserved int64                    // bytes of fetches in flight
 	inFlight map[string]bool          // keys queued or being fetched
 	queue    chan fetchJob
+	budget   *fetchBudget
+
+	// now is the clock (time.Now); tests move it.
+	now func() time.Time
+	// fetchDone, if set, is called with the key of each fetch once it
+	// has ended and the key is no longer in flight: tests wait on it.
+	fetchDone func(key string)
 
 	stats counters
 	// warnedRedirect: the log showed a redirect for a file in the cache,
 	// which means the web server does not look in the cache; said once.
 	warnedRedirect atomic.Bool
+	// warnedUnsigned: the log showed an original served to a request
+	// without a valid link, which means the web server does not check
+	// signed links; said once.
+	warnedUnsigned atomic.Bool
 }
 
 // cachedFile is one published file.
@@ -183,6 +229,7 @@ const redirectGrace = 5 * time.Second
 // counters are the cache's totals since start.
 type counters struct {
 	hits, misses, fetches, fetchedBytes atomic.Int64
+	invalidLinks                        atomic.Int64
 	evictedSize, evictedIdle            atomic.Int64
 	failures                            sync.Map // reason → *atomic.Int64
 }
@@ -197,10 +244,11 @@ const (
 	FailMismatch    = "mismatch"      // the bytes are not the ones the ledger records
 	FailLocal       = "local"         // writing or publishing the file failed
 	FailColder      = "colder"        // asked for less often than the files it would push out (counted once per path; it comes in when it is asked for more)
+	FailOverBudget  = "over_budget"   // the fetch budget cannot pay for it yet (counted at each redirect that would fetch it; it comes in once the budget has refilled)
 )
 
 // FailReasons lists every fetch failure reason.
-var FailReasons = []string{FailNotInLedger, FailTooLarge, FailDiskFull, FailLedger, FailS3, FailMismatch, FailLocal, FailColder}
+var FailReasons = []string{FailNotInLedger, FailTooLarge, FailDiskFull, FailLedger, FailS3, FailMismatch, FailLocal, FailColder, FailOverBudget}
 
 // Stats is a snapshot of the cache.
 type Stats struct {
@@ -216,7 +264,15 @@ type Stats struct {
 	EvictedSize   int64            `json:"evicted_for_size"`
 	EvictedIdle   int64            `json:"evicted_idle"`
 	Tracked       int              `json:"tracked_paths"` // paths whose misses are being counted
-	Log           FollowStats      `json:"access_log"`
+	Fetching      int              `json:"fetching"`      // hot paths queued for a fetch or being fetched
+	// FetchBudget is what the fetches may take per window (the bucket's
+	// size), FetchBudgetLeft what they may take now.
+	FetchBudget     int64 `json:"fetch_budget"`
+	FetchBudgetLeft int64 `json:"fetch_budget_left"`
+	// InvalidLinks counts requests that did not count because their link
+	// was missing, forged or expired (only with a signing key).
+	InvalidLinks int64       `json:"invalid_links"`
+	Log          FollowStats `json:"access_log"`
 }
 
 // New opens the cache folder, removes downloads a stopped agent left
@@ -239,6 +295,8 @@ func New(cfg Config, s3c objectGetter, db offload.ItemGetter) (*Cache, error) {
 		byUse:    list.New(),
 		inFlight: make(map[string]bool),
 		queue:    make(chan fetchJob, fetchQueue),
+		budget:   newFetchBudget(cfg.FetchBudget, cfg.Window, time.Now()),
+		now:      time.Now,
 	}
 	c.follow = &Follower{Path: cfg.AccessLog, Lines: c.Observe, Problem: c.logProblem}
 	if !cfg.DryRun {
@@ -357,16 +415,26 @@ func idleCheck(idle time.Duration) time.Duration { return min(idle/10, time.Minu
 
 // Observe takes one request from the access log: a 302 for a path under
 // the URL prefix is a miss, and a success for a cached path is a hit.
+// With a signing key, a request whose link is not valid counts for
+// nothing but InvalidLinks.
 func (c *Cache) Observe(r Request) {
 	if r.Method != "GET" && r.Method != "HEAD" {
 		return
 	}
-	p, _, _ := strings.Cut(r.Target, "?")
+	p, query, _ := strings.Cut(r.Target, "?")
 	key, err := c.cfg.Mapping.KeyForURL(p)
 	if err != nil {
 		return // not an original's URL
 	}
-	now := time.Now()
+	now := c.now()
+	if err := c.validLink(key, query, now); err != nil {
+		c.stats.invalidLinks.Add(1)
+		if (r.Status == 200 || r.Status == 206 || r.Status == 304) && !c.warnedUnsigned.Swap(true) {
+			c.log.Warn("cache: the web server answered a request without a valid signed link with the original: with signed links on it must refuse it (see infra/ for each server's setting)",
+				"key", key, "status", r.Status, "err", err)
+		}
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch {
@@ -398,6 +466,10 @@ func (c *Cache) Observe(r Request) {
 		if size > 0 && !c.admits(size, n, now) {
 			return // known, and still colder than what it would push out
 		}
+		if size > 0 && !c.budget.allows(size, now) {
+			c.failed(FailOverBudget)
+			return // known, and fetched at a redirect once the budget has refilled
+		}
 		if c.cfg.DryRun {
 			c.log.Info("dry run: would fetch into the cache", "key", key, "misses", n, "window", c.cfg.Window)
 			c.demand.forget(key)
@@ -418,6 +490,22 @@ func (c *Cache) Observe(r Request) {
 			c.byUse.MoveToFront(e)
 		}
 	}
+}
+
+// validLink checks the link of a request for key, whose query is query,
+// as the resolver does, when the cache has a signing key. The expiry is
+// judged when the line is read, a moment after the request, so a link
+// can only seem expired early, never valid late.
+func (c *Cache) validLink(key, query string, now time.Time) error {
+	if len(c.cfg.SigningKey) == 0 {
+		return nil
+	}
+	rel, err := c.cfg.Mapping.FileForKey(key)
+	if err != nil {
+		return err
+	}
+	q, _ := url.ParseQuery(query) // what parses, as net/http's URL.Query gives the resolver
+	return offload.VerifyLink(c.cfg.SigningKey, rel, q.Get("exp"), q.Get("sig"), now)
 }
 
 // fetchJob is a hot path waiting for a fetch, with its misses within the
@@ -500,7 +588,7 @@ func (c *Cache) evictIdleEvery(ctx context.Context, every time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			c.EvictIdle(time.Now())
+			c.EvictIdle(c.now())
 		}
 	}
 }
@@ -524,8 +612,10 @@ func (c *Cache) EvictIdle(now time.Time) {
 // Stats returns a snapshot.
 func (c *Cache) Stats() Stats {
 	c.mu.Lock()
-	s := Stats{Dir: c.cfg.Dir, Files: len(c.cached), Bytes: c.used, Budget: c.cfg.Size, Tracked: c.demand.tracked()}
+	s := Stats{Dir: c.cfg.Dir, Files: len(c.cached), Bytes: c.used, Budget: c.cfg.Size, Tracked: c.demand.tracked(),
+		Fetching: len(c.inFlight), FetchBudget: c.cfg.FetchBudget, FetchBudgetLeft: c.budget.left(c.now())}
 	c.mu.Unlock()
+	s.InvalidLinks = c.stats.invalidLinks.Load()
 	s.Hits, s.Misses = c.stats.hits.Load(), c.stats.misses.Load()
 	s.Fetches, s.FetchedBytes = c.stats.fetches.Load(), c.stats.fetchedBytes.Load()
 	s.EvictedSize, s.EvictedIdle = c.stats.evictedSize.Load(), c.stats.evictedIdle.Load()

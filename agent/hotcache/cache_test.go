@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -37,6 +38,10 @@ type world struct {
 	cacheS3 *s3.Client
 	cfg     hotcache.Config
 	logs    *syncBuffer
+	// done receives the key of each fetch once it has ended (start sets it).
+	done <-chan string
+	// skew is how far the cache's clock is ahead of time.Now.
+	skew atomic.Int64
 }
 
 func newWorld(t *testing.T) *world {
@@ -96,11 +101,45 @@ func (w *world) start(s3c *s3.Client) *hotcache.Cache {
 	if err != nil {
 		w.t.Fatal(err)
 	}
+	w.done = hotcache.OnFetchDone(c)
+	hotcache.SetClock(c, func() time.Time { return time.Now().Add(time.Duration(w.skew.Load())) })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); c.Run(ctx) }()
 	w.t.Cleanup(func() { cancel(); <-done; c.Close() })
 	return c
+}
+
+// advance moves the cache's clock d ahead.
+func (w *world) advance(d time.Duration) { w.skew.Add(int64(d)) }
+
+// fetchEnded waits until a fetch of each of rels has ended, whatever came
+// of it, and the path is no longer in flight; the ends of other fetches
+// are passed over.
+func (w *world) fetchEnded(rels ...string) {
+	w.t.Helper()
+	waiting := map[string]bool{}
+	for _, rel := range rels {
+		waiting[w.cfg.Mapping.KeyPrefix+rel] = true
+	}
+	deadline := time.After(20 * time.Second)
+	for len(waiting) > 0 {
+		select {
+		case key := <-w.done:
+			delete(waiting, key)
+		case <-deadline:
+			w.t.Fatalf("timed out waiting for the fetches of %q to end", rels)
+		}
+	}
+}
+
+// noFetchQueued fails the test if a fetch is queued or running: after
+// Observe returns, a fetch it asked for is in flight.
+func noFetchQueued(t *testing.T, c *hotcache.Cache, after string) {
+	t.Helper()
+	if n := c.Stats().Fetching; n != 0 {
+		t.Fatalf("after %s: %d fetches queued or running; want none", after, n)
+	}
 }
 
 // miss tells the cache the web server redirected a request for rel n times.
@@ -197,7 +236,10 @@ func TestNeverPublishesBytesTheLedgerDoesNotRecord(t *testing.T) {
 	c := w.start(w.cacheS3)
 	miss(c, "a.jpg", 2)
 	miss(c, "b.jpg", 2)
-	waitFor(t, "both fetches to fail", func() bool { return c.Stats().FetchFailures[hotcache.FailMismatch] == 2 })
+	w.fetchEnded("a.jpg", "b.jpg")
+	if f := c.Stats().FetchFailures; f[hotcache.FailMismatch] != 2 {
+		t.Fatalf("failures %v; want 2 mismatches", f)
+	}
 	for _, rel := range []string{"a.jpg", "b.jpg"} {
 		if _, err := os.Stat(w.cachedPath(rel)); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("%s: stat %v; want nothing published", rel, err)
@@ -212,10 +254,7 @@ func TestNeverPublishesBytesTheLedgerDoesNotRecord(t *testing.T) {
 	// on every redirect).
 	miss(c, "a.jpg", 6)
 	miss(c, "b.jpg", 6)
-	time.Sleep(100 * time.Millisecond) // a fetch would have been queued by now
-	if f := c.Stats().FetchFailures; f[hotcache.FailMismatch] != 2 {
-		t.Errorf("after 6 more redirects each: failures %v; want still 2 mismatches", f)
-	}
+	noFetchQueued(t, c, "6 more redirects each")
 }
 
 // TestDownloadCutHalfwayIsNeverServed: S3's answer is cut after half the
@@ -234,26 +273,180 @@ func TestDownloadCutHalfwayIsNeverServed(t *testing.T) {
 	// Headers (~1 KiB) and half the body, then the connection closes.
 	proxy.AddToxic("cut", "limit_data", "downstream", map[string]any{"bytes": 100 << 10})
 	miss(c, "cut.jpg", 2)
-	waitFor(t, "the cut fetch to fail", func() bool { return c.Stats().FetchFailures[hotcache.FailS3] >= 1 })
+	w.fetchEnded("cut.jpg")
+	if f := c.Stats().FetchFailures[hotcache.FailS3]; f != 1 {
+		t.Fatalf("after the cut download: %d S3 failures; want 1", f)
+	}
 	if _, err := os.Stat(w.cachedPath("cut.jpg")); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("after the cut download: stat %v; want nothing published", err)
 	}
 	assertNoDownloads(t, w)
-	// A failed fetch starts the count again: one more redirect fetches
-	// nothing (once it fetched on every redirect).
-	miss(c, "cut.jpg", 1)
-	time.Sleep(100 * time.Millisecond)
-	if f := c.Stats().FetchFailures[hotcache.FailS3]; f != 1 {
-		t.Fatalf("one redirect after the failure: %d S3 failures; want 1, the path counted again from nothing", f)
-	}
+	// A failed fetch leaves the path alone for a while: more redirects
+	// fetch nothing (once it fetched on every redirect).
+	miss(c, "cut.jpg", 3)
+	noFetchQueued(t, c, "3 redirects right after the failure")
 	proxy.RemoveToxic("cut")
-	miss(c, "cut.jpg", 1)
-	waitFor(t, "the fetch", func() bool { return c.Stats().Fetches == 1 })
+	w.advance(hotcache.FetchBackoffFirst + time.Second)
+	miss(c, "cut.jpg", 2)
+	w.fetchEnded("cut.jpg")
+	if s := c.Stats(); s.Fetches != 1 {
+		t.Fatalf("with the network whole, after the back-off: stats %+v; want the file fetched", s)
+	}
 	bad := stop()
 	if bad != "" {
 		t.Errorf("a read of the published path saw %s; want nothing or the whole file", bad)
 	}
 	t.Logf("reads of the published path while it was fetched: %v", seen())
+}
+
+// TestSlowDownloadArrives: S3's answer comes through Toxiproxy at 512 KB/s,
+// so a 4 MiB original takes about 8 s, four times the call timeout. The
+// download's deadline follows the size, at the floor rate, so the file is
+// published; with the call timeout as its deadline it never was, however
+// often the path was redirected.
+func TestSlowDownloadArrives(t *testing.T) {
+	w := newWorld(t)
+	w.cfg.CallTimeout = 2 * time.Second
+	w.cfg.Size = 16 << 20 // a quarter of it: 4 MiB
+	data := randomBytes(4<<20, 7)
+	w.offloaded("slow.jpg", data)
+	proxy := w.st.Proxy(t, w.st.AWSShimEndpoint(t))
+	proxy.AddToxic("slow", "bandwidth", "downstream", map[string]any{"rate": 512})
+	c := w.start(w.st.S3For(t, stacktest.Agent, proxy.Endpoint))
+	miss(c, "slow.jpg", 2)
+	w.fetchEnded("slow.jpg")
+	if s := c.Stats(); s.Fetches != 1 {
+		t.Fatalf("a 4 MiB original at 512 KB/s with a call timeout of 2 s: stats %+v; want it fetched", s)
+	}
+	if got, err := os.ReadFile(w.cachedPath("slow.jpg")); err != nil || !bytes.Equal(got, data) {
+		t.Errorf("cached file: %d bytes, err %v; want the original's %d bytes", len(got), err, len(data))
+	}
+}
+
+// TestFailedFetchBacksOff: while S3's answers are cut, a hot path is
+// fetched once, then left alone for FetchBackoffFirst, then for twice as
+// long after its next failure, however often it is redirected meanwhile
+// (once it was fetched again every threshold redirects, each download
+// thrown away).
+func TestFailedFetchBacksOff(t *testing.T) {
+	w := newWorld(t)
+	w.offloaded("flaky.jpg", randomBytes(200<<10, 8))
+	proxy := w.st.Proxy(t, w.st.AWSShimEndpoint(t))
+	c := w.start(w.st.S3For(t, stacktest.Agent, proxy.Endpoint))
+	proxy.AddToxic("cut", "limit_data", "downstream", map[string]any{"bytes": 100 << 10})
+	failures := func() int64 { return c.Stats().FetchFailures[hotcache.FailS3] }
+
+	miss(c, "flaky.jpg", 2)
+	w.fetchEnded("flaky.jpg")
+	if f := failures(); f != 1 {
+		t.Fatalf("after the first crossing: %d S3 failures; want 1", f)
+	}
+	first := hotcache.FetchBackoffFirst
+	for i, wait := range []time.Duration{first, 2 * first} {
+		w.advance(wait - time.Second)
+		miss(c, "flaky.jpg", 5)
+		noFetchQueued(t, c, fmt.Sprintf("5 redirects %s after failure %d (back-off %s)", wait-time.Second, i+1, wait))
+		w.advance(2 * time.Second)
+		miss(c, "flaky.jpg", 2)
+		w.fetchEnded("flaky.jpg")
+		if f := failures(); f != int64(i+2) {
+			t.Fatalf("2 redirects once the back-off of %s has passed: %d S3 failures; want %d", wait, f, i+2)
+		}
+	}
+}
+
+// TestOnlySignedLinksCount: with a signing key, redirects without a link,
+// with a forged one, an expired one or one signed for another file fetch
+// nothing, however many; two with a valid link fetch the file. An
+// original served to a request without a valid link is warned about once.
+func TestOnlySignedLinksCount(t *testing.T) {
+	w := newWorld(t)
+	key := randomBytes(32, 9)
+	w.cfg.SigningKey = key
+	data := randomBytes(20<<10, 10)
+	w.offloaded("private.jpg", data)
+	c := w.start(w.cacheS3)
+	sign := func(k []byte, p string, exp time.Time) string {
+		t.Helper()
+		link, err := offload.SignLink(k, w.cfg.Mapping, p, exp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return link
+	}
+	later := time.Now().Add(time.Hour)
+	forged := sign(randomBytes(32, 11), "/static/private.jpg", later)
+	expired := sign(key, "/static/private.jpg", time.Now().Add(-time.Minute))
+	_, otherFile, _ := strings.Cut(sign(key, "/static/other.jpg", later), "?")
+	for _, target := range []string{
+		"/static/private.jpg",
+		"/static/private.jpg?exp=9999999999",
+		forged,
+		expired,
+		"/static/private.jpg?" + otherFile,
+	} {
+		for range 3 {
+			c.Observe(hotcache.Request{Method: "GET", Target: target, Status: 302})
+		}
+		noFetchQueued(t, c, "3 redirects for "+target)
+	}
+	if s := c.Stats(); s.InvalidLinks != 15 || s.Misses != 0 || s.Tracked != 0 || s.Fetches != 0 {
+		t.Errorf("stats %+v; want 15 invalid links, nothing counted or fetched", s)
+	}
+	valid := sign(key, "/static/private.jpg", later)
+	for range 2 {
+		c.Observe(hotcache.Request{Method: "GET", Target: valid, Status: 302})
+	}
+	w.fetchEnded("private.jpg")
+	if got, err := os.ReadFile(w.cachedPath("private.jpg")); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("after 2 redirects with a valid link: %d bytes cached, err %v; want the original", len(got), err)
+	}
+	c.Observe(hotcache.Request{Method: "GET", Target: valid, Status: 200})
+	c.Observe(hotcache.Request{Method: "GET", Target: "/static/private.jpg", Status: 200})
+	c.Observe(hotcache.Request{Method: "GET", Target: expired, Status: 200})
+	if s := c.Stats(); s.Hits != 1 || s.InvalidLinks != 17 {
+		t.Errorf("stats %+v; want 1 hit (the valid link), 17 invalid links", s)
+	}
+	if n := strings.Count(w.logs.String(), "without a valid signed link"); n != 1 {
+		t.Errorf("warned %d times that the web server served an original without a valid link; want once", n)
+	}
+}
+
+// TestFetchBudgetBoundsWhatIsFetched: with a fetch budget of 500 KiB per
+// window, two originals of 200 KiB come in and a third, as hot, waits
+// (counted as over_budget) however often it is redirected, without another
+// look-up; half a window later the budget has refilled enough and its
+// next redirect fetches it. Without a budget, any number of hot paths
+// were fetched at once (20 of 200 KiB into a cache of 1 MiB: 4 MB).
+func TestFetchBudgetBoundsWhatIsFetched(t *testing.T) {
+	w := newWorld(t)
+	w.cfg.FetchBudget = 500 << 10
+	for i, n := range []string{"f0.jpg", "f1.jpg", "f2.jpg"} {
+		w.offloaded(n, randomBytes(200<<10, uint64(70+i)))
+	}
+	c := w.start(w.cacheS3)
+	for _, n := range []string{"f0.jpg", "f1.jpg", "f2.jpg"} {
+		miss(c, n, 2)
+		w.fetchEnded(n)
+	}
+	s := c.Stats()
+	if s.Fetches != 2 || s.FetchedBytes != 400<<10 || s.FetchFailures[hotcache.FailOverBudget] != 1 {
+		t.Fatalf("stats %+v; want 2 fetches of 200 KiB, the third over budget", s)
+	}
+	if s.FetchBudget != 500<<10 || s.FetchBudgetLeft < 100<<10 || s.FetchBudgetLeft >= 200<<10 {
+		t.Errorf("budget %d, left %d; want 500 KiB and about 100 KiB left", s.FetchBudget, s.FetchBudgetLeft)
+	}
+	miss(c, "f2.jpg", 3)
+	noFetchQueued(t, c, "3 more redirects of f2.jpg")
+	if f := c.Stats().FetchFailures; f[hotcache.FailOverBudget] != 4 || f[hotcache.FailNotInLedger]+f[hotcache.FailLedger] != 0 {
+		t.Errorf("failures %v; want each redirect held back by the budget, without a look-up", f)
+	}
+	w.advance(hotcache.DefaultWindow / 2) // 250 KiB more
+	miss(c, "f2.jpg", 1)
+	w.fetchEnded("f2.jpg")
+	if s := c.Stats(); s.Fetches != 3 || s.Files != 3 {
+		t.Errorf("half a window later, one redirect: stats %+v; want f2.jpg fetched", s)
+	}
 }
 
 // watchPath reads path in a loop until stop is called, and returns the
@@ -360,9 +553,12 @@ func TestColdPathDoesNotPushOutHotterFiles(t *testing.T) {
 		}
 	}
 	miss(c, "new.jpg", 2) // the look-up, then not admitted
-	waitFor(t, "new.jpg judged colder", func() bool { return c.Stats().FetchFailures[hotcache.FailColder] == 1 })
+	w.fetchEnded("new.jpg")
+	if f := c.Stats().FetchFailures[hotcache.FailColder]; f != 1 {
+		t.Fatalf("new.jpg after 2 misses: %d judged colder; want 1", f)
+	}
 	miss(c, "new.jpg", 3) // 5 in all: judged again in place, no look-up
-	time.Sleep(50 * time.Millisecond)
+	noFetchQueued(t, c, "5 misses of new.jpg")
 	if s := c.Stats(); s.Fetches != 4 || s.EvictedSize != 0 {
 		t.Fatalf("after 5 misses of new.jpg: stats %+v; want nothing fetched or evicted for a path colder than h0 (6)", s)
 	}
@@ -414,11 +610,10 @@ func TestTooLargeAndUnknownAreNotFetched(t *testing.T) {
 		miss(c, "big.jpg", 2)
 		miss(c, "made-up.jpg", 2)
 	}
-	waitFor(t, "both look-ups", func() bool {
-		f := c.Stats().FetchFailures
-		return f[hotcache.FailTooLarge] >= 1 && f[hotcache.FailNotInLedger] >= 1
-	})
-	time.Sleep(100 * time.Millisecond) // any further look-up would have been queued by now
+	// The first two misses of each queue its look-up; while it runs,
+	// and once it is quiet, the others count for nothing.
+	w.fetchEnded("big.jpg", "made-up.jpg")
+	noFetchQueued(t, c, "both look-ups")
 	if f := c.Stats().FetchFailures; f[hotcache.FailTooLarge] != 1 || f[hotcache.FailNotInLedger] != 1 {
 		t.Errorf("failures %v; want one look-up each, then quiet for the window", f)
 	}

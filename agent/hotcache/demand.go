@@ -38,8 +38,10 @@ type missCount struct {
 	// so a path not yet admitted is judged again without a look-up.
 	size int64
 	// quietUntil: a path that was not worth fetching (not in the ledger,
-	// too large) is not counted again before this.
+	// too large) or whose fetch failed is not counted again before this.
 	quietUntil time.Time
+	// failures counts its fetches that failed in a row, for backOff.
+	failures int
 }
 
 func newDemand(window time.Duration, max int) *demand {
@@ -81,6 +83,22 @@ func (d *demand) forget(key string) {
 func (d *demand) quiet(key string, until time.Time) {
 	c := d.entry(key, until).Value.(*missCount)
 	c.quietUntil, c.n, c.first = until, 0, until
+}
+
+// backOff makes key's misses count for nothing for a time that doubles
+// with each call since key was last forgotten (cached), from first up to
+// max, and returns that time.
+func (d *demand) backOff(key string, now time.Time, first, max time.Duration) time.Duration {
+	c := d.entry(key, now).Value.(*missCount)
+	wait := first
+	for i := 0; i < c.failures && wait < max; i++ {
+		wait *= 2
+	}
+	wait = min(wait, max)
+	c.failures++
+	until := now.Add(wait)
+	c.quietUntil, c.n, c.first = until, 0, until
+	return wait
 }
 
 // entry returns key's count, most recently missed now, making it (with its

@@ -92,3 +92,29 @@ func BenchmarkDemandEntry(b *testing.B) {
 		d.miss(keys[i], t0)
 	}
 }
+
+// TestDemandBackOff: each failure in a row doubles the time a path's
+// misses count for nothing, up to the bound; forgetting (the path was
+// cached) starts it again.
+func TestDemandBackOff(t *testing.T) {
+	t0 := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	d := newDemand(10*time.Minute, 100)
+	now := t0
+	for i, want := range []time.Duration{30 * time.Second, time.Minute, 2 * time.Minute, 4 * time.Minute, 8 * time.Minute,
+		16 * time.Minute, 32 * time.Minute, time.Hour, time.Hour} {
+		if got := d.backOff("k", now, 30*time.Second, time.Hour); got != want {
+			t.Fatalf("failure %d: back-off %s, want %s", i+1, got, want)
+		}
+		if n, _ := d.miss("k", now.Add(want-time.Second)); n != 0 {
+			t.Fatalf("failure %d: a miss within the back-off counted %d; want 0", i+1, n)
+		}
+		now = now.Add(want + time.Second)
+		if n, _ := d.miss("k", now); n != 1 {
+			t.Fatalf("failure %d: the first miss after the back-off counted %d; want 1", i+1, n)
+		}
+	}
+	d.forget("k")
+	if got := d.backOff("k", now, 30*time.Second, time.Hour); got != 30*time.Second {
+		t.Errorf("after forget: back-off %s; want the first again", got)
+	}
+}

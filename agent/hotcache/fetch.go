@@ -18,9 +18,33 @@ import (
 	"github.com/photosleeve/offload"
 )
 
-// fetch brings one hot original into the cache:
-// ledger → room in the budget → GetObject into a download outside every
-// URL → size and CRC64NVME equal to the ledger's → publish by rename.
+// Fetch timing and retries, each with the reason for its number.
+const (
+	// minFetchRate (bytes/s, about 1 Mbit/s) is the slowest a download
+	// may go on average: it gets the call timeout for S3 to start
+	// answering plus its size at this rate, so a large original on a slow
+	// link arrives, where a deadline of the call timeout alone threw it
+	// away every time (256 MiB, the largest a default cache takes, needed
+	// 18 Mbit/s to fit in 2 min). A web host's downlink from S3 is tens
+	// to hundreds of times faster; a download slower than this is stuck
+	// or starved, and giving up frees the worker. 256 MiB gets 34 min.
+	minFetchRate = 128 << 10
+	// fetchBackoffFirst is how long a path is left alone after a fetch
+	// failed for a reason asking again may cure (S3 or the ledger
+	// unreachable, a cut connection, a full disk); it doubles with each
+	// failure in a row, up to fetchBackoffMax. A hot path redirected ten
+	// times a second would otherwise be fetched again every threshold
+	// redirects, downloading what is thrown away; the redirects still
+	// serve it meanwhile. An hour at most, so a path whose trouble is over
+	// comes back the same day. (Other bytes than the ledger's, a path not
+	// in the ledger or too large, are left alone for a window instead.)
+	fetchBackoffFirst = 30 * time.Second
+	fetchBackoffMax   = time.Hour
+)
+
+// fetch brings one hot original into the cache: ledger → room in the
+// budget → the fetch budget → GetObject into a download outside every URL
+// → size and CRC64NVME equal to the ledger's → publish by rename.
 // Until the rename no URL reaches the bytes, and the rename makes the whole
 // file appear at once, so a browser gets the verified file or a redirect,
 // never a partial or wrong one. Any failure leaves the cache as it was.
@@ -30,6 +54,9 @@ func (c *Cache) fetch(ctx context.Context, job fetchJob) {
 		c.mu.Lock()
 		delete(c.inFlight, key)
 		c.mu.Unlock()
+		if c.fetchDone != nil {
+			c.fetchDone(key)
+		}
 	}()
 	rel, err := c.relFor(key)
 	if err != nil {
@@ -46,8 +73,8 @@ func (c *Cache) fetch(ctx context.Context, job fetchJob) {
 		c.log.Info("cache: not in the ledger, so not cached (not offloaded, or not an original)", "key", key)
 		return
 	case err != nil:
-		c.gaveUp(key, FailLedger, false)
-		c.log.Warn("cache: could not read the ledger; the path is counted again", "key", key, "err", err)
+		retry := c.gaveUp(key, FailLedger, false)
+		c.log.Warn("cache: could not read the ledger; the path is counted again later", "key", key, "retry_in", retry, "err", err)
 		return
 	case rec.Size > c.cfg.Size/maxFileShare:
 		c.gaveUp(key, FailTooLarge, true)
@@ -58,33 +85,46 @@ func (c *Cache) fetch(ctx context.Context, job fetchJob) {
 	// The other fetches' bytes are not on the disk yet, but will be.
 	if err := c.roomOnDisk(rec.Size + c.reserved); err != nil {
 		c.mu.Unlock()
-		c.gaveUp(key, FailDiskFull, false)
-		c.log.Warn("cache: not cached; the path is counted again", "key", key, "err", err)
+		retry := c.gaveUp(key, FailDiskFull, false)
+		c.log.Warn("cache: not cached; the path is counted again later", "key", key, "retry_in", retry, "err", err)
 		return
 	}
 	c.demand.sized(key, rec.Size)
-	if !c.admits(rec.Size, job.misses, time.Now()) {
+	now := c.now()
+	if !c.admits(rec.Size, job.misses, now) {
 		c.mu.Unlock()
 		c.failed(FailColder)
 		c.log.Debug("cache: not yet: asked for less often than the files it would push out; it comes in when asked for more", "key", key, "misses", job.misses)
+		return
+	}
+	if !c.budget.take(rec.Size, now) {
+		left := c.budget.left(now)
+		c.mu.Unlock()
+		// The count stays: the path comes in at a redirect once the
+		// budget can pay for it, without another look-up.
+		c.failed(FailOverBudget)
+		c.log.Info("cache: not yet: the fetch budget cannot pay for it now; it comes in at a redirect once it has refilled",
+			"key", key, "bytes", rec.Size, "budget_left", left, "budget", c.cfg.FetchBudget, "per", c.cfg.Window)
 		return
 	}
 	c.makeRoom(rec.Size)
 	c.reserved += rec.Size
 	c.mu.Unlock()
 	published := false
+	var downloaded int64
 	defer func() {
 		if !published {
 			c.mu.Lock()
 			c.reserved -= rec.Size
+			c.budget.giveBack(max(0, rec.Size-downloaded))
 			c.mu.Unlock()
 		}
 	}()
 
 	tmp, err := c.root.OpenFile(path.Join(fetchDir, fmt.Sprintf("%x.%d", time.Now().UnixNano(), os.Getpid())), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		c.gaveUp(key, FailLocal, false)
-		c.log.Error("cache: could not create a download", "key", key, "err", err)
+		retry := c.gaveUp(key, FailLocal, false)
+		c.log.Error("cache: could not create a download", "key", key, "retry_in", retry, "err", err)
 		return
 	}
 	tmpRel := path.Join(fetchDir, path.Base(tmp.Name()))
@@ -94,16 +134,18 @@ func (c *Cache) fetch(ctx context.Context, job fetchJob) {
 			c.root.Remove(tmpRel)
 		}
 	}()
-	if reason, err := c.download(ctx, rec, tmp); err != nil {
+	n, reason, err := c.download(ctx, rec, tmp)
+	downloaded = n
+	if err != nil {
 		// Other bytes than the ledger's will not change by asking again
 		// soon; a cut connection or an S3 error may.
-		c.gaveUp(key, reason, reason == FailMismatch)
-		c.log.Warn("cache: fetch failed", "key", key, "reason", reason, "err", err)
+		retry := c.gaveUp(key, reason, reason == FailMismatch)
+		c.log.Warn("cache: fetch failed", "key", key, "reason", reason, "retry_in", retry, "err", err)
 		return
 	}
 	if err := c.publish(tmp, tmpRel, rel); err != nil {
-		c.gaveUp(key, FailLocal, false)
-		c.log.Error("cache: could not publish a fetched file", "key", key, "path", rel, "err", err)
+		retry := c.gaveUp(key, FailLocal, false)
+		c.log.Error("cache: could not publish a fetched file", "key", key, "path", rel, "retry_in", retry, "err", err)
 		return
 	}
 	published = true
@@ -114,7 +156,7 @@ func (c *Cache) fetch(ctx context.Context, job fetchJob) {
 		c.used -= old.Value.(*cachedFile).size
 		c.byUse.Remove(old)
 	}
-	now := time.Now()
+	now = c.now()
 	c.cached[key] = c.byUse.PushFront(&cachedFile{key: key, rel: rel, size: rec.Size, lastUse: now, published: now,
 		score: float64(job.misses), scoredAt: now})
 	c.demand.forget(key)
@@ -129,9 +171,10 @@ func (c *Cache) fetch(ctx context.Context, job fetchJob) {
 // CRC64NVME computed here over what was written. S3 answers with the
 // checksum it stored at upload ("x-amz-checksum-crc64nvme", asked for with
 // ChecksumMode; https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetObject.html),
-// which must agree too. It returns the failure reason with the error.
-func (c *Cache) download(ctx context.Context, rec offload.Record, w io.Writer) (string, error) {
-	gctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
+// which must agree too. It returns the bytes it read, and the failure
+// reason with the error. Its deadline follows the size (fetchTimeout).
+func (c *Cache) download(ctx context.Context, rec offload.Record, w io.Writer) (int64, string, error) {
+	gctx, cancel := context.WithTimeout(ctx, fetchTimeout(c.cfg.CallTimeout, rec.Size))
 	defer cancel()
 	in := &s3.GetObjectInput{Bucket: aws.String(c.cfg.Bucket), Key: aws.String(rec.Key), ChecksumMode: types.ChecksumModeEnabled}
 	if rec.VersionID != "" {
@@ -139,23 +182,29 @@ func (c *Cache) download(ctx context.Context, rec offload.Record, w io.Writer) (
 	}
 	out, err := c.s3.GetObject(gctx, in)
 	if err != nil {
-		return FailS3, fmt.Errorf("get %s: %w", rec.Key, err)
+		return 0, FailS3, fmt.Errorf("get %s: %w", rec.Key, err)
 	}
 	defer out.Body.Close()
 	if got := aws.ToString(out.ChecksumCRC64NVME); got != "" && got != rec.CRC64NVME {
-		return FailMismatch, fmt.Errorf("S3 holds %s with crc64nvme %s, the ledger records %s: %w", rec.Key, got, rec.CRC64NVME, offload.ErrChecksumMismatch)
+		return 0, FailMismatch, fmt.Errorf("S3 holds %s with crc64nvme %s, the ledger records %s: %w", rec.Key, got, rec.CRC64NVME, offload.ErrChecksumMismatch)
 	}
 	h := offload.NewCRC64NVME()
 	// One byte more than the ledger's size is enough to see a longer object.
 	n, err := io.Copy(io.MultiWriter(w, h), io.LimitReader(out.Body, rec.Size+1))
 	if err != nil {
-		return FailS3, fmt.Errorf("get %s: after %d of %d bytes: %w", rec.Key, n, rec.Size, err)
+		return n, FailS3, fmt.Errorf("get %s: after %d of %d bytes: %w", rec.Key, n, rec.Size, err)
 	}
 	if sum := offload.EncodeChecksum(h.Sum64()); n != rec.Size || sum != rec.CRC64NVME {
-		return FailMismatch, fmt.Errorf("got %d bytes with crc64nvme %s for %s, the ledger records %d bytes with %s: %w",
+		return n, FailMismatch, fmt.Errorf("got %d bytes with crc64nvme %s for %s, the ledger records %d bytes with %s: %w",
 			n, sum, rec.Key, rec.Size, rec.CRC64NVME, offload.ErrChecksumMismatch)
 	}
-	return "", nil
+	return n, "", nil
+}
+
+// fetchTimeout bounds a download of size bytes: the call timeout for S3
+// to start answering, plus the body at minFetchRate.
+func fetchTimeout(callTimeout time.Duration, size int64) time.Duration {
+	return callTimeout + time.Duration(float64(size)/minFetchRate*float64(time.Second))
 }
 
 // publish makes the verified download visible under rel: its bytes reach
@@ -209,17 +258,19 @@ func (c *Cache) roomOnDisk(size int64) error {
 	return nil
 }
 
-// gaveUp counts a fetch not made for reason. The path's misses start
-// again from nothing, so a failing path costs one look-up per threshold
-// misses, not one per redirect; with quiet, they are not even counted for
-// a window, for what asking again soon will not change.
-func (c *Cache) gaveUp(key, reason string, quiet bool) {
+// gaveUp counts a fetch not made for reason, and returns how long the
+// path's redirects will not count: with quiet, a window, for what asking
+// again soon will not change; otherwise a back-off that doubles with each
+// failure of the path in a row (fetchBackoffFirst up to fetchBackoffMax).
+// Then its misses start again from nothing.
+func (c *Cache) gaveUp(key, reason string, quiet bool) time.Duration {
 	c.failed(reason)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	now := c.now()
 	if quiet {
-		c.demand.quiet(key, time.Now().Add(c.cfg.Window))
-		return
+		c.demand.quiet(key, now.Add(c.cfg.Window))
+		return c.cfg.Window
 	}
-	c.demand.forget(key)
+	return c.demand.backOff(key, now, fetchBackoffFirst, fetchBackoffMax)
 }

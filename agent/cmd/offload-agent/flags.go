@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -44,7 +46,9 @@ Hot cache (run only; --cache DIR --access-log FILE): a path the web server redir
 --cache-threshold times within --cache-window is fetched from S3 into DIR, checked against
 the ledger's size and CRC64NVME before it appears, and served by the web server from there
 until it is evicted (least recently requested first over --cache-size, or idle for
---cache-idle). The web server's configuration must look in DIR: see infra/.
+--cache-idle). The web server's configuration must look in DIR: see infra/. Fetches take
+at most --cache-fetch-budget per window; with signed links on (OFFLOAD_SIGNING_KEY or
+--signing-key-file), only requests with a valid link count.
 
 S3 and DynamoDB endpoints, region and credentials come from the AWS SDK's own settings
 (AWS_REGION, AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL_DYNAMODB, AWS_PROFILE, instance role...).
@@ -126,6 +130,24 @@ var settings = []setting{
 		durationSetter(func(o *options) *time.Duration { return &o.agent.Cache.Window })},
 	{"cache-idle", "OFFLOAD_CACHE_IDLE", hotcache.DefaultIdle.String(), "a cached file not requested for this long is removed",
 		durationSetter(func(o *options) *time.Duration { return &o.agent.Cache.Idle })},
+	{"cache-fetch-budget", "OFFLOAD_CACHE_FETCH_BUDGET", "", "bytes the hot cache may fetch from S3 per --cache-window, and at most at once, whatever is requested; a hot path it cannot pay for waits (default: twice --cache-size)",
+		func(o *options, v string) error {
+			if v == "" {
+				return nil
+			}
+			n, err := parseSize(v)
+			o.agent.Cache.FetchBudget = n
+			return err
+		}},
+	{"signing-key-file", "OFFLOAD_SIGNING_KEY_FILE", "", "with signed links on: a file holding the resolver's OFFLOAD_SIGNING_KEY (its bytes, a final newline dropped), mode 600 or 640; the hot cache then counts only requests with a valid link. OFFLOAD_SIGNING_KEY itself also works",
+		func(o *options, v string) error {
+			if v == "" {
+				return nil
+			}
+			key, err := readKeyFile(v)
+			o.agent.Cache.SigningKey = key
+			return err
+		}},
 	{"host", "OFFLOAD_HOST", "", "host name recorded in the ledger (default: this machine's)",
 		func(o *options, v string) error { o.agent.Host = v; return nil }},
 	{"s3-path-style", "OFFLOAD_S3_PATH_STYLE", "auto", "path-style S3 URLs: true, false, or auto (true when AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL is set)",
@@ -198,6 +220,17 @@ func parseFlags(cmd string, args []string, getenv func(string) string) (options,
 			return o, fmt.Errorf("%s: %v", from, err)
 		}
 	}
+	// The key is never a flag (a command line is visible to every user of
+	// the host); the environment, as the resolver reads it, or a file.
+	if k := getenv("OFFLOAD_SIGNING_KEY"); k != "" {
+		if o.agent.Cache.SigningKey != nil {
+			return o, errors.New("signing key: both OFFLOAD_SIGNING_KEY and a key file are given; give one")
+		}
+		o.agent.Cache.SigningKey = []byte(k)
+	}
+	if k := o.agent.Cache.SigningKey; k != nil && len(k) < offload.MinSigningKeyBytes {
+		return o, fmt.Errorf("signing key: %d bytes, want at least %d", len(k), offload.MinSigningKeyBytes)
+	}
 	switch pathStyle {
 	case "auto":
 		o.pathStyle = getenv("AWS_ENDPOINT_URL_S3") != "" || getenv("AWS_ENDPOINT_URL") != ""
@@ -220,7 +253,7 @@ func printFlags(w io.Writer) {
 		if def == "" {
 			def = `""`
 		}
-		fmt.Fprintf(w, "  --%-15s %s\n  %-17s env %s, default %s\n", s.name, s.help, "", s.env, def)
+		fmt.Fprintf(w, "  --%-18s %s\n  %-20s env %s, default %s\n", s.name, s.help, "", s.env, def)
 	}
 }
 
@@ -269,6 +302,41 @@ func splitList(v string) []string {
 		}
 	}
 	return out
+}
+
+// readKeyFile reads a signing key: the file's bytes, a final newline
+// dropped (an editor's or echo's), so the file holds what
+// OFFLOAD_SIGNING_KEY would. Whoever can read the key can sign links to
+// every original, and whoever can write it can swap it, so a file others
+// may read, or its group write, is refused, as ssh refuses a private key
+// others can read; 640 leaves room for a group the web server is in, when
+// it reads the same file.
+func readKeyFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	if perm := fi.Mode().Perm(); perm&0o027 != 0 {
+		return nil, fmt.Errorf("%s has mode %04o: others may read it or its group write it; chmod 600 (or 640 for a group the web server is in)", path, perm)
+	}
+	const maxKeyFile = 64 << 10 // far beyond any key; a bound on a wrong file
+	b, err := io.ReadAll(io.LimitReader(f, maxKeyFile+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxKeyFile {
+		return nil, fmt.Errorf("%s is larger than %d bytes: not a key", path, maxKeyFile)
+	}
+	b = bytes.TrimSuffix(b, []byte("\n"))
+	return bytes.TrimSuffix(b, []byte("\r")), nil
 }
 
 // parseSize reads a byte count: a number with an optional binary unit

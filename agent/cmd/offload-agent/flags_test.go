@@ -148,3 +148,90 @@ func FuzzParseSize(f *testing.F) {
 		}
 	})
 }
+
+// TestSigningKeyFromEnvOrFile: the key comes from OFFLOAD_SIGNING_KEY, as
+// the resolver reads it, or from a file no one else may read, whose final
+// newline is not part of it; a short key, a file others can read, and two
+// sources at once are refused, each naming what is wrong.
+func TestSigningKeyFromEnvOrFile(t *testing.T) {
+	const key = "0123456789abcdef-signing"
+	dir := t.TempDir()
+	file := func(name, content string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	private, group := file("private", key+"\n", 0o600), file("group", key+"\r\n", 0o640)
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string // the key, or what the error must say
+		bad  bool
+	}{
+		{"the resolver's variable", nil, map[string]string{"OFFLOAD_SIGNING_KEY": key}, key, false},
+		{"a file, mode 600", []string{"--signing-key-file", private}, nil, key, false},
+		{"a file, mode 640, CRLF", nil, map[string]string{"OFFLOAD_SIGNING_KEY_FILE": group}, key, false},
+		{"none", nil, nil, "", false},
+		{"a file others can read", []string{"--signing-key-file", file("open", key, 0o644)}, nil, "chmod 600", true},
+		{"a file its group can write", []string{"--signing-key-file", file("gw", key, 0o660)}, nil, "chmod 600", true},
+		{"a missing file", []string{"--signing-key-file", filepath.Join(dir, "nope")}, nil, "--signing-key-file", true},
+		{"a short key", nil, map[string]string{"OFFLOAD_SIGNING_KEY": "short"}, "at least 16", true},
+		{"a short key in a file", []string{"--signing-key-file", file("short", "short\n", 0o600)}, nil, "at least 16", true},
+		{"both", []string{"--signing-key-file", private}, map[string]string{"OFFLOAD_SIGNING_KEY": key}, "give one", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o, err := parseFlags("run", tc.args, func(k string) string { return tc.env[k] })
+			switch {
+			case tc.bad && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Errorf("parseFlags: %v; want an error saying %q", err, tc.want)
+			case !tc.bad && err != nil:
+				t.Errorf("parseFlags: %v", err)
+			case !tc.bad && string(o.agent.Cache.SigningKey) != tc.want:
+				t.Errorf("signing key %q; want %q", o.agent.Cache.SigningKey, tc.want)
+			}
+		})
+	}
+}
+
+// TestCacheFetchBudgetFlag: the budget is twice the cache's size unless
+// given, and one smaller than the largest file the cache takes is refused.
+func TestCacheFetchBudgetFlag(t *testing.T) {
+	dir := t.TempDir()
+	for _, d := range []string{"static", "archive", "cache"} {
+		os.Mkdir(filepath.Join(dir, d), 0o755)
+	}
+	env := map[string]string{"OFFLOAD_BUCKET": "b", "OFFLOAD_TABLE": "t", "OFFLOAD_WATCH": filepath.Join(dir, "static"),
+		"OFFLOAD_ARCHIVE": filepath.Join(dir, "archive"), "OFFLOAD_CACHE_DIR": filepath.Join(dir, "cache"), "OFFLOAD_ACCESS_LOG": "/var/log/access.log"}
+	for _, tc := range []struct {
+		args []string
+		want int64
+		err  string
+	}{
+		{[]string{"--cache-size", "100MiB"}, 200 << 20, ""},
+		{[]string{"--cache-size", "100MiB", "--cache-fetch-budget", "1GiB"}, 1 << 30, ""},
+		{[]string{"--cache-size", "100MiB", "--cache-fetch-budget", "10MiB"}, 0, "cache fetch budget"},
+	} {
+		o, err := parseFlags("run", tc.args, func(k string) string { return env[k] })
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := o.agent.WithDefaults()
+		err = cfg.Validate()
+		switch {
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("%q: Validate %v; want an error about the %s", tc.args, err, tc.err)
+		case tc.err == "" && err != nil:
+			t.Errorf("%q: Validate %v", tc.args, err)
+		case tc.err == "":
+			if got := cfg.Cache.WithDefaults().FetchBudget; got != tc.want {
+				t.Errorf("%q: fetch budget %d; want %d", tc.args, got, tc.want)
+			}
+		}
+	}
+}

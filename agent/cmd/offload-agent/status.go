@@ -141,6 +141,10 @@ func printStatus(w io.Writer, st agent.Status) {
 			slices.Sort(reasons)
 			fmt.Fprintf(w, "  not fetched: %s\n", strings.Join(reasons, ", "))
 		}
+		fmt.Fprintf(w, "  fetch budget: %s of %s per window left; %d fetching\n", bytesText(c.FetchBudgetLeft), bytesText(c.FetchBudget), c.Fetching)
+		if c.InvalidLinks > 0 {
+			fmt.Fprintf(w, "  %d requests without a valid signed link (not counted)\n", c.InvalidLinks)
+		}
 		fmt.Fprintf(w, "  access log: %s (%d lines read, %d not understood)\n", c.Log.State, c.Log.Lines, c.Log.Unparsed)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/photosleeve/offload/agent"
+	"github.com/photosleeve/offload/agent/hotcache"
 )
 
 func TestProgressText(t *testing.T) {
@@ -94,6 +95,25 @@ func TestPrintStatusBacklogAndScan(t *testing.T) {
 		"watch error: read: EIO; only the periodic rescan finds new files"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output\n%s\nwants %q", out.String(), want)
+		}
+	}
+}
+
+// TestPrintStatusCache: the cache block says what the fetch budget has
+// left and how many requests had no valid link.
+func TestPrintStatusCache(t *testing.T) {
+	st := agent.Status{Cache: &hotcache.Stats{Dir: "/var/cache/offload", Files: 2, Bytes: 3 << 20, Budget: 1 << 30,
+		FetchBudget: 2 << 30, FetchBudgetLeft: 1536 << 20, Fetching: 1, InvalidLinks: 7,
+		FetchFailures: map[string]int64{hotcache.FailOverBudget: 4}, Log: hotcache.FollowStats{State: hotcache.StateFollowing}}}
+	var b strings.Builder
+	printStatus(&b, st)
+	for _, want := range []string{
+		"fetch budget: 1.5 GiB of 2.0 GiB per window left; 1 fetching",
+		"7 requests without a valid signed link (not counted)",
+		"not fetched: over_budget 4",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("status:\n%s\nwant a line with %q", b.String(), want)
 		}
 	}
 }

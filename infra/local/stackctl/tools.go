@@ -170,17 +170,19 @@ func ensureDynalite(ctx context.Context, p stackPaths) (node, cli string, err er
 }
 
 // webServerPackages are the Debian packages of the web servers the tests
-// run: lighttpd with mod_magnet, nginx, and Apache (apache2-bin, which
-// apache2 pulls in, carries mod_rewrite); and acl, whose setfacl the
-// README's folder permissions for the agent use (agent/permissions_test.go
-// runs them).
-var webServerPackages = []string{"lighttpd", "lighttpd-modules-lua", "nginx-light", "apache2", "acl"}
+// run: lighttpd with mod_magnet, nginx with njs (signed links), and Apache
+// (apache2-bin, which apache2 pulls in, carries mod_rewrite and mod_lua);
+// and acl, whose setfacl the README's folder permissions for the agent use
+// (agent/permissions_test.go runs them).
+var webServerPackages = []string{"lighttpd", "lighttpd-modules-lua", "nginx-light", "libnginx-mod-http-js", "apache2", "acl"}
 
 // The files that prove a web server is installed with the module its
 // fallback needs; the binaries are looked up on PATH.
 const (
 	modMagnet  = "/usr/lib/lighttpd/mod_magnet.so"
+	modNginxJS = "/usr/lib/nginx/modules/ngx_http_js_module.so"
 	modRewrite = "/usr/lib/apache2/modules/mod_rewrite.so"
+	modLua     = "/usr/lib/apache2/modules/mod_lua.so"
 )
 
 // aptLockWait is how long apt-get waits for another apt or dpkg (an
@@ -198,7 +200,7 @@ func ensureWebServers(ctx context.Context) error {
 			missing = append(missing, bin)
 		}
 	}
-	for _, mod := range []string{modMagnet, modRewrite} {
+	for _, mod := range []string{modMagnet, modNginxJS, modRewrite, modLua} {
 		if _, err := os.Stat(mod); err != nil {
 			missing = append(missing, mod)
 		}

@@ -160,7 +160,16 @@ func WaitListening(t testing.TB, addr string) {
 // second's first request, 8 KiB, or its flush every 4 s, so its log goes
 // through a pipe to cat ("|exec cat >>FILE"), which lighttpd writes at
 // once.
-type Site struct{ Before, After, AccessLog string }
+//
+// SigningKey, when set, turns signed links on (README, "Signed links on the
+// web server"): the server gets the key as OFFLOAD_SIGNING_KEY in its
+// environment and the project's signing configuration, so that every
+// request under /static/ needs a valid link.
+type Site struct{ Before, After, AccessLog, SigningKey string }
+
+// nginxJSModule is njs's module from Debian's libnginx-mod-http-js, which
+// nginx's signed-link check needs.
+const nginxJSModule = "/usr/lib/nginx/modules/ngx_http_js_module.so"
 
 // apacheModules are the shared modules the Apache configuration loads from
 // Debian's apache2-bin; log_config (with logio, for combined's %O) and unixd
@@ -201,7 +210,10 @@ func StartWebServer(t testing.TB, server, webroot, cacheRoot, addr, resolverBase
 	var text []byte
 	switch server {
 	case "lighttpd":
-		var accessLog string
+		var accessLog, signing string
+		if s.SigningKey != "" {
+			signing = fmt.Sprintf("include %q\n", filepath.Join(repo, "infra/lighttpd/offload-signing.conf"))
+		}
 		if s.AccessLog != "" {
 			accessLog = fmt.Sprintf("server.modules += ( \"mod_accesslog\" )\naccesslog.filename = %q\n",
 				"|exec cat >>"+shellQuote(s.AccessLog))
@@ -214,19 +226,25 @@ server.errorlog = %q
 var.offload_lua = %q
 var.offload_lua_404 = %q
 include %q
-%s
+%s%s
 `, webroot, port, filepath.Join(dir, "lighttpd-error.log"), accessLog, s.Before,
 			filepath.Join(repo, "infra/lighttpd/offload-fallback.lua"), filepath.Join(repo, "infra/lighttpd/offload-fallback-404.lua"),
-			filepath.Join(repo, "infra/lighttpd/offload.conf"), s.After)
+			filepath.Join(repo, "infra/lighttpd/offload.conf"), signing, s.After)
 		env = []string{"OFFLOAD_RESOLVER_BASE=" + resolverBase, "OFFLOAD_CACHE_ROOT=" + cacheRoot}
 		check, run = []string{"-tt", "-f", conf}, []string{"-D", "-f", conf}
 	case "nginx":
 		// Workers run as root here so they can read the test's 0700 temp folders.
-		var accessLog string
+		var accessLog, signingMain, signing string
 		if s.AccessLog != "" {
 			accessLog = fmt.Sprintf("access_log %q combined;", s.AccessLog)
 		}
-		text = fmt.Appendf(nil, `user root;
+		if s.SigningKey != "" {
+			signingMain = fmt.Sprintf("load_module %q;\nenv OFFLOAD_SIGNING_KEY;", nginxJSModule)
+			signing = fmt.Sprintf("js_import offload_signing from %q;\n        include %q;",
+				filepath.Join(repo, "infra/nginx/offload-signing.js"), filepath.Join(repo, "infra/nginx/offload-signing.conf"))
+		}
+		text = fmt.Appendf(nil, `%[10]s
+user root;
 daemon off;
 worker_processes 1;
 pid %[1]s/nginx.pid;
@@ -246,11 +264,13 @@ http {
         set $offload_resolver_base %[4]q;
         set $offload_cache_root %[8]q;
 %[6]s
+        %[11]s
         include %[5]q;
 %[7]s
     }
 }
-`, dir, port, webroot, resolverBase, filepath.Join(repo, "infra/nginx/offload.conf"), s.Before, s.After, cacheRoot, accessLog)
+`, dir, port, webroot, resolverBase, filepath.Join(repo, "infra/nginx/offload.conf"), s.Before, s.After, cacheRoot, accessLog,
+			signingMain, signing)
 		check, run = []string{"-t", "-c", conf}, []string{"-c", conf}
 	case "apache2":
 		var user string
@@ -264,7 +284,12 @@ http {
 			accessLog = fmt.Sprintf("CustomLog %q combined", s.AccessLog)
 		}
 		var modules []byte
-		for _, m := range apacheModules {
+		mods, signing := apacheModules, ""
+		if s.SigningKey != "" {
+			mods = append(mods[:len(mods):len(mods)], "lua")
+			signing = fmt.Sprintf("Define OFFLOAD_SIGNING_LUA %s", filepath.Join(repo, "infra/apache/offload-signing.lua"))
+		}
+		for _, m := range mods {
 			modules = fmt.Appendf(modules, "LoadModule %s_module /usr/lib/apache2/modules/mod_%[1]s.so\n", m)
 		}
 		// -X: one process (event MPM threads serve many connections at
@@ -293,15 +318,19 @@ TypesConfig /etc/mime.types
     %[12]s
     Define OFFLOAD_RESOLVER_BASE %[6]s
     Define OFFLOAD_CACHE_ROOT %[11]s
+    %[14]s
 %[8]s
     Include %[7]q
 %[9]s
 </VirtualHost>
 `, dir, modules, user, port, webroot, resolverBase, filepath.Join(repo, "infra/apache/offload.conf"), s.Before, s.After,
-			filepath.Join(dir, "apache2.pid"), cacheRoot, accessLog, apacheCombined)
+			filepath.Join(dir, "apache2.pid"), cacheRoot, accessLog, apacheCombined, signing)
 		check, run = []string{"-t", "-f", conf}, []string{"-X", "-f", conf}
 	default:
 		t.Fatalf("unknown web server %q", server)
+	}
+	if s.SigningKey != "" {
+		env = append(env, "OFFLOAD_SIGNING_KEY="+s.SigningKey)
 	}
 	if err := os.WriteFile(conf, text, 0o644); err != nil {
 		t.Fatal(err)

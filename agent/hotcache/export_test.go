@@ -1,0 +1,23 @@
+package hotcache
+
+import "time"
+
+// Hooks for the tests of package hotcache_test. Set them before Run.
+
+// OnFetchDone makes c send on the returned channel the key of each fetch
+// once it has ended, whatever came of it, and the key is no longer in
+// flight: a redirect after that is judged afresh.
+func OnFetchDone(c *Cache) <-chan string {
+	ch := make(chan string, 1024)
+	c.fetchDone = func(key string) { ch <- key }
+	return ch
+}
+
+// SetClock makes c read the time from now.
+func SetClock(c *Cache, now func() time.Time) { c.now = now }
+
+// The back-off after a failed fetch.
+const (
+	FetchBackoffFirst = fetchBackoffFirst
+	FetchBackoffMax   = fetchBackoffMax
+)

@@ -1,0 +1,138 @@
+// offload: signed links on the nginx side, an njs module (nginx's
+// ngx_http_js_module, Debian's libnginx-mod-http-js, njs 0.7.9 or later)
+// used by offload-signing.conf. See that file for how to set it up.
+//
+// It makes signing.go's decision (offload.VerifyLink) on the request as the
+// browser sent it: HMAC-SHA256 over "offload-link-v1\n<rel>\n<exp>", rel the
+// path below /static/ decoded segment by segment as Mapping.KeyForURL
+// decodes it, exp the query's Unix time written back as a decimal integer,
+// sig the query's hex, compared in constant time; expired once the server's
+// clock is past exp. crypto.createHmac is njs's
+// (https://nginx.org/en/docs/njs/reference.html#crypto), the key
+// process.env.OFFLOAD_SIGNING_KEY, which nginx passes to its workers only
+// when the main configuration says "env OFFLOAD_SIGNING_KEY;"
+// (https://nginx.org/en/docs/ngx_core_module.html#env).
+
+var crypto = require('crypto');
+
+// minKeyBytes is offload.MinSigningKeyBytes.
+var minKeyBytes = 16;
+
+// unescape is url.PathUnescape (plus: url.QueryUnescape, "+" a space);
+// null for a bad escape. decodeURIComponent also refuses an escape that
+// is not UTF-8, which is no name a link is ever signed for.
+function unescape(s, plus) {
+    if (plus) {
+        s = s.replace(/\+/g, ' ');
+    }
+    try {
+        return decodeURIComponent(s);
+    } catch (e) {
+        return null;
+    }
+}
+
+// linkRel is Mapping.KeyForURL's decoding of the raw path: null outside
+// /static/, for a bad escape, an encoded "/" or an empty, "." or ".."
+// segment, all of which the mapping refuses too.
+function linkRel(path) {
+    if (path.indexOf('/static/') !== 0) {
+        return null;
+    }
+    var segs = path.slice('/static/'.length).split('/');
+    for (var i = 0; i < segs.length; i++) {
+        var d = unescape(segs[i], false);
+        if (d === null || d === '' || d === '.' || d === '..' || d.indexOf('/') >= 0) {
+            return null;
+        }
+        segs[i] = d;
+    }
+    return segs.join('/');
+}
+
+// linkQuery is url.ParseQuery's first exp and sig: pairs split on "&", one
+// with a ";" or a bad escape skipped.
+function linkQuery(q) {
+    var v = {};
+    var parts = q.split('&');
+    for (var i = 0; i < parts.length; i++) {
+        var part = parts[i];
+        if (part === '' || part.indexOf(';') >= 0) {
+            continue;
+        }
+        var eq = part.indexOf('=');
+        var k = unescape(eq < 0 ? part : part.slice(0, eq), true);
+        var val = unescape(eq < 0 ? '' : part.slice(eq + 1), true);
+        if (k !== null && val !== null && !(k in v)) {
+            v[k] = val;
+        }
+    }
+    return v;
+}
+
+// linkExp is strconv.ParseInt(exp, 10, 64) written back with %d, which is
+// what the MAC covers ("+01" is 1); null when it is no int64.
+function linkExp(exp) {
+    var m = /^([+-]?)([0-9]+)$/.exec(exp || '');
+    if (!m) {
+        return null;
+    }
+    var digits = m[2].replace(/^0+/, '');
+    if (digits === '') {
+        return '0';
+    }
+    var max = m[1] === '-' ? '9223372036854775808' : '9223372036854775807';
+    if (digits.length > 19 || (digits.length === 19 && digits > max)) {
+        return null;
+    }
+    return (m[1] === '-' ? '-' : '') + digits;
+}
+
+// sameHex compares two hex strings of 64 digits without stopping at the
+// first difference (hmac.Equal).
+function sameHex(a, b) {
+    a = a.toLowerCase();
+    b = b.toLowerCase();
+    if (!/^[0-9a-f]{64}$/.test(b)) {
+        return false;
+    }
+    var diff = 0;
+    for (var i = 0; i < 64; i++) {
+        diff |= a.charCodeAt(i) ^ b.charCodeAt(i);
+    }
+    return diff === 0;
+}
+
+// refused is the value of $offload_link_refused: "1" when the request is
+// under /static/ (as nginx resolved it) and carries no valid, unexpired
+// link for the path it was sent with, or when that path is not the one
+// nginx resolved (so the file served is always the file signed); "" for
+// any other request.
+function refused(r) {
+    if (r.uri.indexOf('/static/') !== 0) {
+        return '';
+    }
+    var key = process.env.OFFLOAD_SIGNING_KEY;
+    if (!key || key.length < minKeyBytes) {
+        r.error('offload-signing.js: OFFLOAD_SIGNING_KEY is not set, or shorter than 16 bytes, or missing "env OFFLOAD_SIGNING_KEY;" in the main configuration; every /static/ request is refused');
+        return '1';
+    }
+    var target = r.variables.request_uri;
+    var q = target.indexOf('?');
+    var rel = linkRel(q < 0 ? target : target.slice(0, q));
+    if (rel === null || '/static/' + rel !== r.uri) {
+        return '1';
+    }
+    var v = linkQuery(q < 0 ? '' : target.slice(q + 1));
+    var exp = linkExp(v.exp);
+    if (exp === null || typeof v.sig !== 'string' || v.sig.length !== 64) {
+        return '1';
+    }
+    var mac = crypto.createHmac('sha256', key).update('offload-link-v1\n' + rel + '\n' + exp).digest('hex');
+    if (!sameHex(mac, v.sig)) {
+        return '1';
+    }
+    return Math.floor(Date.now() / 1000) > Number(exp) ? '1' : '';
+}
+
+export default {refused};
