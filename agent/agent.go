@@ -331,9 +331,14 @@ func (a *Agent) sweepEvery(ctx context.Context) {
 
 // addWorkers adds the workers to g: each offloads the jobs it is handed
 // until the loop closes jobs, and sends each result back. work outlives
-// the agent's context by the grace period (see drain).
+// the agent's context by the grace period (see drain), so the workers use
+// it, not the component's context. Like every component they return only
+// once the group stops: the group returns the error of the actor that
+// returns first, which must be the loop's (workers that ended as the loop
+// closed jobs, returning first, once made Once return nil for files it
+// had given up).
 func (a *Agent) addWorkers(g *run.Group, work context.Context, jobs <-chan job, results chan<- result) {
-	g.Add(func() error {
+	addComponent(g, work, func(context.Context) {
 		var wg sync.WaitGroup
 		for range a.cfg.Workers {
 			wg.Go(func() {
@@ -343,8 +348,7 @@ func (a *Agent) addWorkers(g *run.Group, work context.Context, jobs <-chan job, 
 			})
 		}
 		wg.Wait()
-		return nil
-	}, func(error) {}) // the loop closes jobs as it ends
+	}, nil)
 }
 
 // schedLoop is the scheduling loop's state; only the loop's goroutine
