@@ -546,8 +546,12 @@ func (a *Agent) report(r result, v verdict) (forGood bool) {
 		a.stats.Failures.Add(1)
 		a.metrics.failures.WithLabelValues(r.cause).Inc()
 		a.track.failed(Failure{Path: r.rel, At: time.Now().UTC(), Cause: r.cause, Error: r.err.Error()})
+		if v.gaveUp {
+			log.Error("failed: given up, not offloaded (once tries a file a few times; the next run tries again)", "attempt", v.attempts, "err", r.err)
+			return true
+		}
 		log.Warn("failed, will retry", "attempt", v.attempts, "retry_in", v.retryIn.Round(time.Millisecond), "err", r.err)
-		return v.gaveUp
+		return false
 	}
 	return false
 }
