@@ -37,6 +37,7 @@ import (
 type objectStore interface {
 	put(ctx context.Context, u upload) (checksum string, obj objectInfo, err error)
 	head(ctx context.Context, key string) (objectInfo, error)
+	headVersion(ctx context.Context, key, versionID string) (objectInfo, error)
 }
 
 // ledger is what the pipeline needs from the ledger table.

@@ -3,6 +3,9 @@ package agent_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"io"
 	"net/http"
 	"os"
@@ -239,5 +242,70 @@ func TestKill9BetweenUploadAndLedgerWrite(t *testing.T) {
 	if rec := h.ledgerItem("photo.jpg"); rec.VersionID != aws.ToString(head.VersionId) || rec.CRC64NVME != checksum(data) || rec.Path != "photo.jpg" {
 		t.Errorf("ledger item: version %q, crc64nvme %s, path %q; want version %q, crc64nvme %s, path photo.jpg",
 			rec.VersionID, rec.CRC64NVME, rec.Path, aws.ToString(head.VersionId), checksum(data))
+	}
+}
+
+// TestPlantedProofsRecordOnlyWhatS3Holds: whoever can write in the watch
+// folder can put a claim folder of their own there, with proofs in it. A
+// proof read back is checked against S3 before it is recorded, so a
+// planted one can record nothing S3 does not hold: not another content
+// type for a real object (the resolver would serve it as text/html), not a
+// key its path does not map to, not other bytes than the version holds.
+// Before the check each of the three was written to the ledger as given.
+func TestPlantedProofsRecordOnlyWhatS3Holds(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	ctx := context.Background()
+	put := func(rel string, data []byte) string {
+		out, err := h.s3.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(h.st.Bucket), Key: aws.String(h.key(rel)),
+			Body: bytes.NewReader(data), ContentType: aws.String("image/jpeg"), ChecksumCRC64NVME: aws.String(checksum(data))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return aws.ToString(out.VersionId)
+	}
+	real, forged := randomBytes(10<<10, 4), randomBytes(10<<10, 5)
+	realVersion := put("real.jpg", real)
+	forgedVersion := put("forged.jpg", real)
+	otherKey := "elsewhere/" + h.key("secret.jpg")
+	proofs := []offload.Record{
+		{Key: h.key("real.jpg"), Path: "real.jpg", Size: int64(len(real)), CRC64NVME: checksum(real), VersionID: realVersion, ContentType: "text/html"},
+		{Key: otherKey, Path: "secret.jpg", Size: int64(len(real)), CRC64NVME: checksum(real), VersionID: realVersion, ContentType: "image/jpeg"},
+		{Key: h.key("forged.jpg"), Path: "forged.jpg", Size: int64(len(forged)), CRC64NVME: checksum(forged), VersionID: forgedVersion, ContentType: "image/jpeg"},
+	}
+	dir := filepath.Join(h.cfg.Watch, ".offload-claim", ".uploads")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range proofs {
+		p.Host, p.ETag, p.UploadedAt = h.cfg.Host, `"planted"`, time.Now().UTC()
+		b, err := json.Marshal(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256([]byte(h.cfg.Host + "\x00" + p.Key))
+		if err := os.WriteFile(filepath.Join(dir, hex.EncodeToString(sum[:16])+".proof"), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	if err := h.once(); err != nil {
+		t.Fatalf("once: %v; want nil: one proof recorded, two dropped", err)
+	}
+	rec := h.ledgerItem("real.jpg")
+	if rec.ContentType != "image/jpeg" || rec.VersionID != realVersion || rec.ETag == `"planted"` {
+		t.Errorf("real.jpg recorded with content type %q, version %q, ETag %s; want S3's: image/jpeg, %q, not the planted ETag",
+			rec.ContentType, rec.VersionID, rec.ETag, realVersion)
+	}
+	out, err := h.db.GetItem(ctx, &dynamodb.GetItemInput{TableName: aws.String(h.st.Table), ConsistentRead: aws.Bool(true),
+		Key: map[string]dbtypes.AttributeValue{offload.LedgerPartitionKey: &dbtypes.AttributeValueMemberS{Value: otherKey}}})
+	if err != nil || out.Item != nil {
+		t.Errorf("a ledger item for %s, a key the proof's path does not map to (err %v); want none", otherKey, err)
+	}
+	if h.hasLedgerItem("forged.jpg") {
+		t.Errorf("forged.jpg recorded: %+v; want nothing, the proof's bytes are not the version's", h.ledgerItem("forged.jpg"))
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "*.proof")); len(left) != 0 {
+		t.Errorf("proofs left: %v; want the two that S3 does not bear out dropped", left)
 	}
 }

@@ -111,8 +111,16 @@ func (a *Agent) recordPending(ctx context.Context) int {
 		if ctx.Err() != nil {
 			return left + len(pending) - i
 		}
-		err := a.recordObject(ctx, r)
 		log := a.log.With("key", r.Key, "version", r.VersionID, "path", r.Path)
+		held, err := a.heldAsProven(ctx, r)
+		if errors.Is(err, errNotAProof) {
+			a.proofs.done(r)
+			log.Error("dropped a pending proof that S3 does not bear out: nothing recorded", "err", err)
+			continue
+		}
+		if err == nil {
+			err = a.recordObject(ctx, held)
+		}
 		switch {
 		case err == nil:
 			a.proofs.done(r)
@@ -131,6 +139,38 @@ func (a *Agent) recordPending(ctx context.Context) int {
 		}
 	}
 	return left
+}
+
+// errNotAProof: a pending proof read back names a key its path does not
+// map to, or an object version S3 does not hold with its size and checksum.
+var errNotAProof = errors.New("not a proof of what S3 holds")
+
+// heldAsProven checks a pending proof against S3 before it is recorded, and
+// returns the record as S3 holds it. A proof comes back from a file in the
+// watch folder, and whoever can write there can replace the claim folder
+// with one of theirs: a proof taken on trust would let them write any
+// ledger item (another key, a version that never was, a content type of
+// text/html that the resolver then serves). So the key must be the one
+// its path maps to, and a HEAD of the version it names (checksum mode;
+// s3:GetObjectVersion) must show the same size and CRC64NVME; the ETag and
+// the content type are S3's. A HEAD that fails (S3 unreachable, or a
+// version that is gone: 404 NoSuchVersion, or 403 without s3:ListBucket,
+// https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html)
+// keeps the proof for the next try, as a failed ledger write does.
+func (a *Agent) heldAsProven(ctx context.Context, r offload.Record) (offload.Record, error) {
+	if key, err := a.cfg.Mapping.KeyForFile(r.Path); err != nil || key != r.Key {
+		return r, fmt.Errorf("%w: path %q does not map to the key", errNotAProof, r.Path)
+	}
+	obj, err := a.store.headVersion(ctx, r.Key, r.VersionID)
+	if err != nil {
+		return r, fmt.Errorf("%w: %w", errVersionCheck, err)
+	}
+	if obj.Size != r.Size || obj.CRC64NVME != r.CRC64NVME || obj.VersionID != r.VersionID {
+		return r, fmt.Errorf("%w: S3 holds version %q with %d bytes, crc64nvme %q; the proof says %q, %d bytes, %q",
+			errNotAProof, obj.VersionID, obj.Size, obj.CRC64NVME, r.VersionID, r.Size, r.CRC64NVME)
+	}
+	r.ETag, r.ContentType = obj.ETag, obj.ContentType
+	return r, nil
 }
 
 // pendingProofs keeps the proofs S3 gave of the objects it accepted until

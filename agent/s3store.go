@@ -25,10 +25,11 @@ import (
 
 // objectInfo is what S3 says about a stored object.
 type objectInfo struct {
-	Size      int64
-	CRC64NVME string // full-object checksum; empty when S3 has none
-	ETag      string
-	VersionID string
+	Size        int64
+	CRC64NVME   string // full-object checksum; empty when S3 has none
+	ETag        string
+	VersionID   string
+	ContentType string // what the object was stored with; from a HEAD only
 }
 
 // errObjectExists means the key already holds an object: the upload was
@@ -567,11 +568,20 @@ func (s *s3Store) sendTimeout(n int64) time.Duration {
 
 // head returns what S3 holds under key, with its full-object checksum.
 func (s *s3Store) head(ctx context.Context, key string) (objectInfo, error) {
+	return s.headVersion(ctx, key, "")
+}
+
+// headVersion is head of one version of key ("" for the current one),
+// which needs s3:GetObjectVersion
+// (https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadObject.html).
+func (s *s3Store) headVersion(ctx context.Context, key, versionID string) (objectInfo, error) {
 	cctx, cancel := context.WithTimeout(ctx, s.callTimeout)
 	defer cancel()
-	out, err := s.client.HeadObject(cctx, &s3.HeadObjectInput{
-		Bucket: aws.String(s.bucket), Key: aws.String(key), ChecksumMode: types.ChecksumModeEnabled,
-	})
+	in := &s3.HeadObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(key), ChecksumMode: types.ChecksumModeEnabled}
+	if versionID != "" {
+		in.VersionId = aws.String(versionID)
+	}
+	out, err := s.client.HeadObject(cctx, in)
 	if err != nil {
 		var re *smithyhttp.ResponseError
 		if errors.As(err, &re) && re.HTTPStatusCode() == http.StatusForbidden {
@@ -579,7 +589,8 @@ func (s *s3Store) head(ctx context.Context, key string) (objectInfo, error) {
 		}
 		return objectInfo{}, translate("head "+key, err)
 	}
-	info := objectInfo{Size: aws.ToInt64(out.ContentLength), ETag: aws.ToString(out.ETag), VersionID: aws.ToString(out.VersionId)}
+	info := objectInfo{Size: aws.ToInt64(out.ContentLength), ETag: aws.ToString(out.ETag), VersionID: aws.ToString(out.VersionId),
+		ContentType: aws.ToString(out.ContentType)}
 	// A composite checksum (of the parts' checksums) proves nothing about
 	// the whole object; only a full-object one counts.
 	if out.ChecksumType != types.ChecksumTypeComposite {
