@@ -13,6 +13,35 @@ import (
 	"github.com/photosleeve/offload/agent/hotcache"
 )
 
+// cachingDaemon runs the agent with a hot cache (links signed with
+// signingKey, if not nil) on an empty access log, writes rel, and returns
+// once rel is archived and the cache follows the log, with the log open
+// for the test to append the web server's lines to.
+func (h *harness) cachingDaemon(signingKey []byte, rel string, data []byte) (*agent.Agent, func() error, *os.File) {
+	h.t.Helper()
+	dir := h.t.TempDir()
+	h.cfg.Cache = hotcache.Config{Dir: filepath.Join(dir, "cache"), AccessLog: filepath.Join(dir, "access.log"), SigningKey: signingKey}
+	if err := os.MkdirAll(h.cfg.Cache.Dir, 0o755); err != nil {
+		h.t.Fatal(err)
+	}
+	if err := os.WriteFile(h.cfg.Cache.AccessLog, nil, 0o644); err != nil {
+		h.t.Fatal(err)
+	}
+	h.write(rel, data)
+	a, stop := h.runDaemon(h.cfg)
+	h.waitFor("the photo archived", time.Minute, func() bool { return h.archived(rel) })
+	h.waitFor("the cache following the log", 10*time.Second, func() bool {
+		s := a.Status().Cache
+		return s != nil && s.Log.State == hotcache.StateFollowing
+	})
+	log, err := os.OpenFile(h.cfg.Cache.AccessLog, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { log.Close() })
+	return a, stop, log
+}
+
 // TestDaemonCachesWhatTheLogShowsHot: the daemon with --cache follows the
 // access log; once a photo it offloaded is redirected three times (the
 // default threshold) the cached copy appears, and /status and /metrics
@@ -20,26 +49,8 @@ import (
 func TestDaemonCachesWhatTheLogShowsHot(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	dir := t.TempDir()
-	h.cfg.Cache = hotcache.Config{Dir: filepath.Join(dir, "cache"), AccessLog: filepath.Join(dir, "access.log")}
-	os.MkdirAll(h.cfg.Cache.Dir, 0o755)
-	if err := os.WriteFile(h.cfg.Cache.AccessLog, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
 	data := randomBytes(40<<10, 7)
-	h.write("2026/cat.jpg", data)
-	a, stop := h.runDaemon(h.cfg)
-	h.waitFor("the photo archived", time.Minute, func() bool { return h.archived("2026/cat.jpg") })
-	h.waitFor("the cache following the log", 10*time.Second, func() bool {
-		s := a.Status().Cache
-		return s != nil && s.Log.State == hotcache.StateFollowing
-	})
-
-	log, err := os.OpenFile(h.cfg.Cache.AccessLog, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer log.Close()
+	a, stop, log := h.cachingDaemon(nil, "2026/cat.jpg", data)
 	for i := range 3 {
 		fmt.Fprintf(log, "127.0.0.1 - - [30/Nov/2026:12:00:0%d +0000] \"GET /static/2026/cat.jpg?v=%d HTTP/1.1\" 302 0 \"-\" \"test\"\n", i, i)
 	}
@@ -97,26 +108,9 @@ func TestDaemonCachesWhatTheLogShowsHot(t *testing.T) {
 func TestDaemonCountsOnlySignedLinks(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	dir := t.TempDir()
 	key := randomBytes(32, 11)
-	h.cfg.Cache = hotcache.Config{Dir: filepath.Join(dir, "cache"), AccessLog: filepath.Join(dir, "access.log"), SigningKey: key}
-	os.MkdirAll(h.cfg.Cache.Dir, 0o755)
-	if err := os.WriteFile(h.cfg.Cache.AccessLog, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
 	data := randomBytes(20<<10, 12)
-	h.write("private.jpg", data)
-	a, stop := h.runDaemon(h.cfg)
-	h.waitFor("the photo archived", time.Minute, func() bool { return h.archived("private.jpg") })
-	h.waitFor("the cache following the log", 10*time.Second, func() bool {
-		s := a.Status().Cache
-		return s != nil && s.Log.State == hotcache.StateFollowing
-	})
-	log, err := os.OpenFile(h.cfg.Cache.AccessLog, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer log.Close()
+	a, stop, log := h.cachingDaemon(key, "private.jpg", data)
 	redirect := func(target string) {
 		fmt.Fprintf(log, "127.0.0.1 - - [30/Nov/2026:12:00:00 +0000] \"GET %s HTTP/1.1\" 302 0 \"-\" \"test\"\n", target)
 	}
