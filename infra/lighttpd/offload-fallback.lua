@@ -79,7 +79,12 @@ local function signed_link_ok(r)
   if not key or #key < 16 then
     return false, "OFFLOAD_SIGNING_KEY is not set or shorter than 16 bytes; every /static/ request is refused"
   end
-  local uri = r.req_attr["request.orig-uri"] or ""
+  -- lighttpd cuts the target at the first "#" (a fragment, which no
+  -- browser sends) and serves the path before it; orig-uri keeps the "#".
+  -- Judge what lighttpd serves: "/static/a.jpg#b?exp=..&sig=.." is
+  -- "/static/a.jpg" with no link, not the link of the file "a.jpg#b"
+  -- (TestWebServerSignedLinkFragment).
+  local uri = (r.req_attr["request.orig-uri"] or ""):match("^[^#]*")
   local rel = link_rel(uri)
   local exp, sig = link_query(uri:match("%?(.*)$"))
   local e, n = link_exp(exp)
