@@ -101,3 +101,70 @@ func rawRequest(addr, method, target string) (int, []byte, error) {
 	body, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, body, err
 }
+
+// TestWebServerSignedLinksKeyLengths checks each server's HMAC-SHA256
+// against Go's for keys longer than SHA-256's 64-byte block, which HMAC
+// hashes first (65, 119, 120 and 1000 bytes: SHA-256's padding around
+// 55/56 and 63/64/65 bytes of a block, one and several blocks), a key of
+// exactly one block, and a non-ASCII key; and, with each, names whose
+// signed message puts the end of SHA-256's input at every offset of a
+// 64-byte block (ASCII names of 1 to 130 bytes) and non-ASCII names. The
+// Apache check is a SHA-256 written in Lua, so this is its test against
+// crypto/sha256; a valid link must get its file on every server.
+func TestWebServerSignedLinksKeyLengths(t *testing.T) {
+	stacktest.Require(t) // the web servers come with the stack
+	keys := map[string]string{}
+	for _, n := range []int{64, 65, 119, 120, 1000} {
+		k := strings.Repeat("0123456789abcdef", n/16+1)[:n]
+		keys[fmt.Sprintf("%d ASCII bytes", n)] = k
+	}
+	keys["non-ASCII, 70 bytes"] = strings.Repeat("clé-ключ", 7)[:70]
+	// Not here, as the README asks for an ASCII key: nginx refuses every
+	// link with a non-ASCII key of 16 bytes or more but fewer than 16
+	// characters ("ключ-写真-clé!", 21 bytes: njs's key.length counts
+	// characters), and with a key that is not UTF-8 (njs's process.env is
+	// text), both 403 for all, no byte served.
+	files := map[string][]byte{}
+	var rels []string
+	for n := 1; n <= 130; n++ {
+		rel := strings.Repeat("x", n)
+		rels = append(rels, rel)
+		files[rel] = randomBytes(64+n, byte(n))
+	}
+	for n := 1; n <= 40; n += 3 {
+		rel := "写" + strings.Repeat("é", n)
+		rels = append(rels, rel)
+		files[rel] = randomBytes(200+n, byte(n+1))
+	}
+	for what, key := range keys {
+		for _, server := range []string{"lighttpd", "nginx", "apache2"} {
+			t.Run(server+", key of "+what, func(t *testing.T) {
+				t.Parallel()
+				webroot := filepath.Join(t.TempDir(), "www")
+				writeFiles(t, webroot, files)
+				addr := stacktest.FreeAddr(t)
+				stacktest.StartWebServer(t, server, webroot, t.TempDir(), addr, resolverBase, stacktest.Site{SigningKey: key})
+				m := offload.DefaultMapping
+				bad := 0
+				for _, rel := range rels {
+					k, _ := m.KeyForFile(rel)
+					u, _ := m.URLForKey(k)
+					link, err := offload.SignLink([]byte(key), m, u, time.Now().Add(time.Hour))
+					if err != nil {
+						t.Fatal(err)
+					}
+					resp, body := do(t, http.MethodGet, "http://"+addr, link)
+					if resp.StatusCode != 200 || !bytes.Equal(body, files[rel]) {
+						if bad++; bad <= 5 {
+							t.Errorf("GET %s (%d-byte name, %d-byte key): %s; want 200 with its %d bytes",
+								link, len(rel), len(key), describeAnswer(resp, body, files[rel]), len(files[rel]))
+						}
+					}
+				}
+				if bad > 0 {
+					t.Errorf("%d of %d valid links refused", bad, len(rels))
+				}
+			})
+		}
+	}
+}
