@@ -168,3 +168,43 @@ func TestWebServerSignedLinksKeyLengths(t *testing.T) {
 		}
 	}
 }
+
+// TestLighttpdSigningKeyAndSpawnedBackEnds shows where lighttpd's
+// OFFLOAD_SIGNING_KEY goes besides offload-fallback.lua: a FastCGI back
+// end that lighttpd spawns itself ("bin-path") gets lighttpd's whole
+// environment, the key with it, unless its "bin-copy-environment" names
+// the variables to pass (as Debian's 15-fastcgi-php.conf does). So a
+// php-cgi spawned without that list can read the key that signs links to
+// every original; offload-signing.conf and the README say so.
+func TestLighttpdSigningKeyAndSpawnedBackEnds(t *testing.T) {
+	stacktest.Require(t) // the web servers come with the stack
+	bin := stacktest.Build(t, "./infra/e2e/testdata/fcgienv")["fcgienv"]
+	dir := t.TempDir()
+	addr := stacktest.FreeAddr(t)
+	after := fmt.Sprintf(`server.modules += ( "mod_fastcgi" )
+fastcgi.server = (
+    "/copies-all" => (( "bin-path" => %[1]q, "socket" => %[2]q, "check-local" => "disable", "max-procs" => 1 )),
+    "/copies-some" => (( "bin-path" => %[1]q, "socket" => %[3]q, "check-local" => "disable", "max-procs" => 1,
+                         "bin-copy-environment" => ( "PATH", "SHELL", "USER" ) )),
+)
+`, bin, filepath.Join(dir, "all.sock"), filepath.Join(dir, "some.sock"))
+	stacktest.StartWebServer(t, "lighttpd", filepath.Join(dir, "www"), t.TempDir(), addr, resolverBase,
+		stacktest.Site{SigningKey: e2eSigningKey, After: after})
+	names := func(path string) map[string]bool {
+		resp, body := do(t, http.MethodGet, "http://"+addr, path)
+		if resp.StatusCode != 200 {
+			t.Fatalf("GET %s: %s", path, resp.Status)
+		}
+		m := map[string]bool{}
+		for _, n := range strings.Fields(string(body)) {
+			m[n] = true
+		}
+		return m
+	}
+	if all := names("/copies-all"); !all["OFFLOAD_SIGNING_KEY"] {
+		t.Errorf("a back end spawned without bin-copy-environment got no OFFLOAD_SIGNING_KEY (it got %d variables): lighttpd no longer passes its environment on, and offload-signing.conf's and the README's warning is out of date", len(all))
+	}
+	if some := names("/copies-some"); some["OFFLOAD_SIGNING_KEY"] || !some["PATH"] {
+		t.Errorf("a back end spawned with bin-copy-environment PATH, SHELL, USER: OFFLOAD_SIGNING_KEY %t, PATH %t; want only the variables named", some["OFFLOAD_SIGNING_KEY"], some["PATH"])
+	}
+}
