@@ -7,7 +7,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -206,5 +208,71 @@ fastcgi.server = (
 	}
 	if some := names("/copies-some"); some["OFFLOAD_SIGNING_KEY"] || !some["PATH"] {
 		t.Errorf("a back end spawned with bin-copy-environment PATH, SHELL, USER: OFFLOAD_SIGNING_KEY %t, PATH %t; want only the variables named", some["OFFLOAD_SIGNING_KEY"], some["PATH"])
+	}
+}
+
+// TestSignedLinkCheckFailsClosed runs nginx's and Apache's signed-link
+// check with a fault injected where it computes the MAC (the script's
+// HMAC throws, as an njs or Lua runtime error would), and asks for a file
+// in the document root with a forged link, an unsigned request and a valid
+// link: none may get a byte. A check that cannot decide must refuse. (njs
+// leaves a js_set variable empty when its function throws; mod_lua answers
+// 500 when the handler raises an error.)
+func TestSignedLinkCheckFailsClosed(t *testing.T) {
+	stacktest.Require(t) // the web servers come with the stack
+	faults := map[string]struct{ script, line, faulty string }{
+		"nginx": {"infra/nginx/offload-signing.js", "var crypto = require('crypto');",
+			"var crypto = {createHmac: function () { throw new Error('injected fault'); }};"},
+		"apache2": {"infra/apache/offload-signing.lua", "local function hmac_sha256(key, msg)\n",
+			"local function hmac_sha256(key, msg)\n  error(\"injected fault\")\n"},
+	}
+	for server, f := range faults {
+		t.Run(server, func(t *testing.T) {
+			t.Parallel()
+			src, err := os.ReadFile(filepath.Join(stacktest.RepoRoot(t), f.script))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if bytes.Count(src, []byte(f.line)) != 1 {
+				t.Fatalf("%s: %q is not there once; the fault cannot be injected", f.script, f.line)
+			}
+			dir := t.TempDir()
+			openToOthers(t, dir)
+			script := filepath.Join(dir, filepath.Base(f.script))
+			if err := os.WriteFile(script, bytes.Replace(src, []byte(f.line), []byte(f.faulty), 1), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			webroot := filepath.Join(t.TempDir(), "www")
+			data := randomBytes(1<<10, 53)
+			writeFiles(t, webroot, map[string][]byte{"a.jpg": data})
+			addr := stacktest.FreeAddr(t)
+			stacktest.StartWebServer(t, server, webroot, t.TempDir(), addr, resolverBase,
+				stacktest.Site{SigningKey: e2eSigningKey, SigningScript: script})
+			exp := strconv.FormatInt(time.Now().Add(time.Hour).Unix(), 10)
+			for _, target := range []string{
+				"/static/a.jpg?exp=" + exp + "&sig=" + strings.Repeat("0", 64),
+				"/static/a.jpg",
+				signFor(t, "a.jpg"),
+			} {
+				resp, body := do(t, http.MethodGet, "http://"+addr, target)
+				if resp.StatusCode == 200 || resp.StatusCode == 302 || bytes.Contains(body, data[:64]) {
+					t.Errorf("GET %s with the check failing: %s; want a refusal with none of the file", target, describeAnswer(resp, body, data))
+				}
+			}
+		})
+	}
+}
+
+// openToOthers lets the web server's workers (www-data when the test runs
+// as root) read dir.
+func openToOthers(t *testing.T, dir string) {
+	t.Helper()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for d := filepath.Dir(dir); strings.HasPrefix(d, filepath.Clean(os.TempDir())+string(filepath.Separator)); d = filepath.Dir(d) {
+		if fi, err := os.Stat(d); err == nil {
+			os.Chmod(d, fi.Mode().Perm()|0o005)
+		}
 	}
 }

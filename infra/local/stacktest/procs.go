@@ -164,8 +164,12 @@ func WaitListening(t testing.TB, addr string) {
 // SigningKey, when set, turns signed links on (README, "Signed links on the
 // web server"): the server gets the key as OFFLOAD_SIGNING_KEY in its
 // environment and the project's signing configuration, so that every
-// request under /static/ needs a valid link.
-type Site struct{ Before, After, AccessLog, SigningKey string }
+// request under /static/ needs a valid link. SigningScript, when set with
+// it, is the signing script the server runs instead of the project's
+// (infra/nginx/offload-signing.js, infra/apache/offload-signing.lua; not
+// lighttpd's, whose check is in offload-fallback.lua): a copy with a fault
+// injected, to see what the server does when the check fails.
+type Site struct{ Before, After, AccessLog, SigningKey, SigningScript string }
 
 // nginxJSModule is njs's module from Debian's libnginx-mod-http-js, which
 // nginx's signed-link check needs.
@@ -240,8 +244,12 @@ include %q
 		}
 		if s.SigningKey != "" {
 			signingMain = fmt.Sprintf("load_module %q;\nenv OFFLOAD_SIGNING_KEY;", nginxJSModule)
+			script := filepath.Join(repo, "infra/nginx/offload-signing.js")
+			if s.SigningScript != "" {
+				script = s.SigningScript
+			}
 			signing = fmt.Sprintf("js_import offload_signing from %q;\n        include %q;",
-				filepath.Join(repo, "infra/nginx/offload-signing.js"), filepath.Join(repo, "infra/nginx/offload-signing.conf"))
+				script, filepath.Join(repo, "infra/nginx/offload-signing.conf"))
 		}
 		text = fmt.Appendf(nil, `%[10]s
 user root;
@@ -287,7 +295,11 @@ http {
 		mods, signing := apacheModules, ""
 		if s.SigningKey != "" {
 			mods = append(mods[:len(mods):len(mods)], "lua")
-			signing = fmt.Sprintf("Define OFFLOAD_SIGNING_LUA %s", filepath.Join(repo, "infra/apache/offload-signing.lua"))
+			script := filepath.Join(repo, "infra/apache/offload-signing.lua")
+			if s.SigningScript != "" {
+				script = s.SigningScript
+			}
+			signing = fmt.Sprintf("Define OFFLOAD_SIGNING_LUA %s", script)
 		}
 		for _, m := range mods {
 			modules = fmt.Appendf(modules, "LoadModule %s_module /usr/lib/apache2/modules/mod_%[1]s.so\n", m)
