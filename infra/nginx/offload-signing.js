@@ -103,36 +103,38 @@ function sameHex(a, b) {
     return diff === 0;
 }
 
-// refused is the value of $offload_link_refused: "1" when the request is
-// under /static/ (as nginx resolved it) and carries no valid, unexpired
-// link for the path it was sent with, or when that path is not the one
+// allowed is the value of $offload_link_allowed: "1" for a request not
+// under /static/ (as nginx resolved it), or one that carries a valid,
+// unexpired link for the path it was sent with when that path is the one
 // nginx resolved (so the file served is always the file signed); "" for
-// any other request.
-function refused(r) {
+// any other. offload-signing.conf refuses all but "1", so a runtime error
+// here, which leaves the variable empty (njs's js_set), refuses the
+// request instead of serving it (TestSignedLinkCheckFailsClosed).
+function allowed(r) {
     if (r.uri.indexOf('/static/') !== 0) {
-        return '';
+        return '1';
     }
     var key = process.env.OFFLOAD_SIGNING_KEY;
     if (!key || key.length < minKeyBytes) {
         r.error('offload-signing.js: OFFLOAD_SIGNING_KEY is not set, or shorter than 16 bytes, or missing "env OFFLOAD_SIGNING_KEY;" in the main configuration; every /static/ request is refused');
-        return '1';
+        return '';
     }
     var target = r.variables.request_uri;
     var q = target.indexOf('?');
     var rel = linkRel(q < 0 ? target : target.slice(0, q));
     if (rel === null || '/static/' + rel !== r.uri) {
-        return '1';
+        return '';
     }
     var v = linkQuery(q < 0 ? '' : target.slice(q + 1));
     var exp = linkExp(v.exp);
     if (exp === null || typeof v.sig !== 'string' || v.sig.length !== 64) {
-        return '1';
+        return '';
     }
     var mac = crypto.createHmac('sha256', key).update('offload-link-v1\n' + rel + '\n' + exp).digest('hex');
     if (!sameHex(mac, v.sig)) {
-        return '1';
+        return '';
     }
-    return Math.floor(Date.now() / 1000) > Number(exp) ? '1' : '';
+    return Math.floor(Date.now() / 1000) > Number(exp) ? '' : '1';
 }
 
-export default {refused};
+export default {allowed};
