@@ -211,18 +211,20 @@ fastcgi.server = (
 	}
 }
 
-// TestSignedLinkCheckFailsClosed runs nginx's and Apache's signed-link
-// check with a fault injected where it computes the MAC (the script's
-// HMAC throws, as an njs or Lua runtime error would), and asks for a file
+// TestSignedLinkCheckFailsClosed runs each server's signed-link check with
+// a fault injected where it computes the MAC (the script's HMAC throws, as
+// an njs or Lua runtime error would), and asks for a file
 // in the document root with a forged link, an unsigned request and a valid
 // link: none may get a byte. A check that cannot decide must refuse. (njs
-// leaves a js_set variable empty when its function throws; mod_lua answers
-// 500 when the handler raises an error.)
+// leaves a js_set variable empty when its function throws; mod_lua and
+// mod_magnet answer 500 when the script raises an error.)
 func TestSignedLinkCheckFailsClosed(t *testing.T) {
 	stacktest.Require(t) // the web servers come with the stack
 	faults := map[string]struct{ script, line, faulty string }{
 		"nginx": {"infra/nginx/offload-signing.js", "var crypto = require('crypto');",
 			"var crypto = {createHmac: function () { throw new Error('injected fault'); }};"},
+		"lighttpd": {"infra/lighttpd/offload-fallback.lua", "  local mac = lighty.c.hmac(",
+			"  error(\"injected fault\")\n  local mac = lighty.c.hmac("},
 		"apache2": {"infra/apache/offload-signing.lua", "local function hmac_sha256(key, msg)\n",
 			"local function hmac_sha256(key, msg)\n  error(\"injected fault\")\n"},
 	}

@@ -166,9 +166,9 @@ func WaitListening(t testing.TB, addr string) {
 // environment and the project's signing configuration, so that every
 // request under /static/ needs a valid link. SigningScript, when set with
 // it, is the signing script the server runs instead of the project's
-// (infra/nginx/offload-signing.js, infra/apache/offload-signing.lua; not
-// lighttpd's, whose check is in offload-fallback.lua): a copy with a fault
-// injected, to see what the server does when the check fails.
+// (infra/nginx/offload-signing.js, infra/apache/offload-signing.lua,
+// lighttpd's offload-fallback.lua, which holds its check): a copy with a
+// fault injected, to see what the server does when the check fails.
 type Site struct{ Before, After, AccessLog, SigningKey, SigningScript string }
 
 // nginxJSModule is njs's module from Debian's libnginx-mod-http-js, which
@@ -218,6 +218,10 @@ func StartWebServer(t testing.TB, server, webroot, cacheRoot, addr, resolverBase
 		if s.SigningKey != "" {
 			signing = fmt.Sprintf("include %q\n", filepath.Join(repo, "infra/lighttpd/offload-signing.conf"))
 		}
+		fallbackLua := filepath.Join(repo, "infra/lighttpd/offload-fallback.lua")
+		if s.SigningKey != "" && s.SigningScript != "" {
+			fallbackLua = s.SigningScript
+		}
 		if s.AccessLog != "" {
 			accessLog = fmt.Sprintf("server.modules += ( \"mod_accesslog\" )\naccesslog.filename = %q\n",
 				"|exec cat >>"+shellQuote(s.AccessLog))
@@ -232,7 +236,7 @@ var.offload_lua_404 = %q
 include %q
 %s%s
 `, webroot, port, filepath.Join(dir, "lighttpd-error.log"), accessLog, s.Before,
-			filepath.Join(repo, "infra/lighttpd/offload-fallback.lua"), filepath.Join(repo, "infra/lighttpd/offload-fallback-404.lua"),
+			fallbackLua, filepath.Join(repo, "infra/lighttpd/offload-fallback-404.lua"),
 			filepath.Join(repo, "infra/lighttpd/offload.conf"), signing, s.After)
 		env = []string{"OFFLOAD_RESOLVER_BASE=" + resolverBase, "OFFLOAD_CACHE_ROOT=" + cacheRoot}
 		check, run = []string{"-tt", "-f", conf}, []string{"-D", "-f", conf}
