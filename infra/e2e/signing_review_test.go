@@ -278,3 +278,30 @@ func openToOthers(t *testing.T, dir string) {
 		}
 	}
 }
+
+// TestLighttpdSignedLinksWithTheSitesOwnSetenv runs lighttpd with signed
+// links on and a site configuration that sets an environment variable of
+// its own for its host after the project's includes, as sites do for
+// their applications. lighttpd keeps only the last matching
+// setenv.add-environment, so the site's replaces offload-signing.conf's
+// OFFLOAD_SIGNED_LINKS; the check must not depend on it: with the key in
+// lighttpd's environment, every /static/ request needs a valid link.
+func TestLighttpdSignedLinksWithTheSitesOwnSetenv(t *testing.T) {
+	stacktest.Require(t) // the web servers come with the stack
+	webroot := filepath.Join(t.TempDir(), "www")
+	data := randomBytes(1<<10, 54)
+	writeFiles(t, webroot, map[string][]byte{"a.jpg": data})
+	addr := stacktest.FreeAddr(t)
+	stacktest.StartWebServer(t, "lighttpd", webroot, t.TempDir(), addr, resolverBase, stacktest.Site{SigningKey: e2eSigningKey,
+		After: `$HTTP["host"] =~ "." { setenv.add-environment = ( "APP_ENV" => "production" ) }`})
+	for _, target := range []string{"/static/a.jpg", "/static/a.jpg?exp=" + strconv.FormatInt(time.Now().Add(time.Hour).Unix(), 10) + "&sig=" + strings.Repeat("0", 64)} {
+		resp, body := do(t, http.MethodGet, "http://"+addr, target)
+		if resp.StatusCode != 403 || bytes.Contains(body, data[:64]) {
+			t.Errorf("GET %s: %s; want 403 with none of the file", target, describeAnswer(resp, body, data))
+		}
+	}
+	link := signFor(t, "a.jpg")
+	if resp, body := do(t, http.MethodGet, "http://"+addr, link); resp.StatusCode != 200 || !bytes.Equal(body, data) {
+		t.Errorf("GET %s: %s; want 200 with the file", link, describeAnswer(resp, body, data))
+	}
+}
