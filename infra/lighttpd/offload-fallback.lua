@@ -97,8 +97,14 @@ end
 local r = lighty.r
 
 -- Signed links (offload-signing.conf included): nothing under /static/ --
--- the file, the cache's copy or the redirect -- without a valid link.
-if r.req_env["OFFLOAD_SIGNED_LINKS"] == "on" then
+-- the file, the cache's copy or the redirect -- without a valid link. On
+-- whenever the key is in lighttpd's environment, which
+-- offload-signing.conf makes lighttpd demand at start: its
+-- OFFLOAD_SIGNED_LINKS alone is not enough, since a site's own
+-- setenv.add-environment in a later matching conditional replaces it
+-- (TestLighttpdSignedLinksWithTheSitesOwnSetenv).
+local signing_key = os.getenv("OFFLOAD_SIGNING_KEY")
+if r.req_env["OFFLOAD_SIGNED_LINKS"] == "on" or (signing_key and signing_key ~= "") then
   local ok, why = signed_link_ok(r)
   if not ok then
     if why then print("offload-fallback.lua: " .. why) end
