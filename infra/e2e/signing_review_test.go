@@ -305,3 +305,35 @@ func TestLighttpdSignedLinksWithTheSitesOwnSetenv(t *testing.T) {
 		t.Errorf("GET %s: %s; want 200 with the file", link, describeAnswer(resp, body, data))
 	}
 }
+
+// TestSignedLinksAfterAnInternalRedirect gives each server a site
+// configuration whose own error page is a file under /static/ (an internal
+// redirect into it, as error_page, ErrorDocument or server.error-handler
+// do) and asks for a missing page outside /static/: the original must not
+// come back as the error page's body. nginx made its verdict for the
+// request as it came (not under /static/, so allowed) and kept it for the
+// redirected one: njs's js_set values are cached for the request.
+func TestSignedLinksAfterAnInternalRedirect(t *testing.T) {
+	stacktest.Require(t) // the web servers come with the stack
+	for server, before := range map[string]string{
+		"nginx":    "error_page 404 /static/a.jpg;",
+		"apache2":  "ErrorDocument 404 /static/a.jpg",
+		"lighttpd": `server.error-handler-404 = "/static/a.jpg"`,
+	} {
+		t.Run(server, func(t *testing.T) {
+			t.Parallel()
+			webroot := filepath.Join(t.TempDir(), "www")
+			data := randomBytes(1<<10, 55)
+			writeFiles(t, webroot, map[string][]byte{"a.jpg": data})
+			addr := stacktest.FreeAddr(t)
+			stacktest.StartWebServer(t, server, webroot, t.TempDir(), addr, resolverBase,
+				stacktest.Site{SigningKey: e2eSigningKey, Before: before})
+			for _, target := range []string{"/missing.html", "/static/missing.jpg", signFor(t, "missing.jpg")} {
+				resp, body := do(t, http.MethodGet, "http://"+addr, target)
+				if bytes.Contains(body, data[:64]) {
+					t.Errorf("GET %s: %s; want none of /static/a.jpg, which has no valid link here", target, describeAnswer(resp, body, data))
+				}
+			}
+		})
+	}
+}
