@@ -103,16 +103,19 @@ function sameHex(a, b) {
     return diff === 0;
 }
 
-// allowed is the value of $offload_link_allowed: "1" for a request not
-// under /static/ (as nginx resolved it), or one that carries a valid,
-// unexpired link for the path it was sent with when that path is the one
-// nginx resolved (so the file served is always the file signed); "" for
-// any other. offload-signing.conf refuses all but "1", so a runtime error
-// here, which leaves the variable empty (njs's js_set), refuses the
-// request instead of serving it (TestSignedLinkCheckFailsClosed).
+// allowed is the value of $offload_link_allowed: "ok " for a request not
+// under /static/ (as nginx resolved it), "ok " and the URI for one that
+// carries a valid, unexpired link for the path it was sent with when that
+// path is the one nginx resolved (so the file served is always the file
+// signed); "" for any other. offload-signing.conf refuses all but "ok "
+// and the URI under /static/ as it is when the check runs: a runtime
+// error here leaves the variable empty (njs's js_set), which is refused
+// (TestSignedLinkCheckFailsClosed), and a verdict njs kept from before an
+// internal redirect into /static/ names another URI, which is refused too
+// (TestSignedLinksAfterAnInternalRedirect).
 function allowed(r) {
     if (r.uri.indexOf('/static/') !== 0) {
-        return '1';
+        return 'ok ';
     }
     var key = process.env.OFFLOAD_SIGNING_KEY;
     if (!key || key.length < minKeyBytes) {
@@ -134,7 +137,7 @@ function allowed(r) {
     if (!sameHex(mac, v.sig)) {
         return '';
     }
-    return Math.floor(Date.now() / 1000) > Number(exp) ? '' : '1';
+    return Math.floor(Date.now() / 1000) > Number(exp) ? '' : 'ok ' + r.uri;
 }
 
 export default {allowed};
