@@ -337,3 +337,35 @@ func TestSignedLinksAfterAnInternalRedirect(t *testing.T) {
 		})
 	}
 }
+
+// TestSignedLinksAfterTheSitesOwnRewrite gives each server a rewrite of
+// the site's own from /photos/NAME to /static/NAME, placed as each
+// server's documentation allows (for nginx in a location of the site's,
+// after offload-signing.conf), and asks for /photos/a.jpg without a link:
+// the check ran on the request as sent, outside /static/, so the original
+// must not come back. (Signed links are made for /static/ paths; a request
+// that only reaches /static/ through a rewrite has no link to check.)
+func TestSignedLinksAfterTheSitesOwnRewrite(t *testing.T) {
+	stacktest.Require(t) // the web servers come with the stack
+	for server, site := range map[string]stacktest.Site{
+		"apache2":  {After: "RewriteRule ^/photos/(.*)$ /static/$1 [PT,L]"},
+		"nginx":    {After: "location /photos/ { rewrite ^/photos/(.*)$ /static/$1 last; }"},
+		"lighttpd": {After: "server.modules += ( \"mod_rewrite\" )\nurl.rewrite-once = ( \"^/photos/(.*)$\" => \"/static/$1\" )"},
+	} {
+		t.Run(server, func(t *testing.T) {
+			t.Parallel()
+			webroot := filepath.Join(t.TempDir(), "www")
+			data := randomBytes(1<<10, 56)
+			writeFiles(t, webroot, map[string][]byte{"a.jpg": data})
+			addr := stacktest.FreeAddr(t)
+			site.SigningKey = e2eSigningKey
+			stacktest.StartWebServer(t, server, webroot, t.TempDir(), addr, resolverBase, site)
+			for _, target := range []string{"/photos/a.jpg", strings.Replace(signFor(t, "a.jpg"), "/static/", "/photos/", 1)} {
+				resp, body := do(t, http.MethodGet, "http://"+addr, target)
+				if resp.StatusCode == 200 || bytes.Contains(body, data[:64]) {
+					t.Errorf("GET %s (rewritten into /static/ by the site): %s; want a refusal with none of the file", target, describeAnswer(resp, body, data))
+				}
+			}
+		})
+	}
+}
