@@ -37,6 +37,15 @@ func (r Record) SameObject(o Record) bool {
 	return r.Key == o.Key && r.Size == o.Size && r.CRC64NVME == o.CRC64NVME
 }
 
+// SameVersion reports whether two records name the same object version:
+// the same object (SameObject) under the same version id. The resolver
+// presigns the version the ledger names, so an item is proof of an object
+// only while it names the version S3 holds; in a bucket that is not
+// versioned both ids are empty and SameObject decides.
+func (r Record) SameVersion(o Record) bool {
+	return r.SameObject(o) && r.VersionID == o.VersionID
+}
+
 // Item encodes the record as a DynamoDB item.
 func (r Record) Item() map[string]types.AttributeValue {
 	item := map[string]types.AttributeValue{

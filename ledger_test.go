@@ -49,3 +49,24 @@ func TestSameObject(t *testing.T) {
 		}
 	}
 }
+
+func TestSameVersion(t *testing.T) {
+	a := Record{Key: "k", Size: 3, CRC64NVME: "x", VersionID: "v1", Host: "web1", UploadedAt: time.Unix(1, 0)}
+	for _, tt := range []struct {
+		o    Record
+		want bool
+	}{
+		{Record{Key: "k", Size: 3, CRC64NVME: "x", VersionID: "v1", Host: "web2"}, true},
+		{Record{Key: "k", Size: 3, CRC64NVME: "x", VersionID: "v2"}, false}, // the same bytes, re-uploaded after a delete
+		{Record{Key: "k", Size: 3, CRC64NVME: "x"}, false},
+		{Record{Key: "k", Size: 3, CRC64NVME: "y", VersionID: "v1"}, false},
+	} {
+		if got := a.SameVersion(tt.o); got != tt.want {
+			t.Errorf("SameVersion(%+v, %+v) = %v; want %v", a, tt.o, got, tt.want)
+		}
+	}
+	unversioned := Record{Key: "k", Size: 3, CRC64NVME: "x"}
+	if !unversioned.SameVersion(Record{Key: "k", Size: 3, CRC64NVME: "x", ETag: `"e"`}) {
+		t.Error("two records of the same bytes without version ids: SameVersion = false")
+	}
+}

@@ -42,6 +42,7 @@ type objectStore interface {
 // ledger is what the pipeline needs from the ledger table.
 type ledger interface {
 	record(ctx context.Context, r offload.Record) error
+	replace(ctx context.Context, old, r offload.Record) error
 }
 
 var (
@@ -56,6 +57,7 @@ type Agent struct {
 	store  objectStore
 	s3     *s3Store
 	ledger ledger
+	proofs *pendingProofs // of objects S3 accepted that the ledger may not have yet
 	log    *slog.Logger
 	stats  Stats
 	dirs   *dirSyncer // fsyncs the folders archived files left and entered
@@ -128,6 +130,9 @@ func New(cfg Config, s3c *s3.Client, db *dynamodb.Client) (*Agent, error) {
 		ledgerClient: db,
 		pendingLimit: maxPending,
 	}
+	if !cfg.DryRun {
+		a.proofs = newPendingProofs(cfg.Watch, cfg.Host)
+	}
 	a.metrics = newMetrics(a)
 	return a, nil
 }
@@ -157,8 +162,16 @@ var ErrIncomplete = errors.New("some files were not offloaded")
 // So does S3 or DynamoDB failing for every file: once the breaker's probe
 // has failed onceAttempts times (a few seconds), the files still waiting are
 // given up untried and reported as not offloaded.
+//
+// An object S3 accepted whose ledger item could not be written is recorded
+// before Once returns, even if its file has gone; if the ledger still
+// refuses, Once returns ErrIncomplete and the next run records it.
 func (a *Agent) Once(ctx context.Context) error {
-	return a.loop(ctx, true)
+	err := a.loop(ctx, true)
+	if n := a.recordPending(ctx); n > 0 {
+		err = errors.Join(err, fmt.Errorf("%d objects in S3 not recorded in the ledger yet (the next run records them): %w", n, ErrIncomplete))
+	}
+	return err
 }
 
 // onceAttempts is how often Once tries a failing file before it reports it.
@@ -248,6 +261,7 @@ func (a *Agent) recoverAtStart(ctx context.Context) {
 		a.log.Info("put back files a crashed run left half archived", "files", n)
 	}
 	a.s3.records.removeTemps()
+	a.recordPending(ctx)
 	if a.cfg.After == AfterArchive {
 		if n, err := removeCopies(a.cfg.Archive); err != nil {
 			a.log.Error("could not remove copies a crashed run left unfinished", "folder", filepath.Join(a.cfg.Archive, copyDir), "err", err)
@@ -298,8 +312,9 @@ func (a *Agent) addHotCache(g *run.Group, ctx context.Context) {
 	addComponent(g, ctx, func(ctx context.Context) { c.Run(ctx) }, func() { c.Close() })
 }
 
-// sweepEvery sweeps for orphaned multipart uploads every rescan period
-// until ctx ends (the start-up sweep is recoverAtStart's).
+// sweepEvery sweeps for orphaned multipart uploads, and records the proofs
+// whose ledger write failed (recordPending), every rescan period until ctx
+// ends (the start-up sweep is recoverAtStart's).
 func (a *Agent) sweepEvery(ctx context.Context) {
 	t := time.NewTicker(a.cfg.Rescan)
 	defer t.Stop()
@@ -308,6 +323,7 @@ func (a *Agent) sweepEvery(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			a.recordPending(ctx)
 			a.sweepOrphans(ctx)
 		}
 	}
@@ -315,9 +331,14 @@ func (a *Agent) sweepEvery(ctx context.Context) {
 
 // addWorkers adds the workers to g: each offloads the jobs it is handed
 // until the loop closes jobs, and sends each result back. work outlives
-// the agent's context by the grace period (see drain).
+// the agent's context by the grace period (see drain), so the workers use
+// it, not the component's context. Like every component they return only
+// once the group stops: the group returns the error of the actor that
+// returns first, which must be the loop's (workers that ended as the loop
+// closed jobs, returning first, once made Once return nil for files it
+// had given up).
 func (a *Agent) addWorkers(g *run.Group, work context.Context, jobs <-chan job, results chan<- result) {
-	g.Add(func() error {
+	addComponent(g, work, func(context.Context) {
 		var wg sync.WaitGroup
 		for range a.cfg.Workers {
 			wg.Go(func() {
@@ -327,8 +348,7 @@ func (a *Agent) addWorkers(g *run.Group, work context.Context, jobs <-chan job, 
 			})
 		}
 		wg.Wait()
-		return nil
-	}, func(error) {}) // the loop closes jobs as it ends
+	}, nil)
 }
 
 // schedLoop is the scheduling loop's state; only the loop's goroutine
@@ -526,8 +546,12 @@ func (a *Agent) report(r result, v verdict) (forGood bool) {
 		a.stats.Failures.Add(1)
 		a.metrics.failures.WithLabelValues(r.cause).Inc()
 		a.track.failed(Failure{Path: r.rel, At: time.Now().UTC(), Cause: r.cause, Error: r.err.Error()})
+		if v.gaveUp {
+			log.Error("failed: given up, not offloaded (once tries a file a few times; the next run tries again)", "attempt", v.attempts, "err", r.err)
+			return true
+		}
 		log.Warn("failed, will retry", "attempt", v.attempts, "retry_in", v.retryIn.Round(time.Millisecond), "err", r.err)
-		return v.gaveUp
+		return false
 	}
 	return false
 }

@@ -24,6 +24,7 @@ const (
 	LocalNotInS3        = "local-not-in-s3"       // a file in the watch folder, older than the grace period, with no object
 	ArchivedNotInS3     = "archived-not-in-s3"    // a file in the archive with no object: it was never proven
 	LedgerObjectMissing = "ledger-object-missing" // a ledger item whose object is gone
+	LedgerVersionStale  = "ledger-version-stale"  // a ledger item naming another version than the one the key serves, which the resolver presigns
 	ObjectWithoutLedger = "object-without-ledger" // an object under the prefix, older than the grace period, with no ledger item
 	ChecksumMismatch    = "checksum-mismatch"     // ledger, object and (with Deep) archived file disagree on size or CRC64NVME
 	CachedNotInLedger   = "cached-not-in-ledger"  // a file in the hot cache (--cache) with no ledger item: served, yet not an offloaded original
@@ -133,7 +134,8 @@ func (au *audit) async(ctx context.Context, check func(context.Context)) {
 }
 
 // ledger scans the ledger items under the key prefix and checks each
-// against its object (HEAD with the checksum).
+// against its object (HEAD with the checksum): the current version, which
+// the item must name.
 func (au *audit) ledger(ctx context.Context) error {
 	in := &dynamodb.ScanInput{TableName: aws.String(au.a.cfg.Table), ConsistentRead: aws.Bool(true)}
 	if p := au.a.cfg.Mapping.KeyPrefix; p != "" {
@@ -164,6 +166,9 @@ func (au *audit) ledger(ctx context.Context) error {
 				case obj.Size != rec.Size || obj.CRC64NVME != rec.CRC64NVME:
 					au.found(Discrepancy{Kind: ChecksumMismatch, Key: rec.Key, Path: rec.Path,
 						Detail: fmt.Sprintf("ledger: %d bytes, crc64nvme %s; S3: %d bytes, crc64nvme %q", rec.Size, rec.CRC64NVME, obj.Size, obj.CRC64NVME)})
+				case obj.VersionID != rec.VersionID:
+					au.found(Discrepancy{Kind: LedgerVersionStale, Key: rec.Key, Path: rec.Path,
+						Detail: fmt.Sprintf("ledger: version %q; the key serves version %q; the resolver presigns the ledger's (a 404 if it is gone)", rec.VersionID, obj.VersionID)})
 				}
 			})
 		}

@@ -30,7 +30,7 @@ import (
 func TestAuditFindsEveryKind(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	for i, rel := range []string{"fine-1.jpg", "sub/fine-2.jpg", "lost.jpg", "mismatch.jpg"} {
+	for i, rel := range []string{"fine-1.jpg", "sub/fine-2.jpg", "lost.jpg", "mismatch.jpg", "stale.jpg"} {
 		h.write(rel, randomBytes(1000+i, byte(i)))
 	}
 	if err := h.once(); err != nil {
@@ -58,6 +58,16 @@ func TestAuditFindsEveryKind(t *testing.T) {
 	rec := h.ledgerItem("mismatch.jpg")
 	rec.CRC64NVME, rec.Size = "AAAAAAAAAAA=", 1
 	record(rec)
+	// stale.jpg: its version is deleted and the same bytes stored again:
+	// the ledger names a version that is gone, which the resolver presigns.
+	if _, err := h.s3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(h.cfg.Bucket), Key: aws.String(h.key("stale.jpg")),
+		VersionId: aws.String(h.ledgerItem("stale.jpg").VersionID)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.s3.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(h.cfg.Bucket), Key: aws.String(h.key("stale.jpg")),
+		Body: bytes.NewReader(randomBytes(1004, 4)), ChecksumAlgorithm: s3types.ChecksumAlgorithmCrc64nvme}); err != nil {
+		t.Fatal(err)
+	}
 	// ghost.jpg: recorded, never uploaded.
 	record(offload.Record{Key: h.key("ghost.jpg"), Size: 5, CRC64NVME: "AAAAAAAAAAA=", Host: "elsewhere", Path: "ghost.jpg", UploadedAt: time.Now().UTC()})
 	// stray.jpg: an object nobody recorded.
@@ -90,6 +100,7 @@ func TestAuditFindsEveryKind(t *testing.T) {
 		agent.ChecksumMismatch + " " + h.key("mismatch.jpg"),
 		agent.LedgerObjectMissing + " " + h.key("ghost.jpg"),
 		agent.LedgerObjectMissing + " " + h.key("lost.jpg"),
+		agent.LedgerVersionStale + " " + h.key("stale.jpg"),
 		agent.LocalNotInS3 + " " + h.key("unsent.jpg"),
 		agent.ObjectWithoutLedger + " " + h.key("stray.jpg"),
 	}
@@ -97,8 +108,8 @@ func TestAuditFindsEveryKind(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("audit found:\n%q\nwant:\n%q", got, want)
 	}
-	if sum.LedgerItems != 5 || sum.Objects != 4 || sum.LocalFiles != 1 || sum.ArchivedFiles != 5 {
-		t.Errorf("summary %+v; want 5 ledger items, 4 objects, 1 local file, 5 archived files", sum)
+	if sum.LedgerItems != 6 || sum.Objects != 5 || sum.LocalFiles != 1 || sum.ArchivedFiles != 6 {
+		t.Errorf("summary %+v; want 6 ledger items, 5 objects, 1 local file, 6 archived files", sum)
 	}
 
 	deep, _ := run(agent.AuditOptions{Deep: true})

@@ -212,8 +212,10 @@ func (a *Agent) prove(ctx context.Context, res result, f *os.File, id fileID) (*
 		return failed(causeS3, err)
 	}
 
-	// Record: a conditional put; the same object already recorded is success.
-	err = a.ledger.record(ctx, offload.Record{
+	// Record: a conditional put; the same object version already recorded
+	// is success. The proof is kept until the ledger has it, so it is
+	// recorded whatever becomes of the file (see recordProven).
+	cause, err := a.recordProven(ctx, offload.Record{
 		Key: key, Size: id.size, CRC64NVME: sum, ETag: obj.ETag, VersionID: obj.VersionID,
 		ContentType: ctype, Host: a.cfg.Host, Path: rel, UploadedAt: time.Now().UTC(),
 	})
@@ -221,7 +223,7 @@ func (a *Agent) prove(ctx context.Context, res result, f *os.File, id fileID) (*
 	case errors.Is(err, offload.ErrConflict):
 		return fail(outConflict, err)
 	case err != nil:
-		return failed(causeDynamoDB, err)
+		return failed(cause, err)
 	}
 	return &proof{id: id, key: key, sum: sum}, res
 }

@@ -323,6 +323,31 @@ func TestSlowDownloadArrives(t *testing.T) {
 	}
 }
 
+// TestStalledDownloadEndsAtTheCallTimeout: S3's answer stops coming
+// (Toxiproxy drops every byte from S3 and keeps the connection open, as a
+// black-holed connection does). A 16 MiB original's deadline, by its size,
+// is over two minutes; the download ends once no byte came for the call
+// timeout, so the fetch worker is free again well within the 20 s the test
+// waits (before, it was held until the size's deadline).
+func TestStalledDownloadEndsAtTheCallTimeout(t *testing.T) {
+	w := newWorld(t)
+	w.cfg.CallTimeout = 2 * time.Second
+	w.cfg.Size = 64 << 20 // a quarter of it: 16 MiB
+	w.offloaded("stuck.jpg", randomBytes(16<<20, 9))
+	proxy := w.st.Proxy(t, w.st.AWSShimEndpoint(t))
+	proxy.AddToxic("blackhole", "timeout", "downstream", map[string]any{"timeout": 0})
+	c := w.start(w.st.S3For(t, stacktest.Agent, proxy.Endpoint))
+	miss(c, "stuck.jpg", 2)
+	w.fetchEnded("stuck.jpg")
+	if s := c.Stats(); s.Fetches != 0 || s.FetchFailures[hotcache.FailS3] != 1 {
+		t.Errorf("stats %+v; want no fetch and one S3 failure", s)
+	}
+	if !strings.Contains(w.logs.String(), "stalled") {
+		t.Errorf("the log does not say the download stalled:\n%s", w.logs.String())
+	}
+	assertNoDownloads(t, w)
+}
+
 // TestFailedFetchBacksOff: while S3's answers are cut, a hot path is
 // fetched once, then left alone for FetchBackoffFirst, then for twice as
 // long after its next failure, however often it is redirected meanwhile

@@ -174,15 +174,29 @@ func (c *Cache) fetch(ctx context.Context, job fetchJob) {
 // which must agree too. It returns the bytes it read, and the failure
 // reason with the error. Its deadline follows the size (fetchTimeout).
 func (c *Cache) download(ctx context.Context, rec offload.Record, w io.Writer) (int64, string, error) {
-	gctx, cancel := context.WithTimeout(ctx, fetchTimeout(c.cfg.CallTimeout, rec.Size))
+	sized, cancel := context.WithTimeout(ctx, fetchTimeout(c.cfg.CallTimeout, rec.Size))
 	defer cancel()
+	// A download that gets no byte for the call timeout is stuck (a
+	// connection black-holed before or in the middle of the body), and
+	// ends then, not at its size's deadline, which for a large original
+	// is half an hour of a fetch worker held for nothing.
+	gctx, stall := context.WithCancelCause(sized)
+	defer stall(nil)
+	idle := time.AfterFunc(c.cfg.CallTimeout, func() { stall(errStalled) })
+	defer idle.Stop()
+	stalled := func(err error) error {
+		if errors.Is(context.Cause(gctx), errStalled) {
+			return fmt.Errorf("%w: %w", errStalled, err)
+		}
+		return err
+	}
 	in := &s3.GetObjectInput{Bucket: aws.String(c.cfg.Bucket), Key: aws.String(rec.Key), ChecksumMode: types.ChecksumModeEnabled}
 	if rec.VersionID != "" {
 		in.VersionId = aws.String(rec.VersionID)
 	}
 	out, err := c.s3.GetObject(gctx, in)
 	if err != nil {
-		return 0, FailS3, fmt.Errorf("get %s: %w", rec.Key, err)
+		return 0, FailS3, fmt.Errorf("get %s: %w", rec.Key, stalled(err))
 	}
 	defer out.Body.Close()
 	if got := aws.ToString(out.ChecksumCRC64NVME); got != "" && got != rec.CRC64NVME {
@@ -190,15 +204,33 @@ func (c *Cache) download(ctx context.Context, rec offload.Record, w io.Writer) (
 	}
 	h := offload.NewCRC64NVME()
 	// One byte more than the ledger's size is enough to see a longer object.
-	n, err := io.Copy(io.MultiWriter(w, h), io.LimitReader(out.Body, rec.Size+1))
+	body := &whileReading{r: io.LimitReader(out.Body, rec.Size+1), read: func() { idle.Reset(c.cfg.CallTimeout) }}
+	n, err := io.Copy(io.MultiWriter(w, h), body)
 	if err != nil {
-		return n, FailS3, fmt.Errorf("get %s: after %d of %d bytes: %w", rec.Key, n, rec.Size, err)
+		return n, FailS3, fmt.Errorf("get %s: after %d of %d bytes: %w", rec.Key, n, rec.Size, stalled(err))
 	}
 	if sum := offload.EncodeChecksum(h.Sum64()); n != rec.Size || sum != rec.CRC64NVME {
 		return n, FailMismatch, fmt.Errorf("got %d bytes with crc64nvme %s for %s, the ledger records %d bytes with %s: %w",
 			n, sum, rec.Key, rec.Size, rec.CRC64NVME, offload.ErrChecksumMismatch)
 	}
 	return n, "", nil
+}
+
+// errStalled: a download got no byte for the call timeout.
+var errStalled = errors.New("no byte from S3 for the call timeout: the download stalled")
+
+// whileReading calls read after each Read that returned bytes.
+type whileReading struct {
+	r    io.Reader
+	read func()
+}
+
+func (w *whileReading) Read(p []byte) (int, error) {
+	n, err := w.r.Read(p)
+	if n > 0 {
+		w.read()
+	}
+	return n, err
 }
 
 // fetchTimeout bounds a download of size bytes: the call timeout for S3

@@ -25,9 +25,12 @@ import (
 const conflictMsg = "conflict: left in place, never overwritten"
 
 // drain waits, with the faults off, until every original is in the archive,
-// every injected conflict has been detected and no multipart upload is open
-// for any name written, or until the drain time is up. It reports whether
-// it drained; a timeout is a bad count.
+// every injected conflict has been detected, no multipart upload is open
+// for any name written and every object has its ledger item, or until the
+// drain time is up. It reports whether it drained; a timeout is a bad
+// count. An object may be without its item only while its attempt runs:
+// a proof whose ledger write failed is recorded after the agent's next
+// rescan, so the drain waits for that too.
 func (w *world) drain(versions []version, byName map[string][]int, limit time.Duration) bool {
 	begin := time.Now()
 	deadline := begin.Add(limit)
@@ -48,13 +51,21 @@ func (w *world) drain(versions []version, byName map[string][]int, limit time.Du
 				open = len(us)
 			}
 		}
+		unrecorded := -1
 		if open == 0 {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			if keys, err := w.objectsWithoutItem(ctx); err == nil {
+				unrecorded = len(keys)
+			}
+			cancel()
+		}
+		if unrecorded == 0 {
 			fmt.Printf("soak: drained in %s\n", time.Since(begin).Round(time.Second))
 			return true
 		}
 		if time.Now().After(deadline) {
-			fmt.Printf("soak: not drained after %s: %d names not offloaded, %d of %d conflicts not detected, multipart uploads open: %d (-1: not listed)\n",
-				limit, pending, missed, len(injected), open)
+			fmt.Printf("soak: not drained after %s: %d names not offloaded, %d of %d conflicts not detected, multipart uploads open: %d, objects without a ledger item: %d (-1: not listed)\n",
+				limit, pending, missed, len(injected), open, unrecorded)
 			return false
 		}
 		time.Sleep(time.Second)
@@ -281,6 +292,7 @@ func (w *world) check(versions []version, byName map[string][]int) *report {
 	for key := range objects {
 		if _, ok := ledger[key]; !ok {
 			r.objectsWithoutLedger++
+			w.t.Logf("OBJECT WITHOUT LEDGER ITEM: %s", key)
 		}
 		if _, ok := written[key]; !ok {
 			r.unexpectedKeys++
@@ -484,6 +496,26 @@ func (w *world) scanLedger(ctx context.Context, db *dynamodb.Client) (map[string
 		}
 	}
 	return out, nil
+}
+
+// objectsWithoutItem lists the objects under the run's key prefix that
+// have no ledger item.
+func (w *world) objectsWithoutItem(ctx context.Context) ([]string, error) {
+	ledger, err := w.scanLedger(ctx, w.st.DynamoDB(w.t))
+	if err != nil {
+		return nil, err
+	}
+	objects, err := w.listObjects(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var keys []string
+	for key := range objects {
+		if _, ok := ledger[key]; !ok {
+			keys = append(keys, key)
+		}
+	}
+	return keys, nil
 }
 
 // listObjects lists every object under the run's key prefix.
