@@ -341,29 +341,56 @@ func TestSignedLinksAfterAnInternalRedirect(t *testing.T) {
 // TestSignedLinksAfterTheSitesOwnRewrite gives each server a rewrite of
 // the site's own from /photos/NAME to /static/NAME, placed as each
 // server's documentation allows (for nginx in a location of the site's,
-// after offload-signing.conf), and asks for /photos/a.jpg without a link:
-// the check ran on the request as sent, outside /static/, so the original
-// must not come back. (Signed links are made for /static/ paths; a request
-// that only reaches /static/ through a rewrite has no link to check.)
+// after offload-signing.conf, and at server level after the includes), and
+// asks for /photos/a.jpg without a link: the check ran on the request as
+// sent, outside /static/, so the original must not come back. (Signed
+// links are made for /static/ paths; a request that only reaches /static/
+// through a rewrite has no link to check.) Without signing, nginx's
+// configuration must serve the rewritten request as before: the check
+// offload.conf holds for it is switched off with offload-signing.conf.
 func TestSignedLinksAfterTheSitesOwnRewrite(t *testing.T) {
 	stacktest.Require(t) // the web servers come with the stack
-	for server, site := range map[string]stacktest.Site{
-		"apache2":  {After: "RewriteRule ^/photos/(.*)$ /static/$1 [PT,L]"},
-		"nginx":    {After: "location /photos/ { rewrite ^/photos/(.*)$ /static/$1 last; }"},
-		"lighttpd": {After: "server.modules += ( \"mod_rewrite\" )\nurl.rewrite-once = ( \"^/photos/(.*)$\" => \"/static/$1\" )"},
+	const (
+		nginxInALocation = "location /photos/ { rewrite ^/photos/(.*)$ /static/$1 last; }"
+		nginxAtServer    = "rewrite ^/photos/(.*)$ /static/$1 last;"
+	)
+	for name, tc := range map[string]struct {
+		server   string
+		site     stacktest.Site
+		unsigned bool
+	}{
+		"apache2":                         {server: "apache2", site: stacktest.Site{After: "RewriteRule ^/photos/(.*)$ /static/$1 [PT,L]"}},
+		"nginx":                           {server: "nginx", site: stacktest.Site{After: nginxInALocation}},
+		"nginx, at server level":          {server: "nginx", site: stacktest.Site{After: nginxAtServer}},
+		"nginx unsigned":                  {server: "nginx", site: stacktest.Site{After: nginxInALocation}, unsigned: true},
+		"nginx unsigned, at server level": {server: "nginx", site: stacktest.Site{After: nginxAtServer}, unsigned: true},
+		"lighttpd":                        {server: "lighttpd", site: stacktest.Site{After: "server.modules += ( \"mod_rewrite\" )\nurl.rewrite-once = ( \"^/photos/(.*)$\" => \"/static/$1\" )"}},
 	} {
-		t.Run(server, func(t *testing.T) {
+		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			webroot := filepath.Join(t.TempDir(), "www")
 			data := randomBytes(1<<10, 56)
 			writeFiles(t, webroot, map[string][]byte{"a.jpg": data})
 			addr := stacktest.FreeAddr(t)
-			site.SigningKey = e2eSigningKey
-			stacktest.StartWebServer(t, server, webroot, t.TempDir(), addr, resolverBase, site)
+			site := tc.site
+			if !tc.unsigned {
+				site.SigningKey = e2eSigningKey
+			}
+			stacktest.StartWebServer(t, tc.server, webroot, t.TempDir(), addr, resolverBase, site)
 			for _, target := range []string{"/photos/a.jpg", strings.Replace(signFor(t, "a.jpg"), "/static/", "/photos/", 1)} {
 				resp, body := do(t, http.MethodGet, "http://"+addr, target)
-				if resp.StatusCode == 200 || bytes.Contains(body, data[:64]) {
+				switch {
+				case tc.unsigned && (resp.StatusCode != 200 || !bytes.Equal(body, data)):
+					t.Errorf("GET %s (rewritten into /static/ by the site), signing off: %s; want 200 with the file, as before", target, describeAnswer(resp, body, data))
+				case !tc.unsigned && (resp.StatusCode == 200 || bytes.Contains(body, data[:64])):
 					t.Errorf("GET %s (rewritten into /static/ by the site): %s; want a refusal with none of the file", target, describeAnswer(resp, body, data))
+				}
+			}
+			if !tc.unsigned {
+				// The check refuses the rewritten request, not every one.
+				link := signFor(t, "a.jpg")
+				if resp, body := do(t, http.MethodGet, "http://"+addr, link); resp.StatusCode != 200 || !bytes.Equal(body, data) {
+					t.Errorf("GET %s: %s; want 200 with the file", link, describeAnswer(resp, body, data))
 				}
 			}
 		})

@@ -140,4 +140,14 @@ function allowed(r) {
     return Math.floor(Date.now() / 1000) > Number(exp) ? '' : 'ok ' + r.uri;
 }
 
-export default {allowed};
+// here is the value of $offload_link_here: "ok " and the URI as it is when
+// offload.conf's /static/ location first asks for it, after every rewrite.
+// That location refuses a request whose verdict ($offload_link_allowed,
+// made when the server-level check first asked) is not this: a request
+// that reached /static/ by a rewrite after the check was judged for
+// another URI (TestSignedLinksAfterTheSitesOwnRewrite).
+function here(r) {
+    return 'ok ' + r.uri;
+}
+
+export default {allowed, here};
