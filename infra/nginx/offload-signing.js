@@ -51,23 +51,55 @@ function linkRel(path) {
 }
 
 // linkQuery is url.ParseQuery's first exp and sig: pairs split on "&", one
-// with a ";" or a bad escape skipped.
+// with a ";" or a bad escape skipped. Only the first of each counts (Go's
+// Values.Get), so the reading stops once both are found; and only the
+// value of a pair whose key is "exp" or "sig" (linkKey) is decoded. A
+// huge query costs a split and a few comparisons per pair (njs's regular
+// expressions and decodeURIComponent cost microseconds each).
 function linkQuery(q) {
     var v = {};
     var parts = q.split('&');
-    for (var i = 0; i < parts.length; i++) {
+    for (var i = 0; i < parts.length && (v.exp === undefined || v.sig === undefined); i++) {
         var part = parts[i];
-        if (part === '' || part.indexOf(';') >= 0) {
+        var eq = part.indexOf('=');
+        var k = linkKey(eq < 0 ? part : part.slice(0, eq));
+        if (k === null || v[k] !== undefined || part.indexOf(';') >= 0) {
             continue;
         }
-        var eq = part.indexOf('=');
-        var k = unescape(eq < 0 ? part : part.slice(0, eq), true);
         var val = unescape(eq < 0 ? '' : part.slice(eq + 1), true);
-        if (k !== null && val !== null && !(k in v)) {
+        if (val !== null) {
             v[k] = val;
         }
     }
     return v;
+}
+
+// linkKey is "exp" or "sig" when url.QueryUnescape turns raw into it, else
+// null: each letter as itself or percent-encoded (%65 %78 %70, %73 %69
+// %67: no hex letter in them, so no case to fold; "E" is %45, not "e").
+function linkKey(raw) {
+    if (raw.length < 3 || raw.length > 9) {
+        return null;
+    }
+    var names = ['exp', 'sig'];
+    for (var n = 0; n < names.length; n++) {
+        var name = names[n];
+        var j = 0;
+        var c = 0;
+        for (; c < 3 && j < raw.length; c++) {
+            if (raw[j] === name[c]) {
+                j++;
+            } else if (raw[j] === '%' && raw.slice(j + 1, j + 3) === name.charCodeAt(c).toString(16)) {
+                j += 3;
+            } else {
+                break;
+            }
+        }
+        if (c === 3 && j === raw.length) {
+            return name;
+        }
+    }
+    return null;
 }
 
 // linkExp is strconv.ParseInt(exp, 10, 64) written back with %d, which is
