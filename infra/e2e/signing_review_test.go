@@ -396,3 +396,36 @@ func TestSignedLinksAfterTheSitesOwnRewrite(t *testing.T) {
 		})
 	}
 }
+
+// TestWebServerSignedLinksLongestName asks each server for the longest
+// name Go signs under DefaultMapping (its key, "original/" and the name,
+// is S3's 1,024 bytes), spelt mostly in two-byte characters, so its path
+// is three times as long as the name: Apache's check refuses a name over
+// 1,024 bytes before hashing, and a path over three times that before
+// decoding; the longest valid link must still get its file. One byte more
+// and Go refuses to sign it (so no server refusing longer names changes a
+// verdict).
+func TestWebServerSignedLinksLongestName(t *testing.T) {
+	stacktest.Require(t) // the web servers come with the stack
+	m := offload.DefaultMapping
+	seg := strings.Repeat("é", 100) // 200 bytes, "%C3%A9" 100 times in the path
+	rel := strings.Join([]string{seg, seg, seg, seg, seg}, "/")
+	rel += strings.Repeat("x", offload.MaxKeyBytes-len(m.KeyPrefix)-len(rel))
+	if _, err := m.KeyForFile(rel + "x"); err == nil {
+		t.Fatalf("KeyForFile accepts a %d-byte name; the test's name is not the longest", len(rel)+1)
+	}
+	data := randomBytes(1<<10, 57)
+	link := signFor(t, rel)
+	for _, server := range []string{"lighttpd", "nginx", "apache2"} {
+		t.Run(server, func(t *testing.T) {
+			t.Parallel()
+			webroot := filepath.Join(t.TempDir(), "www")
+			writeFiles(t, webroot, map[string][]byte{rel: data})
+			addr := stacktest.FreeAddr(t)
+			stacktest.StartWebServer(t, server, webroot, t.TempDir(), addr, resolverBase, stacktest.Site{SigningKey: e2eSigningKey})
+			if resp, body := do(t, http.MethodGet, "http://"+addr, link); resp.StatusCode != 200 || !bytes.Equal(body, data) {
+				t.Errorf("GET the link for a %d-byte name (%d-byte path): %s; want 200 with the file", len(rel), len(link), describeAnswer(resp, body, data))
+			}
+		})
+	}
+}
