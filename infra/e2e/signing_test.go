@@ -137,6 +137,11 @@ func signedLinks(t *testing.T, server string) {
 			{"two sigs, the first wrong", "exp=" + exp + "&sig=" + flipped + "&sig=" + sig},
 			{"semicolon in the exp pair", "exp=" + exp + ";x=1&sig=" + sig},
 			{"plus in the sig", "exp=" + exp + "&sig=+" + sig},
+			{"valid, keys percent-encoded", "%65%78%70=" + exp + "&s%69g=" + sig},
+			{"valid, a bad escape in the first exp", "exp=%zz&exp=" + exp + "&sig=" + sig},
+			{"valid, more parameters after both", "exp=" + exp + "&sig=" + sig + "&exp=1&sig=" + flipped + "&%zz"},
+			{"keys in upper case", "EXP=" + exp + "&%53IG=" + sig},
+			{"the first exp empty", "exp&exp=" + exp + "&sig=" + sig},
 		} {
 			target := path
 			if v.query != "" {

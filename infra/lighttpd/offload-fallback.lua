@@ -79,7 +79,12 @@ local function signed_link_ok(r)
   if not key or #key < 16 then
     return false, "OFFLOAD_SIGNING_KEY is not set or shorter than 16 bytes; every /static/ request is refused"
   end
-  local uri = r.req_attr["request.orig-uri"] or ""
+  -- lighttpd cuts the target at the first "#" (a fragment, which no
+  -- browser sends) and serves the path before it; orig-uri keeps the "#".
+  -- Judge what lighttpd serves: "/static/a.jpg#b?exp=..&sig=.." is
+  -- "/static/a.jpg" with no link, not the link of the file "a.jpg#b"
+  -- (TestWebServerSignedLinkFragment).
+  local uri = (r.req_attr["request.orig-uri"] or ""):match("^[^#]*")
   local rel = link_rel(uri)
   local exp, sig = link_query(uri:match("%?(.*)$"))
   local e, n = link_exp(exp)
@@ -92,8 +97,14 @@ end
 local r = lighty.r
 
 -- Signed links (offload-signing.conf included): nothing under /static/ --
--- the file, the cache's copy or the redirect -- without a valid link.
-if r.req_env["OFFLOAD_SIGNED_LINKS"] == "on" then
+-- the file, the cache's copy or the redirect -- without a valid link. On
+-- whenever the key is in lighttpd's environment, which
+-- offload-signing.conf makes lighttpd demand at start: its
+-- OFFLOAD_SIGNED_LINKS alone is not enough, since a site's own
+-- setenv.add-environment in a later matching conditional replaces it
+-- (TestLighttpdSignedLinksWithTheSitesOwnSetenv).
+local signing_key = os.getenv("OFFLOAD_SIGNING_KEY")
+if r.req_env["OFFLOAD_SIGNED_LINKS"] == "on" or (signing_key and signing_key ~= "") then
   local ok, why = signed_link_ok(r)
   if not ok then
     if why then print("offload-fallback.lua: " .. why) end

@@ -51,23 +51,55 @@ function linkRel(path) {
 }
 
 // linkQuery is url.ParseQuery's first exp and sig: pairs split on "&", one
-// with a ";" or a bad escape skipped.
+// with a ";" or a bad escape skipped. Only the first of each counts (Go's
+// Values.Get), so the reading stops once both are found; and only the
+// value of a pair whose key is "exp" or "sig" (linkKey) is decoded. A
+// huge query costs a split and a few comparisons per pair (njs's regular
+// expressions and decodeURIComponent cost microseconds each).
 function linkQuery(q) {
     var v = {};
     var parts = q.split('&');
-    for (var i = 0; i < parts.length; i++) {
+    for (var i = 0; i < parts.length && (v.exp === undefined || v.sig === undefined); i++) {
         var part = parts[i];
-        if (part === '' || part.indexOf(';') >= 0) {
+        var eq = part.indexOf('=');
+        var k = linkKey(eq < 0 ? part : part.slice(0, eq));
+        if (k === null || v[k] !== undefined || part.indexOf(';') >= 0) {
             continue;
         }
-        var eq = part.indexOf('=');
-        var k = unescape(eq < 0 ? part : part.slice(0, eq), true);
         var val = unescape(eq < 0 ? '' : part.slice(eq + 1), true);
-        if (k !== null && val !== null && !(k in v)) {
+        if (val !== null) {
             v[k] = val;
         }
     }
     return v;
+}
+
+// linkKey is "exp" or "sig" when url.QueryUnescape turns raw into it, else
+// null: each letter as itself or percent-encoded (%65 %78 %70, %73 %69
+// %67: no hex letter in them, so no case to fold; "E" is %45, not "e").
+function linkKey(raw) {
+    if (raw.length < 3 || raw.length > 9) {
+        return null;
+    }
+    var names = ['exp', 'sig'];
+    for (var n = 0; n < names.length; n++) {
+        var name = names[n];
+        var j = 0;
+        var c = 0;
+        for (; c < 3 && j < raw.length; c++) {
+            if (raw[j] === name[c]) {
+                j++;
+            } else if (raw[j] === '%' && raw.slice(j + 1, j + 3) === name.charCodeAt(c).toString(16)) {
+                j += 3;
+            } else {
+                break;
+            }
+        }
+        if (c === 3 && j === raw.length) {
+            return name;
+        }
+    }
+    return null;
 }
 
 // linkExp is strconv.ParseInt(exp, 10, 64) written back with %d, which is
@@ -103,36 +135,51 @@ function sameHex(a, b) {
     return diff === 0;
 }
 
-// refused is the value of $offload_link_refused: "1" when the request is
-// under /static/ (as nginx resolved it) and carries no valid, unexpired
-// link for the path it was sent with, or when that path is not the one
-// nginx resolved (so the file served is always the file signed); "" for
-// any other request.
-function refused(r) {
+// allowed is the value of $offload_link_allowed: "ok " for a request not
+// under /static/ (as nginx resolved it), "ok " and the URI for one that
+// carries a valid, unexpired link for the path it was sent with when that
+// path is the one nginx resolved (so the file served is always the file
+// signed); "" for any other. offload-signing.conf refuses all but "ok "
+// and the URI under /static/ as it is when the check runs: a runtime
+// error here leaves the variable empty (njs's js_set), which is refused
+// (TestSignedLinkCheckFailsClosed), and a verdict njs kept from before an
+// internal redirect into /static/ names another URI, which is refused too
+// (TestSignedLinksAfterAnInternalRedirect).
+function allowed(r) {
     if (r.uri.indexOf('/static/') !== 0) {
-        return '';
+        return 'ok ';
     }
     var key = process.env.OFFLOAD_SIGNING_KEY;
     if (!key || key.length < minKeyBytes) {
         r.error('offload-signing.js: OFFLOAD_SIGNING_KEY is not set, or shorter than 16 bytes, or missing "env OFFLOAD_SIGNING_KEY;" in the main configuration; every /static/ request is refused');
-        return '1';
+        return '';
     }
     var target = r.variables.request_uri;
     var q = target.indexOf('?');
     var rel = linkRel(q < 0 ? target : target.slice(0, q));
     if (rel === null || '/static/' + rel !== r.uri) {
-        return '1';
+        return '';
     }
     var v = linkQuery(q < 0 ? '' : target.slice(q + 1));
     var exp = linkExp(v.exp);
     if (exp === null || typeof v.sig !== 'string' || v.sig.length !== 64) {
-        return '1';
+        return '';
     }
     var mac = crypto.createHmac('sha256', key).update('offload-link-v1\n' + rel + '\n' + exp).digest('hex');
     if (!sameHex(mac, v.sig)) {
-        return '1';
+        return '';
     }
-    return Math.floor(Date.now() / 1000) > Number(exp) ? '1' : '';
+    return Math.floor(Date.now() / 1000) > Number(exp) ? '' : 'ok ' + r.uri;
 }
 
-export default {refused};
+// here is the value of $offload_link_here: "ok " and the URI as it is when
+// offload.conf's /static/ location first asks for it, after every rewrite.
+// That location refuses a request whose verdict ($offload_link_allowed,
+// made when the server-level check first asked) is not this: a request
+// that reached /static/ by a rewrite after the check was judged for
+// another URI (TestSignedLinksAfterTheSitesOwnRewrite).
+function here(r) {
+    return 'ok ' + r.uri;
+}
+
+export default {allowed, here};

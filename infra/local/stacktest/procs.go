@@ -164,8 +164,12 @@ func WaitListening(t testing.TB, addr string) {
 // SigningKey, when set, turns signed links on (README, "Signed links on the
 // web server"): the server gets the key as OFFLOAD_SIGNING_KEY in its
 // environment and the project's signing configuration, so that every
-// request under /static/ needs a valid link.
-type Site struct{ Before, After, AccessLog, SigningKey string }
+// request under /static/ needs a valid link. SigningScript, when set with
+// it, is the signing script the server runs instead of the project's
+// (infra/nginx/offload-signing.js, infra/apache/offload-signing.lua,
+// lighttpd's offload-fallback.lua, which holds its check): a copy with a
+// fault injected, to see what the server does when the check fails.
+type Site struct{ Before, After, AccessLog, SigningKey, SigningScript string }
 
 // nginxJSModule is njs's module from Debian's libnginx-mod-http-js, which
 // nginx's signed-link check needs.
@@ -214,6 +218,10 @@ func StartWebServer(t testing.TB, server, webroot, cacheRoot, addr, resolverBase
 		if s.SigningKey != "" {
 			signing = fmt.Sprintf("include %q\n", filepath.Join(repo, "infra/lighttpd/offload-signing.conf"))
 		}
+		fallbackLua := filepath.Join(repo, "infra/lighttpd/offload-fallback.lua")
+		if s.SigningKey != "" && s.SigningScript != "" {
+			fallbackLua = s.SigningScript
+		}
 		if s.AccessLog != "" {
 			accessLog = fmt.Sprintf("server.modules += ( \"mod_accesslog\" )\naccesslog.filename = %q\n",
 				"|exec cat >>"+shellQuote(s.AccessLog))
@@ -228,7 +236,7 @@ var.offload_lua_404 = %q
 include %q
 %s%s
 `, webroot, port, filepath.Join(dir, "lighttpd-error.log"), accessLog, s.Before,
-			filepath.Join(repo, "infra/lighttpd/offload-fallback.lua"), filepath.Join(repo, "infra/lighttpd/offload-fallback-404.lua"),
+			fallbackLua, filepath.Join(repo, "infra/lighttpd/offload-fallback-404.lua"),
 			filepath.Join(repo, "infra/lighttpd/offload.conf"), signing, s.After)
 		env = []string{"OFFLOAD_RESOLVER_BASE=" + resolverBase, "OFFLOAD_CACHE_ROOT=" + cacheRoot}
 		check, run = []string{"-tt", "-f", conf}, []string{"-D", "-f", conf}
@@ -240,8 +248,12 @@ include %q
 		}
 		if s.SigningKey != "" {
 			signingMain = fmt.Sprintf("load_module %q;\nenv OFFLOAD_SIGNING_KEY;", nginxJSModule)
+			script := filepath.Join(repo, "infra/nginx/offload-signing.js")
+			if s.SigningScript != "" {
+				script = s.SigningScript
+			}
 			signing = fmt.Sprintf("js_import offload_signing from %q;\n        include %q;",
-				filepath.Join(repo, "infra/nginx/offload-signing.js"), filepath.Join(repo, "infra/nginx/offload-signing.conf"))
+				script, filepath.Join(repo, "infra/nginx/offload-signing.conf"))
 		}
 		text = fmt.Appendf(nil, `%[10]s
 user root;
@@ -287,7 +299,11 @@ http {
 		mods, signing := apacheModules, ""
 		if s.SigningKey != "" {
 			mods = append(mods[:len(mods):len(mods)], "lua")
-			signing = fmt.Sprintf("Define OFFLOAD_SIGNING_LUA %s", filepath.Join(repo, "infra/apache/offload-signing.lua"))
+			script := filepath.Join(repo, "infra/apache/offload-signing.lua")
+			if s.SigningScript != "" {
+				script = s.SigningScript
+			}
+			signing = fmt.Sprintf("Define OFFLOAD_SIGNING_LUA %s", script)
 		}
 		for _, m := range mods {
 			modules = fmt.Appendf(modules, "LoadModule %s_module /usr/lib/apache2/modules/mod_%[1]s.so\n", m)
