@@ -3,6 +3,10 @@ package agent_test
 import (
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -79,6 +83,69 @@ func TestExpiredTokenOnLargeFilesOpensTheBreaker(t *testing.T) {
 		t.Errorf("every request refused with ExpiredToken, %d failed attempts of %d files, and the breaker never opened: %+v",
 			a.Stats().Failures.Load(), files, st.Breaker)
 	}
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+}
+
+// TestArchiveRetryDuringOutageKeepsTheBreakerOpen: a file that S3 and the
+// ledger took but the archive refused (a plain file stands where its
+// archive folder should be) retries only the local step, with no request to
+// S3 or DynamoDB. Its result says nothing about them, yet it counted as
+// their answer: with S3 down and the breaker open, the retry of that file
+// closed the breaker, and the waiting files would go out against the dead
+// S3. With many such files the breaker bounds nothing.
+func TestArchiveRetryDuringOutageKeepsTheBreakerOpen(t *testing.T) {
+	t.Parallel()
+	const healthy = 5 // breakerThreshold
+	h := newHarness(t)
+	h.cfg.Workers = 4
+	var down atomic.Bool
+	h.agentS3 = h.agentS3At(faultyS3(t, h.st.AWSShimEndpoint(t), func(w http.ResponseWriter, r *http.Request, _ http.Handler) bool {
+		if !down.Load() {
+			return false
+		}
+		w.Header().Set("Content-Type", "application/xml")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprint(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>ServiceUnavailable</Code><Message>down</Message><RequestId>r</RequestId></Error>`)
+		return true
+	}))
+	if err := os.WriteFile(filepath.Join(h.cfg.Archive, "blocked"), []byte("not a folder"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const blocked = "blocked/photo.jpg"
+	h.write(blocked, randomBytes(20_000, 7))
+	a, stop := h.runDaemon(h.cfg)
+	archiveFailures := func() int {
+		return strings.Count(h.logs.String(), `msg="failed, will retry" file=`+blocked+" ")
+	}
+	h.waitFor("the blocked file proven, its archive failed", 30*time.Second, func() bool { return archiveFailures() >= 1 })
+
+	// S3 goes down; five new files fail on it and open the breaker. Then
+	// they leave the folder, so the blocked file is the only one left to
+	// probe.
+	down.Store(true)
+	for i := range healthy {
+		h.write(fmt.Sprintf("ok/h%02d.jpg", i), randomBytes(300+i, byte(i)))
+	}
+	h.waitFor("the breaker open", time.Minute, func() bool { return a.Status().Breaker.Trips >= 1 })
+	for i := range healthy {
+		if err := os.Remove(filepath.Join(h.cfg.Watch, "ok", fmt.Sprintf("h%02d.jpg", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.waitFor("only the blocked file pending", time.Minute, func() bool {
+		st := a.Status()
+		return st.Pending == 1 && len(st.InFlight) == 0
+	})
+	at := archiveFailures()
+	h.waitFor("the blocked file tried again", 2*time.Minute, func() bool { return archiveFailures() > at })
+	st := a.Status()
+	t.Logf("archive failures of %s: %d, then %d; breaker %+v", blocked, at, archiveFailures(), st.Breaker)
+	if st.Breaker.State != "open" || st.Breaker.Trips != 1 {
+		t.Errorf("S3 down throughout, and the breaker = %+v; want open since its first trip: a retry of the archive alone asks neither S3 nor DynamoDB", st.Breaker)
+	}
+	down.Store(false)
 	if err := stop(); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
