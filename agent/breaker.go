@@ -23,7 +23,8 @@ import (
 // long: see fileFault) is that file's failure, and local ones (reading the
 // file) say nothing about the remote either; an archive failure even
 // proves that S3 and DynamoDB answered, and so do a conflict and a dry
-// run's HEAD: they count as a success.
+// run's HEAD: they count as a success, unless the attempt reused an
+// earlier proof and asked neither (result.local).
 const (
 	// breakerThreshold: service failures of this many different files,
 	// with no success between them, open the breaker. An outage fails every
