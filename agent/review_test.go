@@ -1,6 +1,7 @@
 package agent_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -9,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/photosleeve/offload/agent"
 )
 
 // TestRefusedEverywhereOpensTheBreaker: S3 refusing every key alike (403
@@ -148,5 +151,68 @@ func TestArchiveRetryDuringOutageKeepsTheBreakerOpen(t *testing.T) {
 	down.Store(false)
 	if err := stop(); err != nil {
 		t.Fatalf("Run: %v", err)
+	}
+}
+
+// TestFileThatMadeRoomKeepsItsProof: files S3 and the ledger took but the
+// archive refuses, more of them than the agent holds. Each retries only the
+// local step while held (TestArchiveFailureRetriesOnlyTheLocalStep), but
+// one that makes room for another (see scheduler.makeRoom) came back
+// without its proof: held again, it was read, uploaded and recorded again
+// (the PUT refused by If-None-Match, a HEAD, the ledger), on every
+// return, though nothing but the archive was ever in the way.
+func TestFileThatMadeRoomKeepsItsProof(t *testing.T) {
+	t.Parallel()
+	const limit, blocked = 4, 6
+	h := newHarness(t)
+	var requests atomic.Int64 // S3 requests for the blocked files
+	h.agentS3 = h.agentS3At(faultyS3(t, h.st.AWSShimEndpoint(t), func(w http.ResponseWriter, r *http.Request, _ http.Handler) bool {
+		if strings.Contains(r.URL.Path, "/blocked/") {
+			requests.Add(1)
+		}
+		return false
+	}))
+	if err := os.WriteFile(filepath.Join(h.cfg.Archive, "blocked"), []byte("not a folder"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for i := range blocked {
+		h.write(fmt.Sprintf("blocked/b%02d.jpg", i), randomBytes(20_000+i, byte(i)))
+	}
+	a := h.newAgent(h.cfg)
+	agent.SetPendingLimit(a, limit)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	failures := func() (files, attempts int) {
+		logs := h.logs.String()
+		for i := range blocked {
+			n := strings.Count(logs, fmt.Sprintf(`msg="failed, will retry" file=blocked/b%02d.jpg `, i))
+			if n > 0 {
+				files++
+			}
+			attempts += n
+		}
+		return files, attempts
+	}
+	h.waitFor("every blocked file proven and failed on the archive", time.Minute, func() bool {
+		files, _ := failures()
+		return files == blocked
+	})
+	first := requests.Load()
+	_, at := failures()
+	h.waitFor("three retries a file", 2*time.Minute, func() bool {
+		_, n := failures()
+		return n >= at+3*blocked
+	})
+	_, now := failures()
+	t.Logf("%d S3 requests for the first attempts; %d more for %d retries", first, requests.Load()-first, now-at)
+	if n := requests.Load() - first; n != 0 {
+		t.Errorf("%d retries of the archive alone made %d S3 requests; want 0: a file that made room came back without its proof", now-at, n)
 	}
 }
