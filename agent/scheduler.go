@@ -124,10 +124,14 @@ type scheduler struct {
 }
 
 // cooled is what is kept of a file that made room: when its backoff ends,
-// on the queue's scale (see key), and its failed attempts.
+// on the queue's scale (see key), its failed attempts, and the proof of a
+// file whose archive failed (nil for others), so that its retry is still
+// the local step alone, not another upload
+// (TestFileThatMadeRoomKeepsItsProof: 14 S3 requests in 18 such retries).
 type cooled struct {
 	at       int64
 	attempts int
+	proven   *proof
 }
 
 // maxPending is the most files the agent holds state for at once. Each
@@ -197,8 +201,9 @@ func (s *scheduler) victim() *entry {
 // makeRoom forgets one file that keeps failing for its own reason, to hold
 // a new one in its place. The forgotten file stays in the watch folder,
 // local and served, and a later scan finds it again. Until then only its
-// backoff is kept, in cooling (35 bytes a file, measured at 25,000, not
-// the 420 of a held file): found again while the set is full and before
+// backoff is kept, in cooling (35 bytes a file, measured at 25,000 before
+// its proof pointer was added, one word more since, and the proof of a
+// file whose archive failed; not the 420 of a held file): found again while the set is full and before
 // its backoff ends, it takes no place (the next rescan offers it again),
 // and once held again it goes on from the attempts it had. So a file
 // failing for good is not tried more often than its backoff says, and new
@@ -217,7 +222,7 @@ func (s *scheduler) makeRoom() {
 			break
 		}
 	}
-	s.cooling[s.coolKey(v.rel, v.seen)] = cooled{at: s.key(v.notBefore), attempts: v.attempts}
+	s.cooling[s.coolKey(v.rel, v.seen)] = cooled{at: s.key(v.notBefore), attempts: v.attempts, proven: v.proven}
 	s.remove(v)
 	s.evicted++
 }
@@ -288,7 +293,7 @@ func (s *scheduler) note(c candidate, now time.Time) bool {
 		e = s.add(rel, id, now)
 		if cooling {
 			delete(s.cooling, ck)
-			e.attempts = c.attempts
+			e.attempts, e.proven = c.attempts, c.proven
 			s.setOwn(e, true)
 			e.notBefore = s.epoch.Add(time.Duration(c.at))
 		}
