@@ -216,3 +216,50 @@ func TestFileThatMadeRoomKeepsItsProof(t *testing.T) {
 		t.Errorf("%d retries of the archive alone made %d S3 requests; want 0: a file that made room came back without its proof", now-at, n)
 	}
 }
+
+// TestLedgerRefusingEveryItemOpensTheBreaker: DynamoDB refusing every
+// write alike (400 AccessDeniedException: the role lost dynamodb:PutItem
+// on the table) is taken for each file's own failure, as a LeadingKeys
+// condition refusing some keys would be. So the breaker never opens, and
+// every file is uploaded to S3, left there without a ledger item, and on
+// each retry read and sent again (If-None-Match refuses it, a HEAD, the
+// ledger refuses again), each on its own backoff, for as long as it lasts.
+// (8 files: 24 failures and 24 PUT requests in 4 s, never tripped.)
+func TestLedgerRefusingEveryItemOpensTheBreaker(t *testing.T) {
+	t.Parallel()
+	const files = 8
+	h := newHarness(t)
+	h.cfg.Workers = 4
+	var puts atomic.Int64
+	h.agentS3 = h.agentS3At(faultyS3(t, h.st.AWSShimEndpoint(t), func(w http.ResponseWriter, r *http.Request, _ http.Handler) bool {
+		if r.Method == http.MethodPut {
+			puts.Add(1)
+		}
+		return false
+	}))
+	h.agentDB = h.st.DynamoDBAt(t, faultyS3(t, h.st.DynamoDBEndpoint, func(w http.ResponseWriter, r *http.Request, _ http.Handler) bool {
+		if !strings.HasSuffix(r.Header.Get("X-Amz-Target"), ".PutItem") {
+			return false
+		}
+		w.Header().Set("Content-Type", "application/x-amz-json-1.0")
+		w.WriteHeader(http.StatusBadRequest)
+		fmt.Fprint(w, `{"__type":"com.amazon.coral.service#AccessDeniedException","message":"User is not authorized to perform: dynamodb:PutItem"}`)
+		return true
+	}))
+	for i := range files {
+		h.write(fmt.Sprintf("l/f%02d.jpg", i), randomBytes(50_000+i, byte(i)))
+	}
+	a, stop := h.runDaemon(h.cfg)
+	h.waitFor("the breaker open, or three failures a file", time.Minute, func() bool {
+		return a.Status().Breaker.Trips > 0 || a.Stats().Failures.Load() >= 3*files
+	})
+	st := a.Status()
+	t.Logf("failures %d of %d files, %d PUT requests, breaker %+v", a.Stats().Failures.Load(), files, puts.Load(), st.Breaker)
+	if st.Breaker.Trips == 0 {
+		t.Errorf("every ledger write refused alike, %d failed attempts and %d PUT requests for %d files, and the breaker never opened: %+v",
+			a.Stats().Failures.Load(), puts.Load(), files, st.Breaker)
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+}
