@@ -225,9 +225,13 @@ func TestFileThatMadeRoomKeepsItsProof(t *testing.T) {
 // each retry read and sent again (If-None-Match refuses it, a HEAD, the
 // ledger refuses again), each on its own backoff, for as long as it lasts.
 // (8 files: 24 failures and 24 PUT requests in 4 s, never tripped.)
+// 40 files, as in TestRefusedEverywhereOpensTheBreaker: refusals count
+// towards the breaker only for many different files in a row (8 refused
+// files are as well a few keys a condition refuses, which must not stop
+// the others: TestRefusedKeysDoNotStopOthers).
 func TestLedgerRefusingEveryItemOpensTheBreaker(t *testing.T) {
 	t.Parallel()
-	const files = 8
+	const files = 40
 	h := newHarness(t)
 	h.cfg.Workers = 4
 	var puts atomic.Int64

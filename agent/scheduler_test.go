@@ -866,8 +866,8 @@ func BenchmarkHeldFile(b *testing.B) {
 
 // TestBreakerPerFileRefusalsDoNotTrip: S3 or DynamoDB refusing one file's
 // request (its key denied, too long, the item invalid) is the file's
-// failure, not the service's: however many files are refused in a row,
-// the breaker stays closed, and the end of an outage does not pull their
+// failure, not the service's: refused files fewer than refusedEveryFile in a
+// row leave the breaker closed, and the end of an outage does not pull their
 // retries in. Each is retried on its own backoff, and Once gives up only
 // the refused files themselves.
 func TestBreakerPerFileRefusalsDoNotTrip(t *testing.T) {
@@ -1024,5 +1024,125 @@ func TestSchedulerFullOfFailingFilesMakesRoom(t *testing.T) {
 				t.Errorf("evicted %d, room %v; want the %d failing files left gone for new ones, no more room", s.evicted, s.room(), limit-1)
 			}
 		})
+	}
+}
+
+// refusedEveryFile is the number of different files S3 or DynamoDB must
+// refuse in a row, none offloaded between them, before the breaker opens.
+const refusedEveryFile = 25
+
+// TestBreakerRefusalsOfEveryFileTrip: S3 or DynamoDB refusing the requests
+// of many different files in a row, with not one file offloaded between
+// them (the role lost s3:PutObject or dynamodb:PutItem, a bucket or KMS key
+// policy refusing every key), is the service refusing everyone: the
+// breaker opens as in an outage, its cause says refused. A few refused
+// files, or any number with a success between, do not open it.
+func TestBreakerRefusalsOfEveryFileTrip(t *testing.T) {
+	s3Refused := sdkError(t, causeS3, http.StatusForbidden, "AccessDenied")
+	dbRefused := sdkError(t, causeDynamoDB, http.StatusBadRequest, "AccessDeniedException")
+	refuse := func(s *scheduler, now time.Time, n int, cause string, err error) {
+		for range n {
+			for _, j := range s.due(now, 1) {
+				s.finish(result{rel: j.rel, outcome: outFailed, cause: cause, err: err}, now)
+			}
+		}
+	}
+	tests := []struct {
+		name      string
+		files     int
+		run       func(s *scheduler, now time.Time)
+		wantCause string // "": closed, never tripped
+	}{
+		{"s3 refusing every file", 100, func(s *scheduler, now time.Time) {
+			refuse(s, now, refusedEveryFile, causeS3, s3Refused)
+		}, "s3-refused"},
+		{"dynamodb refusing every item", 100, func(s *scheduler, now time.Time) {
+			refuse(s, now, refusedEveryFile, causeDynamoDB, dbRefused)
+		}, "dynamodb-refused"},
+		{"one file fewer", 100, func(s *scheduler, now time.Time) {
+			refuse(s, now, refusedEveryFile-1, causeS3, s3Refused)
+		}, ""},
+		{"a success in between starts the count again", 100, func(s *scheduler, now time.Time) {
+			refuse(s, now, refusedEveryFile-1, causeS3, s3Refused)
+			j := dueNames(s, now, 1)
+			s.finish(result{rel: j[0], outcome: outDone}, now)
+			refuse(s, now, refusedEveryFile-1, causeS3, s3Refused)
+		}, ""},
+		{"the same files refused again and again", breakerThreshold, func(s *scheduler, now time.Time) {
+			refuse(s, now, breakerThreshold, causeS3, s3Refused)
+			for i := range 10 {
+				at := now.Add(time.Duration(i+1) * time.Hour) // their backoff over, and no new file is due
+				for _, rel := range []string{"f000.jpg", "f001.jpg", "f002.jpg", "f003.jpg", "f004.jpg"} {
+					e := s.pending[rel]
+					e.notBefore = at
+					s.schedule(e)
+				}
+				for _, j := range s.due(at, 16) {
+					s.finish(result{rel: j.rel, outcome: outFailed, cause: causeS3, err: s3Refused}, at)
+				}
+			}
+		}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			now := time.Now()
+			s, _ := breakerScheduler(t, tt.files, false)
+			tt.run(s, now)
+			st := s.snapshot(1).breaker
+			if tt.wantCause == "" {
+				if s.brk.open || st.Trips != 0 {
+					t.Errorf("breaker %+v; want closed, never tripped", st)
+				}
+				return
+			}
+			if !s.brk.open || st.State != "open" || st.Trips != 1 || st.Cause != tt.wantCause {
+				t.Errorf("breaker %+v; want open, 1 trip, cause %s", st, tt.wantCause)
+			}
+		})
+	}
+}
+
+// TestBreakerOpenOnRefusalsProbesUntriedFiles: while the breaker is open
+// because every file tried was refused, the probe is a file never tried,
+// not one of the refused files whose backoff ended ahead of it: a file the
+// refusal does not concern (another subtree, a grant put back) goes at the
+// next probe and closes the breaker.
+func TestBreakerOpenOnRefusalsProbesUntriedFiles(t *testing.T) {
+	refused := sdkError(t, causeS3, http.StatusForbidden, "AccessDenied")
+	now := time.Now()
+	s, f := breakerScheduler(t, refusedEveryFile, false)
+	for range refusedEveryFile {
+		for _, j := range s.due(now, 1) {
+			s.finish(result{rel: j.rel, outcome: outFailed, cause: causeS3, err: refused}, now)
+		}
+	}
+	if !s.brk.open {
+		t.Fatalf("every one of %d files refused: breaker %+v; want open", refusedEveryFile, s.brk.status(now))
+	}
+	// An hour later every refused file's backoff is over, and new files
+	// arrive: they come due after the refused ones.
+	at := now.Add(time.Hour)
+	var fresh []string
+	for i := range 3 {
+		rel := fmt.Sprintf("new%d.jpg", i)
+		f[rel] = version(uint64(1000+i), 1000, at.Add(-time.Hour))
+		s.note(candidate{rel: rel}, at)
+		fresh = append(fresh, rel)
+	}
+	for i := range 2 {
+		if s.brk.nextProbe.After(at) {
+			at = s.brk.nextProbe
+		}
+		got := dueNames(s, at, 16)
+		if len(got) != 1 || !slices.Contains(fresh, got[0]) {
+			t.Fatalf("probe %d = %v; want one of the files never tried, %v", i+1, got, fresh)
+		}
+		if i == 0 {
+			s.finish(result{rel: got[0], outcome: outFailed, cause: causeS3, err: refused}, at)
+			continue
+		}
+		if v := s.finish(result{rel: got[0], outcome: outDone}, at); !v.closed || s.brk.open {
+			t.Errorf("the probe offloaded: closed %v, open %v; want closed", v.closed, s.brk.open)
+		}
 	}
 }
