@@ -83,6 +83,13 @@ func (r result) remote() bool {
 	return (r.cause == causeS3 || r.cause == causeDynamoDB) && !fileFault(r.err)
 }
 
+// refused reports whether S3 or DynamoDB refused the request for this file
+// alone (see fileFault): the breaker counts it only when many different
+// files are refused in a row (refusalsToTrip).
+func (r result) refused() bool {
+	return (r.cause == causeS3 || r.cause == causeDynamoDB) && fileFault(r.err)
+}
+
 // offloadFile takes one file through the life of an original, top to bottom:
 // settle → upload → verify → record → archive. Every step is idempotent, so
 // after a crash at any point, running it again on the same file finishes the

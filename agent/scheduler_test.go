@@ -129,8 +129,8 @@ func TestSchedulerNoteChangesAndVanishes(t *testing.T) {
 
 	delete(f, "a.jpg")
 	s.note(candidate{rel: "a.jpg"}, now.Add(5*time.Second))
-	if s.len() != 0 || len(s.queue) != 0 || s.bytes != 0 || s.oldest != nil {
-		t.Errorf("after the file vanished: pending %d, queued %d, bytes %d; want none", s.len(), len(s.queue), s.bytes)
+	if s.len() != 0 || len(s.queue)+len(s.retries) != 0 || s.bytes != 0 || s.oldest != nil {
+		t.Errorf("after the file vanished: pending %d, queued %d, bytes %d; want none", s.len(), len(s.queue)+len(s.retries), s.bytes)
 	}
 }
 
@@ -636,7 +636,7 @@ func TestBreakerTrips(t *testing.T) {
 		{"one bad file, failing again and again", func(s *scheduler) {
 			e := s.pending["f000.jpg"]
 			for range 3 * breakerThreshold {
-				s.queue.fix(e.index, s.key(now.Add(-2*time.Hour))) // due first, whatever its backoff
+				s.queueOf(e).fix(e.index, s.key(now.Add(-2*time.Hour))) // due first, whatever its backoff
 				if got := dueNames(s, now, 1); len(got) != 1 || got[0] != "f000.jpg" {
 					t.Fatalf("due = %v; want f000.jpg", got)
 				}
@@ -866,7 +866,7 @@ func BenchmarkHeldFile(b *testing.B) {
 
 // TestBreakerPerFileRefusalsDoNotTrip: S3 or DynamoDB refusing one file's
 // request (its key denied, too long, the item invalid) is the file's
-// failure, not the service's: refused files fewer than refusedEveryFile in a
+// failure, not the service's: refused files fewer than refusalsToTrip in a
 // row leave the breaker closed, and the end of an outage does not pull their
 // retries in. Each is retried on its own backoff, and Once gives up only
 // the refused files themselves.
@@ -1027,10 +1027,6 @@ func TestSchedulerFullOfFailingFilesMakesRoom(t *testing.T) {
 	}
 }
 
-// refusedEveryFile is the number of different files S3 or DynamoDB must
-// refuse in a row, none offloaded between them, before the breaker opens.
-const refusedEveryFile = 25
-
 // TestBreakerRefusalsOfEveryFileTrip: S3 or DynamoDB refusing the requests
 // of many different files in a row, with not one file offloaded between
 // them (the role lost s3:PutObject or dynamodb:PutItem, a bucket or KMS key
@@ -1054,19 +1050,19 @@ func TestBreakerRefusalsOfEveryFileTrip(t *testing.T) {
 		wantCause string // "": closed, never tripped
 	}{
 		{"s3 refusing every file", 100, func(s *scheduler, now time.Time) {
-			refuse(s, now, refusedEveryFile, causeS3, s3Refused)
+			refuse(s, now, refusalsToTrip, causeS3, s3Refused)
 		}, "s3-refused"},
 		{"dynamodb refusing every item", 100, func(s *scheduler, now time.Time) {
-			refuse(s, now, refusedEveryFile, causeDynamoDB, dbRefused)
+			refuse(s, now, refusalsToTrip, causeDynamoDB, dbRefused)
 		}, "dynamodb-refused"},
 		{"one file fewer", 100, func(s *scheduler, now time.Time) {
-			refuse(s, now, refusedEveryFile-1, causeS3, s3Refused)
+			refuse(s, now, refusalsToTrip-1, causeS3, s3Refused)
 		}, ""},
 		{"a success in between starts the count again", 100, func(s *scheduler, now time.Time) {
-			refuse(s, now, refusedEveryFile-1, causeS3, s3Refused)
+			refuse(s, now, refusalsToTrip-1, causeS3, s3Refused)
 			j := dueNames(s, now, 1)
 			s.finish(result{rel: j[0], outcome: outDone}, now)
-			refuse(s, now, refusedEveryFile-1, causeS3, s3Refused)
+			refuse(s, now, refusalsToTrip-1, causeS3, s3Refused)
 		}, ""},
 		{"the same files refused again and again", breakerThreshold, func(s *scheduler, now time.Time) {
 			refuse(s, now, breakerThreshold, causeS3, s3Refused)
@@ -1110,14 +1106,14 @@ func TestBreakerRefusalsOfEveryFileTrip(t *testing.T) {
 func TestBreakerOpenOnRefusalsProbesUntriedFiles(t *testing.T) {
 	refused := sdkError(t, causeS3, http.StatusForbidden, "AccessDenied")
 	now := time.Now()
-	s, f := breakerScheduler(t, refusedEveryFile, false)
-	for range refusedEveryFile {
+	s, f := breakerScheduler(t, refusalsToTrip, false)
+	for range refusalsToTrip {
 		for _, j := range s.due(now, 1) {
 			s.finish(result{rel: j.rel, outcome: outFailed, cause: causeS3, err: refused}, now)
 		}
 	}
 	if !s.brk.open {
-		t.Fatalf("every one of %d files refused: breaker %+v; want open", refusedEveryFile, s.brk.status(now))
+		t.Fatalf("every one of %d files refused: breaker %+v; want open", refusalsToTrip, s.brk.status(now))
 	}
 	// An hour later every refused file's backoff is over, and new files
 	// arrive: they come due after the refused ones.
