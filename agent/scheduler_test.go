@@ -1142,3 +1142,44 @@ func TestBreakerOpenOnRefusalsProbesUntriedFiles(t *testing.T) {
 		}
 	}
 }
+
+// TestBreakerOnceWaitsForUntriedFiles: in Once, with the breaker open on
+// refusals, the probe is not a refused file whose backoff ended while a
+// file never tried waits to settle: three refused probes would end the
+// run and give up that file untried. Run probes the refused file, as it
+// gives up nothing.
+func TestBreakerOnceWaitsForUntriedFiles(t *testing.T) {
+	refused := sdkError(t, causeS3, http.StatusForbidden, "AccessDenied")
+	for _, once := range []bool{false, true} {
+		t.Run(fmt.Sprintf("once=%v", once), func(t *testing.T) {
+			now := time.Now()
+			s, f := breakerScheduler(t, refusalsToTrip, once)
+			for range refusalsToTrip {
+				for _, j := range s.due(now, 1) {
+					s.finish(result{rel: j.rel, outcome: outFailed, cause: causeS3, err: refused}, now)
+				}
+			}
+			if !s.brk.open {
+				t.Fatalf("breaker %+v; want open", s.brk.status(now))
+			}
+			// A file written an hour later, not settled for a quiet period;
+			// by then every refused file's backoff is over.
+			at := now.Add(time.Hour)
+			f["late.jpg"] = version(999, 1000, at)
+			s.note(candidate{rel: "late.jpg"}, at)
+			got := dueNames(s, at, 16)
+			switch {
+			case once && len(got) != 0:
+				t.Fatalf("probe = %v while late.jpg settles; want none yet", got)
+			case !once && (len(got) != 1 || got[0] == "late.jpg"):
+				t.Fatalf("probe = %v; want one refused file", got)
+			case !once:
+				return
+			}
+			at = at.Add(testQuiet)
+			if got := dueNames(s, at, 16); len(got) != 1 || got[0] != "late.jpg" {
+				t.Fatalf("probe once late.jpg settled = %v; want late.jpg", got)
+			}
+		})
+	}
+}
