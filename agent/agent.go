@@ -160,9 +160,9 @@ var ErrIncomplete = errors.New("some files were not offloaded")
 // onceAttempts times, conflicts, is refused, or is still being written
 // SettleTimeout after it was first seen makes it return ErrIncomplete, and
 // so does a folder the scan could not read.
-// So does S3 or DynamoDB failing for every file: once the breaker's probe
-// has failed onceAttempts times (a few seconds), the files still waiting are
-// given up untried and reported as not offloaded.
+// So does S3 or DynamoDB failing or refusing for every file: once the
+// breaker's probe has failed onceAttempts times (a few seconds), the files
+// still waiting are given up untried and reported as not offloaded.
 //
 // An object S3 accepted whose ledger item could not be written is recorded
 // before Once returns, even if its file has gone; if the ledger still
@@ -439,7 +439,7 @@ func (l *schedLoop) intake() <-chan candidate {
 func (l *schedLoop) afterStep() (done bool, err error) {
 	if n := l.s.abandon(); n > 0 {
 		l.failedForGood += n
-		l.a.log.Error("S3 or DynamoDB stayed unreachable through every probe: giving up the files still waiting, not offloaded",
+		l.a.log.Error("S3 or DynamoDB stayed unreachable, or refused every file, through every probe: giving up the files still waiting, not offloaded",
 			"files", n, "probes", onceAttempts, "cause", l.s.brk.cause)
 	}
 	if !l.once || !l.scanDone || l.s.len() > 0 || l.s.busy() > 0 || len(l.candidates) > 0 {
@@ -559,6 +559,11 @@ func (a *Agent) report(r result, v verdict) (forGood bool) {
 
 // reportBreaker logs the breaker opening or closing.
 func (a *Agent) reportBreaker(b BreakerStatus, pending int) {
+	if b.State == "open" && strings.HasSuffix(b.Cause, refusedSuffix) {
+		a.log.Warn(strings.TrimSuffix(b.Cause, refusedSuffix)+" refuses every file: check the role's grants and the bucket's, KMS key's or table's policy; breaker open, one file at a time probes it, files never tried first, the others wait unopened",
+			"cause", b.Cause, "refusals", b.ConsecutiveRefusals, "files", refusalsToTrip, "pending", pending, "next_probe", b.NextProbe.Format(time.RFC3339))
+		return
+	}
 	if b.State == "open" {
 		a.log.Warn("S3 or DynamoDB is failing for every file: breaker open; one file at a time probes it, the others wait unopened",
 			"cause", b.Cause, "failures", b.ConsecutiveFailures, "pending", pending, "next_probe", b.NextProbe.Format(time.RFC3339))

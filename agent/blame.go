@@ -65,6 +65,19 @@ var serviceWide = map[string]bool{
 	"RequestExpired": true, "ResourceNotFoundException": true,
 }
 
+// bareBadRequest is the code the SDK gives an answer that names none: the
+// status text of a 400 whose body is empty. That is every error of a HEAD,
+// which "returns a generic code, such as 400 Bad Request ... It's not
+// possible to retrieve the exact exception"
+// (https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadObject.html).
+// A HEAD's 400 about the key itself (too long) cannot happen, as the
+// mapping refuses such keys; what is left is the request's credentials
+// or signature (ExpiredToken, AuthorizationHeaderMalformed: 400 with a body
+// on other requests), which fail every file alike. Taken for the file's,
+// an expired token never opened the breaker while only files larger than
+// a part (which start with a HEAD) waited.
+const bareBadRequest = "BadRequest"
+
 // fileFault reports whether err, from a failed S3 or DynamoDB request, is
 // the file's own failure rather than the service's (see above). An error
 // without an answer from the service is the service's.
@@ -78,7 +91,7 @@ func fileFault(err error) bool {
 		if _, ok := retry.DefaultRetryableErrorCodes[code]; ok {
 			return false
 		}
-		if serviceWide[code] {
+		if serviceWide[code] || code == bareBadRequest {
 			return false
 		}
 	}

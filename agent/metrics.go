@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -91,9 +92,16 @@ func newMetrics(a *Agent) *metrics {
 		gauge("offload_files_in_flight", "Files being offloaded now.", locked(func() float64 { return float64(len(t.inFlight)) })),
 		gauge("offload_oldest_pending_age_seconds", "How long the longest-waiting file has waited (0 when none waits).",
 			func() float64 { return t.oldestPendingAge().Seconds() }),
-		gauge("offload_breaker_open", "1 while the circuit breaker is open: S3 or DynamoDB failed as a service (no answer, 5xx, throttling; not a refusal of one file's request) for several files in a row, one file at a time probes it, the others wait.",
+		gauge("offload_breaker_open", "1 while the circuit breaker is open: S3 or DynamoDB failed as a service (no answer, 5xx, throttling; not a refusal of one file's request) for several files in a row, or refused the requests of many different files in a row with none offloaded; one file at a time probes it, the others wait.",
 			locked(func() float64 {
 				if t.pending.breaker.State == "open" {
+					return 1
+				}
+				return 0
+			})),
+		gauge("offload_breaker_open_refused", "1 while the circuit breaker is open because S3 or DynamoDB refuses every file (status breaker cause s3-refused or dynamodb-refused): check the role's grants and the bucket's, KMS key's or table's policy.",
+			locked(func() float64 {
+				if t.pending.breaker.State == "open" && strings.HasSuffix(t.pending.breaker.Cause, refusedSuffix) {
 					return 1
 				}
 				return 0

@@ -145,6 +145,7 @@ func TestOperationsEndpoints(t *testing.T) {
 		"offload_watch_failed":                     {"0", exactly(0)},
 		"offload_leases_available":                 {"1 (the test's own files)", exactly(1)},
 		"offload_breaker_open":                     {"0", exactly(0)},
+		"offload_breaker_open_refused":             {"0", exactly(0)},
 		"offload_breaker_trips_total":              {"0", exactly(0)},
 		"offload_resumed_bytes_total":              {"0 (no upload was interrupted)", exactly(0)},
 		// One sweep at start, then at most one per rescan period; none

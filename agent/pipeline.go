@@ -44,6 +44,10 @@ type result struct {
 	// proven is set when only the local step failed (causeArchive): the
 	// retry of this very version skips to it.
 	proven *proof
+	// local: the attempt reused such a proof and asked neither S3 nor
+	// DynamoDB anything, so its outcome says nothing about them (see
+	// scheduler.finish).
+	local bool
 }
 
 // proof is what an attempt established before its local step: S3 holds
@@ -77,6 +81,13 @@ const (
 // alone (see fileFault) is the file's failure, as a local one is.
 func (r result) remote() bool {
 	return (r.cause == causeS3 || r.cause == causeDynamoDB) && !fileFault(r.err)
+}
+
+// refused reports whether S3 or DynamoDB refused the request for this file
+// alone (see fileFault): the breaker counts it only when many different
+// files are refused in a row (refusalsToTrip).
+func (r result) refused() bool {
+	return (r.cause == causeS3 || r.cause == causeDynamoDB) && fileFault(r.err)
 }
 
 // offloadFile takes one file through the life of an original, top to bottom:
@@ -133,6 +144,8 @@ func (a *Agent) offloadFile(ctx context.Context, j job) (res result) {
 		if p, res = a.prove(ctx, res, f, id); p == nil {
 			return res
 		}
+	} else {
+		res.local = true
 	}
 
 	// Archive, delete or keep, and only the version that was proven: see

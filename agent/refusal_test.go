@@ -271,3 +271,86 @@ func TestThrottlingOpensTheBreaker(t *testing.T) {
 		h.assertOffloaded(rel, b)
 	}
 }
+
+// TestHealthyFilesGoWhileEveryOtherIsRefused: S3 refuses every file tried
+// (more refused files than open the breaker, nothing else waiting), so the
+// breaker opens as in an outage and the refused files are no longer read
+// and sent on their own backoff. Files written then, which S3 takes, are
+// tried first by the probes, ahead of the refused files whose backoff
+// ended, and the first of them closes the breaker: every one is offloaded.
+func TestHealthyFilesGoWhileEveryOtherIsRefused(t *testing.T) {
+	t.Parallel()
+	const refused, healthy = 30, 10
+	h := newHarness(t)
+	h.refuseUnder("refused/")
+	h.cfg.Workers = 4
+	h.writeRefused(refused)
+	a, stop := h.runDaemon(h.cfg)
+	h.waitFor("the breaker open, or three failures a file", time.Minute, func() bool {
+		return a.Status().Breaker.Trips > 0 || a.Stats().Failures.Load() >= 3*refused
+	})
+	st := a.Status()
+	if st.Breaker.State != "open" || st.Breaker.Cause != "s3-refused" {
+		t.Fatalf("every one of %d files refused, %d failed attempts: breaker %+v; want open, cause s3-refused",
+			refused, a.Stats().Failures.Load(), st.Breaker)
+	}
+	data := map[string][]byte{}
+	for i := range healthy {
+		rel := fmt.Sprintf("ok/h%02d.jpg", i)
+		data[rel] = randomBytes(200+i, byte(100+i))
+		h.write(rel, data[rel])
+	}
+	written := time.Now()
+	h.waitFor("every healthy file archived", 2*time.Minute, func() bool {
+		for rel := range data {
+			if !h.archived(rel) {
+				return false
+			}
+		}
+		return true
+	})
+	st = a.Status()
+	t.Logf("healthy files archived %s after they were written; breaker %+v", time.Since(written).Round(time.Millisecond), st.Breaker)
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	for rel, b := range data {
+		h.assertOffloaded(rel, b)
+	}
+}
+
+// TestOnceRefusedEverywhereReportsAndOffloadsTheRest: Once with more
+// refused files tried first than open the breaker (one worker, the refused
+// files older): the breaker opens, its probes take files never tried, so
+// the others are offloaded; the refused files are given up and reported,
+// not retried for ever.
+func TestOnceRefusedEverywhereReportsAndOffloadsTheRest(t *testing.T) {
+	t.Parallel()
+	const refused, healthy = 26, 20
+	h := newHarness(t)
+	h.refuseUnder("refused/")
+	h.cfg.Workers = 1
+	h.cfg.QuietForRenamed = true // they come due in the order they were written
+	h.writeRefused(refused)
+	data := map[string][]byte{}
+	for i := range healthy {
+		rel := fmt.Sprintf("ok/h%02d.jpg", i)
+		data[rel] = randomBytes(200+i, byte(100+i))
+		h.write(rel, data[rel])
+	}
+	a := h.newAgent(h.cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	err := a.Once(ctx)
+	st := a.Status()
+	t.Logf("Once = %v; breaker %+v", err, st.Breaker)
+	if !errors.Is(err, agent.ErrIncomplete) || !strings.HasPrefix(err.Error(), fmt.Sprintf("%d files:", refused)) {
+		t.Errorf("Once = %v; want ErrIncomplete for the %d refused files", err, refused)
+	}
+	if st.Breaker.Trips == 0 {
+		t.Errorf("breaker %+v; want opened: %d files refused in a row", st.Breaker, refused)
+	}
+	for rel, b := range data {
+		h.assertOffloaded(rel, b)
+	}
+}

@@ -75,7 +75,9 @@ func (e *entry) isPublished() bool {
 // Its cost per event does not grow with the backlog: a file that is not
 // running sits in a min-heap (dueQueue) keyed by the time it next needs a look (the
 // end of its quiet period or of its backoff), so a tick pops only the files
-// whose time has come; files whose last failure was remote are indexed for
+// whose time has come; files that never failed and files that did are in
+// two such heaps, so the breaker's probe finds a file never tried without
+// looking at the others; files whose last failure was remote are indexed for
 // the recovery pull-in; and pending files are kept in first-seen order for
 // status, which lists the oldest few without sorting the rest.
 type scheduler struct {
@@ -97,7 +99,8 @@ type scheduler struct {
 	// parked files are not looked at again until they change: conflicts,
 	// refusals, and (with --after keep) files already offloaded.
 	parked  map[string]fileID
-	queue   dueQueue            // pending files not running, soonest due first
+	queue   dueQueue            // pending files not running that never failed (attempts 0), soonest due first
+	retries dueQueue            // those that failed (attempts > 0); see queueOf
 	epoch   time.Time           // the queue's zero
 	running map[*entry]struct{} // handed to a worker, result not back yet
 	remote  map[*entry]struct{} // pending files whose last failure was remote: what retryRemoteSoon looks at
@@ -124,10 +127,14 @@ type scheduler struct {
 }
 
 // cooled is what is kept of a file that made room: when its backoff ends,
-// on the queue's scale (see key), and its failed attempts.
+// on the queue's scale (see key), its failed attempts, and the proof of a
+// file whose archive failed (nil for others), so that its retry is still
+// the local step alone, not another upload
+// (TestFileThatMadeRoomKeepsItsProof: 14 S3 requests in 18 such retries).
 type cooled struct {
 	at       int64
 	attempts int
+	proven   *proof
 }
 
 // maxPending is the most files the agent holds state for at once. Each
@@ -170,8 +177,9 @@ func (s *scheduler) room() bool {
 	return !s.full() || !s.once && s.victim() != nil
 }
 
-// victim returns the file that makes room next, or nil: of the queue, or
-// of probeSample files taken from it at random when it is longer, the one
+// victim returns the file that makes room next, or nil: of the retries
+// (a file whose own failure it was has failed), or of probeSample files
+// taken from them at random when they are more, the one
 // whose own failure put it furthest off. The sample keeps the cost flat in
 // the backlog; it finds such files when they hold much of the set, which
 // is when the set is full because of them.
@@ -183,11 +191,11 @@ func (s *scheduler) victim() *entry {
 	if s.owns == 0 {
 		return nil
 	}
-	for i := range min(probeSample, len(s.queue)) {
-		if len(s.queue) > probeSample {
-			i = rand.IntN(len(s.queue))
+	for i := range min(probeSample, len(s.retries)) {
+		if len(s.retries) > probeSample {
+			i = rand.IntN(len(s.retries))
 		}
-		if q := s.queue[i]; q.e.own && (s.spare == nil || q.at > s.key(s.spare.at)) {
+		if q := s.retries[i]; q.e.own && (s.spare == nil || q.at > s.key(s.spare.at)) {
 			s.spare = q.e
 		}
 	}
@@ -197,8 +205,9 @@ func (s *scheduler) victim() *entry {
 // makeRoom forgets one file that keeps failing for its own reason, to hold
 // a new one in its place. The forgotten file stays in the watch folder,
 // local and served, and a later scan finds it again. Until then only its
-// backoff is kept, in cooling (35 bytes a file, measured at 25,000, not
-// the 420 of a held file): found again while the set is full and before
+// backoff is kept, in cooling (35 bytes a file, measured at 25,000 before
+// its proof pointer was added, one word more since, and the proof of a
+// file whose archive failed; not the 420 of a held file): found again while the set is full and before
 // its backoff ends, it takes no place (the next rescan offers it again),
 // and once held again it goes on from the attempts it had. So a file
 // failing for good is not tried more often than its backoff says, and new
@@ -217,7 +226,7 @@ func (s *scheduler) makeRoom() {
 			break
 		}
 	}
-	s.cooling[s.coolKey(v.rel, v.seen)] = cooled{at: s.key(v.notBefore), attempts: v.attempts}
+	s.cooling[s.coolKey(v.rel, v.seen)] = cooled{at: s.key(v.notBefore), attempts: v.attempts, proven: v.proven}
 	s.remove(v)
 	s.evicted++
 }
@@ -288,7 +297,7 @@ func (s *scheduler) note(c candidate, now time.Time) bool {
 		e = s.add(rel, id, now)
 		if cooling {
 			delete(s.cooling, ck)
-			e.attempts = c.attempts
+			e.attempts, e.proven = c.attempts, c.proven
 			s.setOwn(e, true)
 			e.notBefore = s.epoch.Add(time.Duration(c.at))
 		}
@@ -318,17 +327,44 @@ func (s *scheduler) due(now time.Time, free int) []job {
 				s.brk.probe = e
 				s.brk.handed++
 				e.probed = s.brk.handed
-				s.hand(s.queue.remove(e.index))
+				s.hand(s.queueOf(e).remove(e.index))
 			}
 		}
 		return s.jobs
 	}
 	free = min(free, s.brk.releasable(now))
-	for key := s.key(now); free > 0 && len(s.queue) > 0 && s.queue[0].at <= key; free-- {
-		s.hand(s.queue.remove(0))
+	key := s.key(now)
+	for ; free > 0; free-- {
+		q := s.soonest()
+		if q == nil || (*q)[0].at > key {
+			break
+		}
+		s.hand(q.remove(0))
 		s.brk.released++
 	}
 	return s.jobs
+}
+
+// soonest returns the queue whose first file is due soonest, nil when both
+// are empty.
+func (s *scheduler) soonest() *dueQueue {
+	switch {
+	case len(s.queue) == 0 && len(s.retries) == 0:
+		return nil
+	case len(s.retries) == 0 || len(s.queue) > 0 && s.queue[0].at <= s.retries[0].at:
+		return &s.queue
+	}
+	return &s.retries
+}
+
+// queueOf is the queue e is in while not running: retries once it failed.
+// Its attempts change only while it runs (finish) or before it is first
+// queued (note), so it stays in the one it was put in.
+func (s *scheduler) queueOf(e *entry) *dueQueue {
+	if e.attempts > 0 {
+		return &s.retries
+	}
+	return &s.queue
 }
 
 // hand counts e, just taken out of the queue, as running and adds its job
@@ -343,13 +379,18 @@ func (s *scheduler) hand(e *entry) {
 // pickProbe chooses the file that tries the remote while the breaker is
 // open. Probes take turns between the files that failed on the service
 // (their own backoff does not matter: the breaker decides when they go)
-// and the file due soonest in the queue, if it is due (one never tried,
-// or one whose own backoff is over). Among the files that failed it takes,
-// of up to probeSample, the one probed longest ago, then the smallest (a
-// cheap request). So the probe is never the file probed last while another
-// can go, and a file that fails whatever the service does cannot hold the
-// breaker open alone: any other file that gets through closes it. It does
-// not walk the backlog.
+// and a file due in the queues: one never tried first (see untried), else
+// the retry due soonest, whose own backoff is over. Among the files that
+// failed it takes, of up to probeSample, the one probed longest ago, then
+// the smallest (a cheap request). So the probe is never the file probed
+// last while another can go, and a file that fails whatever the service
+// does cannot hold the breaker open alone: any other file that gets
+// through closes it. Files never tried go before refused files whose
+// backoff ended: when the breaker opened on refusals, a file S3 takes
+// (another subtree, a grant put back) is tried at the next probe, not
+// after every refused file. Once does not probe a file that already
+// failed while one never tried waits to settle: three failed probes end
+// its run. It does not walk the backlog.
 func (s *scheduler) pickProbe(now time.Time) *entry {
 	var failed *entry
 	looked := 0
@@ -364,9 +405,10 @@ func (s *scheduler) pickProbe(now time.Time) *entry {
 			break
 		}
 	}
-	var queued *entry
-	if len(s.queue) > 0 && s.queue[0].at <= s.key(now) {
-		queued = s.queue[0].e
+	key := s.key(now)
+	queued := s.untried(key)
+	if queued == nil && len(s.retries) > 0 && s.retries[0].at <= key && (!s.once || len(s.queue) == 0) {
+		queued = s.retries[0].e
 	}
 	first, second := failed, queued
 	if s.brk.handed%2 == 1 {
@@ -379,6 +421,32 @@ func (s *scheduler) pickProbe(now time.Time) *entry {
 		return second
 	}
 	return first
+}
+
+// untried returns a file never tried (or never failed) that is due at key,
+// or nil: of probeSample taken from the queue at random, the first due, else
+// its first if due. Taken at random, not in the queue's order: refused
+// files often come together (a subtree, the order a scan found them), and
+// those that did not make the breaker trip would be the next probes.
+func (s *scheduler) untried(key int64) *entry {
+	n := len(s.queue)
+	if n == 0 {
+		return nil
+	}
+	start := rand.IntN(n)
+	for i := range min(probeSample, n) {
+		j := (start + i) % n
+		if n > probeSample {
+			j = rand.IntN(n)
+		}
+		if s.queue[j].at <= key {
+			return s.queue[j].e
+		}
+	}
+	if s.queue[0].at <= key {
+		return s.queue[0].e
+	}
+	return nil
 }
 
 // dueAt is the earliest time the file may go to a worker: after its
@@ -410,11 +478,12 @@ func (s *scheduler) dueAt(e *entry) time.Time {
 // time, or moves it there.
 func (s *scheduler) schedule(e *entry) {
 	e.at = s.dueAt(e)
+	q := s.queueOf(e)
 	if e.index >= 0 {
-		s.queue.fix(e.index, s.key(e.at))
+		q.fix(e.index, s.key(e.at))
 		return
 	}
-	s.queue.push(e, s.key(e.at))
+	q.push(e, s.key(e.at))
 }
 
 // key is t on the queue's scale: nanoseconds since the scheduler's epoch,
@@ -443,8 +512,8 @@ func (s *scheduler) abandon() int {
 		return 0
 	}
 	n := 0
-	for len(s.queue) > 0 {
-		s.remove(s.queue[0].e)
+	for q := s.soonest(); q != nil; q = s.soonest() {
+		s.remove((*q)[0].e)
 		n++
 	}
 	return n
@@ -473,11 +542,16 @@ func (s *scheduler) finish(r result, now time.Time) (v verdict) {
 		if s.keep {
 			s.parked[r.rel] = version
 		}
-		v.closed = s.brk.answered(now)
-		if v.closed || now.Sub(s.lastDone) > recoveryGap {
-			s.retryRemoteSoon(now)
+		// An attempt that only finished the local step of a proof it
+		// already had (r.local) asked neither S3 nor DynamoDB: it proves
+		// nothing about them, here or below.
+		if !r.local {
+			v.closed = s.brk.answered(now)
+			if v.closed || now.Sub(s.lastDone) > recoveryGap {
+				s.retryRemoteSoon(now)
+			}
+			s.lastDone = now
 		}
-		s.lastDone = now
 	case outGone:
 		s.remove(e)
 	case outNotReady:
@@ -501,7 +575,7 @@ func (s *scheduler) finish(r result, now time.Time) (v verdict) {
 		s.park(e, version)
 		// A dry run's HEAD and a conflict are answers from S3 or the
 		// ledger: the remote is there.
-		if r.outcome == outDryRun || r.outcome == outConflict {
+		if (r.outcome == outDryRun || r.outcome == outConflict) && !r.local {
 			if v.closed = s.brk.answered(now); v.closed {
 				s.retryRemoteSoon(now)
 			}
@@ -514,16 +588,25 @@ func (s *scheduler) finish(r result, now time.Time) (v verdict) {
 		v.attempts, v.retryIn = e.attempts, backoff(e.attempts)
 		e.notBefore = now.Add(v.retryIn)
 		switch {
-		case r.remote():
-			v.tripped = s.brk.remoteFailed(r.rel, r.cause, now)
+		case r.remote() || r.refused():
+			if r.remote() {
+				v.tripped = s.brk.remoteFailed(r.rel, r.cause, now)
+			} else {
+				v.tripped = s.brk.fileRefused(r.rel, r.cause, now)
+			}
+			// A refused probe backs off too: while every file is refused,
+			// the probes are the only files read.
 			if probe {
 				s.brk.probeFailed(now)
-				// Once gives up when the remote stays down through as many
-				// probes as it would try one file.
+				// Once gives up when the remote stays down, or refuses,
+				// through as many probes as it would try one file.
 				s.brk.down = s.once && s.brk.probes >= onceAttempts
 			}
-		case r.cause == causeArchive:
-			// S3 and DynamoDB both took the file before the archive failed.
+		case r.cause == causeArchive && !r.local:
+			// S3 and DynamoDB both took the file before the archive failed
+			// (in this attempt: a retry of the archive alone asked them
+			// nothing, and closed the breaker while S3 was down,
+			// TestArchiveRetryDuringOutageKeepsTheBreakerOpen).
 			if v.closed = s.brk.answered(now); v.closed {
 				s.retryRemoteSoon(now)
 			}
@@ -594,7 +677,7 @@ func (s *scheduler) remove(e *entry) {
 	s.setOwn(e, false)
 	s.bytes -= e.seen.size
 	if e.index >= 0 {
-		s.queue.remove(e.index)
+		s.queueOf(e).remove(e.index)
 	}
 	if e.prev == nil {
 		s.oldest = e.next

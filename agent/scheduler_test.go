@@ -129,8 +129,8 @@ func TestSchedulerNoteChangesAndVanishes(t *testing.T) {
 
 	delete(f, "a.jpg")
 	s.note(candidate{rel: "a.jpg"}, now.Add(5*time.Second))
-	if s.len() != 0 || len(s.queue) != 0 || s.bytes != 0 || s.oldest != nil {
-		t.Errorf("after the file vanished: pending %d, queued %d, bytes %d; want none", s.len(), len(s.queue), s.bytes)
+	if s.len() != 0 || len(s.queue)+len(s.retries) != 0 || s.bytes != 0 || s.oldest != nil {
+		t.Errorf("after the file vanished: pending %d, queued %d, bytes %d; want none", s.len(), len(s.queue)+len(s.retries), s.bytes)
 	}
 }
 
@@ -636,7 +636,7 @@ func TestBreakerTrips(t *testing.T) {
 		{"one bad file, failing again and again", func(s *scheduler) {
 			e := s.pending["f000.jpg"]
 			for range 3 * breakerThreshold {
-				s.queue.fix(e.index, s.key(now.Add(-2*time.Hour))) // due first, whatever its backoff
+				s.queueOf(e).fix(e.index, s.key(now.Add(-2*time.Hour))) // due first, whatever its backoff
 				if got := dueNames(s, now, 1); len(got) != 1 || got[0] != "f000.jpg" {
 					t.Fatalf("due = %v; want f000.jpg", got)
 				}
@@ -866,8 +866,8 @@ func BenchmarkHeldFile(b *testing.B) {
 
 // TestBreakerPerFileRefusalsDoNotTrip: S3 or DynamoDB refusing one file's
 // request (its key denied, too long, the item invalid) is the file's
-// failure, not the service's: however many files are refused in a row,
-// the breaker stays closed, and the end of an outage does not pull their
+// failure, not the service's: refused files fewer than refusalsToTrip in a
+// row leave the breaker closed, and the end of an outage does not pull their
 // retries in. Each is retried on its own backoff, and Once gives up only
 // the refused files themselves.
 func TestBreakerPerFileRefusalsDoNotTrip(t *testing.T) {
@@ -1022,6 +1022,163 @@ func TestSchedulerFullOfFailingFilesMakesRoom(t *testing.T) {
 			// room again.
 			if s.evicted != limit-1 || s.room() {
 				t.Errorf("evicted %d, room %v; want the %d failing files left gone for new ones, no more room", s.evicted, s.room(), limit-1)
+			}
+		})
+	}
+}
+
+// TestBreakerRefusalsOfEveryFileTrip: S3 or DynamoDB refusing the requests
+// of many different files in a row, with not one file offloaded between
+// them (the role lost s3:PutObject or dynamodb:PutItem, a bucket or KMS key
+// policy refusing every key), is the service refusing everyone: the
+// breaker opens as in an outage, its cause says refused. A few refused
+// files, or any number with a success between, do not open it.
+func TestBreakerRefusalsOfEveryFileTrip(t *testing.T) {
+	s3Refused := sdkError(t, causeS3, http.StatusForbidden, "AccessDenied")
+	dbRefused := sdkError(t, causeDynamoDB, http.StatusBadRequest, "AccessDeniedException")
+	refuse := func(s *scheduler, now time.Time, n int, cause string, err error) {
+		for range n {
+			for _, j := range s.due(now, 1) {
+				s.finish(result{rel: j.rel, outcome: outFailed, cause: cause, err: err}, now)
+			}
+		}
+	}
+	tests := []struct {
+		name      string
+		files     int
+		run       func(s *scheduler, now time.Time)
+		wantCause string // "": closed, never tripped
+	}{
+		{"s3 refusing every file", 100, func(s *scheduler, now time.Time) {
+			refuse(s, now, refusalsToTrip, causeS3, s3Refused)
+		}, "s3-refused"},
+		{"dynamodb refusing every item", 100, func(s *scheduler, now time.Time) {
+			refuse(s, now, refusalsToTrip, causeDynamoDB, dbRefused)
+		}, "dynamodb-refused"},
+		{"one file fewer", 100, func(s *scheduler, now time.Time) {
+			refuse(s, now, refusalsToTrip-1, causeS3, s3Refused)
+		}, ""},
+		{"a success in between starts the count again", 100, func(s *scheduler, now time.Time) {
+			refuse(s, now, refusalsToTrip-1, causeS3, s3Refused)
+			j := dueNames(s, now, 1)
+			s.finish(result{rel: j[0], outcome: outDone}, now)
+			refuse(s, now, refusalsToTrip-1, causeS3, s3Refused)
+		}, ""},
+		{"the same files refused again and again", breakerThreshold, func(s *scheduler, now time.Time) {
+			refuse(s, now, breakerThreshold, causeS3, s3Refused)
+			for i := range 10 {
+				at := now.Add(time.Duration(i+1) * time.Hour) // their backoff over, and no new file is due
+				for _, rel := range []string{"f000.jpg", "f001.jpg", "f002.jpg", "f003.jpg", "f004.jpg"} {
+					e := s.pending[rel]
+					e.notBefore = at
+					s.schedule(e)
+				}
+				for _, j := range s.due(at, 16) {
+					s.finish(result{rel: j.rel, outcome: outFailed, cause: causeS3, err: s3Refused}, at)
+				}
+			}
+		}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			now := time.Now()
+			s, _ := breakerScheduler(t, tt.files, false)
+			tt.run(s, now)
+			st := s.snapshot(1).breaker
+			if tt.wantCause == "" {
+				if s.brk.open || st.Trips != 0 {
+					t.Errorf("breaker %+v; want closed, never tripped", st)
+				}
+				return
+			}
+			if !s.brk.open || st.State != "open" || st.Trips != 1 || st.Cause != tt.wantCause {
+				t.Errorf("breaker %+v; want open, 1 trip, cause %s", st, tt.wantCause)
+			}
+		})
+	}
+}
+
+// TestBreakerOpenOnRefusalsProbesUntriedFiles: while the breaker is open
+// because every file tried was refused, the probe is a file never tried,
+// not one of the refused files whose backoff ended ahead of it: a file the
+// refusal does not concern (another subtree, a grant put back) goes at the
+// next probe and closes the breaker.
+func TestBreakerOpenOnRefusalsProbesUntriedFiles(t *testing.T) {
+	refused := sdkError(t, causeS3, http.StatusForbidden, "AccessDenied")
+	now := time.Now()
+	s, f := breakerScheduler(t, refusalsToTrip, false)
+	for range refusalsToTrip {
+		for _, j := range s.due(now, 1) {
+			s.finish(result{rel: j.rel, outcome: outFailed, cause: causeS3, err: refused}, now)
+		}
+	}
+	if !s.brk.open {
+		t.Fatalf("every one of %d files refused: breaker %+v; want open", refusalsToTrip, s.brk.status(now))
+	}
+	// An hour later every refused file's backoff is over, and new files
+	// arrive: they come due after the refused ones.
+	at := now.Add(time.Hour)
+	var fresh []string
+	for i := range 3 {
+		rel := fmt.Sprintf("new%d.jpg", i)
+		f[rel] = version(uint64(1000+i), 1000, at.Add(-time.Hour))
+		s.note(candidate{rel: rel}, at)
+		fresh = append(fresh, rel)
+	}
+	for i := range 2 {
+		if s.brk.nextProbe.After(at) {
+			at = s.brk.nextProbe
+		}
+		got := dueNames(s, at, 16)
+		if len(got) != 1 || !slices.Contains(fresh, got[0]) {
+			t.Fatalf("probe %d = %v; want one of the files never tried, %v", i+1, got, fresh)
+		}
+		if i == 0 {
+			s.finish(result{rel: got[0], outcome: outFailed, cause: causeS3, err: refused}, at)
+			continue
+		}
+		if v := s.finish(result{rel: got[0], outcome: outDone}, at); !v.closed || s.brk.open {
+			t.Errorf("the probe offloaded: closed %v, open %v; want closed", v.closed, s.brk.open)
+		}
+	}
+}
+
+// TestBreakerOnceWaitsForUntriedFiles: in Once, with the breaker open on
+// refusals, the probe is not a refused file whose backoff ended while a
+// file never tried waits to settle: three refused probes would end the
+// run and give up that file untried. Run probes the refused file, as it
+// gives up nothing.
+func TestBreakerOnceWaitsForUntriedFiles(t *testing.T) {
+	refused := sdkError(t, causeS3, http.StatusForbidden, "AccessDenied")
+	for _, once := range []bool{false, true} {
+		t.Run(fmt.Sprintf("once=%v", once), func(t *testing.T) {
+			now := time.Now()
+			s, f := breakerScheduler(t, refusalsToTrip, once)
+			for range refusalsToTrip {
+				for _, j := range s.due(now, 1) {
+					s.finish(result{rel: j.rel, outcome: outFailed, cause: causeS3, err: refused}, now)
+				}
+			}
+			if !s.brk.open {
+				t.Fatalf("breaker %+v; want open", s.brk.status(now))
+			}
+			// A file written an hour later, not settled for a quiet period;
+			// by then every refused file's backoff is over.
+			at := now.Add(time.Hour)
+			f["late.jpg"] = version(999, 1000, at)
+			s.note(candidate{rel: "late.jpg"}, at)
+			got := dueNames(s, at, 16)
+			switch {
+			case once && len(got) != 0:
+				t.Fatalf("probe = %v while late.jpg settles; want none yet", got)
+			case !once && (len(got) != 1 || got[0] == "late.jpg"):
+				t.Fatalf("probe = %v; want one refused file", got)
+			case !once:
+				return
+			}
+			at = at.Add(testQuiet)
+			if got := dueNames(s, at, 16); len(got) != 1 || got[0] != "late.jpg" {
+				t.Fatalf("probe once late.jpg settled = %v; want late.jpg", got)
 			}
 		})
 	}

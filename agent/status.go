@@ -41,8 +41,8 @@ type Status struct {
 	LeasesAvailable bool `json:"leases_available"`
 
 	// Breaker is open while S3 or DynamoDB fails as a service for every
-	// file (not refusing some files' requests): one file at a time probes
-	// it and the others wait.
+	// file, or refuses every file's request (not some files'): one file at
+	// a time probes it and the others wait.
 	Breaker BreakerStatus `json:"breaker"`
 
 	InFlight       []InFlight `json:"in_flight"`

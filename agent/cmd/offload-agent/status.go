@@ -102,8 +102,13 @@ func printStatus(w io.Writer, st agent.Status) {
 	}
 
 	if b := st.Breaker; b.State == "open" {
-		fmt.Fprintf(w, "\nbreaker: open for %s (%s failing for every file): %d failures in a row, %d failed probes; ",
-			roundDuration(now.Sub(b.Since)), b.Cause, b.ConsecutiveFailures, b.FailedProbes)
+		if service, refused := strings.CutSuffix(b.Cause, "-refused"); refused {
+			fmt.Fprintf(w, "\nbreaker: open for %s (%s refusing every file: check the role's grants and the bucket's, KMS key's or table's policy): %d refusals in a row, %d failed probes; ",
+				roundDuration(now.Sub(b.Since)), service, b.ConsecutiveRefusals, b.FailedProbes)
+		} else {
+			fmt.Fprintf(w, "\nbreaker: open for %s (%s failing for every file): %d failures in a row, %d failed probes; ",
+				roundDuration(now.Sub(b.Since)), b.Cause, b.ConsecutiveFailures, b.FailedProbes)
+		}
 		if b.Probing != "" {
 			fmt.Fprintf(w, "probing with %s\n", b.Probing)
 		} else {

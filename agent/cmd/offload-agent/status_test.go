@@ -67,6 +67,8 @@ func TestPrintStatusBreaker(t *testing.T) {
 		{agent.BreakerStatus{State: "open", Since: now.Add(-time.Minute), Cause: "s3", ConsecutiveFailures: 19, FailedProbes: 3, NextProbe: now.Add(8 * time.Second), Trips: 1},
 			"breaker: open for 1m0s (s3 failing for every file): 19 failures in a row, 3 failed probes; next probe in 8s"},
 		{agent.BreakerStatus{State: "open", Since: now.Add(-time.Minute), Cause: "dynamodb", Probing: "a.jpg", Trips: 1}, "probing with a.jpg"},
+		{agent.BreakerStatus{State: "open", Since: now.Add(-time.Minute), Cause: "s3-refused", ConsecutiveRefusals: 27, FailedProbes: 2, NextProbe: now.Add(4 * time.Second), Trips: 1},
+			"breaker: open for 1m0s (s3 refusing every file: check the role's grants and the bucket's, KMS key's or table's policy): 27 refusals in a row, 2 failed probes; next probe in 4s"},
 		{agent.BreakerStatus{State: "closed", Since: now.Add(-time.Hour), Trips: 2}, "breaker: closed for 1h0m0s; opened 2 times"},
 	} {
 		var out strings.Builder
