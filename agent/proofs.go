@@ -2,13 +2,10 @@ package agent
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 
@@ -184,32 +181,17 @@ func (a *Agent) heldAsProven(ctx context.Context, r offload.Record) (offload.Rec
 // folder is opened one name at a time without following symlinks, so a
 // claim folder or records folder that is a symlink is refused.
 type pendingProofs struct {
-	watch string
-	host  string
-	mu    sync.Mutex
-	held  map[string]offload.Record // by key
+	hostFiles
+	mu   sync.Mutex
+	held map[string]offload.Record // by key
 }
 
 func newPendingProofs(watch, host string) *pendingProofs {
-	return &pendingProofs{watch: watch, host: host, held: map[string]offload.Record{}}
+	return &pendingProofs{hostFiles: hostFiles{watch: watch, host: host}, held: map[string]offload.Record{}}
 }
 
-// dir opens the records folder, making it (mode 0700) with create.
-func (p *pendingProofs) dir(create bool) (*folder, error) {
-	w, err := openFolder(p.watch)
-	if err != nil {
-		return nil, err
-	}
-	defer w.Close()
-	return w.sub(filepath.ToSlash(uploadsDir), create, 0o700)
-}
-
-// name is the file of key's proof: a hash of host and key, as for the
-// upload records (see resumeRecords.name).
-func (p *pendingProofs) name(key string) string {
-	h := sha256.Sum256([]byte(p.host + "\x00" + key))
-	return hex.EncodeToString(h[:16]) + ".proof"
-}
+// name is the file of key's proof.
+func (p *pendingProofs) name(key string) string { return p.fileName(key, ".proof") }
 
 // keep holds r until done(r): in memory, and on disk. A proof not written
 // to disk is still kept in memory; the error says why. It replaces an

@@ -58,6 +58,28 @@ func (h *harness) refuseUnder(sub string) {
 	})
 }
 
+// writeHealthy writes n files under ok/ that S3 takes, and returns their
+// bytes by name.
+func (h *harness) writeHealthy(n int) map[string][]byte {
+	data := map[string][]byte{}
+	for i := range n {
+		rel := fmt.Sprintf("ok/h%02d.jpg", i)
+		data[rel] = randomBytes(200+i, byte(100+i))
+		h.write(rel, data[rel])
+	}
+	return data
+}
+
+// allArchived reports whether every file of data is in the archive.
+func (h *harness) allArchived(data map[string][]byte) bool {
+	for rel := range data {
+		if !h.archived(rel) {
+			return false
+		}
+	}
+	return true
+}
+
 // writeRefused writes n files under refused/ (see refuseUnder) and returns
 // their names.
 func (h *harness) writeRefused(n int) []string {
@@ -99,20 +121,8 @@ func TestRefusedKeysDoNotStopOthers(t *testing.T) {
 		}
 		return true
 	})
-	data := map[string][]byte{}
-	for i := range healthy {
-		rel := fmt.Sprintf("ok/h%02d.jpg", i)
-		data[rel] = randomBytes(200+i, byte(100+i))
-		h.write(rel, data[rel])
-	}
-	h.waitFor("every healthy file archived", time.Minute, func() bool {
-		for rel := range data {
-			if !h.archived(rel) {
-				return false
-			}
-		}
-		return true
-	})
+	data := h.writeHealthy(healthy)
+	h.waitFor("every healthy file archived", time.Minute, func() bool { return h.allArchived(data) })
 	st := a.Status()
 	if st.Breaker.Trips != 0 || st.Breaker.State != "closed" {
 		t.Errorf("breaker = %+v; want closed, never tripped: a refusal is the file's, not S3's", st.Breaker)
@@ -149,12 +159,7 @@ func TestOnceRefusedKeysDoNotGiveUpOthers(t *testing.T) {
 	// they come due in the order they were written: the refused first.
 	h.cfg.QuietForRenamed = true
 	h.writeRefused(refused)
-	data := map[string][]byte{}
-	for i := range healthy {
-		rel := fmt.Sprintf("ok/h%02d.jpg", i)
-		data[rel] = randomBytes(200+i, byte(100+i))
-		h.write(rel, data[rel])
-	}
+	data := h.writeHealthy(healthy)
 	a := h.newAgent(h.cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -201,20 +206,8 @@ func TestHeldSetFullOfRefusedFilesTakesNewOnes(t *testing.T) {
 		st := a.Status()
 		return st.Pending == limit && st.FailedAttempts >= limit
 	})
-	data := map[string][]byte{}
-	for i := range healthy {
-		rel := fmt.Sprintf("ok/h%02d.jpg", i)
-		data[rel] = randomBytes(200+i, byte(100+i))
-		h.write(rel, data[rel])
-	}
-	h.waitFor("every new file archived", time.Minute, func() bool {
-		for rel := range data {
-			if !h.archived(rel) {
-				return false
-			}
-		}
-		return true
-	})
+	data := h.writeHealthy(healthy)
+	h.waitFor("every new file archived", time.Minute, func() bool { return h.allArchived(data) })
 	stop()
 	for rel, b := range data {
 		h.assertOffloaded(rel, b)
@@ -294,21 +287,9 @@ func TestHealthyFilesGoWhileEveryOtherIsRefused(t *testing.T) {
 		t.Fatalf("every one of %d files refused, %d failed attempts: breaker %+v; want open, cause s3-refused",
 			refused, a.Stats().Failures.Load(), st.Breaker)
 	}
-	data := map[string][]byte{}
-	for i := range healthy {
-		rel := fmt.Sprintf("ok/h%02d.jpg", i)
-		data[rel] = randomBytes(200+i, byte(100+i))
-		h.write(rel, data[rel])
-	}
+	data := h.writeHealthy(healthy)
 	written := time.Now()
-	h.waitFor("every healthy file archived", 2*time.Minute, func() bool {
-		for rel := range data {
-			if !h.archived(rel) {
-				return false
-			}
-		}
-		return true
-	})
+	h.waitFor("every healthy file archived", 2*time.Minute, func() bool { return h.allArchived(data) })
 	st = a.Status()
 	t.Logf("healthy files archived %s after they were written; breaker %+v", time.Since(written).Round(time.Millisecond), st.Breaker)
 	if err := stop(); err != nil {
@@ -332,12 +313,7 @@ func TestOnceRefusedEverywhereReportsAndOffloadsTheRest(t *testing.T) {
 	h.cfg.Workers = 1
 	h.cfg.QuietForRenamed = true // they come due in the order they were written
 	h.writeRefused(refused)
-	data := map[string][]byte{}
-	for i := range healthy {
-		rel := fmt.Sprintf("ok/h%02d.jpg", i)
-		data[rel] = randomBytes(200+i, byte(100+i))
-		h.write(rel, data[rel])
-	}
+	data := h.writeHealthy(healthy)
 	a := h.newAgent(h.cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

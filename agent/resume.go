@@ -56,8 +56,7 @@ func (r uploadRecord) fits(key string, id fileID, partSize int64, host string) b
 // that is a symlink or not a folder is errNotFolder, so nothing is read
 // from, written to or deleted in a folder someone pointed it at.
 type resumeRecords struct {
-	watch string // the records are in WATCH/.offload-claim/.uploads
-	host  string
+	hostFiles // the records are in WATCH/.offload-claim/.uploads
 	// beforeDelete, if set, runs in remove between the check of the
 	// record's upload id and its deletion: a test's window for a save.
 	beforeDelete func()
@@ -72,12 +71,20 @@ func (r *resumeRecords) hostName() string {
 }
 
 func newResumeRecords(watch, host string) *resumeRecords {
-	return &resumeRecords{watch: watch, host: host}
+	return &resumeRecords{hostFiles: hostFiles{watch: watch, host: host}}
 }
 
-// dir opens the records folder, making it (mode 0700) with create.
-func (r *resumeRecords) dir(create bool) (*folder, error) {
-	w, err := openFolder(r.watch)
+// hostFiles are one host's files in the records folder: its upload records
+// and its pending proofs (see pendingProofs).
+type hostFiles struct {
+	watch string
+	host  string
+}
+
+// dir opens the records folder, WATCH/.offload-claim/.uploads, making it
+// (mode 0700) with create.
+func (f hostFiles) dir(create bool) (*folder, error) {
+	w, err := openFolder(f.watch)
 	if err != nil {
 		return nil, err
 	}
@@ -85,13 +92,16 @@ func (r *resumeRecords) dir(create bool) (*folder, error) {
 	return w.sub(filepath.ToSlash(uploadsDir), create, 0o700)
 }
 
-// name names the record of key: a hash of host and key, so records of
-// hosts sharing a watch folder (a network file system) never collide, and
-// any key makes a valid file name.
-func (r *resumeRecords) name(key string) string {
-	h := sha256.Sum256([]byte(r.host + "\x00" + key))
-	return hex.EncodeToString(h[:16]) + ".json"
+// fileName names the host's file of key, ending in ext: a hash of host and
+// key, so the files of hosts sharing a watch folder (a network file
+// system) never collide, and any key makes a valid file name.
+func (f hostFiles) fileName(key, ext string) string {
+	h := sha256.Sum256([]byte(f.host + "\x00" + key))
+	return hex.EncodeToString(h[:16]) + ext
 }
+
+// name names the upload record of key.
+func (r *resumeRecords) name(key string) string { return r.fileName(key, ".json") }
 
 // load returns the record of key, if there is one and it can be read.
 func (r *resumeRecords) load(key string) (uploadRecord, bool) {
