@@ -13,7 +13,7 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
 
 build: ## bin/offload-agent, bin/offload-resolver (local) and bin/bootstrap (the Lambda, linux/arm64)
-	CGO_ENABLED=0 $(GO) build -trimpath -o bin/ ./agent/cmd/offload-agent ./lambda/cmd/offload-resolver
+	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=true -o bin/ ./agent/cmd/offload-agent ./lambda/cmd/offload-resolver
 	GOOS=linux GOARCH=arm64 CGO_ENABLED=0 $(GO) build -tags lambda.norpc -trimpath -ldflags='-s -w' -o bin/bootstrap ./lambda/cmd/offload-resolver
 
 # sam build (BuildMethod: makefile) calls this with ARTIFACTS_DIR set.

@@ -54,7 +54,12 @@ func newMetrics(a *Agent) *metrics {
 	locked := func(f func() float64) func() float64 {
 		return func() float64 { t.mu.Lock(); defer t.mu.Unlock(); return f() }
 	}
+	build := ReadBuild()
 	m.registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "offload_build_info",
+			Help:        "Always 1; its labels say which build runs (as offload-agent version prints it).",
+			ConstLabels: prometheus.Labels{"version": build.Version, "revision": build.Revision, "goversion": build.GoVersion},
+		}, func() float64 { return 1 }),
 		m.uploadSeconds, m.failures,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		counter("offload_files_offloaded_total", "Files proven in S3, recorded in the ledger and archived, deleted or kept.", a.stats.Uploaded.Load),

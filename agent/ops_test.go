@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -166,7 +167,7 @@ func TestOperationsEndpoints(t *testing.T) {
 		}},
 	}
 	samples := metricSamples(t, text)
-	buckets := 0
+	buckets, builds := 0, 0
 	for name, v := range samples {
 		if !strings.HasPrefix(name, "offload_") {
 			continue // the Go runtime's and the process's
@@ -175,6 +176,12 @@ func TestOperationsEndpoints(t *testing.T) {
 			// Cumulative: the +Inf bucket holds every upload.
 			if buckets++; v < 0 || v > uploads || (strings.Contains(name, `le="+Inf"`) && v != uploads) {
 				t.Errorf("%s = %v; want at most %d, and %d in le=\"+Inf\"", name, v, uploads, uploads)
+			}
+			continue
+		}
+		if strings.HasPrefix(name, "offload_build_info{") {
+			if builds++; v != 1 || !strings.Contains(name, `goversion="`+runtime.Version()+`"`) {
+				t.Errorf("%s = %v; want 1, labelled with this Go version", name, v)
 			}
 			continue
 		}
@@ -194,6 +201,9 @@ func TestOperationsEndpoints(t *testing.T) {
 	}
 	if buckets == 0 {
 		t.Errorf("offload_upload_duration_seconds has no buckets")
+	}
+	if builds != 1 {
+		t.Errorf("%d offload_build_info samples; want 1", builds)
 	}
 	if code, body := get(t, srv, "/healthz"); code != http.StatusOK {
 		t.Errorf("/healthz: %d %s", code, body)

@@ -3,9 +3,12 @@ package systemd
 
 import (
 	"bufio"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -91,5 +94,30 @@ func TestUnitVerifies(t *testing.T) {
 	out, err := exec.Command(analyze, "verify", copyPath).CombinedOutput()
 	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}
+
+// TestUnitStaysDownOnBadConfiguration: the agent exits 2 on a bad
+// configuration, and the unit does not restart on that status: before,
+// it restarted every 5 s for ever.
+func TestUnitStaysDownOnBadConfiguration(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "offload-agent")
+	build := exec.Command("go", "build", "-o", bin, "./agent/cmd/offload-agent")
+	build.Dir = filepath.Join("..", "..")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	run := exec.Command(bin, "run", "--watch", t.TempDir(), "--bucket", "")
+	run.Env = []string{"PATH=" + os.Getenv("PATH")} // no OFFLOAD_* from the test's environment
+	out, err := run.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) {
+		t.Fatalf("offload-agent run with no bucket: %v; want a failure\n%s", err, out)
+	}
+	code := strconv.Itoa(exit.ExitCode())
+	prevent := unitKeys(t, "offload-agent.service")["Service"]["RestartPreventExitStatus"]
+	if len(prevent) != 1 || !slices.Contains(strings.Fields(prevent[0]), code) {
+		t.Errorf("the agent exits %s on a bad configuration (%s); RestartPreventExitStatus = %q, want it to name %s",
+			code, strings.TrimSpace(string(out)), prevent, code)
 	}
 }

@@ -34,6 +34,7 @@ usage:
                                compares the CRC64NVME of every local file S3 holds; files and
                                objects younger than --grace may be mid-offload, not judged.
                                With --cache, every cached file must be what the ledger records
+  offload-agent version        the version of this build (also --version)
   offload-agent help           this text
 
 Each file: settle (no writer has it open, and it was renamed into its name or is unchanged

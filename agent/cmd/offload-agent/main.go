@@ -47,9 +47,12 @@ func run(args []string) int {
 		return statusCommand(args[1:], os.Getenv, os.Stdout, os.Stderr)
 	case "audit":
 		return auditCommand(args[1:], os.Getenv, os.Stdout, os.Stderr)
+	case "version", "--version", "-version":
+		fmt.Fprintln(os.Stdout, versionLine(agent.ReadBuild()))
+		return 0
 	}
 	if cmd != "run" && cmd != "once" {
-		fmt.Fprintf(os.Stderr, "offload-agent: unknown command %q (want run, once, status or audit; see offload-agent help)\n", cmd)
+		fmt.Fprintf(os.Stderr, "offload-agent: unknown command %q (want run, once, status, audit or version; see offload-agent help)\n", cmd)
 		return 2
 	}
 	opts, err := parseFlags(cmd, args[1:], os.Getenv)
@@ -205,4 +208,18 @@ func oneLine(err error) string {
 		out = append(out, s[i])
 	}
 	return string(out)
+}
+
+// versionLine is what "offload-agent version" prints: the module version
+// (the git tag, or a pseudo-version of the commit), the revision and
+// whether the checkout had uncommitted changes, and the Go version.
+func versionLine(b agent.Build) string {
+	rev := b.Revision
+	if rev == "" {
+		rev = "unknown"
+	}
+	if b.Modified {
+		rev += ", modified"
+	}
+	return fmt.Sprintf("offload-agent %s (revision %s, %s)", b.Version, rev, b.GoVersion)
 }
