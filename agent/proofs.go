@@ -5,11 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/photosleeve/offload"
 )
@@ -298,39 +295,5 @@ func (p *pendingProofs) loadLocked() {
 // a crash left it, see removeTemps) renamed into place; with durable, the
 // file is fsynced before the rename and the folder after it.
 func (p *pendingProofs) write(r offload.Record, durable bool) error {
-	b, err := json.Marshal(r)
-	if err != nil {
-		return err
-	}
-	d, err := p.dir(true)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	tmp, tmpName, err := d.createTemp(".tmp-", 0o600)
-	if err != nil {
-		return err
-	}
-	defer d.remove(tmpName) // once renamed, there is nothing left to remove
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if durable {
-		if err := tmp.Sync(); err != nil {
-			tmp.Close()
-			return err
-		}
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	name := p.name(r.Key)
-	if err := unix.Renameat(d.fd(), tmpName, d.fd(), name); err != nil {
-		return &os.LinkError{Op: "rename", Old: d.name(tmpName), New: d.name(name), Err: err}
-	}
-	if !durable {
-		return nil
-	}
-	return d.sync()
+	return p.writeJSON(p.name(r.Key), r, durable)
 }

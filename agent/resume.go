@@ -100,6 +100,48 @@ func (f hostFiles) fileName(key, ext string) string {
 	return hex.EncodeToString(h[:16]) + ext
 }
 
+// writeJSON puts v, as JSON, into the host's file name in the records
+// folder (made if missing): a temporary file (which start-up removes if a
+// crash left it, see removeTemps) renamed into place, so a reader sees the
+// old file or the new one, never a part. With durable the file is fsynced
+// before the rename and the folder after it.
+func (f hostFiles) writeJSON(name string, v any, durable bool) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	d, err := f.dir(true)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	tmp, tmpName, err := d.createTemp(".tmp-", 0o600)
+	if err != nil {
+		return err
+	}
+	defer d.remove(tmpName) // once renamed, there is nothing left to remove
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return err
+	}
+	if durable {
+		if err := tmp.Sync(); err != nil {
+			tmp.Close()
+			return err
+		}
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := unix.Renameat(d.fd(), tmpName, d.fd(), name); err != nil {
+		return &os.LinkError{Op: "rename", Old: d.name(tmpName), New: d.name(name), Err: err}
+	}
+	if !durable {
+		return nil
+	}
+	return d.sync()
+}
+
 // name names the upload record of key.
 func (r *resumeRecords) name(key string) string { return r.fileName(key, ".json") }
 
@@ -135,35 +177,7 @@ func (r *resumeRecords) save(rec uploadRecord) error {
 	if r == nil {
 		return nil
 	}
-	d, err := r.dir(true)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	b, err := json.Marshal(rec)
-	if err != nil {
-		return err
-	}
-	tmp, tmpName, err := d.createTemp(".tmp-", 0o600)
-	if err != nil {
-		return err
-	}
-	defer d.remove(tmpName) // once renamed, there is nothing left to remove
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := unix.Renameat(d.fd(), tmpName, d.fd(), r.name(rec.Key)); err != nil {
-		return &os.LinkError{Op: "rename", Old: d.name(tmpName), New: d.name(r.name(rec.Key)), Err: err}
-	}
-	return d.sync()
+	return r.writeJSON(r.name(rec.Key), rec, true)
 }
 
 // remove deletes the record of key if it names uploadID ("" for any).
