@@ -107,13 +107,20 @@ type breaker struct {
 func (b *breaker) remoteFailed(rel, cause string, now time.Time) (tripped bool) {
 	b.consecutive++
 	b.cause = cause
+	return b.countFile(&b.failed, rel, breakerThreshold, now)
+}
+
+// countFile adds rel to files, the different files that failed in a way
+// that counts, unless it is there already, and opens the breaker when
+// files reaches threshold; it reports whether it did.
+func (b *breaker) countFile(files *[]string, rel string, threshold int, now time.Time) (tripped bool) {
 	if b.open {
 		return false
 	}
-	if !slices.Contains(b.failed, rel) {
-		b.failed = append(b.failed, rel)
+	if !slices.Contains(*files, rel) {
+		*files = append(*files, rel)
 	}
-	if len(b.failed) < breakerThreshold {
+	if len(*files) < threshold {
 		return false
 	}
 	b.trip(now)
@@ -130,17 +137,7 @@ const refusedSuffix = "-refused"
 func (b *breaker) fileRefused(rel, cause string, now time.Time) (tripped bool) {
 	b.refusals++
 	b.cause = cause + refusedSuffix
-	if b.open {
-		return false
-	}
-	if !slices.Contains(b.refused, rel) {
-		b.refused = append(b.refused, rel)
-	}
-	if len(b.refused) < refusalsToTrip {
-		return false
-	}
-	b.trip(now)
-	return true
+	return b.countFile(&b.refused, rel, refusalsToTrip, now)
 }
 
 // trip opens the breaker at now.
