@@ -1,0 +1,80 @@
+package offload
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+)
+
+// CheckBucketName refuses a name S3 would refuse for a general purpose
+// bucket, with one sentence that says which rule it breaks, so a typo in a
+// setting is caught at start rather than as a NoSuchBucket or an
+// InvalidBucketName on the first upload. The rules, from
+// https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html:
+// 3 to 63 characters; lowercase letters, digits, dots and hyphens only;
+// begin and end with a letter or digit; no two adjacent periods; not an IP
+// address; not the reserved prefixes xn--, sthree- and amzn-s3-demo-; not the
+// reserved suffixes -s3alias (access point aliases), --ol-s3 (Object Lambda
+// access point aliases), .mrap (Multi-Region Access Points) and --table-s3
+// (table buckets).
+//
+// A directory bucket (S3 Express One Zone, name ending in --x-s3; see
+// https://docs.aws.amazon.com/AmazonS3/latest/userguide/directory-bucket-naming-rules.html)
+// is refused too: the template makes a general purpose bucket, the agent's
+// and the resolver's grants are s3: actions, not the s3express:CreateSession
+// a directory bucket needs, and nothing here is tested against one.
+//
+// Rules that only AWS can check (that the name is unique, that the bucket
+// exists) are doctor's.
+func CheckBucketName(name string) error {
+	if len(name) < 3 || len(name) > 63 {
+		return fmt.Errorf("bucket name %q: %d characters, want 3 to 63", name, len(name))
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '-') {
+			return fmt.Errorf("bucket name %q: %q is not allowed; want lowercase letters, digits, dots and hyphens", name, c)
+		}
+	}
+	if !alnum(name[0]) || !alnum(name[len(name)-1]) {
+		return fmt.Errorf("bucket name %q: must begin and end with a letter or digit", name)
+	}
+	if strings.Contains(name, "..") {
+		return fmt.Errorf("bucket name %q: two adjacent periods", name)
+	}
+	if _, err := netip.ParseAddr(name); err == nil {
+		return fmt.Errorf("bucket name %q: formatted as an IP address", name)
+	}
+	if strings.HasSuffix(name, "--x-s3") {
+		return fmt.Errorf("bucket name %q: a directory bucket (S3 Express One Zone), which offload does not support; use a general purpose bucket", name)
+	}
+	for _, p := range []string{"xn--", "sthree-", "amzn-s3-demo-"} {
+		if strings.HasPrefix(name, p) {
+			return fmt.Errorf("bucket name %q: the prefix %s is reserved by S3", name, p)
+		}
+	}
+	for _, s := range []string{"-s3alias", "--ol-s3", ".mrap", "--table-s3"} {
+		if strings.HasSuffix(name, s) {
+			return fmt.Errorf("bucket name %q: the suffix %s is reserved by S3", name, s)
+		}
+	}
+	return nil
+}
+
+// CheckTableName refuses a name DynamoDB would refuse for a table: 3 to 255
+// characters of a-z, A-Z, 0-9, underscore, hyphen and dot
+// (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/HowItWorks.NamingRulesDataTypes.html).
+// A table's ARN is accepted wherever a name is, but the ledger's setting is
+// a name: the template's TableName output.
+func CheckTableName(name string) error {
+	if len(name) < 3 || len(name) > 255 {
+		return fmt.Errorf("table name %q: %d characters, want 3 to 255", name, len(name))
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '.') {
+			return fmt.Errorf("table name %q: %q is not allowed; want letters, digits, _, - and .", name, c)
+		}
+	}
+	return nil
+}
+
+func alnum(c byte) bool { return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' }
