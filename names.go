@@ -1,13 +1,15 @@
 package offload
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
 )
 
 // CheckBucketName refuses a name S3 would refuse for a general purpose
-// bucket, with one sentence that says which rule it breaks, so a typo in a
+// bucket, with one sentence that says which rule it breaks (the caller adds
+// the name), so a typo in a
 // setting is caught at start rather than as a NoSuchBucket or an
 // InvalidBucketName on the first upload. The rules, from
 // https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html:
@@ -28,33 +30,33 @@ import (
 // exists) are doctor's.
 func CheckBucketName(name string) error {
 	if len(name) < 3 || len(name) > 63 {
-		return fmt.Errorf("bucket name %q: %d characters, want 3 to 63", name, len(name))
+		return fmt.Errorf("%d characters; a bucket name has 3 to 63", len(name))
 	}
 	for _, c := range name {
 		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '-') {
-			return fmt.Errorf("bucket name %q: %q is not allowed; want lowercase letters, digits, dots and hyphens", name, c)
+			return fmt.Errorf("%q is not allowed in a bucket name: lowercase letters, digits, dots and hyphens only", c)
 		}
 	}
 	if !alnum(name[0]) || !alnum(name[len(name)-1]) {
-		return fmt.Errorf("bucket name %q: must begin and end with a letter or digit", name)
+		return errors.New("a bucket name must begin and end with a lowercase letter or digit")
 	}
 	if strings.Contains(name, "..") {
-		return fmt.Errorf("bucket name %q: two adjacent periods", name)
+		return errors.New("two adjacent periods in a bucket name")
 	}
 	if _, err := netip.ParseAddr(name); err == nil {
-		return fmt.Errorf("bucket name %q: formatted as an IP address", name)
+		return errors.New("a bucket name must not be formatted as an IP address")
 	}
 	if strings.HasSuffix(name, "--x-s3") {
-		return fmt.Errorf("bucket name %q: a directory bucket (S3 Express One Zone), which offload does not support; use a general purpose bucket", name)
+		return errors.New("a directory bucket name (S3 Express One Zone, --x-s3): offload needs a general purpose bucket")
 	}
 	for _, p := range []string{"xn--", "sthree-", "amzn-s3-demo-"} {
 		if strings.HasPrefix(name, p) {
-			return fmt.Errorf("bucket name %q: the prefix %s is reserved by S3", name, p)
+			return fmt.Errorf("the bucket name prefix %s is reserved by S3", p)
 		}
 	}
 	for _, s := range []string{"-s3alias", "--ol-s3", ".mrap", "--table-s3"} {
 		if strings.HasSuffix(name, s) {
-			return fmt.Errorf("bucket name %q: the suffix %s is reserved by S3", name, s)
+			return fmt.Errorf("the bucket name suffix %s is reserved by S3", s)
 		}
 	}
 	return nil
@@ -67,11 +69,11 @@ func CheckBucketName(name string) error {
 // a name: the template's TableName output.
 func CheckTableName(name string) error {
 	if len(name) < 3 || len(name) > 255 {
-		return fmt.Errorf("table name %q: %d characters, want 3 to 255", name, len(name))
+		return fmt.Errorf("%d characters; a table name has 3 to 255", len(name))
 	}
 	for _, c := range name {
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '.') {
-			return fmt.Errorf("table name %q: %q is not allowed; want letters, digits, _, - and .", name, c)
+			return fmt.Errorf("%q is not allowed in a table name: letters, digits, _, - and . only", c)
 		}
 	}
 	return nil

@@ -15,18 +15,18 @@ func TestCheckBucketName(t *testing.T) {
 		}
 	}
 	for _, tt := range []struct{ name, want string }{
-		{"", "want 3 to 63"},
-		{"ab", "want 3 to 63"},
-		{strings.Repeat("a", 64), "want 3 to 63"},
+		{"", "a bucket name has 3 to 63"},
+		{"ab", "a bucket name has 3 to 63"},
+		{strings.Repeat("a", 64), "a bucket name has 3 to 63"},
 		{"Bad_Bucket!!", `'B' is not allowed`},
 		{"my_bucket", `'_' is not allowed`},
 		{"café-bucket", `'é' is not allowed`},
-		{"-bucket", "begin and end with a letter or digit"},
-		{"bucket-", "begin and end with a letter or digit"},
+		{"-bucket", "begin and end with a lowercase letter or digit"},
+		{"bucket-", "begin and end with a lowercase letter or digit"},
 		{".bucket", "begin and end"},
 		{"my..bucket", "two adjacent periods"},
 		{"192.168.5.4", "IP address"},
-		{"xn--bucket", "prefix xn--"},
+		{"xn--bucket", "prefix xn-- is reserved"},
 		{"sthree-bucket", "prefix sthree-"},
 		{"sthree-configurator-x", "prefix sthree-"},
 		{"amzn-s3-demo-bucket", "prefix amzn-s3-demo-"},
@@ -34,7 +34,7 @@ func TestCheckBucketName(t *testing.T) {
 		{"bucket--ol-s3", "suffix --ol-s3"},
 		{"bucket.mrap", "suffix .mrap"},
 		{"bucket--table-s3", "suffix --table-s3"},
-		{"base--usw2-az1--x-s3", "directory bucket"},
+		{"base--usw2-az1--x-s3", "directory bucket name"},
 	} {
 		err := CheckBucketName(tt.name)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
@@ -52,8 +52,8 @@ func TestCheckTableName(t *testing.T) {
 		}
 	}
 	for _, tt := range []struct{ name, want string }{
-		{"t", "want 3 to 255"},
-		{strings.Repeat("a", 256), "want 3 to 255"},
+		{"t", "a table name has 3 to 255"},
+		{strings.Repeat("a", 256), "a table name has 3 to 255"},
 		{"my table", `' ' is not allowed`},
 		{"ledger/1", `'/' is not allowed`},
 		{"arn:aws:dynamodb:us-east-1:123456789012:table/ledger", `':' is not allowed`},
