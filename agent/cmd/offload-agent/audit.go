@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -24,47 +25,6 @@ type auditOptions struct {
 
 const defaultAuditGrace = time.Hour
 
-// splitAuditFlags takes --json, --deep and --grace out of args.
-func splitAuditFlags(args []string) (auditOptions, []string, error) {
-	o := auditOptions{grace: defaultAuditGrace}
-	var rest []string
-	for i := 0; i < len(args); i++ {
-		name, value, hasValue := strings.Cut(strings.TrimLeft(args[i], "-"), "=")
-		if !strings.HasPrefix(args[i], "-") {
-			rest = append(rest, args[i])
-			continue
-		}
-		switch name {
-		case "json", "deep":
-			b := !hasValue || value == "true"
-			if hasValue && value != "true" && value != "false" {
-				return o, nil, fmt.Errorf("--%s: want true or false, got %q", name, value)
-			}
-			if name == "json" {
-				o.json = b
-			} else {
-				o.deep = b
-			}
-		case "grace":
-			if !hasValue {
-				if i+1 == len(args) {
-					return o, nil, fmt.Errorf("--grace needs a duration")
-				}
-				i++
-				value = args[i]
-			}
-			d, err := time.ParseDuration(value)
-			if err != nil || d < 0 {
-				return o, nil, fmt.Errorf("--grace: want a duration like 1h, got %q", value)
-			}
-			o.grace = d
-		default:
-			rest = append(rest, args[i])
-		}
-	}
-	return o, rest, nil
-}
-
 // Exit statuses of audit.
 const (
 	auditClean      = 0
@@ -76,22 +36,26 @@ const (
 // auditCommand runs the audit and prints each discrepancy as found, then a
 // summary.
 func auditCommand(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	ao, rest, err := splitAuditFlags(args)
-	if err != nil {
-		fmt.Fprintf(stderr, "offload-agent audit: %v\n", err)
-		return auditBadUsage
-	}
-	opts, err := parseFlags("audit", rest, getenv)
-	if err == errHelp {
-		return 0
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "offload-agent audit: %v\n", err)
-		return auditBadUsage
+	c := newCommandLine("audit")
+	ao := auditOptions{grace: defaultAuditGrace}
+	c.fs.BoolVar(&ao.json, "json", false, "print each discrepancy, then the summary, as one JSON object a line")
+	c.fs.BoolVar(&ao.deep, "deep", false, "also read every local file S3 holds and compare its CRC64NVME with the object's")
+	c.fs.Func("grace", "files and objects younger than this may be mid-offload and are not judged; 0s judges everything\n(not run's --grace, and no environment variable: OFFLOAD_GRACE is run's)\ndefault "+defaultAuditGrace.String(),
+		func(v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < 0 {
+				return errors.New("want a duration like 1h, or 0s")
+			}
+			ao.grace = d
+			return nil
+		})
+	opts, ok, code := parseAgentFlags(c, args, getenv, stdout, stderr)
+	if !ok {
+		return code
 	}
 	cfg := opts.agent
 	cfg.Logger = newLogger(stderr, opts.logFormat, opts.logLevel)
-	// The audit reads the cache folder (--cache), and needs none of the
+	// The audit reads the cache folder (--cache-dir), and needs none of the
 	// rest of the cache's settings, such as the access log.
 	cacheDir := cfg.Cache.Dir
 	cfg.Cache = agent.Config{}.Cache

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,13 +15,28 @@ import (
 	"github.com/photosleeve/offload/agent"
 )
 
+// TestParseSize: decimal and binary units, fractions, any case; bare K, M,
+// G, T stay binary (as rclone, and as the agent always read them). Before,
+// 1GB, 1.5G and 8mib were refused ("want a size like 8MiB").
 func TestParseSize(t *testing.T) {
-	for in, want := range map[string]int64{"0": 0, "100": 100, "8MiB": 8 << 20, "8M": 8 << 20, "1G": 1 << 30, "5 MiB": 5 << 20, "2KiB": 2048, "7B": 7} {
-		if got, err := parseSize(in); err != nil || got != want {
-			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
+	for _, tt := range []struct {
+		in   string
+		want int64
+	}{
+		{"0", 0}, {"100", 100}, {"7B", 7}, {" 7b ", 7},
+		{"512K", 512 << 10}, {"512k", 512 << 10}, {"2KiB", 2048}, {"2kib", 2048},
+		{"8M", 8 << 20}, {"8MiB", 8 << 20}, {"8mib", 8 << 20}, {"5 MiB", 5 << 20},
+		{"1G", 1 << 30}, {"1GiB", 1 << 30}, {"1T", 1 << 40}, {"1TiB", 1 << 40},
+		{"1KB", 1000}, {"1kb", 1000}, {"8MB", 8_000_000}, {"1GB", 1_000_000_000}, {"1gb", 1_000_000_000}, {"2TB", 2_000_000_000_000},
+		{"1.5G", 3 << 29}, {"1.5GB", 1_500_000_000}, {"0.5M", 512 << 10}, {"1.1K", 1126}, {"2.25 GiB", 9 << 28},
+		{"4194304T", 1 << 62},
+	} {
+		if got, err := parseSize(tt.in); err != nil || got != tt.want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d", tt.in, got, err, tt.want)
 		}
 	}
-	for _, in := range []string{"", "MiB", "-1", "1.5M", "8MB", "99999999999T", "x"} {
+	for _, in := range []string{"", " ", "MiB", "-1", "+1", "-1.5G", ".5M", "1.", "1.5.5M", "1e3", "0x10", "1_000", "1,5G",
+		"5XB", "5 M iB", "8Mb/s", "99999999999T", "4194305T", "9223372036854775807", "1PiB", "x", strings.Repeat("9", 70)} {
 		if got, err := parseSize(in); err == nil {
 			t.Errorf("parseSize(%q) = %d, nil; want an error", in, got)
 		}
@@ -83,8 +99,8 @@ func FuzzConfig(f *testing.F) {
 		}
 	}
 	// Arguments are separated by NUL, environment entries by newlines.
-	f.Add("--watch\x00"+dir+"/static\x00--archive\x00"+dir+"/archive", "OFFLOAD_BUCKET=b\nOFFLOAD_TABLE=t")
-	f.Add("--concurrency\x0099999999999\x00--part-size\x005GiB", "OFFLOAD_BUCKET=b\nOFFLOAD_TABLE=t\nOFFLOAD_WATCH="+dir+"/static\nOFFLOAD_ARCHIVE="+dir+"/archive")
+	f.Add("--watch\x00"+dir+"/static\x00--archive\x00"+dir+"/archive", "OFFLOAD_BUCKET=offload-test\nOFFLOAD_TABLE=offload-ledger")
+	f.Add("--concurrency\x0099999999999\x00--part-size\x005GiB", "OFFLOAD_BUCKET=offload-test\nOFFLOAD_TABLE=offload-ledger\nOFFLOAD_WATCH="+dir+"/static\nOFFLOAD_ARCHIVE="+dir+"/archive")
 	f.Add("--workers\x00-1\x00--quiet\x00-5s\x00--ignore\x00[", "OFFLOAD_AFTER=shred")
 	f.Add("--key-prefix\x00../\x00--url-prefix\x00static", "OFFLOAD_PART_SIZE=1T\nOFFLOAD_LOG_LEVEL=loud")
 	f.Add("--after\x00delete\x00--rescan\x000s", "OFFLOAD_S3_PATH_STYLE=maybe\nOFFLOAD_CALL_TIMEOUT=1ns")
@@ -206,7 +222,7 @@ func TestCacheFetchBudgetFlag(t *testing.T) {
 	for _, d := range []string{"static", "archive", "cache"} {
 		os.Mkdir(filepath.Join(dir, d), 0o755)
 	}
-	env := map[string]string{"OFFLOAD_BUCKET": "b", "OFFLOAD_TABLE": "t", "OFFLOAD_WATCH": filepath.Join(dir, "static"),
+	env := map[string]string{"OFFLOAD_BUCKET": "offload-test", "OFFLOAD_TABLE": "offload-ledger", "OFFLOAD_WATCH": filepath.Join(dir, "static"),
 		"OFFLOAD_ARCHIVE": filepath.Join(dir, "archive"), "OFFLOAD_CACHE_DIR": filepath.Join(dir, "cache"), "OFFLOAD_ACCESS_LOG": "/var/log/access.log"}
 	for _, tc := range []struct {
 		args []string
@@ -232,6 +248,305 @@ func TestCacheFetchBudgetFlag(t *testing.T) {
 			if got := cfg.Cache.WithDefaults().FetchBudget; got != tc.want {
 				t.Errorf("%q: fetch budget %d; want %d", tc.args, got, tc.want)
 			}
+		}
+	}
+}
+
+// cli runs the command line as main does, up to where run or once would
+// start the agent (code -1 then): help, usage errors, and every
+// subcommand's parsing. Only for command lines that stop before any AWS call.
+func cli(env map[string]string, args ...string) (stdout, stderr string, code int) {
+	var o, e strings.Builder
+	getenv := func(k string) string { return env[k] }
+	code, handled := dispatch(args, getenv, &o, &e)
+	if !handled {
+		code = -1
+		if _, ok, c := parseAgentFlags(newCommandLine(args[0]), args[1:], getenv, &o, &e); !ok {
+			code = c
+		}
+	}
+	return o.String(), e.String(), code
+}
+
+// TestHelpOnStdout: every way of asking for help prints it on stdout,
+// nothing on stderr, and exits 0. Before, "help" and "-h" printed on
+// stderr, "run --help" on stdout, and "status --help" the flag package's
+// "Usage of offload-agent status:" on stderr.
+func TestHelpOnStdout(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want string // a line only that help has
+	}{
+		{[]string{"help"}, "offload-agent help [COMMAND]"},
+		{[]string{"-h"}, "offload-agent help [COMMAND]"},
+		{[]string{"--help"}, "offload-agent help [COMMAND]"},
+		{[]string{"-help"}, "offload-agent help [COMMAND]"},
+		{[]string{"help", "run"}, "offload-agent run [flags]"},
+		{[]string{"run", "--help"}, "offload-agent run [flags]"},
+		{[]string{"run", "-h"}, "offload-agent run [flags]"},
+		{[]string{"once", "-help"}, "offload-agent once [flags]"},
+		{[]string{"help", "once"}, "offload-agent once [flags]"},
+		{[]string{"audit", "--help"}, "offload-agent audit [flags]"},
+		{[]string{"audit", "-h"}, "offload-agent audit [flags]"},
+		{[]string{"help", "audit"}, "offload-agent audit [flags]"},
+		{[]string{"status", "--help"}, "offload-agent status [flags]"},
+		{[]string{"help", "status"}, "offload-agent status [flags]"},
+		{[]string{"help", "version"}, "offload-agent version"},
+		{[]string{"help", "help"}, "offload-agent help [COMMAND]"},
+		// Help wins over a bad value given before it.
+		{[]string{"run", "--bucket", "ok-bucket", "--help"}, "offload-agent run [flags]"},
+	} {
+		out, errOut, code := cli(nil, tt.args...)
+		if code != 0 || errOut != "" || !strings.Contains(out, tt.want) {
+			t.Errorf("offload-agent %q: exit %d, stderr %q, stdout %d bytes; want exit 0, nothing on stderr, help saying %q on stdout",
+				tt.args, code, errOut, len(out), tt.want)
+		}
+	}
+	// The overview also lists run's flags and their variables.
+	if out, _, _ := cli(nil, "help"); !strings.Contains(out, "OFFLOAD_BUCKET") || !strings.Contains(out, "--transfers") {
+		t.Errorf("offload-agent help: want run's flags, with their variables:\n%s", out)
+	}
+}
+
+// TestAuditHelpIsAudits: audit's help lists audit's flags, with what
+// --grace means there, and none of what audit does not take. Before, audit
+// --help printed run's help, where --grace is "on SIGTERM, how long
+// in-flight uploads may finish before they are aborted".
+func TestAuditHelpIsAudits(t *testing.T) {
+	out, _, _ := cli(nil, "audit", "--help")
+	for _, want := range []string{"--grace", "mid-offload and are", "not run's --grace", "--deep", "--json", "--cache-dir", "--bucket", "--watch", "OFFLOAD_WATCH"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("audit --help does not say %q:\n%s", want, out)
+		}
+	}
+	for _, not := range []string{"on SIGTERM", "\n  --transfers", "\n  --part-size", "\n  --quiet", "\n  --access-log", "\n  --metrics-addr", "--workers", "Hot cache"} {
+		if strings.Contains(out, not) {
+			t.Errorf("audit --help says %q, which is not audit's:\n%s", not, out)
+		}
+	}
+	if other, _, _ := cli(nil, "help", "audit"); other != out {
+		t.Errorf("help audit and audit --help differ:\n%s\n---\n%s", other, out)
+	}
+	status, _, _ := cli(nil, "status", "--help")
+	if !strings.Contains(status, "--metrics-addr") || !strings.Contains(status, "--json") || strings.Contains(status, "--bucket") {
+		t.Errorf("status --help: want --metrics-addr and --json only:\n%s", status)
+	}
+}
+
+// TestUsageErrors: a usage error is one line on stderr, nothing on stdout,
+// exit 2, with the closest command or flag for a typo. Before: "rnu" got
+// `unknown command "rnu" (want run, once, status, audit or version; ...)`
+// and --bukcet got "flag provided but not defined: -bukcet".
+func TestUsageErrors(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "no command: want one of audit, help, once, run, status, version"},
+		{[]string{"rnu"}, `unknown command "rnu": did you mean run?`},
+		{[]string{"adit"}, "did you mean audit?"},
+		{[]string{"stauts"}, "did you mean status?"},
+		{[]string{"verison"}, "did you mean version?"},
+		{[]string{"sync"}, `unknown command "sync" (see offload-agent help)`},
+		{[]string{"help", "rnu"}, `unknown command "rnu": did you mean run?`},
+		{[]string{"run", "--bukcet", "b"}, "offload-agent run: unknown flag --bukcet: did you mean --bucket? (see offload-agent run --help)"},
+		{[]string{"once", "--buck", "b"}, "did you mean --bucket?"},
+		{[]string{"run", "--trasnfers", "3"}, "did you mean --transfers?"},
+		{[]string{"run", "--worker", "3"}, "did you mean --transfers?"}, // a typo of an old spelling suggests the new one
+		{[]string{"run", "--cache-dri", "/x"}, "did you mean --cache-dir?"},
+		{[]string{"audit", "--gracee", "1h"}, "offload-agent audit: unknown flag --gracee: did you mean --grace?"},
+		{[]string{"audit", "--quiet", "1s"}, "unknown flag --quiet"}, // not audit's
+		{[]string{"status", "--jsno"}, "did you mean --json?"},
+		{[]string{"run", "--zzzzzz"}, "unknown flag --zzzzzz (see offload-agent run --help)"},
+		{[]string{"run", "--quiet"}, "--quiet needs a value"},
+		{[]string{"run", "extra"}, `unexpected arguments ["extra"]`},
+		{[]string{"run", "--quiet", "soon"}, "--quiet soon: want a duration like 2s or 1m (default 2s)"},
+		{[]string{"run", "--log-format", "xml"}, "--log-format xml: want text or json (default text)"},
+		{[]string{"run", "--dry-run=maybe"}, "dry-run"},
+		{[]string{"audit", "--grace", "soon"}, "offload-agent audit: --grace soon: want a duration like 1h, or 0s"},
+		{[]string{"audit", "--grace", "-1h"}, "--grace -1h: want a duration"},
+		{[]string{"audit", "--json=maybe"}, "--json maybe: want true or false"},
+		{[]string{"status", "--metrics-addr", "nowhere"}, "--metrics-addr nowhere: want host:port"},
+		{[]string{"status"}, "no address: start the agent with --metrics-addr"},
+	} {
+		out, errOut, code := cli(nil, tt.args...)
+		if code != 2 || out != "" || !strings.Contains(errOut, tt.want) || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
+			t.Errorf("offload-agent %q: exit %d, stdout %q, stderr %q; want exit 2, nothing on stdout, one line saying %q", tt.args, code, out, errOut, tt.want)
+		}
+	}
+}
+
+// TestZeroRefused: a zero duration, count or size is refused, naming the
+// default, where it used to mean the default (agent.Config.WithDefaults
+// fills in every zero field: --quiet 0s was 2s); --bwlimit 0 means no
+// limit, and audit's --grace 0s judges everything, as they always did.
+func TestZeroRefused(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{[]string{"--quiet", "0s"}, nil, "--quiet 0s: want more than 0 (default 2s)"},
+		{nil, map[string]string{"OFFLOAD_QUIET": "0"}, "OFFLOAD_QUIET=0: want more than 0 (default 2s)"},
+		{[]string{"--quiet", "-1s"}, nil, "--quiet -1s: want more than 0"},
+		{[]string{"--rescan", "0s"}, nil, "--rescan 0s: want more than 0 (default 1m0s)"},
+		{[]string{"--grace", "0s"}, nil, "--grace 0s: want more than 0 (default 30s)"},
+		{[]string{"--call-timeout", "0s"}, nil, "--call-timeout 0s: want more than 0"},
+		{[]string{"--settle-timeout", "0s"}, nil, "--settle-timeout 0s: want more than 0"},
+		{[]string{"--orphan-age", "0s"}, nil, "--orphan-age 0s: want more than 0 (default 24h0m0s)"},
+		{[]string{"--cache-window", "0s"}, nil, "--cache-window 0s: want more than 0"},
+		{[]string{"--cache-idle", "0s"}, nil, "--cache-idle 0s: want more than 0"},
+		{[]string{"--transfers", "0"}, nil, "--transfers 0: want more than 0 (default 64)"},
+		{[]string{"--concurrency", "0"}, nil, "--concurrency 0: want more than 0 (default 8)"},
+		{[]string{"--cache-threshold", "0"}, nil, "--cache-threshold 0: want more than 0"},
+		{[]string{"--part-size", "0"}, nil, "--part-size 0: want more than 0 (default 8MiB)"},
+		{[]string{"--cache-size", "0GiB"}, nil, "--cache-size 0GiB: want more than 0 (default 1GiB)"},
+		{[]string{"--cache-fetch-budget", "0"}, nil, "--cache-fetch-budget 0: want more than 0"},
+	} {
+		_, err := parseFlags("run", tt.args, func(k string) string { return tt.env[k] })
+		if err == nil || !strings.HasPrefix(err.Error(), tt.want) {
+			t.Errorf("parseFlags(%q, %v) = %v; want %q", tt.args, tt.env, err, tt.want)
+		}
+	}
+	o, err := parseFlags("run", []string{"--bwlimit", "0"}, func(string) string { return "" })
+	if err != nil || o.agent.BandwidthLimit != 0 {
+		t.Errorf("--bwlimit 0: %v, limit %d; want no limit", err, o.agent.BandwidthLimit)
+	}
+	if _, errOut, code := cli(nil, "audit", "--grace", "0s", "--bucket", "Bad_Bucket"); code != 2 || strings.Contains(errOut, "grace") {
+		t.Errorf("audit --grace 0s: exit %d, %q; want it taken (the bad bucket refused instead)", code, errOut)
+	}
+}
+
+// TestNoZeroMeansDefault: no setting takes "0" and then has
+// agent.Config.WithDefaults (or the cache's) turn it into the default, which
+// is what --quiet 0s did. A setting another change adds is checked too.
+func TestNoZeroMeansDefault(t *testing.T) {
+	withDefaults := func(c agent.Config) agent.Config {
+		c = c.WithDefaults()
+		c.Cache = c.Cache.WithDefaults()
+		c.Logger, c.Cache.Logger = nil, nil
+		return c
+	}
+	empty := withDefaults(agent.Config{})
+	for _, s := range settings {
+		if s.set == nil || booleans[s.name] {
+			continue
+		}
+		if n, err := parseSize(s.def); err == nil && n == 0 {
+			continue // 0 is the default, a setting of its own (--bwlimit: no limit)
+		}
+		for _, zero := range []string{"0", "0s"} {
+			var o options
+			if err := s.set(&o, zero); err != nil {
+				continue
+			}
+			if reflect.DeepEqual(withDefaults(o.agent), empty) && o.metrics == "" {
+				t.Errorf("--%s %s is taken and then means the default %s; refuse it, or make it mean zero", s.name, zero, s.def)
+			}
+		}
+	}
+}
+
+// TestBucketAndTableNames: a name S3 or DynamoDB would refuse is refused at
+// once, from a flag or the environment. Before, --bucket 'Bad_Bucket!!'
+// was taken and the agent started ("offload-agent starting ...
+// bucket=Bad_Bucket!!"), and --table t likewise.
+func TestBucketAndTableNames(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{[]string{"--bucket", "Bad_Bucket!!"}, nil, `--bucket "Bad_Bucket!!": 'B' is not allowed in a bucket name`},
+		{[]string{"--bucket", "my..bucket"}, nil, "--bucket my..bucket: two adjacent periods"},
+		{nil, map[string]string{"OFFLOAD_BUCKET": "b"}, "OFFLOAD_BUCKET=b: 1 characters; a bucket name has 3 to 63"},
+		{[]string{"--bucket", "192.168.5.4"}, nil, "IP address"},
+		{[]string{"--bucket", "photos--usw2-az1--x-s3"}, nil, "directory bucket"},
+		{[]string{"--bucket", "xn--photos"}, nil, "prefix xn-- is reserved"},
+		{[]string{"--table", "t"}, nil, "--table t: 1 characters; a table name has 3 to 255"},
+		{nil, map[string]string{"OFFLOAD_TABLE": "my ledger"}, `OFFLOAD_TABLE="my ledger": ' ' is not allowed in a table name`},
+	} {
+		_, err := parseFlags("run", tt.args, func(k string) string { return tt.env[k] })
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("parseFlags(%q, %v) = %v; want an error saying %q", tt.args, tt.env, err, tt.want)
+		}
+	}
+	o, err := parseFlags("run", []string{"--bucket", "photos.example.com", "--table", "Offload_Ledger-1"}, func(string) string { return "" })
+	if err != nil || o.agent.Bucket != "photos.example.com" || o.agent.Table != "Offload_Ledger-1" {
+		t.Errorf("good names: %v, %q, %q", err, o.agent.Bucket, o.agent.Table)
+	}
+}
+
+// TestDeprecatedSpellings: --workers, --metrics, --cache and their old
+// variables still work, each with one warning line naming the new one; the
+// new spelling wins; help lists only the new names, and the old on one line.
+func TestDeprecatedSpellings(t *testing.T) {
+	for _, tt := range []struct {
+		cmd  string
+		args []string
+		env  map[string]string
+		warn string
+		ok   func(o options) bool
+	}{
+		{"run", []string{"--workers", "3"}, nil, "--workers is deprecated; use --transfers", func(o options) bool { return o.agent.Workers == 3 }},
+		{"run", []string{"--workers=3"}, nil, "--workers is deprecated; use --transfers", func(o options) bool { return o.agent.Workers == 3 }},
+		{"run", []string{"--metrics", "127.0.0.1:9464"}, nil, "--metrics is deprecated; use --metrics-addr", func(o options) bool { return o.metrics == "127.0.0.1:9464" }},
+		{"run", []string{"--cache", "/var/cache/offload"}, nil, "--cache is deprecated; use --cache-dir", func(o options) bool { return o.agent.Cache.Dir == "/var/cache/offload" }},
+		{"audit", []string{"--cache", "/var/cache/offload"}, nil, "--cache is deprecated; use --cache-dir", func(o options) bool { return o.agent.Cache.Dir == "/var/cache/offload" }},
+		{"status", []string{"--metrics", "127.0.0.1:9464"}, nil, "--metrics is deprecated; use --metrics-addr", func(o options) bool { return o.metrics == "127.0.0.1:9464" }},
+		{"run", nil, map[string]string{"OFFLOAD_WORKERS": "5"}, "OFFLOAD_WORKERS is deprecated; use OFFLOAD_TRANSFERS", func(o options) bool { return o.agent.Workers == 5 }},
+		{"status", nil, map[string]string{"OFFLOAD_METRICS": "127.0.0.1:1"}, "OFFLOAD_METRICS is deprecated; use OFFLOAD_METRICS_ADDR", func(o options) bool { return o.metrics == "127.0.0.1:1" }},
+		// The new spelling wins, and then nothing is deprecated.
+		{"run", []string{"--transfers", "7"}, map[string]string{"OFFLOAD_WORKERS": "5"}, "", func(o options) bool { return o.agent.Workers == 7 }},
+		{"run", nil, map[string]string{"OFFLOAD_TRANSFERS": "7", "OFFLOAD_WORKERS": "5"}, "", func(o options) bool { return o.agent.Workers == 7 }},
+		{"run", []string{"--transfers", "7", "--workers", "5"}, nil, "", func(o options) bool { return o.agent.Workers == 7 }},
+		// The old spelling's value is checked like the new one's.
+		{"run", []string{"--workers", "0"}, nil, "--workers 0: want more than 0 (default 64)", nil},
+	} {
+		var out, errOut strings.Builder
+		o, ok, _ := parseAgentFlags(newCommandLine(tt.cmd), tt.args, func(k string) string { return tt.env[k] }, &out, &errOut)
+		lines := strings.Split(strings.TrimSpace(errOut.String()), "\n")
+		switch {
+		case tt.warn == "" && errOut.Len() != 0:
+			t.Errorf("%s %q %v: stderr %q; want nothing", tt.cmd, tt.args, tt.env, errOut.String())
+		case tt.warn != "" && (len(lines) != 1 || !strings.HasPrefix(lines[0], "offload-agent "+tt.cmd+": ") || !strings.Contains(lines[0], tt.warn)):
+			t.Errorf("%s %q %v: stderr %q; want one line saying %q", tt.cmd, tt.args, tt.env, errOut.String(), tt.warn)
+		case tt.ok != nil && (!ok || !tt.ok(o)):
+			t.Errorf("%s %q %v: ok %v, options %+v; want the value taken", tt.cmd, tt.args, tt.env, ok, o)
+		case tt.ok == nil && ok:
+			t.Errorf("%s %q %v: taken; want refused", tt.cmd, tt.args, tt.env)
+		}
+	}
+	help, _, _ := cli(nil, "run", "--help")
+	for _, old := range []string{"--workers ", "--metrics ", "--cache "} {
+		if strings.Contains(help, "\n  "+old) {
+			t.Errorf("run --help lists the old %s as a flag", old)
+		}
+	}
+	want := "deprecated, still accepted with a warning: --cache (use --cache-dir), --metrics (use --metrics-addr), --workers (use --transfers); OFFLOAD_METRICS (use OFFLOAD_METRICS_ADDR), OFFLOAD_WORKERS (use OFFLOAD_TRANSFERS)"
+	if !strings.Contains(help, want) {
+		t.Errorf("run --help does not say %q:\n%s", want, help)
+	}
+}
+
+// TestSuggestions: the closest name within two edits, a swap counting one.
+func TestSuggestions(t *testing.T) {
+	names := map[string]string{"bucket": "bucket", "table": "table", "transfers": "transfers", "workers": "transfers", "cache-dir": "cache-dir", "cache-size": "cache-size"}
+	for typed, want := range map[string]string{
+		"bukcet": ": did you mean --bucket?", "buckett": ": did you mean --bucket?", "tabel": ": did you mean --table?",
+		"wrokers": ": did you mean --transfers?", "cache-sise": ": did you mean --cache-size?", "buck": ": did you mean --bucket?",
+		"xyz": "", "b": "", "tables-and-chairs": "",
+	} {
+		if got := didYouMean(typed, names, "--"); got != want {
+			t.Errorf("didYouMean(%q) = %q; want %q", typed, got, want)
+		}
+	}
+	for _, tt := range []struct {
+		a, b string
+		d    int
+	}{{"", "", 0}, {"run", "run", 0}, {"rnu", "run", 1}, {"bukcet", "bucket", 1}, {"kitten", "sitting", 3}, {"", "abc", 3}, {"ca", "abc", 3}} {
+		if d := editDistance(tt.a, tt.b); d != tt.d {
+			t.Errorf("editDistance(%q, %q) = %d; want %d", tt.a, tt.b, d, tt.d)
 		}
 	}
 }

@@ -33,35 +33,13 @@ func main() {
 // run returns the exit status: 0 done, 1 failed or incomplete, 2 bad usage
 // or configuration.
 func run(args []string) int {
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprint(os.Stderr, usage)
-		printFlags(os.Stderr)
-		if len(args) == 0 {
-			return 2
-		}
-		return 0
+	if code, handled := dispatch(args, os.Getenv, os.Stdout, os.Stderr); handled {
+		return code
 	}
 	cmd := args[0]
-	switch cmd {
-	case "status":
-		return statusCommand(args[1:], os.Getenv, os.Stdout, os.Stderr)
-	case "audit":
-		return auditCommand(args[1:], os.Getenv, os.Stdout, os.Stderr)
-	case "version", "--version", "-version":
-		fmt.Fprintln(os.Stdout, versionLine(agent.ReadBuild()))
-		return 0
-	}
-	if cmd != "run" && cmd != "once" {
-		fmt.Fprintf(os.Stderr, "offload-agent: unknown command %q (want run, once, status, audit or version; see offload-agent help)\n", cmd)
-		return 2
-	}
-	opts, err := parseFlags(cmd, args[1:], os.Getenv)
-	if errors.Is(err, errHelp) {
-		return 0
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "offload-agent: %v\n", err)
-		return 2
+	opts, ok, code := parseAgentFlags(newCommandLine(cmd), args[1:], os.Getenv, os.Stdout, os.Stderr)
+	if !ok {
+		return code
 	}
 	// "once" on a terminal keeps a progress line under the log lines; on
 	// anything else (a pipe, a file, the journal) only plain log lines.
@@ -100,7 +78,7 @@ func run(args []string) int {
 		// configuration (status 2), not a surprise later.
 		ln, err := net.Listen("tcp", opts.metrics)
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "offload-agent: --metrics: %v\n", err)
+			fmt.Fprintf(os.Stderr, "offload-agent: --metrics-addr: %v\n", err)
 			return 2
 		}
 		srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 5 * time.Second}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,24 +15,17 @@ import (
 // statusCommand asks a running agent's operations listener what it is doing
 // and prints it: for a person, or as JSON for a script.
 func statusCommand(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("offload-agent status", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	addr := fs.String("metrics", getenv("OFFLOAD_METRICS"), "the running agent's --metrics address (env OFFLOAD_METRICS)")
-	asJSON := fs.Bool("json", false, "print the agent's status as JSON")
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return 0
-		}
+	c := newCommandLine("status")
+	asJSON := c.fs.Bool("json", false, "print the agent's status as JSON")
+	opts, ok, code := parseAgentFlags(c, args, getenv, stdout, stderr)
+	if !ok {
+		return code
+	}
+	if opts.metrics == "" {
+		fmt.Fprintln(stderr, "offload-agent status: no address: start the agent with --metrics-addr HOST:PORT and pass the same here (or set OFFLOAD_METRICS_ADDR)")
 		return 2
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "offload-agent status: unexpected arguments %q\n", fs.Args())
-		return 2
-	}
-	if *addr == "" {
-		fmt.Fprintln(stderr, "offload-agent status: no address: start the agent with --metrics HOST:PORT and pass the same here (or set OFFLOAD_METRICS)")
-		return 2
-	}
+	addr := &opts.metrics
 	st, raw, err := fetchStatus(*addr)
 	if err != nil {
 		fmt.Fprintf(stderr, "offload-agent status: %v\n", err)
@@ -52,7 +44,7 @@ func fetchStatus(addr string) (agent.Status, []byte, error) {
 	client := &http.Client{Timeout: 5 * time.Second}
 	resp, err := client.Get("http://" + addr + "/status")
 	if err != nil {
-		return st, nil, fmt.Errorf("is the agent running with --metrics %s? %w", addr, err)
+		return st, nil, fmt.Errorf("is the agent running with --metrics-addr %s? %w", addr, err)
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
