@@ -64,7 +64,7 @@ type Agent struct {
 	dirs   *dirSyncer // fsyncs the folders archived files left and entered
 	track  *tracker   // what Status reports
 	probe  readiness  // /readyz
-	// metrics for the --metrics listener; ledgerClient for its probe.
+	// metrics for the --metrics-addr listener; ledgerClient for its probe.
 	metrics      *metrics
 	ledgerClient *dynamodb.Client
 	// cache keeps hot originals on this host: set while Run runs with

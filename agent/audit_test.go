@@ -169,7 +169,7 @@ func TestAuditCommand(t *testing.T) {
 	if out, code := audit(); code != 0 || !strings.Contains(out, "no discrepancies") {
 		t.Errorf("clean audit: exit %d, output:\n%s", code, out)
 	}
-	if out, code := audit("--cache", t.TempDir()); code != 0 || !strings.Contains(out, ", 0 in the cache;") {
+	if out, code := audit("--cache-dir", t.TempDir()); code != 0 || !strings.Contains(out, ", 0 in the cache;") {
 		t.Errorf("clean audit with an empty cache: exit %d, output:\n%s; want the cache's count in the summary", code, out)
 	}
 	os.WriteFile(filepath.Join(h.cfg.Archive, "smuggled.jpg"), []byte("x"), 0o644)
@@ -199,7 +199,7 @@ func TestAuditCommand(t *testing.T) {
 		{[]string{"--part-size", "1MiB"}, "part size"},
 		{[]string{"--json=maybe"}, "--json"},
 		// A mistyped cache folder would read as an empty, clean cache.
-		{[]string{"--cache", filepath.Join(t.TempDir(), "typo")}, "cache:"},
+		{[]string{"--cache-dir", filepath.Join(t.TempDir(), "typo")}, "cache:"},
 	} {
 		out, errOut, code := auditAs(stacktest.Audit, tt.args...)
 		if code != 2 || out != "" || !strings.Contains(errOut, tt.want) || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {

@@ -42,7 +42,7 @@ func (h *harness) cachingDaemon(signingKey []byte, rel string, data []byte) (*ag
 	return a, stop, log
 }
 
-// TestDaemonCachesWhatTheLogShowsHot: the daemon with --cache follows the
+// TestDaemonCachesWhatTheLogShowsHot: the daemon with --cache-dir follows the
 // access log; once a photo it offloaded is redirected three times (the
 // default threshold) the cached copy appears, and /status and /metrics
 // show it with exact values.

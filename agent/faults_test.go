@@ -415,20 +415,20 @@ func TestCommandRefusesBadConfig(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"once", "--watch", watch, "--archive", archive, "--table", "t"}, "bucket: required"},
-		{[]string{"once", "--watch", "/nonexistent", "--archive", archive, "--bucket", "b", "--table", "t"}, "watch:"},
-		{[]string{"once", "--watch", watch, "--archive", nested, "--bucket", "b", "--table", "t"}, "must not contain one another"},
-		{[]string{"once", "--watch", watch, "--archive", archive, "--bucket", "b", "--table", "t", "--after", "move"}, "after:"},
-		{[]string{"once", "--watch", watch, "--archive", archive, "--bucket", "b", "--table", "t", "--part-size", "1MiB"}, "part size"},
-		{[]string{"once", "--watch", watch, "--archive", archive, "--bucket", "b", "--table", "t", "--key-prefix", "../"}, "key prefix"},
+		{[]string{"once", "--watch", watch, "--archive", archive, "--table", "offload-ledger"}, "bucket: required"},
+		{[]string{"once", "--watch", "/nonexistent", "--archive", archive, "--bucket", "offload-test", "--table", "offload-ledger"}, "watch:"},
+		{[]string{"once", "--watch", watch, "--archive", nested, "--bucket", "offload-test", "--table", "offload-ledger"}, "must not contain one another"},
+		{[]string{"once", "--watch", watch, "--archive", archive, "--bucket", "offload-test", "--table", "offload-ledger", "--after", "move"}, "after:"},
+		{[]string{"once", "--watch", watch, "--archive", archive, "--bucket", "offload-test", "--table", "offload-ledger", "--part-size", "1MiB"}, "part size"},
+		{[]string{"once", "--watch", watch, "--archive", archive, "--bucket", "offload-test", "--table", "offload-ledger", "--key-prefix", "../"}, "key prefix"},
 		{[]string{"once", "--quiet", "soon"}, "--quiet"},
 		{[]string{"sync"}, "unknown command"},
 		// The caps: what a typo (or the fuzzer's 99999999999) asks for is
 		// refused before any buffer or worker exists.
-		{[]string{"once", "--watch", watch, "--archive", archive, "--bucket", "b", "--table", "t", "--concurrency", "1025"}, "concurrency: 1025 is outside 1 to 1024"},
-		{[]string{"once", "--watch", watch, "--archive", archive, "--bucket", "b", "--table", "t", "--concurrency", "99999999999"}, "concurrency: 99999999999 is outside 1 to 1024"},
-		{[]string{"once", "--watch", watch, "--archive", archive, "--bucket", "b", "--table", "t", "--workers", "1025"}, "workers: 1025 is outside 1 to 1024"},
-		{[]string{"once", "--watch", watch, "--archive", archive, "--bucket", "b", "--table", "t", "--part-size", "5GiB", "--concurrency", "1024"}, "part size × concurrency: a memory budget of 5242880 MiB"},
+		{[]string{"once", "--watch", watch, "--archive", archive, "--bucket", "offload-test", "--table", "offload-ledger", "--concurrency", "1025"}, "concurrency: 1025 is outside 1 to 1024"},
+		{[]string{"once", "--watch", watch, "--archive", archive, "--bucket", "offload-test", "--table", "offload-ledger", "--concurrency", "99999999999"}, "concurrency: 99999999999 is outside 1 to 1024"},
+		{[]string{"once", "--watch", watch, "--archive", archive, "--bucket", "offload-test", "--table", "offload-ledger", "--transfers", "1025"}, "workers: 1025 is outside 1 to 1024"},
+		{[]string{"once", "--watch", watch, "--archive", archive, "--bucket", "offload-test", "--table", "offload-ledger", "--part-size", "5GiB", "--concurrency", "1024"}, "part size × concurrency: a memory budget of 5242880 MiB"},
 	} {
 		cmd := exec.Command(bin, tt.args...)
 		cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
@@ -720,7 +720,7 @@ func faultyS3(t *testing.T, upstream string, fault func(w http.ResponseWriter, r
 	return srv.URL
 }
 
-// TestStatusCommand runs the real command with --metrics and a bandwidth
+// TestStatusCommand runs the real command with --metrics-addr and a bandwidth
 // limit, so that a multipart upload stays in flight, and asks "offload-agent status"
 // (text and --json) what it is doing: the upload with its progress, a file
 // held open by its writer waiting, and the totals once all is done.
@@ -740,7 +740,7 @@ func TestStatusCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "run", "--watch", h.cfg.Watch, "--archive", h.cfg.Archive, "--metrics", addr,
+	cmd := exec.Command(bin, "run", "--watch", h.cfg.Watch, "--archive", h.cfg.Archive, "--metrics-addr", addr,
 		"--key-prefix", h.cfg.Mapping.KeyPrefix, "--quiet", "200ms", "--part-size", "5MiB", "--bwlimit", "4M", "--host", "test-host")
 	cmd.Env = h.commandEnv(stacktest.Agent)
 	cmd.Stdout, cmd.Stderr = testWriter{t}, testWriter{t}
@@ -751,7 +751,7 @@ func TestStatusCommand(t *testing.T) {
 
 	status := func(args ...string) string {
 		t.Helper()
-		out, err := exec.Command(bin, append([]string{"status", "--metrics", addr}, args...)...).CombinedOutput()
+		out, err := exec.Command(bin, append([]string{"status", "--metrics-addr", addr}, args...)...).CombinedOutput()
 		if err != nil {
 			t.Fatalf("status %v: %v\n%s", args, err, out)
 		}

@@ -135,7 +135,7 @@ func newMetrics(a *Agent) *metrics {
 	return m
 }
 
-// Handler serves the agent's operations endpoints, for the --metrics
+// Handler serves the agent's operations endpoints, for the --metrics-addr
 // listener:
 //
 //	/metrics  Prometheus metrics

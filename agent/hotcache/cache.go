@@ -137,7 +137,7 @@ func (c Config) Validate() error {
 		bad("cache: required with --access-log")
 	}
 	if c.AccessLog == "" {
-		bad("access log: required with --cache (the cache learns what is requested from it)")
+		bad("access log: required with --cache-dir (the cache learns what is requested from it)")
 	}
 	if c.Mapping.URLPrefix == "/" {
 		bad("cache: the URL prefix / would put the cache's own downloads (%s) under a URL", fetchDir)

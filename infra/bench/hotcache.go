@@ -278,8 +278,8 @@ func (b *bench) cacheRun(ctx context.Context, resolverBin, dir, www, prefix stri
 		watch := filepath.Join(run, "watch") // empty: the originals are offloaded
 		os.MkdirAll(watch, 0o755)
 		agent := exec.CommandContext(ctx, b.agent, "run", "--watch", watch, "--after", "keep", "--key-prefix", prefix, "--host", "bench",
-			"--cache", cacheDir, "--access-log", logFile, "--cache-size", strconv.FormatInt(budget, 10),
-			"--cache-threshold", strconv.Itoa(threshold), "--metrics", metricsAddr, "--log-level", "warn")
+			"--cache-dir", cacheDir, "--access-log", logFile, "--cache-size", strconv.FormatInt(budget, 10),
+			"--cache-threshold", strconv.Itoa(threshold), "--metrics-addr", metricsAddr, "--log-level", "warn")
 		agent.Env = append(os.Environ(), "AWS_ENDPOINT_URL_S3="+b.s3Endpoint, "AWS_ENDPOINT_URL_DYNAMODB="+b.dbEndpoint)
 		agent.Stderr = os.Stderr
 		if err := startAndWait(ctx, agent, metricsAddr); err != nil {

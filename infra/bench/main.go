@@ -78,7 +78,7 @@ func main() {
 		agentBin = flag.String("agent", "bin/offload-agent", "the offload-agent binary to measure (for outage: comma-separated binaries, measured in turn)")
 		baseline = flag.String("baseline", "", "another offload-agent binary (say, an older commit's) measured alongside in the upload scenarios")
 		latency  = flag.Duration("latency", 12*time.Millisecond, "latency Toxiproxy adds each way (to S3 and DynamoDB, for every tool) in the wan scenarios")
-		extra    = flag.String("agent-args", "", "extra flags for offload-agent once, space-separated (e.g. \"--workers 16\")")
+		extra    = flag.String("agent-args", "", "extra flags for offload-agent once, space-separated (e.g. \"--transfers 16\")")
 		resolver = flag.String("resolver", "bin/offload-resolver", "the offload-resolver binary to measure (empty: skip)")
 		conns    = flag.Int("conns", 32, "connections of the resolver load")
 		loadFor  = flag.Duration("load-for", 5*time.Second, "how long each resolver load runs")

@@ -49,7 +49,7 @@ func hotCacheEndToEnd(t *testing.T, server string) {
 	metrics := stacktest.FreeAddr(t)
 	stacktest.Start(t, append(st.Env(t, stacktest.Agent), "AWS_ENDPOINT_URL_S3="+shim), "", bin["offload-agent"], "run", "--watch", static, "--archive", archive,
 		"--key-prefix", m.KeyPrefix, "--quiet", "1s", "--rescan", "5s", "--host", "e2e",
-		"--cache", cache, "--access-log", accessLog, "--cache-threshold", "2", "--metrics", metrics)
+		"--cache-dir", cache, "--access-log", accessLog, "--cache-threshold", "2", "--metrics-addr", metrics)
 	stacktest.WaitListening(t, metrics)
 
 	rel := "2026/hot photo ü.jpg"

@@ -1,5 +1,5 @@
 -- offload: serve /static/NAME from disk while the file is there, else from
--- the hot cache (the agent's --cache folder) if it holds a copy; once
+-- the hot cache (the agent's --cache-dir folder) if it holds a copy; once
 -- neither has it, send the browser to the resolver, which answers with a
 -- presigned URL. lighttpd 1.4.6x mod_magnet, lighty.r / lighty.c API.
 --

@@ -92,7 +92,7 @@ func run() error {
 		return err
 	}
 	if err := startProc(logs, componentEnv("AGENT"), filepath.Join(repo, "bin/offload-agent"), "run", "--watch", static, "--archive", archive, "--host", "demo-host",
-		"--cache", cache, "--access-log", accessLog); err != nil {
+		"--cache-dir", cache, "--access-log", accessLog); err != nil {
 		return err
 	}
 	for _, a := range []string{resolver, web} {
