@@ -196,7 +196,9 @@ func TestAuditCommand(t *testing.T) {
 		want string
 	}{
 		{[]string{"--grace", "soon"}, "--grace"},
-		{[]string{"--part-size", "1MiB"}, "part size"},
+		{[]string{"--key-prefix", "../"}, "key prefix"},
+		// Not audit's: --part-size says how to upload, not where to look.
+		{[]string{"--part-size", "1MiB"}, "unknown flag --part-size"},
 		{[]string{"--json=maybe"}, "--json"},
 		// A mistyped cache folder would read as an empty, clean cache.
 		{[]string{"--cache-dir", filepath.Join(t.TempDir(), "typo")}, "cache:"},
