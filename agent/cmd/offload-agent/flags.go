@@ -35,6 +35,14 @@
 // 1h30m); a zero duration or count is refused where it used to mean "the
 // default" (see positiveDuration), and means zero only where zero is a
 // setting of its own (--bwlimit 0, no limit).
+//
+// stdlib flag, not peterbourgon/ff: what ff adds is environment variables
+// and a help style, and the settings table already gives both with the
+// per-setting variable names the env file and the unit use
+// (OFFLOAD_CACHE_DIR is not ff's derived OFFLOAD_CACHE_DIR for a flag still
+// spelled --cache, and renamed variables need their own fallback); the
+// rest, help on stdout, suggestions and one error format, ff leaves to the
+// caller as the flag package does.
 
 package main
 
