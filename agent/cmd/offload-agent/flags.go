@@ -31,18 +31,17 @@
 // over the default. commandSettings says which commands take which
 // settings (run and once take all of them); renamedFlags and renamedEnv keep
 // the old spellings of renamed settings working, each with a one-line
-// warning. Sizes take the units parseSize reads; durations Go's (2s, 1m,
+// warning. A setting added to the table is taken by run and once; audit and
+// status take it once it is listed in commandSettings too. Sizes take the units parseSize reads; durations Go's (2s, 1m,
 // 1h30m); a zero duration or count is refused where it used to mean "the
 // default" (see positiveDuration), and means zero only where zero is a
 // setting of its own (--bwlimit 0, no limit).
 //
-// stdlib flag, not peterbourgon/ff: what ff adds is environment variables
-// and a help style, and the settings table already gives both with the
-// per-setting variable names the env file and the unit use
-// (OFFLOAD_CACHE_DIR is not ff's derived OFFLOAD_CACHE_DIR for a flag still
-// spelled --cache, and renamed variables need their own fallback); the
-// rest, help on stdout, suggestions and one error format, ff leaves to the
-// caller as the flag package does.
+// stdlib flag, not peterbourgon/ff: ff's gain is environment variables and
+// one help style, and the settings table already gives both; ff derives a
+// variable from each flag's name, where a renamed setting must still read
+// its old variable (OFFLOAD_WORKERS) with a warning, and it leaves help on
+// stdout, suggestions and the error format to the caller, as flag does.
 
 package main
 

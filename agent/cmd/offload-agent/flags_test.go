@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strconv"
@@ -547,6 +548,54 @@ func TestSuggestions(t *testing.T) {
 	}{{"", "", 0}, {"run", "run", 0}, {"rnu", "run", 1}, {"bukcet", "bucket", 1}, {"kitten", "sitting", 3}, {"", "abc", 3}, {"ca", "abc", 3}} {
 		if d := editDistance(tt.a, tt.b); d != tt.d {
 			t.Errorf("editDistance(%q, %q) = %d; want %d", tt.a, tt.b, d, tt.d)
+		}
+	}
+}
+
+// TestBinaryCommandLine: the built binary wires the command line to the
+// real stdout and stderr: help on stdout with exit 0, a usage error as one
+// line on stderr with exit 2, before any AWS call.
+func TestBinaryCommandLine(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "offload-agent")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	for _, tt := range []struct {
+		args         []string
+		code         int
+		stdout, errs string
+	}{
+		{[]string{"help"}, 0, "offload-agent help [COMMAND]", ""},
+		{[]string{"-h"}, 0, "offload-agent help [COMMAND]", ""},
+		{[]string{"audit", "--help"}, 0, "not run's --grace", ""},
+		{[]string{"help", "audit"}, 0, "not run's --grace", ""},
+		{[]string{"run", "--help"}, 0, "offload-agent run [flags]", ""},
+		{[]string{"status", "-h"}, 0, "--metrics-addr", ""},
+		{nil, 2, "", "offload-agent: no command"},
+		{[]string{"rnu"}, 2, "", "did you mean run?"},
+		{[]string{"run", "--bukcet", "x"}, 2, "", "did you mean --bucket?"},
+		{[]string{"once", "--quiet", "0s"}, 2, "", "--quiet 0s: want more than 0 (default 2s)"},
+		{[]string{"once", "--bucket", "Bad_Bucket!!"}, 2, "", "not allowed in a bucket name"},
+		{[]string{"once", "--workers", "0"}, 2, "", "--workers 0: want more than 0"},
+	} {
+		cmd := exec.Command(bin, tt.args...)
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+		var out, errOut strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &errOut
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case code != tt.code:
+			t.Errorf("offload-agent %q: exit %d; want %d (stderr %q)", tt.args, code, tt.code, errOut.String())
+		case tt.stdout != "" && (!strings.Contains(out.String(), tt.stdout) || errOut.Len() != 0):
+			t.Errorf("offload-agent %q: stderr %q; want nothing there and stdout saying %q", tt.args, errOut.String(), tt.stdout)
+		case tt.errs != "" && (out.Len() != 0 || !strings.Contains(errOut.String(), tt.errs) || strings.Count(strings.TrimSpace(errOut.String()), "\n") != 0):
+			t.Errorf("offload-agent %q: stdout %q, stderr %q; want nothing on stdout, one line on stderr saying %q", tt.args, out.String(), errOut.String(), tt.errs)
 		}
 	}
 }
