@@ -24,9 +24,10 @@ usage:
   offload-agent run  [flags]   watch the folder and offload files as they settle, until SIGTERM
   offload-agent once [flags]   offload everything in the folder now, then exit
                                (status 1 if any file failed, conflicted or was refused)
-  offload-agent status [--metrics ADDR] [--json]
+  offload-agent status [--status-socket PATH | --metrics ADDR] [--json]
                                what the running agent is doing: pending files, uploads in
-                               flight, recent failures, totals (asks its --metrics listener)
+                               flight, recent failures, totals (asks its status socket,
+                               /run/offload/agent.sock by default, or its --metrics listener)
   offload-agent audit [flags] [--json] [--deep] [--grace 1h]
                                compare the watch folder and the archive with the ledger and
                                the bucket, read-only; print every discrepancy by kind (exit 1
@@ -64,6 +65,8 @@ type options struct {
 	pathStyle bool
 	logFormat string
 	logLevel  slog.Level
+
+	statusSocket string // the --status-socket setting: auto, off or a path
 }
 
 // setting is one flag with its environment fallback.
@@ -164,6 +167,8 @@ var settings = []setting{
 			o.metrics = v
 			return nil
 		}},
+	{"status-socket", "OFFLOAD_STATUS_SOCKET", "auto", "run: serve /status, /healthz, /readyz and /metrics on this unix socket (mode 0660), which offload-agent status asks; auto is agent.sock in $RUNTIME_DIRECTORY under systemd, else /run/offload/agent.sock if that folder is writable; off for none (once: only when given a path)",
+		func(o *options, v string) error { o.statusSocket = v; return nil }},
 	{"log-format", "OFFLOAD_LOG_FORMAT", "text", "log format: text or json",
 		func(o *options, v string) error {
 			if v != "text" && v != "json" {

@@ -1,24 +1,31 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/photosleeve/offload/agent"
 )
 
-// statusCommand asks a running agent's operations listener what it is doing
-// and prints it: for a person, or as JSON for a script.
+// statusCommand asks a running agent what it is doing and prints it: for a
+// person, or as JSON for a script. It asks the agent's status socket (by
+// default /run/offload/agent.sock, where the systemd unit's agent listens),
+// or its --metrics listener over TCP when given one.
 func statusCommand(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("offload-agent status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	addr := fs.String("metrics", getenv("OFFLOAD_METRICS"), "the running agent's --metrics address (env OFFLOAD_METRICS)")
+	socket := fs.String("status-socket", "", "the running agent's status socket (env OFFLOAD_STATUS_SOCKET; default "+defaultStatusSocket+")")
+	addr := fs.String("metrics", "", "ask the agent's --metrics listener at HOST:PORT instead (env OFFLOAD_METRICS)")
 	asJSON := fs.Bool("json", false, "print the agent's status as JSON")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
@@ -30,11 +37,12 @@ func statusCommand(args []string, getenv func(string) string, stdout, stderr io.
 		fmt.Fprintf(stderr, "offload-agent status: unexpected arguments %q\n", fs.Args())
 		return 2
 	}
-	if *addr == "" {
-		fmt.Fprintln(stderr, "offload-agent status: no address: start the agent with --metrics HOST:PORT and pass the same here (or set OFFLOAD_METRICS)")
+	target, err := statusTarget(*socket, *addr, getenv)
+	if err != nil {
+		fmt.Fprintf(stderr, "offload-agent status: %v\n", err)
 		return 2
 	}
-	st, raw, err := fetchStatus(*addr)
+	st, raw, err := fetchStatus(target)
 	if err != nil {
 		fmt.Fprintf(stderr, "offload-agent status: %v\n", err)
 		return 1
@@ -47,12 +55,44 @@ func statusCommand(args []string, getenv func(string) string, stdout, stderr io.
 	return 0
 }
 
-func fetchStatus(addr string) (agent.Status, []byte, error) {
+// agentAddr is where a running agent answers: its status socket, or its
+// --metrics listener (tcp).
+type agentAddr struct {
+	socket, tcp string
+}
+
+// statusTarget picks where to ask: a flag first (not both), then
+// OFFLOAD_STATUS_SOCKET, then OFFLOAD_METRICS, then the default socket.
+func statusTarget(socket, metrics string, getenv func(string) string) (agentAddr, error) {
+	switch {
+	case socket != "" && metrics != "":
+		return agentAddr{}, errors.New("give --status-socket or --metrics, not both")
+	case socket != "":
+		return agentAddr{socket: socket}, nil
+	case metrics != "":
+		return agentAddr{tcp: metrics}, nil
+	case getenv("OFFLOAD_STATUS_SOCKET") != "" && getenv("OFFLOAD_STATUS_SOCKET") != "auto" && getenv("OFFLOAD_STATUS_SOCKET") != "off":
+		return agentAddr{socket: getenv("OFFLOAD_STATUS_SOCKET")}, nil
+	case getenv("OFFLOAD_METRICS") != "":
+		return agentAddr{tcp: getenv("OFFLOAD_METRICS")}, nil
+	}
+	return agentAddr{socket: defaultStatusSocket}, nil
+}
+
+func fetchStatus(to agentAddr) (agent.Status, []byte, error) {
 	var st agent.Status
 	client := &http.Client{Timeout: 5 * time.Second}
-	resp, err := client.Get("http://" + addr + "/status")
+	url, where := "http://"+to.tcp+"/status", to.tcp
+	if to.socket != "" {
+		client.Transport = &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", to.socket)
+		}}
+		url, where = "http://offload-agent/status", to.socket
+	}
+	resp, err := client.Get(url)
 	if err != nil {
-		return st, nil, fmt.Errorf("is the agent running with --metrics %s? %w", addr, err)
+		return st, nil, unreachable(to, err)
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
@@ -60,12 +100,26 @@ func fetchStatus(addr string) (agent.Status, []byte, error) {
 		return st, nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return st, nil, fmt.Errorf("%s/status answered %s", addr, resp.Status)
+		return st, nil, fmt.Errorf("%s/status answered %s", where, resp.Status)
 	}
 	if err := json.Unmarshal(raw, &st); err != nil {
-		return st, nil, fmt.Errorf("%s/status: not an offload-agent status: %w", addr, err)
+		return st, nil, fmt.Errorf("%s/status: not an offload-agent status: %w", where, err)
 	}
 	return st, raw, nil
+}
+
+// unreachable says what to do when the agent could not be asked.
+func unreachable(to agentAddr, err error) error {
+	if to.socket == "" {
+		return fmt.Errorf("no agent answers on %s: is it running with --metrics %s? (%w)", to.tcp, to.tcp, err)
+	}
+	switch {
+	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
+		return fmt.Errorf("permission denied on %s: run as root or a member of group offload (%w)", to.socket, err)
+	case errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ENOTDIR):
+		return fmt.Errorf("no agent listening on %s: is offload-agent running? (systemctl status offload-agent; an agent run by hand needs --status-socket, and so does this command)", to.socket)
+	}
+	return fmt.Errorf("could not ask the agent on %s: %w", to.socket, err)
 }
 
 // printStatus writes the status for a person.
