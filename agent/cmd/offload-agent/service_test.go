@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -109,8 +108,7 @@ type serviceAgent struct {
 	cmd    *exec.Cmd
 	done   chan struct{}
 	err    error
-	stderr *bytes.Buffer // when not piped by the test
-	watch  string
+	stderr *lockedWriter // when not piped by the test
 }
 
 // agentRun returns the arguments of "offload-agent run" on fresh folders
@@ -138,8 +136,8 @@ func startService(t *testing.T, bin string, env, args []string, stderr io.Writer
 	s := &serviceAgent{cmd: exec.Command(bin, args...), done: make(chan struct{})}
 	s.cmd.Env = env
 	if stderr == nil {
-		s.stderr = &bytes.Buffer{}
-		stderr = &lockedWriter{w: s.stderr}
+		s.stderr = &lockedWriter{}
+		stderr = s.stderr
 	}
 	s.cmd.Stderr = stderr
 	if err := s.cmd.Start(); err != nil {
@@ -155,21 +153,29 @@ func startService(t *testing.T, bin string, env, args []string, stderr io.Writer
 			<-s.done
 		}
 		if t.Failed() && s.stderr != nil {
-			t.Logf("agent's log:\n%s", s.stderr)
+			t.Logf("agent's log:\n%s", s.stderr.String())
 		}
 	})
 	return s
 }
 
+// lockedWriter keeps what the agent logs, for the test to read while it
+// runs.
 type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
+	mu  sync.Mutex
+	buf bytes.Buffer
 }
 
 func (l *lockedWriter) Write(b []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.w.Write(b)
+	return l.buf.Write(b)
+}
+
+func (l *lockedWriter) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
 }
 
 // stop sends SIGTERM and returns the exit status.
@@ -249,20 +255,17 @@ func TestServiceWatchdogStopsWhenLoopWedges(t *testing.T) {
 	defer r.Close()
 	a := startService(t, bin, agentEnv(t, st, "NOTIFY_SOCKET="+notify.path, "WATCHDOG_USEC=1000000"), args, w)
 	w.Close()
-	// The test reads the agent's log only while reading is not held.
+	// The test reads the agent's log, and after each read waits while
+	// reading is held.
 	var hold sync.Mutex
-	var logged lockedWriter
-	logged.w = &bytes.Buffer{}
 	go func() {
-		br := bufio.NewReader(r)
+		b := make([]byte, 4096)
 		for {
-			hold.Lock()
-			line, err := br.ReadString('\n')
-			hold.Unlock()
-			logged.Write([]byte(line))
-			if err != nil {
+			if _, err := r.Read(b); err != nil {
 				return
 			}
+			hold.Lock()
+			hold.Unlock()
 		}
 	}()
 	ready := notify.waitFor(t, 0, "READY=1", hasLine("READY=1"))
@@ -340,7 +343,7 @@ func TestStatusSocketServes(t *testing.T) {
 		time.Sleep(50 * time.Millisecond) // polling for the agent to listen
 	}
 	if !strings.Contains(a.stderr.String(), "replaced a status socket an earlier agent left behind") {
-		t.Errorf("the agent did not say it replaced the stale socket:\n%s", a.stderr)
+		t.Errorf("the agent did not say it replaced the stale socket:\n%s", a.stderr.String())
 	}
 	fi, err := os.Lstat(sock)
 	if err != nil || fi.Mode().Type() != os.ModeSocket || fi.Mode().Perm() != 0o660 {
@@ -372,6 +375,7 @@ func TestStatusSocketServes(t *testing.T) {
 	if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), "another offload-agent answers there") {
 		t.Errorf("a second agent on the live socket: %v; want exit status 2 naming the other agent\n%s", err, out)
 	}
+	t.Logf("a second agent on the live socket said: %s", strings.TrimSpace(lastLine(string(out))))
 	if _, code := status(); code != 0 {
 		t.Error("the first agent no longer answers after the second tried its socket")
 	}
@@ -383,4 +387,10 @@ func TestStatusSocketServes(t *testing.T) {
 	if want := "offload-agent status: no agent listening on " + sock + ": is offload-agent running? (systemctl status offload-agent"; code != 1 || !strings.HasPrefix(out2, want) {
 		t.Errorf("status with no agent: exit %d\n%s\nwant exit 1 and %q…", code, out2, want)
 	}
+	t.Logf("status with no agent: exit %d: %s", code, strings.TrimSpace(out2))
+}
+
+func lastLine(s string) string {
+	s = strings.TrimRight(s, "\n")
+	return s[strings.LastIndex(s, "\n")+1:]
 }
