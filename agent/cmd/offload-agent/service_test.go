@@ -394,3 +394,46 @@ func lastLine(s string) string {
 	s = strings.TrimRight(s, "\n")
 	return s[strings.LastIndex(s, "\n")+1:]
 }
+
+// TestStatusPermissionDenied: a user outside the socket's group is told
+// what would let them in. The test runs the real status command as nobody
+// against a socket in a 0750 folder, as the unit's RuntimeDirectory is; it
+// needs root to switch users.
+func TestStatusPermissionDenied(t *testing.T) {
+	if os.Geteuid() != 0 {
+		stacktest.Unavailable(t, "switching to user nobody needs root")
+	}
+	built := stacktest.Build(t, "./agent/cmd/offload-agent")["offload-agent"]
+	// Outside t.TempDir (0700), so that nobody can run the binary.
+	open, err := os.MkdirTemp("", "offload-status-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(open) })
+	os.Chmod(open, 0o755)
+	bin := filepath.Join(open, "offload-agent")
+	data, err := os.ReadFile(built)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(bin, data, 0o755)
+	runDir := filepath.Join(open, "run")
+	os.Mkdir(runDir, 0o750)
+	sock := filepath.Join(runDir, "agent.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	os.Chmod(sock, statusSocketMode)
+
+	cmd := exec.Command(bin, "status", "--status-socket", sock)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	want := "offload-agent status: permission denied on " + sock + ": run as root or a member of group offload"
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.HasPrefix(string(out), want) {
+		t.Errorf("status as nobody: %v\n%s\nwant exit 1 and %q…", err, out, want)
+	}
+	t.Logf("status as nobody: %s", strings.TrimSpace(string(out)))
+}
