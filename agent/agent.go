@@ -64,6 +64,7 @@ type Agent struct {
 	dirs   *dirSyncer // fsyncs the folders archived files left and entered
 	track  *tracker   // what Status reports
 	probe  readiness  // /readyz
+	live   *liveness  // the loop's heartbeat: /healthz, the watchdog
 	// metrics for the --metrics-addr listener; ledgerClient for its probe.
 	metrics      *metrics
 	ledgerClient *dynamodb.Client
@@ -127,6 +128,7 @@ func New(cfg Config, s3c *s3.Client, db *dynamodb.Client) (*Agent, error) {
 		log:    cfg.Logger,
 		dirs:   newDirSyncer(cfg.Logger),
 		track:  newTracker(),
+		live:   newLiveness(),
 
 		ledgerClient: db,
 		pendingLimit: maxPending,
@@ -380,7 +382,10 @@ func (l *schedLoop) run(ctx context.Context) error {
 	defer l.publish() // status after the loop: what is left
 	tick := time.NewTicker(tickInterval(l.a.cfg.Quiet))
 	defer tick.Stop()
+	l.a.live.start()
+	defer l.a.live.end()
 	for {
+		l.a.live.tick(time.Now())
 		select {
 		case c := <-l.intake():
 			if l.s.note(c, time.Now()) {
@@ -403,6 +408,7 @@ func (l *schedLoop) run(ctx context.Context) error {
 				l.published = now
 			}
 		case <-ctx.Done():
+			l.a.live.end() // draining is bounded by the grace period
 			left := l.s.len()
 			l.a.drain(l.results, l.s, l.cancelWork, l.finish)
 			if l.once && left > 0 {

@@ -136,10 +136,11 @@ func newMetrics(a *Agent) *metrics {
 }
 
 // Handler serves the agent's operations endpoints, for the --metrics-addr
-// listener:
+// listener and the status socket:
 //
 //	/metrics  Prometheus metrics
-//	/healthz  200 while the process runs
+//	/healthz  200 while the scheduling loop turns (see Alive); 503 when it has
+//	          not for a minute: the agent is wedged
 //	/readyz   200 when S3 and DynamoDB answered within the last few seconds, else 503
 //	/status   the Status as JSON (what "offload-agent status" prints)
 func (a *Agent) Handler() http.Handler {
@@ -147,6 +148,11 @@ func (a *Agent) Handler() http.Handler {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics.registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if err := a.Alive(healthStall); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			w.Write([]byte("wedged: " + err.Error() + "\n"))
+			return
+		}
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {

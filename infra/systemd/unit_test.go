@@ -121,3 +121,35 @@ func TestUnitStaysDownOnBadConfiguration(t *testing.T) {
 			code, strings.TrimSpace(string(out)), prevent, code)
 	}
 }
+
+// TestUnitNotifyAndWatchdog: systemd waits for the agent's READY=1 and
+// hears only its main process; the watchdog is on and generous (the agent
+// pets it every half of WatchdogSec while its loop turns); the status socket's
+// folder is systemd's, open to root and group offload only.
+func TestUnitNotifyAndWatchdog(t *testing.T) {
+	s := unitKeys(t, "offload-agent.service")["Service"]
+	for k, want := range map[string]string{
+		"Type": "notify", "NotifyAccess": "main",
+		"RuntimeDirectory": "offload", "RuntimeDirectoryMode": "0750",
+	} {
+		if got := s[k]; len(got) != 1 || got[0] != want {
+			t.Errorf("[Service] %s = %q; want %q", k, got, want)
+		}
+	}
+	for k, least := range map[string]time.Duration{
+		// Far beyond the loop's 100 ms tick and a slow journal's pause.
+		"WatchdogSec": time.Minute,
+		// Start-up recovery's calls are each bounded by --call-timeout (2 min).
+		"TimeoutStartSec": 2 * time.Minute,
+	} {
+		got := s[k]
+		if len(got) != 1 {
+			t.Errorf("[Service] %s = %q; want one value", k, got)
+			continue
+		}
+		d, err := time.ParseDuration(strings.NewReplacer("min", "m", "sec", "s").Replace(got[0]))
+		if err != nil || d < least {
+			t.Errorf("[Service] %s = %q; want at least %s", k, got[0], least)
+		}
+	}
+}

@@ -55,6 +55,7 @@ import (
 	"math/big"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -132,7 +133,9 @@ Durations: 300ms, 2s, 1m30s, 24h.
 	"status": `offload-agent status [flags]
 
   Ask the running agent what it is doing: pending files, uploads in flight, recent
-  failures, totals. It asks the agent's operations listener (run --metrics-addr).
+  failures, totals. It asks the agent's status socket (/run/offload/agent.sock, where the
+  systemd unit's agent listens: run it as root or a member of group offload), or
+  --status-socket PATH, or the agent's TCP listener with --metrics-addr HOST:PORT.
 `,
 }
 
@@ -146,6 +149,8 @@ type options struct {
 	// warnings are the deprecated spellings used, one line each, for the
 	// caller to print on stderr.
 	warnings []string
+
+	statusSocket string // the --status-socket setting: auto, off or a path
 }
 
 // setting is one flag with its environment fallback.
@@ -181,7 +186,6 @@ var (
 var commandSettings = map[string][]string{
 	"audit": {"watch", "archive", "after", "bucket", "table", "key-prefix", "url-prefix", "ignore", "call-timeout",
 		"cache-dir", "host", "s3-path-style", "log-format", "log-level"},
-	"status": {"metrics-addr"},
 }
 
 var errHelp = errors.New("help requested")
@@ -285,6 +289,14 @@ var settings = []setting{
 				return errors.New("want host:port")
 			}
 			o.metrics = v
+			return nil
+		}},
+	{"status-socket", "OFFLOAD_STATUS_SOCKET", "auto", "run: serve /status, /healthz, /readyz and /metrics on this unix socket (mode 0660), which offload-agent status asks; auto is agent.sock in $RUNTIME_DIRECTORY under systemd, else /run/offload/agent.sock if that folder is writable; off for none (once: only when given a path)",
+		func(o *options, v string) error {
+			if v != "" && v != "auto" && v != "off" && !filepath.IsAbs(v) {
+				return fmt.Errorf("want an absolute path, auto or off, got %q", v)
+			}
+			o.statusSocket = v
 			return nil
 		}},
 	{"log-format", "OFFLOAD_LOG_FORMAT", "text", "log format: text or json",

@@ -368,7 +368,6 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"audit", "--grace", "-1h"}, "--grace -1h: want a duration"},
 		{[]string{"audit", "--json=maybe"}, "--json maybe: want true or false"},
 		{[]string{"status", "--metrics-addr", "nowhere"}, "--metrics-addr nowhere: want host:port"},
-		{[]string{"status"}, "no address: start the agent with --metrics-addr"},
 	} {
 		out, errOut, code := cli(nil, tt.args...)
 		if code != 2 || out != "" || !strings.Contains(errOut, tt.want) || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
@@ -494,9 +493,8 @@ func TestDeprecatedSpellings(t *testing.T) {
 		{"run", []string{"--metrics", "127.0.0.1:9464"}, nil, "--metrics is deprecated; use --metrics-addr", func(o options) bool { return o.metrics == "127.0.0.1:9464" }},
 		{"run", []string{"--cache", "/var/cache/offload"}, nil, "--cache is deprecated; use --cache-dir", func(o options) bool { return o.agent.Cache.Dir == "/var/cache/offload" }},
 		{"audit", []string{"--cache", "/var/cache/offload"}, nil, "--cache is deprecated; use --cache-dir", func(o options) bool { return o.agent.Cache.Dir == "/var/cache/offload" }},
-		{"status", []string{"--metrics", "127.0.0.1:9464"}, nil, "--metrics is deprecated; use --metrics-addr", func(o options) bool { return o.metrics == "127.0.0.1:9464" }},
 		{"run", nil, map[string]string{"OFFLOAD_WORKERS": "5"}, "OFFLOAD_WORKERS is deprecated; use OFFLOAD_TRANSFERS", func(o options) bool { return o.agent.Workers == 5 }},
-		{"status", nil, map[string]string{"OFFLOAD_METRICS": "127.0.0.1:1"}, "OFFLOAD_METRICS is deprecated; use OFFLOAD_METRICS_ADDR", func(o options) bool { return o.metrics == "127.0.0.1:1" }},
+		{"run", nil, map[string]string{"OFFLOAD_METRICS": "127.0.0.1:1"}, "OFFLOAD_METRICS is deprecated; use OFFLOAD_METRICS_ADDR", func(o options) bool { return o.metrics == "127.0.0.1:1" }},
 		// The new spelling wins, and then nothing is deprecated.
 		{"run", []string{"--transfers", "7"}, map[string]string{"OFFLOAD_WORKERS": "5"}, "", func(o options) bool { return o.agent.Workers == 7 }},
 		{"run", nil, map[string]string{"OFFLOAD_TRANSFERS": "7", "OFFLOAD_WORKERS": "5"}, "", func(o options) bool { return o.agent.Workers == 7 }},

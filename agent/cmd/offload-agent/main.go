@@ -87,6 +87,16 @@ func run(args []string) int {
 		log.Info("operations endpoints", "address", ln.Addr().String(), "paths", "/metrics /healthz /readyz /status")
 	}
 
+	// A taken socket, like a taken port, is a bad configuration.
+	stopSocket, err := serveStatusSocket(statusSocketSetting(cmd, opts.statusSocket), a, log, os.Getenv)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "offload-agent: %v\n", err)
+		return 2
+	}
+	defer stopSocket()
+	stopNotify := startNotify(ctx, cfg.WithDefaults().Grace, a, log, os.Getenv)
+	defer stopNotify()
+
 	log.Info("offload-agent starting", "mode", cmd, "watch", cfg.Watch, "bucket", cfg.Bucket, "table", cfg.Table, "after", string(cfg.After))
 	if cmd == "once" {
 		if term != nil {

@@ -1,32 +1,51 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/photosleeve/offload/agent"
 )
 
-// statusCommand asks a running agent's operations listener what it is doing
-// and prints it: for a person, or as JSON for a script.
+// statusCommand asks a running agent what it is doing and prints it: for a
+// person, or as JSON for a script. It asks the agent's status socket (by
+// default /run/offload/agent.sock, where the systemd unit's agent listens),
+// or its --metrics-addr listener over TCP when given one.
 func statusCommand(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	c := newCommandLine("status")
-	asJSON := c.fs.Bool("json", false, "print the agent's status as JSON")
-	opts, ok, code := parseAgentFlags(c, args, getenv, stdout, stderr)
-	if !ok {
+	fs := newFlagSet("status", commandHelp["status"])
+	socket := fs.String("status-socket", "", "the running agent's status socket (env OFFLOAD_STATUS_SOCKET; default "+defaultStatusSocket+")")
+	addr := new(string)
+	hostPort := func(v string) error {
+		if _, _, err := net.SplitHostPort(v); err != nil {
+			return fmt.Errorf("want host:port, got %q", v)
+		}
+		*addr = v
+		return nil
+	}
+	fs.Func("metrics-addr", "ask the agent's --metrics-addr listener at HOST:PORT instead (env OFFLOAD_METRICS_ADDR)", hostPort)
+	fs.Func("metrics", "deprecated: use --metrics-addr", func(v string) error {
+		fmt.Fprintln(stderr, "offload-agent status: --metrics is deprecated; use --metrics-addr")
+		return hostPort(v)
+	})
+	asJSON := fs.Bool("json", false, "print the agent's status as JSON")
+	if ok, code := parseCommand(fs, args, stdout, stderr); !ok {
 		return code
 	}
-	if opts.metrics == "" {
-		fmt.Fprintln(stderr, "offload-agent status: no address: start the agent with --metrics-addr HOST:PORT and pass the same here (or set OFFLOAD_METRICS_ADDR)")
+	target, err := statusTarget(*socket, *addr, getenv)
+	if err != nil {
+		fmt.Fprintf(stderr, "offload-agent status: %v\n", err)
 		return 2
 	}
-	addr := &opts.metrics
-	st, raw, err := fetchStatus(*addr)
+	st, raw, err := fetchStatus(target)
 	if err != nil {
 		fmt.Fprintf(stderr, "offload-agent status: %v\n", err)
 		return 1
@@ -39,12 +58,46 @@ func statusCommand(args []string, getenv func(string) string, stdout, stderr io.
 	return 0
 }
 
-func fetchStatus(addr string) (agent.Status, []byte, error) {
+// agentAddr is where a running agent answers: its status socket, or its
+// --metrics-addr listener (tcp).
+type agentAddr struct {
+	socket, tcp string
+}
+
+// statusTarget picks where to ask: a flag first (not both), then
+// OFFLOAD_STATUS_SOCKET, then OFFLOAD_METRICS, then the default socket.
+func statusTarget(socket, metrics string, getenv func(string) string) (agentAddr, error) {
+	switch {
+	case socket != "" && metrics != "":
+		return agentAddr{}, errors.New("give --status-socket or --metrics-addr, not both")
+	case socket != "":
+		return agentAddr{socket: socket}, nil
+	case metrics != "":
+		return agentAddr{tcp: metrics}, nil
+	case getenv("OFFLOAD_STATUS_SOCKET") != "" && getenv("OFFLOAD_STATUS_SOCKET") != "auto" && getenv("OFFLOAD_STATUS_SOCKET") != "off":
+		return agentAddr{socket: getenv("OFFLOAD_STATUS_SOCKET")}, nil
+	case getenv("OFFLOAD_METRICS_ADDR") != "":
+		return agentAddr{tcp: getenv("OFFLOAD_METRICS_ADDR")}, nil
+	case getenv("OFFLOAD_METRICS") != "": // the deprecated spelling
+		return agentAddr{tcp: getenv("OFFLOAD_METRICS")}, nil
+	}
+	return agentAddr{socket: defaultStatusSocket}, nil
+}
+
+func fetchStatus(to agentAddr) (agent.Status, []byte, error) {
 	var st agent.Status
 	client := &http.Client{Timeout: 5 * time.Second}
-	resp, err := client.Get("http://" + addr + "/status")
+	url, where := "http://"+to.tcp+"/status", to.tcp
+	if to.socket != "" {
+		client.Transport = &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", to.socket)
+		}}
+		url, where = "http://offload-agent/status", to.socket
+	}
+	resp, err := client.Get(url)
 	if err != nil {
-		return st, nil, fmt.Errorf("is the agent running with --metrics-addr %s? %w", addr, err)
+		return st, nil, unreachable(to, err)
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
@@ -52,12 +105,26 @@ func fetchStatus(addr string) (agent.Status, []byte, error) {
 		return st, nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return st, nil, fmt.Errorf("%s/status answered %s", addr, resp.Status)
+		return st, nil, fmt.Errorf("%s/status answered %s", where, resp.Status)
 	}
 	if err := json.Unmarshal(raw, &st); err != nil {
-		return st, nil, fmt.Errorf("%s/status: not an offload-agent status: %w", addr, err)
+		return st, nil, fmt.Errorf("%s/status: not an offload-agent status: %w", where, err)
 	}
 	return st, raw, nil
+}
+
+// unreachable says what to do when the agent could not be asked.
+func unreachable(to agentAddr, err error) error {
+	if to.socket == "" {
+		return fmt.Errorf("no agent answers on %s: is it running with --metrics-addr %s? (%w)", to.tcp, to.tcp, err)
+	}
+	switch {
+	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
+		return fmt.Errorf("permission denied on %s: run as root or a member of group offload (%w)", to.socket, err)
+	case errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ENOTDIR):
+		return fmt.Errorf("no agent listening on %s: is offload-agent running? (systemctl status offload-agent; an agent run by hand needs --status-socket, and so does this command)", to.socket)
+	}
+	return fmt.Errorf("could not ask the agent on %s: %w", to.socket, err)
 }
 
 // printStatus writes the status for a person.
