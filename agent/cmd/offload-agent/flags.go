@@ -34,6 +34,10 @@ usage:
                                compares the CRC64NVME of every local file S3 holds; files and
                                objects younger than --grace may be mid-offload, not judged.
                                With --cache, every cached file must be what the ledger records
+  offload-agent init [--stack-outputs FILE] [flags]
+                               configure this host (as root) from the SAM stack's outputs: the env
+                               file, the folders' group, setgid and default ACL, the systemd
+                               drop-ins for the agent and lighttpd; idempotent, --dry-run shows
   offload-agent version        the version of this build (also --version)
   offload-agent help           this text
 
