@@ -38,10 +38,8 @@ flags:
 func initCommand(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("offload-agent init", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), initUsage)
-		fs.PrintDefaults()
-	}
+	// flag prints a parse error to stderr; the help goes to stdout, once.
+	fs.Usage = func() {}
 	var c setup.Config
 	outputs := fs.String("stack-outputs", "", "the JSON of aws cloudformation describe-stacks --stack-name NAME (- for stdin): BucketName, TableName, ResolverBase (or ResolverUrl), and the region from StackId")
 	fs.StringVar(&c.Bucket, "bucket", "", "S3 bucket (wins over the BucketName output)")
@@ -59,10 +57,12 @@ func initCommand(args []string, getenv func(string) string, stdout, stderr io.Wr
 	fs.StringVar(&c.Root, "root", "", "prefix every path read or written with this folder (tests, image builds); users and groups are still this system's")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, initUsage)
 			fs.SetOutput(stdout)
-			fs.Usage()
+			fs.PrintDefaults()
 			return 0
 		}
+		fmt.Fprintln(stderr, "see offload-agent init --help")
 		return 2
 	}
 	if fs.NArg() > 0 {

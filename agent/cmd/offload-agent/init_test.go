@@ -293,6 +293,20 @@ func TestInitConfiguresHost(t *testing.T) {
 	}
 	checkOwnerMode(t, env, 0, a.gid, 0o640)
 
+	// An env file left 0644 root:root (the README's old "sudo tee") is
+	// closed again: the key is a secret's neighbour.
+	if err := os.Chmod(env, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(env, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut = runInit(t, a.args(root)...)
+	if code != 0 || !strings.Contains(out, "changed       "+env+"  (mode 0644 -> 0640; owner 0:0 -> root:"+a.user+")") {
+		t.Errorf("a 0644 env file: exit %d\n%s%s", code, out, errOut)
+	}
+	checkOwnerMode(t, env, 0, a.gid, 0o640)
+
 	// A drop-in a person edited is refused the same way.
 	drop := filepath.Join(root, setup.LighttpdDropIn)
 	if err := os.WriteFile(drop, []byte(readFile(t, drop)+"Environment=MINE=1\n"), 0o644); err != nil {
@@ -548,5 +562,64 @@ func copyFile(t *testing.T, from, to string, mode os.FileMode) {
 	}
 	if err := out.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestInitHelp: --help prints init's own help on stdout, once, exit 0; a
+// flag it does not know is exit 2 with the error on stderr.
+func TestInitHelp(t *testing.T) {
+	code, out, errOut := runInit(t, "--help")
+	if code != 0 || errOut != "" || strings.Count(out, "usage: offload-agent init") != 1 || !strings.Contains(out, "-stack-outputs") {
+		t.Errorf("--help: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	code, out, errOut = runInit(t, "--bukket", "x")
+	if code != 2 || out != "" || !strings.Contains(errOut, "flag provided but not defined: -bukket") {
+		t.Errorf("--bukket: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+}
+
+// TestInitDropInsVerify: systemd reads init's drop-ins with the agent's
+// unit and with Debian's lighttpd unit without a complaint
+// (systemd-analyze verify loads UNIT.d/*.conf next to the unit file).
+func TestInitDropInsVerify(t *testing.T) {
+	needRoot(t)
+	analyze, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		if os.Getenv("OFFLOAD_REQUIRE_STACK") != "" {
+			t.Fatal("systemd-analyze missing (package systemd)")
+		}
+		t.Skip("systemd-analyze missing")
+	}
+	a := newAccounts(t)
+	root := tempRoot(t)
+	if code, out, errOut := runInit(t, a.args(root)...); code != 0 {
+		t.Fatalf("init: exit %d\n%s%s", code, out, errOut)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	agentUnit := strings.ReplaceAll(readFile(t, "../../../infra/systemd/offload-agent.service"), "/usr/local/bin/offload-agent", self)
+	agentUnit = strings.ReplaceAll(agentUnit, "/usr/bin/offload-agent", self)
+	units := map[string]string{"offload-agent.service": agentUnit}
+	if b, err := os.ReadFile("/lib/systemd/system/lighttpd.service"); err == nil {
+		units["lighttpd.service"] = string(b)
+	} else {
+		t.Log("no lighttpd.service on this machine: only the agent's drop-in is verified")
+	}
+	for name, unit := range units {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(unit), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		dropIn := filepath.Join(root, "etc/systemd/system", name+".d", "offload.conf")
+		if err := os.Mkdir(filepath.Join(dir, name+".d"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		copyFile(t, dropIn, filepath.Join(dir, name+".d", "offload.conf"), 0o644)
+		out, err := exec.Command(analyze, "verify", filepath.Join(dir, name)).CombinedOutput()
+		if err != nil || strings.TrimSpace(string(out)) != "" {
+			t.Errorf("systemd-analyze verify %s with init's drop-in: %v\n%s", name, err, out)
+		}
 	}
 }
