@@ -623,3 +623,31 @@ func TestInitDropInsVerify(t *testing.T) {
 		}
 	}
 }
+
+// TestInitHotCache: --access-log turns the hot cache on in the env file,
+// and the next steps say to let the agent's user read the web server's log.
+func TestInitHotCache(t *testing.T) {
+	needRoot(t)
+	a := newAccounts(t)
+	root := tempRoot(t)
+	code, out, errOut := runInit(t, a.args(root, "--access-log", "/var/log/lighttpd/access.log")...)
+	if code != 0 {
+		t.Fatalf("exit %d\n%s%s", code, out, errOut)
+	}
+	env := readFile(t, filepath.Join(root, setup.EnvFile))
+	for _, l := range []string{"OFFLOAD_CACHE_DIR=/var/cache/offload", "OFFLOAD_ACCESS_LOG=/var/log/lighttpd/access.log"} {
+		if !strings.Contains(env, "\n"+l+"\n") {
+			t.Errorf("env file lacks %s:\n%s", l, env)
+		}
+	}
+	if want := "usermod -aG " + a.web + " " + a.user; !strings.Contains(out, want) {
+		t.Errorf("next steps lack %q:\n%s", want, out)
+	}
+	// Once the user is in the group, the step is gone.
+	if b, err := exec.Command("usermod", "-aG", a.web, a.user).CombinedOutput(); err != nil {
+		t.Fatalf("usermod: %v\n%s", err, b)
+	}
+	if _, out, _ = runInit(t, a.args(root, "--access-log", "/var/log/lighttpd/access.log")...); strings.Contains(out, "usermod") {
+		t.Errorf("next steps still name usermod:\n%s", out)
+	}
+}
