@@ -81,6 +81,7 @@ func TestValidate(t *testing.T) {
 		{"local resolver, IPv6", func(c *Config) { c.ResolverBase = "http://[::1]:9001" }, ""},
 		{"resolver with a path", func(c *Config) { c.ResolverBase = "https://r.example/offload" }, ""},
 		{"region us-gov", func(c *Config) { c.Region = "us-gov-west-1" }, ""},
+		{"region of the sovereign cloud", func(c *Config) { c.Region = "eusc-de-east-1" }, ""},
 		{"hot cache", func(c *Config) { c.AccessLog = "/var/log/lighttpd/access.log" }, ""},
 		{"bucket with capitals", func(c *Config) { c.Bucket = "Bad_Bucket!!" }, "only lowercase letters"},
 		{"bucket too short", func(c *Config) { c.Bucket = "ab" }, "3 to 63"},

@@ -19,7 +19,9 @@ type StackOutputs struct {
 
 // describeStacks is the part of "aws cloudformation describe-stacks"'s JSON
 // init reads (https://docs.aws.amazon.com/AWSCloudFormation/latest/APIReference/API_DescribeStacks.html,
-// the Stack type: StackId, StackName, Outputs of OutputKey/OutputValue).
+// the Stack type: StackId, StackName, Outputs of OutputKey/OutputValue;
+// the AWS CLI's own example output is in aws/aws-cli,
+// awscli/examples/cloudformation/describe-stacks.rst).
 type describeStacks struct {
 	Stacks []struct {
 		StackID   string `json:"StackId"`

@@ -46,8 +46,10 @@ func isAlnum(c byte) bool { return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' 
 var tableName = regexp.MustCompile(`^[a-zA-Z0-9_.-]{3,255}$`)
 
 // regionName is the shape of a region code: eu-west-1, us-gov-west-1,
-// ap-southeast-2, cn-north-1 (https://docs.aws.amazon.com/global-infrastructure/latest/regions/aws-regions.html).
-var regionName = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]+$`)
+// ap-southeast-2, cn-north-1, and newer partitions' longer first part
+// (eusc-de-east-1) (https://docs.aws.amazon.com/global-infrastructure/latest/regions/aws-regions.html).
+// A shape only: a region this build has never heard of is still accepted.
+var regionName = regexp.MustCompile(`^[a-z]{2,}(-[a-z]+)+-[0-9]+$`)
 
 // checkResolverBase: the base the web server prepends to the request
 // target, so no trailing slash (it would double the one the path starts
