@@ -19,6 +19,7 @@ import (
 var subcommands = map[string]func(args []string, getenv func(string) string, stdout, stderr io.Writer) int{
 	"status": statusCommand,
 	"audit":  auditCommand,
+	"init":   initCommand,
 }
 
 // commandNames are every command's name, sorted.

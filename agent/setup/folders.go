@@ -1,0 +1,237 @@
+package setup
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"syscall"
+)
+
+// fix is what one entry of a shared folder needs.
+type fix struct {
+	path    string
+	chgrp   bool
+	mode    uint32 // the mode to set, 0 if it is right
+	acl     acl    // the default ACL to set, nil if it is right
+	oldMode uint32
+}
+
+// sharedMode is the mode the README's "chmod -R g+rwX" and, on folders,
+// "chmod g+s" leave: group read and write, group execute on folders and on
+// files someone may execute, setgid on folders.
+func sharedMode(mode uint32, dir bool) uint32 {
+	m := mode | 0o060
+	if dir || mode&0o111 != 0 {
+		m |= 0o010
+	}
+	if dir {
+		m |= syscall.S_ISGID
+	}
+	return m
+}
+
+// sharedFolder gives the agent's group what the README's install step
+// gives it, on the folder and everything in it: "chgrp -R GROUP",
+// "chmod -R g+rwX", "chmod g+s" on every folder and "setfacl -R -d -m
+// g:GROUP:rwX", so a folder the back-end makes later (umask 022) inherits
+// the group (setgid) and gives it rwx (the default ACL), and the agent can
+// move files out of it. A missing folder is made root:GROUP 2775 (as
+// mkdir -p and those commands leave it). Symbolic links are neither
+// followed nor changed, as chgrp -R does not traverse them.
+func (p *planner) sharedFolder(rel, what string) item {
+	path := p.at(rel)
+	gid := p.id.gid
+	it := item{path: path}
+	fi, err := os.Lstat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		it.created = true
+		it.detail = fmt.Sprintf("%s folder, 2775 root:%s, setgid, default ACL g:%s:rwX", what, p.c.User, p.c.User)
+		it.apply = func() error {
+			if err := mkdirParents(filepath.Dir(path)); err != nil {
+				return err
+			}
+			if err := os.Mkdir(path, 0o755); err != nil {
+				return err
+			}
+			if err := os.Chmod(path, 0o755); err != nil { // whatever the umask, as under 022
+				return err
+			}
+			fixes, err := p.folderFixes(path)
+			if err != nil {
+				return err
+			}
+			return applyFixes(fixes, gid)
+		}
+		return it
+	case err != nil:
+		return p.fail(err)
+	case fi.Mode()&fs.ModeSymlink != 0:
+		return p.fail(fmt.Errorf("%s folder %s is a symbolic link: pass the folder it points to", what, path))
+	case !fi.IsDir():
+		return p.fail(fmt.Errorf("%s folder %s is not a folder", what, path))
+	}
+	fixes, err := p.folderFixes(path)
+	if err != nil {
+		return p.fail(err)
+	}
+	var entries, nGrp, nMode, nACL int
+	filepath.WalkDir(path, func(string, fs.DirEntry, error) error { entries++; return nil })
+	for _, f := range fixes {
+		if f.chgrp {
+			nGrp++
+		}
+		if f.mode != 0 {
+			nMode++
+		}
+		if f.acl != nil {
+			nACL++
+		}
+	}
+	want := fmt.Sprintf("group %s, g+rwX, setgid folders, default ACL g:%s:rwX", p.c.User, p.c.User)
+	if len(fixes) == 0 {
+		it.detail = fmt.Sprintf("%s folder: %s; %s", what, want, plural(entries, "entry", "entries"))
+		return it
+	}
+	it.changed = true
+	it.detail = fmt.Sprintf("%s folder: %s; %d of %d entries fixed (group %d, mode %d, default ACL %d)", what, want, len(fixes), entries, nGrp, nMode, nACL)
+	it.apply = func() error { return applyFixes(fixes, gid) }
+	return it
+}
+
+// folderFixes walks a shared folder and lists each entry that differs.
+func (p *planner) folderFixes(root string) ([]fix, error) {
+	var fixes []fix
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type()&fs.ModeSymlink != 0 {
+			return nil
+		}
+		var st syscall.Stat_t
+		if err := syscall.Lstat(path, &st); err != nil {
+			return err
+		}
+		dir := st.Mode&syscall.S_IFMT == syscall.S_IFDIR
+		if !dir && st.Mode&syscall.S_IFMT != syscall.S_IFREG {
+			return nil // sockets, fifos, devices: not the agent's
+		}
+		f := fix{path: path, chgrp: st.Gid != p.id.gid, oldMode: st.Mode & 0o7777}
+		mode := sharedMode(st.Mode&0o7777, dir)
+		if mode != st.Mode&0o7777 {
+			f.mode = mode
+		}
+		if dir {
+			have, want, err := wantDefaultACL(path, mode, p.id.gid)
+			if err != nil {
+				return err
+			}
+			if !have.equal(want) {
+				f.acl = want
+			}
+		}
+		if f.chgrp || f.mode != 0 || f.acl != nil {
+			fixes = append(fixes, f)
+		}
+		return nil
+	})
+	return fixes, err
+}
+
+// applyFixes does, per entry, what the README's commands do in their
+// order: the group, then the mode (chown would clear a setgid bit set
+// before it on a file), then the default ACL.
+func applyFixes(fixes []fix, gid uint32) error {
+	for _, f := range fixes {
+		if f.chgrp {
+			if err := os.Lchown(f.path, -1, int(gid)); err != nil {
+				return err
+			}
+		}
+		if f.mode != 0 {
+			if err := syscall.Chmod(f.path, f.mode); err != nil {
+				return fmt.Errorf("chmod %s: %w", f.path, err)
+			}
+		}
+		if f.acl != nil {
+			if err := writeDefaultACL(f.path, f.acl); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// cacheFolder is the hot cache's folder as the unit's CacheDirectory=
+// makes it: owned by the agent's user and group, 0755 so the web server
+// reads it. systemd would chown it to the unit's User= and Group= at
+// start anyway; init makes it now because the web server's configuration
+// will not start without it.
+func (p *planner) cacheFolder() item {
+	path := p.at(p.c.CacheDir)
+	it := item{path: path}
+	owner := fmt.Sprintf("%s:%s", p.c.User, p.c.User)
+	var st syscall.Stat_t
+	err := syscall.Lstat(path, &st)
+	switch {
+	case errors.Is(err, syscall.ENOENT):
+		it.created = true
+		it.detail = "hot cache folder, 0755 " + owner
+	case err != nil:
+		return p.fail(fmt.Errorf("%s: %w", path, err))
+	case st.Mode&syscall.S_IFMT != syscall.S_IFDIR:
+		return p.fail(fmt.Errorf("cache folder %s is not a folder", path))
+	default:
+		var what []string
+		if st.Uid != p.id.uid || st.Gid != p.id.gid {
+			what = append(what, fmt.Sprintf("owner %d:%d -> %s", st.Uid, st.Gid, owner))
+		}
+		if m := st.Mode & 0o7777; m|0o755 != m {
+			what = append(what, fmt.Sprintf("mode %04o -> %04o", m, m|0o755))
+		}
+		if len(what) == 0 {
+			it.detail = "hot cache folder, " + owner + ", readable by the web server"
+			return it
+		}
+		it.changed = true
+		it.detail = "hot cache folder: " + joinSemi(what)
+	}
+	it.apply = func() error {
+		if err := mkdirParents(filepath.Dir(path)); err != nil {
+			return err
+		}
+		if err := os.Mkdir(path, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			return err
+		}
+		if err := os.Lchown(path, int(p.id.uid), int(p.id.gid)); err != nil {
+			return err
+		}
+		var st syscall.Stat_t
+		if err := syscall.Lstat(path, &st); err != nil {
+			return err
+		}
+		return syscall.Chmod(path, st.Mode&0o7777|0o755)
+	}
+	return it
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}
+
+func joinSemi(s []string) string {
+	out := ""
+	for i, x := range s {
+		if i > 0 {
+			out += "; "
+		}
+		out += x
+	}
+	return out
+}
