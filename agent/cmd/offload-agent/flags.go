@@ -34,6 +34,9 @@ usage:
                                compares the CRC64NVME of every local file S3 holds; files and
                                objects younger than --grace may be mid-offload, not judged.
                                With --cache, every cached file must be what the ledger records
+  offload-agent doctor [flags]  check credentials, grants, folders, leases and the web
+                               server's fallback, one line each with the fix (exit 1 if any
+                               check fails); see offload-agent doctor --help
   offload-agent version        the version of this build (also --version)
   offload-agent help           this text
 

@@ -47,12 +47,14 @@ func run(args []string) int {
 		return statusCommand(args[1:], os.Getenv, os.Stdout, os.Stderr)
 	case "audit":
 		return auditCommand(args[1:], os.Getenv, os.Stdout, os.Stderr)
+	case "doctor":
+		return doctorCommand(args[1:], os.Getenv, os.Stdout, os.Stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(os.Stdout, versionLine(agent.ReadBuild()))
 		return 0
 	}
 	if cmd != "run" && cmd != "once" {
-		fmt.Fprintf(os.Stderr, "offload-agent: unknown command %q (want run, once, status, audit or version; see offload-agent help)\n", cmd)
+		fmt.Fprintf(os.Stderr, "offload-agent: unknown command %q (want run, once, status, audit, doctor or version; see offload-agent help)\n", cmd)
 		return 2
 	}
 	opts, err := parseFlags(cmd, args[1:], os.Getenv)
