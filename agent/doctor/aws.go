@@ -100,7 +100,8 @@ func WhoAmI(ctx context.Context, cfg aws.Config, client *sts.Client) (id Identit
 	return id, nil, nil
 }
 
-const credentialsFix = "give the agent credentials: an instance profile with the stack's AgentPolicyArn, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN) in /etc/offload/agent.env (mode 0640 root:offload), or a credential_process profile (AWS_PROFILE, AWS_CONFIG_FILE) the offload user can read"
+// CredentialsFix says how to give the agent credentials.
+const CredentialsFix = "give the agent credentials: an instance profile with the stack's AgentPolicyArn, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN) in /etc/offload/agent.env (mode 0640 root:offload), or a credential_process profile (AWS_PROFILE, AWS_CONFIG_FILE) the offload user can read"
 
 // Check runs the AWS checks in order; a failure that makes the later ones
 // meaningless (no credentials, no region, no bucket) turns them into skips.
@@ -114,7 +115,7 @@ func (a AWS) Check(ctx context.Context) []Result {
 	id, credErr, stsErr := WhoAmI(ctx, a.Config, a.STS)
 	switch {
 	case credErr != nil:
-		out = append(out, fail("credentials", credentialsFix, "the SDK's credential chain found none: %v", credErr),
+		out = append(out, fail("credentials", CredentialsFix, "the SDK's credential chain found none: %v", credErr),
 			skip("identity", "no credentials"), skip("s3", "no credentials"), skip("dynamodb", "no credentials"))
 		return out
 	default:
@@ -126,13 +127,13 @@ func (a AWS) Check(ctx context.Context) []Result {
 		out = append(out, ok("identity", "%s (account %s)", id.ARN, id.Account))
 	case agent.CredentialsRefused(stsErr):
 		credsRefused = true
-		out = append(out, fail("identity", credentialsFix+"; check the key is active and the clock is right", "STS refused the credentials: %v", stsErr))
+		out = append(out, fail("identity", CredentialsFix+"; check the key is active and the clock is right", "STS refused the credentials: %v", stsErr))
 	case a.CustomEndpoint:
 		out = append(out, skip("identity", "custom endpoint (AWS_ENDPOINT_URL*) did not answer sts:GetCallerIdentity: %v", stsErr))
 	case agent.Unanswered(stsErr):
 		out = append(out, fail("identity", "let the host reach sts.REGION.amazonaws.com and the S3 and DynamoDB endpoints over HTTPS (proxy, firewall, DNS)", "AWS STS could not be reached: %v", stsErr))
 	default:
-		out = append(out, fail("identity", credentialsFix, "sts:GetCallerIdentity: %v", stsErr))
+		out = append(out, fail("identity", CredentialsFix, "sts:GetCallerIdentity: %v", stsErr))
 	}
 	if credsRefused {
 		return append(out, skip("s3", "credentials refused"), skip("dynamodb", "credentials refused"))
@@ -192,7 +193,7 @@ func (a AWS) checkS3(ctx context.Context) []Result {
 		return append(out, fail("s3 bucket", "set AWS_REGION to the bucket's region (the stack's)", "bucket %q is in another region: %v", a.Bucket, err),
 			skip("s3 grants", "wrong region"))
 	case agent.CredentialsRefused(err):
-		return append(out, fail("s3 bucket", credentialsFix, "S3 refused the credentials: %v", err), skip("s3 grants", "credentials refused"))
+		return append(out, fail("s3 bucket", CredentialsFix, "S3 refused the credentials: %v", err), skip("s3 grants", "credentials refused"))
 	case agent.Unanswered(err):
 		return append(out, fail("s3 bucket", "let the host reach the S3 endpoint over HTTPS (proxy, firewall, DNS)", "S3 could not be reached: %v", err), skip("s3 grants", "S3 unreachable"))
 	case denied(err):
@@ -294,7 +295,7 @@ func (a AWS) checkDynamoDB(ctx context.Context) []Result {
 	case errCode(err) == "ResourceNotFoundException":
 		return append(out, fail("dynamodb table", tableFix, "table %q does not exist: %v", a.Table, err), skip("dynamodb grants", "no table"))
 	case agent.CredentialsRefused(err):
-		return append(out, fail("dynamodb table", credentialsFix, "DynamoDB refused the credentials: %v", err), skip("dynamodb grants", "credentials refused"))
+		return append(out, fail("dynamodb table", CredentialsFix, "DynamoDB refused the credentials: %v", err), skip("dynamodb grants", "credentials refused"))
 	case agent.Unanswered(err):
 		return append(out, fail("dynamodb table", "let the host reach the DynamoDB endpoint over HTTPS (proxy, firewall, DNS)", "DynamoDB could not be reached: %v", err), skip("dynamodb grants", "DynamoDB unreachable"))
 	case denied(err):
