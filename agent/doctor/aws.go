@@ -178,6 +178,7 @@ func (a AWS) checkS3(ctx context.Context) []Result {
 	bucketARN := "arn:aws:s3:::" + a.Bucket
 	objects := bucketARN + "/" + a.KeyPrefix + "*"
 	var out []Result
+	bucketDenied := false
 
 	// The bucket, and s3:ListBucketMultipartUploads (the orphan sweep's
 	// ListMultipartUploads, "you must have the s3:ListBucketMultipartUploads
@@ -187,22 +188,23 @@ func (a AWS) checkS3(ctx context.Context) []Result {
 		Prefix: aws.String(a.KeyPrefix), MaxUploads: aws.Int32(1)})
 	switch {
 	case errCode(err) == "NoSuchBucket":
-		return append(out, fail("s3 bucket", "set OFFLOAD_BUCKET to the stack's BucketName output (and AWS_REGION to the stack's region)", "bucket %q does not exist: %v", a.Bucket, err),
-			skip("s3 grants", "no bucket"))
+		return append(out, fail("s3-bucket", "set OFFLOAD_BUCKET to the stack's BucketName output (and AWS_REGION to the stack's region)", "bucket %q does not exist: %v", a.Bucket, err),
+			skip("s3-grants", "no bucket"))
 	case errCode(err) == "PermanentRedirect" || errCode(err) == "AuthorizationHeaderMalformed":
-		return append(out, fail("s3 bucket", "set AWS_REGION to the bucket's region (the stack's)", "bucket %q is in another region: %v", a.Bucket, err),
-			skip("s3 grants", "wrong region"))
+		return append(out, fail("s3-bucket", "set AWS_REGION to the bucket's region (the stack's)", "bucket %q is in another region: %v", a.Bucket, err),
+			skip("s3-grants", "wrong region"))
 	case agent.CredentialsRefused(err):
-		return append(out, fail("s3 bucket", CredentialsFix, "S3 refused the credentials: %v", err), skip("s3 grants", "credentials refused"))
+		return append(out, fail("s3-bucket", CredentialsFix, "S3 refused the credentials: %v", err), skip("s3-grants", "credentials refused"))
 	case agent.Unanswered(err):
-		return append(out, fail("s3 bucket", "let the host reach the S3 endpoint over HTTPS (proxy, firewall, DNS)", "S3 could not be reached: %v", err), skip("s3 grants", "S3 unreachable"))
+		return append(out, fail("s3-bucket", "let the host reach the S3 endpoint over HTTPS (proxy, firewall, DNS)", "S3 could not be reached: %v", err), skip("s3-grants", "S3 unreachable"))
 	case denied(err):
-		out = append(out, skip("s3 bucket", "cannot tell whether %q exists: ListMultipartUploads was refused", a.Bucket),
+		bucketDenied = true
+		out = append(out, skip("s3-bucket", "cannot tell whether %q exists: ListMultipartUploads was refused", a.Bucket),
 			fail("s3:ListBucketMultipartUploads", grantFix("s3:ListBucketMultipartUploads", bucketARN), "refused on %s: %v", bucketARN, err))
 	case err != nil:
-		out = append(out, fail("s3 bucket", "see the error", "ListMultipartUploads on %q: %v", a.Bucket, err))
+		out = append(out, fail("s3-bucket", "see the error", "ListMultipartUploads on %q: %v", a.Bucket, err))
 	default:
-		out = append(out, ok("s3 bucket", "%s exists", a.Bucket), ok("s3:ListBucketMultipartUploads", "ListMultipartUploads under %q", a.KeyPrefix))
+		out = append(out, ok("s3-bucket", "%s exists", a.Bucket), ok("s3:ListBucketMultipartUploads", "ListMultipartUploads under %q", a.KeyPrefix))
 	}
 
 	// s3:PutObject: CreateMultipartUpload needs it ("You must be allowed to
@@ -238,7 +240,29 @@ func (a AWS) checkS3(ctx context.Context) []Result {
 			out = append(out, ok("s3:AbortMultipartUpload", "the probe upload aborted, nothing left"))
 		}
 	}
-	return append(out, a.checkGetObject(ctx, objects))
+	out = append(out, a.checkGetObject(ctx, objects))
+	if bucketDenied && everyS3CallDenied(out) {
+		// Refused on the bucket and on every key alike: the agent's
+		// policy names another bucket (or none is attached). MinIO
+		// answers so for a bucket its policy does not name, before it
+		// looks whether the bucket exists; so does AWS for a bucket that
+		// exists in another account.
+		return []Result{fail("s3-bucket", "set OFFLOAD_BUCKET to the stack's BucketName output, and attach the stack's AgentPolicyArn to the agent's role or user",
+			"every call on bucket %q was refused (AccessDenied): it is not the bucket the agent's policy grants, or no policy is attached", a.Bucket),
+			skip("s3-grants", "bucket refused")}
+	}
+	return out
+}
+
+// everyS3CallDenied reports whether each S3 grant check failed or could
+// not tell.
+func everyS3CallDenied(out []Result) bool {
+	for _, r := range out {
+		if strings.HasPrefix(r.Name, "s3:") && r.Status != Fail && r.Status != Skip {
+			return false
+		}
+	}
+	return true
 }
 
 // checkGetObject tells whether s3:GetObject (the agent's HeadObject) is
@@ -291,18 +315,18 @@ func (a AWS) checkDynamoDB(ctx context.Context) []Result {
 	_, err := a.DynamoDB.GetItem(ctx, &dynamodb.GetItemInput{TableName: aws.String(a.Table), Key: keyAttr})
 	switch {
 	case err == nil:
-		out = append(out, ok("dynamodb table", "%s exists", a.Table), ok("dynamodb:GetItem", "GetItem of a key no original has"))
+		out = append(out, ok("dynamodb-table", "%s exists", a.Table), ok("dynamodb:GetItem", "GetItem of a key no original has"))
 	case errCode(err) == "ResourceNotFoundException":
-		return append(out, fail("dynamodb table", tableFix, "table %q does not exist: %v", a.Table, err), skip("dynamodb grants", "no table"))
+		return append(out, fail("dynamodb-table", tableFix, "table %q does not exist: %v", a.Table, err), skip("dynamodb-grants", "no table"))
 	case agent.CredentialsRefused(err):
-		return append(out, fail("dynamodb table", CredentialsFix, "DynamoDB refused the credentials: %v", err), skip("dynamodb grants", "credentials refused"))
+		return append(out, fail("dynamodb-table", CredentialsFix, "DynamoDB refused the credentials: %v", err), skip("dynamodb-grants", "credentials refused"))
 	case agent.Unanswered(err):
-		return append(out, fail("dynamodb table", "let the host reach the DynamoDB endpoint over HTTPS (proxy, firewall, DNS)", "DynamoDB could not be reached: %v", err), skip("dynamodb grants", "DynamoDB unreachable"))
+		return append(out, fail("dynamodb-table", "let the host reach the DynamoDB endpoint over HTTPS (proxy, firewall, DNS)", "DynamoDB could not be reached: %v", err), skip("dynamodb-grants", "DynamoDB unreachable"))
 	case denied(err):
-		out = append(out, skip("dynamodb table", "cannot tell whether %q exists: GetItem was refused", a.Table),
+		out = append(out, skip("dynamodb-table", "cannot tell whether %q exists: GetItem was refused", a.Table),
 			fail("dynamodb:GetItem", grantFix("dynamodb:GetItem", "the ledger table"), "GetItem: %v", err))
 	default:
-		out = append(out, fail("dynamodb table", "see the error", "GetItem on %q: %v", a.Table, err))
+		out = append(out, fail("dynamodb-table", "see the error", "GetItem on %q: %v", a.Table, err))
 	}
 	_, err = a.DynamoDB.PutItem(ctx, &dynamodb.PutItemInput{
 		TableName:                aws.String(a.Table),

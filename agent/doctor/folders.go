@@ -35,7 +35,7 @@ func (f Folders) Check() []Result {
 	who := fmt.Sprintf("uid %d gid %d", os.Geteuid(), os.Getegid())
 	var out []Result
 	watchOK := true
-	if r := checkDir("watch folder", f.Watch, who, true); r.Status != OK {
+	if r := checkDir("watch-folder", f.Watch, who, true); r.Status != OK {
 		watchOK = false
 		out = append(out, r)
 	} else {
@@ -44,9 +44,9 @@ func (f Folders) Check() []Result {
 	archiveOK := true
 	if f.Archive == "" {
 		archiveOK = false
-		out = append(out, skip("archive folder", "no --archive (OFFLOAD_ARCHIVE): the agent keeps or deletes files instead"))
+		out = append(out, skip("archive-folder", "no --archive (OFFLOAD_ARCHIVE): the agent keeps or deletes files instead"))
 	} else {
-		r := checkDir("archive folder", f.Archive, who, false)
+		r := checkDir("archive-folder", f.Archive, who, false)
 		archiveOK = r.Status == OK
 		out = append(out, r)
 	}
@@ -58,7 +58,7 @@ func (f Folders) Check() []Result {
 	}
 	for _, d := range []struct{ name, path string }{{"watch", f.Watch}, {"archive", f.Archive}} {
 		if d.path != "" {
-			out = append(out, checkInheritance(d.name+" setgid+acl", d.path))
+			out = append(out, checkInheritance(d.name+"-setgid-acl", d.path))
 		}
 	}
 	out = append(out, checkFS(f.Watch))
@@ -194,7 +194,7 @@ var fsNames = map[uint32]string{
 func checkFS(dir string) Result {
 	var s unix.Statfs_t
 	if err := unix.Statfs(dir, &s); err != nil {
-		return skip("file system", "%s: %v", dir, err)
+		return skip("file-system", "%s: %v", dir, err)
 	}
 	kind, known := fsNames[uint32(s.Type)]
 	if !known {
@@ -202,13 +202,13 @@ func checkFS(dir string) Result {
 	}
 	switch {
 	case agent.SharedFS(int64(s.Type)):
-		return Result{Status: Warn, Name: "file system", Detail: fmt.Sprintf("%s is on %s, shared between hosts: the agent takes no read leases there, so every file waits the quiet period, and it sees other hosts' writes only by rescanning", dir, kind),
+		return Result{Status: Warn, Name: "file-system", Detail: fmt.Sprintf("%s is on %s, shared between hosts: the agent takes no read leases there, so every file waits the quiet period, and it sees other hosts' writes only by rescanning", dir, kind),
 			Fix: "run the agent on the host that writes the files, on a local file system, if you can"}
 	case uint32(s.Type) == unix.OVERLAYFS_SUPER_MAGIC:
-		return Result{Status: Warn, Name: "file system", Detail: fmt.Sprintf("%s is on overlay (a container's layer): leases and inotify see the upper layer only", dir),
+		return Result{Status: Warn, Name: "file-system", Detail: fmt.Sprintf("%s is on overlay (a container's layer): leases and inotify see the upper layer only", dir),
 			Fix: "mount the web root as a volume (a bind mount of the host's file system)"}
 	}
-	return ok("file system", "%s is on %s", dir, kind)
+	return ok("file-system", "%s is on %s", dir, kind)
 }
 
 // checkLeases asks the kernel for a read lease on a file of this user's own

@@ -25,7 +25,7 @@ type Web struct {
 // answer itself (404 or 403: no such original), not fail to answer.
 func (w Web) Check(ctx context.Context) []Result {
 	if w.URL == "" {
-		return []Result{skip("web fallback", "no --web-url (OFFLOAD_WEB_URL) given: e.g. --web-url http://127.0.0.1/static/"),
+		return []Result{skip("web-fallback", "no --web-url (OFFLOAD_WEB_URL) given: e.g. --web-url http://127.0.0.1/static/"),
 			skip("resolver", "no --web-url")}
 	}
 	c := w.Client
@@ -38,17 +38,17 @@ func (w Web) Check(ctx context.Context) []Result {
 	resp, err := get(ctx, &noFollow, u)
 	fix := "enable the fallback: lighty-enable-mod offload (package lighttpd-modules-lua for mod_magnet) and OFFLOAD_RESOLVER_BASE in lighttpd's environment (offload-agent init writes the drop-in), then restart lighttpd"
 	if err != nil {
-		return []Result{fail("web fallback", "start the web server, or correct --web-url", "GET %s: %v", u, err), skip("resolver", "no redirect to follow")}
+		return []Result{fail("web-fallback", "start the web server, or correct --web-url", "GET %s: %v", u, err), skip("resolver", "no redirect to follow")}
 	}
 	loc := resp.Header.Get("Location")
 	switch {
 	case resp.StatusCode != http.StatusFound:
-		return []Result{fail("web fallback", fix, "GET %s answered %s; want 302 to the resolver", u, resp.Status), skip("resolver", "no redirect to follow")}
+		return []Result{fail("web-fallback", fix, "GET %s answered %s; want 302 to the resolver", u, resp.Status), skip("resolver", "no redirect to follow")}
 	case w.ResolverBase != "" && !strings.HasPrefix(loc, w.ResolverBase+"/"):
-		return []Result{fail("web fallback", "set the web server's OFFLOAD_RESOLVER_BASE to the stack's ResolverBase output (the agent's env file has it)",
+		return []Result{fail("web-fallback", "set the web server's OFFLOAD_RESOLVER_BASE to the stack's ResolverBase output (the agent's env file has it)",
 			"GET %s: 302 to %q, not under OFFLOAD_RESOLVER_BASE %q", u, loc, w.ResolverBase), skip("resolver", "redirect elsewhere")}
 	}
-	out := []Result{ok("web fallback", "missing original → 302 %s", loc)}
+	out := []Result{ok("web-fallback", "missing original → 302 %s", loc)}
 	if w.ResolverBase == "" {
 		out[0].Detail += " (OFFLOAD_RESOLVER_BASE not given: not compared)"
 	}

@@ -159,7 +159,7 @@ func doctorCommand(args []string, getenv func(string) string, stdout, stderr io.
 	if bucket != "" && table != "" {
 		a, err := doctorAWS(ctx, lookup, pick(f.pathStyle, "OFFLOAD_S3_PATH_STYLE", "auto"))
 		if err != nil {
-			results = append(results, doctor.Result{Status: doctor.Fail, Name: "aws config", Detail: err.Error(), Fix: "correct the AWS settings (AWS_PROFILE, AWS_CONFIG_FILE...)"})
+			results = append(results, doctor.Result{Status: doctor.Fail, Name: "aws-config", Detail: err.Error(), Fix: "correct the AWS settings (AWS_PROFILE, AWS_CONFIG_FILE...)"})
 		} else {
 			a.Bucket, a.Table, a.KeyPrefix, a.Archive = bucket, table, keyPrefix, archive
 			results = append(results, a.Check(ctx)...)
@@ -187,7 +187,7 @@ func orNone(s string) string {
 // readEnvFile reads the settings file: path, or the default one when it
 // exists; "none" reads none.
 func readEnvFile(path string, getenv func(string) string) (map[string]string, doctor.Result) {
-	const name = "env file"
+	const name = "env-file"
 	explicit := path != ""
 	if path == "none" {
 		return nil, doctor.Result{Status: doctor.Skip, Name: name, Detail: "--env-file none: settings from the flags and the environment only"}
@@ -338,14 +338,14 @@ func folderChecks(ctx context.Context, userName, watch, archive string) []doctor
 		res := doctor.Folders{Watch: watch, Archive: archive}.Check()
 		me, _ := user.Current()
 		if me == nil || me.Username != userName {
-			res = append([]doctor.Result{{Status: doctor.Skip, Name: "service user",
+			res = append([]doctor.Result{{Status: doctor.Skip, Name: "service-user",
 				Detail: fmt.Sprintf("not root: the folders are checked as uid %d, not as %s (run doctor as root to check as %s)", os.Geteuid(), userName, userName)}}, res...)
 		}
 		return res
 	}
 	u, err := user.Lookup(userName)
 	if err != nil {
-		return []doctor.Result{{Status: doctor.Fail, Name: "service user", Detail: fmt.Sprintf("%s: %v", userName, err),
+		return []doctor.Result{{Status: doctor.Fail, Name: "service-user", Detail: fmt.Sprintf("%s: %v", userName, err),
 			Fix: "install the package (it adds the offload user), or: adduser --system --group --no-create-home offload"}}
 	}
 	uid, _ := strconv.ParseUint(u.Uid, 10, 32)
@@ -358,7 +358,7 @@ func folderChecks(ctx context.Context, userName, watch, archive string) []doctor
 			}
 		}
 	}
-	head := doctor.Result{Status: doctor.OK, Name: "service user", Detail: fmt.Sprintf("%s (uid %d, gid %d, groups %v)", userName, uid, gid, groups)}
+	head := doctor.Result{Status: doctor.OK, Name: "service-user", Detail: fmt.Sprintf("%s (uid %d, gid %d, groups %v)", userName, uid, gid, groups)}
 	if uid == 0 {
 		return append([]doctor.Result{head}, doctor.Folders{Watch: watch, Archive: archive}.Check()...)
 	}
