@@ -20,6 +20,7 @@ var subcommands = map[string]func(args []string, getenv func(string) string, std
 	"status": statusCommand,
 	"audit":  auditCommand,
 	"init":   initCommand,
+	"doctor": doctorCommand,
 }
 
 // commandNames are every command's name, sorted.
@@ -216,6 +217,9 @@ func writeUsage(fs *flag.FlagSet, head string, order []string) {
 	var flags []*flag.Flag
 	var deprecated []string
 	fs.VisitAll(func(f *flag.Flag) {
+		if strings.HasPrefix(f.Usage, "internal: ") {
+			return // a flag the command passes to itself, not a person's
+		}
 		if use, ok := strings.CutPrefix(f.Usage, "deprecated: "); ok {
 			deprecated = append(deprecated, fmt.Sprintf("--%s (%s)", f.Name, use))
 			return

@@ -76,6 +76,8 @@ usage:
                                  flight, recent failures, totals
   offload-agent audit [flags]    compare the watch folder and the archive with the ledger and
                                  the bucket, read-only; print every discrepancy by kind
+  offload-agent doctor [flags]   check credentials, grants, folders, leases and the web
+                                 server's fallback, one line each with the fix
   offload-agent init [flags]     configure this host (as root) from the SAM stack's outputs:
                                  the env file, the folders, the systemd drop-ins; idempotent
   offload-agent version          the version of this build (also --version)

@@ -31,7 +31,8 @@ func main() {
 }
 
 // run returns the exit status: 0 done, 1 failed or incomplete, 2 bad usage
-// or configuration.
+// or configuration, 4 AWS refused the credentials or (once) could not be
+// reached at start.
 func run(args []string) int {
 	if code, handled := dispatch(args, os.Getenv, os.Stdout, os.Stderr); handled {
 		return code
@@ -62,6 +63,11 @@ func run(args []string) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
+	if !cfg.DryRun {
+		if code := startCheck(ctx, log, cmd, cfg.Bucket, cfg.WithDefaults().Mapping.KeyPrefix, opts.pathStyle); code != 0 {
+			return code
+		}
+	}
 	s3c, db, err := awsClients(ctx, opts.pathStyle, inFlight(cfg.WithDefaults()))
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "offload-agent: %v\n", err)
