@@ -2,10 +2,15 @@ package offload_test
 
 import (
 	"encoding/json"
+	"encoding/xml"
 	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"io"
+	"maps"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +18,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +28,7 @@ import (
 	"github.com/xeipuuv/gojsonschema"
 
 	"github.com/photosleeve/offload"
+	"github.com/photosleeve/offload/infra/local/stacktest"
 	"github.com/photosleeve/offload/infra/local/templatepolicy"
 )
 
@@ -805,4 +812,84 @@ func TestTemplateHostRole(t *testing.T) {
 			t.Errorf("HostRole=ec2 loses the output %s", name)
 		}
 	}
+}
+
+// TestReadmeAgentEnvCommand runs the README's command that turns the
+// AgentEnv output into agent.env lines, with the AWS CLI, against a server
+// that answers DescribeStacks (CloudFormation's query protocol) with the
+// template's outputs evaluated for a deployed stack: what a user pastes is
+// what the agent needs, one KEY=VALUE a line. The server stands in for
+// CloudFormation, which the local stack does not have; the CLI's
+// formatting (--query, --output text) is the real one.
+func TestReadmeAgentEnvCommand(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(readme), "\n```\nprintf '%s\\n' $(aws cloudformation describe-stacks")
+	if !ok {
+		t.Fatal(`README.md: no block that starts with the printf of "aws cloudformation describe-stacks"`)
+	}
+	body, _, _ := strings.Cut(rest, "\n```")
+	command := "printf '%s\\n' $(aws cloudformation describe-stacks" + body
+	awsCLI, err := exec.LookPath("aws")
+	if err != nil {
+		stacktest.Unavailable(t, "the AWS CLI (aws): %v", err)
+	}
+
+	s := deployedStack(nil)
+	out := evalOutputs(t, s)
+	var members strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(out)) {
+		members.WriteString("<member><OutputKey>" + xmlText(k) + "</OutputKey><OutputValue>" + xmlText(out[k]) + "</OutputValue></member>")
+	}
+	response := `<DescribeStacksResponse xmlns="http://cloudformation.amazonaws.com/doc/2010-05-15/"><DescribeStacksResult><Stacks><member>` +
+		`<StackId>arn:aws:cloudformation:eu-west-1:123456789012:stack/offload/0a1b2c3d-4e5f-6789-abcd-ef0123456789</StackId>` +
+		`<StackName>offload</StackName><CreationTime>2026-01-01T00:00:00Z</CreationTime><StackStatus>CREATE_COMPLETE</StackStatus>` +
+		`<Outputs>` + members.String() + `</Outputs></member></Stacks></DescribeStacksResult>` +
+		`<ResponseMetadata><RequestId>1</RequestId></ResponseMetadata></DescribeStacksResponse>`
+	var asked []string
+	var mu sync.Mutex
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.ParseForm()
+		mu.Lock()
+		asked = append(asked, r.Form.Get("Action")+" "+r.Form.Get("StackName"))
+		mu.Unlock()
+		w.Header().Set("Content-Type", "text/xml")
+		io.WriteString(w, response)
+	}))
+	defer srv.Close()
+
+	home := t.TempDir()
+	cmd := exec.Command("sh", "-c", command)
+	cmd.Env = []string{"PATH=" + filepath.Dir(awsCLI) + ":" + os.Getenv("PATH"), "HOME=" + home,
+		"AWS_CONFIG_FILE=" + filepath.Join(home, "none"), "AWS_SHARED_CREDENTIALS_FILE=" + filepath.Join(home, "none"),
+		"AWS_ACCESS_KEY_ID=AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY=example", "AWS_DEFAULT_REGION=eu-west-1",
+		"AWS_ENDPOINT_URL_CLOUDFORMATION=" + srv.URL, "AWS_EC2_METADATA_DISABLED=true", "AWS_PAGER="}
+	if v := os.Getenv("PYENV_ROOT"); v != "" {
+		cmd.Env = append(cmd.Env, "PYENV_ROOT="+v)
+	}
+	printed, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", command, err, printed)
+	}
+	want := strings.Join([]string{
+		"OFFLOAD_BUCKET=" + s.Refs["OriginalsBucket"],
+		"OFFLOAD_TABLE=" + s.Refs["LedgerTable"],
+		"AWS_REGION=" + s.Refs["AWS::Region"],
+		"OFFLOAD_RESOLVER_BASE=" + out["ResolverBase"],
+	}, "\n") + "\n"
+	if string(printed) != want {
+		t.Errorf("the README's command printed:\n%s\nwant:\n%s", printed, want)
+	}
+	if len(asked) != 1 || asked[0] != "DescribeStacks offload" {
+		t.Errorf("requests %q; want one DescribeStacks of the stack offload", asked)
+	}
+}
+
+// xmlText escapes s for an XML text node.
+func xmlText(s string) string {
+	var b strings.Builder
+	xml.EscapeText(&b, []byte(s))
+	return b.String()
 }
