@@ -2,15 +2,23 @@ package offload_test
 
 import (
 	"encoding/json"
+	"encoding/xml"
 	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"io"
+	"maps"
+	"net/http"
+	"net/http/httptest"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +28,7 @@ import (
 	"github.com/xeipuuv/gojsonschema"
 
 	"github.com/photosleeve/offload"
+	"github.com/photosleeve/offload/infra/local/stacktest"
 	"github.com/photosleeve/offload/infra/local/templatepolicy"
 )
 
@@ -235,14 +244,22 @@ func TestTemplateSecurity(t *testing.T) {
 	// The signing key never shows in the console, the CLI or events.
 	jsonEqual(t, "parameter SigningKey", get(doc, "Parameters", "SigningKey", "NoEcho"), `true`)
 
+	// Every output: the plain ones by their reference here, the two built
+	// with Fn::Split and Fn::Select by TestTemplateResolverBase and
+	// TestTemplateAgentEnv, which evaluate them.
 	outputs, _ := doc["Outputs"].(map[string]any)
 	values := map[string]any{}
 	for name, o := range outputs {
 		values[name] = get(o, "Value")
+		if name == "ResolverBase" || name == "AgentEnv" {
+			values[name] = "evaluated"
+		}
 	}
 	jsonEqual(t, "Outputs", values, `{"ResolverUrl": "GetAtt:ResolverFunctionUrl.FunctionUrl",
+		"ResolverBase": "evaluated", "AgentEnv": "evaluated",
 		"BucketName": "Ref:OriginalsBucket", "TableName": "Ref:LedgerTable",
-		"AgentPolicyArn": "Ref:AgentPolicy", "AuditPolicyArn": "Ref:AuditPolicy"}`)
+		"AgentPolicyArn": "Ref:AgentPolicy", "AuditPolicyArn": "Ref:AuditPolicy",
+		"HostInstanceProfile": "Ref:AgentInstanceProfile", "HostInstanceProfileArn": "GetAtt:AgentInstanceProfile.Arn"}`)
 }
 
 // TestTemplateConditionalWriteGuard: the bucket policy carries AWS's guard
@@ -571,4 +588,308 @@ func strList(v any) []string {
 		return out
 	}
 	return nil
+}
+
+// functionURL is a Function URL as GetAtt FunctionUrl gives it: the format
+// Lambda documents (https://<url-id>.lambda-url.<region>.on.aws), with the
+// trailing slash deployed stacks show.
+const functionURL = "https://abc123def456ghi789.lambda-url.eu-west-1.on.aws/"
+
+// deployedStack is what a stack in eu-west-1 resolves the template's
+// references to, each a distinct value so that a mix-up shows.
+func deployedStack(params map[string]string) templatepolicy.Stack {
+	return templatepolicy.Stack{
+		Parameters: params,
+		Refs: map[string]string{
+			"OriginalsBucket":      "offload-originalsbucket-1a2b3c4d5e6f",
+			"LedgerTable":          "offload-LedgerTable-ABCDEF123456",
+			"AgentPolicy":          "arn:aws:iam::123456789012:policy/offload-AgentPolicy-1QWERTY",
+			"AuditPolicy":          "arn:aws:iam::123456789012:policy/offload-AuditPolicy-2ASDFGH",
+			"AgentInstanceProfile": "offload-AgentInstanceProfile-3ZXCVB",
+			"AWS::Region":          "eu-west-1",
+		},
+		Attrs: map[string]string{
+			"ResolverFunctionUrl.FunctionUrl": functionURL,
+			"AgentInstanceProfile.Arn":        "arn:aws:iam::123456789012:instance-profile/offload-AgentInstanceProfile-3ZXCVB",
+		},
+	}
+}
+
+func evalOutputs(t *testing.T, s templatepolicy.Stack) map[string]string {
+	t.Helper()
+	raw, err := os.ReadFile("template.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := templatepolicy.Outputs(raw, s)
+	if err != nil {
+		t.Fatalf("evaluate the outputs: %v", err)
+	}
+	return out
+}
+
+// TestTemplateResolverBase: ResolverBase is the resolver's Function URL
+// without its trailing slash, what OFFLOAD_RESOLVER_BASE wants, built from
+// the FunctionUrl attribute (not from text that happens to match).
+func TestTemplateResolverBase(t *testing.T) {
+	for _, tt := range []struct{ url, want string }{
+		{functionURL, "https://abc123def456ghi789.lambda-url.eu-west-1.on.aws"},
+		// The documented format has no slash; either way the base is the same.
+		{"https://abc123def456ghi789.lambda-url.eu-west-1.on.aws", "https://abc123def456ghi789.lambda-url.eu-west-1.on.aws"},
+		{"https://zz9.lambda-url.us-east-2.on.aws/", "https://zz9.lambda-url.us-east-2.on.aws"},
+	} {
+		s := deployedStack(nil)
+		s.Attrs["ResolverFunctionUrl.FunctionUrl"] = tt.url
+		out := evalOutputs(t, s)
+		got := out["ResolverBase"]
+		if got != tt.want {
+			t.Errorf("FunctionUrl %q: ResolverBase = %q; want %q", tt.url, got, tt.want)
+		}
+		if strings.HasSuffix(got, "/") {
+			t.Errorf("FunctionUrl %q: ResolverBase %q ends in a slash", tt.url, got)
+		}
+		if out["ResolverUrl"] != tt.url {
+			t.Errorf("ResolverUrl = %q; want the FunctionUrl itself, %q", out["ResolverUrl"], tt.url)
+		}
+	}
+}
+
+// TestTemplateAgentEnv: AgentEnv is one line that a shell's printf '%s\n'
+// turns into agent.env lines, one KEY=VALUE for each setting the stack
+// decides, each the value of the right resource.
+func TestTemplateAgentEnv(t *testing.T) {
+	s := deployedStack(nil)
+	out := evalOutputs(t, s)
+	env := out["AgentEnv"]
+	if env == "" || strings.ContainsAny(env, "\n\t") {
+		t.Fatalf("AgentEnv = %q; want one line", env)
+	}
+	// As the README pastes it: the output, unquoted, split by the shell.
+	cmd := exec.Command("sh", "-c", `printf '%s\n' $AGENT_ENV`)
+	cmd.Env = []string{"AGENT_ENV=" + env, "PATH=" + os.Getenv("PATH")}
+	printed, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("printf: %v", err)
+	}
+	got := map[string]string{}
+	var keys []string
+	for _, line := range strings.Split(strings.TrimSuffix(string(printed), "\n"), "\n") {
+		k, v, ok := strings.Cut(line, "=")
+		if !ok || k == "" || v == "" || !regexp.MustCompile(`^[A-Z][A-Z0-9_]*$`).MatchString(k) {
+			t.Errorf("AgentEnv line %q is not KEY=VALUE", line)
+			continue
+		}
+		if _, dup := got[k]; dup {
+			t.Errorf("AgentEnv names %s twice", k)
+		}
+		got[k] = v
+		keys = append(keys, k)
+	}
+	want := map[string]string{
+		"OFFLOAD_BUCKET":        s.Refs["OriginalsBucket"],
+		"OFFLOAD_TABLE":         s.Refs["LedgerTable"],
+		"AWS_REGION":            s.Refs["AWS::Region"],
+		"OFFLOAD_RESOLVER_BASE": out["ResolverBase"],
+	}
+	jsonEqual(t, "AgentEnv", got, mustJSON(t, want))
+	if out["BucketName"] != got["OFFLOAD_BUCKET"] || out["TableName"] != got["OFFLOAD_TABLE"] {
+		t.Errorf("AgentEnv %v disagrees with the BucketName %q and TableName %q outputs", got, out["BucketName"], out["TableName"])
+	}
+	if want := []string{"OFFLOAD_BUCKET", "OFFLOAD_TABLE", "AWS_REGION", "OFFLOAD_RESOLVER_BASE"}; !slices.Equal(keys, want) {
+		t.Errorf("AgentEnv keys %v; want %v in that order", keys, want)
+	}
+
+	// Each OFFLOAD_ key is one the code reads: the agent its bucket and
+	// table, the web server (and doctor) the resolver's base. AWS_REGION is
+	// the SDK's.
+	readers := map[string][]string{
+		"OFFLOAD_BUCKET":        {"agent/cmd/offload-agent"},
+		"OFFLOAD_TABLE":         {"agent/cmd/offload-agent"},
+		"OFFLOAD_RESOLVER_BASE": {"infra/lighttpd/offload.conf"},
+	}
+	for key, paths := range readers {
+		found := false
+		for _, p := range paths {
+			files := []string{p}
+			if st, err := os.Stat(p); err == nil && st.IsDir() {
+				files, _ = filepath.Glob(filepath.Join(p, "*.go"))
+			}
+			for _, f := range files {
+				if strings.HasSuffix(f, "_test.go") {
+					continue
+				}
+				b, _ := os.ReadFile(f)
+				if strings.Contains(string(b), key) {
+					found = true
+				}
+			}
+		}
+		if !found {
+			t.Errorf("AgentEnv sets %s, which nothing in %v reads", key, paths)
+		}
+	}
+}
+
+// TestTemplateHostRole: the web host's role exists only with HostRole=ec2;
+// only EC2 may assume it; it holds AgentPolicy and nothing else; its
+// instance profile holds it and nothing else, and is an output only when
+// it exists.
+func TestTemplateHostRole(t *testing.T) {
+	doc := loadTemplate(t)
+	jsonEqual(t, "parameter HostRole", get(doc, "Parameters", "HostRole"), `{"Type": "String", "Default": "none",
+		"AllowedValues": ["none", "ec2"], "Description": `+mustJSON(t, get(doc, "Parameters", "HostRole", "Description"))+`}`)
+
+	raw, err := os.ReadFile("template.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for value, want := range map[string]bool{"none": false, "ec2": true} {
+		on, err := templatepolicy.Condition(raw, "CreateHostRole", deployedStack(map[string]string{"HostRole": value}))
+		if err != nil || on != want {
+			t.Errorf("HostRole=%s: CreateHostRole = %v (%v); want %v", value, on, err, want)
+		}
+	}
+	if on, err := templatepolicy.Condition(raw, "CreateHostRole", deployedStack(nil)); err != nil || on {
+		t.Errorf("by default CreateHostRole = %v (%v); want false: no role unless asked", on, err)
+	}
+
+	// Every IAM role and instance profile of the template is this one, and
+	// exists only under the condition.
+	resources, _ := doc["Resources"].(map[string]any)
+	for name, r := range resources {
+		switch get(r, "Type") {
+		case "AWS::IAM::Role", "AWS::IAM::InstanceProfile", "AWS::IAM::Policy", "AWS::IAM::RolePolicy":
+			if name != "AgentHostRole" && name != "AgentInstanceProfile" {
+				t.Errorf("resource %s (%v): the host role and its profile are the template's only roles", name, get(r, "Type"))
+			}
+			if get(r, "Condition") != "CreateHostRole" {
+				t.Errorf("resource %s: Condition %v; want CreateHostRole", name, get(r, "Condition"))
+			}
+		}
+	}
+	role := resource(t, doc, "AgentHostRole")
+	if role["Type"] != "AWS::IAM::Role" {
+		t.Errorf("AgentHostRole is %v", role["Type"])
+	}
+	jsonEqual(t, "AgentHostRole trust policy", get(role, "Properties", "AssumeRolePolicyDocument"),
+		`{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}`)
+	props, _ := role["Properties"].(map[string]any)
+	jsonEqual(t, "AgentHostRole ManagedPolicyArns", props["ManagedPolicyArns"], `["Ref:AgentPolicy"]`)
+	for k := range props {
+		if k != "Description" && k != "AssumeRolePolicyDocument" && k != "ManagedPolicyArns" {
+			t.Errorf("AgentHostRole has %s; want only its trust policy and AgentPolicy", k)
+		}
+	}
+	profile := resource(t, doc, "AgentInstanceProfile")
+	if profile["Type"] != "AWS::IAM::InstanceProfile" {
+		t.Errorf("AgentInstanceProfile is %v", profile["Type"])
+	}
+	jsonEqual(t, "AgentInstanceProfile Properties", profile["Properties"], `{"Roles": ["Ref:AgentHostRole"]}`)
+	// Nothing else refers to the role (no policy attached to it elsewhere).
+	for name, r := range resources {
+		if name == "AgentInstanceProfile" {
+			continue
+		}
+		if b, _ := json.Marshal(r); strings.Contains(string(b), "AgentHostRole") {
+			t.Errorf("resource %s refers to AgentHostRole: %s", name, b)
+		}
+	}
+
+	// The outputs: only when the profile exists.
+	without := evalOutputs(t, deployedStack(nil))
+	with := evalOutputs(t, deployedStack(map[string]string{"HostRole": "ec2"}))
+	for _, name := range []string{"HostInstanceProfile", "HostInstanceProfileArn"} {
+		if v, ok := without[name]; ok {
+			t.Errorf("HostRole=none: output %s = %q; want none", name, v)
+		}
+	}
+	s := deployedStack(nil)
+	if with["HostInstanceProfile"] != s.Refs["AgentInstanceProfile"] || with["HostInstanceProfileArn"] != s.Attrs["AgentInstanceProfile.Arn"] {
+		t.Errorf("HostRole=ec2: outputs %q, %q; want the profile's name and ARN", with["HostInstanceProfile"], with["HostInstanceProfileArn"])
+	}
+	for name := range without {
+		if _, ok := with[name]; !ok {
+			t.Errorf("HostRole=ec2 loses the output %s", name)
+		}
+	}
+}
+
+// TestReadmeAgentEnvCommand runs the README's command that turns the
+// AgentEnv output into agent.env lines, with the AWS CLI, against a server
+// that answers DescribeStacks (CloudFormation's query protocol) with the
+// template's outputs evaluated for a deployed stack: what a user pastes is
+// what the agent needs, one KEY=VALUE a line. The server stands in for
+// CloudFormation, which the local stack does not have; the CLI's
+// formatting (--query, --output text) is the real one.
+func TestReadmeAgentEnvCommand(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(readme), "\n```\nprintf '%s\\n' $(aws cloudformation describe-stacks")
+	if !ok {
+		t.Fatal(`README.md: no block that starts with the printf of "aws cloudformation describe-stacks"`)
+	}
+	body, _, _ := strings.Cut(rest, "\n```")
+	command := "printf '%s\\n' $(aws cloudformation describe-stacks" + body
+	awsCLI, err := exec.LookPath("aws")
+	if err != nil {
+		stacktest.Unavailable(t, "the AWS CLI (aws): %v", err)
+	}
+
+	s := deployedStack(nil)
+	out := evalOutputs(t, s)
+	var members strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(out)) {
+		members.WriteString("<member><OutputKey>" + xmlText(k) + "</OutputKey><OutputValue>" + xmlText(out[k]) + "</OutputValue></member>")
+	}
+	response := `<DescribeStacksResponse xmlns="http://cloudformation.amazonaws.com/doc/2010-05-15/"><DescribeStacksResult><Stacks><member>` +
+		`<StackId>arn:aws:cloudformation:eu-west-1:123456789012:stack/offload/0a1b2c3d-4e5f-6789-abcd-ef0123456789</StackId>` +
+		`<StackName>offload</StackName><CreationTime>2026-01-01T00:00:00Z</CreationTime><StackStatus>CREATE_COMPLETE</StackStatus>` +
+		`<Outputs>` + members.String() + `</Outputs></member></Stacks></DescribeStacksResult>` +
+		`<ResponseMetadata><RequestId>1</RequestId></ResponseMetadata></DescribeStacksResponse>`
+	var asked []string
+	var mu sync.Mutex
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.ParseForm()
+		mu.Lock()
+		asked = append(asked, r.Form.Get("Action")+" "+r.Form.Get("StackName"))
+		mu.Unlock()
+		w.Header().Set("Content-Type", "text/xml")
+		io.WriteString(w, response)
+	}))
+	defer srv.Close()
+
+	home := t.TempDir()
+	cmd := exec.Command("sh", "-c", command)
+	cmd.Env = []string{"PATH=" + filepath.Dir(awsCLI) + ":" + os.Getenv("PATH"), "HOME=" + home,
+		"AWS_CONFIG_FILE=" + filepath.Join(home, "none"), "AWS_SHARED_CREDENTIALS_FILE=" + filepath.Join(home, "none"),
+		"AWS_ACCESS_KEY_ID=AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY=example", "AWS_DEFAULT_REGION=eu-west-1",
+		"AWS_ENDPOINT_URL_CLOUDFORMATION=" + srv.URL, "AWS_EC2_METADATA_DISABLED=true", "AWS_PAGER="}
+	if v := os.Getenv("PYENV_ROOT"); v != "" {
+		cmd.Env = append(cmd.Env, "PYENV_ROOT="+v)
+	}
+	printed, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", command, err, printed)
+	}
+	want := strings.Join([]string{
+		"OFFLOAD_BUCKET=" + s.Refs["OriginalsBucket"],
+		"OFFLOAD_TABLE=" + s.Refs["LedgerTable"],
+		"AWS_REGION=" + s.Refs["AWS::Region"],
+		"OFFLOAD_RESOLVER_BASE=" + out["ResolverBase"],
+	}, "\n") + "\n"
+	if string(printed) != want {
+		t.Errorf("the README's command printed:\n%s\nwant:\n%s", printed, want)
+	}
+	if len(asked) != 1 || asked[0] != "DescribeStacks offload" {
+		t.Errorf("requests %q; want one DescribeStacks of the stack offload", asked)
+	}
+}
+
+// xmlText escapes s for an XML text node.
+func xmlText(s string) string {
+	var b strings.Builder
+	xml.EscapeText(&b, []byte(s))
+	return b.String()
 }
