@@ -347,9 +347,9 @@ func TestInitRefusals(t *testing.T) {
 	}{
 		{"no such user", []string{"--stack-outputs", stackJSON, "--root", root, "--user", a.user + "x", "--web-group", a.web}, "does not exist: install the offload-agent package"},
 		{"no such web group", []string{"--stack-outputs", stackJSON, "--root", root, "--user", a.user, "--web-group", a.web + "x"}, "web server group"},
-		{"bad bucket", a.args(root, "--bucket", "Bad_Bucket!!"), "only lowercase letters"},
+		{"bad bucket", a.args(root, "--bucket", "Bad_Bucket!!"), "lowercase letters, digits, dots and hyphens only"},
 		{"resolver with a slash", a.args(root, "--resolver-base", "https://x.example/"), "no trailing slash"},
-		{"a newline in a value", a.args(root, "--table", "ledger\nAWS_PROFILE=x"), "DynamoDB table name"},
+		{"a newline in a value", a.args(root, "--table", "ledger\nAWS_PROFILE=x"), "not allowed in a table name"},
 		{"no outputs, no flags", []string{"--root", root, "--user", a.user, "--web-group", a.web}, "--bucket (or the BucketName output): missing"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -569,11 +569,11 @@ func copyFile(t *testing.T, from, to string, mode os.FileMode) {
 // flag it does not know is exit 2 with the error on stderr.
 func TestInitHelp(t *testing.T) {
 	code, out, errOut := runInit(t, "--help")
-	if code != 0 || errOut != "" || strings.Count(out, "usage: offload-agent init") != 1 || !strings.Contains(out, "-stack-outputs") {
+	if code != 0 || errOut != "" || strings.Count(out, "offload-agent init [--stack-outputs") != 1 || !strings.Contains(out, "--stack-outputs") {
 		t.Errorf("--help: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
 	}
 	code, out, errOut = runInit(t, "--bukket", "x")
-	if code != 2 || out != "" || !strings.Contains(errOut, "flag provided but not defined: -bukket") {
+	if code != 2 || out != "" || !strings.Contains(errOut, "unknown flag --bukket: did you mean --bucket?") {
 		t.Errorf("--bukket: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
 	}
 }
