@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 
@@ -56,15 +57,37 @@ func requirePackaging(t *testing.T) {
 	}
 }
 
-// buildPackage builds the package from this checkout into a folder that
-// lives as long as the test.
+// built is the package this test binary built, once for all its tests
+// (a build takes about ten seconds); TestMain removes it.
+var built struct {
+	once sync.Once
+	dir  string
+	deb  deb
+	err  error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if built.dir != "" {
+		os.RemoveAll(built.dir)
+	}
+	os.Exit(code)
+}
+
+// buildPackage builds the package from this checkout, once per test binary.
 func buildPackage(t *testing.T) deb {
 	t.Helper()
-	d, err := build(context.Background(), options{Repo: stacktest.RepoRoot(t), OutDir: t.TempDir()})
-	if err != nil {
-		t.Fatalf("build the package: %v", err)
+	repo := stacktest.RepoRoot(t)
+	built.once.Do(func() {
+		if built.dir, built.err = os.MkdirTemp("", "offload-package-test-"); built.err != nil {
+			return
+		}
+		built.deb, built.err = build(context.Background(), options{Repo: repo, OutDir: built.dir})
+	})
+	if built.err != nil {
+		t.Fatalf("build the package: %v", built.err)
 	}
-	return d
+	return built.deb
 }
 
 // installPackage builds the package, installs it on this machine with
