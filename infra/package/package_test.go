@@ -93,7 +93,8 @@ func buildPackage(t *testing.T) deb {
 // installPackage builds the package, installs it on this machine with
 // dpkg -i, and purges it when the test ends, pass or fail. It is the first
 // step of any test that needs the installed package (init, doctor, the
-// agent as the unit runs it, lighttpd with the package's snippet).
+// agent as the unit runs it, lighttpd with the package's snippet), which
+// ends with purgeLeavesNothing.
 func installPackage(t *testing.T) *Installed {
 	t.Helper()
 	requirePackaging(t)
@@ -288,12 +289,22 @@ func TestPackageInstallUpgradePurge(t *testing.T) {
 		}
 	}
 	writeFile(t, "/etc/offload/signing.env", "OFFLOAD_SIGNING_KEY=x\n", 0o600)
-	const enabled = "/etc/lighttpd/conf-enabled/50-offload.conf"
-	if err := os.Symlink("../conf-available/50-offload.conf", enabled); err != nil {
+	if err := os.Symlink("../conf-available/50-offload.conf", lighttpdEnabled); err != nil {
 		t.Fatalf("enable the lighttpd snippet as lighty-enable-mod does: %v", err)
 	}
 
-	// Purge: nothing the package listed, nothing init wrote.
+	purgeLeavesNothing(t, p)
+}
+
+// lighttpdEnabled is the link "lighty-enable-mod offload" makes.
+const lighttpdEnabled = "/etc/lighttpd/conf-enabled/50-offload.conf"
+
+// purgeLeavesNothing purges the package and checks that nothing it listed
+// (dpkg -L) is left, nor what init and lighty-enable-mod write: /etc/offload,
+// the systemd drop-ins, lighttpd's conf-enabled link, the unit's enablement
+// and the stat override. The data folders and the offload user stay.
+func purgeLeavesNothing(t *testing.T, p *Installed) {
+	t.Helper()
 	listed := strings.Split(strings.TrimSpace(dpkg(t, "-L", packageName)), "\n")
 	dpkg(t, "--purge", packageName)
 	if v := installedVersion(t); v != "" {
@@ -313,7 +324,7 @@ func TestPackageInstallUpgradePurge(t *testing.T) {
 		}
 	}
 	for _, path := range []string{"/etc/offload", agentDropIn, filepath.Dir(agentDropIn), lighttpdDropIn, filepath.Dir(lighttpdDropIn),
-		enabled, "/etc/systemd/system/multi-user.target.wants/offload-agent.service", "/etc/systemd/system/offload-agent.service"} {
+		lighttpdEnabled, "/etc/systemd/system/multi-user.target.wants/offload-agent.service", "/etc/systemd/system/offload-agent.service"} {
 		if _, err := os.Lstat(path); err == nil {
 			t.Errorf("after purge %s is still there", path)
 		}
