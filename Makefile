@@ -7,7 +7,7 @@ FUZZTIME ?= 30s
 # Flags for the stack "make test" brings up, e.g. STACK_FLAGS="--tls" or "--s3 versitygw".
 STACK_FLAGS ?=
 
-.PHONY: help build build-ResolverFunction sam-build bench demo test test-tls test-in-stack soak check-grants unit vet fuzz stack-up stack-down clean
+.PHONY: help build package build-ResolverFunction sam-build bench demo test test-tls test-in-stack soak check-grants unit vet fuzz stack-up stack-down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -15,6 +15,9 @@ help: ## list the targets
 build: ## bin/offload-agent, bin/offload-resolver (local) and bin/bootstrap (the Lambda, linux/arm64)
 	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=true -o bin/ ./agent/cmd/offload-agent ./lambda/cmd/offload-resolver
 	GOOS=linux GOARCH=arm64 CGO_ENABLED=0 $(GO) build -tags lambda.norpc -trimpath -ldflags='-s -w' -o bin/bootstrap ./lambda/cmd/offload-resolver
+
+package: ## the Debian package dist/offload_VERSION_ARCH.deb (needs dpkg-deb; version from git; infra/package)
+	$(GO) run ./infra/package -o dist
 
 # sam build (BuildMethod: makefile) calls this with ARTIFACTS_DIR set.
 build-ResolverFunction:
@@ -80,4 +83,4 @@ stack-down: ## stop the local stack
 	$(STACK) down
 
 clean: ## remove build outputs (the tool cache .cache/ stays; rm -rf .cache to rebuild it)
-	rm -rf bin .aws-sam
+	rm -rf bin dist .aws-sam

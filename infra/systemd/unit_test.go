@@ -49,7 +49,7 @@ func TestUnitHardeningAndStop(t *testing.T) {
 	u := unitKeys(t, "offload-agent.service")
 	s := u["Service"]
 	for k, want := range map[string]string{
-		"ExecStart": "/usr/local/bin/offload-agent run", "User": "offload", "Restart": "on-failure",
+		"ExecStart": "/usr/bin/offload-agent run", "User": "offload", "Restart": "on-failure",
 		"NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes",
 		"CapabilityBoundingSet": "CAP_LEASE", "AmbientCapabilities": "CAP_LEASE", "EnvironmentFile": "/etc/offload/agent.env",
 		// The README's hot cache folder, /var/cache/offload, readable by the web server.
@@ -90,7 +90,7 @@ func TestUnitVerifies(t *testing.T) {
 	}
 	unit, _ := os.ReadFile("offload-agent.service")
 	copyPath := filepath.Join(dir, "offload-agent.service")
-	os.WriteFile(copyPath, []byte(strings.ReplaceAll(string(unit), "/usr/local/bin/offload-agent", bin)), 0o644)
+	os.WriteFile(copyPath, []byte(strings.ReplaceAll(string(unit), "/usr/bin/offload-agent", bin)), 0o644)
 	out, err := exec.Command(analyze, "verify", copyPath).CombinedOutput()
 	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)

@@ -173,8 +173,9 @@ func ensureDynalite(ctx context.Context, p stackPaths) (node, cli string, err er
 // run: lighttpd with mod_magnet, nginx with njs (signed links), and Apache
 // (apache2-bin, which apache2 pulls in, carries mod_rewrite and mod_lua);
 // and acl, whose setfacl the README's folder permissions for the agent use
-// (agent/permissions_test.go runs them).
-var webServerPackages = []string{"lighttpd", "lighttpd-modules-lua", "nginx-light", "libnginx-mod-http-js", "apache2", "acl"}
+// (agent/permissions_test.go runs them); and lintian, which judges the
+// Debian package (infra/package).
+var webServerPackages = []string{"lighttpd", "lighttpd-modules-lua", "nginx-light", "libnginx-mod-http-js", "apache2", "acl", "lintian"}
 
 // The files that prove a web server is installed with the module its
 // fallback needs; the binaries are looked up on PATH.
@@ -195,7 +196,7 @@ const aptLockWait = "300"
 // servers.
 func ensureWebServers(ctx context.Context) error {
 	var missing []string
-	for _, bin := range []string{"lighttpd", "nginx", "apache2", "setfacl"} {
+	for _, bin := range []string{"lighttpd", "nginx", "apache2", "setfacl", "lintian"} {
 		if _, err := exec.LookPath(bin); err != nil {
 			missing = append(missing, bin)
 		}
