@@ -5,9 +5,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
+	"strconv"
 	"syscall"
 	"testing"
+
+	"github.com/photosleeve/offload/infra/local/stacktest"
 )
 
 // Numeric ids for the test's users: the back-end, the agent, and the
@@ -18,36 +20,6 @@ const (
 	offloadGID = 30003
 	backendGID = 30004
 )
-
-// readmePermissionCommands returns the README's commands that give the
-// agent's group access to the watch and archive folders (the lines of its
-// install step from "sudo chgrp" on), for the folders and group given.
-func readmePermissionCommands(t *testing.T, watch, archive string) []string {
-	t.Helper()
-	readme, err := os.ReadFile("../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cmds []string
-	for _, line := range strings.Split(string(readme), "\n") {
-		line = strings.TrimSpace(line)
-		if !(strings.HasPrefix(line, "sudo chgrp -R offload /srv/www/static") ||
-			strings.HasPrefix(line, "sudo find /srv/www/static") ||
-			strings.HasPrefix(line, "sudo setfacl")) {
-			continue
-		}
-		line = strings.ReplaceAll(line, "sudo ", "")
-		line = strings.ReplaceAll(line, "/srv/www/static", watch)
-		line = strings.ReplaceAll(line, "/srv/www/archive", archive)
-		line = strings.ReplaceAll(line, "g:offload:", fmt.Sprintf("g:%d:", offloadGID))
-		line = strings.ReplaceAll(line, "chgrp -R offload", fmt.Sprintf("chgrp -R %d", offloadGID))
-		cmds = append(cmds, line)
-	}
-	if len(cmds) != 3 {
-		t.Fatalf("found %d of the README's 3 permission commands (chgrp/chmod, find/chmod g+s, setfacl): %q", len(cmds), cmds)
-	}
-	return cmds
-}
 
 // as runs a shell command as uid with the given groups (umask 022 unless
 // the script sets its own).
@@ -108,7 +80,7 @@ func TestReadmePermissionsCoverNewFolders(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			for _, c := range readmePermissionCommands(t, watch, archive)[:tc.cmds] {
+			for _, c := range stacktest.ReadmePermissionCommands(t, watch, archive, strconv.Itoa(offloadGID))[:tc.cmds] {
 				if out, err := exec.Command("sh", "-c", c).CombinedOutput(); err != nil {
 					t.Fatalf("%s: %v\n%s", c, err, out)
 				}

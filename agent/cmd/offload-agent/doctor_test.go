@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -129,19 +128,7 @@ func (w *doctorWorld) args(extra ...string) []string {
 // its output and exit status.
 func (w *doctorWorld) doctor(t *testing.T, env []string, args ...string) (string, int) {
 	t.Helper()
-	cmd := exec.Command(w.bin, args...)
-	cmd.Env = append(os.Environ(), env...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("offload-agent %s → exit %d\n%s", strings.Join(args, " "), code, out.String())
-	return out.String(), code
+	return runAgent(t, w.bin, env, args...)
 }
 
 // line returns the output line of the named check, "" if none.

@@ -17,6 +17,8 @@ import (
 	"testing"
 
 	"github.com/photosleeve/offload/agent/setup"
+
+	"github.com/photosleeve/offload/infra/local/stacktest"
 )
 
 // These tests run "offload-agent init" for real, as root, against a
@@ -409,7 +411,7 @@ func TestInitFoldersMatchReadmeCommands(t *testing.T) {
 	if err := os.Mkdir(archive, 0o755); err != nil { // the README's "mkdir -p ... /srv/www/archive"
 		t.Fatal(err)
 	}
-	for _, c := range readmePermissionLines(t, watch, archive, a.user) {
+	for _, c := range stacktest.ReadmePermissionCommands(t, watch, archive, a.user) {
 		if out, err := exec.Command("sh", "-c", c).CombinedOutput(); err != nil {
 			t.Fatalf("%s: %v\n%s", c, err, out)
 		}
@@ -468,35 +470,6 @@ func site(t *testing.T, root string) {
 			t.Fatal(err)
 		}
 	}
-}
-
-// readmePermissionLines are the README's install lines from "sudo chgrp"
-// on (as agent/permissions_test.go picks them), for these folders and group.
-func readmePermissionLines(t *testing.T, watch, archive, group string) []string {
-	t.Helper()
-	readme, err := os.ReadFile("../../../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cmds []string
-	for _, line := range strings.Split(string(readme), "\n") {
-		line = strings.TrimSpace(line)
-		if !(strings.HasPrefix(line, "sudo chgrp -R offload /srv/www/static") ||
-			strings.HasPrefix(line, "sudo find /srv/www/static") ||
-			strings.HasPrefix(line, "sudo setfacl")) {
-			continue
-		}
-		line = strings.ReplaceAll(line, "sudo ", "")
-		line = strings.ReplaceAll(line, "/srv/www/static", watch)
-		line = strings.ReplaceAll(line, "/srv/www/archive", archive)
-		line = strings.ReplaceAll(line, "g:offload:", "g:"+group+":")
-		line = strings.ReplaceAll(line, "chgrp -R offload", "chgrp -R "+group)
-		cmds = append(cmds, line)
-	}
-	if len(cmds) != 3 {
-		t.Fatalf("found %d of the README's 3 permission commands: %q", len(cmds), cmds)
-	}
-	return cmds
 }
 
 // aclTree is getfacl -R of root/dir with root cut off, and each entry's owner and mode.
