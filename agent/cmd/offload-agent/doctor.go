@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -350,13 +351,19 @@ func folderChecks(ctx context.Context, userName, watch, archive string) []doctor
 	}
 	// A file of root's in the watch folder: the service user may lease it
 	// only with CAP_LEASE.
+	// Other users may write in the watch folder (the back-end's user, group
+	// offload): the name is random and the file is made with O_EXCL and
+	// O_NOFOLLOW, so a link or file planted there is never followed,
+	// truncated or chowned by root; the owner is set on the file made.
 	var foreign string
 	if fi, err := os.Stat(watch); err == nil && fi.IsDir() {
-		foreign = filepath.Join(watch, ".offload-doctor-foreign-"+strconv.Itoa(os.Getpid()))
-		if err := os.WriteFile(foreign, nil, 0o644); err != nil {
+		foreign = filepath.Join(watch, ".offload-doctor-foreign-"+rand.Text())
+		w, err := os.OpenFile(foreign, os.O_CREATE|os.O_EXCL|os.O_WRONLY|syscall.O_NOFOLLOW, 0o644)
+		if err != nil {
 			foreign = ""
 		} else {
-			os.Chown(foreign, 0, 0)
+			w.Chown(0, 0)
+			w.Close()
 			defer os.Remove(foreign)
 		}
 	}
