@@ -6,7 +6,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // fix is what one entry of a shared folder needs.
@@ -16,6 +20,10 @@ type fix struct {
 	mode    uint32 // the mode to set, 0 if it is right
 	acl     acl    // the default ACL to set, nil if it is right
 	oldMode uint32
+	// dev and ino are the entry the plan saw: applyFixes changes that
+	// inode only, never what a name leads to later.
+	dev uint64
+	ino uint64
 }
 
 // sharedMode is the mode the README's "chmod -R g+rwX" and, on folders,
@@ -63,7 +71,7 @@ func (p *planner) sharedFolder(rel, what string) item {
 			if err != nil {
 				return err
 			}
-			return applyFixes(fixes, gid)
+			return applyFixes(path, fixes, gid)
 		}
 		return it
 	case err != nil:
@@ -97,7 +105,7 @@ func (p *planner) sharedFolder(rel, what string) item {
 	}
 	it.changed = true
 	it.detail = fmt.Sprintf("%s folder: %s; %d of %d entries fixed (group %d, mode %d, default ACL %d)", what, want, len(fixes), entries, nGrp, nMode, nACL)
-	it.apply = func() error { return applyFixes(fixes, gid) }
+	it.apply = func() error { return applyFixes(path, fixes, gid) }
 	return it
 }
 
@@ -119,7 +127,7 @@ func (p *planner) folderFixes(root string) ([]fix, error) {
 		if !dir && st.Mode&syscall.S_IFMT != syscall.S_IFREG {
 			return nil // sockets, fifos, devices: not the agent's
 		}
-		f := fix{path: path, chgrp: st.Gid != p.id.gid, oldMode: st.Mode & 0o7777}
+		f := fix{path: path, chgrp: st.Gid != p.id.gid, oldMode: st.Mode & 0o7777, dev: st.Dev, ino: st.Ino}
 		mode := sharedMode(st.Mode&0o7777, dir)
 		if mode != st.Mode&0o7777 {
 			f.mode = mode
@@ -144,25 +152,97 @@ func (p *planner) folderFixes(root string) ([]fix, error) {
 // applyFixes does, per entry, what the README's commands do in their
 // order: the group, then the mode (chown would clear a setgid bit set
 // before it on a file), then the default ACL.
-func applyFixes(fixes []fix, gid uint32) error {
+//
+// Other users write in these folders (the back-end's user, and anyone in
+// the group once it is fixed), and init runs as root: between the walk
+// that planned the fixes and this, an entry, or a folder on its way, may
+// have been swapped for a symbolic link to a file outside (/etc/shadow).
+// So each entry is opened from root one component at a time with
+// O_NOFOLLOW (O_PATH: no side effect of opening a device or a fifo),
+// changed only if it is still the inode the plan saw, and changed through
+// its descriptor, never by name. An entry that is gone or is no longer
+// that inode is left alone (a second run sees what is there now).
+func applyFixes(root string, fixes []fix, gid uint32) error {
+	rootFD, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", root, err)
+	}
+	defer unix.Close(rootFD)
 	for _, f := range fixes {
-		if f.chgrp {
-			if err := os.Lchown(f.path, -1, int(gid)); err != nil {
-				return err
-			}
+		rel, err := filepath.Rel(root, f.path)
+		if err != nil {
+			return err
 		}
-		if f.mode != 0 {
-			if err := syscall.Chmod(f.path, f.mode); err != nil {
-				return fmt.Errorf("chmod %s: %w", f.path, err)
+		fd, err := openBeneath(rootFD, rel)
+		if err != nil {
+			if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
+				continue // gone, or a link now: not what was planned
 			}
+			return fmt.Errorf("open %s: %w", f.path, err)
 		}
-		if f.acl != nil {
-			if err := writeDefaultACL(f.path, f.acl); err != nil {
-				return err
-			}
+		err = applyFix(fd, f, gid)
+		unix.Close(fd)
+		if err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// applyFix changes the entry open as fd (O_PATH) if it is still f's inode.
+func applyFix(fd int, f fix, gid uint32) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("stat %s: %w", f.path, err)
+	}
+	if st.Dev != f.dev || st.Ino != f.ino {
+		return nil // replaced since the plan: leave it
+	}
+	if t := st.Mode & unix.S_IFMT; t != unix.S_IFDIR && t != unix.S_IFREG {
+		return nil
+	}
+	// chmod and setxattr take no O_PATH descriptor: its /proc/self/fd
+	// name, a magic link to this very inode, not a path looked up again.
+	proc := "/proc/self/fd/" + strconv.Itoa(fd)
+	if f.chgrp {
+		if err := unix.Fchownat(fd, "", -1, int(gid), unix.AT_EMPTY_PATH); err != nil {
+			return fmt.Errorf("chgrp %s: %w", f.path, err)
+		}
+	}
+	if f.mode != 0 {
+		if err := syscall.Chmod(proc, f.mode); err != nil {
+			return fmt.Errorf("chmod %s: %w", f.path, err)
+		}
+	}
+	if f.acl != nil {
+		if err := writeDefaultACL(proc, f.acl); err != nil {
+			return fmt.Errorf("%s: %w", f.path, err)
+		}
+	}
+	return nil
+}
+
+// openBeneath opens rel under the folder open as dirFD, one component at a
+// time, following no symbolic link on the way or at the end.
+func openBeneath(dirFD int, rel string) (int, error) {
+	fd, err := unix.Openat(dirFD, ".", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil || rel == "." {
+		return fd, err
+	}
+	parts := strings.Split(rel, "/")
+	for i, name := range parts {
+		flags := unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC
+		if i < len(parts)-1 {
+			flags |= unix.O_DIRECTORY
+		}
+		next, err := unix.Openat(fd, name, flags, 0)
+		unix.Close(fd)
+		if err != nil {
+			return -1, err
+		}
+		fd = next
+	}
+	return fd, nil
 }
 
 // cacheFolder is the hot cache's folder as the unit's CacheDirectory=

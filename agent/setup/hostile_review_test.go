@@ -1,0 +1,82 @@
+package setup
+
+import (
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+)
+
+// init plans the shared folder's fixes by walking it, then applies them: a
+// local user who can write in the watch folder (the back-end's user) swaps
+// a planned folder and a planned file for symbolic links to files outside
+// between the two. init, as root, must change nothing outside the folder:
+// no group, mode or default ACL through a link, in the last component or
+// in one before it.
+func TestSharedFolderFixesFollowNoSwappedLink(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (chgrp)")
+	}
+	const gid = 54321
+	root := t.TempDir()
+	watch := filepath.Join(root, "watch")
+	outside := filepath.Join(root, "etc")
+	for _, d := range []string{watch, filepath.Join(watch, "a"), outside} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range []string{filepath.Join(watch, "a", "f"), filepath.Join(watch, "g"), filepath.Join(outside, "f"), filepath.Join(outside, "shadow")} {
+		if err := os.WriteFile(f, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := planner{c: Config{User: "offload"}, id: ids{gid: gid}}
+	fixes, err := p.folderFixes(watch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fixes) != 4 {
+		t.Fatalf("want 4 fixes (watch, a, a/f, g), got %d", len(fixes))
+	}
+	// The swap, between the plan and the apply.
+	if err := os.RemoveAll(filepath.Join(watch, "a")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(watch, "a")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(watch, "g")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(outside, "shadow"), filepath.Join(watch, "g")); err != nil {
+		t.Fatal(err)
+	}
+	applyErr := applyFixes(watch, fixes, gid)
+	t.Logf("apply: %v", applyErr)
+
+	for _, f := range []string{outside, filepath.Join(outside, "f"), filepath.Join(outside, "shadow")} {
+		var st syscall.Stat_t
+		if err := syscall.Stat(f, &st); err != nil {
+			t.Fatal(err)
+		}
+		want := uint32(0o600)
+		if f == outside {
+			want = 0o755
+		}
+		if st.Gid == gid || st.Mode&0o7777 != want {
+			t.Errorf("init changed %s outside the watch folder through a link: gid %d, mode %04o (want gid 0, mode %04o)", f, st.Gid, st.Mode&0o7777, want)
+		}
+	}
+	if a, err := readACL(outside, xattrDefaultACL); err != nil || a != nil {
+		t.Errorf("init set a default ACL on %s outside the watch folder through a link: %v %v", outside, a, err)
+	}
+	// The watch folder itself, which no one swapped, is fixed.
+	var st syscall.Stat_t
+	if err := syscall.Stat(watch, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Gid != gid || st.Mode&syscall.S_ISGID == 0 {
+		t.Errorf("watch folder not fixed: gid %d mode %04o", st.Gid, st.Mode&0o7777)
+	}
+}
