@@ -286,14 +286,21 @@ func (p *planner) cacheFolder() item {
 		if err := os.Mkdir(path, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 			return err
 		}
-		if err := os.Lchown(path, int(p.id.uid), int(p.id.gid)); err != nil {
+		// Through a descriptor of the folder itself: a link put at the
+		// name since the plan is refused, not followed.
+		fd, err := unix.Open(path, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("cache folder %s: not a folder (a symbolic link?): %w", path, err)
+		}
+		defer unix.Close(fd)
+		if err := unix.Fchownat(fd, "", int(p.id.uid), int(p.id.gid), unix.AT_EMPTY_PATH); err != nil {
 			return err
 		}
-		var st syscall.Stat_t
-		if err := syscall.Lstat(path, &st); err != nil {
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
 			return err
 		}
-		return syscall.Chmod(path, st.Mode&0o7777|0o755)
+		return syscall.Chmod("/proc/self/fd/"+strconv.Itoa(fd), st.Mode&0o7777|0o755)
 	}
 	return it
 }

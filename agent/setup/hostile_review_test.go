@@ -80,3 +80,38 @@ func TestSharedFolderFixesFollowNoSwappedLink(t *testing.T) {
 		t.Errorf("watch folder not fixed: gid %d mode %04o", st.Gid, st.Mode&0o7777)
 	}
 }
+
+// The cache folder: planned as a folder, swapped for a link to a folder
+// outside before the apply. init must not change the folder the link
+// points to (it made it 0777: the link's own mode, or-ed with 0755).
+func TestCacheFolderFollowsNoSwappedLink(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (chown)")
+	}
+	root := t.TempDir()
+	cache, outside := filepath.Join(root, "cache"), filepath.Join(root, "etc")
+	for _, d := range []string{cache, outside} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := planner{c: Config{Root: root, CacheDir: "/cache", User: "offload"}, id: ids{uid: 54321, gid: 54321}}
+	it := p.cacheFolder()
+	if !it.changed || it.apply == nil {
+		t.Fatalf("want a planned change, got %+v", it)
+	}
+	if err := os.Remove(cache); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, cache); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("apply: %v", it.apply())
+	var st syscall.Stat_t
+	if err := syscall.Stat(outside, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Uid != 0 || st.Mode&0o7777 != 0o700 {
+		t.Errorf("init changed %s through a link at the cache folder: uid %d, mode %04o (want uid 0, mode 0700)", outside, st.Uid, st.Mode&0o7777)
+	}
+}
