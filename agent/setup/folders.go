@@ -81,9 +81,14 @@ func (p *planner) sharedFolder(rel, what string) item {
 	case !fi.IsDir():
 		return p.fail(fmt.Errorf("%s folder %s is not a folder", what, path))
 	}
+	linked := len(p.linked)
 	fixes, err := p.folderFixes(path)
 	if err != nil {
 		return p.fail(err)
+	}
+	note := ""
+	if n := p.linked[linked:]; len(n) > 0 {
+		note = fmt.Sprintf("; %s with more than one hard link left alone (a link may lead outside the folder: fix them by hand if they are the back-end's), e.g. %s", plural(len(n), "file", "files"), n[0])
 	}
 	var entries, nGrp, nMode, nACL int
 	filepath.WalkDir(path, func(string, fs.DirEntry, error) error { entries++; return nil })
@@ -100,11 +105,11 @@ func (p *planner) sharedFolder(rel, what string) item {
 	}
 	want := fmt.Sprintf("group %s, g+rwX, setgid folders, default ACL g:%s:rwX", p.c.User, p.c.User)
 	if len(fixes) == 0 {
-		it.detail = fmt.Sprintf("%s folder: %s; %s", what, want, plural(entries, "entry", "entries"))
+		it.detail = fmt.Sprintf("%s folder: %s; %s%s", what, want, plural(entries, "entry", "entries"), note)
 		return it
 	}
 	it.changed = true
-	it.detail = fmt.Sprintf("%s folder: %s; %d of %d entries fixed (group %d, mode %d, default ACL %d)", what, want, len(fixes), entries, nGrp, nMode, nACL)
+	it.detail = fmt.Sprintf("%s folder: %s; %d of %d entries fixed (group %d, mode %d, default ACL %d)%s", what, want, len(fixes), entries, nGrp, nMode, nACL, note)
 	it.apply = func() error { return applyFixes(path, fixes, gid) }
 	return it
 }
@@ -126,6 +131,14 @@ func (p *planner) folderFixes(root string) ([]fix, error) {
 		dir := st.Mode&syscall.S_IFMT == syscall.S_IFDIR
 		if !dir && st.Mode&syscall.S_IFMT != syscall.S_IFREG {
 			return nil // sockets, fifos, devices: not the agent's
+		}
+		if !dir && st.Nlink > 1 {
+			// A second name may be outside the folder: a local user may
+			// link a file they can read and write but do not own
+			// (fs.protected_hardlinks=1), any file under 0. Giving it to
+			// the group would give that file away; it is left alone.
+			p.linked = append(p.linked, path)
+			return nil
 		}
 		f := fix{path: path, chgrp: st.Gid != p.id.gid, oldMode: st.Mode & 0o7777, dev: st.Dev, ino: st.Ino}
 		mode := sharedMode(st.Mode&0o7777, dir)

@@ -115,3 +115,41 @@ func TestCacheFolderFollowsNoSwappedLink(t *testing.T) {
 		t.Errorf("init changed %s through a link at the cache folder: uid %d, mode %04o (want uid 0, mode 0700)", outside, st.Uid, st.Mode&0o7777)
 	}
 }
+
+// A hard link in the watch folder to a file outside it (a user may link a
+// file they can read and write but do not own under
+// fs.protected_hardlinks=1; any file on the same file system under 0):
+// "chgrp -R" and "chmod -R g+rwX" on the folder would hand that file to
+// the agent's group. init leaves a file with more than one link alone.
+func TestSharedFolderLeavesHardLinksAlone(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (chgrp)")
+	}
+	const gid = 54321
+	root := t.TempDir()
+	watch, outside := filepath.Join(root, "watch"), filepath.Join(root, "shadow")
+	if err := os.Mkdir(watch, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(outside, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(outside, filepath.Join(watch, "upload.jpg")); err != nil {
+		t.Fatal(err)
+	}
+	p := planner{c: Config{User: "offload"}, id: ids{gid: gid}}
+	fixes, err := p.folderFixes(watch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := applyFixes(watch, fixes, gid); err != nil {
+		t.Fatal(err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(outside, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Gid == gid || st.Mode&0o7777 != 0o600 {
+		t.Errorf("init changed %s through a hard link in the watch folder: gid %d, mode %04o (want gid 0, mode 0600)", outside, st.Gid, st.Mode&0o7777)
+	}
+}

@@ -217,6 +217,9 @@ type planner struct {
 	id      ids
 	errs    []error
 	refused []string
+	// linked are the files in the shared folders with more than one hard
+	// link, which folderFixes leaves alone.
+	linked []string
 }
 
 func (p *planner) at(path string) string { return filepath.Join("/", p.c.Root, path) }
