@@ -153,3 +153,32 @@ func TestSharedFolderLeavesHardLinksAlone(t *testing.T) {
 		t.Errorf("init changed %s through a hard link in the watch folder: gid %d, mode %04o (want gid 0, mode 0600)", outside, st.Gid, st.Mode&0o7777)
 	}
 }
+
+// No value init writes may carry a second line (or a blank, a quote, a
+// specifier) into agent.env or a drop-in: each is refused before anything
+// is written.
+func TestValidateRefusesSmuggledLines(t *testing.T) {
+	good := Config{Watch: "/srv/www/static", Archive: "/srv/www/archive", CacheDir: "/var/cache/offload", User: "offload", WebGroup: "www-data",
+		Bucket: "offload-bucket", Table: "offload-Ledger", Region: "eu-west-1", ResolverBase: "https://x.lambda-url.eu-west-1.on.aws"}
+	if err := good.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for _, evil := range []string{"\nAWS_SECRET_ACCESS_KEY=x", "\rX=1", " x", "%n", "\\\nX=1", "\"", "$X", "\x00"} {
+		for name, set := range map[string]func(*Config){
+			"watch":         func(c *Config) { c.Watch += evil },
+			"archive":       func(c *Config) { c.Archive += evil },
+			"cache-dir":     func(c *Config) { c.CacheDir += evil },
+			"bucket":        func(c *Config) { c.Bucket += evil },
+			"table":         func(c *Config) { c.Table += evil },
+			"region":        func(c *Config) { c.Region += evil },
+			"resolver-base": func(c *Config) { c.ResolverBase += evil },
+			"access-log":    func(c *Config) { c.AccessLog = "/var/log/lighttpd/access.log" + evil },
+		} {
+			c := good
+			set(&c)
+			if err := c.Validate(); err == nil {
+				t.Errorf("%s with %q: accepted", name, evil)
+			}
+		}
+	}
+}
