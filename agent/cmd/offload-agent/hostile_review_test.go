@@ -5,8 +5,13 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
+	"time"
+	"unicode"
+
+	"github.com/photosleeve/offload/agent"
 )
 
 // A local user who can write in the watch folder (the web back-end's user,
@@ -56,5 +61,25 @@ func TestDoctorForeignFileFollowsNoPlantedLink(t *testing.T) {
 	left, _ := filepath.Glob(filepath.Join(watch, ".offload-doctor-foreign-*"))
 	if len(left) != 1 {
 		t.Errorf("doctor left files behind in the watch folder: %v", left)
+	}
+}
+
+// A file name is chosen by whoever writes in the watch folder (a local
+// user, or a web site's visitor where the back-end keeps upload names); a
+// name with control characters is refused, and the refusal is listed by
+// "offload-agent status", which root runs in a terminal: the name must
+// not reach the terminal as escape sequences (clear the screen, retitle
+// the window, hide the lines after it).
+func TestPrintStatusEscapesControlCharacters(t *testing.T) {
+	now := time.Now()
+	evil := "a\x1b[2J\x1b]0;owned\x07\u009b31mb.jpg"
+	st := agent.Status{Now: now, Started: now, Pending: 1,
+		Waiting:        []agent.Waiting{{Path: evil, Since: now, State: "quiet"}},
+		InFlight:       []agent.InFlight{{Path: evil}},
+		RecentFailures: []agent.Failure{{Path: evil, At: now, Cause: "refused", Error: "invalid path: control character U+001B in " + strconv.Quote(evil)}}}
+	var b strings.Builder
+	printStatus(&b, st)
+	if i := strings.IndexFunc(b.String(), func(r rune) bool { return r != '\n' && unicode.IsControl(r) }); i >= 0 {
+		t.Fatalf("status printed a control character %U from a file name:\n%q", []rune(b.String()[i:])[0], b.String())
 	}
 }

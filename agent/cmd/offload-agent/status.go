@@ -129,6 +129,7 @@ func unreachable(to agentAddr, err error) error {
 
 // printStatus writes the status for a person.
 func printStatus(w io.Writer, st agent.Status) {
+	w = termSafe{w} // file names are anyone's: no escape sequence reaches the terminal
 	now := st.Now
 	fmt.Fprintf(w, "offload-agent watching %s, up %s\n", st.Watch, roundDuration(now.Sub(st.Started)))
 
