@@ -64,7 +64,7 @@ func (p *planner) sharedFolder(rel, what string) item {
 			if err := os.Mkdir(path, 0o755); err != nil {
 				return err
 			}
-			if err := os.Chmod(path, 0o755); err != nil { // whatever the umask, as under 022
+			if err := chmodDir(path, 0o755); err != nil { // whatever the umask, as under 022
 				return err
 			}
 			fixes, err := p.folderFixes(path)
@@ -233,6 +233,18 @@ func applyFix(fd int, f fix, gid uint32) error {
 		}
 	}
 	return nil
+}
+
+// chmodDir sets a folder's mode through a descriptor opened with
+// O_NOFOLLOW: a link put at its name (its parent may be another user's)
+// is refused, not followed.
+func chmodDir(path string, mode uint32) error {
+	fd, err := unix.Open(path, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("%s: not a folder (a symbolic link?): %w", path, err)
+	}
+	defer unix.Close(fd)
+	return syscall.Chmod("/proc/self/fd/"+strconv.Itoa(fd), mode)
 }
 
 // openBeneath opens rel under the folder open as dirFD, one component at a
