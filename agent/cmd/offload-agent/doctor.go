@@ -141,6 +141,10 @@ func doctorCommand(args []string, getenv func(string) string, stdout, stderr io.
 		results = append(results, doctor.Result{Status: doctor.OK, Name: "settings", Detail: fmt.Sprintf("watch %s, archive %s, bucket %s, table %s, key prefix %q", watch, orNone(archive), bucket, table, keyPrefix)})
 	}
 
+	if os.Geteuid() == 0 {
+		serviceAWSFiles(userName, lookup)
+	}
+
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if bucket != "" && table != "" {
@@ -169,6 +173,32 @@ func orNone(s string) string {
 		return "(none)"
 	}
 	return s
+}
+
+// serviceAWSFiles points the SDK's shared config and credentials files at
+// the service user's home, as the unit runs the agent (User=, so HOME is
+// that user's home; ProtectHome=yes, so nothing under /home, /root or
+// /run/user), when doctor runs as root and neither the env file nor the
+// environment names them: root's own ~/.aws, where "aws configure" put the
+// keys that deployed the stack, must not pass the service's credentials.
+// Set here, not through HOME: the SDK fixes its default file names from
+// HOME when it is loaded.
+func serviceAWSFiles(userName string, lookup func(string) string) {
+	u, err := user.Lookup(userName)
+	if err != nil || u.Uid == "0" {
+		return
+	}
+	home := u.HomeDir
+	for _, hidden := range []string{"/home", "/root", "/run/user"} {
+		if home == "" || home == hidden || strings.HasPrefix(home, hidden+"/") {
+			home = "/nonexistent"
+		}
+	}
+	for key, name := range map[string]string{"AWS_SHARED_CREDENTIALS_FILE": "credentials", "AWS_CONFIG_FILE": "config"} {
+		if lookup(key) == "" {
+			os.Setenv(key, filepath.Join(home, ".aws", name))
+		}
+	}
 }
 
 // readEnvFile reads the settings file: path, or the default one when it

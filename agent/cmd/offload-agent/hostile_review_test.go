@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"unicode"
 
 	"github.com/photosleeve/offload/agent"
+	"github.com/photosleeve/offload/infra/local/stacktest"
 )
 
 // A local user who can write in the watch folder (the web back-end's user,
@@ -81,5 +83,43 @@ func TestPrintStatusEscapesControlCharacters(t *testing.T) {
 	printStatus(&b, st)
 	if i := strings.IndexFunc(b.String(), func(r rune) bool { return r != '\n' && unicode.IsControl(r) }); i >= 0 {
 		t.Fatalf("status printed a control character %U from a file name:\n%q", []rune(b.String()[i:])[0], b.String())
+	}
+}
+
+// doctor as root checks the credentials the service would have: the unit
+// runs the agent as the service user (HOME its home, /nonexistent), with
+// ProtectHome=yes, so root's own ~/.aws (where "aws configure" put the
+// keys that ran sam deploy and describe-stacks) is none of the agent's.
+// doctor must not pass "credentials" on root's.
+func TestDoctorAsRootChecksNotRootsOwnCredentials(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	home := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(home, ".aws"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(home, ".aws", "credentials"),
+		[]byte("[default]\naws_access_key_id = AKIAROOTSOWNKEY91234\naws_secret_access_key = rootsecret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	envFile := filepath.Join(t.TempDir(), "agent.env")
+	vars := map[string]string{"OFFLOAD_BUCKET": "offload-bucket", "OFFLOAD_TABLE": "offload-ledger", "AWS_REGION": "eu-west-1",
+		"AWS_ENDPOINT_URL": "http://127.0.0.1:1", "AWS_EC2_METADATA_DISABLED": "true"}
+	var lines string
+	for k, v := range vars {
+		lines += k + "=" + v + "\n"
+	}
+	if err := os.WriteFile(envFile, []byte(lines), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	// A process of its own: the SDK fixes ~/.aws's file names from HOME
+	// when it is loaded. sudo's environment: HOME=/root, PATH, nothing of AWS.
+	bin := stacktest.Build(t, "./agent/cmd/offload-agent")["offload-agent"]
+	cmd := exec.Command(bin, "doctor", "--env-file", envFile, "--user", "nobody")
+	cmd.Env = []string{"HOME=" + home, "PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+	out, _ := cmd.CombinedOutput()
+	if l := line(string(out), "credentials"); strings.Contains(l, "1234") {
+		t.Fatalf("doctor as root passed the service's credentials on root's own ~/.aws:\n%s", out)
 	}
 }
