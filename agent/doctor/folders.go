@@ -240,11 +240,17 @@ func (f Folders) checkLeases() Result {
 	if f.ForeignFile == "" {
 		return Result{Status: Skip, Name: "leases", Detail: "granted on the agent's own file; on another user's (the web server's uploads) not tested: run doctor as root to test as the service user with CAP_LEASE"}
 	}
-	r, err = os.Open(f.ForeignFile)
+	// Others write in the watch folder and may have swapped the file: a
+	// link is not followed, and a fifo (whose open would wait for a
+	// writer) is opened without waiting and refused.
+	r, err = os.OpenFile(f.ForeignFile, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return fail("leases", "see the error", "%v", err)
 	}
 	defer r.Close()
+	if fi, err := r.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return fail("leases", "run doctor again; remove whatever replaced the file", "%s is no longer the regular file doctor made (replaced by another user?)", f.ForeignFile)
+	}
 	if err := agent.LeaseProbe(r); err != nil {
 		return Result{Status: Warn, Name: "leases", Detail: fmt.Sprintf("no read lease on another user's file (%v): without CAP_LEASE the agent cannot tell whether the web server still writes a file, so every file waits the quiet period", err),
 			Fix: "keep AmbientCapabilities=CAP_LEASE and CapabilityBoundingSet=CAP_LEASE in the unit"}
