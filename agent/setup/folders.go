@@ -211,8 +211,8 @@ func applyFix(fd int, f fix, gid uint32) error {
 	if st.Dev != f.dev || st.Ino != f.ino {
 		return nil // replaced since the plan: leave it
 	}
-	if t := st.Mode & unix.S_IFMT; t != unix.S_IFDIR && t != unix.S_IFREG {
-		return nil
+	if t := st.Mode & unix.S_IFMT; t != unix.S_IFDIR && t != unix.S_IFREG || t == unix.S_IFREG && st.Nlink > 1 {
+		return nil // a second link may be outside (see folderFixes)
 	}
 	// chmod and setxattr take no O_PATH descriptor: its /proc/self/fd
 	// name, a magic link to this very inode, not a path looked up again.

@@ -182,3 +182,40 @@ func TestValidateRefusesSmuggledLines(t *testing.T) {
 		}
 	}
 }
+
+// The plan may have been shown a file outside through a folder swapped
+// for a link while it walked (its inode, one link then); if a hard link to
+// that inode is put in the tree before the apply, the inode check alone
+// would pass. A file with more than one link at the apply is left alone.
+func TestApplyLeavesAFileThatGainedALinkAlone(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (chgrp)")
+	}
+	const gid = 54321
+	root := t.TempDir()
+	watch, outside := filepath.Join(root, "watch"), filepath.Join(root, "shadow")
+	if err := os.Mkdir(watch, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(watch, "f"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := planner{c: Config{User: "offload"}, id: ids{gid: gid}}
+	fixes, err := p.folderFixes(watch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(filepath.Join(watch, "f"), outside); err != nil {
+		t.Fatal(err)
+	}
+	if err := applyFixes(watch, fixes, gid); err != nil {
+		t.Fatal(err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(outside, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Gid == gid || st.Mode&0o7777 != 0o600 {
+		t.Errorf("init changed a file with a second link outside: gid %d, mode %04o (want gid 0, mode 0600)", st.Gid, st.Mode&0o7777)
+	}
+}
