@@ -7,7 +7,7 @@ FUZZTIME ?= 30s
 # Flags for the stack "make test" brings up, e.g. STACK_FLAGS="--tls" or "--s3 versitygw".
 STACK_FLAGS ?=
 
-.PHONY: help build package build-ResolverFunction sam-build bench demo test test-tls test-in-stack soak check-grants unit vet fuzz stack-up stack-down clean
+.PHONY: help docs build package build-ResolverFunction sam-build bench demo test test-tls test-in-stack soak check-grants unit vet fuzz stack-up stack-down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -45,6 +45,9 @@ test-in-stack:
 soak: ## the chaos soak, full profile: 2,000 files, 20 agent kills, 60 s outages (about 14 min); SEED=N replays a run
 	$(STACK) run -- env OFFLOAD_REQUIRE_STACK=1 $(GO) test -count=1 -v -timeout 3h -run '^TestSoak$$' ./infra/soak \
 		-args -soak.profile full $(if $(SEED),-soak.seed $(SEED))
+
+docs: ## write the generated reference again (docs/reference/cli.md, from the binary's help); make test fails while it is stale
+	OFFLOAD_UPDATE_DOCS=1 $(GO) test -count=1 -run '^TestCLIReferenceIsCurrent$$' ./agent/cmd/offload-agent
 
 check-grants: ## take each S3 action template.yaml grants away in turn and prove a test fails without it (a few minutes)
 	$(GO) run ./infra/local/checkgrants

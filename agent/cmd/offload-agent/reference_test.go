@@ -1,0 +1,54 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+)
+
+// cliReference is docs/reference/cli.md: every command's own help, as the
+// binary prints it (helpFor, from the same flag definitions and settings
+// table the commands parse with).
+func cliReference() []byte {
+	var b bytes.Buffer
+	b.WriteString("# offload-agent: command reference\n\n")
+	b.WriteString("Generated from the binary's own help (`offload-agent help COMMAND`); do not edit.\n")
+	b.WriteString("`make docs` writes it again; `TestCLIReferenceIsCurrent` fails when it is stale.\n\n")
+	var overview bytes.Buffer
+	dispatch([]string{"help"}, func(string) string { return "" }, &overview, &overview)
+	fmt.Fprintf(&b, "## offload-agent\n\n```\n%s```\n", overview.String())
+	names := commandNames()
+	slices.Sort(names)
+	for _, n := range names {
+		if n == "help" {
+			continue
+		}
+		var help bytes.Buffer
+		helpFor(n, &help, &help)
+		fmt.Fprintf(&b, "\n## offload-agent %s\n\n```\n%s```\n", n, help.String())
+	}
+	return b.Bytes()
+}
+
+// TestCLIReferenceIsCurrent: the checked-in command reference is what the
+// binary's help says now. OFFLOAD_UPDATE_DOCS=1 (make docs) writes it.
+func TestCLIReferenceIsCurrent(t *testing.T) {
+	path := filepath.Join("..", "..", "..", "docs", "reference", "cli.md")
+	want := cliReference()
+	if os.Getenv("OFFLOAD_UPDATE_DOCS") == "1" {
+		if err := os.WriteFile(path, want, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v: run make docs", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s is stale: the binary's help changed; run make docs and commit it", path)
+	}
+}
