@@ -163,7 +163,7 @@ func jsonEqual(t *testing.T, what string, got any, want string) {
 	}
 }
 
-// TestTemplateSecurity checks each property the README's "Deploy to AWS"
+// TestTemplateSecurity checks each property docs/deploy-aws.md's "What the template creates"
 // lists, with the exact values it names.
 func TestTemplateSecurity(t *testing.T) {
 	doc := loadTemplate(t)
@@ -664,7 +664,7 @@ func TestTemplateAgentEnv(t *testing.T) {
 	if env == "" || strings.ContainsAny(env, "\n\t") {
 		t.Fatalf("AgentEnv = %q; want one line", env)
 	}
-	// As the README pastes it: the output, unquoted, split by the shell.
+	// As docs/deploy-aws.md pastes it: the output, unquoted, split by the shell.
 	cmd := exec.Command("sh", "-c", `printf '%s\n' $AGENT_ENV`)
 	cmd.Env = []string{"AGENT_ENV=" + env, "PATH=" + os.Getenv("PATH")}
 	printed, err := cmd.Output()
@@ -814,24 +814,23 @@ func TestTemplateHostRole(t *testing.T) {
 	}
 }
 
-// TestReadmeAgentEnvCommand runs the README's command that turns the
+// TestDocumentedAgentEnvCommand runs docs/deploy-aws.md's command that turns the
 // AgentEnv output into agent.env lines, with the AWS CLI, against a server
 // that answers DescribeStacks (CloudFormation's query protocol) with the
 // template's outputs evaluated for a deployed stack: what a user pastes is
 // what the agent needs, one KEY=VALUE a line. The server stands in for
 // CloudFormation, which the local stack does not have; the CLI's
 // formatting (--query, --output text) is the real one.
-func TestReadmeAgentEnvCommand(t *testing.T) {
-	readme, err := os.ReadFile("README.md")
-	if err != nil {
-		t.Fatal(err)
+func TestDocumentedAgentEnvCommand(t *testing.T) {
+	var command string
+	for _, b := range stacktest.DocBlocks(stacktest.DocSection(t, "docs/deploy-aws.md", "Deploy")) {
+		if strings.HasPrefix(b, "printf '%s\\n' $(aws cloudformation describe-stacks") {
+			command = strings.TrimSuffix(b, "\n")
+		}
 	}
-	_, rest, ok := strings.Cut(string(readme), "\n```\nprintf '%s\\n' $(aws cloudformation describe-stacks")
-	if !ok {
-		t.Fatal(`README.md: no block that starts with the printf of "aws cloudformation describe-stacks"`)
+	if command == "" {
+		t.Fatal(`docs/deploy-aws.md, Deploy: no block that starts with the printf of "aws cloudformation describe-stacks"`)
 	}
-	body, _, _ := strings.Cut(rest, "\n```")
-	command := "printf '%s\\n' $(aws cloudformation describe-stacks" + body
 	awsCLI, err := exec.LookPath("aws")
 	if err != nil {
 		stacktest.Unavailable(t, "the AWS CLI (aws): %v", err)
@@ -880,7 +879,7 @@ func TestReadmeAgentEnvCommand(t *testing.T) {
 		"OFFLOAD_RESOLVER_BASE=" + out["ResolverBase"],
 	}, "\n") + "\n"
 	if string(printed) != want {
-		t.Errorf("the README's command printed:\n%s\nwant:\n%s", printed, want)
+		t.Errorf("docs/deploy-aws.md's command printed:\n%s\nwant:\n%s", printed, want)
 	}
 	if len(asked) != 1 || asked[0] != "DescribeStacks offload" {
 		t.Errorf("requests %q; want one DescribeStacks of the stack offload", asked)

@@ -13,7 +13,7 @@ import (
 )
 
 // Numeric ids for the test's users: the back-end, the agent, and the
-// group the README calls offload. No accounts are needed for them.
+// group docs/install.md calls offload. No accounts are needed for them.
 const (
 	backendUID = 30001
 	agentUID   = 30002
@@ -32,13 +32,13 @@ func as(uid, gid int, groups []uint32, script string) error {
 	return nil
 }
 
-// TestReadmePermissionsCoverNewFolders: after the README's commands, a
+// TestDocumentedPermissionsCoverNewFolders: after docs/install.md's commands, a
 // folder the back-end creates later with its own umask (022) still lets
 // the agent's group claim and archive the files in it; so does the
-// README's alternative, setgid and a back-end umask of 002. With the
+// docs/install.md's alternative, setgid and a back-end umask of 002. With the
 // one-time chgrp and chmod alone it does not: the case the other lines are
 // there for.
-func TestReadmePermissionsCoverNewFolders(t *testing.T) {
+func TestDocumentedPermissionsCoverNewFolders(t *testing.T) {
 	if os.Geteuid() != 0 {
 		if os.Getenv("OFFLOAD_REQUIRE_STACK") != "" {
 			t.Fatal("this test switches users and needs root")
@@ -53,11 +53,11 @@ func TestReadmePermissionsCoverNewFolders(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name    string
-		cmds    int    // how many of the README's commands run
+		cmds    int    // how many of docs/install.md's commands run
 		umask   string // the back-end's
 		agentOK bool
 	}{
-		{"README commands", 3, "022", true},
+		{"documented commands", 3, "022", true},
 		{"setgid and a back-end umask of 002, no ACL", 2, "002", true},
 		{"chgrp and chmod alone", 1, "022", false},
 	} {
@@ -80,7 +80,7 @@ func TestReadmePermissionsCoverNewFolders(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			for _, c := range stacktest.ReadmePermissionCommands(t, watch, archive, strconv.Itoa(offloadGID))[:tc.cmds] {
+			for _, c := range stacktest.PermissionCommands(t, watch, archive, strconv.Itoa(offloadGID))[:tc.cmds] {
 				if out, err := exec.Command("sh", "-c", c).CombinedOutput(); err != nil {
 					t.Fatalf("%s: %v\n%s", c, err, out)
 				}
@@ -97,7 +97,7 @@ func TestReadmePermissionsCoverNewFolders(t *testing.T) {
 			case tc.agentOK && err != nil:
 				t.Errorf("the agent cannot archive from a folder the back-end made later: %v", err)
 			case !tc.agentOK && err == nil:
-				t.Error("the agent archived from a folder made later without setgid and the ACL: the README's extra lines would not be needed")
+				t.Error("the agent archived from a folder made later without setgid and the ACL: the documented extra lines would not be needed")
 			}
 		})
 	}

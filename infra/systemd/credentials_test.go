@@ -18,38 +18,25 @@ import (
 	"github.com/photosleeve/offload/infra/local/stacktest"
 )
 
-// This file checks the README's "Credentials for the agent": the drop-in
+// This file checks docs/install.md's "Credentials for the agent": the drop-in
 // it gives, the modes of the files it installs, and that the agent, with
 // nothing in its environment but what the section sets, takes credentials
 // from its shared config file (credential_process) and from its shared
 // credentials file, and reaches S3 with them.
 
-// readmeCredentials returns the README's "Credentials for the agent"
+// docCredentials returns docs/install.md's "Credentials for the agent"
 // section and its fenced blocks.
-func readmeCredentials(t *testing.T) (section string, blocks []string) {
+func docCredentials(t *testing.T) (section string, blocks []string) {
 	t.Helper()
-	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, rest, ok := strings.Cut(string(readme), "\n### Credentials for the agent\n")
-	if !ok {
-		t.Fatal(`README.md has no "### Credentials for the agent" section`)
-	}
-	section, _, _ = strings.Cut(rest, "\n## ")
-	parts := strings.Split(section, "\n```")
-	for i := 1; i+1 < len(parts); i += 2 {
-		block, _ := strings.CutPrefix(parts[i], "\n")
-		blocks = append(blocks, block+"\n")
-	}
-	return section, blocks
+	section = stacktest.DocSection(t, "docs/install.md", "Credentials for the agent")
+	return section, stacktest.DocBlocks(section)
 }
 
-// readmeBlock returns the one fenced block of the section that starts with
+// docBlock returns the one fenced block of the section that starts with
 // first and contains has.
-func readmeBlock(t *testing.T, first, has string) string {
+func docBlock(t *testing.T, first, has string) string {
 	t.Helper()
-	_, blocks := readmeCredentials(t)
+	_, blocks := docCredentials(t)
 	var found []string
 	for _, b := range blocks {
 		if strings.HasPrefix(b, first) && strings.Contains(b, has) {
@@ -57,7 +44,7 @@ func readmeBlock(t *testing.T, first, has string) string {
 		}
 	}
 	if len(found) != 1 {
-		t.Fatalf("README, Credentials for the agent: %d blocks start with %q and contain %q; want 1", len(found), first, has)
+		t.Fatalf("docs/install.md, Credentials for the agent: %d blocks start with %q and contain %q; want 1", len(found), first, has)
 	}
 	return found[0]
 }
@@ -73,12 +60,12 @@ func keyValues(block string) map[string]string {
 	return out
 }
 
-// TestReadmeCredentialDropInVerifies: the README's LoadCredential= drop-in,
+// TestDocumentedCredentialDropInVerifies: the documented LoadCredential= drop-in,
 // beside the unit, passes systemd-analyze verify; it hands the agent the
-// root-only file the README installs, under the name the SDK's variable
+// root-only file the page installs, under the name the SDK's variable
 // then points at in the credentials directory (%d).
-func TestReadmeCredentialDropInVerifies(t *testing.T) {
-	dropIn := readmeBlock(t, "[Service]\n", "LoadCredential=")
+func TestDocumentedCredentialDropInVerifies(t *testing.T) {
+	dropIn := docBlock(t, "[Service]\n", "LoadCredential=")
 	kv := keyValues(dropIn)
 	id, source, ok := strings.Cut(kv["LoadCredential"], ":")
 	if !ok || id == "" || !strings.HasPrefix(source, "/etc/offload/") {
@@ -87,9 +74,9 @@ func TestReadmeCredentialDropInVerifies(t *testing.T) {
 	if want := "AWS_SHARED_CREDENTIALS_FILE=%d/" + id; kv["Environment"] != want {
 		t.Errorf("drop-in Environment=%q; want %q (%%d is the credentials directory, systemd.unit(5))", kv["Environment"], want)
 	}
-	section, _ := readmeCredentials(t)
+	section, _ := docCredentials(t)
 	if !strings.Contains(section, "install -m 0600 -o root -g root /dev/null "+source+"\n") {
-		t.Errorf("the README does not install %s with mode 0600 owned by root", source)
+		t.Errorf("docs/install.md does not install %s with mode 0600 owned by root", source)
 	}
 
 	analyze, err := exec.LookPath("systemd-analyze")
@@ -130,7 +117,7 @@ func TestReadmeCredentialDropInVerifies(t *testing.T) {
 		return strings.TrimSpace(string(out))
 	}
 	if out := verify(dropIn); out != "" {
-		t.Errorf("systemd-analyze verify with the README's drop-in:\n%s\n--- drop-in:\n%s", out, dropIn)
+		t.Errorf("systemd-analyze verify with the documented drop-in:\n%s\n--- drop-in:\n%s", out, dropIn)
 	}
 	// The check sees the drop-in: a mistake in it is reported.
 	if out := verify(dropIn + "LoadCredentail=x:/y\nEnvironment=X=%Q\n"); !strings.Contains(out, "LoadCredentail") || !strings.Contains(out, "%Q") {
@@ -138,11 +125,11 @@ func TestReadmeCredentialDropInVerifies(t *testing.T) {
 	}
 }
 
-// TestReadmeCredentialFilesAreClosed: every file the section installs is
+// TestDocumentedCredentialFilesAreClosed: every file the section installs is
 // closed to other users (no read bit for "other"), and those that hold a
 // secret are root's alone or the offload group's.
-func TestReadmeCredentialFilesAreClosed(t *testing.T) {
-	section, _ := readmeCredentials(t)
+func TestDocumentedCredentialFilesAreClosed(t *testing.T) {
+	section, _ := docCredentials(t)
 	installs := 0
 	for _, line := range strings.Split(section, "\n") {
 		fields := strings.Fields(line)
@@ -176,14 +163,14 @@ func TestReadmeCredentialFilesAreClosed(t *testing.T) {
 	}
 }
 
-// TestAgentTakesCredentialsFromReadmeFiles runs offload-agent once with no
+// TestAgentTakesCredentialsFromDocumentedFiles runs offload-agent once with no
 // credential in its environment, no home (the unit's ProtectHome=yes) and
-// no instance metadata, but the files the README writes: a shared config
+// no instance metadata, but the files docs/install.md writes: a shared config
 // file whose credential_process prints the stack's agent credentials in
 // the SDK's JSON format, or a shared credentials file at the path the
 // drop-in's %d gives. Either way the agent offloads a file to MinIO, under
 // the template's AgentPolicy; with neither it offloads nothing.
-func TestAgentTakesCredentialsFromReadmeFiles(t *testing.T) {
+func TestAgentTakesCredentialsFromDocumentedFiles(t *testing.T) {
 	st := stacktest.Require(t)
 	creds := st.Credentials(t, stacktest.Agent)
 	dir := t.TempDir()
@@ -194,7 +181,7 @@ func TestAgentTakesCredentialsFromReadmeFiles(t *testing.T) {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 
-	// credential_process: the README's config file, its command a script
+	// credential_process: the documented config file, its command a script
 	// that prints what the credential helper would. The format:
 	// https://docs.aws.amazon.com/sdkref/latest/guide/feature-process-credentials.html
 	// (Version 1, AccessKeyId, SecretAccessKey, and for temporary
@@ -212,7 +199,7 @@ func TestAgentTakesCredentialsFromReadmeFiles(t *testing.T) {
 	if err := os.WriteFile(helper, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	configBlock := readmeBlock(t, "[default]\n", "credential_process")
+	configBlock := docBlock(t, "[default]\n", "credential_process")
 	var config []string
 	for _, line := range strings.Split(configBlock, "\n") {
 		if k, _, ok := strings.Cut(line, "="); ok && strings.TrimSpace(k) == "credential_process" {
@@ -222,15 +209,15 @@ func TestAgentTakesCredentialsFromReadmeFiles(t *testing.T) {
 	}
 	configFile := filepath.Join(dir, "aws-config")
 	writeFile(t, configFile, strings.Join(config, "\n"), 0o640)
-	configEnv := keyValues(readmeBlock(t, "AWS_CONFIG_FILE=", ""))["AWS_CONFIG_FILE"]
+	configEnv := keyValues(docBlock(t, "AWS_CONFIG_FILE=", ""))["AWS_CONFIG_FILE"]
 	if configEnv != "/etc/offload/aws-config" || !strings.Contains(configBlock, "[default]") {
-		t.Fatalf("README: AWS_CONFIG_FILE=%q; want the config file it writes, /etc/offload/aws-config", configEnv)
+		t.Fatalf("docs/install.md: AWS_CONFIG_FILE=%q; want the config file it writes, /etc/offload/aws-config", configEnv)
 	}
 
 	// The shared credentials file, as LoadCredential= presents it: a copy
 	// in the credentials directory, under the drop-in's ID.
-	credsBlock := readmeBlock(t, "[default]\n", "aws_access_key_id")
-	id, _, _ := strings.Cut(keyValues(readmeBlock(t, "[Service]\n", "LoadCredential="))["LoadCredential"], ":")
+	credsBlock := docBlock(t, "[default]\n", "aws_access_key_id")
+	id, _, _ := strings.Cut(keyValues(docBlock(t, "[Service]\n", "LoadCredential="))["LoadCredential"], ":")
 	var lines []string
 	for _, line := range strings.Split(strings.TrimSpace(credsBlock), "\n") {
 		k, _, ok := strings.Cut(line, "=")
@@ -241,7 +228,7 @@ func TestAgentTakesCredentialsFromReadmeFiles(t *testing.T) {
 			line = k + "= " + creds.SecretAccessKey
 		default:
 			if ok {
-				t.Fatalf("README credentials file: unexpected line %q", line)
+				t.Fatalf("docs/install.md credentials file: unexpected line %q", line)
 			}
 		}
 		lines = append(lines, line)

@@ -175,7 +175,7 @@ func getfacl(t *testing.T, path string) string {
 }
 
 // TestInitConfiguresHost: a first run creates everything with the owners,
-// modes, setgid and default ACLs the README's install step gave by hand; a
+// modes, setgid and default ACLs the documented install step gave by hand; a
 // second run says "unchanged" for every item and changes nothing; a value
 // a person changed in the env file, or a drop-in a person edited, is
 // refused (exit 1, the difference printed, nothing changed) until --force;
@@ -295,7 +295,7 @@ func TestInitConfiguresHost(t *testing.T) {
 	}
 	checkOwnerMode(t, env, 0, a.gid, 0o640)
 
-	// An env file left 0644 root:root (the README's old "sudo tee") is
+	// An env file left 0644 root:root (what a plain "sudo tee" makes) is
 	// closed again: the key is a secret's neighbour.
 	if err := os.Chmod(env, 0o644); err != nil {
 		t.Fatal(err)
@@ -393,38 +393,38 @@ func TestInitNeedsRoot(t *testing.T) {
 	}
 }
 
-// TestInitFoldersMatchReadmeCommands: on the same starting tree, init
-// leaves the watch and archive folders exactly as the README's permission
-// commands (the ones TestReadmePermissionsCoverNewFolders runs) do: owners,
+// TestInitFoldersMatchDocumentedCommands: on the same starting tree, init
+// leaves the watch and archive folders exactly as docs/install.md's permission
+// commands (the ones TestDocumentedPermissionsCoverNewFolders runs) do: owners,
 // modes and ACLs, entry by entry, as getfacl prints them.
-func TestInitFoldersMatchReadmeCommands(t *testing.T) {
+func TestInitFoldersMatchDocumentedCommands(t *testing.T) {
 	needRoot(t)
 	a := newAccounts(t)
-	byInit, byReadme := tempRoot(t), tempRoot(t)
-	for _, r := range []string{byInit, byReadme} {
+	byInit, byDocs := tempRoot(t), tempRoot(t)
+	for _, r := range []string{byInit, byDocs} {
 		site(t, r)
 	}
 	if code, out, errOut := runInit(t, a.args(byInit)...); code != 0 {
 		t.Fatalf("init: exit %d\n%s%s", code, out, errOut)
 	}
-	watch, archive := filepath.Join(byReadme, "srv/www/static"), filepath.Join(byReadme, "srv/www/archive")
-	if err := os.Mkdir(archive, 0o755); err != nil { // the README's "mkdir -p ... /srv/www/archive"
+	watch, archive := filepath.Join(byDocs, "srv/www/static"), filepath.Join(byDocs, "srv/www/archive")
+	if err := os.Mkdir(archive, 0o755); err != nil { // as a site would have it
 		t.Fatal(err)
 	}
-	for _, c := range stacktest.ReadmePermissionCommands(t, watch, archive, a.user) {
+	for _, c := range stacktest.PermissionCommands(t, watch, archive, a.user) {
 		if out, err := exec.Command("sh", "-c", c).CombinedOutput(); err != nil {
 			t.Fatalf("%s: %v\n%s", c, err, out)
 		}
 	}
 	for _, dir := range []string{"srv/www/static", "srv/www/archive"} {
-		got, want := aclTree(t, byInit, dir), aclTree(t, byReadme, dir)
+		got, want := aclTree(t, byInit, dir), aclTree(t, byDocs, dir)
 		if got != want {
-			t.Errorf("%s: init left\n%s\nthe README's commands leave\n%s", dir, got, want)
+			t.Errorf("%s: init left\n%s\ndocs/install.md's commands leave\n%s", dir, got, want)
 		}
 	}
 }
 
-// TestInitFoldersCoverNewFolders is TestReadmePermissionsCoverNewFolders
+// TestInitFoldersCoverNewFolders is TestDocumentedPermissionsCoverNewFolders
 // with init's folders: a folder the back-end makes later with umask 022
 // still lets a user of the agent's group claim a file in it and archive it.
 func TestInitFoldersCoverNewFolders(t *testing.T) {
