@@ -46,8 +46,9 @@ soak: ## the chaos soak, full profile: 2,000 files, 20 agent kills, 60 s outages
 	$(STACK) run -- env OFFLOAD_REQUIRE_STACK=1 $(GO) test -count=1 -v -timeout 3h -run '^TestSoak$$' ./infra/soak \
 		-args -soak.profile full $(if $(SEED),-soak.seed $(SEED))
 
-docs: ## write the generated reference again (docs/reference/cli.md, from the binary's help); make test fails while it is stale
+docs: ## write the generated references again (docs/reference/cli.md from the binary's help, metrics.md from its metrics); make test fails while one is stale
 	OFFLOAD_UPDATE_DOCS=1 $(GO) test -count=1 -run '^TestCLIReferenceIsCurrent$$' ./agent/cmd/offload-agent
+	OFFLOAD_UPDATE_DOCS=1 $(GO) test -count=1 -run '^TestMetricsReferenceIsCurrent$$' ./agent
 
 check-grants: ## take each S3 action template.yaml grants away in turn and prove a test fails without it (a few minutes)
 	$(GO) run ./infra/local/checkgrants

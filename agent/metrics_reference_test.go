@@ -1,0 +1,192 @@
+package agent
+
+import (
+	"bytes"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/photosleeve/offload/agent/hotcache"
+)
+
+// metricFamilies gathers the offload_ metrics newMetrics registers for an
+// agent built with this After and, if cache, the hot cache on. Nothing
+// runs: the values are those of an agent that has done nothing yet.
+func metricFamilies(after After, cache bool) ([]*dto.MetricFamily, error) {
+	cfg := Config{After: after}
+	if after == AfterArchive {
+		cfg.Archive = "/nonexistent" // the free-bytes gauge reads -1; only its definition counts here
+	}
+	if cache {
+		cfg.Cache = hotcache.Config{Dir: "/nonexistent", AccessLog: "/nonexistent"}
+	}
+	a := &Agent{cfg: cfg, s3: &s3Store{}, track: newTracker()}
+	mfs, err := newMetrics(a).registry.Gather()
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(mfs, func(mf *dto.MetricFamily) bool {
+		return !strings.HasPrefix(mf.GetName(), "offload_")
+	}), nil
+}
+
+// metricsReference is docs/reference/metrics.md: every offload_ metric the
+// agent serves, from the definitions in newMetrics.
+func metricsReference() ([]byte, error) {
+	all, err := metricFamilies(AfterArchive, true)
+	if err != nil {
+		return nil, err
+	}
+	names := func(mfs []*dto.MetricFamily) map[string]bool {
+		s := map[string]bool{}
+		for _, mf := range mfs {
+			s[mf.GetName()] = true
+		}
+		return s
+	}
+	// A metric that only the cache, or only the archive, brings in.
+	plain, err := metricFamilies(AfterKeep, false)
+	if err != nil {
+		return nil, err
+	}
+	withCache, err := metricFamilies(AfterKeep, true)
+	if err != nil {
+		return nil, err
+	}
+	withArchive, err := metricFamilies(AfterArchive, false)
+	if err != nil {
+		return nil, err
+	}
+	always, allNames := names(plain), names(all)
+	extra := func(mfs []*dto.MetricFamily) []string {
+		var out []string
+		for n := range names(mfs) {
+			if !always[n] {
+				out = append(out, n)
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+
+	var b bytes.Buffer
+	b.WriteString("# offload-agent: metrics reference\n\n")
+	b.WriteString("The Prometheus metrics the agent serves at `/metrics` (on `--metrics-addr` and the status socket).\n")
+	b.WriteString("Generated from the definitions the binary uses (`agent/metrics.go`); do not edit.\n")
+	b.WriteString("`make docs` writes it again; `make test` fails while it is stale (`agent/metrics_reference_test.go`).\n\n")
+	fmt.Fprintf(&b, "- Only with the hot cache on (`--cache-dir` and `--access-log`): %s.\n", metricNames(extra(withCache), allNames))
+	fmt.Fprintf(&b, "- Only with `--after archive` (the default): %s.\n", metricNames(extra(withArchive), allNames))
+	b.WriteString("- Every other metric below is always served.\n")
+	b.WriteString("- Where the labels column lists values, the agent serves one series per value from the start, each at 0.\n")
+	if slices.ContainsFunc(all, func(mf *dto.MetricFamily) bool { return mf.GetType() == dto.MetricType_HISTOGRAM }) {
+		b.WriteString("- A histogram is served as `NAME_bucket` (label `le`), `NAME_sum` and `NAME_count`.\n")
+	}
+	b.WriteString("- The standard Go runtime (`go_*`) and process (`process_*`) collectors are served too; they are not listed here.\n\n")
+
+	b.WriteString("| name | type | labels | meaning |\n")
+	b.WriteString("|---|---|---|---|\n")
+	slices.SortFunc(all, func(x, y *dto.MetricFamily) int { return strings.Compare(x.GetName(), y.GetName()) })
+	for _, mf := range all {
+		fmt.Fprintf(&b, "| `%s` | %s | %s | %s |\n", mf.GetName(), strings.ToLower(mf.GetType().String()),
+			metricLabels(mf), tableCell(mf.GetHelp()))
+	}
+	return b.Bytes(), nil
+}
+
+// metricNames names the metrics of set as code: as prefix* when they are
+// all the metrics that share their common prefix, else one by one.
+func metricNames(set []string, all map[string]bool) string {
+	if len(set) == 0 {
+		return "none"
+	}
+	if len(set) > 1 {
+		prefix := set[0]
+		for _, n := range set[1:] {
+			for !strings.HasPrefix(n, prefix) {
+				prefix = prefix[:len(prefix)-1]
+			}
+		}
+		prefix = prefix[:strings.LastIndex(prefix, "_")+1]
+		sharing := 0
+		for n := range all {
+			if strings.HasPrefix(n, prefix) {
+				sharing++
+			}
+		}
+		if prefix != "offload_" && sharing == len(set) {
+			return fmt.Sprintf("the `%s*` metrics", prefix)
+		}
+	}
+	quoted := make([]string, len(set))
+	for i, n := range set {
+		quoted[i] = "`" + n + "`"
+	}
+	return strings.Join(quoted, ", ")
+}
+
+// metricLabels lists a family's labels. A label that varies across the
+// family's series has its values listed: the code fixes them and serves
+// each one. A family of one series (offload_build_info) has its label names
+// only, as their values depend on the build.
+func metricLabels(mf *dto.MetricFamily) string {
+	values := map[string][]string{}
+	for _, m := range mf.GetMetric() {
+		for _, lp := range m.GetLabel() {
+			if !slices.Contains(values[lp.GetName()], lp.GetValue()) {
+				values[lp.GetName()] = append(values[lp.GetName()], lp.GetValue())
+			}
+		}
+	}
+	if len(values) == 0 {
+		return "—"
+	}
+	var out []string
+	for _, name := range slices.Sorted(maps.Keys(values)) {
+		vs := values[name]
+		if len(mf.GetMetric()) == 1 {
+			out = append(out, "`"+tableCell(name)+"`")
+			continue
+		}
+		slices.Sort(vs)
+		for i, v := range vs {
+			vs[i] = "`" + tableCell(v) + "`"
+		}
+		out = append(out, "`"+tableCell(name)+"`: "+strings.Join(vs, ", "))
+	}
+	return strings.Join(out, "; ")
+}
+
+// tableCell makes text safe inside one cell of a Markdown table.
+func tableCell(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	return strings.ReplaceAll(s, "|", `\|`)
+}
+
+// TestMetricsReferenceIsCurrent: the checked-in metrics reference is what
+// newMetrics defines now. OFFLOAD_UPDATE_DOCS=1 (make docs) writes it.
+func TestMetricsReferenceIsCurrent(t *testing.T) {
+	path := filepath.Join("..", "docs", "reference", "metrics.md")
+	want, err := metricsReference()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if os.Getenv("OFFLOAD_UPDATE_DOCS") == "1" {
+		if err := os.WriteFile(path, want, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v: run make docs", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s is stale: a metric changed; run make docs and commit it", path)
+	}
+}
