@@ -117,3 +117,131 @@ func headingAnchors(text string) map[string]bool {
 	}
 	return anchors
 }
+
+// userDocs are the pages written for users of offload: the README and
+// docs/, without the generated reference.
+func userDocs(t *testing.T) []string {
+	t.Helper()
+	files := []string{"README.md"}
+	err := filepath.WalkDir("docs", func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && p == filepath.Join("docs", "reference") {
+			return filepath.SkipDir
+		}
+		if !d.IsDir() && strings.HasSuffix(p, ".md") {
+			files = append(files, p)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
+}
+
+// blockMarker is the comment line before a fenced block that says what it
+// is: a command a test runs, one no test runs (and why), an example of
+// output, or a diagram.
+var blockMarker = regexp.MustCompile(`^<!-- (run by: (\S+)(?: in (\S+))?.*|not run: \S.*|output|diagram) -->$`)
+
+// TestDocBlocksSayWhetherTheyRun: every fenced block of the user docs has
+// a marker line before it. "run by: TestName in FILE" must name a test that
+// FILE defines; "run by: .ci/run" a block whose every line .ci/run runs.
+// So a reader knows which commands are proven, and a renamed test or a
+// changed CI script breaks the page's claim loudly.
+func TestDocBlocksSayWhetherTheyRun(t *testing.T) {
+	ci, err := os.ReadFile(filepath.Join(".ci", "run"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range userDocs(t) {
+		text, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(string(text), "\n")
+		fenced := false
+		for i, line := range lines {
+			if !strings.HasPrefix(line, "```") {
+				continue
+			}
+			fenced = !fenced
+			if !fenced {
+				continue
+			}
+			prev := ""
+			for j := i - 1; j >= 0 && prev == ""; j-- {
+				prev = strings.TrimSpace(lines[j])
+			}
+			m := blockMarker.FindStringSubmatch(prev)
+			if m == nil {
+				t.Errorf("%s:%d: a fenced block without a marker line before it (<!-- run by: TestName in FILE -->, <!-- not run: why -->, <!-- output -->, <!-- diagram -->)", f, i+1)
+				continue
+			}
+			switch by, file := m[2], m[3]; {
+			case by == ".ci/run":
+				for _, cmd := range lines[i+1:] {
+					if strings.HasPrefix(cmd, "```") {
+						break
+					}
+					if !strings.Contains(string(ci), "\n"+strings.TrimSpace(cmd)+"\n") {
+						t.Errorf("%s:%d: says .ci/run runs %q; it does not", f, i+1, cmd)
+					}
+				}
+			case by != "":
+				src, err := os.ReadFile(file)
+				if err != nil || !strings.Contains(string(src), "\nfunc "+by+"(t *testing.T) {") {
+					t.Errorf("%s:%d: says %s in %s runs the block; there is no such test", f, i+1, by, file)
+				}
+			}
+		}
+	}
+}
+
+// testName is a Go test, fuzz target or benchmark's name.
+var testName = regexp.MustCompile(`\b(Test|Fuzz|Benchmark)[A-Z][A-Za-z0-9_]*`)
+
+// TestUserDocsNameNoTests: a user's page explains behaviour; which test
+// proves it is for docs/reliability.md and docs/development.md (and for
+// the markers before command blocks, which are not rendered).
+func TestUserDocsNameNoTests(t *testing.T) {
+	comment := regexp.MustCompile(`(?s)<!--.*?-->`)
+	for _, f := range userDocs(t) {
+		if f == filepath.Join("docs", "reliability.md") || f == filepath.Join("docs", "development.md") {
+			continue
+		}
+		text, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, line := range strings.Split(comment.ReplaceAllString(string(text), ""), "\n") {
+			if names := testName.FindAllString(line, -1); names != nil {
+				t.Errorf("%s: line %d names %v: point at the test file, or move it to docs/reliability.md", f, i+1, names)
+			}
+		}
+	}
+}
+
+// TestEveryAlertHasARunbookEntry: each rule in infra/grafana/alerts.yaml
+// has a "### NAME" entry in docs/operations.md saying what to do.
+func TestEveryAlertHasARunbookEntry(t *testing.T) {
+	rules, err := os.ReadFile(filepath.Join("infra", "grafana", "alerts.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops, err := os.ReadFile(filepath.Join("docs", "operations.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	alerts := regexp.MustCompile(`(?m)^\s*- alert: (\S+)$`).FindAllStringSubmatch(string(rules), -1)
+	if len(alerts) == 0 {
+		t.Fatal("no alert found in alerts.yaml")
+	}
+	for _, a := range alerts {
+		if !strings.Contains(string(ops), "\n### "+a[1]+"\n") {
+			t.Errorf("alert %s has no \"### %s\" entry in docs/operations.md", a[1], a[1])
+		}
+	}
+}

@@ -16,7 +16,7 @@ func cliReference() []byte {
 	var b bytes.Buffer
 	b.WriteString("# offload-agent: command reference\n\n")
 	b.WriteString("Generated from the binary's own help (`offload-agent help COMMAND`); do not edit.\n")
-	b.WriteString("`make docs` writes it again; `TestCLIReferenceIsCurrent` fails when it is stale.\n\n")
+	b.WriteString("`make docs` writes it again; `make test` fails while it is stale.\n\n")
 	var overview bytes.Buffer
 	dispatch([]string{"help"}, func(string) string { return "" }, &overview, &overview)
 	fmt.Fprintf(&b, "## offload-agent\n\n```\n%s```\n", overview.String())
