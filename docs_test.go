@@ -245,3 +245,24 @@ func TestEveryAlertHasARunbookEntry(t *testing.T) {
 		}
 	}
 }
+
+// TestReadmeFirstDayIsTheTestedOne: the README's install commands are the
+// very block of docs/install.md that the first-day test runs.
+func TestReadmeFirstDayIsTheTestedOne(t *testing.T) {
+	const marker = "<!-- run by: TestPackageFirstDay in infra/package/firstday_test.go -->\n```\n"
+	block := func(file string) string {
+		text, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, rest, ok := strings.Cut(string(text), marker)
+		if !ok {
+			t.Fatalf("%s has no block marked as run by TestPackageFirstDay", file)
+		}
+		b, _, _ := strings.Cut(rest, "```")
+		return b
+	}
+	if got, want := block("README.md"), block(filepath.Join("docs", "install.md")); got != want {
+		t.Errorf("README.md's install commands:\n%s\ndocs/install.md's, which the test runs:\n%s", got, want)
+	}
+}
