@@ -148,8 +148,9 @@ func (a *Agent) Close() error { return a.root.Close() }
 
 // Run is the daemon: it offloads every settled file in the watch folder,
 // now and as they arrive, until ctx ends. Then it stops taking files, lets
-// in-flight ones finish within the grace period, abandons the rest (their
-// multipart uploads are aborted; the files stay local) and returns nil.
+// in-flight ones finish within the grace period, cuts off the rest (the
+// files stay local; their multipart uploads are kept for the next run to
+// resume) and returns nil.
 func (a *Agent) Run(ctx context.Context) error {
 	return a.loop(ctx, false)
 }
@@ -590,7 +591,7 @@ func (a *Agent) drain(results chan result, s *scheduler, cancelWork func(), fini
 		case r := <-results:
 			finish(r)
 		case <-grace.C:
-			a.log.Warn("grace period over: aborting in-flight uploads; the files stay local", "files", s.busy())
+			a.log.Warn("grace period over: cutting off in-flight uploads (kept for the next run to resume); the files stay local", "files", s.busy())
 			cancelWork()
 			grace.Reset(time.Hour)
 		}

@@ -33,15 +33,15 @@ import (
 const (
 	// breakerThreshold: service failures of this many different files,
 	// with no success between them, open the breaker. An outage fails every
-	// file in flight (DefaultWorkers, 16) within one round of the SDK's
+	// file in flight (up to DefaultWorkers) within one round of the SDK's
 	// retries, so it opens at once; a file that fails for a reason of its
 	// own is one file however often it fails, and a few among files that
 	// go through never get there, as every success starts the count again.
 	breakerThreshold = 5
 	// refusalsToTrip: refusals of this many different files, with no
 	// success between them, open the breaker. A grant the role lost
-	// refuses every file, so it opens within the first files tried (at
-	// DefaultWorkers, 16, in two rounds). Keys a bucket or KMS key policy
+	// refuses every file, so it opens within the first files tried (the
+	// first round, at the default DefaultWorkers). Keys a bucket or KMS key policy
 	// refuses among files that go through never get there, as every
 	// success starts the count again; nor a few refused files left alone
 	// (every refused file counts once however often it is retried), nor

@@ -92,7 +92,7 @@ func loadSettings() (settings, error) {
 type breakage string
 
 const (
-	breakFlash    breakage = "flash"    // a served file leaves the watch folder for 200 ms with no ledger item, 4 times (one inside the MinIO restart): URL failures
+	breakFlash    breakage = "flash"    // a served file leaves the watch folder for flashFor (1.2 s) with no ledger item, 4 times (one inside the MinIO restart): URL failures
 	breakDrain    breakage = "drain"    // the archive is locked through the drain and an archived original is put back: drain timed out
 	breakOrphan   breakage = "orphan"   // an upload for an offloaded key, then a MinIO restart: orphaned multipart uploads
 	breakLedger   breakage = "ledger"   // four ledger items get a wrong checksum, size, path or host: ledger items that disagree with what was written
