@@ -103,10 +103,37 @@ func main() {
 		}
 		cacheThresholds = append(cacheThresholds, n)
 	}
+	if err := checkScenarios(*only); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
 	if err := run(*agentBin, *baseline, *resolver, *reps, *conns, *loadFor, *latency, *only, *work); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
+}
+
+// otherScenarios are the --scenarios ids beyond the upload scenarios'.
+var otherScenarios = []string{"daemon", "backfill", "resume", "outage", "resolver", "hotcache"}
+
+// checkScenarios refuses a --scenarios list that names an unknown id, so a
+// typo is an error rather than a run that measures nothing.
+func checkScenarios(only string) error {
+	if only == "" {
+		return nil
+	}
+	known := slices.Clone(otherScenarios)
+	for _, sc := range scenarios {
+		if !slices.Contains(known, sc.id) {
+			known = append(known, sc.id)
+		}
+	}
+	for _, id := range strings.Split(only, ",") {
+		if !slices.Contains(known, id) {
+			return fmt.Errorf("--scenarios: unknown scenario %q (known: %s)", id, strings.Join(known, ", "))
+		}
+	}
+	return nil
 }
 
 // cacheThresholds are the hot cache scenario's thresholds (--cache-thresholds).
@@ -248,6 +275,18 @@ func run(agentBin, baselineBin, resolverBin string, reps, conns int, loadFor, la
 	if slices.Contains(strings.Split(only, ","), "outage") {
 		if err := b.outage(ctx, bins); err != nil {
 			return fmt.Errorf("outage: %w", err)
+		}
+	}
+	if slices.Contains(strings.Split(only, ","), "hotcache") {
+		if resolverBin == "" {
+			return errors.New("--scenarios hotcache: --resolver is empty")
+		}
+		abs, err := filepath.Abs(resolverBin)
+		if err != nil {
+			return err
+		}
+		if err := b.cacheBench(ctx, abs, cacheThresholds); err != nil {
+			return fmt.Errorf("hot cache: %w", err)
 		}
 	}
 	if resolverBin != "" {
