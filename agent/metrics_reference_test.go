@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"maps"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -13,6 +11,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/photosleeve/offload/agent/hotcache"
+	"github.com/photosleeve/offload/infra/local/stacktest"
 )
 
 // metricFamilies gathers the offload_ metrics newMetrics registers for an
@@ -171,22 +170,9 @@ func tableCell(s string) string {
 // TestMetricsReferenceIsCurrent: the checked-in metrics reference is what
 // newMetrics defines now. OFFLOAD_UPDATE_DOCS=1 (make docs) writes it.
 func TestMetricsReferenceIsCurrent(t *testing.T) {
-	path := filepath.Join("..", "docs", "reference", "metrics.md")
 	want, err := metricsReference()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if os.Getenv("OFFLOAD_UPDATE_DOCS") == "1" {
-		if err := os.WriteFile(path, want, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	got, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v: run make docs", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s is stale: a metric changed; run make docs and commit it", path)
-	}
+	stacktest.GeneratedDoc(t, "docs/reference/metrics.md", want, "a metric")
 }

@@ -3,10 +3,10 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"testing"
+
+	"github.com/photosleeve/offload/infra/local/stacktest"
 )
 
 // cliReference is docs/reference/cli.md: every command's own help, as the
@@ -36,19 +36,5 @@ func cliReference() []byte {
 // TestCLIReferenceIsCurrent: the checked-in command reference is what the
 // binary's help says now. OFFLOAD_UPDATE_DOCS=1 (make docs) writes it.
 func TestCLIReferenceIsCurrent(t *testing.T) {
-	path := filepath.Join("..", "..", "..", "docs", "reference", "cli.md")
-	want := cliReference()
-	if os.Getenv("OFFLOAD_UPDATE_DOCS") == "1" {
-		if err := os.WriteFile(path, want, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	got, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v: run make docs", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s is stale: the binary's help changed; run make docs and commit it", path)
-	}
+	stacktest.GeneratedDoc(t, "docs/reference/cli.md", cliReference(), "the binary's help")
 }

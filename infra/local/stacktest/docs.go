@@ -1,6 +1,7 @@
 package stacktest
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
@@ -64,4 +65,26 @@ func DocBlocks(text string) []string {
 		}
 	}
 	return blocks
+}
+
+// GeneratedDoc checks that the generated page file (a path from the
+// repository's root) holds want, and says to run make docs when it does not
+// (what names what changed, such as "a metric"). With OFFLOAD_UPDATE_DOCS=1,
+// which make docs sets, it writes the page instead.
+func GeneratedDoc(t testing.TB, file string, want []byte, what string) {
+	t.Helper()
+	path := filepath.Join(RepoRoot(t), file)
+	if os.Getenv("OFFLOAD_UPDATE_DOCS") == "1" {
+		if err := os.WriteFile(path, want, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v: run make docs", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s is stale: %s changed; run make docs and commit it", file, what)
+	}
 }
