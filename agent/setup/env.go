@@ -1,6 +1,9 @@
 package setup
 
 import (
+	"bufio"
+	"bytes"
+	"errors"
 	"fmt"
 	"strings"
 )
@@ -97,25 +100,67 @@ var envHeader = []string{
 	"# See offload-agent help for every setting.",
 }
 
-// envAssignment parses one line of the EnvironmentFile format the way
-// systemd does for the simple cases: blanks around the key and the value
-// are dropped, and a value wholly inside "..." or '...' is unquoted.
-// Comments (# or ;), blank lines and anything else (a continuation line,
-// escapes) are not assignments init reads.
-func envAssignment(line string) (key, value string, ok bool) {
+// ParseEnvFile reads systemd's EnvironmentFile= format (systemd.exec(5))
+// as the unit does: KEY=VALUE lines, blank lines and lines starting with #
+// or ; ignored, a line ending in a backslash continued on the next, and
+// each assignment read by parseAssignment. The last assignment of a key
+// wins. A line that is not an assignment is an error naming it.
+func ParseEnvFile(b []byte) (map[string]string, error) {
+	env := map[string]string{}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	n, pending := 0, ""
+	for sc.Scan() {
+		n++
+		line := pending + sc.Text()
+		pending = ""
+		if strings.HasSuffix(line, `\`) {
+			pending = strings.TrimSuffix(line, `\`)
+			continue
+		}
+		key, value, ok, err := parseAssignment(line)
+		if err != nil {
+			return nil, fmt.Errorf("line %d: %w", n, err)
+		}
+		if ok {
+			env[key] = value
+		}
+	}
+	return env, sc.Err()
+}
+
+// parseAssignment reads one logical line of the EnvironmentFile format:
+// comments (# or ;) and blank lines are no assignment (ok false);
+// otherwise KEY=VALUE, blanks around the key and the value dropped, and a
+// value wholly inside "..." (with \" and \\ escapes) or '...' unquoted.
+func parseAssignment(line string) (key, value string, ok bool, err error) {
 	t := strings.TrimSpace(line)
-	if t == "" || t[0] == '#' || t[0] == ';' || strings.HasSuffix(t, `\`) {
-		return "", "", false
+	if t == "" || t[0] == '#' || t[0] == ';' {
+		return "", "", false, nil
 	}
-	key, value, ok = strings.Cut(t, "=")
-	if !ok {
-		return "", "", false
-	}
+	key, value, found := strings.Cut(t, "=")
 	key, value = strings.TrimSpace(key), strings.TrimSpace(value)
-	if len(value) >= 2 && (value[0] == '"' || value[0] == '\'') && value[len(value)-1] == value[0] {
-		value = value[1 : len(value)-1]
+	if !found || key == "" || strings.ContainsAny(key, " \t") {
+		return "", "", false, errors.New("want KEY=VALUE")
 	}
-	return key, value, key != ""
+	if len(value) >= 2 && (value[0] == '"' || value[0] == '\'') && value[len(value)-1] == value[0] {
+		if value[0] == '"' {
+			value = strings.NewReplacer(`\"`, `"`, `\\`, `\`).Replace(value[1 : len(value)-1])
+		} else {
+			value = value[1 : len(value)-1]
+		}
+	}
+	return key, value, true, nil
+}
+
+// envAssignment is parseAssignment for the one physical line init looks
+// at: a continued line (ending in a backslash) and a line that is not an
+// assignment are none, and init leaves them as they are.
+func envAssignment(line string) (key, value string, ok bool) {
+	if strings.HasSuffix(strings.TrimSpace(line), `\`) {
+		return "", "", false
+	}
+	key, value, ok, err := parseAssignment(line)
+	return key, value, ok && err == nil
 }
 
 // describe renders a conflict for a person: the key, what the file says,

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -10,7 +9,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -22,9 +20,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/aws/retry"
-	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
-	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
@@ -32,6 +27,7 @@ import (
 
 	"github.com/photosleeve/offload"
 	"github.com/photosleeve/offload/agent/doctor"
+	"github.com/photosleeve/offload/agent/setup"
 )
 
 // defaultEnvFile is the unit's EnvironmentFile=.
@@ -223,7 +219,7 @@ func readEnvFile(path string, getenv func(string) string) (map[string]string, do
 	default:
 		return nil, doctor.Result{Status: doctor.Fail, Name: name, Detail: err.Error(), Fix: "give --env-file an existing file, or none"}
 	}
-	env, err := parseEnvFile(b)
+	env, err := setup.ParseEnvFile(b)
 	if err != nil {
 		return nil, doctor.Result{Status: doctor.Fail, Name: name, Detail: fmt.Sprintf("%s: %v", path, err), Fix: "KEY=VALUE lines and # comments, as systemd's EnvironmentFile= reads them"}
 	}
@@ -233,45 +229,6 @@ func readEnvFile(path string, getenv func(string) string) (map[string]string, do
 			Fix: fmt.Sprintf("chown root:offload %s && chmod 0640 %s, and rotate the key", path, path)}
 	}
 	return env, r
-}
-
-// parseEnvFile reads systemd's EnvironmentFile= format
-// (systemd.exec(5)): KEY=VALUE lines, blank lines and lines starting with
-// # or ; ignored, whitespace around the key and before the value dropped,
-// a value in single or double quotes unquoted, a line ending in a backslash
-// continued on the next.
-func parseEnvFile(b []byte) (map[string]string, error) {
-	env := map[string]string{}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	n, pending := 0, ""
-	for sc.Scan() {
-		n++
-		line := pending + sc.Text()
-		pending = ""
-		if strings.HasSuffix(line, `\`) {
-			pending = strings.TrimSuffix(line, `\`)
-			continue
-		}
-		t := strings.TrimSpace(line)
-		if t == "" || t[0] == '#' || t[0] == ';' {
-			continue
-		}
-		k, v, found := strings.Cut(t, "=")
-		k = strings.TrimSpace(k)
-		if !found || k == "" || strings.ContainsAny(k, " \t") {
-			return nil, fmt.Errorf("line %d: want KEY=VALUE", n)
-		}
-		v = strings.TrimSpace(v)
-		if len(v) >= 2 && (v[0] == '"' && v[len(v)-1] == '"' || v[0] == '\'' && v[len(v)-1] == '\'') {
-			if v[0] == '"' {
-				v = strings.NewReplacer(`\"`, `"`, `\\`, `\`).Replace(v[1 : len(v)-1])
-			} else {
-				v = v[1 : len(v)-1]
-			}
-		}
-		env[k] = v
-	}
-	return env, sc.Err()
 }
 
 // customEndpoint reports whether an AWS_ENDPOINT_URL* points the SDK away
@@ -304,18 +261,7 @@ const startCallAttempts = 2
 // loadAWSConfig loads the SDK configuration as the agent does (its chain,
 // its dial timeout), with fewer retries.
 func loadAWSConfig(ctx context.Context) (aws.Config, error) {
-	httpClient := awshttp.NewBuildableClient().
-		WithDialerOptions(func(d *net.Dialer) { d.Timeout = dialTimeout }).
-		WithTransportOptions(func(t *http.Transport) { t.ResponseHeaderTimeout = 30 * time.Second })
-	return config.LoadDefaultConfig(ctx,
-		config.WithHTTPClient(httpClient),
-		config.WithRetryer(func() aws.Retryer {
-			return retry.NewStandard(func(o *retry.StandardOptions) {
-				o.MaxAttempts = startCallAttempts
-				o.MaxBackoff = sdkMaxBackoff
-			})
-		}),
-	)
+	return sdkConfig(ctx, startCallAttempts, func(t *http.Transport) { t.ResponseHeaderTimeout = 30 * time.Second })
 }
 
 func stsClient(cfg aws.Config, getenv func(string) string) *sts.Client {

@@ -154,24 +154,11 @@ func inFlight(cfg agent.Config) int { return cfg.Workers + cfg.Concurrency }
 // small files reuses them instead of paying a TLS handshake (two more round
 // trips) each; Go's default keeps 2, the SDK's 10.
 func awsClients(ctx context.Context, pathStyle bool, conns int) (*s3.Client, *dynamodb.Client, error) {
-	// The SDK's buildable client, not a plain *http.Client: it is what the
-	// SDK needs to apply AWS_CA_BUNDLE.
-	httpClient := awshttp.NewBuildableClient().
-		WithDialerOptions(func(d *net.Dialer) { d.Timeout = dialTimeout }).
-		WithTransportOptions(func(t *http.Transport) {
-			t.ResponseHeaderTimeout = responseHeaderTimeout
-			t.MaxIdleConnsPerHost = conns
-			t.MaxIdleConns = 2 * conns // S3 and DynamoDB
-		})
-	cfg, err := config.LoadDefaultConfig(ctx,
-		config.WithHTTPClient(httpClient),
-		config.WithRetryer(func() aws.Retryer {
-			return retry.NewStandard(func(o *retry.StandardOptions) {
-				o.MaxAttempts = sdkMaxAttempts
-				o.MaxBackoff = sdkMaxBackoff
-			})
-		}),
-	)
+	cfg, err := sdkConfig(ctx, sdkMaxAttempts, func(t *http.Transport) {
+		t.ResponseHeaderTimeout = responseHeaderTimeout
+		t.MaxIdleConnsPerHost = conns
+		t.MaxIdleConns = 2 * conns // S3 and DynamoDB
+	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("AWS configuration: %w", err)
 	}
@@ -180,6 +167,25 @@ func awsClients(ctx context.Context, pathStyle bool, conns int) (*s3.Client, *dy
 	}
 	s3c := s3.NewFromConfig(cfg, func(o *s3.Options) { o.UsePathStyle = pathStyle })
 	return s3c, dynamodb.NewFromConfig(cfg), nil
+}
+
+// sdkConfig loads the SDK's configuration chain with the agent's dial
+// timeout, the standard retryer at most attempts times, and the transport
+// as tune sets it. It is the SDK's buildable client, not a plain
+// *http.Client: that is what the SDK needs to apply AWS_CA_BUNDLE.
+func sdkConfig(ctx context.Context, attempts int, tune func(*http.Transport)) (aws.Config, error) {
+	httpClient := awshttp.NewBuildableClient().
+		WithDialerOptions(func(d *net.Dialer) { d.Timeout = dialTimeout }).
+		WithTransportOptions(tune)
+	return config.LoadDefaultConfig(ctx,
+		config.WithHTTPClient(httpClient),
+		config.WithRetryer(func() aws.Retryer {
+			return retry.NewStandard(func(o *retry.StandardOptions) {
+				o.MaxAttempts = attempts
+				o.MaxBackoff = sdkMaxBackoff
+			})
+		}),
+	)
 }
 
 func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {

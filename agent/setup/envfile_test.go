@@ -1,4 +1,4 @@
-package main
+package setup
 
 import (
 	"maps"
@@ -10,7 +10,7 @@ import (
 func TestParseEnvFile(t *testing.T) {
 	in := "# comment\n; also a comment\n\nOFFLOAD_WATCH=/srv/www/static\n  AWS_REGION = eu-west-1\n" +
 		"OFFLOAD_BUCKET=\"my bucket\"\nOFFLOAD_TABLE='t'\nLONG=a\\\nb\nEMPTY=\n"
-	got, err := parseEnvFile([]byte(in))
+	got, err := ParseEnvFile([]byte(in))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -19,7 +19,7 @@ func TestParseEnvFile(t *testing.T) {
 	if !maps.Equal(got, want) {
 		t.Errorf("got %v; want %v", got, want)
 	}
-	if _, err := parseEnvFile([]byte("not a setting\n")); err == nil {
+	if _, err := ParseEnvFile([]byte("not a setting\n")); err == nil {
 		t.Error("a line without = was accepted")
 	}
 }
