@@ -244,7 +244,7 @@ var settings = []setting{
 		boolSetter(func(o *options) *bool { return &o.agent.DryRun })},
 	{"bwlimit", "OFFLOAD_BWLIMIT", "0", "cap on bytes per second sent to S3 across all uploads, e.g. 20M (= 20 MiB/s); 0 is no limit",
 		func(o *options, v string) error { n, err := parseSize(v); o.agent.BandwidthLimit = n; return err }},
-	{"grace", "OFFLOAD_GRACE", agent.DefaultGrace.String(), "on SIGTERM, how long in-flight uploads may finish before they are aborted",
+	{"grace", "OFFLOAD_GRACE", agent.DefaultGrace.String(), "on SIGTERM, how long in-flight uploads may finish before they are cut off (the files stay local; their multipart uploads are kept for the next run to resume)",
 		positiveDuration(func(o *options) *time.Duration { return &o.agent.Grace })},
 	{"call-timeout", "OFFLOAD_CALL_TIMEOUT", agent.DefaultCallTimeout.String(), "bound on every single S3 or DynamoDB call",
 		positiveDuration(func(o *options) *time.Duration { return &o.agent.CallTimeout })},
