@@ -28,7 +28,47 @@ type Record struct {
 	Host        string    // the web host whose agent uploaded it
 	Path        string    // path relative to that host's watch folder
 	UploadedAt  time.Time // when the agent recorded it (UTC)
+
+	// Erasure is set once an operator erased the original ("offload-agent
+	// erase"): the item stays as a tombstone that nothing may serve, fetch
+	// or record over, and that every host acknowledges once its own copies
+	// are gone. A tombstone of a key never recorded has no size or checksum.
+	Erasure *Erasure
 }
+
+// Erasure is what the ledger records about an erased original.
+type Erasure struct {
+	At      time.Time // when it was first marked (UTC); a re-run keeps it
+	By, Why string    // who asked, and why, as the operator said
+	// Done is when every version, delete marker and open upload of the
+	// key was gone from S3; zero while some remain (a re-run finishes).
+	Done time.Time
+	// AckedBy are the hosts that removed their own copies (watch folder,
+	// archive, hot cache, upload records).
+	AckedBy []string
+}
+
+// Erased reports whether the original was erased: a tombstone.
+func (r Record) Erased() bool { return r.Erasure != nil }
+
+// The ledger's erasure attributes and the sparse index over them. Only a
+// tombstone carries ErasedInAttr, so the index "erasures" holds nothing
+// else, and a host finds the erasures since its last look with one Query
+// (partition ErasedPartition(prefix), sort ErasedAtAttr) instead of a Scan.
+const (
+	ErasuresIndex  = "erasures"
+	ErasedInAttr   = "erased_in"  // S: ErasedPartition(key prefix)
+	ErasedAtAttr   = "erased_at"  // S: RFC 3339 with nanoseconds, UTC: sorts as time
+	ErasedByAttr   = "erased_by"  // S
+	ErasedWhyAttr  = "erased_why" // S
+	EraseDoneAttr  = "erase_done" // S: RFC 3339, set when S3 holds nothing of the key
+	AckedByAttr    = "acked_by"   // SS: host names
+	HostItemPrefix = "/host/"     // heartbeat items: no object key starts with "/"
+)
+
+// ErasedPartition is the erasures index's partition value for the keys
+// under one key prefix: sites (and the tests) that share a table stay apart.
+func ErasedPartition(keyPrefix string) string { return "erased#" + keyPrefix }
 
 // SameObject reports whether two records describe the same original: the same
 // key, size and checksum. Who uploaded it and when do not matter, so two hosts
@@ -61,6 +101,20 @@ func (r Record) Item() map[string]types.AttributeValue {
 			item[name] = &types.AttributeValueMemberS{Value: v}
 		}
 	}
+	if e := r.Erasure; e != nil {
+		item[ErasedAtAttr] = &types.AttributeValueMemberS{Value: e.At.UTC().Format(time.RFC3339Nano)}
+		for name, v := range map[string]string{ErasedByAttr: e.By, ErasedWhyAttr: e.Why} {
+			if v != "" {
+				item[name] = &types.AttributeValueMemberS{Value: v}
+			}
+		}
+		if !e.Done.IsZero() {
+			item[EraseDoneAttr] = &types.AttributeValueMemberS{Value: e.Done.UTC().Format(time.RFC3339Nano)}
+		}
+		if len(e.AckedBy) > 0 {
+			item[AckedByAttr] = &types.AttributeValueMemberSS{Value: e.AckedBy}
+		}
+	}
 	return item
 }
 
@@ -79,11 +133,29 @@ func RecordFromItem(item map[string]types.AttributeValue) (Record, error) {
 	if r.Key == "" {
 		return r, fmt.Errorf("ledger item has no %q attribute", LedgerPartitionKey)
 	}
+	var err error
+	if at := str(ErasedAtAttr); at != "" {
+		e := &Erasure{By: str(ErasedByAttr), Why: str(ErasedWhyAttr)}
+		if e.At, err = time.Parse(time.RFC3339Nano, at); err != nil {
+			return r, fmt.Errorf("ledger item %q: %s: %w", r.Key, ErasedAtAttr, err)
+		}
+		if done := str(EraseDoneAttr); done != "" {
+			if e.Done, err = time.Parse(time.RFC3339Nano, done); err != nil {
+				return r, fmt.Errorf("ledger item %q: %s: %w", r.Key, EraseDoneAttr, err)
+			}
+		}
+		if ss, ok := item[AckedByAttr].(*types.AttributeValueMemberSS); ok {
+			e.AckedBy = ss.Value
+		}
+		r.Erasure = e
+	}
 	n, ok := item["size"].(*types.AttributeValueMemberN)
 	if !ok {
+		if r.Erased() { // a tombstone of a key never recorded
+			return r, nil
+		}
 		return r, fmt.Errorf("ledger item %q has no size", r.Key)
 	}
-	var err error
 	if r.Size, err = strconv.ParseInt(n.Value, 10, 64); err != nil {
 		return r, fmt.Errorf("ledger item %q: size: %w", r.Key, err)
 	}

@@ -1,6 +1,7 @@
 package offload
 
 import (
+	"reflect"
 	"testing"
 	"time"
 
@@ -12,24 +13,35 @@ func TestRecordItemRoundTrip(t *testing.T) {
 		{Key: "original/a.jpg", Size: 0, CRC64NVME: "AAAAAAAAAAA=", UploadedAt: time.Date(2026, 11, 25, 4, 0, 0, 123, time.UTC)},
 		{Key: "original/é b.jpg", Size: 1 << 40, CRC64NVME: "rosUhgp5mIg=", ETag: `"abc-3"`, VersionID: "v1",
 			ContentType: "image/jpeg", Host: "web1", Path: "é b.jpg", UploadedAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)},
+		// A tombstone of a recorded original, erasure finished and
+		// acknowledged by two hosts.
+		{Key: "original/c.jpg", Size: 9, CRC64NVME: "rosUhgp5mIg=", VersionID: "v2", UploadedAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
+			Erasure: &Erasure{At: time.Date(2026, 12, 6, 1, 2, 3, 4, time.UTC), By: "ops@example.com", Why: "request 42",
+				Done: time.Date(2026, 12, 6, 1, 2, 4, 0, time.UTC), AckedBy: []string{"web1", "web2"}}},
+		// A tombstone of a key never recorded: no size, nothing but the mark.
+		{Key: "original/never.jpg", Erasure: &Erasure{At: time.Date(2026, 12, 6, 1, 2, 3, 0, time.UTC)}},
 	}
 	for _, want := range tests {
 		got, err := RecordFromItem(want.Item())
 		if err != nil {
 			t.Fatalf("RecordFromItem(%+v): %v", want, err)
 		}
-		if got != want {
-			t.Errorf("round trip = %+v; want %+v", got, want)
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("round trip = %+v (erasure %+v); want %+v (erasure %+v)", got, got.Erasure, want, want.Erasure)
+		}
+		if got.Erased() != (want.Erasure != nil) {
+			t.Errorf("%s: Erased() = %v", want.Key, got.Erased())
 		}
 	}
 }
 
 func TestRecordFromBadItem(t *testing.T) {
 	for name, item := range map[string]map[string]types.AttributeValue{
-		"no key":   {"size": &types.AttributeValueMemberN{Value: "1"}},
-		"no size":  {LedgerPartitionKey: &types.AttributeValueMemberS{Value: "k"}},
-		"bad size": {LedgerPartitionKey: &types.AttributeValueMemberS{Value: "k"}, "size": &types.AttributeValueMemberN{Value: "x"}},
-		"bad time": {LedgerPartitionKey: &types.AttributeValueMemberS{Value: "k"}, "size": &types.AttributeValueMemberN{Value: "1"}, "uploaded_at": &types.AttributeValueMemberS{Value: "yesterday"}},
+		"no key":           {"size": &types.AttributeValueMemberN{Value: "1"}},
+		"no size":          {LedgerPartitionKey: &types.AttributeValueMemberS{Value: "k"}},
+		"bad size":         {LedgerPartitionKey: &types.AttributeValueMemberS{Value: "k"}, "size": &types.AttributeValueMemberN{Value: "x"}},
+		"bad time":         {LedgerPartitionKey: &types.AttributeValueMemberS{Value: "k"}, "size": &types.AttributeValueMemberN{Value: "1"}, "uploaded_at": &types.AttributeValueMemberS{Value: "yesterday"}},
+		"bad erasure time": {LedgerPartitionKey: &types.AttributeValueMemberS{Value: "k"}, ErasedAtAttr: &types.AttributeValueMemberS{Value: "today"}},
 	} {
 		if r, err := RecordFromItem(item); err == nil {
 			t.Errorf("%s: RecordFromItem = %+v, nil; want an error", name, r)
