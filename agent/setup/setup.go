@@ -200,8 +200,8 @@ func NextSteps(c Config, r []Result) []string {
 		"lighty-enable-mod offload              # the package's /etc/lighttpd/conf-available/50-offload.conf",
 		"systemctl daemon-reload                # reads the two drop-ins",
 		"systemctl restart lighttpd             # picks up OFFLOAD_RESOLVER_BASE and OFFLOAD_CACHE_ROOT",
-		"systemctl enable --now offload-agent   # or restart it if it runs",
-		"offload-agent doctor                   # checks credentials, grants, folders and the web server",
+		"offload-agent doctor --web-url http://127.0.0.1/static/   # checks credentials, grants, folders and the web server",
+		"systemctl start offload-agent          # the package enabled it; restart it if it runs",
 	}
 	if c.AccessLog != "" {
 		if id, err := lookupIDs(c); err == nil && !id.inWeb {
