@@ -199,3 +199,44 @@ func TestErasedNameIsNotRecordedAgain(t *testing.T) {
 		t.Errorf("status: %d offloaded, failures %+v; want none offloaded and photo.jpg's failure naming the erasure", st.Offloaded, st.RecentFailures)
 	}
 }
+
+// TestPendingProofOfErasedNameIsDropped: S3 accepted an upload whose
+// ledger write failed (DynamoDB cut off), and the name was erased before
+// the proof could be recorded. The next run drops the proof instead of
+// recording it over the tombstone, says so, and leaves the file.
+func TestPendingProofOfErasedNameIsDropped(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	proxy := h.st.Proxy(t, h.st.DynamoDBEndpoint)
+	h.agentDB = h.st.DynamoDBAt(t, proxy.Endpoint)
+	proxy.SetEnabled(false)
+	a, stop := h.runDaemon(h.cfg)
+	h.write("photo.jpg", randomBytes(1000, 5))
+	h.waitFor("the object in S3 and a failed ledger write", time.Minute, func() bool {
+		return a.Stats().Failures.Load() > 0 && h.objectExists("photo.jpg")
+	})
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(h.cfg.Watch, ".offload-claim", ".uploads", "*.proof")); len(left) != 1 {
+		t.Fatalf("pending proofs %v; want the upload's", left)
+	}
+	h.markErased(h.cfg.Mapping.KeyPrefix, h.key("photo.jpg"), time.Now())
+
+	h.agentDB = h.db
+	if err := h.once(); !errors.Is(err, agent.ErrIncomplete) {
+		t.Errorf("Once = %v; want ErrIncomplete (the file is refused)", err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(h.cfg.Watch, ".offload-claim", ".uploads", "*.proof")); len(left) != 0 {
+		t.Errorf("pending proofs %v after the run; want the proof dropped", left)
+	}
+	if rec := h.ledgerItem("photo.jpg"); !rec.Erased() || rec.Size != 0 {
+		t.Errorf("ledger item %+v; want the tombstone as marked (no size)", rec)
+	}
+	if !strings.Contains(h.logs.String(), "under an erased name: nothing recorded") {
+		t.Errorf("the log does not say the proof was dropped for the erasure")
+	}
+	if h.archived("photo.jpg") {
+		t.Error("photo.jpg archived after its erasure")
+	}
+}
