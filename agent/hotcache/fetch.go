@@ -157,37 +157,47 @@ func (c *Cache) fetch(ctx context.Context, job fetchJob) {
 	if c.beforePublish != nil {
 		c.beforePublish(key)
 	}
-	// The rename happens under c.mu, after a look at forgotten: Forget
-	// holds c.mu too, so either the file was published first (and Forget
-	// removes it) or Forget came first (and it is never published).
-	c.mu.Lock()
-	if _, ok := c.forgotten[key]; ok {
-		c.mu.Unlock()
+	published, err = c.publish(key, tmpRel, rel, rec.Size, job.misses)
+	switch {
+	case err != nil:
+		retry := c.gaveUp(key, FailLocal, false)
+		c.log.Error("cache: could not publish a fetched file", "key", key, "path", rel, "retry_in", retry, "err", err)
+		return
+	case !published:
 		c.gaveUp(key, FailErased, true)
 		c.log.Info("cache: erased while it was fetched: not cached", "key", key)
 		return
 	}
-	if err := c.root.Rename(tmpRel, rel); err != nil {
-		c.mu.Unlock()
-		retry := c.gaveUp(key, FailLocal, false)
-		c.log.Error("cache: could not publish a fetched file", "key", key, "path", rel, "retry_in", retry, "err", err)
-		return
+	c.stats.fetches.Add(1)
+	c.stats.fetchedBytes.Add(rec.Size)
+	c.log.Info("cache: fetched", "key", key, "bytes", rec.Size)
+}
+
+// publish renames the prepared download into place and counts it as
+// cached, unless Forget was called for key meanwhile: then it reports
+// false and leaves the download to be removed. It holds c.mu throughout,
+// as Forget does, so either the file was published first (and Forget
+// removes it) or Forget came first (and it is never published).
+func (c *Cache) publish(key, tmpRel, rel string, size int64, misses int) (bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.forgotten[key]; ok {
+		return false, nil
 	}
-	published = true
-	c.reserved -= rec.Size
-	c.used += rec.Size
+	if err := c.root.Rename(tmpRel, rel); err != nil {
+		return false, err
+	}
+	c.reserved -= size
+	c.used += size
 	if old, ok := c.cached[key]; ok { // published before, by an earlier run
 		c.used -= old.Value.(*cachedFile).size
 		c.byUse.Remove(old)
 	}
-	now = c.now()
-	c.cached[key] = c.byUse.PushFront(&cachedFile{key: key, rel: rel, size: rec.Size, lastUse: now, published: now,
-		score: float64(job.misses), scoredAt: now})
+	now := c.now()
+	c.cached[key] = c.byUse.PushFront(&cachedFile{key: key, rel: rel, size: size, lastUse: now, published: now,
+		score: float64(misses), scoredAt: now})
 	c.demand.forget(key)
-	c.mu.Unlock()
-	c.stats.fetches.Add(1)
-	c.stats.fetchedBytes.Add(rec.Size)
-	c.log.Info("cache: fetched", "key", key, "bytes", rec.Size)
+	return true, nil
 }
 
 // download writes the object the ledger records into w and checks that it
