@@ -58,13 +58,23 @@ func (r Record) Erased() bool { return r.Erasure != nil }
 const (
 	ErasuresIndex  = "erasures"
 	ErasedInAttr   = "erased_in"  // S: ErasedPartition(key prefix)
-	ErasedAtAttr   = "erased_at"  // S: RFC 3339 with nanoseconds, UTC: sorts as time
+	ErasedAtAttr   = "erased_at"  // S: FormatErasedAt (fixed width, UTC): sorts as time
 	ErasedByAttr   = "erased_by"  // S
 	ErasedWhyAttr  = "erased_why" // S
 	EraseDoneAttr  = "erase_done" // S: RFC 3339, set when S3 holds nothing of the key
 	AckedByAttr    = "acked_by"   // SS: host names
 	HostItemPrefix = "/host/"     // heartbeat items: no object key starts with "/"
 )
+
+// ErasedAtLayout is how ErasedAtAttr is written: RFC 3339 in UTC with all
+// nine fraction digits. The index sorts the strings, and only a fixed width
+// sorts as time: time.RFC3339Nano drops trailing zeros, so "…:05Z" would
+// sort after "…:05.1Z". time.RFC3339Nano parses it.
+const ErasedAtLayout = "2006-01-02T15:04:05.000000000Z"
+
+// FormatErasedAt is t as ErasedAtAttr holds it (ErasedAtLayout, UTC). Every
+// writer of the attribute (erase's mark, a query's bound) uses it.
+func FormatErasedAt(t time.Time) string { return t.UTC().Format(ErasedAtLayout) }
 
 // ErasedPartition is the erasures index's partition value for the keys
 // under one key prefix: sites (and the tests) that share a table stay apart.
@@ -102,7 +112,7 @@ func (r Record) Item() map[string]types.AttributeValue {
 		}
 	}
 	if e := r.Erasure; e != nil {
-		item[ErasedAtAttr] = &types.AttributeValueMemberS{Value: e.At.UTC().Format(time.RFC3339Nano)}
+		item[ErasedAtAttr] = &types.AttributeValueMemberS{Value: FormatErasedAt(e.At)}
 		for name, v := range map[string]string{ErasedByAttr: e.By, ErasedWhyAttr: e.Why} {
 			if v != "" {
 				item[name] = &types.AttributeValueMemberS{Value: v}

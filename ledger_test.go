@@ -35,6 +35,27 @@ func TestRecordItemRoundTrip(t *testing.T) {
 	}
 }
 
+// TestErasedAtSortsAsTime: the erasures index sorts erased_at as a
+// string, so the written strings must sort as the times do, also when one
+// falls on a whole second (time.RFC3339Nano drops trailing zeros, and
+// "…:05Z" sorts after "…:05.1Z").
+func TestErasedAtSortsAsTime(t *testing.T) {
+	base := time.Date(2026, 12, 6, 1, 2, 5, 0, time.UTC)
+	times := []time.Time{base, base.Add(time.Nanosecond), base.Add(100 * time.Millisecond), base.Add(time.Second), base.Add(time.Second + 20*time.Microsecond)}
+	var prev string
+	for i, at := range times {
+		item := Record{Key: "k", Erasure: &Erasure{At: at}}.Item()
+		s := item[ErasedAtAttr].(*types.AttributeValueMemberS).Value
+		if i > 0 && !(prev < s) {
+			t.Errorf("%s = %q sorts before or with %q, the earlier time's", ErasedAtAttr, s, prev)
+		}
+		if s != FormatErasedAt(at) {
+			t.Errorf("Item's %s = %q; FormatErasedAt = %q", ErasedAtAttr, s, FormatErasedAt(at))
+		}
+		prev = s
+	}
+}
+
 func TestRecordFromBadItem(t *testing.T) {
 	for name, item := range map[string]map[string]types.AttributeValue{
 		"no key":           {"size": &types.AttributeValueMemberN{Value: "1"}},

@@ -207,9 +207,12 @@ func TestTemplateSecurity(t *testing.T) {
 		  "Resource": ["GetAtt:OriginalsBucket.Arn", "${OriginalsBucket.Arn}/*"],
 		  "Condition": {"Bool": {"aws:SecureTransport": "false"}}}`)
 
-	jsonEqual(t, "ledger table Properties", get(resource(t, doc, "LedgerTable"), "Properties"),
+	// The attribute definitions and the index: TestTemplateErasuresIndex.
+	table := maps.Clone(get(resource(t, doc, "LedgerTable"), "Properties").(map[string]any))
+	delete(table, "AttributeDefinitions")
+	delete(table, "GlobalSecondaryIndexes")
+	jsonEqual(t, "ledger table Properties", table,
 		`{"BillingMode": "PAY_PER_REQUEST",
-		  "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
 		  "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
 		  "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": true},
 		  "SSESpecification": {"SSEEnabled": true},
@@ -260,6 +263,28 @@ func TestTemplateSecurity(t *testing.T) {
 		"BucketName": "Ref:OriginalsBucket", "TableName": "Ref:LedgerTable",
 		"AgentPolicyArn": "Ref:AgentPolicy", "AuditPolicyArn": "Ref:AuditPolicy",
 		"HostInstanceProfile": "Ref:AgentInstanceProfile", "HostInstanceProfileArn": "GetAtt:AgentInstanceProfile.Arn"}`)
+}
+
+// TestTemplateErasuresIndex: the ledger table has the sparse index
+// "erasures" the hosts query for new tombstones, keyed exactly on the
+// attributes the code writes, keys only (a host needs the key, nothing
+// else), and no throughput of its own: the table is PAY_PER_REQUEST and
+// an index inherits its capacity mode.
+func TestTemplateErasuresIndex(t *testing.T) {
+	props := get(resource(t, loadTemplate(t), "LedgerTable"), "Properties")
+	jsonEqual(t, "ledger table AttributeDefinitions", get(props, "AttributeDefinitions"), fmt.Sprintf(
+		`[{"AttributeName": %q, "AttributeType": "S"},
+		  {"AttributeName": %q, "AttributeType": "S"},
+		  {"AttributeName": %q, "AttributeType": "S"}]`,
+		offload.LedgerPartitionKey, offload.ErasedInAttr, offload.ErasedAtAttr))
+	jsonEqual(t, "ledger table GlobalSecondaryIndexes", get(props, "GlobalSecondaryIndexes"), fmt.Sprintf(
+		`[{"IndexName": %q,
+		   "KeySchema": [{"AttributeName": %q, "KeyType": "HASH"}, {"AttributeName": %q, "KeyType": "RANGE"}],
+		   "Projection": {"ProjectionType": "KEYS_ONLY"}}]`,
+		offload.ErasuresIndex, offload.ErasedInAttr, offload.ErasedAtAttr))
+	if got := get(props, "BillingMode"); got != "PAY_PER_REQUEST" {
+		t.Errorf("ledger table BillingMode %v; an index without ProvisionedThroughput needs PAY_PER_REQUEST", got)
+	}
 }
 
 // TestTemplateConditionalWriteGuard: the bucket policy carries AWS's guard

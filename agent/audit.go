@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -135,7 +136,8 @@ func (au *audit) async(ctx context.Context, check func(context.Context)) {
 
 // ledger scans the ledger items under the key prefix and checks each
 // against its object (HEAD with the checksum): the current version, which
-// the item must name.
+// the item must name. Tombstones (erased originals) and the hosts'
+// heartbeat items are not originals: skipped.
 func (au *audit) ledger(ctx context.Context) error {
 	in := &dynamodb.ScanInput{TableName: aws.String(au.a.cfg.Table), ConsistentRead: aws.Bool(true)}
 	if p := au.a.cfg.Mapping.KeyPrefix; p != "" {
@@ -149,9 +151,11 @@ func (au *audit) ledger(ctx context.Context) error {
 			return fmt.Errorf("ledger scan: %w", err)
 		}
 		for _, item := range page.Items {
-			rec, err := offload.RecordFromItem(item)
+			rec, ok, err := recordedOriginal(item)
 			if err != nil {
 				au.failed(fmt.Errorf("ledger item: %w", err))
+			}
+			if !ok {
 				continue
 			}
 			au.count(func(s *AuditSummary) { s.LedgerItems++ })
@@ -174,6 +178,19 @@ func (au *audit) ledger(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// recordedOriginal decodes a scanned ledger item; ok is false for the items
+// that are not an original S3 must hold: a host's heartbeat (no object key
+// starts with "/") and a tombstone (its object is meant to be gone).
+func recordedOriginal(item map[string]dbtypes.AttributeValue) (rec offload.Record, ok bool, err error) {
+	if k, isS := item[offload.LedgerPartitionKey].(*dbtypes.AttributeValueMemberS); isS && strings.HasPrefix(k.Value, offload.HostItemPrefix) {
+		return offload.Record{}, false, nil
+	}
+	if rec, err = offload.RecordFromItem(item); err != nil {
+		return rec, false, err
+	}
+	return rec, !rec.Erased(), nil
 }
 
 // batchGetMax is DynamoDB's limit of keys per BatchGetItem.

@@ -36,11 +36,18 @@ func (e *itemTaken) Error() string {
 
 func (e *itemTaken) Unwrap() error { return offload.ErrConflict }
 
+// errErased is record's answer when the key's item is a tombstone: the
+// original was erased, and a file under its name is never recorded (nor
+// archived as if it were), whatever S3 holds now. It is ErrConflict to
+// errors.Is: the file's own failure, kept in place for a human (or for the
+// host's erasure poller, which removes it).
+var errErased = fmt.Errorf("the original was erased; a file under its name is never recorded again: %w", offload.ErrConflict)
+
 // record writes the item unless the key already has one. Idempotent: an
 // existing item for the same object version (key, size, checksum, version
 // id) is success, so a resumed run or a second host that found the object
 // agrees; an item for another version or other bytes is an *itemTaken and
-// is left as it is.
+// is left as it is; a tombstone is errErased, whatever it names.
 func (l *dynamoLedger) record(ctx context.Context, r offload.Record) error {
 	cctx, cancel := context.WithTimeout(ctx, l.callTimeout)
 	defer cancel()
@@ -59,6 +66,9 @@ func (l *dynamoLedger) record(ctx context.Context, r offload.Record) error {
 	existing, err := l.get(ctx, r.Key)
 	if err != nil {
 		return err
+	}
+	if e := existing.Erasure; e != nil {
+		return fmt.Errorf("ledger %s (erased at %s by %q): %w", r.Key, e.At.Format(time.RFC3339), e.By, errErased)
 	}
 	if !existing.SameVersion(r) {
 		return &itemTaken{existing: existing, ours: r}

@@ -248,9 +248,9 @@ var (
 		"Originals fetched from S3 into the hot cache, each checked against the ledger.", nil, nil)
 	cacheFetchedBytesDesc = prometheus.NewDesc("offload_cache_fetched_bytes_total", "Bytes of those fetches.", nil, nil)
 	cacheFailuresDesc     = prometheus.NewDesc("offload_cache_fetch_failures_total",
-		"Hot paths not fetched, by reason: not_in_ledger, too_large, disk_full, ledger, s3, mismatch, local, colder, over_budget (held back by --cache-fetch-budget, at each redirect that would fetch it).", []string{"reason"}, nil)
+		"Hot paths not fetched, by reason: not_in_ledger, too_large, disk_full, ledger, s3, mismatch, local, colder, over_budget (held back by --cache-fetch-budget, at each redirect that would fetch it), erased (the ledger's item is a tombstone).", []string{"reason"}, nil)
 	cacheEvictionsDesc = prometheus.NewDesc("offload_cache_evictions_total",
-		"Files removed from the hot cache, by reason: size (least recently requested, to stay in the budget) or idle.", []string{"reason"}, nil)
+		"Files removed from the hot cache, by reason: size (least recently requested, to stay in the budget), idle, or erased (the original was erased).", []string{"reason"}, nil)
 	cacheBytesDesc  = prometheus.NewDesc("offload_cache_bytes", "Bytes of the files in the hot cache.", nil, nil)
 	cacheFilesDesc  = prometheus.NewDesc("offload_cache_files", "Files in the hot cache.", nil, nil)
 	cacheBudgetDesc = prometheus.NewDesc("offload_cache_budget_bytes", "The hot cache's budget (--cache-size).", nil, nil)
@@ -295,6 +295,7 @@ func (m cacheMetrics) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter(cacheEvictionsDesc, s.EvictedSize, "size")
 	counter(cacheEvictionsDesc, s.EvictedIdle, "idle")
+	counter(cacheEvictionsDesc, s.EvictedErased, "erased")
 	gauge(cacheBytesDesc, s.Bytes)
 	gauge(cacheFilesDesc, int64(s.Files))
 	gauge(cacheBudgetDesc, s.Budget)

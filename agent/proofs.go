@@ -119,6 +119,9 @@ func (a *Agent) recordPending(ctx context.Context) int {
 		case err == nil:
 			a.proofs.done(r)
 			log.Info("recorded in the ledger an object S3 accepted earlier, whose ledger write had failed or never ran")
+		case errors.Is(err, errErased):
+			a.proofs.done(r)
+			log.Error("an object S3 accepted earlier is under an erased name: nothing recorded (a re-run of erase removes the object)", "err", err)
 		case errors.Is(err, offload.ErrConflict):
 			// S3 serves another version under the key now, and the
 			// ledger names it: this proof is out of date.

@@ -15,12 +15,15 @@ import (
 const notFoundTTL = time.Second
 
 // recorded is what the resolver keeps of a ledger item: what goes into the
-// presigned URL. An original is immutable once recorded, so the answer
-// cannot go stale; only an operator's erasure removes the item, and a
-// positive answer outlives that by at most one signing window.
+// presigned URL, or that the original was erased. An original is immutable
+// once recorded, so the answer cannot go stale; only an operator's erasure
+// changes it (a tombstone, or the item removed), and a positive answer
+// outlives that by at most one signing window. A tombstone is final, so
+// its answer is kept like any other.
 type recorded struct {
 	versionID   string // pinned in the URL; empty: the current version
 	contentType string // judged by inlineType on every request
+	gone        bool   // erased: answered 410, nothing signed
 }
 
 // windowCache is what the resolver learnt in the current signing window:

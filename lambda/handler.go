@@ -178,6 +178,10 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (status int, key
 			h.cfg.Logger.Error("ledger look-up failed", "key", key, "err", err)
 			return refuse(w, r, http.StatusServiceUnavailable, "temporarily unavailable"), key
 		}
+		if rec.gone {
+			// Erased: nothing is signed for it, whatever S3 still holds.
+			return refuse(w, r, http.StatusGone, "gone"), key
+		}
 		// The version the agent proved and recorded: a later write under
 		// the same key, by anyone, cannot change what visitors get.
 		tg.versionID = rec.versionID
@@ -227,8 +231,8 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (status int, key
 	return http.StatusFound, key
 }
 
-// lookUp is the ledger's answer for key: the recorded item, or
-// offload.ErrNotFound. An answer already read in this signing window is
+// lookUp is the ledger's answer for key: the recorded item (gone when it is
+// a tombstone), or offload.ErrNotFound. An answer already read in this signing window is
 // taken from the window's cache (a "not found" only within notFoundTTL);
 // otherwise it is a consistent GetItem given at most ledgerTimeout, and
 // the answer, but never an error, is kept for the next requests.
@@ -253,7 +257,7 @@ func (h *Handler) lookUp(ctx context.Context, key string) (recorded, error) {
 	case err != nil:
 		return recorded{}, err
 	}
-	rec := recorded{versionID: item.VersionID, contentType: item.ContentType}
+	rec := recorded{versionID: item.VersionID, contentType: item.ContentType, gone: item.Erased()}
 	h.cache.putRecord(window, key, rec)
 	return rec, nil
 }

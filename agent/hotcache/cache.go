@@ -189,14 +189,20 @@ type Cache struct {
 	used     int64                    // bytes of the cached files
 	reserved int64                    // bytes of fetches in flight
 	inFlight map[string]bool          // keys queued or being fetched
-	queue    chan fetchJob
-	budget   *fetchBudget
+	// forgotten: keys in flight that Forget was called for; their fetch
+	// never publishes. Cleared when the fetch ends.
+	forgotten map[string]struct{}
+	queue     chan fetchJob
+	budget    *fetchBudget
 
 	// now is the clock (time.Now); tests move it.
 	now func() time.Time
 	// fetchDone, if set, is called with the key of each fetch once it
 	// has ended and the key is no longer in flight: tests wait on it.
 	fetchDone func(key string)
+	// beforePublish, if set, is called with the key of a verified
+	// download just before it is published: tests hold a fetch there.
+	beforePublish func(key string)
 
 	stats counters
 	// warnedRedirect: the log showed a redirect for a file in the cache,
@@ -231,6 +237,7 @@ type counters struct {
 	hits, misses, fetches, fetchedBytes atomic.Int64
 	invalidLinks                        atomic.Int64
 	evictedSize, evictedIdle            atomic.Int64
+	evictedErased                       atomic.Int64
 	failures                            sync.Map // reason → *atomic.Int64
 }
 
@@ -245,10 +252,11 @@ const (
 	FailLocal       = "local"         // writing or publishing the file failed
 	FailColder      = "colder"        // asked for less often than the files it would push out (counted once per path; it comes in when it is asked for more)
 	FailOverBudget  = "over_budget"   // the fetch budget cannot pay for it yet (counted at each redirect that would fetch it; it comes in once the budget has refilled)
+	FailErased      = "erased"        // the ledger's item is a tombstone: the original was erased (or was while it was fetched)
 )
 
 // FailReasons lists every fetch failure reason.
-var FailReasons = []string{FailNotInLedger, FailTooLarge, FailDiskFull, FailLedger, FailS3, FailMismatch, FailLocal, FailColder, FailOverBudget}
+var FailReasons = []string{FailNotInLedger, FailTooLarge, FailDiskFull, FailLedger, FailS3, FailMismatch, FailLocal, FailColder, FailOverBudget, FailErased}
 
 // Stats is a snapshot of the cache.
 type Stats struct {
@@ -263,8 +271,9 @@ type Stats struct {
 	FetchFailures map[string]int64 `json:"fetch_failures,omitempty"`
 	EvictedSize   int64            `json:"evicted_for_size"`
 	EvictedIdle   int64            `json:"evicted_idle"`
-	Tracked       int              `json:"tracked_paths"` // paths whose misses are being counted
-	Fetching      int              `json:"fetching"`      // hot paths queued for a fetch or being fetched
+	EvictedErased int64            `json:"evicted_erased"` // removed by Forget: the original was erased
+	Tracked       int              `json:"tracked_paths"`  // paths whose misses are being counted
+	Fetching      int              `json:"fetching"`       // hot paths queued for a fetch or being fetched
 	// FetchBudget is what the fetches may take per window (the bucket's
 	// size), FetchBudgetLeft what they may take now.
 	FetchBudget     int64 `json:"fetch_budget"`
@@ -289,14 +298,15 @@ func New(cfg Config, s3c objectGetter, db offload.ItemGetter) (*Cache, error) {
 	}
 	c := &Cache{
 		cfg: cfg, root: root, s3: s3c, db: db, log: cfg.Logger,
-		files:    FilesFolder(cfg.Mapping),
-		demand:   newDemand(cfg.Window, maxTracked),
-		cached:   make(map[string]*list.Element),
-		byUse:    list.New(),
-		inFlight: make(map[string]bool),
-		queue:    make(chan fetchJob, fetchQueue),
-		budget:   newFetchBudget(cfg.FetchBudget, cfg.Window, time.Now()),
-		now:      time.Now,
+		files:     FilesFolder(cfg.Mapping),
+		demand:    newDemand(cfg.Window, maxTracked),
+		cached:    make(map[string]*list.Element),
+		byUse:     list.New(),
+		inFlight:  make(map[string]bool),
+		forgotten: make(map[string]struct{}),
+		queue:     make(chan fetchJob, fetchQueue),
+		budget:    newFetchBudget(cfg.FetchBudget, cfg.Window, time.Now()),
+		now:       time.Now,
 	}
 	c.follow = &Follower{Path: cfg.AccessLog, Lines: c.Observe, Problem: c.logProblem}
 	if !cfg.DryRun {
@@ -609,6 +619,25 @@ func (c *Cache) EvictIdle(now time.Time) {
 	}
 }
 
+// Forget removes key's file from the cache, if cached, stops counting its
+// redirects, and makes a fetch of it in flight end without publishing: the
+// host's erasure poller calls it once the original was erased (a fetch
+// that read the ledger before the mark may still be downloading). It
+// reports whether a cached file was removed.
+func (c *Cache) Forget(key string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.demand.forget(key)
+	if c.inFlight[key] {
+		c.forgotten[key] = struct{}{}
+	}
+	e, ok := c.cached[key]
+	if ok {
+		c.evict(e, &c.stats.evictedErased, "erased")
+	}
+	return ok
+}
+
 // Stats returns a snapshot.
 func (c *Cache) Stats() Stats {
 	c.mu.Lock()
@@ -619,6 +648,7 @@ func (c *Cache) Stats() Stats {
 	s.Hits, s.Misses = c.stats.hits.Load(), c.stats.misses.Load()
 	s.Fetches, s.FetchedBytes = c.stats.fetches.Load(), c.stats.fetchedBytes.Load()
 	s.EvictedSize, s.EvictedIdle = c.stats.evictedSize.Load(), c.stats.evictedIdle.Load()
+	s.EvictedErased = c.stats.evictedErased.Load()
 	c.stats.failures.Range(func(k, v any) bool {
 		if s.FetchFailures == nil {
 			s.FetchFailures = map[string]int64{}

@@ -94,12 +94,16 @@ func (w *world) record(rec offload.Record) {
 	}
 }
 
-// start builds the cache and runs it until the test ends.
-func (w *world) start(s3c *s3.Client) *hotcache.Cache {
+// start builds the cache and runs it until the test ends; hooks are set
+// before it runs.
+func (w *world) start(s3c *s3.Client, hooks ...func(*hotcache.Cache)) *hotcache.Cache {
 	w.t.Helper()
 	c, err := hotcache.New(w.cfg, s3c, w.db)
 	if err != nil {
 		w.t.Fatal(err)
+	}
+	for _, hook := range hooks {
+		hook(c)
 	}
 	w.done = hotcache.OnFetchDone(c)
 	hotcache.SetClock(c, func() time.Time { return time.Now().Add(time.Duration(w.skew.Load())) })

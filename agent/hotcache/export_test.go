@@ -13,6 +13,10 @@ func OnFetchDone(c *Cache) <-chan string {
 	return ch
 }
 
+// OnBeforePublish makes c call f with the key of each verified download
+// just before it is published; f may block to hold the fetch there.
+func OnBeforePublish(c *Cache, f func(key string)) { c.beforePublish = f }
+
 // SetClock makes c read the time from now.
 func SetClock(c *Cache, now func() time.Time) { c.now = now }
 

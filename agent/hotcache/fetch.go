@@ -44,7 +44,8 @@ const (
 
 // fetch brings one hot original into the cache: ledger → room in the
 // budget → the fetch budget → GetObject into a download outside every URL
-// → size and CRC64NVME equal to the ledger's → publish by rename.
+// → size and CRC64NVME equal to the ledger's → publish by rename, unless
+// Forget was called for the key meanwhile (the original was erased).
 // Until the rename no URL reaches the bytes, and the rename makes the whole
 // file appear at once, so a browser gets the verified file or a redirect,
 // never a partial or wrong one. Any failure leaves the cache as it was.
@@ -53,6 +54,7 @@ func (c *Cache) fetch(ctx context.Context, job fetchJob) {
 	defer func() {
 		c.mu.Lock()
 		delete(c.inFlight, key)
+		delete(c.forgotten, key)
 		c.mu.Unlock()
 		if c.fetchDone != nil {
 			c.fetchDone(key)
@@ -75,6 +77,10 @@ func (c *Cache) fetch(ctx context.Context, job fetchJob) {
 	case err != nil:
 		retry := c.gaveUp(key, FailLedger, false)
 		c.log.Warn("cache: could not read the ledger; the path is counted again later", "key", key, "retry_in", retry, "err", err)
+		return
+	case rec.Erased():
+		c.gaveUp(key, FailErased, true)
+		c.log.Info("cache: erased, so not cached", "key", key)
 		return
 	case rec.Size > c.cfg.Size/maxFileShare:
 		c.gaveUp(key, FailTooLarge, true)
@@ -143,27 +149,55 @@ func (c *Cache) fetch(ctx context.Context, job fetchJob) {
 		c.log.Warn("cache: fetch failed", "key", key, "reason", reason, "retry_in", retry, "err", err)
 		return
 	}
-	if err := c.publish(tmp, tmpRel, rel); err != nil {
+	if err := c.prepare(tmp, rel); err != nil {
 		retry := c.gaveUp(key, FailLocal, false)
 		c.log.Error("cache: could not publish a fetched file", "key", key, "path", rel, "retry_in", retry, "err", err)
 		return
 	}
-	published = true
+	if c.beforePublish != nil {
+		c.beforePublish(key)
+	}
+	published, err = c.publish(key, tmpRel, rel, rec.Size, job.misses)
+	switch {
+	case err != nil:
+		retry := c.gaveUp(key, FailLocal, false)
+		c.log.Error("cache: could not publish a fetched file", "key", key, "path", rel, "retry_in", retry, "err", err)
+		return
+	case !published:
+		c.gaveUp(key, FailErased, true)
+		c.log.Info("cache: erased while it was fetched: not cached", "key", key)
+		return
+	}
+	c.stats.fetches.Add(1)
+	c.stats.fetchedBytes.Add(rec.Size)
+	c.log.Info("cache: fetched", "key", key, "bytes", rec.Size)
+}
+
+// publish renames the prepared download into place and counts it as
+// cached, unless Forget was called for key meanwhile: then it reports
+// false and leaves the download to be removed. It holds c.mu throughout,
+// as Forget does, so either the file was published first (and Forget
+// removes it) or Forget came first (and it is never published).
+func (c *Cache) publish(key, tmpRel, rel string, size int64, misses int) (bool, error) {
 	c.mu.Lock()
-	c.reserved -= rec.Size
-	c.used += rec.Size
+	defer c.mu.Unlock()
+	if _, ok := c.forgotten[key]; ok {
+		return false, nil
+	}
+	if err := c.root.Rename(tmpRel, rel); err != nil {
+		return false, err
+	}
+	c.reserved -= size
+	c.used += size
 	if old, ok := c.cached[key]; ok { // published before, by an earlier run
 		c.used -= old.Value.(*cachedFile).size
 		c.byUse.Remove(old)
 	}
-	now = c.now()
-	c.cached[key] = c.byUse.PushFront(&cachedFile{key: key, rel: rel, size: rec.Size, lastUse: now, published: now,
-		score: float64(job.misses), scoredAt: now})
+	now := c.now()
+	c.cached[key] = c.byUse.PushFront(&cachedFile{key: key, rel: rel, size: size, lastUse: now, published: now,
+		score: float64(misses), scoredAt: now})
 	c.demand.forget(key)
-	c.mu.Unlock()
-	c.stats.fetches.Add(1)
-	c.stats.fetchedBytes.Add(rec.Size)
-	c.log.Info("cache: fetched", "key", key, "bytes", rec.Size)
+	return true, nil
 }
 
 // download writes the object the ledger records into w and checks that it
@@ -239,21 +273,19 @@ func fetchTimeout(callTimeout time.Duration, size int64) time.Duration {
 	return callTimeout + time.Duration(float64(size)/minFetchRate*float64(time.Second))
 }
 
-// publish makes the verified download visible under rel: its bytes reach
-// the disk first, so a crash leaves either no file under rel or the whole
-// one; then it is made readable to the web server and renamed into place,
-// with any missing folders made readable too.
-func (c *Cache) publish(tmp *os.File, tmpRel, rel string) error {
+// prepare readies the verified download for its rename to rel (which
+// fetch does under c.mu): its bytes reach the disk first, so a crash
+// leaves either no file under rel or the whole one; then it is made
+// readable to the web server, and any missing folders of rel are made,
+// readable too.
+func (c *Cache) prepare(tmp *os.File, rel string) error {
 	if err := tmp.Sync(); err != nil {
 		return err
 	}
 	if err := tmp.Chmod(0o644); err != nil {
 		return err
 	}
-	if err := c.mkdirs(path.Dir(rel)); err != nil {
-		return err
-	}
-	return c.root.Rename(tmpRel, rel)
+	return c.mkdirs(path.Dir(rel))
 }
 
 // mkdirs makes each missing folder of dir with mode 0755, whatever the
