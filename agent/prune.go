@@ -236,7 +236,11 @@ func (pr *pruner) check(ctx context.Context, rel, key string, seen fileID) Prune
 	obj, err := pr.a.s3.headVersion(ctx, key, rec.VersionID)
 	switch {
 	case errors.Is(err, offload.ErrNotFound), errors.Is(err, errNotVisible):
-		return kept(KeptS3Missing, "S3 does not hold version %q: %v", rec.VersionID, err)
+		answer := "404"
+		if errors.Is(err, errNotVisible) {
+			answer = "403, as to a missing key without s3:ListBucket"
+		}
+		return kept(KeptS3Missing, "S3 does not hold version %q (HEAD answered %s)", rec.VersionID, answer)
 	case err != nil:
 		return pr.keptError(res, err)
 	case obj.CRC64NVME == "":

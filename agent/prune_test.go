@@ -3,9 +3,13 @@ package agent_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,6 +21,7 @@ import (
 
 	"github.com/photosleeve/offload"
 	"github.com/photosleeve/offload/agent"
+	"github.com/photosleeve/offload/infra/local/stacktest"
 )
 
 // pruneWorld offloads one archived file per case of prune's rules, then
@@ -208,5 +213,106 @@ func TestPruneKeepsAFileChangedAfterItsCheck(t *testing.T) {
 	}
 	if got.Removed || got.Kept != agent.KeptLocalDiffers || !h.archived("racy.jpg") {
 		t.Errorf("a file replaced after its check: %+v, archived %v; want kept (%s)", got, h.archived("racy.jpg"), agent.KeptLocalDiffers)
+	}
+}
+
+// TestPruneCommand: the real command, as the offload-prune unit runs it
+// (the agent's credentials, its settings from the environment): without a
+// minimum age, or with 0 or a unit Go durations lack, it refuses in one line
+// (exit 2); --dry-run lists what it would remove and removes nothing;
+// OFFLOAD_PRUNE_MIN_AGE runs it for real; --metrics-textfile writes the
+// run's metrics for node_exporter.
+func TestPruneCommand(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	bin := buildAgent(t)
+	files := pruneWorld(t, h)
+	prune := func(env []string, args ...string) (stdout, stderr string, code int) {
+		t.Helper()
+		cmd := exec.Command(bin, append([]string{"prune", "--watch", h.cfg.Watch, "--archive", h.cfg.Archive,
+			"--key-prefix", h.cfg.Mapping.KeyPrefix}, args...)...)
+		cmd.Env = h.commandEnv(stacktest.Agent, env...)
+		var out, errOut bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, io.MultiWriter(&errOut, testWriter{t})
+		err := cmd.Run()
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return out.String(), errOut.String(), code
+	}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "--min-age"},
+		{[]string{"--min-age", "0s"}, "more than 0"},
+		{[]string{"--min-age", "30d"}, "720h"},
+		{[]string{"--min-age", "720h", "--metrics-textfile", "prune.txt"}, ".prom"},
+		{[]string{"--min-age", "720h", "--part-size", "1MiB"}, "unknown flag --part-size"},
+	} {
+		out, errOut, code := prune(nil, tt.args...)
+		if code != 2 || out != "" || !strings.Contains(errOut, tt.want) || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
+			t.Errorf("prune %q: exit %d, stdout %q, stderr %q; want 2, nothing on stdout, one line naming %q", tt.args, code, out, errOut, tt.want)
+		}
+	}
+
+	textfile := filepath.Join(t.TempDir(), "offload_prune.prom")
+	out, _, code := prune(nil, "--min-age", "720h", "--dry-run", "--metrics-textfile", textfile)
+	for _, want := range []string{"would remove good.jpg", "would remove sub/good.jpg", "kept replaced.jpg: s3_missing",
+		"kept tampered.jpg: s3_differs", "kept no-item.jpg: not_in_ledger", "kept altered.jpg: local_differs",
+		"looked at 8 archived files; would remove 2 (2100 bytes)"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("prune --dry-run: output lacks %q", want)
+		}
+	}
+	if code != 0 || len(files) != 8 {
+		t.Errorf("prune --dry-run: exit %d; want 0", code)
+	}
+	for rel := range files {
+		if !h.archived(rel) {
+			t.Errorf("prune --dry-run removed %s", rel)
+		}
+	}
+	t.Logf("prune --dry-run:\n%s", out)
+	metrics, err := os.ReadFile(textfile)
+	if err != nil || !strings.Contains(string(metrics), "offload_prune_removed_files 0\n") {
+		t.Errorf("dry run's metrics: %v\n%s\nwant offload_prune_removed_files 0: a dry run frees nothing", err, metrics)
+	}
+
+	out, _, code = prune([]string{"OFFLOAD_PRUNE_MIN_AGE=720h", "OFFLOAD_PRUNE_METRICS_TEXTFILE=" + textfile})
+	if code != 0 || !strings.Contains(out, "removed good.jpg") || !strings.Contains(out, "removed sub/good.jpg") ||
+		!strings.Contains(out, "looked at 8 archived files; removed 2 (2100 bytes freed)") {
+		t.Errorf("prune: exit %d, output:\n%s", code, out)
+	}
+	if h.archived("good.jpg") || !h.archived("replaced.jpg") {
+		t.Errorf("after prune: good.jpg archived %v, replaced.jpg %v; want removed, kept", h.archived("good.jpg"), h.archived("replaced.jpg"))
+	}
+	metrics, err = os.ReadFile(textfile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"offload_prune_removed_files 2\n", "offload_prune_removed_bytes 2100\n",
+		`offload_prune_kept_files{reason="young"} 1` + "\n", `offload_prune_kept_files{reason="s3_missing"} 1` + "\n",
+		`offload_prune_kept_files{reason="s3_differs"} 1` + "\n", `offload_prune_kept_files{reason="not_in_ledger"} 1` + "\n",
+		`offload_prune_kept_files{reason="local_differs"} 1` + "\n", `offload_prune_kept_files{reason="erased"} 1` + "\n",
+		`offload_prune_kept_files{reason="error"} 0` + "\n",
+		"# TYPE offload_prune_duration_seconds gauge\n", "# TYPE offload_prune_last_run_timestamp_seconds gauge\n",
+	} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("metrics textfile lacks %q:\n%s", want, metrics)
+		}
+	}
+
+	// --json: each file listed as a line, then the summary.
+	out, _, code = prune(nil, "--min-age", "720h", "--json")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	var final struct {
+		Summary agent.PruneSummary `json:"summary"`
+	}
+	if code != 0 || json.Unmarshal([]byte(lines[len(lines)-1]), &final) != nil || final.Summary.Files != 6 || final.Summary.Kept[agent.KeptS3Missing] != 1 {
+		t.Errorf("prune --json: exit %d, output:\n%s", code, out)
 	}
 }
