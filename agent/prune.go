@@ -249,31 +249,39 @@ func (pr *pruner) check(ctx context.Context, rel, key string, seen fileID) Prune
 		return kept(KeptS3Differs, "S3 version %q: %d bytes, crc64nvme %s; ledger: %d bytes, crc64nvme %s", rec.VersionID, obj.Size, obj.CRC64NVME, rec.Size, rec.CRC64NVME)
 	}
 
-	res.Removed = true
-	if pr.opts.DryRun {
-		return res
+	if !pr.opts.DryRun {
+		switch changed, err := pr.remove(rel, seen); {
+		case err != nil:
+			return pr.keptError(res, err)
+		case changed:
+			return kept(KeptLocalDiffers, "gone or changed while prune looked")
+		}
 	}
+	res.Removed = true
+	return res
+}
+
+// remove unlinks rel if it is still the file seen (device, inode, size,
+// modification and change times), and queues its folder for the fsync;
+// changed says it was not.
+func (pr *pruner) remove(rel string, seen fileID) (changed bool, err error) {
 	beforePruneUnlink(filepath.Join(pr.a.cfg.Archive, filepath.FromSlash(rel)))
 	now, err := pr.root.Lstat(filepath.FromSlash(rel))
 	if errors.Is(err, fs.ErrNotExist) {
-		res.Removed = false
-		return kept(KeptLocalDiffers, "gone while prune looked")
+		return true, nil
 	} else if err != nil {
-		res.Removed = false
-		return pr.keptError(res, err)
+		return false, err
 	}
 	if id, ok := idOf(now); !ok || !now.Mode().IsRegular() || !id.exactly(seen) {
-		res.Removed = false
-		return kept(KeptLocalDiffers, "changed while prune looked")
+		return true, nil
 	}
 	if err := pr.root.Remove(filepath.FromSlash(rel)); err != nil {
-		res.Removed = false
-		return pr.keptError(res, err)
+		return false, err
 	}
 	pr.mu.Lock()
 	pr.synced[filepath.Dir(filepath.Join(pr.a.cfg.Archive, filepath.FromSlash(rel)))] = true
 	pr.mu.Unlock()
-	return res
+	return false, nil
 }
 
 // checksum reads the file's CRC64NVME without following a symbolic link
