@@ -108,10 +108,11 @@ type componentEntry struct {
 // everything else offload-agent does is the agent (doctor included: it
 // checks the agent's own grants); offload-resolver is the resolver, under
 // Lambda and as a plain HTTP server. The audit's graph reaches the table of
-// subcommands (for help and suggestions), so doctor is cut from it.
+// subcommands (for help and suggestions), so doctor and prune (the agent's,
+// run with its credentials by offload-prune.service) are cut from it.
 var componentEntries = map[string]componentEntry{
 	templatepolicy.Agent:    {main: modulePath + "/agent/cmd/offload-agent", entry: "main", cut: []string{"auditCommand"}},
-	templatepolicy.Audit:    {main: modulePath + "/agent/cmd/offload-agent", entry: "auditCommand", cut: []string{"doctorCommand"}},
+	templatepolicy.Audit:    {main: modulePath + "/agent/cmd/offload-agent", entry: "auditCommand", cut: []string{"doctorCommand", "pruneCommand"}},
 	templatepolicy.Resolver: {main: modulePath + "/lambda/cmd/offload-resolver", entry: "main"},
 }
 

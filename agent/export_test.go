@@ -114,3 +114,13 @@ func SimulateWriterAtClaim(t *testing.T, data []byte) <-chan error {
 	t.Cleanup(func() { beforeClaim = old })
 	return done
 }
+
+// SimulateChangeBeforePruneUnlink calls change with each file's path after
+// prune checked it and just before its last look and unlink, until the
+// test ends. Not for parallel tests.
+func SimulateChangeBeforePruneUnlink(t *testing.T, change func(path string)) {
+	t.Helper()
+	old := beforePruneUnlink
+	beforePruneUnlink = change
+	t.Cleanup(func() { beforePruneUnlink = old })
+}

@@ -81,21 +81,39 @@ func metricsReference() ([]byte, error) {
 	b.WriteString("`make docs` writes it again; `make test` fails while it is stale (`agent/metrics_reference_test.go`).\n\n")
 	fmt.Fprintf(&b, "- Only with the hot cache on (`--cache-dir` and `--access-log`): %s.\n", metricNames(extra(withCache), allNames))
 	fmt.Fprintf(&b, "- Only with `--after archive` (the default): %s.\n", metricNames(extra(withArchive), allNames))
-	b.WriteString("- Every other metric below is always served.\n")
+	b.WriteString("- Every other metric in the table below is always served.\n")
 	b.WriteString("- Where the labels column lists values, the agent serves one series per value from the start, each at 0.\n")
 	if slices.ContainsFunc(all, func(mf *dto.MetricFamily) bool { return mf.GetType() == dto.MetricType_HISTOGRAM }) {
 		b.WriteString("- A histogram is served as `NAME_bucket` (label `le`), `NAME_sum` and `NAME_count`.\n")
 	}
 	b.WriteString("- The standard Go runtime (`go_*`) and process (`process_*`) collectors are served too; they are not listed here.\n\n")
 
+	metricTable(&b, all)
+
+	// prune runs as a oneshot (the offload-prune timer) and serves nothing;
+	// it writes its metrics to a file instead.
+	prune, err := PruneMetrics(PruneSummary{}).Gather()
+	if err != nil {
+		return nil, err
+	}
+	b.WriteString("\n## offload-agent prune\n\n")
+	b.WriteString("`offload-agent prune --metrics-textfile FILE` (or `OFFLOAD_PRUNE_METRICS_TEXTFILE`) writes these at the end of each run, ")
+	b.WriteString("in the Prometheus text format, to a temporary file then renamed over FILE: ")
+	b.WriteString("point node_exporter's textfile collector (`--collector.textfile.directory`) at FILE's folder, and name FILE `*.prom`. ")
+	b.WriteString("Each is a gauge of the last run; a dry run removes nothing, so its removed counts are 0.\n\n")
+	metricTable(&b, prune)
+	return b.Bytes(), nil
+}
+
+// metricTable writes one Markdown table of mfs, by name.
+func metricTable(b *bytes.Buffer, mfs []*dto.MetricFamily) {
 	b.WriteString("| name | type | labels | meaning |\n")
 	b.WriteString("|---|---|---|---|\n")
-	slices.SortFunc(all, func(x, y *dto.MetricFamily) int { return strings.Compare(x.GetName(), y.GetName()) })
-	for _, mf := range all {
-		fmt.Fprintf(&b, "| `%s` | %s | %s | %s |\n", mf.GetName(), strings.ToLower(mf.GetType().String()),
+	slices.SortFunc(mfs, func(x, y *dto.MetricFamily) int { return strings.Compare(x.GetName(), y.GetName()) })
+	for _, mf := range mfs {
+		fmt.Fprintf(b, "| `%s` | %s | %s | %s |\n", mf.GetName(), strings.ToLower(mf.GetType().String()),
 			metricLabels(mf), tableCell(mf.GetHelp()))
 	}
-	return b.Bytes(), nil
 }
 
 // metricNames names the metrics of set as code: as prefix* when they are

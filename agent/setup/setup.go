@@ -29,6 +29,7 @@ const (
 	EnvFile        = "/etc/offload/agent.env"
 	AgentDropIn    = "/etc/systemd/system/offload-agent.service.d/offload.conf"
 	LighttpdDropIn = "/etc/systemd/system/lighttpd.service.d/offload.conf"
+	PruneDropIn    = "/etc/systemd/system/offload-prune.service.d/offload.conf"
 )
 
 // Defaults for the folders and accounts (the README's and the package's).
@@ -95,7 +96,7 @@ func (e *RefusedError) Error() string {
 
 // ErrNeedRoot: init changes owners and writes under /etc.
 var ErrNeedRoot = errors.New("init must run as root: it writes " + EnvFile + " (mode 0640, group of the agent's user), the systemd drop-ins " +
-	AgentDropIn + " and " + LighttpdDropIn + ", and changes the group, mode and default ACL of the watch and archive folders; run it with sudo (or --dry-run to see what it would do)")
+	AgentDropIn + ", " + PruneDropIn + " and " + LighttpdDropIn + ", and changes the group, mode and default ACL of the watch and archive folders; run it with sudo (or --dry-run to see what it would do)")
 
 // ErrAccount is a missing user or group: a configuration error.
 var ErrAccount = errors.New("missing account")
@@ -174,6 +175,7 @@ func Run(c Config) ([]Result, error) {
 		p.sharedFolder(c.Archive, "archive"),
 		p.cacheFolder(),
 		p.dropIn(AgentDropIn, agentDropIn(c)),
+		p.dropIn(PruneDropIn, pruneDropIn(c)),
 		p.dropIn(LighttpdDropIn, lighttpdDropIn(c)),
 	}
 	if len(p.errs) > 0 {
@@ -198,7 +200,7 @@ func Run(c Config) ([]Result, error) {
 func NextSteps(c Config, r []Result) []string {
 	steps := []string{
 		"lighty-enable-mod offload              # the package's /etc/lighttpd/conf-available/50-offload.conf",
-		"systemctl daemon-reload                # reads the two drop-ins",
+		"systemctl daemon-reload                # reads the drop-ins",
 		"systemctl restart lighttpd             # picks up OFFLOAD_RESOLVER_BASE and OFFLOAD_CACHE_ROOT",
 		"offload-agent doctor --web-url http://127.0.0.1/static/   # checks credentials, grants, folders and the web server",
 		"systemctl start offload-agent          # the package enabled it; restart it if it runs",
@@ -324,6 +326,8 @@ func (p *planner) dropIn(rel string, content []byte) item {
 	switch rel {
 	case AgentDropIn:
 		it.detail += "; ReadWritePaths=" + strings.Join([]string{p.c.Watch, p.c.Archive, p.c.CacheDir}, " ")
+	case PruneDropIn:
+		it.detail += "; ReadWritePaths=" + p.c.Archive
 	case LighttpdDropIn:
 		it.detail += "; OFFLOAD_RESOLVER_BASE, OFFLOAD_CACHE_ROOT"
 	}
@@ -342,6 +346,12 @@ const dropInHeader = "# Written by offload-agent init; init refuses to replace a
 // resets the list, systemd.exec(5)) with the folders given.
 func agentDropIn(c Config) []byte {
 	return []byte(dropInHeader + "[Service]\nReadWritePaths=\nReadWritePaths=" + c.Watch + " " + c.Archive + " " + c.CacheDir + "\n")
+}
+
+// pruneDropIn does the same for offload-prune.service, which may write
+// the archive alone: it removes archived files and touches nothing else.
+func pruneDropIn(c Config) []byte {
+	return []byte(dropInHeader + "[Service]\nReadWritePaths=\nReadWritePaths=" + c.Archive + "\n")
 }
 
 // lighttpdDropIn sets what infra/lighttpd/offload.conf reads from

@@ -148,6 +148,11 @@ func build(ctx context.Context, o options) (deb, error) {
 		from string // in the checkout, or debian/NAME when it starts so
 	}{
 		{"/lib/systemd/system/offload-agent.service", 0o644, "infra/systemd/offload-agent.service"},
+		// Installed, not enabled (the postinst leaves it alone): pruning
+		// deletes local copies, so the administrator opts in once
+		// OFFLOAD_PRUNE_MIN_AGE is set (see the service's comment).
+		{"/lib/systemd/system/offload-prune.service", 0o644, "infra/systemd/offload-prune.service"},
+		{"/lib/systemd/system/offload-prune.timer", 0o644, "infra/systemd/offload-prune.timer"},
 		{"/usr/lib/sysusers.d/offload.conf", 0o644, "debian/offload.sysusers"},
 		{"/etc/offload/agent.env", 0o640, "debian/agent.env"},
 		{"/etc/lighttpd/conf-available/50-offload.conf", 0o644, "debian/50-offload.conf"},

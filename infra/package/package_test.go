@@ -38,6 +38,7 @@ const (
 	sharePath    = "/usr/share/offload"
 	// The systemd drop-ins "offload-agent init" writes; purge removes them.
 	agentDropIn    = "/etc/systemd/system/offload-agent.service.d/offload.conf"
+	pruneDropIn    = "/etc/systemd/system/offload-prune.service.d/offload.conf"
 	lighttpdDropIn = "/etc/systemd/system/lighttpd.service.d/offload.conf"
 )
 
@@ -242,6 +243,14 @@ func TestPackageInstallUpgradePurge(t *testing.T) {
 	if target, err := os.Readlink("/etc/systemd/system/multi-user.target.wants/offload-agent.service"); err != nil || target != p.Unit {
 		t.Errorf("the unit is not enabled: multi-user.target.wants link -> %q, %v", target, err)
 	}
+	// The prune timer and its service are installed, not enabled: pruning
+	// deletes local copies, so the administrator opts in.
+	for _, unit := range []string{"offload-prune.service", "offload-prune.timer"} {
+		checkFile(t, "/lib/systemd/system/"+unit, 0o644, 0, 0)
+	}
+	if _, err := os.Lstat("/etc/systemd/system/timers.target.wants/offload-prune.timer"); err == nil {
+		t.Errorf("offload-prune.timer is enabled by the package; want it installed only")
+	}
 
 	// The binary names the version the package has.
 	out, err := exec.Command(p.Agent, "version").Output()
@@ -280,7 +289,7 @@ func TestPackageInstallUpgradePurge(t *testing.T) {
 	checkFile(t, p.EnvFile, 0o640, 0, gid)
 
 	// What init and lighty-enable-mod would leave, for purge to remove.
-	for _, dropIn := range []string{agentDropIn, lighttpdDropIn} {
+	for _, dropIn := range []string{agentDropIn, pruneDropIn, lighttpdDropIn} {
 		if err := os.MkdirAll(filepath.Dir(dropIn), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -323,7 +332,7 @@ func purgeLeavesNothing(t *testing.T, p *Installed) {
 			t.Errorf("after purge %s is still there", path)
 		}
 	}
-	for _, path := range []string{"/etc/offload", agentDropIn, filepath.Dir(agentDropIn), lighttpdDropIn, filepath.Dir(lighttpdDropIn),
+	for _, path := range []string{"/etc/offload", agentDropIn, filepath.Dir(agentDropIn), pruneDropIn, filepath.Dir(pruneDropIn), lighttpdDropIn, filepath.Dir(lighttpdDropIn),
 		lighttpdEnabled, "/etc/systemd/system/multi-user.target.wants/offload-agent.service", "/etc/systemd/system/offload-agent.service"} {
 		if _, err := os.Lstat(path); err == nil {
 			t.Errorf("after purge %s is still there", path)

@@ -153,3 +153,78 @@ func TestUnitNotifyAndWatchdog(t *testing.T) {
 		}
 	}
 }
+
+// TestPruneUnits: offload-prune.service is a oneshot under the agent's user
+// and settings, running "offload-agent prune" (whose minimum age comes from
+// agent.env), with the agent unit's hardening and only the archive
+// writable; offload-prune.timer starts it daily, spread over an hour, and
+// catches up a run missed while the host was off.
+func TestPruneUnits(t *testing.T) {
+	agentUnit := unitKeys(t, "offload-agent.service")["Service"]
+	s := unitKeys(t, "offload-prune.service")["Service"]
+	for k, want := range map[string]string{
+		"Type": "oneshot", "User": "offload", "Group": "offload", "EnvironmentFile": "/etc/offload/agent.env",
+		"ExecStart": "/usr/bin/offload-agent prune", "ReadWritePaths": "/srv/www/archive", "CapabilityBoundingSet": "",
+	} {
+		if got := s[k]; len(got) != 1 || got[0] != want {
+			t.Errorf("offload-prune.service [Service] %s = %q; want %q", k, got, want)
+		}
+	}
+	for _, k := range []string{"NoNewPrivileges", "ProtectSystem", "ProtectHome", "PrivateTmp", "PrivateDevices",
+		"ProtectKernelTunables", "ProtectKernelModules", "ProtectKernelLogs", "ProtectControlGroups", "ProtectClock",
+		"ProtectHostname", "RestrictNamespaces", "RestrictRealtime", "RestrictSUIDSGID", "LockPersonality",
+		"MemoryDenyWriteExecute", "RestrictAddressFamilies", "SystemCallArchitectures", "SystemCallFilter",
+		"SystemCallErrorNumber", "UMask"} {
+		if !slices.Equal(s[k], agentUnit[k]) {
+			t.Errorf("offload-prune.service %s = %q; want the agent unit's %q", k, s[k], agentUnit[k])
+		}
+	}
+	for _, k := range []string{"AmbientCapabilities", "Restart", "WatchdogSec", "RuntimeDirectory", "CacheDirectory"} {
+		if v, ok := s[k]; ok {
+			t.Errorf("offload-prune.service sets %s = %q; a oneshot prune needs none", k, v)
+		}
+	}
+	timer := unitKeys(t, "offload-prune.timer")
+	for k, want := range map[string]string{"OnCalendar": "daily", "RandomizedDelaySec": "1h", "Persistent": "true"} {
+		if got := timer["Timer"][k]; len(got) != 1 || got[0] != want {
+			t.Errorf("offload-prune.timer [Timer] %s = %q; want %q", k, got, want)
+		}
+	}
+	if got := timer["Install"]["WantedBy"]; len(got) != 1 || got[0] != "timers.target" {
+		t.Errorf("offload-prune.timer WantedBy = %q; want timers.target", got)
+	}
+}
+
+// TestPruneUnitsVerify runs systemd-analyze verify on the prune service and
+// its timer, side by side, with ExecStart pointing at a freshly built
+// offload-agent.
+func TestPruneUnitsVerify(t *testing.T) {
+	analyze, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		if os.Getenv(stacktest.RequireEnv) == "1" {
+			t.Fatalf("systemd-analyze is not installed (Debian package systemd, part of this machine's image): %v", err)
+		}
+		t.Skip("systemd-analyze is not installed; TestPruneUnits checks the keys")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "offload-agent")
+	build := exec.Command("go", "build", "-o", bin, "./agent/cmd/offload-agent")
+	build.Dir = filepath.Join("..", "..")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	var paths []string
+	for _, name := range []string{"offload-prune.service", "offload-prune.timer"} {
+		unit, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, []byte(strings.ReplaceAll(string(unit), "/usr/bin/offload-agent", bin)), 0o644)
+		paths = append(paths, p)
+	}
+	out, err := exec.Command(analyze, append([]string{"verify"}, paths...)...).CombinedOutput()
+	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}

@@ -21,6 +21,7 @@ var subcommands = map[string]func(args []string, getenv func(string) string, std
 	"audit":  auditCommand,
 	"init":   initCommand,
 	"doctor": doctorCommand,
+	"prune":  pruneCommand,
 }
 
 // commandNames are every command's name, sorted.

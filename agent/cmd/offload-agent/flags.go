@@ -76,6 +76,8 @@ usage:
                                  flight, recent failures, totals
   offload-agent audit [flags]    compare the watch folder and the archive with the ledger and
                                  the bucket, read-only; print every discrepancy by kind
+  offload-agent prune [flags]    remove archived files older than --min-age that S3 holds with
+                                 the ledger's checksum (the offload-prune timer runs it)
   offload-agent doctor [flags]   check credentials, grants, folders, leases and the web
                                  server's fallback, one line each with the fix
   offload-agent init [flags]     configure this host (as root) from the SAM stack's outputs:
@@ -134,6 +136,21 @@ var commandHelp = map[string]string{
 
 Durations: 300ms, 2s, 1m30s, 24h.
 `,
+	"prune": `offload-agent prune --min-age DURATION [flags]
+
+  Remove archived files that S3 provably holds, to free the disk: a file goes only when its
+  ledger item was recorded at least --min-age ago, is not an erasure's tombstone, and has the
+  file's size and CRC64NVME, and S3 holds the version the item names with that size and
+  full-object CRC64NVME (a HEAD of that version). A file that changed while prune looked is
+  kept. Symbolic links are never followed; dot-folders are skipped; emptied folders stay.
+  Each removed file is a line ("would remove" with --dry-run); a kept file is a line when a
+  person should look (not_in_ledger, local_differs, s3_missing, s3_differs, error); then the
+  summary. Exit 0 done, 1 some file could not be checked or removed, 2 bad usage.
+  It reads the same settings as run (the same flags and environment), those that say where
+  to look; the offload-prune timer runs it daily with /etc/offload/agent.env.
+
+Durations: 300ms, 2s, 1m30s, 24h; no d: 30 days is 720h.
+`,
 	"status": `offload-agent status [flags]
 
   Ask the running agent what it is doing: pending files, uploads in flight, recent
@@ -155,6 +172,10 @@ type options struct {
 	warnings []string
 
 	statusSocket string // the --status-socket setting: auto, off or a path
+
+	// prune's own settings.
+	pruneMinAge     time.Duration // 0: not given
+	metricsTextfile string
 }
 
 // setting is one flag with its environment fallback.
@@ -190,12 +211,41 @@ var (
 var commandSettings = map[string][]string{
 	"audit": {"watch", "archive", "after", "bucket", "table", "key-prefix", "url-prefix", "ignore", "call-timeout",
 		"cache-dir", "host", "s3-path-style", "log-format", "log-level"},
+	"prune": {"min-age", "metrics-textfile", "watch", "archive", "after", "bucket", "table", "key-prefix", "url-prefix", "ignore",
+		"call-timeout", "s3-path-style", "log-format", "log-level"},
 }
+
+// commandOnly are the settings of one command alone, which run and once
+// (and every other command) do not take.
+var commandOnly = map[string]string{"min-age": "prune", "metrics-textfile": "prune"}
 
 var errHelp = errors.New("help requested")
 
 // settings lists every flag; help prints them in this order.
 var settings = []setting{
+	{"min-age", "OFFLOAD_PRUNE_MIN_AGE", "", "remove only archived files the ledger recorded at least this long ago; required, more than 0; hours are the largest unit: 720h is 30 days",
+		func(o *options, v string) error {
+			if v == "" {
+				return nil // prune says it is required
+			}
+			d, err := time.ParseDuration(v)
+			switch {
+			case err != nil:
+				return errors.New("want a duration like 720h (30 days; Go durations have no d)")
+			case d <= 0:
+				return errors.New("want more than 0")
+			}
+			o.pruneMinAge = d
+			return nil
+		}},
+	{"metrics-textfile", "OFFLOAD_PRUNE_METRICS_TEXTFILE", "", "after the run, write its metrics to this file, NAME.prom, for node_exporter's textfile collector (replaced atomically)",
+		func(o *options, v string) error {
+			if v != "" && (!strings.HasSuffix(v, ".prom") || strings.HasSuffix(v, "/.prom")) {
+				return errors.New("want a file NAME.prom: node_exporter's textfile collector reads only *.prom")
+			}
+			o.metricsTextfile = v
+			return nil
+		}},
 	{"watch", "OFFLOAD_WATCH", "", "folder the back-end writes originals into (watched recursively)",
 		func(o *options, v string) error { o.agent.Watch = v; return nil }},
 	{"archive", "OFFLOAD_ARCHIVE", "", "folder offloaded files are moved to, same relative path (needed with --after archive)",
@@ -342,6 +392,9 @@ func newCommandLine(cmd string) *commandLine {
 	}
 	for _, s := range settings {
 		if commandSettings[cmd] != nil && !takes[s.name] {
+			continue
+		}
+		if own, ok := commandOnly[s.name]; ok && own != cmd {
 			continue
 		}
 		c.names = append(c.names, s.name)

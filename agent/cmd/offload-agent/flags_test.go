@@ -343,7 +343,7 @@ func TestUsageErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{nil, "no command: want one of audit, doctor, help, init, once, run, status, version"},
+		{nil, "no command: want one of audit, doctor, help, init, once, prune, run, status, version"},
 		{[]string{"rnu"}, `unknown command "rnu": did you mean run?`},
 		{[]string{"adit"}, "did you mean audit?"},
 		{[]string{"stauts"}, "did you mean status?"},
@@ -595,5 +595,35 @@ func TestBinaryCommandLine(t *testing.T) {
 		case tt.errs != "" && (out.Len() != 0 || !strings.Contains(errOut.String(), tt.errs) || strings.Count(strings.TrimSpace(errOut.String()), "\n") != 0):
 			t.Errorf("offload-agent %q: stdout %q, stderr %q; want nothing on stdout, one line on stderr saying %q", tt.args, out.String(), errOut.String(), tt.errs)
 		}
+	}
+}
+
+// TestPruneSettingsArePrunes: prune's help lists its own settings (the
+// minimum age and the metrics file, each with its variable) and its
+// --dry-run, which is not run's; run and once take neither setting, so
+// OFFLOAD_PRUNE_MIN_AGE in agent.env changes nothing for the agent.
+func TestPruneSettingsArePrunes(t *testing.T) {
+	out, _, code := cli(nil, "prune", "--help")
+	for _, want := range []string{"--min-age", "OFFLOAD_PRUNE_MIN_AGE", "--metrics-textfile", "OFFLOAD_PRUNE_METRICS_TEXTFILE", "--dry-run", "--json", "--archive", "720h"} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("prune --help (exit %d) does not say %q:\n%s", code, want, out)
+		}
+	}
+	for _, not := range []string{"OFFLOAD_DRY_RUN,", "\n  --part-size", "\n  --cache-dir", "\n  --grace"} {
+		if strings.Contains(out, not) {
+			t.Errorf("prune --help says %q, which is not prune's:\n%s", not, out)
+		}
+	}
+	for _, cmd := range []string{"run", "once", "audit"} {
+		if help, _, _ := cli(nil, cmd, "--help"); strings.Contains(help, "min-age") || strings.Contains(help, "PRUNE") {
+			t.Errorf("%s --help lists prune's settings:\n%s", cmd, help)
+		}
+		if _, err := parseFlags(cmd, []string{"--min-age", "1h"}, func(string) string { return "" }); err == nil || !strings.Contains(err.Error(), "unknown flag --min-age") {
+			t.Errorf("%s --min-age 1h: %v; want unknown flag", cmd, err)
+		}
+	}
+	o, err := parseFlags("prune", nil, func(k string) string { return map[string]string{"OFFLOAD_PRUNE_MIN_AGE": "720h"}[k] })
+	if err != nil || o.pruneMinAge != 720*time.Hour {
+		t.Errorf("OFFLOAD_PRUNE_MIN_AGE=720h: %v, min age %v; want 720h", err, o.pruneMinAge)
 	}
 }

@@ -20,6 +20,8 @@ Configures this host for the agent from the SAM stack's outputs, as root:
   the cache folder           0755 offload:offload, for the hot cache and the web server
   ` + setup.AgentDropIn + `
                              ReadWritePaths= the three folders
+  ` + setup.PruneDropIn + `
+                             ReadWritePaths= the archive (offload-prune.timer, not enabled)
   ` + setup.LighttpdDropIn + `
                              OFFLOAD_RESOLVER_BASE and OFFLOAD_CACHE_ROOT for lighttpd
 Each item prints created, changed or unchanged; a second run changes nothing.

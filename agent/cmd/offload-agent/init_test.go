@@ -125,8 +125,8 @@ func actions(t *testing.T, root, out string) map[string]string {
 			got[strings.TrimPrefix(m[2], root)] = m[1]
 		}
 	}
-	if len(got) != 6 {
-		t.Fatalf("want 6 item lines, got %d:\n%s", len(got), out)
+	if len(got) != 7 {
+		t.Fatalf("want 7 item lines, got %d:\n%s", len(got), out)
 	}
 	return got
 }
@@ -208,6 +208,7 @@ func TestInitConfiguresHost(t *testing.T) {
 	for p, want := range map[string]string{
 		setup.EnvFile: "created", "/srv/www/static": "changed", "/srv/www/archive": "created",
 		"/var/cache/offload": "created", setup.AgentDropIn: "created", setup.LighttpdDropIn: "created",
+		setup.PruneDropIn: "created",
 	} {
 		if got[p] != want {
 			t.Errorf("%s: %s, want %s", p, got[p], want)
@@ -247,6 +248,10 @@ func TestInitConfiguresHost(t *testing.T) {
 	checkOwnerMode(t, filepath.Join(root, setup.AgentDropIn), 0, 0, 0o644)
 	if s := readFile(t, filepath.Join(root, setup.AgentDropIn)); !strings.Contains(s, "[Service]\nReadWritePaths=\nReadWritePaths=/srv/www/static /srv/www/archive /var/cache/offload\n") {
 		t.Errorf("agent drop-in:\n%s", s)
+	}
+	// The prune unit may write the archive alone.
+	if s := readFile(t, filepath.Join(root, setup.PruneDropIn)); !strings.Contains(s, "[Service]\nReadWritePaths=\nReadWritePaths=/srv/www/archive\n") {
+		t.Errorf("prune drop-in:\n%s", s)
 	}
 	if s := readFile(t, filepath.Join(root, setup.LighttpdDropIn)); !strings.Contains(s, "[Service]\nEnvironment=OFFLOAD_RESOLVER_BASE=https://abcdefghijklmnopqrstuvwxyz012345.lambda-url.eu-west-1.on.aws\nEnvironment=OFFLOAD_CACHE_ROOT=/var/cache/offload\n") {
 		t.Errorf("lighttpd drop-in:\n%s", s)
@@ -552,7 +557,7 @@ func TestInitHelp(t *testing.T) {
 }
 
 // TestInitDropInsVerify: systemd reads init's drop-ins with the agent's
-// unit and with Debian's lighttpd unit without a complaint
+// and the prune units and with Debian's lighttpd unit without a complaint
 // (systemd-analyze verify loads UNIT.d/*.conf next to the unit file).
 func TestInitDropInsVerify(t *testing.T) {
 	needRoot(t)
@@ -574,7 +579,8 @@ func TestInitDropInsVerify(t *testing.T) {
 	}
 	agentUnit := strings.ReplaceAll(readFile(t, "../../../infra/systemd/offload-agent.service"), "/usr/local/bin/offload-agent", self)
 	agentUnit = strings.ReplaceAll(agentUnit, "/usr/bin/offload-agent", self)
-	units := map[string]string{"offload-agent.service": agentUnit}
+	pruneUnit := strings.ReplaceAll(readFile(t, "../../../infra/systemd/offload-prune.service"), "/usr/bin/offload-agent", self)
+	units := map[string]string{"offload-agent.service": agentUnit, "offload-prune.service": pruneUnit}
 	if b, err := os.ReadFile("/lib/systemd/system/lighttpd.service"); err == nil {
 		units["lighttpd.service"] = string(b)
 	} else {
