@@ -110,12 +110,14 @@ type componentCreds struct {
 // than any stack a test run or a working day keeps up.
 const componentCredsLife = 7 * 24 * time.Hour
 
-// grantComponents gives the agent, the resolver and the audit credentials
-// whose only permissions are the S3 part of what template.yaml grants each
-// (read from the template at every start, never copied): STS AssumeRole
-// with the policy as the session policy. MinIO allows everything the
-// session policy allows and nothing else, as AWS does for the intersection
-// of a role's and a session's policies; the root user's own policy is all.
+// grantComponents gives the agent, the resolver, the audit and the eraser
+// credentials whose only permissions are the S3 part of what template.yaml
+// grants each (read from the template at every start, never copied): STS
+// AssumeRole with the policy as the session policy. MinIO allows
+// everything the session policy allows and nothing else, as AWS does for
+// the intersection of a role's and a session's policies; the root user's
+// own policy is all. The policy is told to MinIO in its own terms
+// (templatepolicy.Document.ForMinIO).
 func grantComponents(ctx context.Context, st *state, cfg aws.Config) error {
 	tmpl, err := os.ReadFile(templatepolicy.TemplatePath(st.repo))
 	if err != nil {
