@@ -104,6 +104,10 @@ type componentCreds struct {
 	// GetObject: the policy allows reading the current version, which
 	// MinIO also grants with s3:GetObjectVersion alone and AWS does not.
 	GetObject bool `json:"get_object"`
+	// DeleteObject and DeleteObjectVersion: the policy allows deleting
+	// without a version id, and a specific version (see the AWS shim).
+	DeleteObject        bool `json:"delete_object"`
+	DeleteObjectVersion bool `json:"delete_object_version"`
 }
 
 // componentCredsLife is how long the components' credentials last: longer
@@ -140,8 +144,10 @@ func grantComponents(ctx context.Context, st *state, cfg aws.Config) error {
 		st.Components[c] = componentCreds{
 			AccessKeyID: creds.AccessKeyID, SecretAccessKey: creds.SecretAccessKey,
 			SessionToken: creds.SessionToken, ListBucket: doc.Allows("s3:ListBucket", target.BucketARN()),
-			GetObjectVersion: doc.AllowsOn("s3:GetObjectVersion", target.BucketARN()+"/"),
-			GetObject:        doc.AllowsOn("s3:GetObject", target.BucketARN()+"/"),
+			GetObjectVersion:    doc.AllowsOn("s3:GetObjectVersion", target.BucketARN()+"/"),
+			GetObject:           doc.AllowsOn("s3:GetObject", target.BucketARN()+"/"),
+			DeleteObject:        doc.AllowsOn("s3:DeleteObject", target.BucketARN()+"/"),
+			DeleteObjectVersion: doc.AllowsOn("s3:DeleteObjectVersion", target.BucketARN()+"/"),
 		}
 	}
 	return st.save()
