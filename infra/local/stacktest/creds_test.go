@@ -69,7 +69,8 @@ func TestMissingKeyAnswers(t *testing.T) {
 
 // TestComponentsHaveOnlyTheirGrants: the credentials the stack hands out
 // carry the template's limits, not root's. The agent may not list the
-// bucket or delete; the resolver may not write; the audit may not write.
+// bucket or delete; the resolver may not write; the audit may not write;
+// the eraser may neither write nor list keys (only versions).
 func TestComponentsHaveOnlyTheirGrants(t *testing.T) {
 	t.Parallel()
 	st := Require(t)
@@ -92,6 +93,7 @@ func TestComponentsHaveOnlyTheirGrants(t *testing.T) {
 		return statusOf(err)
 	}
 	agent, resolver, audit := st.S3For(t, Agent, st.S3Endpoint), st.S3For(t, Resolver, st.S3Endpoint), st.S3For(t, Audit, st.S3Endpoint)
+	eraser := st.S3For(t, Eraser, st.S3Endpoint)
 	for _, tt := range []struct {
 		what string
 		got  int
@@ -104,6 +106,8 @@ func TestComponentsHaveOnlyTheirGrants(t *testing.T) {
 		{"audit ListObjectsV2", list(audit), http.StatusOK},
 		{"agent DeleteObject", del(agent), http.StatusForbidden},
 		{"audit DeleteObject", del(audit), http.StatusForbidden},
+		{"eraser PutObject", put(eraser), http.StatusForbidden},
+		{"eraser ListObjectsV2", list(eraser), http.StatusForbidden},
 	} {
 		if tt.got != tt.want {
 			t.Errorf("%s: %d; want %d", tt.what, tt.got, tt.want)
