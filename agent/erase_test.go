@@ -3,6 +3,7 @@ package agent_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"os/exec"
 	"slices"
@@ -16,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/photosleeve/offload"
+	"github.com/photosleeve/offload/agent"
 	"github.com/photosleeve/offload/infra/local/stacktest"
 )
 
@@ -139,9 +141,15 @@ func (w *eraseWorld) item() map[string]string {
 // shim.
 func (w *eraseWorld) erase(extraEnv ...string) (stdout, stderr string, code int) {
 	w.t.Helper()
-	cmd := exec.Command(w.bin, "erase", "--bucket", w.st.Bucket, "--table", w.st.Table,
+	return w.eraseArgs([]string{"/static/a.jpg"}, extraEnv...)
+}
+
+// eraseArgs is erase with other flags and names than /static/a.jpg.
+func (w *eraseWorld) eraseArgs(args []string, extraEnv ...string) (stdout, stderr string, code int) {
+	w.t.Helper()
+	cmd := exec.Command(w.bin, append([]string{"erase", "--bucket", w.st.Bucket, "--table", w.st.Table,
 		"--key-prefix", w.cfg.Mapping.KeyPrefix, "--url-prefix", "/static/",
-		"--by", "tester", "--why", "the subject's request", "/static/a.jpg")
+		"--by", "tester", "--why", "the subject's request"}, args...)...)
 	cmd.Env = w.commandEnv(stacktest.Eraser, extraEnv...)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, io.MultiWriter(&errOut, testWriter{w.t})
@@ -219,6 +227,32 @@ func TestEraseTwiceIsHarmless(t *testing.T) {
 	}
 	if !strings.Contains(out, "0 versions, 0 delete markers, 0 uploads") {
 		t.Errorf("second erase's report; want nothing removed:\n%s", out)
+	}
+
+	// A third, by key and with --json; and a key never recorded gets a
+	// tombstone too (no size), done at once.
+	out, _, code = w.eraseArgs([]string{"--json", w.key, w.cfg.Mapping.KeyPrefix + "never.jpg"})
+	var reports []agent.EraseReport
+	dec := json.NewDecoder(strings.NewReader(out))
+	for {
+		var r struct {
+			agent.EraseReport
+			Done bool `json:"done"`
+		}
+		if err := dec.Decode(&r); err != nil {
+			break
+		}
+		if !r.Done || r.Versions+r.DeleteMarkers+r.Uploads != 0 {
+			t.Errorf("erase --json: %+v; want done, nothing removed", r)
+		}
+		reports = append(reports, r.EraseReport)
+	}
+	if code != 0 || len(reports) != 2 || reports[0].Key != w.key || reports[1].Key != w.cfg.Mapping.KeyPrefix+"never.jpg" {
+		t.Errorf("erase --json of two keys: exit %d, reports %+v; want 0 and one per key, in order", code, reports)
+	}
+	never := w.harness.ledgerItem("never.jpg")
+	if e := never.Erasure; e == nil || e.Done.IsZero() || e.By != "tester" || never.Size != 0 {
+		t.Errorf("a key never recorded, erased: %+v (erasure %+v); want a finished tombstone without a size", never, e)
 	}
 }
 
