@@ -21,8 +21,8 @@ import (
 	"github.com/photosleeve/offload/infra/local/templatepolicy"
 )
 
-// This file reads the code of the three components (the agent, the
-// resolver, the audit) to find every AWS call each can make, so that
+// This file reads the code of the four components (the agent, the
+// resolver, the audit, the eraser) to find every AWS call each can make, so that
 // TestTemplatePoliciesAreLeastPrivilege compares the template's policies
 // with the code itself rather than with a second list kept by hand.
 
@@ -48,8 +48,11 @@ type iamAction struct{ Action, On string }
 // operations",
 // https://docs.aws.amazon.com/AmazonS3/latest/userguide/using-with-s3-policy-actions.html:
 // the multipart calls authorize as s3:PutObject, HeadObject as
-// s3:GetObject, ListObjectsV2 as s3:ListBucket, ListMultipartUploads as
-// s3:ListBucketMultipartUploads, ListParts as s3:ListMultipartUploadParts.
+// s3:GetObject, ListObjectsV2 as s3:ListBucket, ListObjectVersions as
+// s3:ListBucketVersions ("Be aware of the name difference",
+// https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListObjectVersions.html),
+// ListMultipartUploads as s3:ListBucketMultipartUploads, ListParts as
+// s3:ListMultipartUploadParts.
 //
 // DynamoDB: each item operation authorizes as the action of its own name on
 // the table, "Actions, resources, and condition keys for Amazon DynamoDB",
@@ -66,6 +69,7 @@ var operationActions = map[string][]iamAction{
 	"s3.ListParts":               {{"s3:ListMultipartUploadParts", onObjects}},
 	"s3.ListMultipartUploads":    {{"s3:ListBucketMultipartUploads", onBucket}},
 	"s3.ListObjectsV2":           {{"s3:ListBucket", onBucket}},
+	"s3.ListObjectVersions":      {{"s3:ListBucketVersions", onBucket}},
 	"s3.HeadObject":              {{"s3:GetObject", onObjects}},
 	"s3.GetObject":               {{"s3:GetObject", onObjects}},
 	"s3.DeleteObject":            {{"s3:DeleteObject", onObjects}},
@@ -104,15 +108,18 @@ type componentEntry struct {
 	cut   []string
 }
 
-// componentEntries: "offload-agent audit" is the audit (auditCommand);
-// everything else offload-agent does is the agent (doctor included: it
-// checks the agent's own grants); offload-resolver is the resolver, under
-// Lambda and as a plain HTTP server. The audit's graph reaches the table of
-// subcommands (for help and suggestions), so doctor and prune (the agent's,
-// run with its credentials by offload-prune.service) are cut from it.
+// componentEntries: "offload-agent audit" is the audit (auditCommand),
+// "offload-agent erase" the eraser (eraseCommand); everything else
+// offload-agent does is the agent (doctor included: it checks the agent's
+// own grants; prune too: offload-prune.service runs it with the agent's
+// credentials); offload-resolver is the resolver, under Lambda and as a
+// plain HTTP server. The audit's and the eraser's graphs reach the table of
+// subcommands (for help and suggestions), so the other components' commands
+// are cut from them.
 var componentEntries = map[string]componentEntry{
-	templatepolicy.Agent:    {main: modulePath + "/agent/cmd/offload-agent", entry: "main", cut: []string{"auditCommand"}},
-	templatepolicy.Audit:    {main: modulePath + "/agent/cmd/offload-agent", entry: "auditCommand", cut: []string{"doctorCommand", "pruneCommand"}},
+	templatepolicy.Agent:    {main: modulePath + "/agent/cmd/offload-agent", entry: "main", cut: []string{"auditCommand", "eraseCommand"}},
+	templatepolicy.Audit:    {main: modulePath + "/agent/cmd/offload-agent", entry: "auditCommand", cut: []string{"doctorCommand", "eraseCommand", "pruneCommand"}},
+	templatepolicy.Eraser:   {main: modulePath + "/agent/cmd/offload-agent", entry: "eraseCommand", cut: []string{"doctorCommand", "auditCommand", "pruneCommand"}},
 	templatepolicy.Resolver: {main: modulePath + "/lambda/cmd/offload-resolver", entry: "main"},
 }
 

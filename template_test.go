@@ -261,7 +261,7 @@ func TestTemplateSecurity(t *testing.T) {
 	jsonEqual(t, "Outputs", values, `{"ResolverUrl": "GetAtt:ResolverFunctionUrl.FunctionUrl",
 		"ResolverBase": "evaluated", "AgentEnv": "evaluated",
 		"BucketName": "Ref:OriginalsBucket", "TableName": "Ref:LedgerTable",
-		"AgentPolicyArn": "Ref:AgentPolicy", "AuditPolicyArn": "Ref:AuditPolicy",
+		"AgentPolicyArn": "Ref:AgentPolicy", "AuditPolicyArn": "Ref:AuditPolicy", "EraserPolicyArn": "Ref:EraserPolicy",
 		"HostInstanceProfile": "Ref:AgentInstanceProfile", "HostInstanceProfileArn": "GetAtt:AgentInstanceProfile.Arn"}`)
 }
 
@@ -575,10 +575,11 @@ func TestTemplatePoliciesAreLeastPrivilege(t *testing.T) {
 				if want := []string{resourceOf[on]}; !slices.Equal(s.Resource, want) {
 					t.Errorf("%s: %s on %v; want exactly %v", c, a, s.Resource, want)
 				}
-				// s3:ListBucket takes the s3:prefix condition key; the
-				// other actions here are scoped by their resource alone.
+				// s3:ListBucket and s3:ListBucketVersions take the
+				// s3:prefix condition key; the other actions here are
+				// scoped by their resource alone.
 				var wantCond map[string]map[string]string
-				if a == "s3:ListBucket" {
+				if a == "s3:ListBucket" || a == "s3:ListBucketVersions" {
 					wantCond = map[string]map[string]string{"StringLike": {"s3:prefix": target.KeyPrefix + "*"}}
 				}
 				jsonEqual(t, c+": "+a+" Condition", s.Condition, mustJSON(t, wantCond))
@@ -630,6 +631,7 @@ func deployedStack(params map[string]string) templatepolicy.Stack {
 			"LedgerTable":          "offload-LedgerTable-ABCDEF123456",
 			"AgentPolicy":          "arn:aws:iam::123456789012:policy/offload-AgentPolicy-1QWERTY",
 			"AuditPolicy":          "arn:aws:iam::123456789012:policy/offload-AuditPolicy-2ASDFGH",
+			"EraserPolicy":         "arn:aws:iam::123456789012:policy/offload-EraserPolicy-4QAZWSX",
 			"AgentInstanceProfile": "offload-AgentInstanceProfile-3ZXCVB",
 			"AWS::Region":          "eu-west-1",
 		},

@@ -519,26 +519,35 @@ func (s *s3Store) abortKey(ctx context.Context, key string) {
 // older than --orphan-age.
 func (s *s3Store) abortUploads(ctx context.Context, prefix string, stale func(u types.MultipartUpload, s3Now time.Time) bool) (int, error) {
 	n := 0
+	err := s.eachUpload(ctx, prefix, func(u types.MultipartUpload, now time.Time) {
+		if stale(u, now) {
+			s.abort(aws.ToString(u.Key), aws.ToString(u.UploadId))
+			n++
+		}
+	})
+	return n, err
+}
+
+// eachUpload calls f for every multipart upload under prefix, page by
+// page, with S3's clock at the listing (serverTime).
+func (s *s3Store) eachUpload(ctx context.Context, prefix string, f func(u types.MultipartUpload, s3Now time.Time)) error {
 	p := s3.NewListMultipartUploadsPaginator(s.client, &s3.ListMultipartUploadsInput{Bucket: aws.String(s.bucket), Prefix: aws.String(prefix)})
 	for p.HasMorePages() {
 		cctx, cancel := context.WithTimeout(ctx, s.callTimeout)
 		page, err := p.NextPage(cctx)
 		cancel()
 		if err != nil {
-			return n, translate("list multipart uploads", err)
+			return translate("list multipart uploads", err)
 		}
 		now, ok := serverTime(page.ResultMetadata)
 		if !ok {
-			return n, errors.New("list multipart uploads: the answer has no Date header; uploads are not aborted without S3's clock")
+			return errors.New("list multipart uploads: the answer has no Date header; uploads are not aborted without S3's clock")
 		}
 		for _, u := range page.Uploads {
-			if stale(u, now) {
-				s.abort(aws.ToString(u.Key), aws.ToString(u.UploadId))
-				n++
-			}
+			f(u, now)
 		}
 	}
-	return n, nil
+	return nil
 }
 
 // serverTime is S3's clock when it answered: the response's Date header,

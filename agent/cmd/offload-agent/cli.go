@@ -21,6 +21,7 @@ var subcommands = map[string]func(args []string, getenv func(string) string, std
 	"audit":  auditCommand,
 	"init":   initCommand,
 	"doctor": doctorCommand,
+	"erase":  eraseCommand,
 	"prune":  pruneCommand,
 }
 
@@ -111,6 +112,12 @@ func newFlagSet(name, head string) *flag.FlagSet {
 // stderr with the closest flag for an unknown one. ok false: the command
 // returns code (0 after help, 2 after a usage error).
 func parseCommand(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) (ok bool, code int) {
+	return parseCommandArgs(fs, args, false, stdout, stderr)
+}
+
+// parseCommandArgs is parseCommand for a command that, with operands
+// true, takes arguments after its flags (fs.Args()).
+func parseCommandArgs(fs *flag.FlagSet, args []string, operands bool, stdout, stderr io.Writer) (ok bool, code int) {
 	fs.SetOutput(io.Discard) // the flag package would print the usage on every error
 	err := fs.Parse(args)
 	switch {
@@ -121,7 +128,7 @@ func parseCommand(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) (ok
 	case err != nil:
 		fmt.Fprintf(stderr, "%s: %s\n", fs.Name(), describeParseError(fs, err))
 		return false, 2
-	case fs.NArg() > 0:
+	case fs.NArg() > 0 && !operands:
 		fmt.Fprintf(stderr, "%s: unexpected arguments %q (see %s --help)\n", fs.Name(), fs.Args(), fs.Name())
 		return false, 2
 	}

@@ -80,6 +80,10 @@ usage:
                                  the ledger's checksum (the offload-prune timer runs it)
   offload-agent doctor [flags]   check credentials, grants, folders, leases and the web
                                  server's fallback, one line each with the fix
+  offload-agent erase [flags] --why REASON PATH_OR_KEY...
+                                 erase originals for good: mark each in the ledger, delete
+                                 every version of its key, abort its uploads (an operator's
+                                 command, with EraserPolicy's grants)
   offload-agent init [flags]     configure this host (as root) from the SAM stack's outputs:
                                  the env file, the folders, the systemd drop-ins; idempotent
   offload-agent version          the version of this build (also --version)
@@ -136,6 +140,7 @@ var commandHelp = map[string]string{
 
 Durations: 300ms, 2s, 1m30s, 24h.
 `,
+	"erase": eraseHelp,
 	"prune": `offload-agent prune --min-age DURATION [flags]
 
   Remove archived files that S3 provably holds, to free the disk: a file goes only when its
@@ -211,6 +216,7 @@ var (
 var commandSettings = map[string][]string{
 	"audit": {"watch", "archive", "after", "bucket", "table", "key-prefix", "url-prefix", "ignore", "call-timeout",
 		"cache-dir", "host", "s3-path-style", "log-format", "log-level"},
+	"erase": {"bucket", "table", "key-prefix", "url-prefix", "call-timeout", "s3-path-style"},
 	"prune": {"min-age", "metrics-textfile", "watch", "archive", "after", "bucket", "table", "key-prefix", "url-prefix", "ignore",
 		"call-timeout", "s3-path-style", "log-format", "log-level"},
 }
@@ -380,6 +386,8 @@ type commandLine struct {
 	given map[string]*string // a setting's flag value, by setting name
 	alias map[string]string  // setting name → the old flag that gave it
 	old   map[string]*string // setting name → the value its old flag gave
+	// operands: the command takes arguments after its flags (erase's keys).
+	operands bool
 }
 
 // newCommandLine makes the command line of run, once, audit or status.
@@ -444,7 +452,7 @@ func parseFlags(cmd string, args []string, getenv func(string) string) (options,
 // (parseCommand) and resolves the settings; a deprecated spelling is warned
 // about on stderr. ok false: return code.
 func parseAgentFlags(c *commandLine, args []string, getenv func(string) string, stdout, stderr io.Writer) (o options, ok bool, code int) {
-	if ok, code := parseCommand(c.fs, args, stdout, stderr); !ok {
+	if ok, code := parseCommandArgs(c.fs, args, c.operands, stdout, stderr); !ok {
 		return o, false, code
 	}
 	o, err := c.resolve(getenv)

@@ -343,7 +343,7 @@ func TestUsageErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{nil, "no command: want one of audit, doctor, help, init, once, prune, run, status, version"},
+		{nil, "no command: want one of audit, doctor, erase, help, init, once, prune, run, status, version"},
 		{[]string{"rnu"}, `unknown command "rnu": did you mean run?`},
 		{[]string{"adit"}, "did you mean audit?"},
 		{[]string{"stauts"}, "did you mean status?"},

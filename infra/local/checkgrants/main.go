@@ -36,12 +36,13 @@ var suites = map[string]struct{ pkg, run string }{
 	templatepolicy.Agent:    {"./agent/...", "^(TestOnceOffloadsEverything|TestConflictNeverOverwrites|TestKill9MidUploadThenRestart|TestNoOrphanAfterFailedAbortOrLostCreate|TestSweepAbortsStrayUploadOfStoredKey|TestOperationsEndpoints|TestResumeAfterKill|TestResumeWithinARun|TestHotPathIsFetchedAndMatchesTheLedger)$"},
 	templatepolicy.Resolver: {"./lambda/", ""},
 	templatepolicy.Audit:    {"./agent/", "^TestAudit"},
+	templatepolicy.Eraser:   {"./agent/", "^TestErase"},
 }
 
 var failLine = regexp.MustCompile(`^\s*--- FAIL: (\S+)`)
 
 func main() {
-	only := flag.String("component", "", "check only this component (agent, resolver, audit)")
+	only := flag.String("component", "", "check only this component (agent, resolver, audit, eraser)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -44,9 +44,18 @@ import (
 //     with s3:GetObjectVersion but without s3:GetObject: AWS refuses it
 //     (they are separate actions); MinIO lets s3:GetObjectVersion imply
 //     s3:GetObject (ActionSet.Match in minio/pkg/policy).
+//   - A DeleteObject without a version id by a caller without
+//     s3:DeleteObject: AWS refuses it. The stack grants such a caller
+//     s3:DeleteObject on MinIO when it has s3:DeleteObjectVersion, the
+//     action MinIO checks for a delete of a version
+//     (templatepolicy.Document.ForMinIO); AWS authorizes that one as
+//     s3:DeleteObjectVersion ("Actions defined by Amazon S3",
+//     https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazons3.html).
+//     A delete of a version by a caller without s3:DeleteObjectVersion is
+//     refused here too.
 // Which callers lack which permission the stack derives from template.yaml.
 
-const awsShimUsage = `usage: stackctl aws-shim --listen ADDR --upstream URL --bucket NAME [--ca FILE] [--cert FILE --key FILE] [--no-list-bucket KEY,...] [--no-get-object-version KEY,...] [--no-get-object KEY,...]`
+const awsShimUsage = `usage: stackctl aws-shim --listen ADDR --upstream URL --bucket NAME [--ca FILE] [--cert FILE --key FILE] [--no-list-bucket KEY,...] [--no-get-object-version KEY,...] [--no-get-object KEY,...] [--no-delete-object KEY,...] [--no-delete-object-version KEY,...]`
 
 // awsShimRule is what the shim needs to know to answer like AWS.
 type awsShimRule struct {
@@ -57,6 +66,9 @@ type awsShimRule struct {
 	noGetVersion map[string]bool
 	// noGetObject holds those whose policy lacks s3:GetObject.
 	noGetObject map[string]bool
+	// noDelete and noDeleteVersion hold those whose policy lacks
+	// s3:DeleteObject, s3:DeleteObjectVersion.
+	noDelete, noDeleteVersion map[string]bool
 }
 
 func runAWSShim(args []string) (int, error) {
@@ -70,6 +82,8 @@ func runAWSShim(args []string) (int, error) {
 	keys := fs.String("no-list-bucket", "", "comma-separated access keys without s3:ListBucket")
 	versionKeys := fs.String("no-get-object-version", "", "comma-separated access keys without s3:GetObjectVersion")
 	getKeys := fs.String("no-get-object", "", "comma-separated access keys without s3:GetObject")
+	deleteKeys := fs.String("no-delete-object", "", "comma-separated access keys without s3:DeleteObject")
+	deleteVersionKeys := fs.String("no-delete-object-version", "", "comma-separated access keys without s3:DeleteObjectVersion")
 	if err := fs.Parse(args); err != nil {
 		return 2, err
 	}
@@ -84,7 +98,8 @@ func runAWSShim(args []string) (int, error) {
 	if err != nil {
 		return 2, err
 	}
-	rule := awsShimRule{bucket: *bucket, noListBucket: keySet(*keys), noGetVersion: keySet(*versionKeys), noGetObject: keySet(*getKeys)}
+	rule := awsShimRule{bucket: *bucket, noListBucket: keySet(*keys), noGetVersion: keySet(*versionKeys), noGetObject: keySet(*getKeys),
+		noDelete: keySet(*deleteKeys), noDeleteVersion: keySet(*deleteVersionKeys)}
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	if *ca != "" {
 		if err := loopback.TrustCA(transport, *ca); err != nil {
@@ -151,7 +166,11 @@ func (rule awsShimRule) proxy(target *url.URL, transport http.RoundTripper, logg
 		},
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if missing := rule.readNotAllowed(r); missing != "" {
+		missing := rule.readNotAllowed(r)
+		if missing == "" {
+			missing = rule.deleteNotAllowed(r)
+		}
+		if missing != "" {
 			logger.Printf("%s %s: refused as AWS does without %s: 403", r.Method, r.URL.Path, missing)
 			w.Header().Set("Content-Type", "application/xml")
 			w.WriteHeader(http.StatusForbidden)
@@ -182,6 +201,24 @@ func (rule awsShimRule) readNotAllowed(r *http.Request) string {
 	return ""
 }
 
+// deleteNotAllowed returns the permission AWS would find missing for r, a
+// DeleteObject of a key of the bucket: s3:DeleteObjectVersion for a
+// specific version, s3:DeleteObject without one. "" when r is allowed, or
+// not an object delete (AbortMultipartUpload is a DELETE with ?uploadId=).
+func (rule awsShimRule) deleteNotAllowed(r *http.Request) string {
+	if r.Method != http.MethodDelete || !rule.objectRequest(r) {
+		return ""
+	}
+	q, who := r.URL.Query(), accessKeyOf(r)
+	switch {
+	case q.Get("versionId") != "" && rule.noDeleteVersion[who]:
+		return "s3:DeleteObjectVersion"
+	case q.Get("versionId") == "" && rule.noDelete[who]:
+		return "s3:DeleteObject"
+	}
+	return ""
+}
+
 // objectRead reports whether r is a GetObject or HeadObject of a key of the
 // bucket: GET or HEAD of /BUCKET/KEY with no query but the version, part,
 // response-* overrides and signing parameters. A query naming a
@@ -190,6 +227,12 @@ func (rule awsShimRule) objectRead(r *http.Request) bool {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		return false
 	}
+	return rule.objectRequest(r)
+}
+
+// objectRequest reports whether r names a key of the bucket, with no query
+// but the version, part, response-* overrides and signing parameters.
+func (rule awsShimRule) objectRequest(r *http.Request) bool {
 	bucket, key, ok := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
 	if !ok || bucket != rule.bucket || key == "" {
 		return false

@@ -124,18 +124,24 @@ type componentCreds struct {
 	// GetObject: the policy allows reading the current version, which
 	// MinIO also grants with s3:GetObjectVersion alone and AWS does not.
 	GetObject bool `json:"get_object"`
+	// DeleteObject and DeleteObjectVersion: the policy allows deleting
+	// without a version id, and a specific version (see the AWS shim).
+	DeleteObject        bool `json:"delete_object"`
+	DeleteObjectVersion bool `json:"delete_object_version"`
 }
 
 // componentCredsLife is how long the components' credentials last: longer
 // than any stack a test run or a working day keeps up.
 const componentCredsLife = 7 * 24 * time.Hour
 
-// grantComponents gives the agent, the resolver and the audit credentials
-// whose only permissions are the S3 part of what template.yaml grants each
-// (read from the template at every start, never copied): STS AssumeRole
-// with the policy as the session policy. MinIO allows everything the
-// session policy allows and nothing else, as AWS does for the intersection
-// of a role's and a session's policies; the root user's own policy is all.
+// grantComponents gives the agent, the resolver, the audit and the eraser
+// credentials whose only permissions are the S3 part of what template.yaml
+// grants each (read from the template at every start, never copied): STS
+// AssumeRole with the policy as the session policy. MinIO allows
+// everything the session policy allows and nothing else, as AWS does for
+// the intersection of a role's and a session's policies; the root user's
+// own policy is all. The policy is told to MinIO in its own terms
+// (templatepolicy.Document.ForMinIO).
 func grantComponents(ctx context.Context, st *state, cfg aws.Config) error {
 	tmpl, err := os.ReadFile(templatepolicy.TemplatePath(st.repo))
 	if err != nil {
@@ -158,8 +164,10 @@ func grantComponents(ctx context.Context, st *state, cfg aws.Config) error {
 		st.Components[c] = componentCreds{
 			AccessKeyID: creds.AccessKeyID, SecretAccessKey: creds.SecretAccessKey,
 			SessionToken: creds.SessionToken, ListBucket: doc.Allows("s3:ListBucket", target.BucketARN()),
-			GetObjectVersion: doc.AllowsOn("s3:GetObjectVersion", target.BucketARN()+"/"),
-			GetObject:        doc.AllowsOn("s3:GetObject", target.BucketARN()+"/"),
+			GetObjectVersion:    doc.AllowsOn("s3:GetObjectVersion", target.BucketARN()+"/"),
+			GetObject:           doc.AllowsOn("s3:GetObject", target.BucketARN()+"/"),
+			DeleteObject:        doc.AllowsOn("s3:DeleteObject", target.BucketARN()+"/"),
+			DeleteObjectVersion: doc.AllowsOn("s3:DeleteObjectVersion", target.BucketARN()+"/"),
 		}
 	}
 	return st.save()

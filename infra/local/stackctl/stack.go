@@ -64,7 +64,7 @@ type state struct {
 	// DynaliteRestarts is the file where dynalite's supervisor records
 	// each restart, one line each (supervise.go).
 	DynaliteRestarts string `json:"dynalite_restarts,omitempty"`
-	// Components holds the agent's, the resolver's and the audit's
+	// Components holds the agent's, the resolver's, the audit's and the eraser's
 	// credentials, each restricted to what template.yaml grants it.
 	Components map[string]componentCreds `json:"components,omitempty"`
 	// AWSShimEndpoint is MinIO behind the AWS shim (see awsshim.go).
@@ -331,7 +331,7 @@ func startAWSShim(ctx context.Context, st *state) error {
 	if err != nil {
 		return err
 	}
-	var noList, noVersion, noGet []string
+	var noList, noVersion, noGet, noDelete, noDeleteVersion []string
 	for _, name := range sortedKeys(st.Components) {
 		c := st.Components[name]
 		if !c.ListBucket {
@@ -343,10 +343,17 @@ func startAWSShim(ctx context.Context, st *state) error {
 		if !c.GetObject {
 			noGet = append(noGet, c.AccessKeyID)
 		}
+		if !c.DeleteObject {
+			noDelete = append(noDelete, c.AccessKeyID)
+		}
+		if !c.DeleteObjectVersion {
+			noDeleteVersion = append(noDeleteVersion, c.AccessKeyID)
+		}
 	}
 	args := []string{self, "aws-shim", "--listen", addr, "--upstream", st.S3Endpoint, "--bucket", bucket,
 		"--no-list-bucket", strings.Join(noList, ","), "--no-get-object-version", strings.Join(noVersion, ","),
-		"--no-get-object", strings.Join(noGet, ",")}
+		"--no-get-object", strings.Join(noGet, ","), "--no-delete-object", strings.Join(noDelete, ","),
+		"--no-delete-object-version", strings.Join(noDeleteVersion, ",")}
 	// Over TLS the shim serves https with MinIO's certificate, so the
 	// components and the URLs the resolver signs use https, as on AWS.
 	scheme := "http"

@@ -1,10 +1,12 @@
 package stacktest
 
 import (
+	"context"
 	"net/http"
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
@@ -19,6 +21,7 @@ const (
 	Agent    = templatepolicy.Agent
 	Resolver = templatepolicy.Resolver
 	Audit    = templatepolicy.Audit
+	Eraser   = templatepolicy.Eraser
 )
 
 // Credentials are a component's credentials in the stack.
@@ -27,7 +30,7 @@ type Credentials struct {
 }
 
 // Credentials returns what the stack granted component (agent, resolver,
-// audit): temporary credentials whose only permissions are the S3 part of
+// audit, eraser): temporary credentials whose only permissions are the S3 part of
 // the component's policy in template.yaml. The stack's root credentials
 // (AWS_ACCESS_KEY_ID) are for setting up and inspecting only.
 //
@@ -53,6 +56,38 @@ func (s *Stack) Credentials(t testing.TB, component string) Credentials {
 func (s *Stack) Env(t testing.TB, component string) []string {
 	t.Helper()
 	c := s.Credentials(t, component)
+	return []string{"AWS_ACCESS_KEY_ID=" + c.AccessKeyID, "AWS_SECRET_ACCESS_KEY=" + c.SecretAccessKey, "AWS_SESSION_TOKEN=" + c.SessionToken}
+}
+
+// EnvWithout is Env for credentials granted from a copy of the template
+// that lacks one action of the component's policy (as make check-grants
+// builds them): a test shows what the component does without that grant.
+// Made on the stack's MinIO at each call; on versitygw, which enforces no
+// policy, the test is skipped.
+func (s *Stack) EnvWithout(t testing.TB, component, action string) []string {
+	t.Helper()
+	if s.S3Kind == "versitygw" {
+		t.Skipf("versitygw enforces no IAM policy: the %s cannot be refused %s", component, action)
+	}
+	tmpl, err := os.ReadFile(templatepolicy.TemplatePath(RepoRoot(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	less, err := templatepolicy.Without(tmpl, component, action)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The stack's grants are for every key (its KeyPrefix is empty), as here.
+	doc, err := templatepolicy.S3Policy(less, component, templatepolicy.Target{Bucket: s.Bucket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := templatepolicy.Assume(ctx, s.AWSConfig(t), s.S3Endpoint, component, doc, time.Hour)
+	if err != nil {
+		t.Fatalf("credentials without %s: %v", action, err)
+	}
 	return []string{"AWS_ACCESS_KEY_ID=" + c.AccessKeyID, "AWS_SECRET_ACCESS_KEY=" + c.SecretAccessKey, "AWS_SESSION_TOKEN=" + c.SessionToken}
 }
 

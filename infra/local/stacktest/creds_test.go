@@ -69,7 +69,8 @@ func TestMissingKeyAnswers(t *testing.T) {
 
 // TestComponentsHaveOnlyTheirGrants: the credentials the stack hands out
 // carry the template's limits, not root's. The agent may not list the
-// bucket or delete; the resolver may not write; the audit may not write.
+// bucket or delete; the resolver may not write; the audit may not write;
+// the eraser may neither write nor list keys (only versions).
 func TestComponentsHaveOnlyTheirGrants(t *testing.T) {
 	t.Parallel()
 	st := Require(t)
@@ -92,6 +93,7 @@ func TestComponentsHaveOnlyTheirGrants(t *testing.T) {
 		return statusOf(err)
 	}
 	agent, resolver, audit := st.S3For(t, Agent, st.S3Endpoint), st.S3For(t, Resolver, st.S3Endpoint), st.S3For(t, Audit, st.S3Endpoint)
+	eraser := st.S3For(t, Eraser, st.S3Endpoint)
 	for _, tt := range []struct {
 		what string
 		got  int
@@ -104,6 +106,8 @@ func TestComponentsHaveOnlyTheirGrants(t *testing.T) {
 		{"audit ListObjectsV2", list(audit), http.StatusOK},
 		{"agent DeleteObject", del(agent), http.StatusForbidden},
 		{"audit DeleteObject", del(audit), http.StatusForbidden},
+		{"eraser PutObject", put(eraser), http.StatusForbidden},
+		{"eraser ListObjectsV2", list(eraser), http.StatusForbidden},
 	} {
 		if tt.got != tt.want {
 			t.Errorf("%s: %d; want %d", tt.what, tt.got, tt.want)
@@ -117,4 +121,40 @@ func statusOf(err error) int {
 		return http.StatusOK
 	}
 	return httpStatus(err)
+}
+
+// TestEraserDeletesOnlyVersions: the eraser's grant is
+// s3:DeleteObjectVersion, which AWS checks for a DeleteObject that names a
+// version and MinIO does not (it checks s3:DeleteObject, which the stack
+// adds for it: templatepolicy.Document.ForMinIO). So through the AWS shim,
+// as on AWS, the eraser deletes a version but may not delete without one
+// (which would add a delete marker); the agent may do neither.
+func TestEraserDeletesOnlyVersions(t *testing.T) {
+	t.Parallel()
+	st := Require(t)
+	if st.S3Kind != "minio" {
+		t.Skip("only MinIO enforces the components' policies")
+	}
+	ctx := context.Background()
+	shim := st.AWSShimEndpoint(t)
+	key := Prefix(t) + "a.jpg"
+	put, err := st.S3(t).PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(st.Bucket), Key: aws.String(key),
+		Body: bytes.NewReader([]byte("x")), ContentLength: aws.Int64(1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	del := func(c *s3.Client, version *string) int {
+		_, err := c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(st.Bucket), Key: aws.String(key), VersionId: version})
+		return statusOf(err)
+	}
+	eraser, agent := st.S3For(t, Eraser, shim), st.S3For(t, Agent, shim)
+	if got := del(eraser, nil); got != http.StatusForbidden {
+		t.Errorf("eraser through the shim, DeleteObject without a version: %d; want 403, as AWS refuses it without s3:DeleteObject", got)
+	}
+	if got := del(agent, put.VersionId); got != http.StatusForbidden {
+		t.Errorf("agent through the shim, DeleteObject of a version: %d; want 403", got)
+	}
+	if got := del(eraser, put.VersionId); got != http.StatusOK {
+		t.Errorf("eraser through the shim, DeleteObject of a version: %d; want 200 (204)", got)
+	}
 }

@@ -1,5 +1,5 @@
 // Package templatepolicy reads what template.yaml grants each component (the
-// agent, the resolver, the audit) as an IAM policy document with the
+// agent, the resolver, the audit, the eraser) as an IAM policy document with the
 // template's references resolved for a target, and turns the S3 part of it
 // into the policy the local stack's bucket enforces. The stack gives each
 // component credentials restricted to exactly that document, so a test
@@ -28,10 +28,15 @@ const (
 	Agent    = "agent"
 	Resolver = "resolver"
 	Audit    = "audit"
+	Eraser   = "eraser" // offload-agent erase, an operator's command
 )
 
 // Components lists every component, in a fixed order.
-var Components = []string{Agent, Resolver, Audit}
+var Components = []string{Agent, Resolver, Audit, Eraser}
+
+// managedPolicies are the components whose grants are one
+// AWS::IAM::ManagedPolicy of the template, by its resource name.
+var managedPolicies = map[string]string{Agent: "AgentPolicy", Audit: "AuditPolicy", Eraser: "EraserPolicy"}
 
 // TemplateEnv names the variable that points the stack (and the tests'
 // private MinIO servers) at another template than the repository's
@@ -172,8 +177,8 @@ func Policy(template []byte, component string, target Target) (Document, error) 
 	resources := child(root.Content[0], "Resources")
 	var statements []*yaml.Node
 	switch component {
-	case Agent, Audit:
-		name := map[string]string{Agent: "AgentPolicy", Audit: "AuditPolicy"}[component]
+	case Agent, Audit, Eraser:
+		name := managedPolicies[component]
 		if st := child(child(child(child(resources, name), "Properties"), "PolicyDocument"), "Statement"); st != nil {
 			statements = st.Content
 		}
@@ -354,8 +359,8 @@ func Without(template []byte, component, action string) ([]byte, error) {
 	resources := child(root.Content[0], "Resources")
 	var lists []*yaml.Node // the Statement sequences of the component
 	switch component {
-	case Agent, Audit:
-		name := map[string]string{Agent: "AgentPolicy", Audit: "AuditPolicy"}[component]
+	case Agent, Audit, Eraser:
+		name := managedPolicies[component]
 		lists = append(lists, child(child(child(child(resources, name), "Properties"), "PolicyDocument"), "Statement"))
 	case Resolver:
 		if policies := child(child(child(resources, "ResolverFunction"), "Properties"), "Policies"); policies != nil {

@@ -38,8 +38,10 @@ func TestTemplatePolicies(t *testing.T) {
 				}
 			}
 		}
-		if !slices.Contains(doc.Actions(), "s3:GetObject") {
-			t.Errorf("%s: actions %v; want s3:GetObject among them", c, doc.Actions())
+		// Every component reads originals but the eraser, which only
+		// lists and deletes them.
+		if reads := slices.Contains(doc.Actions(), "s3:GetObject"); reads != (c != Eraser) {
+			t.Errorf("%s: actions %v; want s3:GetObject among them unless it is the eraser", c, doc.Actions())
 		}
 		lists := doc.Allows("s3:ListBucket", target.BucketARN())
 		if want := c == Audit; lists != want {
@@ -131,5 +133,29 @@ func TestWithout(t *testing.T) {
 	}
 	if _, err := Without(readTemplate(t), Agent, "s3:DeleteObject"); err == nil {
 		t.Error("taking away an action the template does not grant: no error")
+	}
+}
+
+// TestForMinIO: an Allow of s3:DeleteObjectVersion also allows
+// s3:DeleteObject, the action MinIO checks for a delete that names a
+// version; nothing else changes, and the document itself is left as it is.
+func TestForMinIO(t *testing.T) {
+	d := Document{Version: "2012-10-17", Statement: []Statement{
+		{Effect: "Allow", Action: []string{"s3:DeleteObjectVersion", "s3:AbortMultipartUpload"}, Resource: []string{"arn:aws:s3:::b/p/*"}},
+		{Effect: "Allow", Action: []string{"s3:ListBucketVersions"}, Resource: []string{"arn:aws:s3:::b"}},
+		{Effect: "Deny", Action: []string{"s3:DeleteObjectVersion"}, Resource: []string{"arn:aws:s3:::b/q/*"}},
+	}}
+	before := d.JSON()
+	got := d.ForMinIO()
+	if want := []string{"s3:DeleteObjectVersion", "s3:AbortMultipartUpload", "s3:DeleteObject"}; !slices.Equal(got.Statement[0].Action, want) {
+		t.Errorf("statement 1: actions %v; want %v", got.Statement[0].Action, want)
+	}
+	for i := 1; i < 3; i++ {
+		if !slices.Equal(got.Statement[i].Action, d.Statement[i].Action) {
+			t.Errorf("statement %d: actions %v; want them unchanged, %v", i+1, got.Statement[i].Action, d.Statement[i].Action)
+		}
+	}
+	if d.JSON() != before {
+		t.Errorf("ForMinIO changed its receiver: %s; was %s", d.JSON(), before)
 	}
 }

@@ -1,0 +1,150 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"os/user"
+	"slices"
+	"strings"
+	"syscall"
+
+	"github.com/photosleeve/offload"
+	"github.com/photosleeve/offload/agent"
+)
+
+// eraseHelp is erase's help, before its flags.
+const eraseHelp = `offload-agent erase [flags] --why REASON PATH_OR_KEY...
+
+  Erase originals for good. Each PATH_OR_KEY is a URL path the site serves
+  (/static/2024/cat.jpg, under --url-prefix) or an object key
+  (original/2024/cat.jpg, under --key-prefix); a name the naming contract refuses is
+  refused here, and then nothing is erased. Flags come before the names.
+
+  For each key, in this order: mark its ledger item erased (who: --by, when, why:
+  --why; a key never recorded gets a mark too), so the resolver stops serving it;
+  delete every version and delete marker of exactly that key (not of keys that
+  start with it); abort its open multipart uploads; then record the erasure done.
+  It prints what it removed and, for what it could not (Object Lock, MFA delete, a
+  missing permission), S3's answer and the permission the call needs. The mark
+  stays either way: run erase again once fixed; a second run is harmless.
+
+  Exit status: 0 when every key is done, 1 if any is not, 2 for bad usage.
+  It needs the stack's EraserPolicy (output EraserPolicyArn), not the agent's.
+`
+
+// eraseCommand erases the keys named on the command line.
+func eraseCommand(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	c := newCommandLine("erase")
+	c.operands = true
+	by := ""
+	if u, err := user.Current(); err == nil {
+		by = u.Username
+	}
+	var why string
+	var asJSON bool
+	c.fs.StringVar(&by, "by", by, "who asks for the erasure, recorded in the ledger (default: the user running erase)")
+	c.fs.StringVar(&why, "why", "", "why, recorded in the ledger: a request's reference, a court order... (required)")
+	c.fs.BoolVar(&asJSON, "json", false, "print each key's report as one JSON object a line")
+	opts, ok, code := parseAgentFlags(c, args, getenv, stdout, stderr)
+	if !ok {
+		return code
+	}
+	keys, err := eraseKeys(opts.agent.Mapping, c.fs.Args())
+	switch {
+	case err != nil:
+	case strings.TrimSpace(why) == "":
+		err = errors.New("--why is required: the ledger records why each original was erased")
+	case strings.TrimSpace(by) == "":
+		err = errors.New("--by is required: the user running erase has no name")
+	case opts.agent.Bucket == "" || opts.agent.Table == "":
+		err = errors.New("--bucket and --table are required (or OFFLOAD_BUCKET and OFFLOAD_TABLE)")
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "offload-agent erase: %v\n", oneLine(err))
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	s3c, db, err := awsClients(ctx, opts.pathStyle, 1) // one call at a time
+	if err != nil {
+		fmt.Fprintf(stderr, "offload-agent erase: %v\n", err)
+		return 2
+	}
+	e := &agent.Eraser{S3: s3c, DB: db, Bucket: opts.agent.Bucket, Table: opts.agent.Table,
+		KeyPrefix: opts.agent.Mapping.KeyPrefix, By: by, Why: why, CallTimeout: opts.agent.CallTimeout}
+	incomplete := 0
+	for _, key := range keys {
+		r := e.Erase(ctx, key)
+		if !r.Done() {
+			incomplete++
+		}
+		if asJSON {
+			json.NewEncoder(stdout).Encode(struct {
+				agent.EraseReport
+				Done bool `json:"done"`
+			}{r, r.Done()})
+			continue
+		}
+		printErase(stdout, r)
+	}
+	if incomplete > 0 {
+		fmt.Fprintf(stderr, "offload-agent erase: %d of %d not done; the ledger marks stay, run erase again once fixed\n", incomplete, len(keys))
+		return 1
+	}
+	return 0
+}
+
+// eraseKeys maps each argument to its object key: a URL path (starting
+// with "/") by the URL prefix, anything else as a key under the key
+// prefix; duplicates once. Every refusal is the naming contract's.
+func eraseKeys(m offload.Mapping, args []string) ([]string, error) {
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	if len(args) == 0 {
+		return nil, errors.New("no URL path or key to erase (see offload-agent erase --help)")
+	}
+	var keys []string
+	for _, a := range args {
+		key := a
+		var err error
+		if strings.HasPrefix(a, "/") {
+			key, err = m.KeyForURL(a)
+		} else {
+			_, err = m.FileForKey(a)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", shown(a), err)
+		}
+		if !slices.Contains(keys, key) {
+			keys = append(keys, key)
+		}
+	}
+	return keys, nil
+}
+
+// printErase prints one key's report: a line of what was removed, and a
+// line for each failure.
+func printErase(w io.Writer, r agent.EraseReport) {
+	state := "erased"
+	if !r.Done() {
+		state = "NOT DONE"
+	}
+	fmt.Fprintf(w, "%s %s: removed %s, %s, %s\n", state, r.Key,
+		count(r.Versions, "version"), count(r.DeleteMarkers, "delete marker"), count(r.Uploads, "upload"))
+	for _, f := range r.Failures {
+		fmt.Fprintf(w, "  could not %s\n", f)
+	}
+}
+
+func count(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
+}

@@ -1,0 +1,303 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	dbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+
+	"github.com/photosleeve/offload"
+)
+
+// Eraser removes originals for good, one key at a time ("offload-agent
+// erase"): it marks the ledger item erased, then deletes every version and
+// delete marker of exactly that key and aborts its open multipart uploads.
+// It runs with the template's EraserPolicy, not the agent's: the agent
+// can never delete a version.
+//
+// Guarantees: nothing is deleted before the ledger says the key is erased,
+// so the resolver refuses it from then on; the mark stays whatever fails,
+// and EraseDoneAttr is set only once S3 held nothing of the key. What
+// S3 refuses (a version under Object Lock, MFA delete, a missing
+// permission) is reported, never forced: no governance bypass is sent.
+// An object written to the key after the listing survives; a re-run
+// removes it. Erase is idempotent: a second run finds nothing to remove.
+type Eraser struct {
+	S3     *s3.Client
+	DB     *dynamodb.Client
+	Bucket string
+	Table  string
+	// KeyPrefix is the site's key prefix: the erasures index's partition
+	// (offload.ErasedPartition) that the site's hosts read.
+	KeyPrefix string
+	By, Why   string // who asked, and why: recorded on the tombstone
+	// CallTimeout bounds each call; zero is DefaultCallTimeout.
+	CallTimeout time.Duration
+}
+
+// EraseReport is what Erase did to one key: what it removed, and each call
+// that failed.
+type EraseReport struct {
+	Key           string         `json:"key"`
+	Versions      int            `json:"versions"`       // object versions deleted
+	DeleteMarkers int            `json:"delete_markers"` // delete markers deleted
+	Uploads       int            `json:"uploads"`        // open multipart uploads aborted
+	Failures      []EraseFailure `json:"failures,omitempty"`
+}
+
+// Done reports whether the erasure is complete: nothing failed, so S3
+// holds no version, marker or upload of the key that the listings showed,
+// and the ledger says so.
+func (r EraseReport) Done() bool { return len(r.Failures) == 0 }
+
+// EraseFailure is one call of an erasure that failed.
+type EraseFailure struct {
+	Step      string `json:"step"` // one of the erase* steps below
+	VersionID string `json:"version_id,omitempty"`
+	UploadID  string `json:"upload_id,omitempty"`
+	Status    int    `json:"status,omitempty"` // HTTP status, when there was an answer
+	Code      string `json:"code,omitempty"`   // S3's or DynamoDB's error code
+	Message   string `json:"message"`
+	// Permission is the IAM action the call needs, set when it was refused
+	// for want of one (403 AccessDenied; DynamoDB's AccessDeniedException).
+	Permission string `json:"missing_permission,omitempty"`
+}
+
+func (f EraseFailure) String() string {
+	s := f.Step
+	switch {
+	case f.VersionID != "":
+		s += " " + f.VersionID
+	case f.UploadID != "":
+		s += " " + f.UploadID
+	}
+	s += ": "
+	if f.Status != 0 {
+		s += fmt.Sprintf("%d ", f.Status)
+	}
+	if f.Code != "" {
+		s += f.Code + ": "
+	}
+	s += f.Message
+	if f.Permission != "" {
+		s += " (missing permission " + f.Permission + ")"
+	}
+	return s
+}
+
+// The steps of an erasure, as EraseFailure names them, and the IAM action
+// each needs (the template's EraserPolicy grants exactly these).
+const (
+	eraseMark          = "mark the ledger item"
+	eraseListVersions  = "list versions"
+	eraseDeleteVersion = "delete version"
+	eraseDeleteMarker  = "delete marker"
+	eraseListUploads   = "list uploads"
+	eraseAbortUpload   = "abort upload"
+	eraseRecordDone    = "record the erasure done"
+)
+
+var erasePermission = map[string]string{
+	eraseMark:          "dynamodb:UpdateItem",
+	eraseListVersions:  "s3:ListBucketVersions",
+	eraseDeleteVersion: "s3:DeleteObjectVersion",
+	eraseDeleteMarker:  "s3:DeleteObjectVersion",
+	eraseListUploads:   "s3:ListBucketMultipartUploads",
+	eraseAbortUpload:   "s3:AbortMultipartUpload",
+	eraseRecordDone:    "dynamodb:UpdateItem",
+}
+
+// Erase erases key: mark, delete versions and markers, abort uploads,
+// record done. A failed mark stops it before anything is deleted; any
+// other failure leaves the rest to do and EraseDoneAttr unset.
+func (e *Eraser) Erase(ctx context.Context, key string) EraseReport {
+	r := EraseReport{Key: key}
+	if err := e.mark(ctx, key); err != nil {
+		r.fail(eraseMark, "", "", err)
+		return r
+	}
+	e.deleteVersions(ctx, &r)
+	e.abortUploads(ctx, &r)
+	if r.Done() {
+		if err := e.recordDone(ctx, key); err != nil {
+			r.fail(eraseRecordDone, "", "", err)
+		}
+	}
+	return r
+}
+
+func (e *Eraser) callTimeout() time.Duration {
+	if e.CallTimeout > 0 {
+		return e.CallTimeout
+	}
+	return DefaultCallTimeout
+}
+
+func attrS(v string) dbtypes.AttributeValue { return &dbtypes.AttributeValueMemberS{Value: v} }
+
+// erasedNow is now as the erasure attributes hold it: fixed width, so the
+// erasures index sorts erased_at as time (offload.FormatErasedAt).
+func erasedNow() string { return offload.FormatErasedAt(time.Now()) }
+
+// mark makes the key's ledger item a tombstone, creating it if the key was
+// never recorded (no condition). A re-run keeps the first erased_at, so
+// the erasure's time is when it was first asked for, and clears
+// erase_done until this run has finished.
+func (e *Eraser) mark(ctx context.Context, key string) error {
+	ctx, cancel := context.WithTimeout(ctx, e.callTimeout())
+	defer cancel()
+	_, err := e.DB.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:        aws.String(e.Table),
+		Key:              map[string]dbtypes.AttributeValue{offload.LedgerPartitionKey: attrS(key)},
+		UpdateExpression: aws.String("SET #at = if_not_exists(#at, :now), #in = :in, #by = :by, #why = :why REMOVE #done"),
+		ExpressionAttributeNames: map[string]string{"#at": offload.ErasedAtAttr, "#in": offload.ErasedInAttr,
+			"#by": offload.ErasedByAttr, "#why": offload.ErasedWhyAttr, "#done": offload.EraseDoneAttr},
+		ExpressionAttributeValues: map[string]dbtypes.AttributeValue{":now": attrS(erasedNow()),
+			":in": attrS(offload.ErasedPartition(e.KeyPrefix)), ":by": attrS(e.By), ":why": attrS(e.Why)},
+	})
+	return err
+}
+
+// recordDone sets erase_done on the tombstone mark made.
+func (e *Eraser) recordDone(ctx context.Context, key string) error {
+	ctx, cancel := context.WithTimeout(ctx, e.callTimeout())
+	defer cancel()
+	_, err := e.DB.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:                 aws.String(e.Table),
+		Key:                       map[string]dbtypes.AttributeValue{offload.LedgerPartitionKey: attrS(key)},
+		UpdateExpression:          aws.String("SET #done = :now"),
+		ConditionExpression:       aws.String("attribute_exists(#at)"), // the mark is still there
+		ExpressionAttributeNames:  map[string]string{"#done": offload.EraseDoneAttr, "#at": offload.ErasedAtAttr},
+		ExpressionAttributeValues: map[string]dbtypes.AttributeValue{":now": attrS(erasedNow())},
+	})
+	return err
+}
+
+// objectVersion is one version or delete marker of a key.
+type objectVersion struct {
+	id     string
+	marker bool
+}
+
+// deleteVersions deletes every version and delete marker of exactly key,
+// one DeleteObject with its version id each: permanent, and no new marker
+// (https://docs.aws.amazon.com/AmazonS3/latest/userguide/DeletingObjectVersions.html).
+// Deleting a version that is already gone succeeds, so a re-run is
+// harmless. One call per version, not DeleteObjects, which reports
+// failures inside a 200 and needs a checksum header; a key has few.
+func (e *Eraser) deleteVersions(ctx context.Context, r *EraseReport) {
+	versions, err := e.listVersions(ctx, r.Key)
+	if err != nil {
+		r.fail(eraseListVersions, "", "", err)
+	}
+	for _, v := range versions { // those listed before a failure too
+		step := eraseDeleteVersion
+		if v.marker {
+			step = eraseDeleteMarker
+		}
+		if err := e.deleteVersion(ctx, r.Key, v.id); err != nil {
+			r.fail(step, v.id, "", err)
+			continue
+		}
+		if v.marker {
+			r.DeleteMarkers++
+		} else {
+			r.Versions++
+		}
+	}
+}
+
+func (e *Eraser) deleteVersion(ctx context.Context, key, id string) error {
+	ctx, cancel := context.WithTimeout(ctx, e.callTimeout())
+	defer cancel()
+	_, err := e.S3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(e.Bucket), Key: aws.String(key), VersionId: aws.String(id)})
+	return err
+}
+
+// listVersions lists the versions and delete markers of exactly key. The
+// listing is by prefix, which also matches key.bak and key/x: those are
+// left out. Keys are listed in order, each page a contiguous run of them,
+// so the first page that shows a longer key holds the last of key's.
+func (e *Eraser) listVersions(ctx context.Context, key string) ([]objectVersion, error) {
+	var out []objectVersion
+	p := s3.NewListObjectVersionsPaginator(e.S3, &s3.ListObjectVersionsInput{Bucket: aws.String(e.Bucket), Prefix: aws.String(key)})
+	for p.HasMorePages() {
+		cctx, cancel := context.WithTimeout(ctx, e.callTimeout())
+		page, err := p.NextPage(cctx)
+		cancel()
+		if err != nil {
+			return out, err
+		}
+		past := false
+		for _, v := range page.Versions {
+			if aws.ToString(v.Key) != key {
+				past = true
+				continue
+			}
+			out = append(out, objectVersion{id: aws.ToString(v.VersionId)})
+		}
+		for _, m := range page.DeleteMarkers {
+			if aws.ToString(m.Key) != key {
+				past = true
+				continue
+			}
+			out = append(out, objectVersion{id: aws.ToString(m.VersionId), marker: true})
+		}
+		if past {
+			break
+		}
+	}
+	return out, nil
+}
+
+// abortUploads aborts every open multipart upload of exactly key (AWS
+// lists uploads by prefix; MinIO by whole key only), so that none can
+// complete into a new version after the erase.
+func (e *Eraser) abortUploads(ctx context.Context, r *EraseReport) {
+	st := &s3Store{client: e.S3, bucket: e.Bucket, callTimeout: e.callTimeout(), mine: map[string]bool{}}
+	var open []string
+	err := st.eachUpload(ctx, r.Key, func(u types.MultipartUpload, _ time.Time) {
+		if aws.ToString(u.Key) == r.Key {
+			open = append(open, aws.ToString(u.UploadId))
+		}
+	})
+	if err != nil {
+		r.fail(eraseListUploads, "", "", err)
+	}
+	for _, id := range open {
+		if err := st.abortID(r.Key, id); err != nil {
+			r.fail(eraseAbortUpload, "", id, err)
+			continue
+		}
+		r.Uploads++
+	}
+}
+
+// fail records a failed call: S3's or DynamoDB's status, code and
+// message, and the permission the step needs when it was refused.
+func (r *EraseReport) fail(step, versionID, uploadID string, err error) {
+	f := EraseFailure{Step: step, VersionID: versionID, UploadID: uploadID, Message: err.Error()}
+	var api smithy.APIError
+	if errors.As(err, &api) {
+		f.Code = api.ErrorCode()
+		if m := api.ErrorMessage(); m != "" {
+			f.Message = m
+		}
+	}
+	var re *smithyhttp.ResponseError
+	if errors.As(err, &re) {
+		f.Status = re.HTTPStatusCode()
+	}
+	if f.Status == 403 || f.Code == "AccessDenied" || f.Code == "AccessDeniedException" {
+		f.Permission = erasePermission[step]
+	}
+	r.Failures = append(r.Failures, f)
+}
