@@ -279,7 +279,7 @@ func (au *audit) checkErasure(ctx context.Context, rec offload.Record, missing [
 		path, _ = au.a.cfg.Mapping.FileForKey(rec.Key)
 	}
 	erased := "erased at " + rec.Erasure.At.Format(time.RFC3339)
-	rerun := "run offload-agent erase " + rec.Key + " again"
+	rerun := "run offload-agent erase --why REASON " + rec.Key + " again"
 	complete := true
 	obj, err := au.a.s3.head(ctx, rec.Key)
 	switch {

@@ -171,8 +171,8 @@ func TestAuditReportsErasures(t *testing.T) {
 		h.markErased(h.cfg.Mapping.KeyPrefix, key, longAgo)
 
 		got, sum := h.auditAsItself(agent.AuditOptions{})
-		if len(got) != 1 || got[0].Kind != agent.ErasureIncomplete || got[0].Key != key || !strings.Contains(got[0].Detail, "offload-agent erase "+key) {
-			t.Errorf("audit found %+v; want one %s of %s that says to run offload-agent erase %s", got, agent.ErasureIncomplete, key, key)
+		if len(got) != 1 || got[0].Kind != agent.ErasureIncomplete || got[0].Key != key || !strings.Contains(got[0].Detail, "offload-agent erase --why REASON "+key) {
+			t.Errorf("audit found %+v; want one %s of %s that says to run offload-agent erase --why REASON %s", got, agent.ErasureIncomplete, key, key)
 		}
 		if sum.ErasuresComplete != 0 || sum.ErasuresPending != 1 {
 			t.Errorf("summary %+v; want 1 erasure pending", sum)
@@ -190,8 +190,8 @@ func TestAuditReportsErasures(t *testing.T) {
 		}
 
 		got, sum := h.auditAsItself(agent.AuditOptions{})
-		if len(got) != 1 || got[0].Kind != agent.ErasedObjectPresent || got[0].Key != key || !strings.Contains(got[0].Detail, "offload-agent erase "+key) {
-			t.Errorf("audit found %+v; want one %s of %s that says to run offload-agent erase %s", got, agent.ErasedObjectPresent, key, key)
+		if len(got) != 1 || got[0].Kind != agent.ErasedObjectPresent || got[0].Key != key || !strings.Contains(got[0].Detail, "offload-agent erase --why REASON "+key) {
+			t.Errorf("audit found %+v; want one %s of %s that says to run offload-agent erase --why REASON %s", got, agent.ErasedObjectPresent, key, key)
 		}
 		if sum.ErasuresComplete != 0 || sum.ErasuresPending != 1 {
 			t.Errorf("summary %+v; want 1 erasure pending", sum)

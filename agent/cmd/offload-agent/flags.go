@@ -141,10 +141,11 @@ var commandHelp = map[string]string{
 
   Erasures: an erasure is complete once erase removed everything from S3 and every known
   host of the key prefix (one that wrote a heartbeat) acknowledged it. Until then audit
-  reports erasure-incomplete (run offload-agent erase KEY again), erasure-pending (naming
-  each host not acknowledged, live or down since its last heartbeat; --host-timeout says
-  when a host is down) or erased-object-present (the key answers again: run erase again),
-  and exits 1. A retired host stays known until its heartbeat item is deleted:
+  reports erasure-incomplete (run offload-agent erase --why REASON KEY again),
+  erasure-pending (naming each host not acknowledged, live or down since its last
+  heartbeat; --host-timeout says when a host is down) or erased-object-present (the key
+  answers again: run erase again), and exits 1. A retired host stays known until its
+  heartbeat item is deleted:
   aws dynamodb delete-item --table-name TABLE --key '{"pk":{"S":"/host/NAME"}}'
 
 Durations: 300ms, 2s, 1m30s, 24h.
