@@ -160,8 +160,8 @@ func (au *audit) async(ctx context.Context, check func(context.Context)) {
 }
 
 // DefaultHostTimeout is how long a host's heartbeat stays fresh: three
-// of the agents' polls at their default (DefaultRescan, 1 min), so one
-// late or failed write does not make a host "down".
+// of the agents' polls at their default (--erase-poll, DefaultRescan,
+// 1 min), so one late or failed write does not make a host "down".
 const DefaultHostTimeout = 3 * DefaultRescan
 
 // ledger scans the ledger items under the key prefix and checks each

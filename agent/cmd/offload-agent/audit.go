@@ -50,7 +50,7 @@ func auditCommand(args []string, getenv func(string) string, stdout, stderr io.W
 			ao.grace = d
 			return nil
 		})
-	c.fs.Func("host-timeout", "a host whose last heartbeat is older than this is named down, not live, in erasure-pending\n(3 heartbeats at the agents' default poll of 1m)\ndefault "+agent.DefaultHostTimeout.String(),
+	c.fs.Func("host-timeout", "a host whose last heartbeat is older than this is named down, not live, in erasure-pending\n(3 heartbeats at the agents' default --erase-poll, 1m)\ndefault "+agent.DefaultHostTimeout.String(),
 		func(v string) error {
 			d, err := time.ParseDuration(v)
 			if err != nil || d <= 0 {
