@@ -95,8 +95,9 @@ type AuditOptions struct {
 // Audit compares the watch folder and the archive with the ledger and the
 // bucket and reports every discrepancy. It only reads, so it is safe while
 // an agent runs; memory stays bounded (listings and scans are paged, and
-// nothing is collected across pages). It returns an error when it could not
-// look at everything.
+// nothing is collected across pages but the key prefix's tombstones and
+// heartbeats, which are few). It returns an error when it could not look
+// at everything.
 func (a *Agent) Audit(ctx context.Context, opts AuditOptions, report func(Discrepancy)) (AuditSummary, error) {
 	if opts.Parallel <= 0 {
 		opts.Parallel = 16
