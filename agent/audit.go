@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -30,7 +31,19 @@ const (
 	ChecksumMismatch    = "checksum-mismatch"     // ledger, object and (with Deep) archived file disagree on size or CRC64NVME
 	CachedNotInLedger   = "cached-not-in-ledger"  // a file in the hot cache (--cache) with no ledger item: served, yet not an offloaded original
 	CachedMismatch      = "cached-mismatch"       // a file in the hot cache whose size or CRC64NVME is not what the ledger records
+	ErasureIncomplete   = "erasure-incomplete"    // a tombstone without erase_done: S3 may still hold versions or uploads of the key
+	ErasurePending      = "erasure-pending"       // erase is done in S3, but a known host of the key prefix has not acknowledged it
+	ErasedObjectPresent = "erased-object-present" // a tombstone whose key answers a HEAD: a version came back
 )
+
+// ErasureHost is a known host of the key prefix (it wrote a heartbeat) that
+// has not acknowledged an erasure.
+type ErasureHost struct {
+	Host string `json:"host"`
+	// Live: its heartbeat is younger than the host timeout.
+	Live   bool      `json:"live"`
+	SeenAt time.Time `json:"seen_at"` // its last heartbeat
+}
 
 // Discrepancy is one thing the audit found wrong.
 type Discrepancy struct {
@@ -38,17 +51,26 @@ type Discrepancy struct {
 	Key    string `json:"key"`
 	Path   string `json:"path,omitempty"` // the local file, relative to its folder
 	Detail string `json:"detail,omitempty"`
+	// Hosts are the hosts that have not acknowledged an erasure
+	// (ErasurePending, ErasureIncomplete).
+	Hosts []ErasureHost `json:"hosts,omitempty"`
 }
 
 // AuditSummary counts what the audit looked at and found.
 type AuditSummary struct {
-	LedgerItems   int            `json:"ledger_items"`
-	Objects       int            `json:"objects"`
-	LocalFiles    int            `json:"local_files"`
-	ArchivedFiles int            `json:"archived_files"`
-	CachedFiles   int            `json:"cached_files"`
-	Pending       int            `json:"pending"` // local files or objects younger than the grace period, not judged
-	Discrepancies map[string]int `json:"discrepancies"`
+	LedgerItems   int `json:"ledger_items"`
+	Objects       int `json:"objects"`
+	LocalFiles    int `json:"local_files"`
+	ArchivedFiles int `json:"archived_files"`
+	CachedFiles   int `json:"cached_files"`
+	Pending       int `json:"pending"` // local files, objects or erasures younger than the grace period, not judged
+	// Erasures are the tombstones under the key prefix; each judged one
+	// is complete (erase_done set, every known host acknowledged) or
+	// pending (a discrepancy says what is missing).
+	Erasures         int            `json:"erasures"`
+	ErasuresComplete int            `json:"erasures_complete"`
+	ErasuresPending  int            `json:"erasures_pending"`
+	Discrepancies    map[string]int `json:"discrepancies"`
 }
 
 // AuditOptions tune the audit.
@@ -65,13 +87,17 @@ type AuditOptions struct {
 	// CacheDir is the hot cache's folder (--cache), if any: every file in
 	// it is read and must be what the ledger records.
 	CacheDir string
+	// HostTimeout: a host whose heartbeat is older than this is down
+	// (default DefaultHostTimeout).
+	HostTimeout time.Duration
 }
 
 // Audit compares the watch folder and the archive with the ledger and the
 // bucket and reports every discrepancy. It only reads, so it is safe while
 // an agent runs; memory stays bounded (listings and scans are paged, and
-// nothing is collected across pages). It returns an error when it could not
-// look at everything.
+// nothing is collected across pages but the key prefix's tombstones and
+// heartbeats, which are few). It returns an error when it could not look
+// at everything.
 func (a *Agent) Audit(ctx context.Context, opts AuditOptions, report func(Discrepancy)) (AuditSummary, error) {
 	if opts.Parallel <= 0 {
 		opts.Parallel = 16
@@ -134,16 +160,30 @@ func (au *audit) async(ctx context.Context, check func(context.Context)) {
 	}()
 }
 
+// DefaultHostTimeout is how long a host's heartbeat stays fresh: three
+// of the agents' polls at their default (--erase-poll, DefaultRescan,
+// 1 min), so one late or failed write does not make a host "down".
+const DefaultHostTimeout = 3 * DefaultRescan
+
 // ledger scans the ledger items under the key prefix and checks each
 // against its object (HEAD with the checksum): the current version, which
-// the item must name. Tombstones (erased originals) and the hosts'
-// heartbeat items are not originals: skipped.
+// the item must name. The scan also brings the hosts' heartbeat items
+// (their keys start with HostItemPrefix, outside any key prefix); the
+// tombstones (erased originals) and the heartbeats of this key prefix are
+// kept, erasures being rare, and each erasure is judged once the scan has
+// seen every host (erasures).
 func (au *audit) ledger(ctx context.Context) error {
+	p := au.a.cfg.Mapping.KeyPrefix
 	in := &dynamodb.ScanInput{TableName: aws.String(au.a.cfg.Table), ConsistentRead: aws.Bool(true)}
-	if p := au.a.cfg.Mapping.KeyPrefix; p != "" {
-		in.FilterExpression = aws.String("begins_with(" + offload.LedgerPartitionKey + ", :prefix)")
-		in.ExpressionAttributeValues = map[string]dbtypes.AttributeValue{":prefix": &dbtypes.AttributeValueMemberS{Value: p}}
+	if p != "" {
+		in.FilterExpression = aws.String("begins_with(" + offload.LedgerPartitionKey + ", :prefix) OR begins_with(" + offload.LedgerPartitionKey + ", :hosts)")
+		in.ExpressionAttributeValues = map[string]dbtypes.AttributeValue{
+			":prefix": &dbtypes.AttributeValueMemberS{Value: p},
+			":hosts":  &dbtypes.AttributeValueMemberS{Value: offload.HostItemPrefix},
+		}
 	}
+	var hosts []offload.Heartbeat
+	var erased []offload.Record
 	pages := dynamodb.NewScanPaginator(au.a.ledgerClient, in)
 	for pages.HasMorePages() {
 		page, err := pages.NextPage(ctx)
@@ -151,46 +191,141 @@ func (au *audit) ledger(ctx context.Context) error {
 			return fmt.Errorf("ledger scan: %w", err)
 		}
 		for _, item := range page.Items {
-			rec, ok, err := recordedOriginal(item)
+			if isHeartbeat(item) {
+				hb, err := offload.HeartbeatFromItem(item)
+				switch {
+				case err != nil:
+					au.failed(fmt.Errorf("ledger item: %w", err))
+				case hb.KeyPrefix == p:
+					hosts = append(hosts, hb)
+				}
+				continue
+			}
+			rec, err := offload.RecordFromItem(item)
 			if err != nil {
 				au.failed(fmt.Errorf("ledger item: %w", err))
+				continue
 			}
-			if !ok {
+			if rec.Erased() {
+				erased = append(erased, rec)
 				continue
 			}
 			au.count(func(s *AuditSummary) { s.LedgerItems++ })
-			au.async(ctx, func(ctx context.Context) {
-				obj, err := au.a.s3.head(ctx, rec.Key)
-				switch {
-				case errors.Is(err, offload.ErrNotFound):
-					au.found(Discrepancy{Kind: LedgerObjectMissing, Key: rec.Key, Path: rec.Path,
-						Detail: fmt.Sprintf("recorded by %s at %s", rec.Host, rec.UploadedAt.Format(time.RFC3339))})
-				case err != nil:
-					au.failed(err)
-				case obj.Size != rec.Size || obj.CRC64NVME != rec.CRC64NVME:
-					au.found(Discrepancy{Kind: ChecksumMismatch, Key: rec.Key, Path: rec.Path,
-						Detail: fmt.Sprintf("ledger: %d bytes, crc64nvme %s; S3: %d bytes, crc64nvme %q", rec.Size, rec.CRC64NVME, obj.Size, obj.CRC64NVME)})
-				case obj.VersionID != rec.VersionID:
-					au.found(Discrepancy{Kind: LedgerVersionStale, Key: rec.Key, Path: rec.Path,
-						Detail: fmt.Sprintf("ledger: version %q; the key serves version %q; the resolver presigns the ledger's (a 404 if it is gone)", rec.VersionID, obj.VersionID)})
-				}
-			})
+			au.async(ctx, func(ctx context.Context) { au.checkRecord(ctx, rec) })
 		}
 	}
+	au.erasures(ctx, hosts, erased)
 	return nil
 }
 
-// recordedOriginal decodes a scanned ledger item; ok is false for the items
-// that are not an original S3 must hold: a host's heartbeat (no object key
-// starts with "/") and a tombstone (its object is meant to be gone).
-func recordedOriginal(item map[string]dbtypes.AttributeValue) (rec offload.Record, ok bool, err error) {
-	if k, isS := item[offload.LedgerPartitionKey].(*dbtypes.AttributeValueMemberS); isS && strings.HasPrefix(k.Value, offload.HostItemPrefix) {
-		return offload.Record{}, false, nil
+// checkRecord checks an original's ledger item against the object its key
+// serves.
+func (au *audit) checkRecord(ctx context.Context, rec offload.Record) {
+	obj, err := au.a.s3.head(ctx, rec.Key)
+	switch {
+	case errors.Is(err, offload.ErrNotFound):
+		au.found(Discrepancy{Kind: LedgerObjectMissing, Key: rec.Key, Path: rec.Path,
+			Detail: fmt.Sprintf("recorded by %s at %s", rec.Host, rec.UploadedAt.Format(time.RFC3339))})
+	case err != nil:
+		au.failed(err)
+	case obj.Size != rec.Size || obj.CRC64NVME != rec.CRC64NVME:
+		au.found(Discrepancy{Kind: ChecksumMismatch, Key: rec.Key, Path: rec.Path,
+			Detail: fmt.Sprintf("ledger: %d bytes, crc64nvme %s; S3: %d bytes, crc64nvme %q", rec.Size, rec.CRC64NVME, obj.Size, obj.CRC64NVME)})
+	case obj.VersionID != rec.VersionID:
+		au.found(Discrepancy{Kind: LedgerVersionStale, Key: rec.Key, Path: rec.Path,
+			Detail: fmt.Sprintf("ledger: version %q; the key serves version %q; the resolver presigns the ledger's (a 404 if it is gone)", rec.VersionID, obj.VersionID)})
 	}
-	if rec, err = offload.RecordFromItem(item); err != nil {
-		return rec, false, err
+}
+
+// isHeartbeat reports whether a scanned item is a host's heartbeat, not an
+// object's: no object key starts with "/".
+func isHeartbeat(item map[string]dbtypes.AttributeValue) bool {
+	k, ok := item[offload.LedgerPartitionKey].(*dbtypes.AttributeValueMemberS)
+	return ok && offload.IsHeartbeatKey(k.Value)
+}
+
+// erasures judges each tombstone older than the grace period (a younger
+// one may be mid-erase): complete when erase_done is set, its key answers
+// no HEAD, and every known host (a heartbeat of this key prefix) has
+// acknowledged it. A host that never wrote a heartbeat is not known; a
+// retired host's heartbeat stays until the operator deletes it.
+func (au *audit) erasures(ctx context.Context, hosts []offload.Heartbeat, erased []offload.Record) {
+	now := time.Now()
+	timeout := au.opts.HostTimeout
+	if timeout <= 0 {
+		timeout = DefaultHostTimeout
 	}
-	return rec, !rec.Erased(), nil
+	slices.SortFunc(hosts, func(a, b offload.Heartbeat) int { return strings.Compare(a.Host, b.Host) })
+	for _, rec := range erased {
+		au.count(func(s *AuditSummary) { s.Erasures++ })
+		if now.Sub(rec.Erasure.At) < au.opts.Grace {
+			au.count(func(s *AuditSummary) { s.Pending++ })
+			continue
+		}
+		var missing []ErasureHost
+		for _, h := range hosts {
+			if !slices.Contains(rec.Erasure.AckedBy, h.Host) {
+				missing = append(missing, ErasureHost{Host: h.Host, Live: now.Sub(h.SeenAt) <= timeout, SeenAt: h.SeenAt})
+			}
+		}
+		au.async(ctx, func(ctx context.Context) { au.checkErasure(ctx, rec, missing) })
+	}
+}
+
+// checkErasure reports what an erasure still lacks, given the known hosts
+// that have not acknowledged it.
+func (au *audit) checkErasure(ctx context.Context, rec offload.Record, missing []ErasureHost) {
+	path := rec.Path
+	if path == "" {
+		path, _ = au.a.cfg.Mapping.FileForKey(rec.Key)
+	}
+	erased := "erased at " + rec.Erasure.At.Format(time.RFC3339)
+	rerun := "run offload-agent erase --why REASON " + rec.Key + " again"
+	complete := true
+	obj, err := au.a.s3.head(ctx, rec.Key)
+	switch {
+	case errors.Is(err, offload.ErrNotFound):
+	case err != nil:
+		au.failed(err)
+		return
+	default:
+		complete = false
+		au.found(Discrepancy{Kind: ErasedObjectPresent, Key: rec.Key, Path: path,
+			Detail: fmt.Sprintf("%s, yet the key serves %d bytes (version %q): a version came back, such as an upload that raced the erasure; %s", erased, obj.Size, obj.VersionID, rerun)})
+	}
+	switch {
+	case rec.Erasure.Done.IsZero():
+		complete = false
+		detail := erased + "; S3 may still hold versions or uploads of it: " + rerun
+		if len(missing) > 0 {
+			detail += "; not yet acknowledged by " + hostList(missing)
+		}
+		au.found(Discrepancy{Kind: ErasureIncomplete, Key: rec.Key, Path: path, Detail: detail, Hosts: missing})
+	case len(missing) > 0:
+		complete = false
+		au.found(Discrepancy{Kind: ErasurePending, Key: rec.Key, Path: path, Hosts: missing,
+			Detail: erased + "; not yet acknowledged by " + hostList(missing) + "; a down host acknowledges once its agent runs again; a retired host's heartbeat item (" + offload.HostItemPrefix + "NAME) must be deleted"})
+	}
+	au.count(func(s *AuditSummary) {
+		if complete {
+			s.ErasuresComplete++
+		} else {
+			s.ErasuresPending++
+		}
+	})
+}
+
+// hostList names hosts, each "live" or "down since" its last heartbeat.
+func hostList(hosts []ErasureHost) string {
+	names := make([]string, len(hosts))
+	for i, h := range hosts {
+		if h.Live {
+			names[i] = h.Host + " (live)"
+		} else {
+			names[i] = h.Host + " (down since " + h.SeenAt.UTC().Format(time.RFC3339) + ")"
+		}
+	}
+	return strings.Join(names, ", ")
 }
 
 // batchGetMax is DynamoDB's limit of keys per BatchGetItem.

@@ -135,7 +135,8 @@ func (h *harness) eraseOffloaded(rel string) {
 // TestAuditSkipsTombstones: an erased original's item, and the tombstone
 // of a key never recorded (no size), are not "ledger-object-missing":
 // their objects are meant to be gone. The audit neither fails on them nor
-// counts them as ledger items.
+// counts them as ledger items; erase finished both (erase_done) and no host
+// of the key prefix is known, so both erasures are complete.
 func TestAuditSkipsTombstones(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
@@ -146,6 +147,8 @@ func TestAuditSkipsTombstones(t *testing.T) {
 	}
 	h.eraseOffloaded("erased.jpg")
 	h.markErased(h.cfg.Mapping.KeyPrefix, h.key("never.jpg"), time.Now())
+	h.eraseDone(h.key("erased.jpg"))
+	h.eraseDone(h.key("never.jpg"))
 
 	h.agentS3 = h.st.S3For(t, stacktest.Audit, h.st.AWSShimEndpoint(t))
 	var got []string
@@ -156,8 +159,8 @@ func TestAuditSkipsTombstones(t *testing.T) {
 	if len(got) != 0 {
 		t.Errorf("audit found %q; want nothing", got)
 	}
-	if sum.LedgerItems != 1 {
-		t.Errorf("summary %+v; want 1 ledger item (kept.jpg)", sum)
+	if sum.LedgerItems != 1 || sum.Erasures != 2 || sum.ErasuresComplete != 2 {
+		t.Errorf("summary %+v; want 1 ledger item (kept.jpg) and 2 erasures, complete", sum)
 	}
 }
 

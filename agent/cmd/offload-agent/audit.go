@@ -18,9 +18,10 @@ import (
 
 // auditOptions are the flags only audit has; the rest are the agent's.
 type auditOptions struct {
-	json  bool
-	deep  bool
-	grace time.Duration
+	json        bool
+	deep        bool
+	grace       time.Duration
+	hostTimeout time.Duration
 }
 
 const defaultAuditGrace = time.Hour
@@ -37,16 +38,25 @@ const (
 // summary.
 func auditCommand(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	c := newCommandLine("audit")
-	ao := auditOptions{grace: defaultAuditGrace}
+	ao := auditOptions{grace: defaultAuditGrace, hostTimeout: agent.DefaultHostTimeout}
 	c.fs.BoolVar(&ao.json, "json", false, "print each discrepancy, then the summary, as one JSON object a line")
 	c.fs.BoolVar(&ao.deep, "deep", false, "also read every local file S3 holds and compare its CRC64NVME with the object's")
-	c.fs.Func("grace", "files and objects younger than this may be mid-offload and are not judged; 0s judges everything\n(not run's --grace, and no environment variable: OFFLOAD_GRACE is run's)\ndefault "+defaultAuditGrace.String(),
+	c.fs.Func("grace", "files and objects younger than this may be mid-offload and are not judged, nor erasures (mid-erase); 0s judges everything\n(not run's --grace, and no environment variable: OFFLOAD_GRACE is run's)\ndefault "+defaultAuditGrace.String(),
 		func(v string) error {
 			d, err := time.ParseDuration(v)
 			if err != nil || d < 0 {
 				return errors.New("want a duration like 1h, or 0s")
 			}
 			ao.grace = d
+			return nil
+		})
+	c.fs.Func("host-timeout", "a host whose last heartbeat is older than this is named down, not live, in erasure-pending\n(3 heartbeats at the agents' default --erase-poll, 1m)\ndefault "+agent.DefaultHostTimeout.String(),
+		func(v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				return errors.New("want a duration like 3m, more than 0")
+			}
+			ao.hostTimeout = d
 			return nil
 		})
 	opts, ok, code := parseAgentFlags(c, args, getenv, stdout, stderr)
@@ -85,7 +95,7 @@ func auditCommand(args []string, getenv func(string) string, stdout, stderr io.W
 	defer a.Close()
 
 	enc := json.NewEncoder(stdout)
-	sum, err := a.Audit(ctx, agent.AuditOptions{Grace: ao.grace, Deep: ao.deep, CacheDir: cacheDir}, func(d agent.Discrepancy) {
+	sum, err := a.Audit(ctx, agent.AuditOptions{Grace: ao.grace, Deep: ao.deep, CacheDir: cacheDir, HostTimeout: ao.hostTimeout}, func(d agent.Discrepancy) {
 		if ao.json {
 			enc.Encode(d)
 			return
@@ -119,6 +129,13 @@ func auditCommand(args []string, getenv func(string) string, stdout, stderr io.W
 		}
 		fmt.Fprintf(stdout, "\nlooked at %d ledger items, %d objects, %d files in the watch folder, %d in the archive%s; %d younger than %s not judged\n",
 			sum.LedgerItems, sum.Objects, sum.LocalFiles, sum.ArchivedFiles, cached, sum.Pending, ao.grace)
+		if sum.Erasures > 0 {
+			fmt.Fprintf(stdout, "%d erasures: %d complete, %d pending", sum.Erasures, sum.ErasuresComplete, sum.ErasuresPending)
+			if young := sum.Erasures - sum.ErasuresComplete - sum.ErasuresPending; young > 0 {
+				fmt.Fprintf(stdout, ", %d younger than %s not judged", young, ao.grace)
+			}
+			fmt.Fprintln(stdout)
+		}
 		if total == 0 {
 			fmt.Fprintln(stdout, "no discrepancies")
 		} else {

@@ -134,9 +134,19 @@ var commandHelp = map[string]string{
   everything. It reads the same settings as run (the same flags and environment), those
   that say where to look.
 
-  --grace here is not run's: files and objects younger than it may be mid-offload and are
-  not judged (0s judges everything). --deep also compares the CRC64NVME of every local
-  file S3 holds. With --cache-dir, every cached file must be what the ledger records.
+  --grace here is not run's: files, objects and erasures younger than it may be in
+  progress and are not judged (0s judges everything). --deep also compares the CRC64NVME
+  of every local file S3 holds. With --cache-dir, every cached file must be what the
+  ledger records.
+
+  Erasures: an erasure is complete once erase removed everything from S3 and every known
+  host of the key prefix (one that wrote a heartbeat) acknowledged it. Until then audit
+  reports erasure-incomplete (run offload-agent erase --why REASON KEY again),
+  erasure-pending (naming each host not acknowledged, live or down since its last
+  heartbeat; --host-timeout says when a host is down) or erased-object-present (the key
+  answers again: run erase again), and exits 1. A retired host stays known until its
+  heartbeat item is deleted:
+  aws dynamodb delete-item --table-name TABLE --key '{"pk":{"S":"/host/NAME"}}'
 
 Durations: 300ms, 2s, 1m30s, 24h.
 `,

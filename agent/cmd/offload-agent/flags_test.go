@@ -315,7 +315,7 @@ func TestHelpOnStdout(t *testing.T) {
 // in-flight uploads may finish before they are aborted".
 func TestAuditHelpIsAudits(t *testing.T) {
 	out, _, _ := cli(nil, "audit", "--help")
-	for _, want := range []string{"--grace", "mid-offload and are", "not run's --grace", "--deep", "--json", "--cache-dir", "--bucket", "--watch", "OFFLOAD_WATCH"} {
+	for _, want := range []string{"--grace", "mid-offload and are", "not run's --grace", "--deep", "--json", "--cache-dir", "--bucket", "--watch", "OFFLOAD_WATCH", "--host-timeout", "erasure-pending"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("audit --help does not say %q:\n%s", want, out)
 		}
@@ -367,6 +367,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"audit", "--grace", "soon"}, "offload-agent audit: --grace soon: want a duration like 1h, or 0s"},
 		{[]string{"audit", "--grace", "-1h"}, "--grace -1h: want a duration"},
 		{[]string{"audit", "--json=maybe"}, "--json maybe: want true or false"},
+		{[]string{"audit", "--host-timeout", "0s"}, "offload-agent audit: --host-timeout 0s: want a duration like 3m, more than 0"},
 		{[]string{"status", "--metrics-addr", "nowhere"}, "--metrics-addr nowhere: want host:port"},
 	} {
 		out, errOut, code := cli(nil, tt.args...)
