@@ -124,3 +124,19 @@ func SimulateChangeBeforePruneUnlink(t *testing.T, change func(path string)) {
 	beforePruneUnlink = change
 	t.Cleanup(func() { beforePruneUnlink = old })
 }
+
+// PlantUploadRecord saves host's upload record of key in the watch
+// folder, as a multipart upload in progress leaves it.
+func PlantUploadRecord(t *testing.T, watch, host, key string) {
+	t.Helper()
+	if err := newResumeRecords(watch, host).save(uploadRecord{Key: key, UploadID: "planted", Host: host, PartSize: 5 << 20}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// HasUploadRecord reports whether host has an upload record of key in the
+// watch folder.
+func HasUploadRecord(watch, host, key string) bool {
+	_, ok := newResumeRecords(watch, host).load(key)
+	return ok
+}
