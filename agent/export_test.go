@@ -126,10 +126,17 @@ func SimulateChangeBeforePruneUnlink(t *testing.T, change func(path string)) {
 }
 
 // PlantUploadRecord saves host's upload record of key in the watch
-// folder, as a multipart upload in progress leaves it.
-func PlantUploadRecord(t *testing.T, watch, host, key string) {
+// folder for the file rel there as it is now, as a multipart upload in
+// progress leaves it (the sweep keeps it while the file is unchanged).
+func PlantUploadRecord(t *testing.T, watch, host, key, rel string) {
 	t.Helper()
-	if err := newResumeRecords(watch, host).save(uploadRecord{Key: key, UploadID: "planted", Host: host, PartSize: 5 << 20}); err != nil {
+	fi, err := os.Lstat(filepath.Join(watch, filepath.FromSlash(rel)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := idOf(fi)
+	rec := uploadRecord{Key: key, UploadID: "planted", Host: host, Dev: id.dev, Ino: id.ino, Size: id.size, Mtime: id.mtime, PartSize: 5 << 20}
+	if err := newResumeRecords(watch, host).save(rec); err != nil {
 		t.Fatal(err)
 	}
 }
