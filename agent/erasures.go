@@ -242,8 +242,15 @@ func (f *forgetter) forget(ctx context.Context, key string) error {
 	}
 	a.s3.records.remove(key, "")
 	a.proofs.drop(key)
-	if c := a.cache.Load(); c != nil && c.Forget(key) {
-		log.Info("erased: removed from the hot cache")
+	switch c := a.cache.Load(); {
+	case c != nil:
+		if c.Forget(key) {
+			log.Info("erased: removed from the hot cache")
+		}
+	case a.cfg.caching():
+		// The cache could not start: its folder may hold a copy from an
+		// earlier run, so the erasure is not acknowledged.
+		return fmt.Errorf("forget %s: the hot cache is configured but not running, and its folder %s may hold a copy", key, a.cfg.Cache.Dir)
 	}
 	if err := f.ack(ctx, key); err != nil {
 		return err

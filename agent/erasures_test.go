@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -31,7 +32,9 @@ const forgetWait = 30 * time.Second
 func hostHarness(t *testing.T, host, keyPrefix string) *harness {
 	t.Helper()
 	h := newHarness(t)
-	h.cfg.Host = host
+	// Heartbeats are per host name in the shared table: the tests that
+	// run at once each name their hosts apart.
+	h.cfg.Host = host + "-" + path.Base(h.cfg.Mapping.KeyPrefix)
 	h.cfg.ErasePoll = testErasePoll
 	if keyPrefix != "" {
 		h.cfg.Mapping.KeyPrefix = keyPrefix
@@ -147,11 +150,11 @@ func TestForgetReachesEveryHost(t *testing.T) {
 	a.erase("2026/photo.jpg")
 	archived := filepath.Join(a.cfg.Archive, "2026", "photo.jpg")
 	a.waitFor("a's archive and b's cache without the photo, both acknowledged", forgetWait, func() bool {
-		return gone(archived) && gone(cached) && a.acked("2026/photo.jpg", "a", "b")
+		return gone(archived) && gone(cached) && a.acked("2026/photo.jpg", a.cfg.Host, b.cfg.Host)
 	})
-	a.waitThrough("a", "2026/photo.jpg")
-	a.waitThrough("b", "2026/photo.jpg")
-	for host, ag := range map[string]*agent.Agent{"a": agentA, "b": agentB} {
+	a.waitThrough(a.cfg.Host, "2026/photo.jpg")
+	a.waitThrough(b.cfg.Host, "2026/photo.jpg")
+	for host, ag := range map[string]*agent.Agent{a.cfg.Host: agentA, b.cfg.Host: agentB} {
 		got := metricSamples(t, scrape(t, ag))
 		if got["offload_erasures_forgotten_total"] != 1 || got["offload_erasure_poll_failures_total"] != 0 {
 			t.Errorf("host %s: offload_erasures_forgotten_total %v, offload_erasure_poll_failures_total %v; want 1 and 0",
@@ -171,23 +174,23 @@ func TestForgetAfterRestart(t *testing.T) {
 	_, stop := a.runDaemon(a.cfg)
 	a.waitFor("both archived", time.Minute, func() bool { return a.archived("old.jpg") && a.archived("photo.jpg") })
 	a.erase("old.jpg")
-	a.waitFor("old.jpg forgotten", forgetWait, func() bool { return !a.archived("old.jpg") && a.acked("old.jpg", "a") })
-	a.waitThrough("a", "old.jpg")
+	a.waitFor("old.jpg forgotten", forgetWait, func() bool { return !a.archived("old.jpg") && a.acked("old.jpg", a.cfg.Host) })
+	a.waitThrough(a.cfg.Host, "old.jpg")
 	if err := stop(); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	before, _ := a.heartbeat("a")
+	before, _ := a.heartbeat(a.cfg.Host)
 
 	a.erase("photo.jpg")
-	if !a.archived("photo.jpg") || a.acked("photo.jpg", "a") {
+	if !a.archived("photo.jpg") || a.acked("photo.jpg", a.cfg.Host) {
 		t.Fatal("photo.jpg forgotten while the agent was stopped")
 	}
 	a.runDaemon(a.cfg)
 	a.waitFor("photo.jpg forgotten after the restart", forgetWait, func() bool {
-		return !a.archived("photo.jpg") && a.acked("photo.jpg", "a")
+		return !a.archived("photo.jpg") && a.acked("photo.jpg", a.cfg.Host)
 	})
-	a.waitThrough("a", "photo.jpg")
-	if after, _ := a.heartbeat("a"); !after.ErasuresThrough.After(before.ErasuresThrough) {
+	a.waitThrough(a.cfg.Host, "photo.jpg")
+	if after, _ := a.heartbeat(a.cfg.Host); !after.ErasuresThrough.After(before.ErasuresThrough) {
 		t.Errorf("erasures_through %s after the restart; want after %s", after.ErasuresThrough, before.ErasuresThrough)
 	}
 }
@@ -219,15 +222,42 @@ func TestForgetRemovesTheLinkNotItsTarget(t *testing.T) {
 	// An upload record that fits the file: the sweeps keep it (and the
 	// periodic one does not run within the test), so only the poller
 	// removes it.
-	agent.PlantUploadRecord(t, a.cfg.Watch, "a", a.key("photo.jpg"), "photo.jpg")
+	agent.PlantUploadRecord(t, a.cfg.Watch, a.cfg.Host, a.key("photo.jpg"), "photo.jpg")
 	a.cfg.Rescan = time.Hour
 
 	a.runDaemon(a.cfg)
 	watched := filepath.Join(a.cfg.Watch, "photo.jpg")
 	a.waitFor("the link, the watched copy and the upload record gone, acknowledged", forgetWait, func() bool {
-		return gone(archived) && gone(watched) && !agent.HasUploadRecord(a.cfg.Watch, "a", a.key("photo.jpg")) && a.acked("photo.jpg", "a")
+		return gone(archived) && gone(watched) && !agent.HasUploadRecord(a.cfg.Watch, a.cfg.Host, a.key("photo.jpg")) && a.acked("photo.jpg", a.cfg.Host)
 	})
 	if got, err := os.ReadFile(target); err != nil || string(got) != "not the agent's" {
 		t.Errorf("the link's target: %q, %v; want it untouched", got, err)
+	}
+}
+
+// TestErasurePollFailureIsCountedAndRetried: while DynamoDB is unreachable
+// each erasure poll fails, is counted, and the daemon goes on polling; once
+// it answers, the host offloads and forgets as usual.
+func TestErasurePollFailureIsCountedAndRetried(t *testing.T) {
+	t.Parallel()
+	h := hostHarness(t, "a", "")
+	proxy := h.st.Proxy(t, h.st.DynamoDBEndpoint)
+	h.agentDB = h.st.DynamoDBAt(t, proxy.Endpoint)
+	h.cfg.CallTimeout = 5 * time.Second
+	proxy.SetEnabled(false)
+	a, _ := h.runDaemon(h.cfg)
+	h.waitFor("two failed erasure polls", forgetWait, func() bool { return a.Stats().ErasurePollFailures.Load() >= 2 })
+	if _, ok := h.heartbeat(h.cfg.Host); ok {
+		t.Fatal("a heartbeat was written while DynamoDB was unreachable")
+	}
+
+	proxy.SetEnabled(true)
+	h.write("photo.jpg", randomBytes(1000, 26))
+	h.waitFor("photo.jpg archived", time.Minute, func() bool { return h.archived("photo.jpg") })
+	h.erase("photo.jpg")
+	h.waitFor("photo.jpg forgotten", forgetWait, func() bool { return !h.archived("photo.jpg") && h.acked("photo.jpg", h.cfg.Host) })
+	h.waitThrough(h.cfg.Host, "photo.jpg")
+	if got := metricSamples(t, scrape(t, a))["offload_erasure_poll_failures_total"]; got < 2 {
+		t.Errorf("offload_erasure_poll_failures_total = %v; want at least 2", got)
 	}
 }
