@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"path"
 	"sync"
 	"time"
@@ -260,7 +261,7 @@ func (f *forgetter) forget(ctx context.Context, key string) error {
 }
 
 // removeFiles removes rel from the watch folder and the archive.
-func (f *forgetter) removeFiles(rel string, log interface{ Info(string, ...any) }) error {
+func (f *forgetter) removeFiles(rel string, log *slog.Logger) error {
 	dirs := []string{f.a.cfg.Watch}
 	if f.a.cfg.Archive != "" {
 		dirs = append(dirs, f.a.cfg.Archive)
