@@ -538,9 +538,10 @@ func TestTemplatePoliciesAreLeastPrivilege(t *testing.T) {
 	// template instead of ${KeyPrefix} shows.
 	target := templatepolicy.Target{Bucket: "originals", KeyPrefix: "k-p/", Table: "ledger"}
 	resourceOf := map[string]string{
-		onObjects: target.BucketARN() + "/" + target.KeyPrefix + "*",
-		onBucket:  target.BucketARN(),
-		onTable:   target.TableARN(),
+		onObjects:  target.BucketARN() + "/" + target.KeyPrefix + "*",
+		onBucket:   target.BucketARN(),
+		onTable:    target.TableARN(),
+		onErasures: target.TableARN() + "/index/" + offload.ErasuresIndex,
 	}
 	calls := componentCalls(t)
 	for _, c := range templatepolicy.Components {

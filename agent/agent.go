@@ -78,6 +78,8 @@ type Agent struct {
 	// leasesOK: the start-up check found that the kernel grants read
 	// leases here (see checkLeases).
 	leasesOK atomic.Bool
+	// busy are the files a worker or the erasure poller has now.
+	busy busyFiles
 }
 
 // Stats counts outcomes since the agent started.
@@ -91,6 +93,11 @@ type Stats struct {
 	// them all; Orphans the uploads they aborted.
 	Sweeps  atomic.Int64
 	Orphans atomic.Int64
+	// Forgotten counts the erasures this host acknowledged, its copies
+	// removed; ErasurePollFailures the erasure polls that failed (see
+	// forgetter).
+	Forgotten           atomic.Int64
+	ErasurePollFailures atomic.Int64
 }
 
 // New checks the configuration and builds an agent on the given clients.
@@ -217,6 +224,7 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 	}
 	if !once && !a.cfg.DryRun {
 		addComponent(&g, ctx, a.sweepEvery, nil)
+		addComponent(&g, ctx, a.forgetEvery, nil)
 	}
 	// Not ctx's: the last renames are synced after the loop has ended.
 	addComponent(&g, context.WithoutCancel(ctx), func(ctx context.Context) { a.dirs.run(ctx.Done()) }, nil)
@@ -347,7 +355,15 @@ func (a *Agent) addWorkers(g *run.Group, work context.Context, jobs <-chan job, 
 		for range a.cfg.Workers {
 			wg.Go(func() {
 				for j := range jobs {
-					results <- a.offloadFile(work, j)
+					// The erasure poller is removing the file: look
+					// again later (it will be gone).
+					if !a.busy.claim(j.rel) {
+						results <- result{rel: j.rel, outcome: outNotReady}
+						continue
+					}
+					r := a.offloadFile(work, j)
+					a.busy.release(j.rel)
+					results <- r
 				}
 			})
 		}

@@ -68,6 +68,12 @@ const (
 	// DefaultOrphanAge: a multipart upload older than this under the key
 	// prefix belongs to an agent that died; no upload of one file runs this long.
 	DefaultOrphanAge = 24 * time.Hour
+	// DefaultErasePoll: how often the daemon writes its heartbeat and
+	// looks for erasures (see forgetter). Erasures are rare and the audit
+	// calls a host live while its heartbeat is younger than three polls;
+	// a minute, as the rescan, costs two or three DynamoDB requests a
+	// minute a host.
+	DefaultErasePoll = time.Minute
 
 	minPartSize = 5 << 20 // S3's minimum for every part but the last
 	maxPartSize = 5 << 30 // S3's maximum
@@ -104,6 +110,9 @@ type Config struct {
 	Grace       time.Duration // how long in-flight uploads may finish on shutdown
 	CallTimeout time.Duration // bound on each S3 or DynamoDB call
 	OrphanAge   time.Duration // multipart uploads older than this are aborted at start
+	// ErasePoll: in Run, how often the host writes its heartbeat and
+	// removes its copies of newly erased originals (see forgetter).
+	ErasePoll time.Duration
 	// SettleTimeout: in Once, a file still open for writing or changing
 	// this long after it was first seen is given up and reported.
 	SettleTimeout time.Duration
@@ -175,6 +184,9 @@ func (c Config) WithDefaults() Config {
 	if c.OrphanAge == 0 {
 		c.OrphanAge = DefaultOrphanAge
 	}
+	if c.ErasePoll == 0 {
+		c.ErasePoll = DefaultErasePoll
+	}
 	if c.SettleTimeout == 0 {
 		c.SettleTimeout = DefaultSettleTimeout
 	}
@@ -222,7 +234,7 @@ func (c Config) Validate() error {
 	if c.PartSize < minPartSize || c.PartSize > maxPartSize {
 		bad("part size: %d bytes is outside S3's 5 MiB to 5 GiB", c.PartSize)
 	}
-	for name, d := range map[string]time.Duration{"rescan": c.Rescan, "grace": c.Grace, "call timeout": c.CallTimeout, "orphan age": c.OrphanAge, "settle timeout": c.SettleTimeout} {
+	for name, d := range map[string]time.Duration{"rescan": c.Rescan, "grace": c.Grace, "call timeout": c.CallTimeout, "orphan age": c.OrphanAge, "settle timeout": c.SettleTimeout, "erase poll": c.ErasePoll} {
 		if d <= 0 {
 			bad("%s: must be positive, got %s", name, d)
 		}

@@ -124,3 +124,26 @@ func SimulateChangeBeforePruneUnlink(t *testing.T, change func(path string)) {
 	beforePruneUnlink = change
 	t.Cleanup(func() { beforePruneUnlink = old })
 }
+
+// PlantUploadRecord saves host's upload record of key in the watch
+// folder for the file rel there as it is now, as a multipart upload in
+// progress leaves it (the sweep keeps it while the file is unchanged).
+func PlantUploadRecord(t *testing.T, watch, host, key, rel string) {
+	t.Helper()
+	fi, err := os.Lstat(filepath.Join(watch, filepath.FromSlash(rel)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := idOf(fi)
+	rec := uploadRecord{Key: key, UploadID: "planted", Host: host, Dev: id.dev, Ino: id.ino, Size: id.size, Mtime: id.mtime, PartSize: 5 << 20}
+	if err := newResumeRecords(watch, host).save(rec); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// HasUploadRecord reports whether host has an upload record of key in the
+// watch folder.
+func HasUploadRecord(watch, host, key string) bool {
+	_, ok := newResumeRecords(watch, host).load(key)
+	return ok
+}

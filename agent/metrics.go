@@ -68,6 +68,8 @@ func newMetrics(a *Agent) *metrics {
 		counter("offload_resumed_bytes_total", "Bytes of multipart uploads not sent again because S3 already held them: resumed after a failure or a restart.", a.s3.resumed.Load),
 		counter("offload_orphan_sweeps_total", "Sweeps that listed every multipart upload under the key prefix to abort orphans.", a.stats.Sweeps.Load),
 		counter("offload_orphan_uploads_aborted_total", "Orphaned multipart uploads the sweeps aborted.", a.stats.Orphans.Load),
+		counter("offload_erasures_forgotten_total", "Erased originals whose copies on this host (watch folder, archive, hot cache, upload records) the daemon removed, and whose erasure it acknowledged in the ledger.", a.stats.Forgotten.Load),
+		counter("offload_erasure_poll_failures_total", "Erasure polls that failed (heartbeat, the erasures index, a removal or an acknowledgement); the next poll tries again.", a.stats.ErasurePollFailures.Load),
 		counter("offload_refused_total", "Files never uploaded because their name breaks the naming contract.", a.stats.Refused.Load),
 		gauge("offload_files_pending", "Files waiting: not settled yet, or waiting out a retry.", locked(func() float64 { n, _, _ := t.waiting(0); return float64(n) })),
 		gauge("offload_bytes_pending", "Bytes of the files waiting.", locked(func() float64 { _, b, _ := t.waiting(0); return float64(b) })),

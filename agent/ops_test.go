@@ -154,7 +154,10 @@ func TestOperationsEndpoints(t *testing.T) {
 		"offload_orphan_sweeps_total": {fmt.Sprintf("in [1, %d]", 1+int(running/h.cfg.Rescan.Seconds())), func(v float64) bool {
 			return v >= 1 && v <= 1+math.Floor(running/h.cfg.Rescan.Seconds())
 		}},
-		"offload_orphan_uploads_aborted_total":  {"0", exactly(0)},
+		"offload_orphan_uploads_aborted_total": {"0", exactly(0)},
+		// Nothing erased under the test's prefix, and the ledger answers.
+		"offload_erasures_forgotten_total":      {"0", exactly(0)},
+		"offload_erasure_poll_failures_total":   {"0", exactly(0)},
 		"offload_upload_duration_seconds_count": {"2", exactly(uploads)},
 		// Each upload ran while the daemon did, so the sum is positive and
 		// at most two runs' worth of seconds: milliseconds would not fit.

@@ -252,6 +252,21 @@ func (p *pendingProofs) done(r offload.Record) {
 	}
 }
 
+// drop forgets key's proof, whatever version it names: the key was
+// erased, so it is never recorded.
+func (p *pendingProofs) drop(key string) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.held, key)
+	if d, err := p.dir(false); err == nil {
+		d.remove(p.name(key))
+		d.Close()
+	}
+}
+
 // list returns the proofs still held, those on disk included (left by an
 // earlier run of this host).
 func (p *pendingProofs) list() []offload.Record {

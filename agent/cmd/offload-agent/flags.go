@@ -110,6 +110,12 @@ until it is evicted (least recently requested first over --cache-size, or idle f
 at most --cache-fetch-budget per window; with signed links on (OFFLOAD_SIGNING_KEY or
 --signing-key-file), only requests with a valid link count.
 
+Erasures (run only): every --erase-poll the agent writes this host's heartbeat to the ledger,
+looks for originals erased under its key prefix ("offload-agent erase"), removes its own
+copies of each (watch folder, archive, upload records, hot cache; symbolic links are
+removed, never followed) and acknowledges the erasure in the ledger. A file being
+offloaded at that moment waits for the next poll. once does not poll.
+
 S3 and DynamoDB endpoints, region and credentials come from the AWS SDK's own settings
 (AWS_REGION, AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL_DYNAMODB, AWS_PROFILE, instance role...).
 ` + unitsHelp
@@ -231,9 +237,9 @@ var commandSettings = map[string][]string{
 		"call-timeout", "s3-path-style", "log-format", "log-level"},
 }
 
-// commandOnly are the settings of one command alone, which run and once
-// (and every other command) do not take.
-var commandOnly = map[string]string{"min-age": "prune", "metrics-textfile": "prune"}
+// commandOnly are the settings of one command alone, which no other
+// command takes (once neither: erase-poll is run's alone).
+var commandOnly = map[string]string{"min-age": "prune", "metrics-textfile": "prune", "erase-poll": "run"}
 
 var errHelp = errors.New("help requested")
 
@@ -318,6 +324,8 @@ var settings = []setting{
 		positiveDuration(func(o *options) *time.Duration { return &o.agent.SettleTimeout })},
 	{"orphan-age", "OFFLOAD_ORPHAN_AGE", agent.DefaultOrphanAge.String(), "abort other agents' multipart uploads under the key prefix older than this (checked at start and every rescan); more than 0, as 0 would abort uploads other hosts have in flight",
 		positiveDuration(func(o *options) *time.Duration { return &o.agent.OrphanAge })},
+	{"erase-poll", "OFFLOAD_ERASE_POLL", agent.DefaultErasePoll.String(), "run: how often this host writes its heartbeat to the ledger and removes its copies of newly erased originals; more than 0",
+		positiveDuration(func(o *options) *time.Duration { return &o.agent.ErasePoll })},
 	{"cache-dir", "OFFLOAD_CACHE_DIR", "", "hot cache: keep the most requested offloaded originals in this folder, laid out as a second document root (/static/NAME is DIR/static/NAME), which the web server serves before it redirects; needs --access-log; never the watch or archive folder (default: off)",
 		func(o *options, v string) error { o.agent.Cache.Dir = v; return nil }},
 	{"access-log", "OFFLOAD_ACCESS_LOG", "", "the web server's access log (Common or Combined Log Format; rotation handled): each 302 under the URL prefix is a miss, each 200 for a cached file a hit",

@@ -628,3 +628,26 @@ func TestPruneSettingsArePrunes(t *testing.T) {
 		t.Errorf("OFFLOAD_PRUNE_MIN_AGE=720h: %v, min age %v; want 720h", err, o.pruneMinAge)
 	}
 }
+
+// TestErasePollIsRuns: run takes --erase-poll (and OFFLOAD_ERASE_POLL),
+// default a minute, more than 0; once does not poll for erasures, says so
+// in its help, and refuses the flag.
+func TestErasePollIsRuns(t *testing.T) {
+	o, err := parseFlags("run", nil, func(k string) string { return map[string]string{"OFFLOAD_ERASE_POLL": "30s"}[k] })
+	if err != nil || o.agent.ErasePoll != 30*time.Second {
+		t.Errorf("run with OFFLOAD_ERASE_POLL=30s: %v, erase poll %v; want 30s", err, o.agent.ErasePoll)
+	}
+	if _, err := parseFlags("run", []string{"--erase-poll", "0s"}, func(string) string { return "" }); err == nil || !strings.Contains(err.Error(), "want more than 0") {
+		t.Errorf("run --erase-poll 0s: %v; want refused", err)
+	}
+	if help, _, _ := cli(nil, "run", "--help"); !strings.Contains(help, "--erase-poll") || !strings.Contains(help, "OFFLOAD_ERASE_POLL, default 1m0s") {
+		t.Errorf("run --help does not list --erase-poll with its default:\n%s", help)
+	}
+	help, _, _ := cli(nil, "once", "--help")
+	if strings.Contains(help, "OFFLOAD_ERASE_POLL") || !strings.Contains(help, "once does not poll") {
+		t.Errorf("once --help lists --erase-poll, or does not say once does not poll:\n%s", help)
+	}
+	if _, err := parseFlags("once", []string{"--erase-poll", "1m"}, func(string) string { return "" }); err == nil || !strings.Contains(err.Error(), "unknown flag --erase-poll") {
+		t.Errorf("once --erase-poll 1m: %v; want unknown flag", err)
+	}
+}

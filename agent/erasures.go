@@ -1,0 +1,360 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"path"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"golang.org/x/sys/unix"
+
+	"github.com/photosleeve/offload"
+)
+
+// erasureOverlap is how far before its watermark each look at the
+// erasures index starts. The index is read eventually consistently only
+// ("All reads from GSIs and streams are eventually consistent",
+// https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/HowItWorks.ReadConsistency.html),
+// so a tombstone may show there after a later one did; and erased_at is
+// stamped by the clock of the machine that ran erase. Ten minutes is a
+// chosen margin, not a measurement: handling an erasure twice is harmless.
+const erasureOverlap = 10 * time.Minute
+
+// forgetter makes this host forget erased originals: every ErasePoll it
+// writes the host's heartbeat, looks for the erasures of its key prefix
+// since its watermark, removes its own copies of each (watch folder,
+// archive, upload record, pending proof, hot cache) and acknowledges it on
+// the tombstone (acked_by). Only the daemon runs it.
+//
+// Guarantees: an erasure is acknowledged only once this host's copies are
+// gone; a file a worker is offloading is left for the next poll; nothing is
+// removed through a symlink (folders are opened one name at a time without
+// following one, and a symlink at the name is removed itself, never its
+// target). A failure (DynamoDB unreachable, a file that cannot be removed)
+// is logged and counted, and the next poll tries again; offloading never
+// waits for it.
+type forgetter struct {
+	a  *Agent
+	db *dynamodb.Client
+	// loaded: the heartbeat item was read, so through is what this host
+	// acknowledged before (a heartbeat is never written before, lest it
+	// reset the watermark of a host that was down).
+	loaded  bool
+	through time.Time // erasures_through: every erasure up to it is acknowledged
+	// acked are the keys acknowledged by this run, with their erased_at,
+	// so that the overlap does not redo them every poll; those that fall
+	// out of the overlap are dropped.
+	acked map[string]time.Time
+}
+
+// forgetEvery runs the forgetter: a poll at once, then every ErasePoll
+// until ctx ends.
+func (a *Agent) forgetEvery(ctx context.Context) {
+	f := &forgetter{a: a, db: a.ledgerClient, acked: map[string]time.Time{}}
+	t := time.NewTicker(a.cfg.ErasePoll)
+	defer t.Stop()
+	for {
+		if err := f.poll(ctx); err != nil && ctx.Err() == nil {
+			a.stats.ErasurePollFailures.Add(1)
+			a.log.Warn("erasure poll failed; the next poll tries again, offloading goes on", "err", err, "next_in", a.cfg.ErasePoll)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// poll is one round: heartbeat, look, forget, acknowledge.
+func (f *forgetter) poll(ctx context.Context) error {
+	if !f.loaded {
+		if err := f.load(ctx); err != nil {
+			return err
+		}
+	}
+	if err := f.heartbeat(ctx); err != nil {
+		return err
+	}
+	erasures, err := f.look(ctx)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	var oldestLeft, newest time.Time
+	for _, e := range erasures {
+		if e.at.After(newest) {
+			newest = e.at
+		}
+		if _, done := f.acked[e.key]; done {
+			continue
+		}
+		if err := f.forget(ctx, e.key); err != nil {
+			if !errors.Is(err, errForgetLater) {
+				errs = append(errs, err)
+			}
+			if oldestLeft.IsZero() || e.at.Before(oldestLeft) {
+				oldestLeft = e.at
+			}
+			continue
+		}
+		f.acked[e.key] = e.at
+		f.a.stats.Forgotten.Add(1)
+	}
+	switch {
+	case !oldestLeft.IsZero():
+		// Just before it, so the next look (from through − overlap) finds it.
+		f.through = oldestLeft.Add(-time.Nanosecond)
+	case newest.After(f.through):
+		f.through = newest
+	}
+	for key, at := range f.acked {
+		if at.Before(f.through.Add(-erasureOverlap)) {
+			delete(f.acked, key)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// load reads this host's heartbeat item, strongly consistent: where an
+// earlier run left the watermark. No item: a new host, which looks from
+// the beginning.
+func (f *forgetter) load(ctx context.Context) error {
+	cctx, cancel := context.WithTimeout(ctx, f.a.cfg.CallTimeout)
+	defer cancel()
+	out, err := f.db.GetItem(cctx, &dynamodb.GetItemInput{
+		TableName:      aws.String(f.a.cfg.Table),
+		Key:            map[string]types.AttributeValue{offload.LedgerPartitionKey: &types.AttributeValueMemberS{Value: offload.HeartbeatKey(f.a.cfg.Host)}},
+		ConsistentRead: aws.Bool(true),
+	})
+	if err != nil {
+		return fmt.Errorf("read the heartbeat of %s: %w", f.a.cfg.Host, err)
+	}
+	if out.Item != nil {
+		hb, err := offload.HeartbeatFromItem(out.Item)
+		if err != nil {
+			return err
+		}
+		// A heartbeat of another key prefix is another site's watermark
+		// (a host renamed into a shared table): not ours to resume from.
+		if hb.KeyPrefix == f.a.cfg.Mapping.KeyPrefix {
+			f.through = hb.ErasuresThrough
+		}
+	}
+	f.loaded = true
+	f.a.log.Info("looking for erasures", "key_prefix", f.a.cfg.Mapping.KeyPrefix, "erasures_through", f.through, "every", f.a.cfg.ErasePoll)
+	return nil
+}
+
+// heartbeat writes this host's heartbeat item: alive now, through the
+// watermark.
+func (f *forgetter) heartbeat(ctx context.Context) error {
+	cctx, cancel := context.WithTimeout(ctx, f.a.cfg.CallTimeout)
+	defer cancel()
+	hb := offload.Heartbeat{Host: f.a.cfg.Host, KeyPrefix: f.a.cfg.Mapping.KeyPrefix, SeenAt: time.Now().UTC(), ErasuresThrough: f.through}
+	if _, err := f.db.PutItem(cctx, &dynamodb.PutItemInput{TableName: aws.String(f.a.cfg.Table), Item: hb.Item()}); err != nil {
+		return fmt.Errorf("write the heartbeat of %s: %w", f.a.cfg.Host, err)
+	}
+	return nil
+}
+
+// erasure is one tombstone the index showed.
+type erasure struct {
+	key string
+	at  time.Time
+}
+
+// look queries the erasures index for the key prefix's tombstones erased
+// after through − erasureOverlap (all of them with no watermark), every
+// page, oldest first.
+func (f *forgetter) look(ctx context.Context) ([]erasure, error) {
+	cond := "#in = :in"
+	names := map[string]string{"#in": offload.ErasedInAttr}
+	values := map[string]types.AttributeValue{":in": &types.AttributeValueMemberS{Value: offload.ErasedPartition(f.a.cfg.Mapping.KeyPrefix)}}
+	if !f.through.IsZero() {
+		cond += " AND #at > :since"
+		names["#at"] = offload.ErasedAtAttr
+		values[":since"] = &types.AttributeValueMemberS{Value: offload.FormatErasedAt(f.through.Add(-erasureOverlap))}
+	}
+	p := dynamodb.NewQueryPaginator(f.db, &dynamodb.QueryInput{
+		TableName:                 aws.String(f.a.cfg.Table),
+		IndexName:                 aws.String(offload.ErasuresIndex),
+		KeyConditionExpression:    aws.String(cond),
+		ExpressionAttributeNames:  names,
+		ExpressionAttributeValues: values,
+	})
+	var out []erasure
+	for p.HasMorePages() {
+		cctx, cancel := context.WithTimeout(ctx, f.a.cfg.CallTimeout)
+		page, err := p.NextPage(cctx)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("query the index %s: %w", offload.ErasuresIndex, err)
+		}
+		for _, item := range page.Items {
+			key, _ := item[offload.LedgerPartitionKey].(*types.AttributeValueMemberS)
+			at, _ := item[offload.ErasedAtAttr].(*types.AttributeValueMemberS)
+			if key == nil || at == nil {
+				continue
+			}
+			t, err := time.Parse(time.RFC3339Nano, at.Value)
+			if err != nil {
+				f.a.log.Warn("a tombstone with an unreadable erased_at: skipped", "key", key.Value, "erased_at", at.Value)
+				continue
+			}
+			out = append(out, erasure{key: key.Value, at: t})
+		}
+	}
+	return out, nil
+}
+
+// errForgetLater: a worker is offloading the key's file right now; the next
+// poll forgets it.
+var errForgetLater = errors.New("its file is being offloaded: the next poll forgets it")
+
+// forget removes this host's copies of key and then acknowledges its
+// erasure. Idempotent: what is already gone is success.
+func (f *forgetter) forget(ctx context.Context, key string) error {
+	a := f.a
+	log := a.log.With("key", key)
+	rel, err := a.cfg.Mapping.FileForKey(key)
+	if err != nil {
+		// No file of this host can have this key (the naming contract
+		// refuses it): nothing to remove, only the ledger to tell.
+		rel = ""
+	}
+	if rel != "" {
+		if !a.busy.claim(rel) {
+			log.Info("erased, but its file is being offloaded: the next poll removes it", "file", rel)
+			return errForgetLater
+		}
+		err := f.removeFiles(rel, log)
+		a.busy.release(rel)
+		if err != nil {
+			return fmt.Errorf("forget %s: %w", key, err)
+		}
+	}
+	a.s3.records.remove(key, "")
+	a.proofs.drop(key)
+	switch c := a.cache.Load(); {
+	case c != nil:
+		if c.Forget(key) {
+			log.Info("erased: removed from the hot cache")
+		}
+	case a.cfg.caching():
+		// The cache could not start: its folder may hold a copy from an
+		// earlier run, so the erasure is not acknowledged.
+		return fmt.Errorf("forget %s: the hot cache is configured but not running, and its folder %s may hold a copy", key, a.cfg.Cache.Dir)
+	}
+	if err := f.ack(ctx, key); err != nil {
+		return err
+	}
+	log.Info("erased: this host's copies are gone; acknowledged", "host", a.cfg.Host)
+	return nil
+}
+
+// removeFiles removes rel from the watch folder and the archive.
+func (f *forgetter) removeFiles(rel string, log *slog.Logger) error {
+	dirs := []string{f.a.cfg.Watch}
+	if f.a.cfg.Archive != "" {
+		dirs = append(dirs, f.a.cfg.Archive)
+	}
+	var errs []error
+	for _, dir := range dirs {
+		removed, err := removeNoFollow(dir, rel)
+		switch {
+		case err != nil:
+			errs = append(errs, err)
+		case removed:
+			log.Info("erased: removed the local copy", "path", path.Join(dir, rel))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// removeNoFollow unlinks rel below the folder dir: the folders on the way
+// are opened one name at a time without following a symlink (one there is
+// refused: errNotFolder), and a symlink at rel is removed itself. Nothing
+// there is success (removed false).
+func removeNoFollow(dir, rel string) (removed bool, err error) {
+	top, err := openFolder(dir)
+	if err != nil {
+		return false, err
+	}
+	defer top.Close()
+	d, err := top.sub(path.Dir(rel), false, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	defer d.Close()
+	err = d.remove(path.Base(rel))
+	if errors.Is(err, unix.ENOENT) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// ack adds this host to the tombstone's acked_by. The condition keeps an
+// acknowledgement from creating an item: a tombstone deleted meanwhile
+// needs none.
+func (f *forgetter) ack(ctx context.Context, key string) error {
+	cctx, cancel := context.WithTimeout(ctx, f.a.cfg.CallTimeout)
+	defer cancel()
+	_, err := f.db.UpdateItem(cctx, &dynamodb.UpdateItemInput{
+		TableName:                 aws.String(f.a.cfg.Table),
+		Key:                       map[string]types.AttributeValue{offload.LedgerPartitionKey: &types.AttributeValueMemberS{Value: key}},
+		UpdateExpression:          aws.String("ADD #acked :host"),
+		ConditionExpression:       aws.String("attribute_exists(#at)"),
+		ExpressionAttributeNames:  map[string]string{"#acked": offload.AckedByAttr, "#at": offload.ErasedAtAttr},
+		ExpressionAttributeValues: map[string]types.AttributeValue{":host": &types.AttributeValueMemberSS{Value: []string{f.a.cfg.Host}}},
+	})
+	var failed *types.ConditionalCheckFailedException
+	if errors.As(err, &failed) {
+		f.a.log.Info("erased, but the tombstone is gone from the ledger: nothing to acknowledge", "key", key)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("acknowledge the erasure of %s: %w", key, err)
+	}
+	return nil
+}
+
+// busyFiles are the files (relative paths) a worker or the forgetter acts
+// on now: each takes a file only if the other does not have it, so the
+// forgetter never removes a file while it is being offloaded, nor a
+// worker reads one being removed.
+type busyFiles struct {
+	mu sync.Mutex
+	m  map[string]struct{}
+}
+
+// claim takes rel, or reports false if someone has it.
+func (b *busyFiles) claim(rel string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, ok := b.m[rel]; ok {
+		return false
+	}
+	if b.m == nil {
+		b.m = map[string]struct{}{}
+	}
+	b.m[rel] = struct{}{}
+	return true
+}
+
+// release gives rel back.
+func (b *busyFiles) release(rel string) {
+	b.mu.Lock()
+	delete(b.m, rel)
+	b.mu.Unlock()
+}

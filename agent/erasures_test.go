@@ -1,0 +1,263 @@
+package agent_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	dbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/photosleeve/offload"
+	"github.com/photosleeve/offload/agent"
+	"github.com/photosleeve/offload/agent/hotcache"
+	"github.com/photosleeve/offload/infra/local/stacktest"
+)
+
+// testErasePoll is the erasure poll of these tests: short, so a few polls
+// pass within a wait; the rules are the same as with a minute.
+const testErasePoll = 200 * time.Millisecond
+
+// forgetWait bounds each wait for the hosts to forget: many polls.
+const forgetWait = 30 * time.Second
+
+// hostHarness is one host's harness: its own folders and --host, the
+// erasure poll short, and the key prefix given (the site's), or its own.
+func hostHarness(t *testing.T, host, keyPrefix string) *harness {
+	t.Helper()
+	h := newHarness(t)
+	// Heartbeats are per host name in the shared table: the tests that
+	// run at once each name their hosts apart.
+	h.cfg.Host = host + "-" + path.Base(h.cfg.Mapping.KeyPrefix)
+	h.cfg.ErasePoll = testErasePoll
+	if keyPrefix != "" {
+		h.cfg.Mapping.KeyPrefix = keyPrefix
+	}
+	return h
+}
+
+// erase runs the erase of rel's key as "offload-agent erase" does, with
+// the eraser's credentials (S3 through the AWS shim), and fails the test
+// unless it completes.
+func (h *harness) erase(rel string) {
+	h.t.Helper()
+	e := agent.Eraser{S3: h.st.S3For(h.t, stacktest.Eraser, h.st.AWSShimEndpoint(h.t)), DB: h.db,
+		Bucket: h.st.Bucket, Table: h.st.Table, KeyPrefix: h.cfg.Mapping.KeyPrefix, By: "tester", Why: "test"}
+	if r := e.Erase(context.Background(), h.key(rel)); !r.Done() {
+		h.t.Fatalf("erase %s: %+v", rel, r)
+	}
+}
+
+// heartbeat reads host's heartbeat item; ok is false without one.
+func (h *harness) heartbeat(host string) (hb offload.Heartbeat, ok bool) {
+	h.t.Helper()
+	out, err := h.db.GetItem(context.Background(), &dynamodb.GetItemInput{
+		TableName:      aws.String(h.st.Table),
+		Key:            map[string]dbtypes.AttributeValue{offload.LedgerPartitionKey: &dbtypes.AttributeValueMemberS{Value: offload.HeartbeatKey(host)}},
+		ConsistentRead: aws.Bool(true),
+	})
+	if err != nil {
+		h.t.Fatalf("heartbeat %s: %v", host, err)
+	}
+	if out.Item == nil {
+		return hb, false
+	}
+	if hb, err = offload.HeartbeatFromItem(out.Item); err != nil {
+		h.t.Fatalf("heartbeat %s: %v", host, err)
+	}
+	return hb, true
+}
+
+// acked reports whether every host named acknowledged rel's erasure.
+func (h *harness) acked(rel string, hosts ...string) bool {
+	h.t.Helper()
+	e := h.ledgerItem(rel).Erasure
+	if e == nil {
+		h.t.Fatalf("%s: no erasure in the ledger", rel)
+	}
+	for _, host := range hosts {
+		if !slices.Contains(e.AckedBy, host) {
+			return false
+		}
+	}
+	return true
+}
+
+// through waits until host's heartbeat names the key prefix and has acked
+// erasures through rel's erased_at at least.
+func (h *harness) waitThrough(host, rel string) {
+	h.t.Helper()
+	at := h.ledgerItem(rel).Erasure.At
+	h.waitFor(host+"'s heartbeat through "+rel+"'s erasure", forgetWait, func() bool {
+		hb, ok := h.heartbeat(host)
+		return ok && hb.KeyPrefix == h.cfg.Mapping.KeyPrefix && !hb.ErasuresThrough.Before(at)
+	})
+}
+
+// gone reports whether nothing (file or symlink) stands at path.
+func gone(path string) bool {
+	_, err := os.Lstat(path)
+	return os.IsNotExist(err)
+}
+
+// TestForgetReachesEveryHost: two hosts of one site (one bucket, ledger and
+// key prefix; their own folders and --host). Host a offloads and archives
+// a photo; host b holds it in its hot cache. Once it is erased, within a
+// few polls a's archive and b's cache no longer hold it, both hosts have
+// acknowledged it, and both heartbeats say they are through it.
+func TestForgetReachesEveryHost(t *testing.T) {
+	t.Parallel()
+	a := hostHarness(t, "a", "")
+	b := hostHarness(t, "b", a.cfg.Mapping.KeyPrefix)
+	data := randomBytes(30<<10, 21)
+	a.write("2026/photo.jpg", data)
+	agentA, _ := a.runDaemon(a.cfg)
+	a.waitFor("the photo archived on a", time.Minute, func() bool { return a.archived("2026/photo.jpg") })
+
+	dir := t.TempDir()
+	b.cfg.Cache = hotcache.Config{Dir: filepath.Join(dir, "cache"), AccessLog: filepath.Join(dir, "access.log")}
+	if err := os.MkdirAll(b.cfg.Cache.Dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(b.cfg.Cache.AccessLog, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	agentB, _ := b.runDaemon(b.cfg)
+	b.waitFor("b's cache following the log", 10*time.Second, func() bool {
+		s := agentB.Status().Cache
+		return s != nil && s.Log.State == hotcache.StateFollowing
+	})
+	log, err := os.OpenFile(b.cfg.Cache.AccessLog, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	for i := range 3 {
+		fmt.Fprintf(log, "127.0.0.1 - - [30/Nov/2026:12:00:0%d +0000] \"GET /static/2026/photo.jpg HTTP/1.1\" 302 0 \"-\" \"test\"\n", i)
+	}
+	cached := filepath.Join(b.cfg.Cache.Dir, "static", "2026", "photo.jpg")
+	b.waitFor("the photo in b's cache", 20*time.Second, func() bool {
+		got, err := os.ReadFile(cached)
+		return err == nil && string(got) == string(data)
+	})
+
+	a.erase("2026/photo.jpg")
+	archived := filepath.Join(a.cfg.Archive, "2026", "photo.jpg")
+	a.waitFor("a's archive and b's cache without the photo, both acknowledged", forgetWait, func() bool {
+		return gone(archived) && gone(cached) && a.acked("2026/photo.jpg", a.cfg.Host, b.cfg.Host)
+	})
+	a.waitThrough(a.cfg.Host, "2026/photo.jpg")
+	a.waitThrough(b.cfg.Host, "2026/photo.jpg")
+	for host, ag := range map[string]*agent.Agent{a.cfg.Host: agentA, b.cfg.Host: agentB} {
+		got := metricSamples(t, scrape(t, ag))
+		if got["offload_erasures_forgotten_total"] != 1 || got["offload_erasure_poll_failures_total"] != 0 {
+			t.Errorf("host %s: offload_erasures_forgotten_total %v, offload_erasure_poll_failures_total %v; want 1 and 0",
+				host, got["offload_erasures_forgotten_total"], got["offload_erasure_poll_failures_total"])
+		}
+	}
+}
+
+// TestForgetAfterRestart: a host that was down when an original was erased
+// forgets it when it starts again, resuming from the erasures_through its
+// heartbeat kept (set by an earlier erasure it had acknowledged).
+func TestForgetAfterRestart(t *testing.T) {
+	t.Parallel()
+	a := hostHarness(t, "a", "")
+	a.write("old.jpg", randomBytes(1000, 22))
+	a.write("photo.jpg", randomBytes(1000, 23))
+	_, stop := a.runDaemon(a.cfg)
+	a.waitFor("both archived", time.Minute, func() bool { return a.archived("old.jpg") && a.archived("photo.jpg") })
+	a.erase("old.jpg")
+	a.waitFor("old.jpg forgotten", forgetWait, func() bool { return !a.archived("old.jpg") && a.acked("old.jpg", a.cfg.Host) })
+	a.waitThrough(a.cfg.Host, "old.jpg")
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	before, _ := a.heartbeat(a.cfg.Host)
+
+	a.erase("photo.jpg")
+	if !a.archived("photo.jpg") || a.acked("photo.jpg", a.cfg.Host) {
+		t.Fatal("photo.jpg forgotten while the agent was stopped")
+	}
+	a.runDaemon(a.cfg)
+	a.waitFor("photo.jpg forgotten after the restart", forgetWait, func() bool {
+		return !a.archived("photo.jpg") && a.acked("photo.jpg", a.cfg.Host)
+	})
+	a.waitThrough(a.cfg.Host, "photo.jpg")
+	if after, _ := a.heartbeat(a.cfg.Host); !after.ErasuresThrough.After(before.ErasuresThrough) {
+		t.Errorf("erasures_through %s after the restart; want after %s", after.ErasuresThrough, before.ErasuresThrough)
+	}
+}
+
+// TestForgetRemovesTheLinkNotItsTarget: where the archived copy was, a
+// symlink now points at a file outside the archive; the erasure removes
+// the link itself and leaves its target. A copy of the erased name back
+// in the watch folder, and the host's upload record of the key, go too.
+func TestForgetRemovesTheLinkNotItsTarget(t *testing.T) {
+	t.Parallel()
+	a := hostHarness(t, "a", "")
+	a.write("photo.jpg", randomBytes(1000, 24))
+	if err := a.once(); err != nil {
+		t.Fatalf("Once: %v", err)
+	}
+	target := filepath.Join(t.TempDir(), "target.jpg")
+	if err := os.WriteFile(target, []byte("not the agent's"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	archived := filepath.Join(a.cfg.Archive, "photo.jpg")
+	if err := os.Remove(archived); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, archived); err != nil {
+		t.Fatal(err)
+	}
+	a.erase("photo.jpg")
+	a.write("photo.jpg", randomBytes(1000, 25))
+	// An upload record that fits the file: the sweeps keep it (and the
+	// periodic one does not run within the test), so only the poller
+	// removes it.
+	agent.PlantUploadRecord(t, a.cfg.Watch, a.cfg.Host, a.key("photo.jpg"), "photo.jpg")
+	a.cfg.Rescan = time.Hour
+
+	a.runDaemon(a.cfg)
+	watched := filepath.Join(a.cfg.Watch, "photo.jpg")
+	a.waitFor("the link, the watched copy and the upload record gone, acknowledged", forgetWait, func() bool {
+		return gone(archived) && gone(watched) && !agent.HasUploadRecord(a.cfg.Watch, a.cfg.Host, a.key("photo.jpg")) && a.acked("photo.jpg", a.cfg.Host)
+	})
+	if got, err := os.ReadFile(target); err != nil || string(got) != "not the agent's" {
+		t.Errorf("the link's target: %q, %v; want it untouched", got, err)
+	}
+}
+
+// TestErasurePollFailureIsCountedAndRetried: while DynamoDB is unreachable
+// each erasure poll fails, is counted, and the daemon goes on polling; once
+// it answers, the host offloads and forgets as usual.
+func TestErasurePollFailureIsCountedAndRetried(t *testing.T) {
+	t.Parallel()
+	h := hostHarness(t, "a", "")
+	proxy := h.st.Proxy(t, h.st.DynamoDBEndpoint)
+	h.agentDB = h.st.DynamoDBAt(t, proxy.Endpoint)
+	h.cfg.CallTimeout = 5 * time.Second
+	proxy.SetEnabled(false)
+	a, _ := h.runDaemon(h.cfg)
+	h.waitFor("two failed erasure polls", forgetWait, func() bool { return a.Stats().ErasurePollFailures.Load() >= 2 })
+	if _, ok := h.heartbeat(h.cfg.Host); ok {
+		t.Fatal("a heartbeat was written while DynamoDB was unreachable")
+	}
+
+	proxy.SetEnabled(true)
+	h.write("photo.jpg", randomBytes(1000, 26))
+	h.waitFor("photo.jpg archived", time.Minute, func() bool { return h.archived("photo.jpg") })
+	h.erase("photo.jpg")
+	h.waitFor("photo.jpg forgotten", forgetWait, func() bool { return !h.archived("photo.jpg") && h.acked("photo.jpg", h.cfg.Host) })
+	h.waitThrough(h.cfg.Host, "photo.jpg")
+	if got := metricSamples(t, scrape(t, a))["offload_erasure_poll_failures_total"]; got < 2 {
+		t.Errorf("offload_erasure_poll_failures_total = %v; want at least 2", got)
+	}
+}
