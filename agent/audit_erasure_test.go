@@ -27,9 +27,9 @@ func (h *harness) hostName(name string) string {
 	return strings.ReplaceAll(strings.TrimSuffix(h.cfg.Mapping.KeyPrefix, "/"), "/", "-") + "-" + name
 }
 
-// heartbeat writes host's heartbeat item as an agent does each poll, with
+// writeHeartbeat writes host's heartbeat item as an agent does each poll, with
 // the stack's root client, and deletes it when the test ends.
-func (h *harness) heartbeat(keyPrefix, host string, seenAt time.Time) {
+func (h *harness) writeHeartbeat(keyPrefix, host string, seenAt time.Time) {
 	h.t.Helper()
 	ctx := context.Background()
 	if _, err := h.db.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(h.st.Table),
@@ -105,10 +105,10 @@ func TestAuditReportsErasures(t *testing.T) {
 		h := newHarness(t)
 		p := h.cfg.Mapping.KeyPrefix
 		a, b := h.hostName("a"), h.hostName("b")
-		h.heartbeat(p, a, time.Now())
-		h.heartbeat(p, b, time.Now())
+		h.writeHeartbeat(p, a, time.Now())
+		h.writeHeartbeat(p, b, time.Now())
 		// (f) A live host of another key prefix never acknowledges ours.
-		h.heartbeat(p+"other/", h.hostName("other"), time.Now())
+		h.writeHeartbeat(p+"other/", h.hostName("other"), time.Now())
 		key := h.key("gone.jpg")
 		h.markErased(p, key, longAgo)
 		h.eraseDone(key)
@@ -128,9 +128,9 @@ func TestAuditReportsErasures(t *testing.T) {
 		h := newHarness(t)
 		p := h.cfg.Mapping.KeyPrefix
 		live, down, acked := h.hostName("live"), h.hostName("down"), h.hostName("acked")
-		h.heartbeat(p, live, time.Now())
-		h.heartbeat(p, down, longAgo)
-		h.heartbeat(p, acked, time.Now())
+		h.writeHeartbeat(p, live, time.Now())
+		h.writeHeartbeat(p, down, longAgo)
+		h.writeHeartbeat(p, acked, time.Now())
 		key := h.key("gone.jpg")
 		h.markErased(p, key, longAgo)
 		h.eraseDone(key)
@@ -236,7 +236,7 @@ func TestAuditCommandErasures(t *testing.T) {
 	p := h.cfg.Mapping.KeyPrefix
 	host := h.hostName("web")
 	seen := time.Now().Add(-10 * time.Minute).UTC().Truncate(time.Second)
-	h.heartbeat(p, host, seen)
+	h.writeHeartbeat(p, host, seen)
 	key := h.key("gone.jpg")
 	h.markErased(p, key, time.Now().Add(-time.Hour))
 	h.eraseDone(key)

@@ -54,8 +54,8 @@ func (h *harness) erase(rel string) {
 	}
 }
 
-// heartbeat reads host's heartbeat item; ok is false without one.
-func (h *harness) heartbeat(host string) (hb offload.Heartbeat, ok bool) {
+// readHeartbeat reads host's heartbeat item; ok is false without one.
+func (h *harness) readHeartbeat(host string) (hb offload.Heartbeat, ok bool) {
 	h.t.Helper()
 	out, err := h.db.GetItem(context.Background(), &dynamodb.GetItemInput{
 		TableName:      aws.String(h.st.Table),
@@ -95,7 +95,7 @@ func (h *harness) waitThrough(host, rel string) {
 	h.t.Helper()
 	at := h.ledgerItem(rel).Erasure.At
 	h.waitFor(host+"'s heartbeat through "+rel+"'s erasure", forgetWait, func() bool {
-		hb, ok := h.heartbeat(host)
+		hb, ok := h.readHeartbeat(host)
 		return ok && hb.KeyPrefix == h.cfg.Mapping.KeyPrefix && !hb.ErasuresThrough.Before(at)
 	})
 }
@@ -179,7 +179,7 @@ func TestForgetAfterRestart(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	before, _ := a.heartbeat(a.cfg.Host)
+	before, _ := a.readHeartbeat(a.cfg.Host)
 
 	a.erase("photo.jpg")
 	if !a.archived("photo.jpg") || a.acked("photo.jpg", a.cfg.Host) {
@@ -190,7 +190,7 @@ func TestForgetAfterRestart(t *testing.T) {
 		return !a.archived("photo.jpg") && a.acked("photo.jpg", a.cfg.Host)
 	})
 	a.waitThrough(a.cfg.Host, "photo.jpg")
-	if after, _ := a.heartbeat(a.cfg.Host); !after.ErasuresThrough.After(before.ErasuresThrough) {
+	if after, _ := a.readHeartbeat(a.cfg.Host); !after.ErasuresThrough.After(before.ErasuresThrough) {
 		t.Errorf("erasures_through %s after the restart; want after %s", after.ErasuresThrough, before.ErasuresThrough)
 	}
 }
@@ -247,7 +247,7 @@ func TestErasurePollFailureIsCountedAndRetried(t *testing.T) {
 	proxy.SetEnabled(false)
 	a, _ := h.runDaemon(h.cfg)
 	h.waitFor("two failed erasure polls", forgetWait, func() bool { return a.Stats().ErasurePollFailures.Load() >= 2 })
-	if _, ok := h.heartbeat(h.cfg.Host); ok {
+	if _, ok := h.readHeartbeat(h.cfg.Host); ok {
 		t.Fatal("a heartbeat was written while DynamoDB was unreachable")
 	}
 
