@@ -83,9 +83,11 @@ func (l *dynamoLedger) record(ctx context.Context, r offload.Record) error {
 // (https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_PutItem.html);
 // it is returned as an error to retry, not as a conflict.
 func (l *dynamoLedger) replace(ctx context.Context, old, r offload.Record) error {
-	// "size" is a DynamoDB reserved word, hence the names.
-	cond := "#crc = :crc AND #size = :size"
-	names := map[string]string{"#crc": "crc64nvme", "#size": "size", "#version": "version_id"}
+	// "size" is a DynamoDB reserved word, hence the names. A tombstone
+	// keeps the erased item's size, checksum and version: an erasure that
+	// came after this agent read the item fails the condition too.
+	cond := "#crc = :crc AND #size = :size AND attribute_not_exists(#erased)"
+	names := map[string]string{"#crc": "crc64nvme", "#size": "size", "#version": "version_id", "#erased": offload.ErasedAtAttr}
 	values := map[string]types.AttributeValue{
 		":crc":  &types.AttributeValueMemberS{Value: old.CRC64NVME},
 		":size": &types.AttributeValueMemberN{Value: strconv.FormatInt(old.Size, 10)},
