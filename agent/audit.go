@@ -34,6 +34,7 @@ const (
 	ErasureIncomplete   = "erasure-incomplete"    // a tombstone without erase_done: S3 may still hold versions or uploads of the key
 	ErasurePending      = "erasure-pending"       // erase is done in S3, but a known host of the key prefix has not acknowledged it
 	ErasedObjectPresent = "erased-object-present" // a tombstone whose key answers a HEAD: a version came back
+	ErasedCopyPresent   = "erased-copy-present"   // a file in the watch folder, the archive or the hot cache whose key is erased: a host has not removed it
 )
 
 // ErasureHost is a known host of the key prefix (it wrote a heartbeat) that
@@ -262,19 +263,26 @@ func (au *audit) erasures(ctx context.Context, hosts []offload.Heartbeat, erased
 			au.count(func(s *AuditSummary) { s.Pending++ })
 			continue
 		}
+		if len(hosts) == 0 {
+			// No agent of this prefix has written a heartbeat (agents
+			// that only run once, or older ones): none confirms it
+			// removed its copies, so the erasure is not complete.
+			au.async(ctx, func(ctx context.Context) { au.checkErasure(ctx, rec, nil, true) })
+			continue
+		}
 		var missing []ErasureHost
 		for _, h := range hosts {
 			if !slices.Contains(rec.Erasure.AckedBy, h.Host) {
 				missing = append(missing, ErasureHost{Host: h.Host, Live: now.Sub(h.SeenAt) <= timeout, SeenAt: h.SeenAt})
 			}
 		}
-		au.async(ctx, func(ctx context.Context) { au.checkErasure(ctx, rec, missing) })
+		au.async(ctx, func(ctx context.Context) { au.checkErasure(ctx, rec, missing, false) })
 	}
 }
 
 // checkErasure reports what an erasure still lacks, given the known hosts
-// that have not acknowledged it.
-func (au *audit) checkErasure(ctx context.Context, rec offload.Record, missing []ErasureHost) {
+// that have not acknowledged it (noHosts: no host of the prefix is known).
+func (au *audit) checkErasure(ctx context.Context, rec offload.Record, missing []ErasureHost, noHosts bool) {
 	path := rec.Path
 	if path == "" {
 		path, _ = au.a.cfg.Mapping.FileForKey(rec.Key)
@@ -301,6 +309,10 @@ func (au *audit) checkErasure(ctx context.Context, rec offload.Record, missing [
 			detail += "; not yet acknowledged by " + hostList(missing)
 		}
 		au.found(Discrepancy{Kind: ErasureIncomplete, Key: rec.Key, Path: path, Detail: detail, Hosts: missing})
+	case noHosts:
+		complete = false
+		au.found(Discrepancy{Kind: ErasurePending, Key: rec.Key, Path: path,
+			Detail: erased + "; no host of this key prefix has written a heartbeat, so none has confirmed that it removed its copies (agents that only run once, or older than erasure, write none)"})
 	case len(missing) > 0:
 		complete = false
 		au.found(Discrepancy{Kind: ErasurePending, Key: rec.Key, Path: path, Hosts: missing,
@@ -453,6 +465,9 @@ func (au *audit) cache(ctx context.Context) error {
 				case !ok:
 					au.found(Discrepancy{Kind: CachedNotInLedger, Key: keys[i], Path: f.rel,
 						Detail: fmt.Sprintf("%s: %d bytes; remove it, the web server serves it", f.path, f.size)})
+				case rec.Erased():
+					au.found(Discrepancy{Kind: ErasedCopyPresent, Key: keys[i], Path: f.rel,
+						Detail: fmt.Sprintf("%s: %d bytes of an original erased at %s; the web server serves it: remove it (the host's agent does when it runs)", f.path, f.size, rec.Erasure.At.Format(time.RFC3339))})
 				case rec.Size != f.size || rec.CRC64NVME != f.sum:
 					au.found(Discrepancy{Kind: CachedMismatch, Key: keys[i], Path: f.rel,
 						Detail: fmt.Sprintf("cache: %d bytes, crc64nvme %s; ledger: %d bytes, crc64nvme %s; remove it, the web server serves it", f.size, f.sum, rec.Size, rec.CRC64NVME)})
@@ -572,11 +587,21 @@ func (au *audit) checkFile(ctx context.Context, p, rel, key string, size int64, 
 	obj, err := au.a.s3.head(ctx, key)
 	switch {
 	case errors.Is(err, offload.ErrNotFound):
-		kind := LocalNotInS3
+		kind, detail := LocalNotInS3, fmt.Sprintf("%d bytes", size)
 		if archived {
 			kind = ArchivedNotInS3
 		}
-		au.found(Discrepancy{Kind: kind, Key: key, Path: rel, Detail: fmt.Sprintf("%d bytes", size)})
+		// Not in S3 because it was erased? Then it is a copy the host has
+		// not removed, not an original never proven.
+		recs, lerr := au.ledgerItems(ctx, []string{key}, false)
+		if lerr != nil {
+			au.failed(lerr)
+			return
+		}
+		if rec, ok := recs[key]; ok && rec.Erased() {
+			kind, detail = ErasedCopyPresent, fmt.Sprintf("%d bytes of an original erased at %s: the host's agent removes its copy when it runs", size, rec.Erasure.At.Format(time.RFC3339))
+		}
+		au.found(Discrepancy{Kind: kind, Key: key, Path: rel, Detail: detail})
 		return
 	case err != nil:
 		au.failed(err)

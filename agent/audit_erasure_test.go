@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -185,6 +187,9 @@ func TestAuditReportsErasures(t *testing.T) {
 		key := h.key("back.jpg")
 		h.markErased(h.cfg.Mapping.KeyPrefix, key, longAgo)
 		h.eraseDone(key)
+		host := h.hostName("a")
+		h.writeHeartbeat(h.cfg.Mapping.KeyPrefix, host, time.Now())
+		h.ack(key, host)
 		if _, err := h.s3.PutObject(context.Background(), &s3.PutObjectInput{Bucket: aws.String(h.cfg.Bucket), Key: aws.String(key), Body: bytes.NewReader([]byte("again"))}); err != nil {
 			t.Fatal(err)
 		}
@@ -192,6 +197,21 @@ func TestAuditReportsErasures(t *testing.T) {
 		got, sum := h.auditAsItself(agent.AuditOptions{})
 		if len(got) != 1 || got[0].Kind != agent.ErasedObjectPresent || got[0].Key != key || !strings.Contains(got[0].Detail, "offload-agent erase --why REASON "+key) {
 			t.Errorf("audit found %+v; want one %s of %s that says to run offload-agent erase --why REASON %s", got, agent.ErasedObjectPresent, key, key)
+		}
+		if sum.ErasuresComplete != 0 || sum.ErasuresPending != 1 {
+			t.Errorf("summary %+v; want 1 erasure pending", sum)
+		}
+	})
+
+	t.Run("no host known", func(t *testing.T) {
+		t.Parallel()
+		h := newHarness(t)
+		key := h.key("nobody.jpg")
+		h.markErased(h.cfg.Mapping.KeyPrefix, key, longAgo)
+		h.eraseDone(key)
+		got, sum := h.auditAsItself(agent.AuditOptions{})
+		if len(got) != 1 || got[0].Kind != agent.ErasurePending || !strings.Contains(got[0].Detail, "no host of this key prefix") {
+			t.Errorf("audit found %+v; want one %s saying no host is known", got, agent.ErasurePending)
 		}
 		if sum.ErasuresComplete != 0 || sum.ErasuresPending != 1 {
 			t.Errorf("summary %+v; want 1 erasure pending", sum)
@@ -291,5 +311,49 @@ func TestAuditCommandErasures(t *testing.T) {
 	h.ack(key, host)
 	if out, _, code := audit(); code != 0 || !strings.Contains(out, "no discrepancies") || !strings.Contains(out, "1 erasures: 1 complete, 0 pending") {
 		t.Errorf("audit after the ack: exit %d, output:\n%s\nwant 0, the erasure complete", code, out)
+	}
+}
+
+// TestAuditFindsErasedCopies: an erasure that S3 finished and every known
+// host acknowledged is still not clean while a copy of the original is
+// left in a hot cache (the web server serves it) or an archive: each is
+// erased-copy-present, not "complete" and not archived-not-in-s3 (which
+// reads as an original never proven). Before, the cached copy passed the
+// cache check (its size and checksum are the tombstone's) and the
+// archived one was archived-not-in-s3.
+func TestAuditFindsErasedCopies(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	data := randomBytes(3000, 7)
+	h.write("a.jpg", data)
+	h.write("b.jpg", randomBytes(3001, 8))
+	if err := h.once(); err != nil {
+		t.Fatalf("Once: %v", err)
+	}
+	cacheDir := t.TempDir()
+	cached := filepath.Join(cacheDir, "static", "a.jpg")
+	os.MkdirAll(filepath.Dir(cached), 0o755)
+	if err := os.WriteFile(cached, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.eraseOffloaded("a.jpg") // the archived copy goes, the cached one stays
+	h.markErased(h.cfg.Mapping.KeyPrefix, h.key("b.jpg"), time.Now())
+	h.deleteVersions(h.key("b.jpg")) // the archived copy of b.jpg stays
+	host := h.hostName("web")
+	h.writeHeartbeat(h.cfg.Mapping.KeyPrefix, host, time.Now())
+	for _, rel := range []string{"a.jpg", "b.jpg"} {
+		h.eraseDone(h.key(rel))
+		h.ack(h.key(rel), host)
+	}
+
+	h.agentS3 = h.st.S3For(t, stacktest.Audit, h.st.AWSShimEndpoint(t))
+	var got []string
+	if _, err := h.newAgent(h.cfg).Audit(context.Background(), agent.AuditOptions{CacheDir: cacheDir}, func(d agent.Discrepancy) { got = append(got, d.Kind+" "+d.Path) }); err != nil {
+		t.Errorf("Audit: %v", err)
+	}
+	slices.Sort(got)
+	want := []string{agent.ErasedCopyPresent + " a.jpg", agent.ErasedCopyPresent + " b.jpg"}
+	if !slices.Equal(got, want) {
+		t.Errorf("audit found %q; want %q", got, want)
 	}
 }

@@ -135,8 +135,8 @@ func (h *harness) eraseOffloaded(rel string) {
 // TestAuditSkipsTombstones: an erased original's item, and the tombstone
 // of a key never recorded (no size), are not "ledger-object-missing":
 // their objects are meant to be gone. The audit neither fails on them nor
-// counts them as ledger items; erase finished both (erase_done) and no host
-// of the key prefix is known, so both erasures are complete.
+// counts them as ledger items; erase finished both (erase_done) and the one
+// host of the key prefix acknowledged both, so both erasures are complete.
 func TestAuditSkipsTombstones(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
@@ -149,6 +149,10 @@ func TestAuditSkipsTombstones(t *testing.T) {
 	h.markErased(h.cfg.Mapping.KeyPrefix, h.key("never.jpg"), time.Now())
 	h.eraseDone(h.key("erased.jpg"))
 	h.eraseDone(h.key("never.jpg"))
+	host := h.hostName("web")
+	h.writeHeartbeat(h.cfg.Mapping.KeyPrefix, host, time.Now())
+	h.ack(h.key("erased.jpg"), host)
+	h.ack(h.key("never.jpg"), host)
 
 	h.agentS3 = h.st.S3For(t, stacktest.Audit, h.st.AWSShimEndpoint(t))
 	var got []string
