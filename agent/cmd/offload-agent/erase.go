@@ -101,7 +101,10 @@ func eraseCommand(args []string, getenv func(string) string, stdout, stderr io.W
 
 // eraseKeys maps each argument to its object key: a URL path (starting
 // with "/") by the URL prefix, anything else as a key under the key
-// prefix; duplicates once. Every refusal is the naming contract's.
+// prefix; duplicates once. Every refusal is the naming contract's. A URL
+// path is cut at "?" or "#" first, as the resolver cuts a request's path
+// (lambda's requestPath): a pasted signed link then names the original it
+// serves. A key is taken whole: "?" and "#" are valid in a key.
 func eraseKeys(m offload.Mapping, args []string) ([]string, error) {
 	if err := m.Validate(); err != nil {
 		return nil, err
@@ -114,7 +117,11 @@ func eraseKeys(m offload.Mapping, args []string) ([]string, error) {
 		key := a
 		var err error
 		if strings.HasPrefix(a, "/") {
-			key, err = m.KeyForURL(a)
+			p := a
+			if i := strings.IndexAny(p, "?#"); i >= 0 {
+				p = p[:i]
+			}
+			key, err = m.KeyForURL(p)
 		} else {
 			_, err = m.FileForKey(a)
 		}
