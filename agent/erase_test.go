@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os/exec"
 	"slices"
 	"strings"
@@ -438,5 +439,39 @@ func TestEraseNotDoneWhenAPutRacesIt(t *testing.T) {
 	}
 	if e := h.ledgerItem("race.jpg").Erasure; e == nil || e.Done.IsZero() {
 		t.Errorf("after the re-run: erasure %+v; want erase_done set", e)
+	}
+}
+
+// TestEraseWithoutS3sDateUsesItsClock: when S3's answer has no Date, erase
+// stamps erased_at by this machine's clock, and still erases.
+func TestEraseWithoutS3sDateUsesItsClock(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	key := h.key("nodate.jpg")
+	if _, err := h.s3.PutObject(context.Background(), &s3.PutObjectInput{Bucket: aws.String(h.st.Bucket), Key: aws.String(key), Body: bytes.NewReader([]byte("x"))}); err != nil {
+		t.Fatal(err)
+	}
+	proxy := faultyS3(t, h.st.AWSShimEndpoint(t), func(w http.ResponseWriter, r *http.Request, forward http.Handler) bool {
+		if r.Method != http.MethodGet || r.URL.Query().Get("max-keys") != "1" {
+			return false
+		}
+		rec := httptest.NewRecorder()
+		forward.ServeHTTP(rec, r)
+		for k, v := range rec.Header() {
+			w.Header()[k] = v
+		}
+		w.Header()["Date"] = nil // net/http then sends none
+		w.WriteHeader(rec.Code)
+		w.Write(rec.Body.Bytes())
+		return true
+	})
+	e := h.eraser(proxy)
+	clock := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
+	agent.SetEraserClock(e, func() time.Time { return clock })
+	if r := e.Erase(context.Background(), key); !r.Done() || r.Versions != 1 {
+		t.Errorf("erase without S3's Date: %+v; want done, 1 version removed", r)
+	}
+	if at := h.ledgerItem("nodate.jpg").Erasure; at == nil || !at.At.Equal(clock) {
+		t.Errorf("erasure %+v; want erased_at %s, this machine's clock", at, clock)
 	}
 }
