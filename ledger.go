@@ -38,7 +38,7 @@ type Record struct {
 
 // Erasure is what the ledger records about an erased original.
 type Erasure struct {
-	At      time.Time // when it was first marked (UTC); a re-run keeps it
+	At      time.Time // when it was marked (UTC, S3's clock); a re-run stamps it again
 	By, Why string    // who asked, and why, as the operator said
 	// Done is when every version, delete marker and open upload of the
 	// key was gone from S3; zero while some remain (a re-run finishes).

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -18,18 +20,22 @@ import (
 )
 
 // Eraser removes originals for good, one key at a time ("offload-agent
-// erase"): it marks the ledger item erased, then deletes every version and
-// delete marker of exactly that key and aborts its open multipart uploads.
-// It runs with the template's EraserPolicy, not the agent's: the agent
-// can never delete a version.
+// erase"): it marks the ledger item erased, then aborts the key's open
+// multipart uploads, deletes every version and delete marker of exactly
+// that key, and lists its versions once more. It runs with the template's
+// EraserPolicy, not the agent's: the agent can never delete a version.
 //
 // Guarantees: nothing is deleted before the ledger says the key is erased,
 // so the resolver refuses it from then on; the mark stays whatever fails,
-// and EraseDoneAttr is set only once S3 held nothing of the key. What
-// S3 refuses (a version under Object Lock, MFA delete, a missing
-// permission) is reported, never forced: no governance bypass is sent.
-// An object written to the key after the listing survives; a re-run
-// removes it. Erase is idempotent: a second run finds nothing to remove.
+// and EraseDoneAttr is set only when the last listing showed nothing of
+// the key. What S3 refuses (a version under Object Lock, MFA delete, a
+// missing permission) is reported, never forced: no governance bypass is
+// sent. Uploads are aborted first, so none completes into a version after
+// the deletes; an object written to the key during the deletes shows in
+// the last listing, and the key is reported not done (a re-run removes
+// it). erased_at is S3's clock, not this machine's, and each run stamps it
+// again, so every host looks at the erasure again. Erase is idempotent: a
+// second run finds nothing to remove.
 type Eraser struct {
 	S3     *s3.Client
 	DB     *dynamodb.Client
@@ -41,6 +47,8 @@ type Eraser struct {
 	By, Why   string // who asked, and why: recorded on the tombstone
 	// CallTimeout bounds each call; zero is DefaultCallTimeout.
 	CallTimeout time.Duration
+
+	now func() time.Time // this machine's clock, when S3 gives no Date; tests set it
 }
 
 // EraseReport is what Erase did to one key: what it removed, and each call
@@ -51,12 +59,19 @@ type EraseReport struct {
 	DeleteMarkers int            `json:"delete_markers"` // delete markers deleted
 	Uploads       int            `json:"uploads"`        // open multipart uploads aborted
 	Failures      []EraseFailure `json:"failures,omitempty"`
+	// Left is how many versions and delete markers the last listing still
+	// showed: written to the key during the erase. A re-run removes them.
+	Left int `json:"left,omitempty"`
+	// NothingFound: the ledger had no item for the key and S3 held nothing
+	// of it. The name is likely wrong (a typo, another key prefix). The
+	// mark stays, so a host holding a file by that name removes it.
+	NothingFound bool `json:"nothing_found,omitempty"`
 }
 
-// Done reports whether the erasure is complete: nothing failed, so S3
-// holds no version, marker or upload of the key that the listings showed,
-// and the ledger says so.
-func (r EraseReport) Done() bool { return len(r.Failures) == 0 }
+// Done reports whether the erasure is complete: nothing failed, the last
+// listing showed nothing of the key, the ledger says so, and the key was
+// known (recorded in the ledger, or stored in S3).
+func (r EraseReport) Done() bool { return len(r.Failures) == 0 && r.Left == 0 && !r.NothingFound }
 
 // EraseFailure is one call of an erasure that failed.
 type EraseFailure struct {
@@ -69,6 +84,10 @@ type EraseFailure struct {
 	// Permission is the IAM action the call needs, set when it was refused
 	// for want of one (403 AccessDenied; DynamoDB's AccessDeniedException).
 	Permission string `json:"missing_permission,omitempty"`
+	// Cause is why S3 refused, and what to do, when the refusal is not for
+	// want of a permission (Object Lock, MFA delete): then Permission is
+	// empty.
+	Cause string `json:"cause,omitempty"`
 }
 
 func (f EraseFailure) String() string {
@@ -87,7 +106,10 @@ func (f EraseFailure) String() string {
 		s += f.Code + ": "
 	}
 	s += f.Message
-	if f.Permission != "" {
+	switch {
+	case f.Cause != "":
+		s += " (" + f.Cause + ")"
+	case f.Permission != "":
 		s += " (missing permission " + f.Permission + ")"
 	}
 	return s
@@ -98,6 +120,7 @@ func (f EraseFailure) String() string {
 const (
 	eraseMark          = "mark the ledger item"
 	eraseListVersions  = "list versions"
+	eraseCheck         = "list versions again"
 	eraseDeleteVersion = "delete version"
 	eraseDeleteMarker  = "delete marker"
 	eraseListUploads   = "list uploads"
@@ -108,6 +131,7 @@ const (
 var erasePermission = map[string]string{
 	eraseMark:          "dynamodb:UpdateItem",
 	eraseListVersions:  "s3:ListBucketVersions",
+	eraseCheck:         "s3:ListBucketVersions",
 	eraseDeleteVersion: "s3:DeleteObjectVersion",
 	eraseDeleteMarker:  "s3:DeleteObjectVersion",
 	eraseListUploads:   "s3:ListBucketMultipartUploads",
@@ -115,22 +139,36 @@ var erasePermission = map[string]string{
 	eraseRecordDone:    "dynamodb:UpdateItem",
 }
 
-// Erase erases key: mark, delete versions and markers, abort uploads,
-// record done. A failed mark stops it before anything is deleted; any
-// other failure leaves the rest to do and EraseDoneAttr unset.
+// Erase erases key: mark, abort uploads, delete versions and markers,
+// list again, record done. A failed mark stops it before anything is
+// deleted; any other failure, or anything the last listing shows, leaves
+// the rest to a re-run and EraseDoneAttr unset. A key the ledger never
+// recorded and S3 never held is recorded done but reported not done
+// (NothingFound).
 func (e *Eraser) Erase(ctx context.Context, key string) EraseReport {
 	r := EraseReport{Key: key}
-	if err := e.mark(ctx, key); err != nil {
+	known, err := e.mark(ctx, key, e.s3Now(ctx, key))
+	if err != nil {
 		r.fail(eraseMark, "", "", err)
 		return r
 	}
+	e.abortUploads(ctx, &r) // first: none can then complete into a version
 	e.deleteVersions(ctx, &r)
-	e.abortUploads(ctx, &r)
-	if r.Done() {
-		if err := e.recordDone(ctx, key); err != nil {
-			r.fail(eraseRecordDone, "", "", err)
-		}
+	if len(r.Failures) > 0 {
+		return r
 	}
+	left, err := e.listVersions(ctx, key)
+	if err != nil {
+		r.fail(eraseCheck, "", "", err)
+		return r
+	}
+	if r.Left = len(left); r.Left > 0 {
+		return r
+	}
+	if err := e.recordDone(ctx, key); err != nil {
+		r.fail(eraseRecordDone, "", "", err)
+	}
+	r.NothingFound = !known && r.Versions+r.DeleteMarkers+r.Uploads == 0
 	return r
 }
 
@@ -147,23 +185,57 @@ func attrS(v string) dbtypes.AttributeValue { return &dbtypes.AttributeValueMemb
 // erasures index sorts erased_at as time (offload.FormatErasedAt).
 func erasedNow() string { return offload.FormatErasedAt(time.Now()) }
 
-// mark makes the key's ledger item a tombstone, creating it if the key was
-// never recorded (no condition). A re-run keeps the first erased_at, so
-// the erasure's time is when it was first asked for, and clears
-// erase_done until this run has finished.
-func (e *Eraser) mark(ctx context.Context, key string) error {
+// s3Now is S3's clock, from the Date of a listing of key (one entry),
+// for erased_at. Hosts look for erasures from their watermark, the latest
+// erased_at they saw, minus erasureOverlap: a stamp from a machine whose
+// clock is further behind would never be looked at. S3's Date (whole
+// seconds; serverTime) is the one clock every eraser shares. An error
+// answer has a Date too; only without one (S3 unreachable) is this
+// machine's clock used, and the mark goes ahead: the resolver must stop
+// serving the key even then.
+func (e *Eraser) s3Now(ctx context.Context, key string) time.Time {
 	ctx, cancel := context.WithTimeout(ctx, e.callTimeout())
 	defer cancel()
-	_, err := e.DB.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+	out, err := e.S3.ListObjectVersions(ctx, &s3.ListObjectVersionsInput{Bucket: aws.String(e.Bucket), Prefix: aws.String(key), MaxKeys: aws.Int32(1)})
+	if err == nil {
+		if t, ok := serverTime(out.ResultMetadata); ok {
+			return t
+		}
+	}
+	var re *smithyhttp.ResponseError
+	if errors.As(err, &re) && re.Response != nil {
+		if t, err := http.ParseTime(re.Response.Header.Get("Date")); err == nil {
+			return t
+		}
+	}
+	if e.now != nil {
+		return e.now()
+	}
+	return time.Now()
+}
+
+// mark makes the key's ledger item a tombstone stamped at, creating it if
+// the key was never recorded (no condition), and reports whether an item
+// was there before. A re-run stamps erased_at again, so that every host,
+// whatever its watermark, looks at the erasure again (handling it twice is
+// harmless), and clears erase_done until this run has finished.
+func (e *Eraser) mark(ctx context.Context, key string, at time.Time) (existed bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, e.callTimeout())
+	defer cancel()
+	out, err := e.DB.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName:        aws.String(e.Table),
 		Key:              map[string]dbtypes.AttributeValue{offload.LedgerPartitionKey: attrS(key)},
-		UpdateExpression: aws.String("SET #at = if_not_exists(#at, :now), #in = :in, #by = :by, #why = :why REMOVE #done"),
+		UpdateExpression: aws.String("SET #at = :at, #in = :in, #by = :by, #why = :why REMOVE #done"),
 		ExpressionAttributeNames: map[string]string{"#at": offload.ErasedAtAttr, "#in": offload.ErasedInAttr,
 			"#by": offload.ErasedByAttr, "#why": offload.ErasedWhyAttr, "#done": offload.EraseDoneAttr},
-		ExpressionAttributeValues: map[string]dbtypes.AttributeValue{":now": attrS(erasedNow()),
+		ExpressionAttributeValues: map[string]dbtypes.AttributeValue{":at": attrS(offload.FormatErasedAt(at)),
 			":in": attrS(offload.ErasedPartition(e.KeyPrefix)), ":by": attrS(e.By), ":why": attrS(e.Why)},
+		ReturnValues: dbtypes.ReturnValueAllOld,
 	})
-	return err
+	if err != nil {
+		return false, err
+	}
+	return len(out.Attributes) > 0, nil
 }
 
 // recordDone sets erase_done on the tombstone mark made.
@@ -297,7 +369,27 @@ func (r *EraseReport) fail(step, versionID, uploadID string, err error) {
 		f.Status = re.HTTPStatusCode()
 	}
 	if f.Status == 403 || f.Code == "AccessDenied" || f.Code == "AccessDeniedException" {
-		f.Permission = erasePermission[step]
+		if f.Cause = refusalCause(f.Message); f.Cause == "" {
+			f.Permission = erasePermission[step]
+		}
 	}
 	r.Failures = append(r.Failures, f)
+}
+
+// refusalCause is why S3 refused a delete with 403 AccessDenied when the
+// eraser holds the permission, and what to do; empty for a plain refusal.
+// AWS answers Object Lock and MFA delete with the same code as a missing
+// permission, so only the message tells them apart: "Access Denied
+// because object protected by object lock." and "Mfa Authentication must
+// be used for this request".
+func refusalCause(message string) string {
+	m := strings.ToLower(message)
+	switch {
+	case strings.Contains(m, "object lock"):
+		return "the version is under Object Lock: wait until its retention ends, or have its legal hold removed, then run erase again"
+	case strings.Contains(m, "mfa"):
+		return "the bucket has MFA delete: a version is deleted only with the root user's MFA code, which erase does not send; " +
+			"delete it as the root user with MFA, or turn MFA delete off, then run erase again"
+	}
+	return ""
 }

@@ -5,16 +5,21 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os/exec"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	dbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 
 	"github.com/photosleeve/offload"
 	"github.com/photosleeve/offload/agent"
@@ -209,7 +214,7 @@ func TestEraseRemovesEveryVersionOfExactlyOneKey(t *testing.T) {
 }
 
 // TestEraseTwiceIsHarmless: a second erase of the same key finds nothing
-// to remove, keeps the first erasure's time, and exits 0.
+// to remove, stamps the erasure again (not before the first), and exits 0.
 func TestEraseTwiceIsHarmless(t *testing.T) {
 	t.Parallel()
 	w := newEraseWorld(t)
@@ -222,15 +227,16 @@ func TestEraseTwiceIsHarmless(t *testing.T) {
 		t.Fatalf("second erase: exit %d; want 0", code)
 	}
 	w.assertErased()
-	if got := w.item()[offload.ErasedAtAttr]; got != first {
-		t.Errorf("second erase: %s %q; want the first's, %q", offload.ErasedAtAttr, got, first)
+	if got := w.item()[offload.ErasedAtAttr]; got < first {
+		t.Errorf("second erase: %s %q; want the first's, %q, or later", offload.ErasedAtAttr, got, first)
 	}
 	if !strings.Contains(out, "0 versions, 0 delete markers, 0 uploads") {
 		t.Errorf("second erase's report; want nothing removed:\n%s", out)
 	}
 
-	// A third, by key and with --json; and a key never recorded gets a
-	// tombstone too (no size), done at once.
+	// A third, by key and with --json; and a key never recorded nor
+	// stored gets a tombstone too (no size), finished in S3, but is
+	// reported not done: its name is likely wrong.
 	out, _, code = w.eraseArgs([]string{"--json", w.key, w.cfg.Mapping.KeyPrefix + "never.jpg"})
 	var reports []agent.EraseReport
 	dec := json.NewDecoder(strings.NewReader(out))
@@ -242,13 +248,14 @@ func TestEraseTwiceIsHarmless(t *testing.T) {
 		if err := dec.Decode(&r); err != nil {
 			break
 		}
-		if !r.Done || r.Versions+r.DeleteMarkers+r.Uploads != 0 {
-			t.Errorf("erase --json: %+v; want done, nothing removed", r)
+		never := r.Key != w.key
+		if r.Done == never || r.NothingFound != never || r.Versions+r.DeleteMarkers+r.Uploads != 0 {
+			t.Errorf("erase --json: %+v; want nothing removed, and done unless the key is never.jpg", r)
 		}
 		reports = append(reports, r.EraseReport)
 	}
-	if code != 0 || len(reports) != 2 || reports[0].Key != w.key || reports[1].Key != w.cfg.Mapping.KeyPrefix+"never.jpg" {
-		t.Errorf("erase --json of two keys: exit %d, reports %+v; want 0 and one per key, in order", code, reports)
+	if code != 1 || len(reports) != 2 || reports[0].Key != w.key || reports[1].Key != w.cfg.Mapping.KeyPrefix+"never.jpg" {
+		t.Errorf("erase --json of two keys: exit %d, reports %+v; want 1 and one per key, in order", code, reports)
 	}
 	never := w.harness.ledgerItem("never.jpg")
 	if e := never.Erasure; e == nil || e.Done.IsZero() || e.By != "tester" || never.Size != 0 {
@@ -311,4 +318,160 @@ func TestEraseWithoutAGrantNamesIt(t *testing.T) {
 		t.Fatalf("re-run with the grant: exit %d; want 0", code)
 	}
 	w.assertErased()
+}
+
+// TestErasePastedSignedLink: the operator pastes the link a complaint
+// quoted, a signed link with its query (or a fragment): erase cuts it as
+// the resolver cuts a request's path, and erases the original it serves.
+func TestErasePastedSignedLink(t *testing.T) {
+	t.Parallel()
+	w := newEraseWorld(t)
+	out, _, code := w.eraseArgs([]string{"/static/a.jpg?X-Amz-Expires=900&X-Amz-Signature=abcdef#top"})
+	if code != 0 {
+		t.Fatalf("erase of a signed link: exit %d; want 0", code)
+	}
+	w.assertErased()
+	if !strings.Contains(out, "erased "+w.key+":") {
+		t.Errorf("erase's report does not name %s:\n%s", w.key, out)
+	}
+}
+
+// TestEraseNameNothingKnows: a name that the ledger never recorded and
+// under which S3 holds nothing (a typo, the wrong --key-prefix) is
+// reported not done, exit 1, with what to check; the mark stays, so a
+// host holding a file by that name removes it.
+func TestEraseNameNothingKnows(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	w := &eraseWorld{harness: h, bin: buildAgent(t), key: h.key("nothing.jpg")}
+	out, errOut, code := w.eraseArgs([]string{"/static/nothing.jpg"})
+	if code != 1 {
+		t.Errorf("erase of a name nothing knows: exit %d; want 1", code)
+	}
+	want := "nothing was recorded or stored under " + w.key + ": check the name and --key-prefix"
+	if !strings.Contains(out, "NOT DONE "+w.key) || !strings.Contains(out, want) {
+		t.Errorf("erase's report of a name nothing knows; want NOT DONE and %q:\nstdout:\n%s\nstderr:\n%s", want, out, errOut)
+	}
+	if !h.ledgerItem("nothing.jpg").Erased() {
+		t.Errorf("the mark of %s is gone; want it kept", w.key)
+	}
+}
+
+// s3Date is S3's clock now: the Date header of a listing's answer.
+func (h *harness) s3Date() time.Time {
+	h.t.Helper()
+	out, err := h.s3.ListObjectVersions(context.Background(), &s3.ListObjectVersionsInput{Bucket: aws.String(h.st.Bucket), MaxKeys: aws.Int32(1)})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	raw, _ := awsmiddleware.GetRawResponse(out.ResultMetadata).(*smithyhttp.Response)
+	if raw == nil {
+		h.t.Fatal("no raw response")
+	}
+	d, err := http.ParseTime(raw.Header.Get("Date"))
+	if err != nil {
+		h.t.Fatalf("S3's Date header: %v", err)
+	}
+	return d
+}
+
+// eraser is an Eraser with the template's EraserPolicy, S3 at endpoint.
+func (h *harness) eraser(endpoint string) *agent.Eraser {
+	return &agent.Eraser{S3: h.st.S3For(h.t, stacktest.Eraser, endpoint), DB: h.db, Bucket: h.st.Bucket, Table: h.st.Table,
+		KeyPrefix: h.cfg.Mapping.KeyPrefix, By: "tester", Why: "the subject's request"}
+}
+
+// TestEraseStampsS3sClock: erased_at is S3's clock, not the eraser's: a
+// machine 15 minutes slow (beyond the hosts' overlap) stamps no earlier
+// than S3's time before the erase; and a re-run stamps again, so an
+// erasure stamped long ago (by a slow clock, before this fix) is looked
+// at again by every host.
+func TestEraseStampsS3sClock(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.markErased(h.cfg.Mapping.KeyPrefix, h.key("old.jpg"), time.Now().Add(-time.Hour))
+	e := h.eraser(h.st.AWSShimEndpoint(t))
+	agent.SetEraserClock(e, func() time.Time { return time.Now().Add(-15 * time.Minute) })
+	before := h.s3Date()
+	for _, rel := range []string{"slow.jpg", "old.jpg"} {
+		e.Erase(context.Background(), h.key(rel))
+		at := h.ledgerItem(rel).Erasure
+		if at == nil || at.At.Before(before) {
+			t.Errorf("%s: erasure %+v; want erased_at no earlier than S3's clock before the erase, %s", rel, at, before.Format(time.RFC3339))
+		}
+	}
+}
+
+// TestEraseNotDoneWhenAPutRacesIt: an object written to the key while
+// erase deletes its versions survives that pass; erase's last listing
+// sees it, so the key is reported not done and erase_done stays unset. A
+// re-run finishes.
+func TestEraseNotDoneWhenAPutRacesIt(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	key := h.key("race.jpg")
+	put := func() {
+		if _, err := h.s3.PutObject(context.Background(), &s3.PutObjectInput{Bucket: aws.String(h.st.Bucket), Key: aws.String(key), Body: bytes.NewReader([]byte("x"))}); err != nil {
+			t.Fatalf("put %s: %v", key, err)
+		}
+	}
+	put()
+	var once sync.Once
+	proxy := faultyS3(t, h.st.AWSShimEndpoint(t), func(w http.ResponseWriter, r *http.Request, forward http.Handler) bool {
+		if r.Method != http.MethodDelete || r.URL.Query().Get("versionId") == "" {
+			return false
+		}
+		forward.ServeHTTP(w, r)
+		once.Do(put) // the racing PUT, once the version is gone
+		return true
+	})
+	r := h.eraser(proxy).Erase(context.Background(), key)
+	t.Logf("erase with a racing PUT: %+v", r)
+	if r.Done() || r.Left != 1 {
+		t.Errorf("erase with a racing PUT: done %v, left %d; want not done, 1 left", r.Done(), r.Left)
+	}
+	if e := h.ledgerItem("race.jpg").Erasure; e == nil || !e.Done.IsZero() {
+		t.Errorf("erasure %+v; want the mark without erase_done", e)
+	}
+	r = h.eraser(h.st.AWSShimEndpoint(t)).Erase(context.Background(), key)
+	if !r.Done() || r.Versions != 1 {
+		t.Errorf("re-run: %+v; want done, 1 version removed", r)
+	}
+	if e := h.ledgerItem("race.jpg").Erasure; e == nil || e.Done.IsZero() {
+		t.Errorf("after the re-run: erasure %+v; want erase_done set", e)
+	}
+}
+
+// TestEraseWithoutS3sDateUsesItsClock: when S3's answer has no Date, erase
+// stamps erased_at by this machine's clock, and still erases.
+func TestEraseWithoutS3sDateUsesItsClock(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	key := h.key("nodate.jpg")
+	if _, err := h.s3.PutObject(context.Background(), &s3.PutObjectInput{Bucket: aws.String(h.st.Bucket), Key: aws.String(key), Body: bytes.NewReader([]byte("x"))}); err != nil {
+		t.Fatal(err)
+	}
+	proxy := faultyS3(t, h.st.AWSShimEndpoint(t), func(w http.ResponseWriter, r *http.Request, forward http.Handler) bool {
+		if r.Method != http.MethodGet || r.URL.Query().Get("max-keys") != "1" {
+			return false
+		}
+		rec := httptest.NewRecorder()
+		forward.ServeHTTP(rec, r)
+		for k, v := range rec.Header() {
+			w.Header()[k] = v
+		}
+		w.Header()["Date"] = nil // net/http then sends none
+		w.WriteHeader(rec.Code)
+		w.Write(rec.Body.Bytes())
+		return true
+	})
+	e := h.eraser(proxy)
+	clock := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
+	agent.SetEraserClock(e, func() time.Time { return clock })
+	if r := e.Erase(context.Background(), key); !r.Done() || r.Versions != 1 {
+		t.Errorf("erase without S3's Date: %+v; want done, 1 version removed", r)
+	}
+	if at := h.ledgerItem("nodate.jpg").Erasure; at == nil || !at.At.Equal(clock) {
+		t.Errorf("erasure %+v; want erased_at %s, this machine's clock", at, clock)
+	}
 }

@@ -190,8 +190,10 @@ func TestForgetAfterRestart(t *testing.T) {
 		return !a.archived("photo.jpg") && a.acked("photo.jpg", a.cfg.Host)
 	})
 	a.waitThrough(a.cfg.Host, "photo.jpg")
-	if after, _ := a.readHeartbeat(a.cfg.Host); !after.ErasuresThrough.After(before.ErasuresThrough) {
-		t.Errorf("erasures_through %s after the restart; want after %s", after.ErasuresThrough, before.ErasuresThrough)
+	// Not after: erased_at is S3's clock in whole seconds, and both
+	// erasures may fall in one.
+	if after, _ := a.readHeartbeat(a.cfg.Host); after.ErasuresThrough.Before(before.ErasuresThrough) {
+		t.Errorf("erasures_through %s after the restart; want %s or later", after.ErasuresThrough, before.ErasuresThrough)
 	}
 }
 

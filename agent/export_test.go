@@ -147,3 +147,7 @@ func HasUploadRecord(watch, host, key string) bool {
 	_, ok := newResumeRecords(watch, host).load(key)
 	return ok
 }
+
+// SetEraserClock replaces the eraser's own clock, which it reads only when
+// S3's answer has no Date.
+func SetEraserClock(e *Eraser, now func() time.Time) { e.now = now }

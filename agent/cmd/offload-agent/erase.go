@@ -21,17 +21,21 @@ import (
 const eraseHelp = `offload-agent erase [flags] --why REASON PATH_OR_KEY...
 
   Erase originals for good. Each PATH_OR_KEY is a URL path the site serves
-  (/static/2024/cat.jpg, under --url-prefix) or an object key
-  (original/2024/cat.jpg, under --key-prefix); a name the naming contract refuses is
-  refused here, and then nothing is erased. Flags come before the names.
+  (/static/2024/cat.jpg, under --url-prefix; a "?query" or "#fragment" is cut off,
+  so a pasted signed link works) or an object key (original/2024/cat.jpg, under
+  --key-prefix); a name the naming contract refuses is refused here, and then
+  nothing is erased. Flags come before the names.
 
-  For each key, in this order: mark its ledger item erased (who: --by, when, why:
-  --why; a key never recorded gets a mark too), so the resolver stops serving it;
-  delete every version and delete marker of exactly that key (not of keys that
-  start with it); abort its open multipart uploads; then record the erasure done.
-  It prints what it removed and, for what it could not (Object Lock, MFA delete, a
-  missing permission), S3's answer and the permission the call needs. The mark
-  stays either way: run erase again once fixed; a second run is harmless.
+  For each key, in this order: mark its ledger item erased (who: --by, when: S3's
+  clock, why: --why; a key never recorded gets a mark too), so the resolver stops
+  serving it; abort its open multipart uploads; delete every version and delete
+  marker of exactly that key (not of keys that start with it); list its versions
+  again; then, if that listing shows nothing, record the erasure done. It prints
+  what it removed and, for what it could not, S3's answer and its cause (Object
+  Lock, MFA delete) or the permission the call needs. A key that the ledger never
+  recorded and S3 never held is not done: check the name. The mark stays either
+  way: run erase again once fixed; a second run is harmless and stamps the
+  erasure again, so every host looks at it again.
 
   Exit status: 0 when every key is done, 1 if any is not, 2 for bad usage.
   It needs the stack's EraserPolicy (output EraserPolicyArn), not the agent's.
@@ -101,7 +105,10 @@ func eraseCommand(args []string, getenv func(string) string, stdout, stderr io.W
 
 // eraseKeys maps each argument to its object key: a URL path (starting
 // with "/") by the URL prefix, anything else as a key under the key
-// prefix; duplicates once. Every refusal is the naming contract's.
+// prefix; duplicates once. Every refusal is the naming contract's. A URL
+// path is cut at "?" or "#" first, as the resolver cuts a request's path
+// (lambda's requestPath): a pasted signed link then names the original it
+// serves. A key is taken whole: "?" and "#" are valid in a key.
 func eraseKeys(m offload.Mapping, args []string) ([]string, error) {
 	if err := m.Validate(); err != nil {
 		return nil, err
@@ -114,7 +121,11 @@ func eraseKeys(m offload.Mapping, args []string) ([]string, error) {
 		key := a
 		var err error
 		if strings.HasPrefix(a, "/") {
-			key, err = m.KeyForURL(a)
+			p := a
+			if i := strings.IndexAny(p, "?#"); i >= 0 {
+				p = p[:i]
+			}
+			key, err = m.KeyForURL(p)
 		} else {
 			_, err = m.FileForKey(a)
 		}
@@ -139,6 +150,12 @@ func printErase(w io.Writer, r agent.EraseReport) {
 		count(r.Versions, "version"), count(r.DeleteMarkers, "delete marker"), count(r.Uploads, "upload"))
 	for _, f := range r.Failures {
 		fmt.Fprintf(w, "  could not %s\n", f)
+	}
+	if r.Left > 0 {
+		fmt.Fprintf(w, "  S3 still holds %s of %s, written during the erase: run erase again\n", count(r.Left, "version or delete marker"), r.Key)
+	}
+	if r.NothingFound {
+		fmt.Fprintf(w, "  nothing was recorded or stored under %s: check the name and --key-prefix (the mark stays, so a host holding a file by that name removes it)\n", r.Key)
 	}
 }
 
