@@ -7,6 +7,7 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -259,5 +260,81 @@ func TestErasurePollFailureIsCountedAndRetried(t *testing.T) {
 	h.waitThrough(h.cfg.Host, "photo.jpg")
 	if got := metricSamples(t, scrape(t, a))["offload_erasure_poll_failures_total"]; got < 2 {
 		t.Errorf("offload_erasure_poll_failures_total = %v; want at least 2", got)
+	}
+}
+
+// TestForgetKeepsANewFileUnderAnErasedName: the poller removes a local
+// copy under an erased name only when it is the erased original. Four
+// names, each erased: the archived original of avatar.jpg goes, and a new
+// avatar.jpg (other bytes) written to the watch folder afterwards stays;
+// copy.jpg's bytes put back in the watch folder go; of a key never
+// recorded (a tombstone without size or checksum), a file older than the
+// erasure goes and one written after it stays. Each erasure is
+// acknowledged all the same (the host holds no copy of the erased
+// original), and each kept file is logged once, not at every poll.
+func TestForgetKeepsANewFileUnderAnErasedName(t *testing.T) {
+	t.Parallel()
+	h := hostHarness(t, "a", "")
+	copyData := randomBytes(1400, 30)
+	h.write("avatar.jpg", randomBytes(1500, 31))
+	h.write("copy.jpg", copyData)
+	if err := h.once(); err != nil {
+		t.Fatalf("Once: %v", err)
+	}
+	h.erase("avatar.jpg")
+	h.erase("copy.jpg")
+	fresh := randomBytes(1700, 32) // the new avatar: other bytes
+	h.write("avatar.jpg", fresh)
+	h.write("copy.jpg", copyData)
+	h.write("never-old.jpg", randomBytes(900, 33))
+	h.markErased(h.cfg.Mapping.KeyPrefix, h.key("never-old.jpg"), time.Now())
+	// Stamped a minute back: the file written next is surely newer (the
+	// kernel's file times may lag time.Now by a tick).
+	h.markErased(h.cfg.Mapping.KeyPrefix, h.key("never-new.jpg"), time.Now().Add(-time.Minute))
+	newer := randomBytes(800, 34)
+	h.write("never-new.jpg", newer)
+
+	a, _ := h.runDaemon(h.cfg)
+	names := []string{"avatar.jpg", "copy.jpg", "never-old.jpg", "never-new.jpg"}
+	h.waitFor("every erasure acknowledged", forgetWait, func() bool {
+		for _, rel := range names {
+			if !h.acked(rel, h.cfg.Host) {
+				return false
+			}
+		}
+		return a.Stats().Forgotten.Load() == int64(len(names))
+	})
+	// A few more polls: a kept file must not be logged at each.
+	hb0, _ := h.readHeartbeat(h.cfg.Host)
+	h.waitFor("three more polls", forgetWait, func() bool {
+		hb, _ := h.readHeartbeat(h.cfg.Host)
+		return hb.SeenAt.Sub(hb0.SeenAt) >= 3*testErasePoll
+	})
+
+	watched := func(rel string) string { return filepath.Join(h.cfg.Watch, rel) }
+	for _, c := range []struct {
+		rel  string
+		want []byte // nil: removed
+	}{
+		{"avatar.jpg", fresh},
+		{"copy.jpg", nil},
+		{"never-old.jpg", nil},
+		{"never-new.jpg", newer},
+	} {
+		got, err := os.ReadFile(watched(c.rel))
+		switch {
+		case c.want == nil && !os.IsNotExist(err):
+			t.Errorf("%s in the watch folder: %d bytes, %v; want it removed (the erased original)", c.rel, len(got), err)
+		case c.want != nil && (err != nil || string(got) != string(c.want)):
+			t.Errorf("%s in the watch folder: %d bytes, %v; want the new file kept, %d bytes", c.rel, len(got), err, len(c.want))
+		}
+	}
+	if h.archived("avatar.jpg") || h.archived("copy.jpg") {
+		t.Errorf("an archived erased original is still there: avatar.jpg %v, copy.jpg %v", h.archived("avatar.jpg"), h.archived("copy.jpg"))
+	}
+	for _, rel := range []string{"avatar.jpg", "never-new.jpg"} {
+		if n := strings.Count(h.logs.String(), "kept "+watched(rel)+": not the erased original"); n != 1 {
+			t.Errorf("%s logged as kept %d times; want once", rel, n)
+		}
 	}
 }
