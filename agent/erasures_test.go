@@ -8,12 +8,14 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	dbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"golang.org/x/sys/unix"
 
 	"github.com/photosleeve/offload"
 	"github.com/photosleeve/offload/agent"
@@ -336,5 +338,113 @@ func TestForgetKeepsANewFileUnderAnErasedName(t *testing.T) {
 		if n := strings.Count(h.logs.String(), "kept "+watched(rel)+": not the erased original"); n != 1 {
 			t.Errorf("%s logged as kept %d times; want once", rel, n)
 		}
+	}
+}
+
+// undeletable makes the files in dir impossible to unlink until restore
+// is called or the test ends: as root, with the immutable flag on the
+// folder (chattr +i; a folder's mode does not stop root); otherwise with
+// the folder's mode. Skips the test where neither works.
+func undeletable(t *testing.T, dir string) (restore func()) {
+	t.Helper()
+	var once sync.Once
+	if os.Geteuid() != 0 {
+		if err := os.Chmod(dir, 0o555); err != nil {
+			t.Fatal(err)
+		}
+		restore = func() { once.Do(func() { os.Chmod(dir, 0o755) }) }
+		t.Cleanup(restore)
+		return restore
+	}
+	const immutable = 0x10 // FS_IMMUTABLE_FL, linux/fs.h
+	f, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	flags, err := unix.IoctlGetUint32(int(f.Fd()), unix.FS_IOC_GETFLAGS)
+	if err == nil {
+		err = unix.IoctlSetPointerInt(int(f.Fd()), unix.FS_IOC_SETFLAGS, int(flags|immutable))
+	}
+	if err != nil {
+		t.Skipf("cannot make %s immutable (needs CAP_LINUX_IMMUTABLE and a file system with the flag): %v", dir, err)
+	}
+	restore = func() {
+		once.Do(func() {
+			f, err := os.Open(dir)
+			if err == nil {
+				err = unix.IoctlSetPointerInt(int(f.Fd()), unix.FS_IOC_SETFLAGS, int(flags))
+				f.Close()
+			}
+			if err != nil {
+				t.Errorf("restore the flags of %s: %v", dir, err)
+			}
+		})
+	}
+	t.Cleanup(restore)
+	return restore
+}
+
+// TestForgetWaitsForTheHotCache: the erased original is in this host's hot
+// cache and cannot be unlinked (its folder is made immutable). The erasure
+// is not acknowledged: each poll fails and is counted, the file stays
+// served; once the unlink works again, the next poll removes the file and
+// acknowledges.
+func TestForgetWaitsForTheHotCache(t *testing.T) {
+	t.Parallel()
+	h := hostHarness(t, "a", "")
+	data := randomBytes(20<<10, 35)
+	h.write("photo.jpg", data)
+	if err := h.once(); err != nil {
+		t.Fatalf("Once: %v", err)
+	}
+	dir := t.TempDir()
+	h.cfg.Cache = hotcache.Config{Dir: filepath.Join(dir, "cache"), AccessLog: filepath.Join(dir, "access.log")}
+	if err := os.MkdirAll(h.cfg.Cache.Dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(h.cfg.Cache.AccessLog, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := h.runDaemon(h.cfg)
+	h.waitFor("the cache following the log", 10*time.Second, func() bool {
+		s := a.Status().Cache
+		return s != nil && s.Log.State == hotcache.StateFollowing
+	})
+	log, err := os.OpenFile(h.cfg.Cache.AccessLog, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	for i := range 3 {
+		fmt.Fprintf(log, "127.0.0.1 - - [30/Nov/2026:12:00:0%d +0000] \"GET /static/photo.jpg HTTP/1.1\" 302 0 \"-\" \"test\"\n", i)
+	}
+	cached := filepath.Join(h.cfg.Cache.Dir, "static", "photo.jpg")
+	h.waitFor("the photo in the cache", 20*time.Second, func() bool {
+		got, err := os.ReadFile(cached)
+		return err == nil && string(got) == string(data)
+	})
+
+	writable := undeletable(t, filepath.Dir(cached))
+	h.erase("photo.jpg")
+	h.waitFor("two failed polls, or the acknowledgement", forgetWait, func() bool {
+		return a.Stats().ErasurePollFailures.Load() >= 2 || h.acked("photo.jpg", h.cfg.Host)
+	})
+	if h.acked("photo.jpg", h.cfg.Host) {
+		t.Fatal("acknowledged while the erased original is still in the hot cache")
+	}
+	if gone(cached) {
+		t.Fatal("the cached file is gone from an immutable folder")
+	}
+	if h.archived("photo.jpg") {
+		t.Errorf("the archived copy is still there")
+	}
+
+	writable()
+	h.waitFor("the cached file gone and the erasure acknowledged", forgetWait, func() bool {
+		return gone(cached) && h.acked("photo.jpg", h.cfg.Host)
+	})
+	if s := a.Status().Cache; s == nil || s.Files != 0 || s.EvictedErased != 1 {
+		t.Errorf("cache stats %+v; want no file, 1 evicted as erased", s)
 	}
 }
