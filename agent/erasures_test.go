@@ -448,3 +448,41 @@ func TestForgetWaitsForTheHotCache(t *testing.T) {
 		t.Errorf("cache stats %+v; want no file, 1 evicted as erased", s)
 	}
 }
+
+// TestForgetKeepsAFileSwappedBeforeTheUnlink: the archived copy is judged
+// the erased original, then, before the unlink, another file (other bytes,
+// the same size) is renamed over it. The poller keeps it, says so, and
+// acknowledges: the erased original is no longer on this host. Not
+// parallel: the hook is the package's.
+func TestForgetKeepsAFileSwappedBeforeTheUnlink(t *testing.T) {
+	h := hostHarness(t, "a", "")
+	h.write("photo.jpg", randomBytes(1000, 36))
+	if err := h.once(); err != nil {
+		t.Fatalf("Once: %v", err)
+	}
+	archived := filepath.Join(h.cfg.Archive, "photo.jpg")
+	other := randomBytes(1000, 37)
+	agent.SimulateChangeBeforeForgetUnlink(t, func(p string) {
+		if p != archived {
+			return
+		}
+		tmp := p + ".new"
+		if err := os.WriteFile(tmp, other, 0o644); err != nil {
+			t.Error(err)
+		}
+		if err := os.Rename(tmp, p); err != nil {
+			t.Error(err)
+		}
+	})
+	h.erase("photo.jpg")
+	a, _ := h.runDaemon(h.cfg)
+	h.waitFor("the erasure acknowledged", forgetWait, func() bool {
+		return h.acked("photo.jpg", h.cfg.Host) && a.Stats().Forgotten.Load() == 1
+	})
+	if got, err := os.ReadFile(archived); err != nil || string(got) != string(other) {
+		t.Errorf("the file swapped in before the unlink: %d bytes, %v; want it kept", len(got), err)
+	}
+	if !strings.Contains(h.logs.String(), "kept "+archived+": not the erased original") {
+		t.Errorf("no log line says the swapped file was kept")
+	}
+}
