@@ -200,12 +200,14 @@ func TestForgetAfterRestart(t *testing.T) {
 
 // TestForgetRemovesTheLinkNotItsTarget: where the archived copy was, a
 // symlink now points at a file outside the archive; the erasure removes
-// the link itself and leaves its target. A copy of the erased name back
-// in the watch folder, and the host's upload record of the key, go too.
+// the link itself and leaves its target. A copy of the erased original
+// back in the watch folder, and the host's upload record of the key, go
+// too.
 func TestForgetRemovesTheLinkNotItsTarget(t *testing.T) {
 	t.Parallel()
 	a := hostHarness(t, "a", "")
-	a.write("photo.jpg", randomBytes(1000, 24))
+	data := randomBytes(1000, 24)
+	a.write("photo.jpg", data)
 	if err := a.once(); err != nil {
 		t.Fatalf("Once: %v", err)
 	}
@@ -221,7 +223,7 @@ func TestForgetRemovesTheLinkNotItsTarget(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.erase("photo.jpg")
-	a.write("photo.jpg", randomBytes(1000, 25))
+	a.write("photo.jpg", data)
 	// An upload record that fits the file: the sweeps keep it (and the
 	// periodic one does not run within the test), so only the poller
 	// removes it.
