@@ -35,8 +35,10 @@ const erasureOverlap = 10 * time.Minute
 // the tombstone (acked_by). Only the daemon runs it.
 //
 // Guarantees: an erasure is acknowledged only once this host's copies are
-// gone; a file a worker is offloading is left for the next poll; nothing is
-// removed through a symlink (folders are opened one name at a time without
+// gone; a file under the erased name that is not the erased original (a
+// new file under a name used again) is kept; a file a worker is
+// offloading is left for the next poll; nothing is removed through a
+// symlink (folders are opened one name at a time without
 // following one, and a symlink at the name is removed itself, never its
 // target). A failure (DynamoDB unreachable, a file that cannot be removed)
 // is logged and counted, and the next poll tries again; offloading never

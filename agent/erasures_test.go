@@ -273,7 +273,8 @@ func TestErasurePollFailureIsCountedAndRetried(t *testing.T) {
 // avatar.jpg (other bytes) written to the watch folder afterwards stays;
 // copy.jpg's bytes put back in the watch folder go; of a key never
 // recorded (a tombstone without size or checksum), a file older than the
-// erasure goes and one written after it stays. Each erasure is
+// erasure goes and one written after it stays; a folder in the archive
+// under an erased name stays. Each erasure is
 // acknowledged all the same (the host holds no copy of the erased
 // original), and each kept file is logged once, not at every poll.
 func TestForgetKeepsANewFileUnderAnErasedName(t *testing.T) {
@@ -297,9 +298,16 @@ func TestForgetKeepsANewFileUnderAnErasedName(t *testing.T) {
 	h.markErased(h.cfg.Mapping.KeyPrefix, h.key("never-new.jpg"), time.Now().Add(-time.Minute))
 	newer := randomBytes(800, 34)
 	h.write("never-new.jpg", newer)
+	// A folder in the archive under an erased name: not a copy; it is
+	// kept and holds nothing back (its unlink used to fail every poll).
+	folder := filepath.Join(h.cfg.Archive, "album.jpg")
+	if err := os.MkdirAll(folder, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	h.markErased(h.cfg.Mapping.KeyPrefix, h.key("album.jpg"), time.Now())
 
 	a, _ := h.runDaemon(h.cfg)
-	names := []string{"avatar.jpg", "copy.jpg", "never-old.jpg", "never-new.jpg"}
+	names := []string{"avatar.jpg", "copy.jpg", "never-old.jpg", "never-new.jpg", "album.jpg"}
 	h.waitFor("every erasure acknowledged", forgetWait, func() bool {
 		for _, rel := range names {
 			if !h.acked(rel, h.cfg.Host) {
@@ -336,9 +344,12 @@ func TestForgetKeepsANewFileUnderAnErasedName(t *testing.T) {
 	if h.archived("avatar.jpg") || h.archived("copy.jpg") {
 		t.Errorf("an archived erased original is still there: avatar.jpg %v, copy.jpg %v", h.archived("avatar.jpg"), h.archived("copy.jpg"))
 	}
-	for _, rel := range []string{"avatar.jpg", "never-new.jpg"} {
-		if n := strings.Count(h.logs.String(), "kept "+watched(rel)+": not the erased original"); n != 1 {
-			t.Errorf("%s logged as kept %d times; want once", rel, n)
+	if fi, err := os.Lstat(folder); err != nil || !fi.IsDir() {
+		t.Errorf("the folder under an erased name in the archive: %v; want it kept", err)
+	}
+	for _, p := range []string{watched("avatar.jpg"), watched("never-new.jpg"), folder} {
+		if n := strings.Count(h.logs.String(), "kept "+p+": not the erased original"); n != 1 {
+			t.Errorf("%s logged as kept %d times; want once", p, n)
 		}
 	}
 }
