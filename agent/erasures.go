@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"os"
 	"path"
 	"sync"
 	"time"
@@ -34,8 +35,10 @@ const erasureOverlap = 10 * time.Minute
 // the tombstone (acked_by). Only the daemon runs it.
 //
 // Guarantees: an erasure is acknowledged only once this host's copies are
-// gone; a file a worker is offloading is left for the next poll; nothing is
-// removed through a symlink (folders are opened one name at a time without
+// gone; a file under the erased name that is not the erased original (a
+// new file under a name used again) is kept; a file a worker is
+// offloading is left for the next poll; nothing is removed through a
+// symlink (folders are opened one name at a time without
 // following one, and a symlink at the name is removed itself, never its
 // target). A failure (DynamoDB unreachable, a file that cannot be removed)
 // is logged and counted, and the next poll tries again; offloading never
@@ -219,11 +222,32 @@ func (f *forgetter) look(ctx context.Context) ([]erasure, error) {
 // poll forgets it.
 var errForgetLater = errors.New("its file is being offloaded: the next poll forgets it")
 
-// forget removes this host's copies of key and then acknowledges its
-// erasure. Idempotent: what is already gone is success.
+// forget removes this host's copies of key's erased original and then
+// acknowledges its erasure. Idempotent: what is already gone is success.
+//
+// A file under the erased name is removed only when it is the erased
+// original (see removeErased): a name may be used again after its erasure
+// (a user's new avatar), and such a file, never recorded, has no other
+// copy. It is kept and logged, and does not hold the acknowledgement back:
+// this host holds no copy of the erased original.
 func (f *forgetter) forget(ctx context.Context, key string) error {
 	a := f.a
 	log := a.log.With("key", key)
+	cctx, cancel := context.WithTimeout(ctx, a.cfg.CallTimeout)
+	rec, err := offload.GetRecord(cctx, f.db, a.cfg.Table, key)
+	cancel()
+	switch {
+	case errors.Is(err, offload.ErrNotFound):
+		log.Info("erased, but the tombstone is gone from the ledger: nothing to compare a file with, remove or acknowledge")
+		return nil
+	case err != nil:
+		return fmt.Errorf("forget %s: %w", key, err)
+	case !rec.Erased():
+		// The index is read eventually consistently; the item itself
+		// says it is no tombstone (now): nothing is removed.
+		log.Warn("the erasures index names a key whose ledger item is not a tombstone: nothing removed")
+		return nil
+	}
 	rel, err := a.cfg.Mapping.FileForKey(key)
 	if err != nil {
 		// No file of this host can have this key (the naming contract
@@ -235,7 +259,7 @@ func (f *forgetter) forget(ctx context.Context, key string) error {
 			log.Info("erased, but its file is being offloaded: the next poll removes it", "file", rel)
 			return errForgetLater
 		}
-		err := f.removeFiles(rel, log)
+		err := f.removeFiles(rel, rec, log)
 		a.busy.release(rel)
 		if err != nil {
 			return fmt.Errorf("forget %s: %w", key, err)
@@ -245,7 +269,16 @@ func (f *forgetter) forget(ctx context.Context, key string) error {
 	a.proofs.drop(key)
 	switch c := a.cache.Load(); {
 	case c != nil:
-		if c.Forget(key) {
+		// Forget removes whatever the cache holds under the key: the cache
+		// publishes only bytes whose size and CRC64NVME are the ledger's at
+		// fetch time, and a new original under the name would need a new
+		// ledger record, which the ledger refuses over a tombstone. So a
+		// cached file under an erased key is the erased original.
+		removed, err := c.Forget(key)
+		if err != nil {
+			return fmt.Errorf("forget %s: %w", key, err)
+		}
+		if removed {
 			log.Info("erased: removed from the hot cache")
 		}
 	case a.cfg.caching():
@@ -260,48 +293,164 @@ func (f *forgetter) forget(ctx context.Context, key string) error {
 	return nil
 }
 
-// removeFiles removes rel from the watch folder and the archive.
-func (f *forgetter) removeFiles(rel string, log *slog.Logger) error {
+// removeFiles removes rel from the watch folder and the archive where it
+// is the erased original rec (removeErased). A file kept is logged here,
+// once per call: a poll forgets a key at most once, and once acknowledged
+// not again in this run.
+func (f *forgetter) removeFiles(rel string, rec offload.Record, log *slog.Logger) error {
 	dirs := []string{f.a.cfg.Watch}
 	if f.a.cfg.Archive != "" {
 		dirs = append(dirs, f.a.cfg.Archive)
 	}
 	var errs []error
 	for _, dir := range dirs {
-		removed, err := removeNoFollow(dir, rel)
-		switch {
+		p := path.Join(dir, rel)
+		switch done, why, err := removeErased(dir, rel, rec); {
 		case err != nil:
 			errs = append(errs, err)
-		case removed:
-			log.Info("erased: removed the local copy", "path", path.Join(dir, rel))
+		case done == removedCopy:
+			log.Info("erased: removed the local copy", "path", p)
+		case done == keptOther:
+			log.Warn("kept "+p+": not the erased original", "path", p, "why", why)
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// removeNoFollow unlinks rel below the folder dir: the folders on the way
-// are opened one name at a time without following a symlink (one there is
-// refused: errNotFolder), and a symlink at rel is removed itself. Nothing
-// there is success (removed false).
-func removeNoFollow(dir, rel string) (removed bool, err error) {
+// What removeErased did.
+type removal int
+
+const (
+	nothingThere removal = iota // no file under the name
+	removedCopy                 // the erased original (or a symlink) removed
+	keptOther                   // another file under the name: kept
+)
+
+// beforeForgetUnlink runs just before removeErased's last look at a file
+// and its unlink; a test swaps the file there.
+var beforeForgetUnlink = func(path string) {}
+
+// removeErased removes rel below the folder dir if it is the erased
+// original rec: with the size and CRC64NVME the tombstone kept, a regular
+// file with that size and full-object CRC64NVME; with none (a key never
+// recorded), a regular file whose modification and change times are both
+// before erased_at. A symlink at rel is removed itself (it holds no bytes;
+// its target is never touched); anything else is kept, with the reason.
+//
+// The folders on the way are opened one name at a time without following
+// a symlink (one there is refused: errNotFolder), the file is read without
+// following one, and a last lstat just before the unlink must find the
+// file that was judged (device, inode, size, modification and change
+// times), or it is kept: a file swapped in between is never removed.
+func removeErased(dir, rel string, rec offload.Record) (removal, string, error) {
 	top, err := openFolder(dir)
 	if err != nil {
-		return false, err
+		return nothingThere, "", err
 	}
 	defer top.Close()
 	d, err := top.sub(path.Dir(rel), false, 0)
 	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
+		return nothingThere, "", nil
 	}
 	if err != nil {
-		return false, err
+		return nothingThere, "", err
 	}
 	defer d.Close()
-	err = d.remove(path.Base(rel))
-	if errors.Is(err, unix.ENOENT) {
-		return false, nil
+	name := path.Base(rel)
+	var st unix.Stat_t
+	switch err := unix.Fstatat(d.fd(), name, &st, unix.AT_SYMLINK_NOFOLLOW); {
+	case errors.Is(err, unix.ENOENT):
+		return nothingThere, "", nil
+	case err != nil:
+		return nothingThere, "", &os.PathError{Op: "lstat", Path: d.name(name), Err: err}
+	case st.Mode&unix.S_IFMT == unix.S_IFLNK:
+		return unlinked(d, name)
+	case st.Mode&unix.S_IFMT != unix.S_IFREG:
+		return keptOther, "a " + kindOf(st.Mode), nil
 	}
-	return err == nil, err
+	judged, why, err := isErasedOriginal(d, name, rec)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nothingThere, "", nil
+	case errors.Is(err, errNotRegular):
+		return keptOther, "replaced while it was looked at", nil
+	case err != nil:
+		return nothingThere, "", err
+	case why != "":
+		return keptOther, why, nil
+	}
+	beforeForgetUnlink(d.name(name))
+	switch now, err := d.lstat(name); {
+	case errors.Is(err, fs.ErrNotExist):
+		return nothingThere, "", nil
+	case errors.Is(err, errNotRegular):
+		return keptOther, "replaced while it was looked at", nil
+	case err != nil:
+		return nothingThere, "", err
+	case !now.exactly(judged):
+		return keptOther, "changed or replaced while it was looked at", nil
+	}
+	return unlinked(d, name)
+}
+
+// unlinked unlinks name in d; gone already is nothing there.
+func unlinked(d *folder, name string) (removal, string, error) {
+	err := d.remove(name)
+	if errors.Is(err, unix.ENOENT) {
+		return nothingThere, "", nil
+	}
+	if err != nil {
+		return nothingThere, "", err
+	}
+	return removedCopy, "", nil
+}
+
+// isErasedOriginal reads the regular file name in d without following a
+// symlink and says why it is not the erased original rec ("" if it is),
+// with the identity of what was judged, taken after the read: a writer
+// during the read shows as another size, mtime or ctime.
+func isErasedOriginal(d *folder, name string, rec offload.Record) (fileID, string, error) {
+	f, err := d.open(name)
+	if err != nil {
+		return fileID{}, "", err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fileID{}, "", err
+	}
+	before, ok := idOf(fi)
+	if !ok {
+		return fileID{}, "", fmt.Errorf("%s: no inode information", d.name(name))
+	}
+	if rec.CRC64NVME == "" {
+		// A key never recorded: only a file that was there, unchanged,
+		// before the erasure can be what the operator meant.
+		at := rec.Erasure.At
+		if !before.mtime.Before(at) || !before.ctime.Before(at) {
+			return before, fmt.Sprintf("modified or changed (mtime %s, ctime %s) after the erasure (%s), and the ledger kept no checksum",
+				before.mtime.UTC().Format(time.RFC3339Nano), before.ctime.UTC().Format(time.RFC3339Nano), at.Format(time.RFC3339Nano)), nil
+		}
+		return before, "", nil
+	}
+	if before.size != rec.Size {
+		return before, fmt.Sprintf("%d bytes; the erased original had %d", before.size, rec.Size), nil
+	}
+	sum, err := readChecksum(f)
+	if err != nil {
+		return fileID{}, "", fmt.Errorf("%s: %w", d.name(name), err)
+	}
+	if fi, err = f.Stat(); err != nil {
+		return fileID{}, "", err
+	}
+	read, _ := idOf(fi)
+	switch {
+	case !read.exactly(before):
+		return read, "changed while it was read", nil
+	case sum != rec.CRC64NVME:
+		return read, fmt.Sprintf("crc64nvme %s; the erased original had %s", sum, rec.CRC64NVME), nil
+	}
+	return read, "", nil
 }
 
 // ack adds this host to the tombstone's acked_by. The condition keeps an

@@ -7,12 +7,15 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	dbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"golang.org/x/sys/unix"
 
 	"github.com/photosleeve/offload"
 	"github.com/photosleeve/offload/agent"
@@ -199,12 +202,14 @@ func TestForgetAfterRestart(t *testing.T) {
 
 // TestForgetRemovesTheLinkNotItsTarget: where the archived copy was, a
 // symlink now points at a file outside the archive; the erasure removes
-// the link itself and leaves its target. A copy of the erased name back
-// in the watch folder, and the host's upload record of the key, go too.
+// the link itself and leaves its target. A copy of the erased original
+// back in the watch folder, and the host's upload record of the key, go
+// too.
 func TestForgetRemovesTheLinkNotItsTarget(t *testing.T) {
 	t.Parallel()
 	a := hostHarness(t, "a", "")
-	a.write("photo.jpg", randomBytes(1000, 24))
+	data := randomBytes(1000, 24)
+	a.write("photo.jpg", data)
 	if err := a.once(); err != nil {
 		t.Fatalf("Once: %v", err)
 	}
@@ -220,7 +225,7 @@ func TestForgetRemovesTheLinkNotItsTarget(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.erase("photo.jpg")
-	a.write("photo.jpg", randomBytes(1000, 25))
+	a.write("photo.jpg", data)
 	// An upload record that fits the file: the sweeps keep it (and the
 	// periodic one does not run within the test), so only the poller
 	// removes it.
@@ -261,5 +266,238 @@ func TestErasurePollFailureIsCountedAndRetried(t *testing.T) {
 	h.waitThrough(h.cfg.Host, "photo.jpg")
 	if got := metricSamples(t, scrape(t, a))["offload_erasure_poll_failures_total"]; got < 2 {
 		t.Errorf("offload_erasure_poll_failures_total = %v; want at least 2", got)
+	}
+}
+
+// TestForgetKeepsANewFileUnderAnErasedName: the poller removes a local
+// copy under an erased name only when it is the erased original. Four
+// names, each erased: the archived original of avatar.jpg goes, and a new
+// avatar.jpg (other bytes) written to the watch folder afterwards stays;
+// copy.jpg's bytes put back in the watch folder go; of a key never
+// recorded (a tombstone without size or checksum), a file older than the
+// erasure goes and one written after it stays; a folder in the archive
+// under an erased name stays. Each erasure is
+// acknowledged all the same (the host holds no copy of the erased
+// original), and each kept file is logged once, not at every poll.
+func TestForgetKeepsANewFileUnderAnErasedName(t *testing.T) {
+	t.Parallel()
+	h := hostHarness(t, "a", "")
+	copyData := randomBytes(1400, 30)
+	h.write("avatar.jpg", randomBytes(1500, 31))
+	h.write("copy.jpg", copyData)
+	if err := h.once(); err != nil {
+		t.Fatalf("Once: %v", err)
+	}
+	h.erase("avatar.jpg")
+	h.erase("copy.jpg")
+	fresh := randomBytes(1700, 32) // the new avatar: other bytes
+	h.write("avatar.jpg", fresh)
+	h.write("copy.jpg", copyData)
+	h.write("never-old.jpg", randomBytes(900, 33))
+	h.markErased(h.cfg.Mapping.KeyPrefix, h.key("never-old.jpg"), time.Now())
+	// Stamped a minute back: the file written next is surely newer (the
+	// kernel's file times may lag time.Now by a tick).
+	h.markErased(h.cfg.Mapping.KeyPrefix, h.key("never-new.jpg"), time.Now().Add(-time.Minute))
+	newer := randomBytes(800, 34)
+	h.write("never-new.jpg", newer)
+	// A folder in the archive under an erased name: not a copy; it is
+	// kept and holds nothing back (its unlink used to fail every poll).
+	folder := filepath.Join(h.cfg.Archive, "album.jpg")
+	if err := os.MkdirAll(folder, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	h.markErased(h.cfg.Mapping.KeyPrefix, h.key("album.jpg"), time.Now())
+
+	a, _ := h.runDaemon(h.cfg)
+	names := []string{"avatar.jpg", "copy.jpg", "never-old.jpg", "never-new.jpg", "album.jpg"}
+	h.waitFor("every erasure acknowledged", forgetWait, func() bool {
+		for _, rel := range names {
+			if !h.acked(rel, h.cfg.Host) {
+				return false
+			}
+		}
+		return a.Stats().Forgotten.Load() == int64(len(names))
+	})
+	// A few more polls: a kept file must not be logged at each.
+	hb0, _ := h.readHeartbeat(h.cfg.Host)
+	h.waitFor("three more polls", forgetWait, func() bool {
+		hb, _ := h.readHeartbeat(h.cfg.Host)
+		return hb.SeenAt.Sub(hb0.SeenAt) >= 3*testErasePoll
+	})
+
+	watched := func(rel string) string { return filepath.Join(h.cfg.Watch, rel) }
+	for _, c := range []struct {
+		rel  string
+		want []byte // nil: removed
+	}{
+		{"avatar.jpg", fresh},
+		{"copy.jpg", nil},
+		{"never-old.jpg", nil},
+		{"never-new.jpg", newer},
+	} {
+		got, err := os.ReadFile(watched(c.rel))
+		switch {
+		case c.want == nil && !os.IsNotExist(err):
+			t.Errorf("%s in the watch folder: %d bytes, %v; want it removed (the erased original)", c.rel, len(got), err)
+		case c.want != nil && (err != nil || string(got) != string(c.want)):
+			t.Errorf("%s in the watch folder: %d bytes, %v; want the new file kept, %d bytes", c.rel, len(got), err, len(c.want))
+		}
+	}
+	if h.archived("avatar.jpg") || h.archived("copy.jpg") {
+		t.Errorf("an archived erased original is still there: avatar.jpg %v, copy.jpg %v", h.archived("avatar.jpg"), h.archived("copy.jpg"))
+	}
+	if fi, err := os.Lstat(folder); err != nil || !fi.IsDir() {
+		t.Errorf("the folder under an erased name in the archive: %v; want it kept", err)
+	}
+	for _, p := range []string{watched("avatar.jpg"), watched("never-new.jpg"), folder} {
+		if n := strings.Count(h.logs.String(), "kept "+p+": not the erased original"); n != 1 {
+			t.Errorf("%s logged as kept %d times; want once", p, n)
+		}
+	}
+}
+
+// undeletable makes the files in dir impossible to unlink until restore
+// is called or the test ends: as root, with the immutable flag on the
+// folder (chattr +i; a folder's mode does not stop root); otherwise with
+// the folder's mode. Skips the test where neither works.
+func undeletable(t *testing.T, dir string) (restore func()) {
+	t.Helper()
+	var once sync.Once
+	if os.Geteuid() != 0 {
+		if err := os.Chmod(dir, 0o555); err != nil {
+			t.Fatal(err)
+		}
+		restore = func() { once.Do(func() { os.Chmod(dir, 0o755) }) }
+		t.Cleanup(restore)
+		return restore
+	}
+	const immutable = 0x10 // FS_IMMUTABLE_FL, linux/fs.h
+	f, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	flags, err := unix.IoctlGetUint32(int(f.Fd()), unix.FS_IOC_GETFLAGS)
+	if err == nil {
+		err = unix.IoctlSetPointerInt(int(f.Fd()), unix.FS_IOC_SETFLAGS, int(flags|immutable))
+	}
+	if err != nil {
+		t.Skipf("cannot make %s immutable (needs CAP_LINUX_IMMUTABLE and a file system with the flag): %v", dir, err)
+	}
+	restore = func() {
+		once.Do(func() {
+			f, err := os.Open(dir)
+			if err == nil {
+				err = unix.IoctlSetPointerInt(int(f.Fd()), unix.FS_IOC_SETFLAGS, int(flags))
+				f.Close()
+			}
+			if err != nil {
+				t.Errorf("restore the flags of %s: %v", dir, err)
+			}
+		})
+	}
+	t.Cleanup(restore)
+	return restore
+}
+
+// TestForgetWaitsForTheHotCache: the erased original is in this host's hot
+// cache and cannot be unlinked (its folder is made immutable). The erasure
+// is not acknowledged: each poll fails and is counted, the file stays
+// served; once the unlink works again, the next poll removes the file and
+// acknowledges.
+func TestForgetWaitsForTheHotCache(t *testing.T) {
+	t.Parallel()
+	h := hostHarness(t, "a", "")
+	data := randomBytes(20<<10, 35)
+	h.write("photo.jpg", data)
+	if err := h.once(); err != nil {
+		t.Fatalf("Once: %v", err)
+	}
+	dir := t.TempDir()
+	h.cfg.Cache = hotcache.Config{Dir: filepath.Join(dir, "cache"), AccessLog: filepath.Join(dir, "access.log")}
+	if err := os.MkdirAll(h.cfg.Cache.Dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(h.cfg.Cache.AccessLog, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := h.runDaemon(h.cfg)
+	h.waitFor("the cache following the log", 10*time.Second, func() bool {
+		s := a.Status().Cache
+		return s != nil && s.Log.State == hotcache.StateFollowing
+	})
+	log, err := os.OpenFile(h.cfg.Cache.AccessLog, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	for i := range 3 {
+		fmt.Fprintf(log, "127.0.0.1 - - [30/Nov/2026:12:00:0%d +0000] \"GET /static/photo.jpg HTTP/1.1\" 302 0 \"-\" \"test\"\n", i)
+	}
+	cached := filepath.Join(h.cfg.Cache.Dir, "static", "photo.jpg")
+	h.waitFor("the photo in the cache", 20*time.Second, func() bool {
+		got, err := os.ReadFile(cached)
+		return err == nil && string(got) == string(data)
+	})
+
+	writable := undeletable(t, filepath.Dir(cached))
+	h.erase("photo.jpg")
+	h.waitFor("two failed polls, or the acknowledgement", forgetWait, func() bool {
+		return a.Stats().ErasurePollFailures.Load() >= 2 || h.acked("photo.jpg", h.cfg.Host)
+	})
+	if h.acked("photo.jpg", h.cfg.Host) {
+		t.Fatal("acknowledged while the erased original is still in the hot cache")
+	}
+	if gone(cached) {
+		t.Fatal("the cached file is gone from an immutable folder")
+	}
+	if h.archived("photo.jpg") {
+		t.Errorf("the archived copy is still there")
+	}
+
+	writable()
+	h.waitFor("the cached file gone and the erasure acknowledged", forgetWait, func() bool {
+		return gone(cached) && h.acked("photo.jpg", h.cfg.Host)
+	})
+	if s := a.Status().Cache; s == nil || s.Files != 0 || s.EvictedErased != 1 {
+		t.Errorf("cache stats %+v; want no file, 1 evicted as erased", s)
+	}
+}
+
+// TestForgetKeepsAFileSwappedBeforeTheUnlink: the archived copy is judged
+// the erased original, then, before the unlink, another file (other bytes,
+// the same size) is renamed over it. The poller keeps it, says so, and
+// acknowledges: the erased original is no longer on this host. Not
+// parallel: the hook is the package's.
+func TestForgetKeepsAFileSwappedBeforeTheUnlink(t *testing.T) {
+	h := hostHarness(t, "a", "")
+	h.write("photo.jpg", randomBytes(1000, 36))
+	if err := h.once(); err != nil {
+		t.Fatalf("Once: %v", err)
+	}
+	archived := filepath.Join(h.cfg.Archive, "photo.jpg")
+	other := randomBytes(1000, 37)
+	agent.SimulateChangeBeforeForgetUnlink(t, func(p string) {
+		if p != archived {
+			return
+		}
+		tmp := p + ".new"
+		if err := os.WriteFile(tmp, other, 0o644); err != nil {
+			t.Error(err)
+		}
+		if err := os.Rename(tmp, p); err != nil {
+			t.Error(err)
+		}
+	})
+	h.erase("photo.jpg")
+	a, _ := h.runDaemon(h.cfg)
+	h.waitFor("the erasure acknowledged", forgetWait, func() bool {
+		return h.acked("photo.jpg", h.cfg.Host) && a.Stats().Forgotten.Load() == 1
+	})
+	if got, err := os.ReadFile(archived); err != nil || string(got) != string(other) {
+		t.Errorf("the file swapped in before the unlink: %d bytes, %v; want it kept", len(got), err)
+	}
+	if !strings.Contains(h.logs.String(), "kept "+archived+": not the erased original") {
+		t.Errorf("no log line says the swapped file was kept")
 	}
 }

@@ -125,6 +125,17 @@ func SimulateChangeBeforePruneUnlink(t *testing.T, change func(path string)) {
 	t.Cleanup(func() { beforePruneUnlink = old })
 }
 
+// SimulateChangeBeforeForgetUnlink makes the erasure poller call change
+// with a file's path after it judged the file the erased original and
+// just before its last look and the unlink, until the test ends. Not for
+// parallel tests.
+func SimulateChangeBeforeForgetUnlink(t *testing.T, change func(path string)) {
+	t.Helper()
+	old := beforeForgetUnlink
+	beforeForgetUnlink = change
+	t.Cleanup(func() { beforeForgetUnlink = old })
+}
+
 // PlantUploadRecord saves host's upload record of key in the watch
 // folder for the file rel there as it is now, as a multipart upload in
 // progress leaves it (the sweep keeps it while the file is unchanged).

@@ -138,6 +138,8 @@ func kindOf(mode uint32) string {
 		return "socket"
 	case unix.S_IFCHR, unix.S_IFBLK:
 		return "device"
+	case unix.S_IFDIR:
+		return "folder"
 	}
 	return "file of another kind"
 }

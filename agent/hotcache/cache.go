@@ -203,6 +203,10 @@ type Cache struct {
 	// beforePublish, if set, is called with the key of a verified
 	// download just before it is published: tests hold a fetch there.
 	beforePublish func(key string)
+	// remove unlinks a path under root (root.Remove); a test makes it
+	// fail, which root itself cannot do for the root user the tests run
+	// as (a folder's mode does not stop root).
+	remove func(name string) error
 
 	stats counters
 	// warnedRedirect: the log showed a redirect for a file in the cache,
@@ -308,6 +312,7 @@ func New(cfg Config, s3c objectGetter, db offload.ItemGetter) (*Cache, error) {
 		budget:    newFetchBudget(cfg.FetchBudget, cfg.Window, time.Now()),
 		now:       time.Now,
 	}
+	c.remove = root.Remove
 	c.follow = &Follower{Path: cfg.AccessLog, Lines: c.Observe, Problem: c.logProblem}
 	if !cfg.DryRun {
 		if err := root.RemoveAll(fetchDir); err != nil {
@@ -582,7 +587,7 @@ func (c *Cache) evict(e *list.Element, counter *atomic.Int64, why string) {
 		c.log.Info("dry run: would remove from the cache", "key", f.key, "why", why)
 		return
 	}
-	if err := c.root.Remove(f.rel); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := c.remove(f.rel); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		c.log.Error("cache: could not remove a file", "path", f.rel, "err", err)
 		return
 	}
@@ -619,23 +624,59 @@ func (c *Cache) EvictIdle(now time.Time) {
 	}
 }
 
-// Forget removes key's file from the cache, if cached, stops counting its
-// redirects, and makes a fetch of it in flight end without publishing: the
-// host's erasure poller calls it once the original was erased (a fetch
-// that read the ledger before the mark may still be downloading). It
-// reports whether a cached file was removed.
-func (c *Cache) Forget(key string) bool {
+// Forget removes key's file from the cache, stops counting its redirects,
+// and makes a fetch of it in flight end without publishing: the host's
+// erasure poller calls it once the original was erased (a fetch that read
+// the ledger before the mark may still be downloading). It removes the
+// file at the key's path even when the index has lost it (an eviction
+// whose unlink failed drops the entry and leaves the file), but only a
+// regular file or a symlink: a folder there holds other keys' files.
+//
+// It reports whether a file was removed. When the file could not be
+// removed it returns the error and keeps the entry: the file is still
+// there, served and counted, and the next Forget tries again.
+func (c *Cache) Forget(key string) (removed bool, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.demand.forget(key)
 	if c.inFlight[key] {
 		c.forgotten[key] = struct{}{}
 	}
-	e, ok := c.cached[key]
-	if ok {
-		c.evict(e, &c.stats.evictedErased, "erased")
+	e, cached := c.cached[key]
+	var rel string
+	if cached {
+		rel = e.Value.(*cachedFile).rel
+	} else if rel, err = c.relFor(key); err != nil {
+		return false, nil // no file of the cache has this key
 	}
-	return ok
+	if c.cfg.DryRun {
+		if cached {
+			c.log.Info("dry run: would remove from the cache", "key", key, "why", "erased")
+		}
+		return false, nil
+	}
+	fi, err := c.root.Lstat(rel)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return false, fmt.Errorf("cache: %w", err)
+	case fi.Mode().IsRegular() || fi.Mode()&fs.ModeSymlink != 0:
+		if err := c.remove(rel); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return false, fmt.Errorf("cache: could not remove the erased original: %w", err)
+		}
+		removed = true
+	}
+	if cached {
+		f := e.Value.(*cachedFile)
+		c.byUse.Remove(e)
+		delete(c.cached, key)
+		c.used -= f.size
+		c.stats.evictedErased.Add(1)
+	}
+	if removed {
+		c.log.Debug("cache: removed", "key", key, "why", "erased")
+	}
+	return removed, nil
 }
 
 // Stats returns a snapshot.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -72,8 +73,8 @@ func TestForgetRemovesACachedFile(t *testing.T) {
 	if _, err := os.Stat(w.cachedPath("cached.jpg")); err != nil {
 		t.Fatalf("not fetched: %v", err)
 	}
-	if !c.Forget(w.cfg.Mapping.KeyPrefix + "cached.jpg") {
-		t.Errorf("Forget of a cached file = false; want true")
+	if removed, err := c.Forget(w.cfg.Mapping.KeyPrefix + "cached.jpg"); !removed || err != nil {
+		t.Errorf("Forget of a cached file = %v, %v; want true, nil", removed, err)
 	}
 	if _, err := os.Stat(w.cachedPath("cached.jpg")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("after Forget: stat %v; want the file gone", err)
@@ -81,8 +82,8 @@ func TestForgetRemovesACachedFile(t *testing.T) {
 	if s := c.Stats(); s.Files != 0 || s.Bytes != 0 || s.EvictedErased != 1 {
 		t.Errorf("after Forget: stats %+v; want an empty cache, 1 evicted as erased", s)
 	}
-	if c.Forget(w.cfg.Mapping.KeyPrefix + "other.jpg") {
-		t.Errorf("Forget of a key not cached = true; want false")
+	if removed, err := c.Forget(w.cfg.Mapping.KeyPrefix + "other.jpg"); removed || err != nil {
+		t.Errorf("Forget of a key not cached = %v, %v; want false, nil", removed, err)
 	}
 }
 
@@ -107,8 +108,8 @@ func TestFetchOvertakenByErasureIsNotPublished(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("timed out waiting for the fetch to reach its rename")
 	}
-	if c.Forget(key) {
-		t.Errorf("Forget during the fetch = true; nothing was cached yet")
+	if removed, err := c.Forget(key); removed || err != nil {
+		t.Errorf("Forget during the fetch = %v, %v; want false, nil: nothing was cached yet", removed, err)
 	}
 	close(release)
 	w.fetchEnded("race.jpg")
@@ -120,4 +121,79 @@ func TestFetchOvertakenByErasureIsNotPublished(t *testing.T) {
 		t.Errorf("stats %+v; want an empty cache, no fetch, 1 %q failure", s, hotcache.FailErased)
 	}
 	assertNoDownloads(t, w)
+}
+
+// TestForgetThatCannotRemoveKeepsTheEntry: when the cached file cannot be
+// removed, Forget says so with an error and keeps the file indexed and
+// counted; the next Forget, once the unlink works, removes it. (The unlink
+// is made to fail through a hook: the tests run as root, whom a folder's
+// mode does not stop.)
+func TestForgetThatCannotRemoveKeepsTheEntry(t *testing.T) {
+	w := newWorld(t)
+	data := randomBytes(20<<10, 73)
+	w.offloaded("stuck.jpg", data)
+	key := w.cfg.Mapping.KeyPrefix + "stuck.jpg"
+	c := w.start(w.cacheS3)
+	miss(c, "stuck.jpg", 2)
+	w.fetchEnded("stuck.jpg")
+	if _, err := os.Stat(w.cachedPath("stuck.jpg")); err != nil {
+		t.Fatalf("not fetched: %v", err)
+	}
+
+	restore := hotcache.FailRemove(c, fs.ErrPermission)
+	removed, err := c.Forget(key)
+	if removed || !errors.Is(err, fs.ErrPermission) {
+		t.Errorf("Forget with a failing unlink = %v, %v; want false and the unlink's error", removed, err)
+	}
+	if _, serr := os.Stat(w.cachedPath("stuck.jpg")); serr != nil {
+		t.Fatalf("the file after a failed Forget: %v; want it still there", serr)
+	}
+	if s := c.Stats(); s.Files != 1 || s.Bytes != int64(len(data)) || s.EvictedErased != 0 {
+		t.Errorf("after a failed Forget: stats %+v; want the file still cached and counted, none evicted as erased", s)
+	}
+
+	restore()
+	if removed, err := c.Forget(key); !removed || err != nil {
+		t.Errorf("Forget again = %v, %v; want true, nil", removed, err)
+	}
+	if _, err := os.Stat(w.cachedPath("stuck.jpg")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("after the second Forget: stat %v; want the file gone", err)
+	}
+	if s := c.Stats(); s.Files != 0 || s.Bytes != 0 || s.EvictedErased != 1 {
+		t.Errorf("after the second Forget: stats %+v; want an empty cache, 1 evicted as erased", s)
+	}
+}
+
+// TestForgetRemovesAFileTheIndexLost: an eviction whose unlink failed
+// dropped the entry and left the file; Forget removes it all the same,
+// and leaves a folder under the key's name (other keys' files) alone.
+func TestForgetRemovesAFileTheIndexLost(t *testing.T) {
+	w := newWorld(t)
+	c := w.start(w.cacheS3)
+	lost := w.cachedPath("lost.jpg")
+	if err := os.MkdirAll(filepath.Dir(lost), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(lost, []byte("an erased original"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if removed, err := c.Forget(w.cfg.Mapping.KeyPrefix + "lost.jpg"); !removed || err != nil {
+		t.Errorf("Forget of a file not indexed = %v, %v; want true, nil", removed, err)
+	}
+	if _, err := os.Stat(lost); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("after Forget: stat %v; want the file gone", err)
+	}
+	inside := filepath.Join(w.cachedPath("album"), "x.jpg")
+	if err := os.MkdirAll(filepath.Dir(inside), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(inside, []byte("another key's"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if removed, err := c.Forget(w.cfg.Mapping.KeyPrefix + "album"); removed || err != nil {
+		t.Errorf("Forget of a key whose path is a folder = %v, %v; want false, nil", removed, err)
+	}
+	if _, err := os.Stat(inside); err != nil {
+		t.Errorf("the file inside the folder: %v; want it kept", err)
+	}
 }

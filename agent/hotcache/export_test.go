@@ -25,3 +25,16 @@ const (
 	FetchBackoffFirst = fetchBackoffFirst
 	FetchBackoffMax   = fetchBackoffMax
 )
+
+// FailRemove makes every unlink c makes fail with err until the returned
+// func is called.
+func FailRemove(c *Cache, err error) (restore func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.remove = func(string) error { return err }
+	return func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.remove = c.root.Remove
+	}
+}
