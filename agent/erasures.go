@@ -24,8 +24,9 @@ import (
 // ("All reads from GSIs and streams are eventually consistent",
 // https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/HowItWorks.ReadConsistency.html),
 // so a tombstone may show there after a later one did; and erased_at is
-// stamped by the clock of the machine that ran erase. Ten minutes is a
-// chosen margin, not a measurement: handling an erasure twice is harmless.
+// stamped by S3's clock as erase saw it (whole seconds), or by erase's
+// own clock when S3 gave no Date. Ten minutes is a chosen margin, not a
+// measurement: handling an erasure twice is harmless.
 const erasureOverlap = 10 * time.Minute
 
 // forgetter makes this host forget erased originals: every ErasePoll it
