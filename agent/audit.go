@@ -529,46 +529,19 @@ func (au *audit) local(ctx context.Context) error {
 }
 
 func (au *audit) walk(ctx context.Context, base string, archived bool) error {
-	return filepath.WalkDir(base, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil
-			}
+	// The folders the watcher skips: dot-folders (the claim folder, temp
+	// folders) and, in the watch folder, --ignore.
+	dirGlobs := au.a.cfg.Ignore
+	if archived {
+		dirGlobs = nil
+	}
+	onErr := func(_ string, err error) error {
+		if !errors.Is(err, fs.ErrNotExist) {
 			au.failed(err)
-			return nil
 		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		rel, rerr := filepath.Rel(base, p)
-		if rerr != nil || rel == "." {
-			return nil
-		}
-		rel = filepath.ToSlash(rel)
-		if d.IsDir() {
-			// The folders the watcher skips: dot-folders (the claim
-			// folder, temp folders) and, in the watch folder, --ignore.
-			globs := au.a.cfg.Ignore
-			if archived {
-				globs = nil
-			}
-			if ignored(rel, globs) {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if !d.Type().IsRegular() || ignored(rel, au.a.cfg.Ignore) {
-			return nil
-		}
-		key, kerr := au.a.cfg.Mapping.KeyForFile(rel)
-		if kerr != nil {
-			return nil // the agent refuses such a name too; its log says so
-		}
-		info, ierr := d.Info()
-		if ierr != nil {
-			return nil
-		}
-		id, _ := idOf(info)
+		return nil
+	}
+	return walkOriginals(ctx, base, dirGlobs, au.a.cfg.Ignore, &au.a.cfg.Mapping, onErr, func(p, rel, key string, id fileID) error {
 		if archived {
 			au.count(func(s *AuditSummary) { s.ArchivedFiles++ })
 		} else {
@@ -632,4 +605,50 @@ func fileChecksum(p string) (string, error) {
 	}
 	defer f.Close()
 	return readChecksum(f)
+}
+
+// walkOriginals calls visit for each regular file under base whose name
+// the naming contract maps to a key, with its path, its slash-separated
+// path relative to base, its key and its identity: what the audit and
+// prune look at. It skips dot-folders and folders matching dirGlobs, files
+// matching fileGlobs, and anything not a regular file (a symbolic link is
+// never followed). onErr decides what a walk error means; a cancelled ctx
+// ends the walk.
+func walkOriginals(ctx context.Context, base string, dirGlobs, fileGlobs []string, m *offload.Mapping,
+	onErr func(path string, err error) error, visit func(p, rel, key string, id fileID) error) error {
+	return filepath.WalkDir(base, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return onErr(p, err)
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		rel, rerr := filepath.Rel(base, p)
+		if rerr != nil || rel == "." {
+			return nil
+		}
+		rel = filepath.ToSlash(rel)
+		if d.IsDir() {
+			if ignored(rel, dirGlobs) {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !d.Type().IsRegular() || ignored(rel, fileGlobs) {
+			return nil
+		}
+		key, kerr := m.KeyForFile(rel)
+		if kerr != nil {
+			return nil // the agent refuses such a name too; its log says so
+		}
+		info, ierr := d.Info()
+		if ierr != nil {
+			return nil // gone meanwhile
+		}
+		id, ok := idOf(info)
+		if !ok {
+			return nil
+		}
+		return visit(p, rel, key, id)
+	})
 }

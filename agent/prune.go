@@ -145,45 +145,18 @@ type pruner struct {
 // Parallel at once.
 func (pr *pruner) walk(ctx context.Context) error {
 	base := pr.a.cfg.Archive
-	return filepath.WalkDir(base, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			if p == base {
-				return fmt.Errorf("prune: archive: %w", err)
-			}
-			if !errors.Is(err, fs.ErrNotExist) {
-				pr.failed(err)
-			}
-			return nil
+	onErr := func(p string, err error) error {
+		if p == base {
+			return fmt.Errorf("prune: archive: %w", err)
 		}
-		if ctx.Err() != nil {
-			return ctx.Err()
+		if !errors.Is(err, fs.ErrNotExist) {
+			pr.failed(err)
 		}
-		rel, rerr := filepath.Rel(base, p)
-		if rerr != nil || rel == "." {
-			return nil
-		}
-		rel = filepath.ToSlash(rel)
-		if d.IsDir() {
-			if ignored(rel, nil) { // dot-folders, as the watcher and the audit
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if !d.Type().IsRegular() || ignored(rel, pr.a.cfg.Ignore) {
-			return nil // a symbolic link is never followed, nor removed
-		}
-		key, kerr := pr.a.cfg.Mapping.KeyForFile(rel)
-		if kerr != nil {
-			return nil // never offloaded: the agent refuses such a name
-		}
-		info, ierr := d.Info()
-		if ierr != nil {
-			return nil // gone meanwhile
-		}
-		seen, ok := idOf(info)
-		if !ok {
-			return nil
-		}
+		return nil
+	}
+	// Dot-folders are skipped as the watcher and the audit skip them; a
+	// symbolic link is never followed, nor removed.
+	return walkOriginals(ctx, base, nil, pr.a.cfg.Ignore, &pr.a.cfg.Mapping, onErr, func(_, rel, key string, seen fileID) error {
 		select {
 		case pr.sem <- struct{}{}:
 		case <-ctx.Done():

@@ -82,14 +82,9 @@ func auditCommand(args []string, getenv func(string) string, stdout, stderr io.W
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	s3c, db, err := awsClients(ctx, opts.pathStyle, inFlight(cfg.WithDefaults()))
+	a, err := commandAgent(ctx, cfg, opts.pathStyle)
 	if err != nil {
 		fmt.Fprintf(stderr, "offload-agent audit: %v\n", err)
-		return auditBadUsage
-	}
-	a, err := agent.New(cfg, s3c, db)
-	if err != nil {
-		fmt.Fprintf(stderr, "offload-agent audit: %v\n", oneLine(err))
 		return auditBadUsage
 	}
 	defer a.Close()

@@ -169,6 +169,21 @@ func awsClients(ctx context.Context, pathStyle bool, conns int) (*s3.Client, *dy
 	return s3c, dynamodb.NewFromConfig(cfg), nil
 }
 
+// commandAgent is the agent a one-shot command (audit, prune) works
+// through: the SDK clients built as run builds them, then agent.New, whose
+// error is one line.
+func commandAgent(ctx context.Context, cfg agent.Config, pathStyle bool) (*agent.Agent, error) {
+	s3c, db, err := awsClients(ctx, pathStyle, inFlight(cfg.WithDefaults()))
+	if err != nil {
+		return nil, err
+	}
+	a, err := agent.New(cfg, s3c, db)
+	if err != nil {
+		return nil, errors.New(oneLine(err))
+	}
+	return a, nil
+}
+
 // sdkConfig loads the SDK's configuration chain with the agent's dial
 // timeout, the standard retryer at most attempts times, and the transport
 // as tune sets it. It is the SDK's buildable client, not a plain

@@ -57,14 +57,9 @@ func pruneCommand(args []string, getenv func(string) string, stdout, stderr io.W
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	s3c, db, err := awsClients(ctx, opts.pathStyle, inFlight(cfg.WithDefaults()))
+	a, err := commandAgent(ctx, cfg, opts.pathStyle)
 	if err != nil {
 		fmt.Fprintf(stderr, "offload-agent prune: %v\n", err)
-		return pruneBadUsage
-	}
-	a, err := agent.New(cfg, s3c, db)
-	if err != nil {
-		fmt.Fprintf(stderr, "offload-agent prune: %v\n", oneLine(err))
 		return pruneBadUsage
 	}
 	defer a.Close()
