@@ -51,6 +51,9 @@ func needOpenSSL(t *testing.T) string {
 	t.Helper()
 	p, err := exec.LookPath("openssl")
 	if err != nil {
+		if os.Getenv("OFFLOAD_REQUIRE_STACK") != "" {
+			t.Fatal("openssl not on PATH: the stack installs it (infra/local/stack)")
+		}
 		t.Skip("openssl not on PATH: the independent verification cannot run")
 	}
 	return p

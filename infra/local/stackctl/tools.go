@@ -173,9 +173,10 @@ func ensureDynalite(ctx context.Context, p stackPaths) (node, cli string, err er
 // run: lighttpd with mod_magnet, nginx with njs (signed links), and Apache
 // (apache2-bin, which apache2 pulls in, carries mod_rewrite and mod_lua);
 // and acl, whose setfacl the README's folder permissions for the agent use
-// (agent/permissions_test.go runs them); and lintian, which judges the
-// Debian package (infra/package).
-var webServerPackages = []string{"lighttpd", "lighttpd-modules-lua", "nginx-light", "libnginx-mod-http-js", "apache2", "acl", "lintian"}
+// (agent/permissions_test.go runs them); lintian, which judges the
+// Debian package (infra/package); and openssl, which checks the CloudFront
+// signer's signatures independently of Go (lambda/cdnsign).
+var webServerPackages = []string{"lighttpd", "lighttpd-modules-lua", "nginx-light", "libnginx-mod-http-js", "apache2", "acl", "lintian", "openssl"}
 
 // The files that prove a web server is installed with the module its
 // fallback needs; the binaries are looked up on PATH.
@@ -196,7 +197,7 @@ const aptLockWait = "300"
 // servers.
 func ensureWebServers(ctx context.Context) error {
 	var missing []string
-	for _, bin := range []string{"lighttpd", "nginx", "apache2", "setfacl", "lintian"} {
+	for _, bin := range []string{"lighttpd", "nginx", "apache2", "setfacl", "lintian", "openssl"} {
 		if _, err := exec.LookPath(bin); err != nil {
 			missing = append(missing, bin)
 		}
