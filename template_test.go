@@ -75,7 +75,7 @@ func loadTemplateWith(t *testing.T, overrides map[string]any) map[string]any {
 		return keep("Ref:")(name, input, template)
 	}
 	opts := &intrinsics.ProcessorOptions{ParameterOverrides: overrides, IntrinsicHandlerOverrides: map[string]intrinsics.IntrinsicHandler{
-		"Ref": ref, "Fn::GetAtt": keep("GetAtt:"), "Fn::Sub": keep(""), "Fn::If": keep("If:"),
+		"Ref": ref, "Fn::GetAtt": keep("GetAtt:"), "Fn::Sub": keep(""), "Fn::If": keepIf(keep("If:")),
 	}}
 	tmpl, err := goformation.OpenWithOptions("template.yaml", opts)
 	if err != nil {
@@ -90,6 +90,62 @@ func loadTemplateWith(t *testing.T, overrides map[string]any) map[string]any {
 		t.Fatal(err)
 	}
 	return doc
+}
+
+// keepIf keeps an Fn::If whose branches are structures (a policy
+// statement) as {"If": [condition, then, else]}, for resolveIf (not
+// "Fn::If", which goformation's Template.JSON would evaluate again); one
+// of plain values reads as flat, a string like the other references.
+func keepIf(flat intrinsics.IntrinsicHandler) intrinsics.IntrinsicHandler {
+	return func(name string, input any, template any) any {
+		if args, ok := input.([]any); ok {
+			for _, a := range args {
+				switch a.(type) {
+				case map[string]any, []any:
+					return map[string]any{"If": args}
+				}
+			}
+		}
+		return flat(name, input, template)
+	}
+}
+
+// resolveIf replaces each structured Fn::If in v (see keepIf) by its
+// branch for the conditions' values, and drops a branch that is
+// AWS::NoValue from its list, as CloudFormation does. A condition not in
+// conditions fails the test.
+func resolveIf(t *testing.T, v any, conditions map[string]bool) any {
+	t.Helper()
+	const noValue = "Ref:AWS::NoValue"
+	switch x := v.(type) {
+	case map[string]any:
+		if args, ok := x["If"].([]any); ok && len(x) == 1 && len(args) == 3 {
+			on, known := conditions[fmt.Sprint(args[0])]
+			if !known {
+				t.Fatalf("Fn::If on condition %v, which the test does not set", args[0])
+			}
+			if on {
+				return resolveIf(t, args[1], conditions)
+			}
+			return resolveIf(t, args[2], conditions)
+		}
+		out := map[string]any{}
+		for k, c := range x {
+			if r := resolveIf(t, c, conditions); r != noValue {
+				out[k] = r
+			}
+		}
+		return out
+	case []any:
+		out := []any{}
+		for _, c := range x {
+			if r := resolveIf(t, c, conditions); r != noValue {
+				out = append(out, r)
+			}
+		}
+		return out
+	}
+	return v
 }
 
 // get walks a path of keys (and list indexes) through JSON values.
@@ -190,8 +246,9 @@ func TestTemplateSecurity(t *testing.T) {
 	}
 
 	// The bucket policy: the TLS rule here, the conditional-write guard in
-	// TestTemplateConditionalWriteGuard, and nothing else.
-	statements, _ := get(resource(t, doc, "OriginalsBucketPolicy"), "Properties", "PolicyDocument", "Statement").([]any)
+	// TestTemplateConditionalWriteGuard, and nothing else (with the CDN
+	// off; on, TestTemplateCdnBucketPolicy).
+	statements := bucketStatements(t, doc, false)
 	var sids []string
 	for _, st := range statements {
 		sids = append(sids, fmt.Sprint(get(st, "Sid")))
@@ -262,7 +319,8 @@ func TestTemplateSecurity(t *testing.T) {
 		"ResolverBase": "evaluated", "AgentEnv": "evaluated",
 		"BucketName": "Ref:OriginalsBucket", "TableName": "Ref:LedgerTable",
 		"AgentPolicyArn": "Ref:AgentPolicy", "AuditPolicyArn": "Ref:AuditPolicy", "EraserPolicyArn": "Ref:EraserPolicy",
-		"HostInstanceProfile": "Ref:AgentInstanceProfile", "HostInstanceProfileArn": "GetAtt:AgentInstanceProfile.Arn"}`)
+		"HostInstanceProfile": "Ref:AgentInstanceProfile", "HostInstanceProfileArn": "GetAtt:AgentInstanceProfile.Arn",
+		"CdnDomain": "GetAtt:CdnDistribution.DomainName", "CdnKeyPairId": "Ref:CdnKey", "CdnKeyGroupId": "Ref:CdnKeyGroup"}`)
 }
 
 // TestTemplateErasuresIndex: the ledger table has the sparse index
@@ -919,4 +977,251 @@ func xmlText(s string) string {
 	var b strings.Builder
 	xml.EscapeText(&b, []byte(s))
 	return b.String()
+}
+
+// bucketStatements is the bucket policy's Statement list as CloudFormation
+// deploys it with the CDN on or off.
+func bucketStatements(t *testing.T, doc map[string]any, cdn bool) []any {
+	t.Helper()
+	raw := get(resource(t, doc, "OriginalsBucketPolicy"), "Properties", "PolicyDocument", "Statement")
+	statements, _ := resolveIf(t, raw, map[string]bool{"CdnOn": cdn}).([]any)
+	return statements
+}
+
+// cdnResources are the resources Cdn=on adds, and the only ones it adds.
+var cdnResources = []string{"CdnOriginAccessControl", "CdnCachePolicy", "CdnKey", "CdnKeyGroup", "CdnDistribution"}
+
+// todaysBucketPolicy is the bucket policy's two statements before the CDN
+// existed, which Cdn=off must deploy unchanged.
+const todaysBucketPolicy = `[
+  {"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
+   "Resource": ["GetAtt:OriginalsBucket.Arn", "${OriginalsBucket.Arn}/*"],
+   "Condition": {"Bool": {"aws:SecureTransport": "false"}}},
+  {"Sid": "DenyUnconditionalWrites", "Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
+   "Resource": "${OriginalsBucket.Arn}/*",
+   "Condition": {"Null": {"s3:if-none-match": "true"}, "Bool": {"s3:ObjectCreationOperation": "true"}}}]`
+
+// TestTemplateCdnConditions: the CDN is off unless Cdn=on; its resources
+// exist only under CdnOn; with it off the template deploys exactly the
+// resources and the bucket policy it did before the CDN existed.
+func TestTemplateCdnConditions(t *testing.T) {
+	doc := loadTemplate(t)
+	jsonEqual(t, "parameter Cdn", get(doc, "Parameters", "Cdn"), `{"Type": "String", "Default": "off",
+		"AllowedValues": ["off", "on"], "Description": `+mustJSON(t, get(doc, "Parameters", "Cdn", "Description"))+`}`)
+	jsonEqual(t, "parameter CdnPublicKey", get(doc, "Parameters", "CdnPublicKey"), `{"Type": "String", "Default": "",
+		"Description": `+mustJSON(t, get(doc, "Parameters", "CdnPublicKey", "Description"))+`}`)
+
+	raw, err := os.ReadFile("template.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for params, want := range map[string]bool{"": false, "off": false, "on": true} {
+		p := map[string]string{"Cdn": params}
+		if params == "" {
+			p = nil // the default
+		}
+		on, err := templatepolicy.Condition(raw, "CdnOn", deployedStack(p))
+		if err != nil || on != want {
+			t.Errorf("Cdn=%q: CdnOn = %v (%v); want %v", params, on, err, want)
+		}
+	}
+
+	resources, _ := doc["Resources"].(map[string]any)
+	var off []string
+	for name, r := range resources {
+		isCdn := slices.Contains(cdnResources, name)
+		if c := get(r, "Condition"); isCdn != (c == "CdnOn") {
+			t.Errorf("resource %s: Condition %v; want CdnOn exactly on %v", name, c, cdnResources)
+		}
+		if isCdn {
+			continue
+		}
+		off = append(off, name)
+		if name == "OriginalsBucketPolicy" {
+			continue // its CDN statement: below
+		}
+		if b, _ := json.Marshal(r); strings.Contains(string(b), "Cdn") {
+			t.Errorf("resource %s refers to the CDN: %s", name, b)
+		}
+	}
+	for _, name := range cdnResources {
+		resource(t, doc, name)
+	}
+	slices.Sort(off)
+	today := []string{"AgentHostRole", "AgentInstanceProfile", "AgentPolicy", "AuditPolicy", "EraserPolicy",
+		"LedgerTable", "OriginalsBucket", "OriginalsBucketPolicy", "ResolverFunction", "ResolverLogGroup"}
+	if !slices.Equal(off, today) {
+		t.Errorf("with Cdn=off the resources are %v; want today's %v", off, today)
+	}
+	policy := maps.Clone(get(resource(t, doc, "OriginalsBucketPolicy"), "Properties", "PolicyDocument").(map[string]any))
+	policy["Statement"] = bucketStatements(t, doc, false)
+	jsonEqual(t, "bucket policy with Cdn=off", policy, `{"Version": "2012-10-17", "Statement": `+todaysBucketPolicy+`}`)
+}
+
+// TestTemplateCdnOriginAccessControl: CloudFront reads the private bucket
+// through an Origin Access Control that signs every request with SigV4,
+// at the bucket's regional domain, with the empty OriginAccessIdentity
+// CloudFormation wants beside an OAC.
+func TestTemplateCdnOriginAccessControl(t *testing.T) {
+	doc := loadTemplate(t)
+	oac := get(resource(t, doc, "CdnOriginAccessControl"), "Properties", "OriginAccessControlConfig").(map[string]any)
+	jsonEqual(t, "OAC", map[string]any{
+		"OriginAccessControlOriginType": oac["OriginAccessControlOriginType"],
+		"SigningBehavior":               oac["SigningBehavior"], "SigningProtocol": oac["SigningProtocol"],
+	}, `{"OriginAccessControlOriginType": "s3", "SigningBehavior": "always", "SigningProtocol": "sigv4"}`)
+	if get(resource(t, doc, "CdnOriginAccessControl"), "Type") != "AWS::CloudFront::OriginAccessControl" {
+		t.Errorf("CdnOriginAccessControl is not an AWS::CloudFront::OriginAccessControl")
+	}
+	jsonEqual(t, "distribution Origins", get(resource(t, doc, "CdnDistribution"), "Properties", "DistributionConfig", "Origins"),
+		`[{"Id": "originals", "DomainName": "GetAtt:OriginalsBucket.RegionalDomainName",
+		   "OriginAccessControlId": "GetAtt:CdnOriginAccessControl.Id", "S3OriginConfig": {"OriginAccessIdentity": ""}}]`)
+}
+
+// TestTemplateCdnCachePolicy: the cache key holds versionId and the
+// response overrides the resolver puts in its presigned URLs, found in its
+// code and named as the SDK sends them, and nothing else: no header, no
+// cookie, no other query string (so Expires, Signature and Key-Pair-Id
+// stay out and every signed URL for one version shares one copy).
+func TestTemplateCdnCachePolicy(t *testing.T) {
+	doc := loadTemplate(t)
+	policy := resource(t, doc, "CdnCachePolicy")
+	config := get(policy, "Properties", "CachePolicyConfig")
+
+	// The query strings the resolver's presigned URLs carry: versionId
+	// (the recorded version) and each Response* field it sets, by the
+	// name the SDK's serializer gives it.
+	var src strings.Builder
+	files, _ := filepath.Glob("lambda/*.go")
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		src.Write(b)
+	}
+	if !strings.Contains(src.String(), "VersionId: optional(t.versionID)") {
+		t.Fatalf("the resolver no longer presigns the recorded version as it did; revisit the cache key")
+	}
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/aws/aws-sdk-go-v2/service/s3").Output()
+	if err != nil {
+		t.Fatalf("go list the S3 module: %v", err)
+	}
+	ser, err := os.ReadFile(filepath.Join(strings.TrimSpace(string(out)), "serializers.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"versionId"}
+	seen := map[string]bool{}
+	for _, m := range regexp.MustCompile(`\b(Response[A-Z][A-Za-z]*):`).FindAllStringSubmatch(src.String(), -1) {
+		field := m[1]
+		if seen[field] {
+			continue
+		}
+		seen[field] = true
+		q := regexp.MustCompile(`SetQuery\("([a-z-]+)"\)\.String\(\*v\.` + field + `\)`).FindSubmatch(ser)
+		if q == nil {
+			t.Fatalf("the SDK's serializer has no query string for %s", field)
+		}
+		want = append(want, string(q[1]))
+	}
+	if len(want) < 3 {
+		t.Errorf("found the overrides %v in the resolver; want at least response-content-type and response-content-disposition", want)
+	}
+	slices.Sort(want)
+	got := strList(get(config, "ParametersInCacheKeyAndForwardedToOrigin", "QueryStringsConfig", "QueryStrings"))
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Errorf("cache key query strings %v; want exactly %v", got, want)
+	}
+	key := maps.Clone(get(config, "ParametersInCacheKeyAndForwardedToOrigin").(map[string]any))
+	delete(key, "QueryStringsConfig")
+	jsonEqual(t, "cache key", map[string]any{"rest": key, "behavior": get(config, "ParametersInCacheKeyAndForwardedToOrigin", "QueryStringsConfig", "QueryStringBehavior")},
+		`{"behavior": "whitelist", "rest": {"EnableAcceptEncodingGzip": false, "EnableAcceptEncodingBrotli": false,
+		  "HeadersConfig": {"HeaderBehavior": "none"}, "CookiesConfig": {"CookieBehavior": "none"}}}`)
+	// One day by default, up to a year if S3 sent a Cache-Control, none
+	// below what it asks: an original never changes under its version id.
+	jsonEqual(t, "cache TTLs", map[string]any{"MinTTL": get(config, "MinTTL"), "DefaultTTL": get(config, "DefaultTTL"), "MaxTTL": get(config, "MaxTTL")},
+		`{"MinTTL": 0, "DefaultTTL": 86400, "MaxTTL": 31536000}`)
+	if got := get(resource(t, doc, "CdnDistribution"), "Properties", "DistributionConfig", "DefaultCacheBehavior", "CachePolicyId"); got != "Ref:CdnCachePolicy" {
+		t.Errorf("the behaviour's CachePolicyId is %v; want Ref:CdnCachePolicy", got)
+	}
+}
+
+// TestTemplateCdnKeyGroup: the site's public key, from the parameter, is
+// the key group's only key, and the distribution's only behaviour trusts
+// that group (so it serves signed URLs only), over HTTPS only, for GET and
+// HEAD, with no other behaviour and no default root object.
+func TestTemplateCdnKeyGroup(t *testing.T) {
+	doc := loadTemplate(t)
+	if got := get(resource(t, doc, "CdnKey"), "Properties", "PublicKeyConfig", "EncodedKey"); got != "Ref:CdnPublicKey" {
+		t.Errorf("CdnKey EncodedKey %v; want the CdnPublicKey parameter", got)
+	}
+	jsonEqual(t, "CdnKeyGroup Items", get(resource(t, doc, "CdnKeyGroup"), "Properties", "KeyGroupConfig", "Items"), `["Ref:CdnKey"]`)
+	for name, typ := range map[string]string{"CdnKey": "AWS::CloudFront::PublicKey", "CdnKeyGroup": "AWS::CloudFront::KeyGroup", "CdnDistribution": "AWS::CloudFront::Distribution"} {
+		if got := get(resource(t, doc, name), "Type"); got != typ {
+			t.Errorf("%s is %v; want %s", name, got, typ)
+		}
+	}
+	config := get(resource(t, doc, "CdnDistribution"), "Properties", "DistributionConfig").(map[string]any)
+	jsonEqual(t, "DefaultCacheBehavior", config["DefaultCacheBehavior"],
+		`{"TargetOriginId": "originals", "ViewerProtocolPolicy": "https-only",
+		  "AllowedMethods": ["GET", "HEAD"], "CachedMethods": ["GET", "HEAD"],
+		  "CachePolicyId": "Ref:CdnCachePolicy", "TrustedKeyGroups": ["Ref:CdnKeyGroup"], "Compress": false}`)
+	keys := slices.Sorted(maps.Keys(config))
+	if want := []string{"Comment", "DefaultCacheBehavior", "Enabled", "Origins"}; !slices.Equal(keys, want) {
+		t.Errorf("DistributionConfig has %v; want exactly %v (no other behaviour, no DefaultRootObject)", keys, want)
+	}
+	if config["Enabled"] != true {
+		t.Errorf("distribution Enabled %v", config["Enabled"])
+	}
+}
+
+// TestTemplateCdnBucketPolicy: with Cdn=on the bucket policy keeps its two
+// statements and gains one: CloudFront's service principal, for this
+// stack's distribution only, may read the objects under the key prefix,
+// their current and their named versions, and nothing else.
+func TestTemplateCdnBucketPolicy(t *testing.T) {
+	doc := loadTemplate(t)
+	var today []any
+	if err := json.Unmarshal([]byte(todaysBucketPolicy), &today); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := json.Marshal(append(today, map[string]any{
+		"Sid": "AllowCloudFrontRead", "Effect": "Allow",
+		"Principal": map[string]any{"Service": "cloudfront.amazonaws.com"},
+		"Action":    []string{"s3:GetObject", "s3:GetObjectVersion"},
+		"Resource":  "${OriginalsBucket.Arn}/${KeyPrefix}*",
+		"Condition": map[string]any{"StringEquals": map[string]any{
+			"AWS:SourceArn": "arn:${AWS::Partition}:cloudfront::${AWS::AccountId}:distribution/${CdnDistribution}"}},
+	}))
+	jsonEqual(t, "bucket policy with Cdn=on", bucketStatements(t, doc, true), string(want))
+}
+
+// TestTemplateCdnOutputs: CdnDomain, CdnKeyPairId and CdnKeyGroupId exist
+// only with Cdn=on, and turning it on changes no other output.
+func TestTemplateCdnOutputs(t *testing.T) {
+	cdn := []string{"CdnDomain", "CdnKeyPairId", "CdnKeyGroupId"}
+	off := evalOutputs(t, deployedStack(map[string]string{"Cdn": "off"}))
+	for _, name := range cdn {
+		if v, ok := off[name]; ok {
+			t.Errorf("Cdn=off: output %s = %q; want none", name, v)
+		}
+	}
+	s := deployedStack(map[string]string{"Cdn": "on"})
+	s.Refs["CdnKey"] = "K2JCJMDEHXQW5F"
+	s.Refs["CdnKeyGroup"] = "4f7c1c3e-0c2b-4f67-9d0a-2f3b1e6f5a10"
+	s.Attrs["CdnDistribution.DomainName"] = "d111111abcdef8.cloudfront.net"
+	on := evalOutputs(t, s)
+	for name, want := range map[string]string{"CdnDomain": "d111111abcdef8.cloudfront.net", "CdnKeyPairId": "K2JCJMDEHXQW5F", "CdnKeyGroupId": s.Refs["CdnKeyGroup"]} {
+		if on[name] != want {
+			t.Errorf("Cdn=on: output %s = %q; want %q", name, on[name], want)
+		}
+		delete(on, name)
+	}
+	if !maps.Equal(on, off) {
+		t.Errorf("Cdn=on changes the other outputs: %v; with it off %v", on, off)
+	}
 }
