@@ -74,20 +74,7 @@ func TestUnitHardeningAndStop(t *testing.T) {
 // TestUnitVerifies runs systemd-analyze verify on the unit, with ExecStart
 // pointing at a freshly built offload-agent (verify checks the binary).
 func TestUnitVerifies(t *testing.T) {
-	analyze, err := exec.LookPath("systemd-analyze")
-	if err != nil {
-		if os.Getenv(stacktest.RequireEnv) == "1" {
-			t.Fatalf("systemd-analyze is not installed (Debian package systemd, part of this machine's image): %v", err)
-		}
-		t.Skip("systemd-analyze is not installed; TestUnitHardeningAndStop checks the keys")
-	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "offload-agent")
-	build := exec.Command("go", "build", "-o", bin, "./agent/cmd/offload-agent")
-	build.Dir = filepath.Join("..", "..")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	analyze, dir, bin := verifySetup(t, "TestUnitHardeningAndStop checks the keys")
 	unit, _ := os.ReadFile("offload-agent.service")
 	copyPath := filepath.Join(dir, "offload-agent.service")
 	os.WriteFile(copyPath, []byte(strings.ReplaceAll(string(unit), "/usr/bin/offload-agent", bin)), 0o644)
@@ -199,20 +186,7 @@ func TestPruneUnits(t *testing.T) {
 // its timer, side by side, with ExecStart pointing at a freshly built
 // offload-agent.
 func TestPruneUnitsVerify(t *testing.T) {
-	analyze, err := exec.LookPath("systemd-analyze")
-	if err != nil {
-		if os.Getenv(stacktest.RequireEnv) == "1" {
-			t.Fatalf("systemd-analyze is not installed (Debian package systemd, part of this machine's image): %v", err)
-		}
-		t.Skip("systemd-analyze is not installed; TestPruneUnits checks the keys")
-	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "offload-agent")
-	build := exec.Command("go", "build", "-o", bin, "./agent/cmd/offload-agent")
-	build.Dir = filepath.Join("..", "..")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	analyze, dir, bin := verifySetup(t, "TestPruneUnits checks the keys")
 	var paths []string
 	for _, name := range []string{"offload-prune.service", "offload-prune.timer"} {
 		unit, err := os.ReadFile(name)
@@ -227,4 +201,27 @@ func TestPruneUnitsVerify(t *testing.T) {
 	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 	}
+}
+
+// verifySetup is what systemd-analyze verify needs: the tool (a test
+// without it fails under the stack, else skips: otherwise says what still
+// checks the unit), a folder, and a freshly built offload-agent in it for
+// ExecStart (verify checks the binary).
+func verifySetup(t *testing.T, otherwise string) (analyze, dir, bin string) {
+	t.Helper()
+	analyze, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		if os.Getenv(stacktest.RequireEnv) == "1" {
+			t.Fatalf("systemd-analyze is not installed (Debian package systemd, part of this machine's image): %v", err)
+		}
+		t.Skip("systemd-analyze is not installed; " + otherwise)
+	}
+	dir = t.TempDir()
+	bin = filepath.Join(dir, "offload-agent")
+	build := exec.Command("go", "build", "-o", bin, "./agent/cmd/offload-agent")
+	build.Dir = filepath.Join("..", "..")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return analyze, dir, bin
 }
