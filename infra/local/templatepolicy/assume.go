@@ -2,12 +2,15 @@ package templatepolicy
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
+	"github.com/aws/smithy-go"
 )
 
 // Assume returns temporary credentials from the STS at endpoint (MinIO's,
@@ -18,18 +21,37 @@ import (
 // is written as AWS reads it; MinIO gets it in its own terms (ForMinIO).
 func Assume(ctx context.Context, cfg aws.Config, endpoint, component string, doc Document, life time.Duration) (aws.Credentials, error) {
 	client := sts.NewFromConfig(cfg, func(o *sts.Options) { o.BaseEndpoint = aws.String(endpoint) })
-	out, err := client.AssumeRole(ctx, &sts.AssumeRoleInput{
+	in := &sts.AssumeRoleInput{
 		RoleArn:         aws.String("arn:aws:iam::000000000000:role/offload-" + component), // MinIO ignores it for the root user
 		RoleSessionName: aws.String("offload-" + component),
 		Policy:          aws.String(doc.ForMinIO().JSON()),
 		DurationSeconds: aws.Int32(int32(life / time.Second)),
-	})
+	}
+	out, err := client.AssumeRole(ctx, in)
+	// MinIO serves S3 calls a moment before its IAM subsystem has loaded
+	// and answers STS meanwhile with 400 InvalidParameterValue "Server not
+	// initialized, please try again": ask again until ctx ends.
+	for err != nil && iamNotReady(err) && ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+		out, err = client.AssumeRole(ctx, in)
+	}
 	if err != nil {
 		return aws.Credentials{}, fmt.Errorf("credentials for the %s: %w", component, err)
 	}
 	c := out.Credentials
 	return aws.Credentials{AccessKeyID: aws.ToString(c.AccessKeyId), SecretAccessKey: aws.ToString(c.SecretAccessKey),
 		SessionToken: aws.ToString(c.SessionToken)}, nil
+}
+
+// iamNotReady reports whether err is MinIO's answer while its IAM
+// subsystem is still loading.
+func iamNotReady(err error) bool {
+	var api smithy.APIError
+	return errors.As(err, &api) && api.ErrorCode() == "InvalidParameterValue" &&
+		strings.Contains(api.ErrorMessage(), "not initialized")
 }
 
 // ForMinIO returns the document as MinIO must be told it to enforce what
