@@ -170,3 +170,30 @@ func checkName(name string) error {
 	}
 	return nil
 }
+
+// CDNPath is the path of key on the CDN (an S3 origin without an origin
+// path, so the path is the key): "/" and the key with every byte but
+// RFC 3986's unreserved characters (A-Z a-z 0-9 - . _ ~) and "/"
+// percent-encoded, as the SDK encodes a key in an S3 URL. The resolver's
+// CloudFront URLs and erase's invalidations use it, so an invalidation
+// names exactly the path viewers were sent to. A "*" is encoded too: in an
+// invalidation path a bare "*" is a wildcard.
+func CDNPath(key string) string {
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	b.Grow(len(key) + 1)
+	b.WriteByte('/')
+	for i := 0; i < len(key); i++ {
+		c := key[i]
+		switch {
+		case 'A' <= c && c <= 'Z', 'a' <= c && c <= 'z', '0' <= c && c <= '9',
+			c == '-', c == '.', c == '_', c == '~', c == '/':
+			b.WriteByte(c)
+		default:
+			b.WriteByte('%')
+			b.WriteByte(hex[c>>4])
+			b.WriteByte(hex[c&15])
+		}
+	}
+	return b.String()
+}

@@ -263,3 +263,17 @@ func FuzzKeyForURL(f *testing.F) {
 		checkKey(t, m, key)
 	})
 }
+
+func TestCDNPath(t *testing.T) {
+	for key, want := range map[string]string{
+		"originals/cat.jpg":      "/originals/cat.jpg",
+		"originals/a b+c%.jpg":   "/originals/a%20b%2Bc%25.jpg",
+		"originals/été/x?#.jpg":  "/originals/%C3%A9t%C3%A9/x%3F%23.jpg",
+		"originals/star*":        "/originals/star%2A",
+		"originals/~keep-._.jpg": "/originals/~keep-._.jpg",
+	} {
+		if got := CDNPath(key); got != want {
+			t.Errorf("CDNPath(%q) = %q; want %q", key, got, want)
+		}
+	}
+}

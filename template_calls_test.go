@@ -33,6 +33,8 @@ const (
 	onBucket   = "bucket"
 	onTable    = "table"
 	onErasures = "index erasures"
+	// The CloudFront distribution (with the template's Cdn=on).
+	onDistribution = "distribution"
 )
 
 // iamAction is an IAM action and the kind of resource it is granted on.
@@ -86,6 +88,12 @@ var operationActions = map[string][]iamAction{
 	"dynamodb.Scan":              {{"dynamodb:Scan", onTable}},
 	"dynamodb.BatchGetItem":      {{"dynamodb:BatchGetItem", onTable}},
 	"dynamodb.BatchWriteItem":    {{"dynamodb:BatchWriteItem", onTable}},
+	// CloudFront: "Actions, resources, and condition keys for Amazon
+	// CloudFront", https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazoncloudfront.html:
+	// each invalidation call authorizes as the action of its own name, on
+	// the distribution.
+	"cloudfront.CreateInvalidation": {{"cloudfront:CreateInvalidation", onDistribution}},
+	"cloudfront.GetInvalidation":    {{"cloudfront:GetInvalidation", onDistribution}},
 }
 
 // versionedActions: a request that names a version (versionId) is
@@ -100,8 +108,9 @@ var versionedActions = map[string]iamAction{
 // The SDK packages whose clients make the calls, by the service name the
 // operations above use.
 var sdkServices = map[string]string{
-	"github.com/aws/aws-sdk-go-v2/service/s3":       "s3",
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb": "dynamodb",
+	"github.com/aws/aws-sdk-go-v2/service/s3":         "s3",
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb":   "dynamodb",
+	"github.com/aws/aws-sdk-go-v2/service/cloudfront": "cloudfront",
 }
 
 // A component's program: the main package, the function that is the

@@ -317,7 +317,7 @@ func TestTemplateSecurity(t *testing.T) {
 	}
 	jsonEqual(t, "Outputs", values, `{"ResolverUrl": "GetAtt:ResolverFunctionUrl.FunctionUrl",
 		"ResolverBase": "evaluated", "AgentEnv": "evaluated",
-		"BucketName": "Ref:OriginalsBucket", "TableName": "Ref:LedgerTable",
+		"BucketName": "Ref:OriginalsBucket", "TableName": "Ref:LedgerTable", "CdnDistributionId": "Ref:CdnDistribution",
 		"AgentPolicyArn": "Ref:AgentPolicy", "AuditPolicyArn": "Ref:AuditPolicy", "EraserPolicyArn": "Ref:EraserPolicy",
 		"HostInstanceProfile": "Ref:AgentInstanceProfile", "HostInstanceProfileArn": "GetAtt:AgentInstanceProfile.Arn",
 		"CdnDomain": "GetAtt:CdnDistribution.DomainName", "CdnKeyPairId": "Ref:CdnKey", "CdnKeyGroupId": "Ref:CdnKeyGroup"}`)
@@ -594,12 +594,15 @@ func TestTemplatePoliciesAreLeastPrivilege(t *testing.T) {
 	}
 	// A key prefix no default shares, so a prefix written into the
 	// template instead of ${KeyPrefix} shows.
-	target := templatepolicy.Target{Bucket: "originals", KeyPrefix: "k-p/", Table: "ledger"}
+	// With the CDN on, so that what only it grants is compared too.
+	target := templatepolicy.Target{Bucket: "originals", KeyPrefix: "k-p/", Table: "ledger",
+		On: map[string]bool{"CdnOn": true}, Distribution: "EDFDVBD6EXAMPLE"}
 	resourceOf := map[string]string{
-		onObjects:  target.BucketARN() + "/" + target.KeyPrefix + "*",
-		onBucket:   target.BucketARN(),
-		onTable:    target.TableARN(),
-		onErasures: target.TableARN() + "/index/" + offload.ErasuresIndex,
+		onObjects:      target.BucketARN() + "/" + target.KeyPrefix + "*",
+		onBucket:       target.BucketARN(),
+		onTable:        target.TableARN(),
+		onErasures:     target.TableARN() + "/index/" + offload.ErasuresIndex,
+		onDistribution: target.DistributionARN(),
 	}
 	calls := componentCalls(t)
 	for _, c := range templatepolicy.Components {
@@ -1040,6 +1043,21 @@ func TestTemplateCdnConditions(t *testing.T) {
 		if name == "OriginalsBucketPolicy" {
 			continue // its CDN statement: below
 		}
+		if name == "EraserPolicy" {
+			// Its one CDN statement, granted only with CdnOn: the grants
+			// themselves are TestTemplatePoliciesAreLeastPrivilege's.
+			st := get(r, "Properties", "PolicyDocument", "Statement").([]any)
+			last, _ := json.Marshal(st[len(st)-1])
+			if !strings.HasPrefix(string(last), `{"If":["CdnOn",`) || !strings.HasSuffix(string(last), `,"Ref:AWS::NoValue"]}`) {
+				t.Errorf("EraserPolicy's last statement: %s; want !If [CdnOn, STATEMENT, !Ref AWS::NoValue]", last)
+			}
+			r = maps.Clone(r.(map[string]any))
+			props := maps.Clone(r.(map[string]any)["Properties"].(map[string]any))
+			doc := maps.Clone(props["PolicyDocument"].(map[string]any))
+			doc["Statement"] = st[:len(st)-1]
+			props["PolicyDocument"] = doc
+			r.(map[string]any)["Properties"] = props
+		}
 		if b, _ := json.Marshal(r); strings.Contains(string(b), "Cdn") {
 			t.Errorf("resource %s refers to the CDN: %s", name, b)
 		}
@@ -1200,10 +1218,10 @@ func TestTemplateCdnBucketPolicy(t *testing.T) {
 	jsonEqual(t, "bucket policy with Cdn=on", bucketStatements(t, doc, true), string(want))
 }
 
-// TestTemplateCdnOutputs: CdnDomain, CdnKeyPairId and CdnKeyGroupId exist
+// TestTemplateCdnOutputs: CdnDomain, CdnKeyPairId, CdnKeyGroupId and CdnDistributionId exist
 // only with Cdn=on, and turning it on changes no other output.
 func TestTemplateCdnOutputs(t *testing.T) {
-	cdn := []string{"CdnDomain", "CdnKeyPairId", "CdnKeyGroupId"}
+	cdn := []string{"CdnDomain", "CdnKeyPairId", "CdnKeyGroupId", "CdnDistributionId"}
 	off := evalOutputs(t, deployedStack(map[string]string{"Cdn": "off"}))
 	for _, name := range cdn {
 		if v, ok := off[name]; ok {
@@ -1213,9 +1231,11 @@ func TestTemplateCdnOutputs(t *testing.T) {
 	s := deployedStack(map[string]string{"Cdn": "on"})
 	s.Refs["CdnKey"] = "K2JCJMDEHXQW5F"
 	s.Refs["CdnKeyGroup"] = "4f7c1c3e-0c2b-4f67-9d0a-2f3b1e6f5a10"
+	s.Refs["CdnDistribution"] = "EDFDVBD6EXAMPLE"
 	s.Attrs["CdnDistribution.DomainName"] = "d111111abcdef8.cloudfront.net"
 	on := evalOutputs(t, s)
-	for name, want := range map[string]string{"CdnDomain": "d111111abcdef8.cloudfront.net", "CdnKeyPairId": "K2JCJMDEHXQW5F", "CdnKeyGroupId": s.Refs["CdnKeyGroup"]} {
+	for name, want := range map[string]string{"CdnDomain": "d111111abcdef8.cloudfront.net", "CdnKeyPairId": "K2JCJMDEHXQW5F",
+		"CdnKeyGroupId": s.Refs["CdnKeyGroup"], "CdnDistributionId": "EDFDVBD6EXAMPLE"} {
 		if on[name] != want {
 			t.Errorf("Cdn=on: output %s = %q; want %q", name, on[name], want)
 		}

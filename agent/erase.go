@@ -47,6 +47,13 @@ type Eraser struct {
 	By, Why   string // who asked, and why: recorded on the tombstone
 	// CallTimeout bounds each call; zero is DefaultCallTimeout.
 	CallTimeout time.Duration
+	// CDN, with Distribution, makes each erasure also invalidate the
+	// key's path in that CloudFront distribution (see erase_cdn.go);
+	// nil when the site serves no CDN. CDNWait bounds the wait for the
+	// invalidation to complete (zero: DefaultCDNWait).
+	CDN          CDNInvalidator
+	Distribution string
+	CDNWait      time.Duration
 
 	now func() time.Time // this machine's clock, when S3 gives no Date; tests set it
 }
@@ -54,11 +61,14 @@ type Eraser struct {
 // EraseReport is what Erase did to one key: what it removed, and each call
 // that failed.
 type EraseReport struct {
-	Key           string         `json:"key"`
-	Versions      int            `json:"versions"`       // object versions deleted
-	DeleteMarkers int            `json:"delete_markers"` // delete markers deleted
-	Uploads       int            `json:"uploads"`        // open multipart uploads aborted
-	Failures      []EraseFailure `json:"failures,omitempty"`
+	Key           string `json:"key"`
+	Versions      int    `json:"versions"`       // object versions deleted
+	DeleteMarkers int    `json:"delete_markers"` // delete markers deleted
+	Uploads       int    `json:"uploads"`        // open multipart uploads aborted
+	// Invalidation is the ID of the CDN invalidation made for the key
+	// (empty without a CDN, or when none was made).
+	Invalidation string         `json:"invalidation,omitempty"`
+	Failures     []EraseFailure `json:"failures,omitempty"`
 	// Left is how many versions and delete markers the last listing still
 	// showed: written to the key during the erase. A re-run removes them.
 	Left int `json:"left,omitempty"`
@@ -125,6 +135,7 @@ const (
 	eraseDeleteMarker  = "delete marker"
 	eraseListUploads   = "list uploads"
 	eraseAbortUpload   = "abort upload"
+	eraseInvalidate    = "invalidate the CDN's copies"
 	eraseRecordDone    = "record the erasure done"
 )
 
@@ -136,11 +147,12 @@ var erasePermission = map[string]string{
 	eraseDeleteMarker:  "s3:DeleteObjectVersion",
 	eraseListUploads:   "s3:ListBucketMultipartUploads",
 	eraseAbortUpload:   "s3:AbortMultipartUpload",
+	eraseInvalidate:    "cloudfront:CreateInvalidation and cloudfront:GetInvalidation",
 	eraseRecordDone:    "dynamodb:UpdateItem",
 }
 
 // Erase erases key: mark, abort uploads, delete versions and markers,
-// list again, record done. A failed mark stops it before anything is
+// list again, invalidate the CDN's copies (with a CDN), record done. A failed mark stops it before anything is
 // deleted; any other failure, or anything the last listing shows, leaves
 // the rest to a re-run and EraseDoneAttr unset. A key the ledger never
 // recorded and S3 never held is recorded done but reported not done
@@ -164,6 +176,16 @@ func (e *Eraser) Erase(ctx context.Context, key string) EraseReport {
 	}
 	if r.Left = len(left); r.Left > 0 {
 		return r
+	}
+	if e.CDN != nil {
+		// After the deletes: an edge that misses from now on finds
+		// nothing at the origin to cache again.
+		id, err := e.invalidate(ctx, key)
+		r.Invalidation = id
+		if err != nil {
+			r.fail(eraseInvalidate, "", "", err)
+			return r
+		}
 	}
 	if err := e.recordDone(ctx, key); err != nil {
 		r.fail(eraseRecordDone, "", "", err)

@@ -6,12 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"os/user"
 	"slices"
 	"strings"
 	"syscall"
+
+	"github.com/aws/aws-sdk-go-v2/service/cloudfront"
 
 	"github.com/photosleeve/offload"
 	"github.com/photosleeve/offload/agent"
@@ -30,9 +33,10 @@ const eraseHelp = `offload-agent erase [flags] --why REASON PATH_OR_KEY...
   clock, why: --why; a key never recorded gets a mark too), so the resolver stops
   serving it; abort its open multipart uploads; delete every version and delete
   marker of exactly that key (not of keys that start with it); list its versions
-  again; then, if that listing shows nothing, record the erasure done. It prints
-  what it removed and, for what it could not, S3's answer and its cause (Object
-  Lock, MFA delete) or the permission the call needs. A key that the ledger never
+  again; if that listing shows nothing: with --cdn-distribution, invalidate the
+  key's path in CloudFront and wait until the invalidation completes; then record
+  the erasure done. It prints what it removed and, for what it could not, S3's
+  answer and its cause (Object Lock, MFA delete) or the permission the call needs. A key that the ledger never
   recorded and S3 never held is not done: check the name. The mark stays either
   way: run erase again once fixed; a second run is harmless and stamps the
   erasure again, so every host looks at it again.
@@ -81,6 +85,14 @@ func eraseCommand(args []string, getenv func(string) string, stdout, stderr io.W
 	}
 	e := &agent.Eraser{S3: s3c, DB: db, Bucket: opts.agent.Bucket, Table: opts.agent.Table,
 		KeyPrefix: opts.agent.Mapping.KeyPrefix, By: by, Why: why, CallTimeout: opts.agent.CallTimeout}
+	if opts.cdnDistribution != "" {
+		cfg, err := sdkConfig(ctx, sdkMaxAttempts, func(t *http.Transport) { t.ResponseHeaderTimeout = responseHeaderTimeout })
+		if err != nil {
+			fmt.Fprintf(stderr, "offload-agent erase: AWS configuration: %v\n", err)
+			return 2
+		}
+		e.CDN, e.Distribution, e.CDNWait = cloudfront.NewFromConfig(cfg), opts.cdnDistribution, opts.cdnWait
+	}
 	incomplete := 0
 	for _, key := range keys {
 		r := e.Erase(ctx, key)
@@ -148,6 +160,9 @@ func printErase(w io.Writer, r agent.EraseReport) {
 	}
 	fmt.Fprintf(w, "%s %s: removed %s, %s, %s\n", state, r.Key,
 		count(r.Versions, "version"), count(r.DeleteMarkers, "delete marker"), count(r.Uploads, "upload"))
+	if r.Invalidation != "" {
+		fmt.Fprintf(w, "  CDN invalidation %s\n", r.Invalidation)
+	}
 	for _, f := range r.Failures {
 		fmt.Fprintf(w, "  could not %s\n", f)
 	}

@@ -197,6 +197,10 @@ type options struct {
 	// prune's own settings.
 	pruneMinAge     time.Duration // 0: not given
 	metricsTextfile string
+
+	// erase's own settings.
+	cdnDistribution string // "": no CDN
+	cdnWait         time.Duration
 }
 
 // setting is one flag with its environment fallback.
@@ -232,19 +236,34 @@ var (
 var commandSettings = map[string][]string{
 	"audit": {"watch", "archive", "after", "bucket", "table", "key-prefix", "url-prefix", "ignore", "call-timeout",
 		"cache-dir", "host", "s3-path-style", "log-format", "log-level"},
-	"erase": {"bucket", "table", "key-prefix", "url-prefix", "call-timeout", "s3-path-style"},
+	"erase": {"cdn-distribution", "cdn-wait", "bucket", "table", "key-prefix", "url-prefix", "call-timeout", "s3-path-style"},
 	"prune": {"min-age", "metrics-textfile", "watch", "archive", "after", "bucket", "table", "key-prefix", "url-prefix", "ignore",
 		"call-timeout", "s3-path-style", "log-format", "log-level"},
 }
 
 // commandOnly are the settings of one command alone, which no other
 // command takes (once neither: erase-poll is run's alone).
-var commandOnly = map[string]string{"min-age": "prune", "metrics-textfile": "prune", "erase-poll": "run"}
+var commandOnly = map[string]string{"min-age": "prune", "metrics-textfile": "prune", "erase-poll": "run",
+	"cdn-distribution": "erase", "cdn-wait": "erase"}
 
 var errHelp = errors.New("help requested")
 
 // settings lists every flag; help prints them in this order.
 var settings = []setting{
+	{"cdn-distribution", "OFFLOAD_CDN_DISTRIBUTION_ID", "", "with the template's Cdn=on, the CloudFront distribution (output CdnDistributionId): each key's cached copies\nare invalidated once S3 holds none of it, and the erasure is done only when the invalidation is",
+		func(o *options, v string) error { o.cdnDistribution = v; return nil }},
+	{"cdn-wait", "OFFLOAD_CDN_WAIT", agent.DefaultCDNWait.String(), "how long to wait for CloudFront to complete each invalidation; past it the key is not done (run erase again)",
+		func(o *options, v string) error {
+			d, err := time.ParseDuration(v)
+			switch {
+			case err != nil:
+				return errors.New("want a duration like 15m")
+			case d <= 0:
+				return errors.New("want more than 0")
+			}
+			o.cdnWait = d
+			return nil
+		}},
 	{"min-age", "OFFLOAD_PRUNE_MIN_AGE", "", "remove only archived files the ledger recorded at least this long ago; required, more than 0; hours are the largest unit: 720h is 30 days",
 		func(o *options, v string) error {
 			if v == "" {

@@ -121,13 +121,32 @@ type Target struct {
 	Bucket    string // the bucket that stands in for OriginalsBucket
 	KeyPrefix string // the value of the KeyPrefix parameter
 	Table     string // the table that stands in for LedgerTable (S3Policy needs none)
+	// On names the template's conditions that hold (CdnOn): a statement
+	// written as !If [CONDITION, STATEMENT, !Ref AWS::NoValue] is granted
+	// only when its condition is on.
+	On map[string]bool
+	// Distribution is the ID that stands in for CdnDistribution.
+	Distribution string
+}
+
+// The account and partition the target's ARNs are in.
+const (
+	targetAccount   = "000000000000"
+	targetPartition = "aws"
+)
+
+// DistributionARN is the ARN of the target's CloudFront distribution.
+func (t Target) DistributionARN() string {
+	return "arn:" + targetPartition + ":cloudfront::" + targetAccount + ":distribution/" + t.Distribution
 }
 
 // BucketARN is the ARN of the target's bucket.
 func (t Target) BucketARN() string { return "arn:aws:s3:::" + t.Bucket }
 
 // TableARN is the ARN of the target's table.
-func (t Target) TableARN() string { return "arn:aws:dynamodb:local:000000000000:table/" + t.Table }
+func (t Target) TableARN() string {
+	return "arn:" + targetPartition + ":dynamodb:local:" + targetAccount + ":table/" + t.Table
+}
 
 // S3Policy returns the S3 statements the template grants component, with
 // the template's references to the bucket and the key prefix resolved for
@@ -204,6 +223,13 @@ func Policy(template []byte, component string, target Target) (Document, error) 
 	}
 	doc := Document{Version: "2012-10-17"}
 	for _, n := range statements {
+		n, err := chosen(n, target)
+		if err != nil {
+			return Document{}, fmt.Errorf("%s policy, statement at line %d: %w", component, n.Line, err)
+		}
+		if n == nil {
+			continue
+		}
 		s, err := statement(n, target)
 		if err != nil {
 			return Document{}, fmt.Errorf("%s policy, statement at line %d: %w", component, n.Line, err)
@@ -211,6 +237,25 @@ func Policy(template []byte, component string, target Target) (Document, error) 
 		doc.Statement = append(doc.Statement, s)
 	}
 	return doc, nil
+}
+
+// chosen is the statement n grants in target: n itself, or, for
+// !If [CONDITION, STATEMENT, !Ref AWS::NoValue], the statement when the
+// condition is on in target and nil when it is off.
+func chosen(n *yaml.Node, t Target) (*yaml.Node, error) {
+	if n.Tag != "!If" {
+		return n, nil
+	}
+	if n.Kind != yaml.SequenceNode || len(n.Content) != 3 {
+		return n, errors.New("!If: want [CONDITION, STATEMENT, !Ref AWS::NoValue]")
+	}
+	if no := n.Content[2]; no.Tag != "!Ref" || no.Value != "AWS::NoValue" {
+		return n, errors.New("!If: the statement's alternative must be !Ref AWS::NoValue")
+	}
+	if !t.On[n.Content[0].Value] {
+		return nil, nil
+	}
+	return n.Content[1], nil
 }
 
 // JSON is the document as compact JSON, as S3 and STS take it.
@@ -305,6 +350,11 @@ func value(n *yaml.Node, t Target) (string, error) {
 		"OriginalsBucket.Arn": t.BucketARN(),
 		"KeyPrefix":           t.KeyPrefix,
 		"LedgerTable.Arn":     t.TableARN(),
+		"AWS::Partition":      targetPartition,
+		"AWS::AccountId":      targetAccount,
+	}
+	if t.Distribution != "" {
+		refs["CdnDistribution"] = t.Distribution
 	}
 	switch n.Tag {
 	case "!!str", "":
