@@ -23,16 +23,22 @@ import (
 // waits until CloudFront reports the invalidation Completed; only then is
 // the erasure recorded done.
 //
-// One path covers every cached variant of the object: "If you configured
-// CloudFront to forward [query strings, headers, cookies] ... when you
-// invalidate a file, CloudFront invalidates every cached version of the
-// file" ("What you need to know when invalidating paths",
-// https://docs.aws.amazon.com/AmazonCloudFront/latest/DeveloperGuide/invalidation-specifying-objects.html),
-// so the variants the resolver asks for (versionId, response-content-type,
-// response-content-disposition) all go. The path is the one viewers
-// request, percent-encoded as the resolver writes it: "If the path
-// includes non-ASCII characters or unsafe characters ..., URL-encode those
-// characters" (Paths, https://docs.aws.amazon.com/cloudfront/latest/APIReference/API_Paths.html).
+// The path is the key's, as viewers request it, with the wildcard: the
+// edge caches one object per query string the cache policy keeps
+// (versionId, response-content-type, response-content-disposition), and
+// "If client requests include five different query strings for the same
+// file, you can either invalidate the file five times, once for each query
+// string, or you can use the * wildcard" ("What you need to know when
+// invalidating paths",
+// https://docs.aws.amazon.com/AmazonCloudFront/latest/DeveloperGuide/invalidation-specifying-objects.html).
+// "/KEY*" also drops keys that begin with KEY (KEY.bak, KEY/x): they are
+// fetched from S3 again at their next view, which costs a GET, not a byte
+// of anyone's data. The path is percent-encoded as the resolver writes it
+// (offload.CDNPath, which encodes a "*" in the key, so only the last one is
+// a wildcard): "If the path includes non-ASCII characters or unsafe
+// characters ..., URL-encode those characters" (Paths,
+// https://docs.aws.amazon.com/cloudfront/latest/APIReference/API_Paths.html).
+// An invalidation path costs the same with or without the wildcard.
 
 // CDNInvalidator is what erase calls on CloudFront; *cloudfront.Client has it.
 type CDNInvalidator interface {
@@ -56,7 +62,7 @@ var cdnPollInterval = 5 * time.Second
 // reports the invalidation Completed. It returns the invalidation's ID,
 // also when waiting failed.
 func (e *Eraser) invalidate(ctx context.Context, key string) (string, error) {
-	path := offload.CDNPath(key)
+	path := offload.CDNPath(key) + "*"
 	cctx, cancel := context.WithTimeout(ctx, e.callTimeout())
 	out, err := e.CDN.CreateInvalidation(cctx, &cloudfront.CreateInvalidationInput{
 		DistributionId: aws.String(e.Distribution),
