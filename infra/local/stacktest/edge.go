@@ -1,6 +1,7 @@
 package stacktest
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -163,7 +164,7 @@ func NewEdgeKey(t testing.TB, kind string) EdgeKey {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub, err := x509.MarshalPKIXPublicKey(key.(interface{ Public() any }).Public())
+	pub, err := x509.MarshalPKIXPublicKey(key.(crypto.Signer).Public())
 	if err != nil {
 		t.Fatal(err)
 	}
