@@ -15,6 +15,10 @@ import (
 // viewer sent it and the whitelisted query strings, in the viewer's order
 // and encoding; no header, no cookie, and none of CloudFront's own
 // parameters (so every signed URL for one object shares one copy).
+// The order counts, as on CloudFront: its guide suggests a function that
+// sorts the query "to improve your cache hit ratio"
+// (https://docs.aws.amazon.com/AmazonCloudFront/latest/DeveloperGuide/example-function-normalize-query-string.html;
+// and https://docs.aws.amazon.com/AmazonCloudFront/latest/DeveloperGuide/QueryStringParameters.html).
 type cacheKey struct {
 	path  string // as sent, percent-encoded
 	query string // the whitelisted parameters, raw, joined by &; "" if none
