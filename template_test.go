@@ -603,6 +603,12 @@ func TestTemplatePoliciesAreLeastPrivilege(t *testing.T) {
 	}
 	calls := componentCalls(t)
 	for _, c := range templatepolicy.Components {
+		if c == templatepolicy.Cloudfront {
+			// CloudFront's grant is for AWS's service, not for the
+			// project's code; the local edge that reads with it needs
+			// both of its actions (make check-grants, TestEdge*).
+			continue
+		}
 		// What the code needs: each action, where, and the calls that need it.
 		need := map[string]string{}
 		why := map[string][]string{}

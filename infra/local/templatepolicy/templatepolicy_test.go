@@ -56,6 +56,9 @@ func TestTemplatePolicies(t *testing.T) {
 func TestPolicyKeepsTheLedger(t *testing.T) {
 	target := Target{Bucket: "b", KeyPrefix: "p/", Table: "t"}
 	for _, c := range Components {
+		if c == Cloudfront {
+			continue // CloudFront reads the bucket and nothing else
+		}
 		all, err := Policy(readTemplate(t), c, target)
 		if err != nil {
 			t.Fatalf("%s: %v", c, err)
@@ -162,5 +165,30 @@ func TestForMinIO(t *testing.T) {
 	}
 	if d.JSON() != before {
 		t.Errorf("ForMinIO changed its receiver: %s; was %s", d.JSON(), before)
+	}
+}
+
+// TestCloudFrontIsTheBucketPolicysStatement: the edge's grant is the
+// bucket policy's AllowCloudFrontRead as if Cdn=on, without its principal
+// and its AWS:SourceArn condition, and no s3:ListBucket (so a missing key
+// is a 403 for it, as on AWS).
+func TestCloudFrontIsTheBucketPolicysStatement(t *testing.T) {
+	target := Target{Bucket: "b", KeyPrefix: "p/"}
+	doc, err := S3Policy(readTemplate(t), Cloudfront, target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(doc.Statement) != 1 || doc.Statement[0].Sid != "AllowCloudFrontRead" || doc.Statement[0].Condition != nil {
+		t.Fatalf("statements %+v; want AllowCloudFrontRead alone, without its condition", doc.Statement)
+	}
+	if got, want := doc.Actions(), []string{"s3:GetObject", "s3:GetObjectVersion"}; !slices.Equal(got, want) {
+		t.Errorf("actions %v; want %v", got, want)
+	}
+	if !slices.Equal(doc.Statement[0].Resource, []string{"arn:aws:s3:::b/p/*"}) {
+		t.Errorf("resource %v; want the p/* objects of b", doc.Statement[0].Resource)
+	}
+	odd := strings.Replace(string(readTemplate(t)), "Service: cloudfront.amazonaws.com", "Service: lambda.amazonaws.com", 1)
+	if _, err := S3Policy([]byte(odd), Cloudfront, target); err == nil {
+		t.Error("AllowCloudFrontRead for another principal: no error")
 	}
 }
