@@ -36,6 +36,13 @@ func (c *CDN) validate() error {
 	if c.Signer == nil {
 		return errors.New("no signer (the private key)")
 	}
+	return CheckCDNBaseURL(c.BaseURL)
+}
+
+// CheckCDNBaseURL refuses what cannot be CDN.BaseURL, so a command can
+// check it before it reads the key.
+func CheckCDNBaseURL(raw string) error {
+	c := CDN{BaseURL: raw}
 	if strings.Contains(c.BaseURL, "#") {
 		return fmt.Errorf("base URL %q has a fragment", c.BaseURL)
 	}

@@ -106,6 +106,8 @@ func dispatch(cmd string, args []string) (int, error) {
 		return status(ctx, paths.state, os.Stdout)
 	case "aws-shim": // started by "up" as a service of the stack
 		return runAWSShim(args)
+	case "secrets-manager": // started by tests that read a secret (stacktest.StartSecretsManager)
+		return runSecretsManager(args)
 	case "supervise":
 		// Not in the usage: it is how "up" runs dynalite (supervise.go).
 		return supervise(ctx, args)
