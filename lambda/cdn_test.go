@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -18,6 +20,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"gopkg.in/yaml.v3"
 
 	"github.com/photosleeve/offload"
 	"github.com/photosleeve/offload/lambda/cdnsign"
@@ -206,6 +209,85 @@ func TestCDNConfigRefused(t *testing.T) {
 	for _, base := range []string{testCDNBase, testCDNBase + "/", "https://cdn.example.com", "http://127.0.0.1:8080", "http://[::1]:9"} {
 		if err := (Config{Mapping: offload.DefaultMapping, Bucket: "b", CDN: &CDN{BaseURL: base, Signer: s}}).Validate(); err != nil {
 			t.Errorf("CDN %q refused: %v", base, err)
+		}
+	}
+}
+
+// TestCDNParamsAreTheCacheKey: the query strings of the resolver's CDN
+// URLs, CloudFront's own signature parameters aside, are exactly those in
+// template.yaml's CdnCachePolicy, in its order. A parameter outside the
+// key would not reach S3 (CloudFront forwards only the whitelisted query
+// strings), and two URLs that differ only in it would share one cached
+// copy; one in the key that the resolver never sends would be dead.
+func TestCDNParamsAreTheCacheKey(t *testing.T) {
+	raw, err := os.ReadFile("../template.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tmpl struct {
+		Resources struct {
+			CdnCachePolicy struct {
+				Properties struct {
+					CachePolicyConfig struct {
+						ParametersInCacheKeyAndForwardedToOrigin struct {
+							QueryStringsConfig struct {
+								QueryStringBehavior string   `yaml:"QueryStringBehavior"`
+								QueryStrings        []string `yaml:"QueryStrings"`
+							} `yaml:"QueryStringsConfig"`
+						} `yaml:"ParametersInCacheKeyAndForwardedToOrigin"`
+					} `yaml:"CachePolicyConfig"`
+				} `yaml:"Properties"`
+			} `yaml:"CdnCachePolicy"`
+		} `yaml:"Resources"`
+	}
+	if err := yaml.Unmarshal(raw, &tmpl); err != nil {
+		t.Fatal(err)
+	}
+	qs := tmpl.Resources.CdnCachePolicy.Properties.CachePolicyConfig.ParametersInCacheKeyAndForwardedToOrigin.QueryStringsConfig
+	if qs.QueryStringBehavior != "whitelist" || len(qs.QueryStrings) == 0 {
+		t.Fatalf("CdnCachePolicy query strings: %s %v; want a whitelist", qs.QueryStringBehavior, qs.QueryStrings)
+	}
+	inKey := map[string]bool{}
+	for _, q := range qs.QueryStrings {
+		inKey[q] = true
+	}
+
+	h := cdnHandler(t, nil)
+	h.ledger, h.cfg.Table = refusingLedger{}, "ledger"
+	at := time.Date(2026, 11, 25, 10, 0, 10, 0, time.UTC)
+	h.now = func() time.Time { return at }
+	h.cache.putRecord(at.Truncate(h.window), "original/cat.jpg", recorded{versionID: "v1", contentType: "image/jpeg"})
+	h.cache.putRecord(at.Truncate(h.window), "original/page.html", recorded{versionID: "v2", contentType: "text/html"})
+	carried := map[string]bool{}
+	for _, target := range []string{"/static/cat.jpg", "/static/cat.jpg?download=1", "/static/page.html"} {
+		for _, method := range []string{http.MethodGet, http.MethodHead} {
+			loc := redirect(t, h, method, target)
+			resource, _, _ := strings.Cut(loc, "&Expires=")
+			_, query, _ := strings.Cut(resource, "?")
+			var names []string
+			for _, kv := range strings.Split(query, "&") {
+				name, _, _ := strings.Cut(kv, "=")
+				names = append(names, name)
+				carried[name] = true
+				if !inKey[name] {
+					t.Errorf("%s %s: parameter %q is not in the cache key %v", method, target, name, qs.QueryStrings)
+				}
+			}
+			// The template's order, whatever is left out.
+			var order []string
+			for _, q := range qs.QueryStrings {
+				if slices.Contains(names, q) {
+					order = append(order, q)
+				}
+			}
+			if !slices.Equal(names, order) {
+				t.Errorf("%s %s: parameters %v; want the cache key's order %v", method, target, names, order)
+			}
+		}
+	}
+	for _, q := range qs.QueryStrings {
+		if !carried[q] {
+			t.Errorf("the cache key has %q, which no CDN URL carried", q)
 		}
 	}
 }
