@@ -1,7 +1,8 @@
 // Package lambda is the resolver: an http.Handler that answers a request for
 // an original that left the web host with a 302 to a short-lived presigned S3
-// URL (GET for a GET, HEAD for a HEAD). The bucket stays private; access
-// control goes here.
+// URL (GET for a GET, HEAD for a HEAD), or, with Config.CDN, to a CloudFront
+// signed URL for the same object. The bucket stays private; access control
+// goes here.
 //
 // The handler is plain net/http. The command offload-resolver serves it over
 // local HTTP, or, under Lambda, adapts Function URL events to it (see
@@ -150,8 +151,9 @@ func NewHandler(cfg Config, presign *s3.PresignClient, db offload.ItemGetter, cr
 }
 
 // ServeHTTP answers GET and HEAD for URLPrefix+NAME with a 302 to a
-// presigned URL on the bucket's own endpoint, and everything else with a
-// short plain-text refusal.
+// presigned URL on the bucket's own endpoint (with CDN set, a CloudFront
+// signed URL on CDN.BaseURL), and everything else with a short plain-text
+// refusal.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := h.now()
 	status, key := h.serve(w, r)

@@ -28,7 +28,8 @@ import (
 	"github.com/photosleeve/offload/lambda"
 )
 
-const usage = `offload-resolver answers GET/HEAD /static/NAME with a 302 to a presigned S3 URL.
+const usage = `offload-resolver answers GET/HEAD /static/NAME with a 302 to a presigned S3 URL
+(with --cdn-url, to a CloudFront signed URL).
 
 usage:
   offload-resolver [flags]                  serve HTTP on --listen (under Lambda: Function URL events)
