@@ -33,6 +33,7 @@ const (
 	onBucket   = "bucket"
 	onTable    = "table"
 	onErasures = "index erasures"
+	onSecret   = "the CDN key's secret"
 	// The CloudFront distribution (with the template's Cdn=on).
 	onDistribution = "distribution"
 )
@@ -88,6 +89,12 @@ var operationActions = map[string][]iamAction{
 	"dynamodb.Scan":              {{"dynamodb:Scan", onTable}},
 	"dynamodb.BatchGetItem":      {{"dynamodb:BatchGetItem", onTable}},
 	"dynamodb.BatchWriteItem":    {{"dynamodb:BatchWriteItem", onTable}},
+	// Secrets Manager: GetSecretValue authorizes as
+	// secretsmanager:GetSecretValue on the secret, "Actions, resources, and
+	// condition keys for AWS Secrets Manager",
+	// https://docs.aws.amazon.com/service-authorization/latest/reference/list_awssecretsmanager.html.
+	// The resolver's only secret is the CloudFront key (Cdn=on).
+	"secretsmanager.GetSecretValue": {{"secretsmanager:GetSecretValue", onSecret}},
 	// CloudFront: "Actions, resources, and condition keys for Amazon
 	// CloudFront", https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazoncloudfront.html:
 	// each invalidation call authorizes as the action of its own name, on
@@ -108,9 +115,10 @@ var versionedActions = map[string]iamAction{
 // The SDK packages whose clients make the calls, by the service name the
 // operations above use.
 var sdkServices = map[string]string{
-	"github.com/aws/aws-sdk-go-v2/service/s3":         "s3",
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb":   "dynamodb",
-	"github.com/aws/aws-sdk-go-v2/service/cloudfront": "cloudfront",
+	"github.com/aws/aws-sdk-go-v2/service/s3":             "s3",
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb":       "dynamodb",
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager": "secretsmanager",
+	"github.com/aws/aws-sdk-go-v2/service/cloudfront":     "cloudfront",
 }
 
 // A component's program: the main package, the function that is the

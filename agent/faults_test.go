@@ -249,12 +249,22 @@ func TestOutageBreakerBoundsRequests(t *testing.T) {
 		}
 	}
 
+	// The stack's dynalite is shared: another test that aborts a request
+	// mid-body kills it, and its supervisor restarts it a moment later. A
+	// trip of the breaker then is right, not an extra trip of this outage.
+	dynaliteBefore := len(h.st.DynaliteRestarts(t))
 	proxy.SetEnabled(true)
 	h.waitFor("every file archived after the outage", 2*time.Minute, func() bool {
 		return a.Stats().Uploaded.Load() == files
 	})
-	if st := a.Status(); st.Breaker.State != "closed" || st.Breaker.Trips != 1 {
-		t.Errorf("breaker after the outage = %+v; want closed after 1 trip", st.Breaker)
+	st = a.Status()
+	wantTrips := int64(1)
+	if restarts := h.st.DynaliteRestarts(t)[dynaliteBefore:]; len(restarts) > 0 {
+		t.Logf("dynalite restarted %d times during the recovery (%+v): each may trip the breaker once more", len(restarts), restarts)
+		wantTrips += int64(len(restarts))
+	}
+	if st.Breaker.State != "closed" || st.Breaker.Trips < 1 || st.Breaker.Trips > wantTrips {
+		t.Errorf("breaker after the outage = %+v; want closed after 1 trip (%d with dynalite's restarts)", st.Breaker, wantTrips)
 	}
 	if err := stop(); err != nil {
 		t.Fatalf("Run: %v", err)

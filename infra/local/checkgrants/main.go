@@ -37,12 +37,14 @@ var suites = map[string]struct{ pkg, run string }{
 	templatepolicy.Resolver: {"./lambda/", ""},
 	templatepolicy.Audit:    {"./agent/", "^TestAudit"},
 	templatepolicy.Eraser:   {"./agent/", "^TestErase"},
+	// The local CloudFront edge reads with the bucket policy's grant.
+	templatepolicy.Cloudfront: {"./infra/local/edge/", "^TestEdge"},
 }
 
 var failLine = regexp.MustCompile(`^\s*--- FAIL: (\S+)`)
 
 func main() {
-	only := flag.String("component", "", "check only this component (agent, resolver, audit, eraser)")
+	only := flag.String("component", "", "check only this component (agent, resolver, audit, eraser, cloudfront)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -38,6 +38,8 @@ commands:
                  exits 1 unless the whole stack is up
   install        only install the tools (MinIO, dynalite, Toxiproxy,
                  aws-lambda-rie, lighttpd, nginx, apache2)
+  edge [flags]   serve a local CloudFront edge in front of the bucket
+                 (infra/local/edge); "stackctl edge -h" lists its flags
   run [--tls] [--s3 KIND] [--bench-tools] -- COMMAND [ARG...]
                  bring up a private stack, run COMMAND with its environment,
                  and bring it down again, even when COMMAND fails or is
@@ -106,6 +108,10 @@ func dispatch(cmd string, args []string) (int, error) {
 		return status(ctx, paths.state, os.Stdout)
 	case "aws-shim": // started by "up" as a service of the stack
 		return runAWSShim(args)
+	case "edge": // a local CloudFront edge; stacktest.StartEdge starts one per test
+		return runEdge(args)
+	case "secrets-manager": // started by tests that read a secret (stacktest.StartSecretsManager)
+		return runSecretsManager(args)
 	case "supervise":
 		// Not in the usage: it is how "up" runs dynalite (supervise.go).
 		return supervise(ctx, args)

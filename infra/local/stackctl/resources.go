@@ -134,8 +134,8 @@ type componentCreds struct {
 // than any stack a test run or a working day keeps up.
 const componentCredsLife = 7 * 24 * time.Hour
 
-// grantComponents gives the agent, the resolver, the audit and the eraser
-// credentials whose only permissions are the S3 part of what template.yaml
+// grantComponents gives the agent, the resolver, the audit, the eraser and
+// the local CloudFront edge (templatepolicy.Cloudfront) credentials whose only permissions are the S3 part of what template.yaml
 // grants each (read from the template at every start, never copied): STS
 // AssumeRole with the policy as the session policy. MinIO allows
 // everything the session policy allows and nothing else, as AWS does for

@@ -64,8 +64,8 @@ type state struct {
 	// DynaliteRestarts is the file where dynalite's supervisor records
 	// each restart, one line each (supervise.go).
 	DynaliteRestarts string `json:"dynalite_restarts,omitempty"`
-	// Components holds the agent's, the resolver's, the audit's and the eraser's
-	// credentials, each restricted to what template.yaml grants it.
+	// Components holds the agent's, the resolver's, the audit's, the eraser's
+	// and the CloudFront edge's credentials, each restricted to what template.yaml grants it.
 	Components map[string]componentCreds `json:"components,omitempty"`
 	// AWSShimEndpoint is MinIO behind the AWS shim (see awsshim.go).
 	AWSShimEndpoint string `json:"aws_shim_endpoint,omitempty"`

@@ -30,7 +30,7 @@ type Credentials struct {
 }
 
 // Credentials returns what the stack granted component (agent, resolver,
-// audit, eraser): temporary credentials whose only permissions are the S3 part of
+// audit, eraser, cloudfront): temporary credentials whose only permissions are the S3 part of
 // the component's policy in template.yaml. The stack's root credentials
 // (AWS_ACCESS_KEY_ID) are for setting up and inspecting only.
 //

@@ -70,7 +70,8 @@ func TestMissingKeyAnswers(t *testing.T) {
 // TestComponentsHaveOnlyTheirGrants: the credentials the stack hands out
 // carry the template's limits, not root's. The agent may not list the
 // bucket or delete; the resolver may not write; the audit may not write;
-// the eraser may neither write nor list keys (only versions).
+// the eraser may neither write nor list keys (only versions); CloudFront
+// may only read.
 func TestComponentsHaveOnlyTheirGrants(t *testing.T) {
 	t.Parallel()
 	st := Require(t)
@@ -93,7 +94,7 @@ func TestComponentsHaveOnlyTheirGrants(t *testing.T) {
 		return statusOf(err)
 	}
 	agent, resolver, audit := st.S3For(t, Agent, st.S3Endpoint), st.S3For(t, Resolver, st.S3Endpoint), st.S3For(t, Audit, st.S3Endpoint)
-	eraser := st.S3For(t, Eraser, st.S3Endpoint)
+	eraser, cloudfront := st.S3For(t, Eraser, st.S3Endpoint), st.S3For(t, Cloudfront, st.S3Endpoint)
 	for _, tt := range []struct {
 		what string
 		got  int
@@ -108,6 +109,9 @@ func TestComponentsHaveOnlyTheirGrants(t *testing.T) {
 		{"audit DeleteObject", del(audit), http.StatusForbidden},
 		{"eraser PutObject", put(eraser), http.StatusForbidden},
 		{"eraser ListObjectsV2", list(eraser), http.StatusForbidden},
+		{"cloudfront PutObject", put(cloudfront), http.StatusForbidden},
+		{"cloudfront ListObjectsV2", list(cloudfront), http.StatusForbidden},
+		{"cloudfront DeleteObject", del(cloudfront), http.StatusForbidden},
 	} {
 		if tt.got != tt.want {
 			t.Errorf("%s: %d; want %d", tt.what, tt.got, tt.want)

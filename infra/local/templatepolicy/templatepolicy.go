@@ -1,5 +1,6 @@
 // Package templatepolicy reads what template.yaml grants each component (the
-// agent, the resolver, the audit, the eraser) as an IAM policy document with the
+// agent, the resolver, the audit, the eraser, and CloudFront's Origin
+// Access Control) as an IAM policy document with the
 // template's references resolved for a target, and turns the S3 part of it
 // into the policy the local stack's bucket enforces. The stack gives each
 // component credentials restricted to exactly that document, so a test
@@ -29,10 +30,15 @@ const (
 	Resolver = "resolver"
 	Audit    = "audit"
 	Eraser   = "eraser" // offload-agent erase, an operator's command
+	// Cloudfront is CloudFront reading the bucket through Origin Access
+	// Control (Cdn=on): the local edge (infra/local/edge) reads with its
+	// credentials. Its grant is a statement of the bucket policy, not an
+	// identity policy (see cloudFrontStatement).
+	Cloudfront = "cloudfront"
 )
 
 // Components lists every component, in a fixed order.
-var Components = []string{Agent, Resolver, Audit, Eraser}
+var Components = []string{Agent, Resolver, Audit, Eraser, Cloudfront}
 
 // managedPolicies are the components whose grants are one
 // AWS::IAM::ManagedPolicy of the template, by its resource name.
@@ -121,10 +127,14 @@ type Target struct {
 	Bucket    string // the bucket that stands in for OriginalsBucket
 	KeyPrefix string // the value of the KeyPrefix parameter
 	Table     string // the table that stands in for LedgerTable (S3Policy needs none)
-	// On names the template's conditions that hold (CdnOn): a statement
-	// written as !If [CONDITION, STATEMENT, !Ref AWS::NoValue] is granted
-	// only when its condition is on.
-	On map[string]bool
+	// Conditions are the template's conditions as the target deploys
+	// them, for a statement written as an Fn::If (the resolver's read of
+	// the CDN key, under CdnOn). One not named is false, as every
+	// condition of the template is with its parameters' defaults.
+	Conditions map[string]bool
+	// Parameters resolve a !Ref to a parameter in a statement
+	// (CdnPrivateKeySecret).
+	Parameters map[string]string
 	// Distribution is the ID that stands in for CdnDistribution.
 	Distribution string
 }
@@ -215,6 +225,12 @@ func Policy(template []byte, component string, target Target) (Document, error) 
 			}
 			statements = append(statements, st.Content...)
 		}
+	case Cloudfront:
+		st, err := cloudFrontStatement(resources)
+		if err != nil {
+			return Document{}, err
+		}
+		statements = []*yaml.Node{st}
 	default:
 		return Document{}, fmt.Errorf("unknown component %q (want one of %v)", component, Components)
 	}
@@ -223,12 +239,12 @@ func Policy(template []byte, component string, target Target) (Document, error) 
 	}
 	doc := Document{Version: "2012-10-17"}
 	for _, n := range statements {
-		n, err := chosen(n, target)
+		n, err := ifBranch(n, target)
 		if err != nil {
-			return Document{}, fmt.Errorf("%s policy, statement at line %d: %w", component, n.Line, err)
+			return Document{}, fmt.Errorf("%s policy: %w", component, err)
 		}
 		if n == nil {
-			continue
+			continue // AWS::NoValue: no statement
 		}
 		s, err := statement(n, target)
 		if err != nil {
@@ -239,25 +255,6 @@ func Policy(template []byte, component string, target Target) (Document, error) 
 	return doc, nil
 }
 
-// chosen is the statement n grants in target: n itself, or, for
-// !If [CONDITION, STATEMENT, !Ref AWS::NoValue], the statement when the
-// condition is on in target and nil when it is off.
-func chosen(n *yaml.Node, t Target) (*yaml.Node, error) {
-	if n.Tag != "!If" {
-		return n, nil
-	}
-	if n.Kind != yaml.SequenceNode || len(n.Content) != 3 {
-		return n, errors.New("!If: want [CONDITION, STATEMENT, !Ref AWS::NoValue]")
-	}
-	if no := n.Content[2]; no.Tag != "!Ref" || no.Value != "AWS::NoValue" {
-		return n, errors.New("!If: the statement's alternative must be !Ref AWS::NoValue")
-	}
-	if !t.On[n.Content[0].Value] {
-		return nil, nil
-	}
-	return n.Content[1], nil
-}
-
 // JSON is the document as compact JSON, as S3 and STS take it.
 func (d Document) JSON() string {
 	b, err := json.Marshal(d)
@@ -265,6 +262,32 @@ func (d Document) JSON() string {
 		panic(err) // only strings and maps of strings
 	}
 	return string(b)
+}
+
+// ifBranch is the statement n stands for: n itself, or, for an
+// "!If [Condition, statement, !Ref AWS::NoValue]", the branch the target's
+// condition picks (nil for AWS::NoValue).
+func ifBranch(n *yaml.Node, t Target) (*yaml.Node, error) {
+	args := n
+	if n.Kind == yaml.MappingNode && len(n.Content) == 2 && n.Content[0].Value == "Fn::If" {
+		args = n.Content[1]
+	} else if n.Tag != "!If" {
+		return n, nil
+	}
+	if args.Kind != yaml.SequenceNode || len(args.Content) != 3 || args.Content[0].Kind != yaml.ScalarNode {
+		return nil, fmt.Errorf("line %d: want Fn::If [condition, statement, statement or AWS::NoValue]", n.Line)
+	}
+	branch := args.Content[2]
+	if t.Conditions[args.Content[0].Value] {
+		branch = args.Content[1]
+	}
+	if branch.Kind == yaml.ScalarNode && branch.Tag == "!Ref" && branch.Value == "AWS::NoValue" {
+		return nil, nil
+	}
+	if c := child(branch, "Ref"); c != nil && c.Value == "AWS::NoValue" {
+		return nil, nil
+	}
+	return branch, nil
 }
 
 func statement(n *yaml.Node, t Target) (Statement, error) {
@@ -359,6 +382,12 @@ func value(n *yaml.Node, t Target) (string, error) {
 	switch n.Tag {
 	case "!!str", "":
 		return n.Value, nil
+	case "!Ref":
+		v, ok := t.Parameters[n.Value]
+		if !ok {
+			return "", fmt.Errorf("line %d: unknown reference !Ref %s (not in Target.Parameters)", n.Line, n.Value)
+		}
+		return v, nil
 	case "!GetAtt":
 		v, ok := refs[n.Value]
 		if !ok {
@@ -418,6 +447,14 @@ func Without(template []byte, component, action string) ([]byte, error) {
 				lists = append(lists, child(p, "Statement"))
 			}
 		}
+	case Cloudfront:
+		st, err := cloudFrontNode(resources)
+		if err != nil {
+			return nil, err
+		}
+		// A list of its own: the statement stays where it is (inside the
+		// template's !If), only its Action changes.
+		lists = append(lists, &yaml.Node{Kind: yaml.SequenceNode, Content: []*yaml.Node{st}})
 	default:
 		return nil, fmt.Errorf("unknown component %q", component)
 	}
@@ -455,5 +492,59 @@ func Without(template []byte, component, action string) ([]byte, error) {
 	if removed == 0 {
 		return nil, fmt.Errorf("the template grants %s no %s", component, action)
 	}
+	if component == Cloudfront && len(lists[0].Content) == 0 {
+		return nil, fmt.Errorf("%s would be left with no action without %s", cloudFrontSid, action)
+	}
 	return yaml.Marshal(&root)
+}
+
+// cloudFrontSid is the bucket policy statement that lets CloudFront read.
+const cloudFrontSid = "AllowCloudFrontRead"
+
+// cloudFrontNode returns the bucket policy's AllowCloudFrontRead statement
+// as the template has it with Cdn=on: the statement is the "then" branch
+// of an !If on the CdnOn condition.
+func cloudFrontNode(resources *yaml.Node) (*yaml.Node, error) {
+	list := child(child(child(child(resources, "OriginalsBucketPolicy"), "Properties"), "PolicyDocument"), "Statement")
+	if list == nil {
+		return nil, errors.New("template: OriginalsBucketPolicy has no statements")
+	}
+	for _, n := range list.Content {
+		if n.Tag == "!If" && n.Kind == yaml.SequenceNode && len(n.Content) == 3 && n.Content[0].Value == "CdnOn" {
+			n = n.Content[1]
+		}
+		if sid := child(n, "Sid"); sid != nil && sid.Value == cloudFrontSid {
+			return n, nil
+		}
+	}
+	return nil, fmt.Errorf("template: OriginalsBucketPolicy has no statement %s (under !If CdnOn)", cloudFrontSid)
+}
+
+// cloudFrontStatement returns AllowCloudFrontRead as the identity policy
+// of the local edge's credentials: its Principal (CloudFront's service
+// principal) and its Condition (AWS:SourceArn, the stack's distribution)
+// are left out, because the edge is that distribution and the only
+// caller with these credentials. Any other principal or condition is an
+// error: a change the stack cannot follow must not pass silently.
+func cloudFrontStatement(resources *yaml.Node) (*yaml.Node, error) {
+	n, err := cloudFrontNode(resources)
+	if err != nil {
+		return nil, err
+	}
+	if svc := child(child(n, "Principal"), "Service"); svc == nil || svc.Value != "cloudfront.amazonaws.com" || len(child(n, "Principal").Content) != 2 {
+		return nil, fmt.Errorf("%s (line %d): want Principal: {Service: cloudfront.amazonaws.com}", cloudFrontSid, n.Line)
+	}
+	if cond := child(n, "Condition"); cond != nil {
+		eq := child(cond, "StringEquals")
+		if len(cond.Content) != 2 || eq == nil || len(eq.Content) != 2 || eq.Content[0].Value != "AWS:SourceArn" {
+			return nil, fmt.Errorf("%s (line %d): want no Condition but StringEquals AWS:SourceArn", cloudFrontSid, n.Line)
+		}
+	}
+	out := &yaml.Node{Kind: yaml.MappingNode, Tag: n.Tag, Line: n.Line}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if k := n.Content[i].Value; k != "Principal" && k != "Condition" {
+			out.Content = append(out.Content, n.Content[i], n.Content[i+1])
+		}
+	}
+	return out, nil
 }

@@ -56,6 +56,9 @@ func TestTemplatePolicies(t *testing.T) {
 func TestPolicyKeepsTheLedger(t *testing.T) {
 	target := Target{Bucket: "b", KeyPrefix: "p/", Table: "t"}
 	for _, c := range Components {
+		if c == Cloudfront {
+			continue // CloudFront reads the bucket and nothing else
+		}
 		all, err := Policy(readTemplate(t), c, target)
 		if err != nil {
 			t.Fatalf("%s: %v", c, err)
@@ -162,5 +165,66 @@ func TestForMinIO(t *testing.T) {
 	}
 	if d.JSON() != before {
 		t.Errorf("ForMinIO changed its receiver: %s; was %s", d.JSON(), before)
+	}
+}
+
+// TestCloudFrontIsTheBucketPolicysStatement: the edge's grant is the
+// bucket policy's AllowCloudFrontRead as if Cdn=on, without its principal
+// and its AWS:SourceArn condition, and no s3:ListBucket (so a missing key
+// is a 403 for it, as on AWS).
+func TestCloudFrontIsTheBucketPolicysStatement(t *testing.T) {
+	target := Target{Bucket: "b", KeyPrefix: "p/"}
+	doc, err := S3Policy(readTemplate(t), Cloudfront, target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(doc.Statement) != 1 || doc.Statement[0].Sid != "AllowCloudFrontRead" || doc.Statement[0].Condition != nil {
+		t.Fatalf("statements %+v; want AllowCloudFrontRead alone, without its condition", doc.Statement)
+	}
+	if got, want := doc.Actions(), []string{"s3:GetObject", "s3:GetObjectVersion"}; !slices.Equal(got, want) {
+		t.Errorf("actions %v; want %v", got, want)
+	}
+	if !slices.Equal(doc.Statement[0].Resource, []string{"arn:aws:s3:::b/p/*"}) {
+		t.Errorf("resource %v; want the p/* objects of b", doc.Statement[0].Resource)
+	}
+	odd := strings.Replace(string(readTemplate(t)), "Service: cloudfront.amazonaws.com", "Service: lambda.amazonaws.com", 1)
+	if _, err := S3Policy([]byte(odd), Cloudfront, target); err == nil {
+		t.Error("AllowCloudFrontRead for another principal: no error")
+	}
+}
+
+// TestPolicyFollowsConditions: a statement written as an Fn::If is the
+// branch the target's condition picks, and nothing for AWS::NoValue: the
+// resolver may read the CDN key's secret, that secret only, with CdnOn
+// only.
+func TestPolicyFollowsConditions(t *testing.T) {
+	const secret = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:offload-cdn-key-AbCdEf"
+	for _, on := range []bool{false, true} {
+		target := Target{Bucket: "b", KeyPrefix: "p/", Table: "t", Conditions: map[string]bool{"CdnOn": on},
+			Parameters: map[string]string{"CdnPrivateKeySecret": secret}}
+		doc, err := Policy(readTemplate(t), Resolver, target)
+		if err != nil {
+			t.Fatalf("CdnOn=%v: %v", on, err)
+		}
+		if got := doc.Allows("secretsmanager:GetSecretValue", secret); got != on {
+			t.Errorf("CdnOn=%v: the resolver may read the secret: %v", on, got)
+		}
+		for _, s := range doc.Statement {
+			if slices.Contains(s.Action, "secretsmanager:GetSecretValue") && !slices.Equal(s.Resource, []string{secret}) {
+				t.Errorf("CdnOn=%v: GetSecretValue on %v; want exactly the secret", on, s.Resource)
+			}
+		}
+		if _, err := S3Policy(readTemplate(t), Resolver, target); err != nil {
+			t.Errorf("CdnOn=%v: S3Policy: %v", on, err)
+		}
+	}
+	// A condition the target leaves out is false, so the stack's S3
+	// policies need no parameter.
+	if _, err := S3Policy(readTemplate(t), Resolver, Target{Bucket: "b", KeyPrefix: "p/"}); err != nil {
+		t.Errorf("S3Policy without conditions: %v", err)
+	}
+	if _, err := Policy(readTemplate(t), Resolver, Target{Bucket: "b", KeyPrefix: "p/", Table: "t", Conditions: map[string]bool{"CdnOn": true}}); err == nil ||
+		!strings.Contains(err.Error(), "CdnPrivateKeySecret") {
+		t.Errorf("CdnOn without the secret's parameter: error %v; want one naming CdnPrivateKeySecret", err)
 	}
 }
