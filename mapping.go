@@ -172,28 +172,41 @@ func checkName(name string) error {
 }
 
 // CDNPath is the path of key on the CDN (an S3 origin without an origin
-// path, so the path is the key): "/" and the key with every byte but
-// RFC 3986's unreserved characters (A-Z a-z 0-9 - . _ ~) and "/"
-// percent-encoded, as the SDK encodes a key in an S3 URL. The resolver's
-// CloudFront URLs and erase's invalidations use it, so an invalidation
-// names exactly the path viewers were sent to. A "*" is encoded too: in an
-// invalidation path a bare "*" is a wildcard.
+// path, so the path is the key): "/" and the key, each segment
+// URIEncode'd. The resolver's CloudFront URLs and erase's invalidations
+// both use it, so an invalidation names exactly the path viewers were sent
+// to. A "*" is encoded too: in an invalidation path a bare "*" is a
+// wildcard.
 func CDNPath(key string) string {
-	const hex = "0123456789ABCDEF"
 	var b strings.Builder
 	b.Grow(len(key) + 1)
-	b.WriteByte('/')
-	for i := 0; i < len(key); i++ {
-		c := key[i]
-		switch {
-		case 'A' <= c && c <= 'Z', 'a' <= c && c <= 'z', '0' <= c && c <= '9',
-			c == '-', c == '.', c == '_', c == '~', c == '/':
+	for _, seg := range strings.Split(key, "/") {
+		b.WriteByte('/')
+		b.WriteString(URIEncode(seg))
+	}
+	return b.String()
+}
+
+// URIEncode percent-encodes every byte of s but the unreserved characters
+// A-Z a-z 0-9 - . _ ~, with upper-case hex: SigV4's UriEncode, which S3
+// reads a key and a query value by ("Create a canonical request",
+// https://docs.aws.amazon.com/IAM/latest/UserGuide/create-signed-request.html).
+// So a space is %20 (a + would be read as a plus or as a space depending on
+// who decodes it), a + is %2B, and % ? # are data, never syntax. A slash is
+// encoded too: a caller encodes a path segment by segment.
+func URIEncode(s string) string {
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	b.Grow(len(s) * 3)
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~' {
 			b.WriteByte(c)
-		default:
-			b.WriteByte('%')
-			b.WriteByte(hex[c>>4])
-			b.WriteByte(hex[c&15])
+			continue
 		}
+		b.WriteByte('%')
+		b.WriteByte(hex[c>>4])
+		b.WriteByte(hex[c&15])
 	}
 	return b.String()
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/photosleeve/offload"
 	"github.com/photosleeve/offload/lambda/cdnsign"
 )
 
@@ -84,16 +85,16 @@ func isLoopback(host string) bool {
 func (h *Handler) signCDN(t target, expires time.Time) (string, error) {
 	var b strings.Builder
 	b.WriteString(strings.TrimSuffix(h.cfg.CDN.BaseURL, "/"))
-	for _, seg := range strings.Split(t.key, "/") {
-		b.WriteByte('/')
-		b.WriteString(uriEncode(seg))
-	}
+	// CloudFront forwards the path and the whitelisted query strings to
+	// the S3 origin as the viewer sent them; S3 reads them as SigV4's
+	// UriEncode writes them (offload.URIEncode).
+	b.WriteString(offload.CDNPath(t.key))
 	values := map[string]string{"versionId": t.versionID, "response-content-type": t.contentType, "response-content-disposition": t.disposition}
 	sep := byte('?')
 	for _, name := range cdnParams {
 		if v := values[name]; v != "" {
 			b.WriteByte(sep)
-			b.WriteString(name + "=" + uriEncode(v))
+			b.WriteString(name + "=" + offload.URIEncode(v))
 			sep = '&'
 		}
 	}
@@ -102,30 +103,4 @@ func (h *Handler) signCDN(t target, expires time.Time) (string, error) {
 		return "", fmt.Errorf("sign for CloudFront %s: %w", t.key, err)
 	}
 	return signed, nil
-}
-
-// uriEncode percent-encodes every byte of s but the unreserved characters
-// A-Z a-z 0-9 - . _ ~, with upper-case hex: SigV4's UriEncode, which S3
-// reads a key and a query value by ("Create a canonical request",
-// https://docs.aws.amazon.com/IAM/latest/UserGuide/create-signed-request.html).
-// So a space is %20 (a + would be read as a plus or as a space depending on
-// who decodes it), a + is %2B, and % ? # are data, never syntax. A slash is
-// encoded too; the caller encodes segment by segment. CloudFront forwards
-// the path and the whitelisted query strings to the S3 origin as the
-// viewer sent them.
-func uriEncode(s string) string {
-	const hex = "0123456789ABCDEF"
-	var b strings.Builder
-	b.Grow(len(s) * 3)
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~' {
-			b.WriteByte(c)
-			continue
-		}
-		b.WriteByte('%')
-		b.WriteByte(hex[c>>4])
-		b.WriteByte(hex[c&15])
-	}
-	return b.String()
 }
