@@ -1348,6 +1348,12 @@ func TestTemplateCdnResolver(t *testing.T) {
 		"arn:aws:secretsmanager:eu-west-1:123456789012:secret:offload/cdn-key-AbCdEf":     true,
 		"arn:aws-cn:secretsmanager:cn-north-1:123456789012:secret:offload-cdn-key-AbCdEf": true,
 		"offload-cdn-key": false, // a name: the grant needs the ARN
+		// A partial ARN (no "-" and the six characters Secrets Manager
+		// appends): GetSecretValue finds the secret by it, but the grant's
+		// Resource would then be that partial ARN, which the secret's full
+		// ARN never matches, and every cold start would be refused.
+		"arn:aws:secretsmanager:eu-west-1:123456789012:secret:offload/cdn-key": false,
+		"arn:aws:secretsmanager:eu-west-1:123456789012:secret:offload-cdn-key": false,
 		"arn:aws:secretsmanager:eu-west-1:123456789012:secret:*": false,
 		"-----BEGIN PRIVATE KEY-----":                            false,
 	} {
