@@ -1435,6 +1435,20 @@ func TestTemplateCdnResolver(t *testing.T) {
 		!strings.Contains(rule.Assertions[0].AssertDescription, "CdnPrivateKeySecret") {
 		t.Errorf("assertions %+v; want CdnPrivateKeySecret not empty, said so", rule.Assertions)
 	}
+	// Without a public key the distribution's key would fail to create
+	// half-way through the deploy (and roll it back); the rule refuses it
+	// before anything is created.
+	rule, ok = tmpl.Rules["CdnNeedsPublicKey"]
+	if !ok {
+		t.Fatalf("no rule CdnNeedsPublicKey; rules %v", tmpl.Rules)
+	}
+	if got := yamlText(t, &rule.RuleCondition); got != `!Equals [!Ref Cdn, "on"]` {
+		t.Errorf("CdnNeedsPublicKey: RuleCondition %s; want Cdn=on", got)
+	}
+	if len(rule.Assertions) != 1 || yamlText(t, &rule.Assertions[0].Assert) != `!Not [!Equals [!Ref CdnPublicKey, ""]]` ||
+		!strings.Contains(rule.Assertions[0].AssertDescription, "CdnPublicKey") {
+		t.Errorf("CdnNeedsPublicKey: assertions %+v; want CdnPublicKey not empty, said so", rule.Assertions)
+	}
 }
 
 // yamlText is a node as flow-style YAML on one line.
