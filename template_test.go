@@ -1354,8 +1354,8 @@ func TestTemplateCdnResolver(t *testing.T) {
 		// ARN never matches, and every cold start would be refused.
 		"arn:aws:secretsmanager:eu-west-1:123456789012:secret:offload/cdn-key": false,
 		"arn:aws:secretsmanager:eu-west-1:123456789012:secret:offload-cdn-key": false,
-		"arn:aws:secretsmanager:eu-west-1:123456789012:secret:*": false,
-		"-----BEGIN PRIVATE KEY-----":                            false,
+		"arn:aws:secretsmanager:eu-west-1:123456789012:secret:*":               false,
+		"-----BEGIN PRIVATE KEY-----":                                          false,
 	} {
 		if pattern.MatchString(v) != ok {
 			t.Errorf("CdnPrivateKeySecret %q: accepted %v; want %v", v, !ok, ok)
