@@ -27,6 +27,9 @@ func checkBucket(b string) error {
 // A shape only: a region this build has never heard of is still accepted.
 var regionName = regexp.MustCompile(`^[a-z]{2,}(-[a-z]+)+-[0-9]+$`)
 
+// distributionID is a CloudFront distribution ID (EDFDVBD6EXAMPLE).
+var distributionID = regexp.MustCompile(`^[A-Z0-9]{1,64}$`)
+
 // checkResolverBase: the base the web server prepends to the request
 // target, so no trailing slash (it would double the one the path starts
 // with), no query or fragment, and https (the resolver's Function URL);
@@ -115,6 +118,12 @@ func (c Config) Validate() error {
 	}
 	if !missing(c.Region, "--region (or the StackId in the stack outputs)") && !regionName.MatchString(c.Region) {
 		add(fmt.Errorf("region %q: want a region code like eu-west-1", c.Region))
+	}
+	// A CloudFront distribution ID is capital letters and digits
+	// (EDFDVBD6EXAMPLE); anything else is no ID, and cannot smuggle a
+	// line into the env file.
+	if c.CdnDistribution != "" && !distributionID.MatchString(c.CdnDistribution) {
+		add(fmt.Errorf("CDN distribution %q: want the CdnDistributionId output, capital letters and digits", c.CdnDistribution))
 	}
 	if !missing(c.ResolverBase, "--resolver-base (or the ResolverBase output)") {
 		if err := checkResolverBase(c.ResolverBase); err != nil {
