@@ -79,4 +79,23 @@ func CheckTableName(name string) error {
 	return nil
 }
 
+// CheckDistributionID refuses what is not a CloudFront distribution ID:
+// an E followed by capital letters and digits, as the template's
+// CdnDistributionId output gives it (EDFDVBD6EXAMPLE, the form of
+// CloudFront's examples,
+// https://docs.aws.amazon.com/cloudfront/latest/APIReference/API_GetDistribution.html).
+// Nothing else, so a value cannot carry a path or a new line into a
+// request or an env file.
+func CheckDistributionID(id string) error {
+	if len(id) < 2 || len(id) > 64 || id[0] != 'E' {
+		return fmt.Errorf("%q is not a CloudFront distribution ID (the CdnDistributionId output, like EDFDVBD6EXAMPLE)", id)
+	}
+	for i := 1; i < len(id); i++ {
+		if c := id[i]; !(c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			return fmt.Errorf("%q is not a CloudFront distribution ID: capital letters and digits after the E", id)
+		}
+	}
+	return nil
+}
+
 func alnum(c byte) bool { return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' }

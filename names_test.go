@@ -64,3 +64,16 @@ func TestCheckTableName(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckDistributionID(t *testing.T) {
+	for _, ok := range []string{"EDFDVBD6EXAMPLE", "E2QWRUHAPOMQZL"} {
+		if err := CheckDistributionID(ok); err != nil {
+			t.Errorf("CheckDistributionID(%q) = %v; want nil", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "0", "0s", "E", "edfdvbd6example", "EDF/../x", "EDF\nOFFLOAD_BUCKET=x", "ADFDVBD6EXAMPLE"} {
+		if err := CheckDistributionID(bad); err == nil {
+			t.Errorf("CheckDistributionID(%q) = nil; want an error", bad)
+		}
+	}
+}

@@ -767,9 +767,26 @@ func TestTemplateResolverBase(t *testing.T) {
 
 // TestTemplateAgentEnv: AgentEnv is one line that a shell's printf '%s\n'
 // turns into agent.env lines, one KEY=VALUE for each setting the stack
-// decides, each the value of the right resource.
+// decides, each the value of the right resource. With Cdn=on it also names
+// the distribution (OFFLOAD_CDN_DISTRIBUTION_ID), so that erase, reading
+// agent.env, invalidates the edge's copies without being told: an erasure
+// recorded done while the edge still serves the original is what a
+// forgotten --cdn-distribution would give.
 func TestTemplateAgentEnv(t *testing.T) {
+	for _, cdn := range []bool{false, true} {
+		t.Run(map[bool]string{false: "Cdn=off", true: "Cdn=on"}[cdn], func(t *testing.T) { testAgentEnv(t, cdn) })
+	}
+}
+
+func testAgentEnv(t *testing.T, cdn bool) {
 	s := deployedStack(nil)
+	if cdn {
+		s = deployedStack(map[string]string{"Cdn": "on"})
+		s.Refs["CdnDistribution"] = "EDFDVBD6EXAMPLE"
+		s.Refs["CdnKey"] = "K2JCJMDEHXQW5F"
+		s.Refs["CdnKeyGroup"] = "4f7c1c3e-0c2b-4f67-9d0a-2f3b1e6f5a10"
+		s.Attrs["CdnDistribution.DomainName"] = "d111111abcdef8.cloudfront.net"
+	}
 	out := evalOutputs(t, s)
 	env := out["AgentEnv"]
 	if env == "" || strings.ContainsAny(env, "\n\t") {
@@ -802,12 +819,17 @@ func TestTemplateAgentEnv(t *testing.T) {
 		"AWS_REGION":            s.Refs["AWS::Region"],
 		"OFFLOAD_RESOLVER_BASE": out["ResolverBase"],
 	}
+	wantKeys := []string{"OFFLOAD_BUCKET", "OFFLOAD_TABLE", "AWS_REGION", "OFFLOAD_RESOLVER_BASE"}
+	if cdn {
+		want["OFFLOAD_CDN_DISTRIBUTION_ID"] = "EDFDVBD6EXAMPLE"
+		wantKeys = append(wantKeys, "OFFLOAD_CDN_DISTRIBUTION_ID")
+	}
 	jsonEqual(t, "AgentEnv", got, mustJSON(t, want))
 	if out["BucketName"] != got["OFFLOAD_BUCKET"] || out["TableName"] != got["OFFLOAD_TABLE"] {
 		t.Errorf("AgentEnv %v disagrees with the BucketName %q and TableName %q outputs", got, out["BucketName"], out["TableName"])
 	}
-	if want := []string{"OFFLOAD_BUCKET", "OFFLOAD_TABLE", "AWS_REGION", "OFFLOAD_RESOLVER_BASE"}; !slices.Equal(keys, want) {
-		t.Errorf("AgentEnv keys %v; want %v in that order", keys, want)
+	if !slices.Equal(keys, wantKeys) {
+		t.Errorf("AgentEnv keys %v; want %v in that order", keys, wantKeys)
 	}
 
 	// Each OFFLOAD_ key is one the code reads: the agent its bucket and
@@ -817,6 +839,8 @@ func TestTemplateAgentEnv(t *testing.T) {
 		"OFFLOAD_BUCKET":        {"agent/cmd/offload-agent"},
 		"OFFLOAD_TABLE":         {"agent/cmd/offload-agent"},
 		"OFFLOAD_RESOLVER_BASE": {"infra/lighttpd/offload.conf"},
+		// erase's --cdn-distribution.
+		"OFFLOAD_CDN_DISTRIBUTION_ID": {"agent/cmd/offload-agent"},
 	}
 	for key, paths := range readers {
 		found := false
@@ -1266,6 +1290,12 @@ func TestTemplateCdnOutputs(t *testing.T) {
 		}
 		delete(on, name)
 	}
+	// AgentEnv gains the distribution for erase (TestTemplateAgentEnv).
+	if want := off["AgentEnv"] + " OFFLOAD_CDN_DISTRIBUTION_ID=EDFDVBD6EXAMPLE"; on["AgentEnv"] != want {
+		t.Errorf("Cdn=on: AgentEnv = %q; want %q", on["AgentEnv"], want)
+	}
+	delete(on, "AgentEnv")
+	delete(off, "AgentEnv")
 	if !maps.Equal(on, off) {
 		t.Errorf("Cdn=on changes the other outputs: %v; with it off %v", on, off)
 	}
@@ -1318,8 +1348,14 @@ func TestTemplateCdnResolver(t *testing.T) {
 		"arn:aws:secretsmanager:eu-west-1:123456789012:secret:offload/cdn-key-AbCdEf":     true,
 		"arn:aws-cn:secretsmanager:cn-north-1:123456789012:secret:offload-cdn-key-AbCdEf": true,
 		"offload-cdn-key": false, // a name: the grant needs the ARN
-		"arn:aws:secretsmanager:eu-west-1:123456789012:secret:*": false,
-		"-----BEGIN PRIVATE KEY-----":                            false,
+		// A partial ARN (no "-" and the six characters Secrets Manager
+		// appends): GetSecretValue finds the secret by it, but the grant's
+		// Resource would then be that partial ARN, which the secret's full
+		// ARN never matches, and every cold start would be refused.
+		"arn:aws:secretsmanager:eu-west-1:123456789012:secret:offload/cdn-key": false,
+		"arn:aws:secretsmanager:eu-west-1:123456789012:secret:offload-cdn-key": false,
+		"arn:aws:secretsmanager:eu-west-1:123456789012:secret:*":               false,
+		"-----BEGIN PRIVATE KEY-----":                                          false,
 	} {
 		if pattern.MatchString(v) != ok {
 			t.Errorf("CdnPrivateKeySecret %q: accepted %v; want %v", v, !ok, ok)
@@ -1398,6 +1434,20 @@ func TestTemplateCdnResolver(t *testing.T) {
 	if len(rule.Assertions) != 1 || yamlText(t, &rule.Assertions[0].Assert) != `!Not [!Equals [!Ref CdnPrivateKeySecret, ""]]` ||
 		!strings.Contains(rule.Assertions[0].AssertDescription, "CdnPrivateKeySecret") {
 		t.Errorf("assertions %+v; want CdnPrivateKeySecret not empty, said so", rule.Assertions)
+	}
+	// Without a public key the distribution's key would fail to create
+	// half-way through the deploy (and roll it back); the rule refuses it
+	// before anything is created.
+	rule, ok = tmpl.Rules["CdnNeedsPublicKey"]
+	if !ok {
+		t.Fatalf("no rule CdnNeedsPublicKey; rules %v", tmpl.Rules)
+	}
+	if got := yamlText(t, &rule.RuleCondition); got != `!Equals [!Ref Cdn, "on"]` {
+		t.Errorf("CdnNeedsPublicKey: RuleCondition %s; want Cdn=on", got)
+	}
+	if len(rule.Assertions) != 1 || yamlText(t, &rule.Assertions[0].Assert) != `!Not [!Equals [!Ref CdnPublicKey, ""]]` ||
+		!strings.Contains(rule.Assertions[0].AssertDescription, "CdnPublicKey") {
+		t.Errorf("CdnNeedsPublicKey: assertions %+v; want CdnPublicKey not empty, said so", rule.Assertions)
 	}
 }
 

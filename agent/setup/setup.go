@@ -57,6 +57,12 @@ type Config struct {
 	WebGroup string
 
 	Bucket, Table, Region, ResolverBase string
+	// CdnDistribution, with the template's Cdn=on (output
+	// CdnDistributionId), goes into the env file as
+	// OFFLOAD_CDN_DISTRIBUTION_ID, where offload-agent erase reads it, so
+	// an erasure also invalidates the edge's copies without a flag to
+	// remember. Empty: no CDN, and no such line.
+	CdnDistribution string
 	// AccessLog, when set, turns the hot cache on: the env file gets
 	// OFFLOAD_CACHE_DIR and OFFLOAD_ACCESS_LOG.
 	AccessLog string
@@ -240,6 +246,9 @@ func managedEnv(c Config) []KV {
 		{"OFFLOAD_TABLE", c.Table},
 		{"AWS_REGION", c.Region},
 		{"OFFLOAD_RESOLVER_BASE", c.ResolverBase},
+	}
+	if c.CdnDistribution != "" {
+		kv = append(kv, KV{"OFFLOAD_CDN_DISTRIBUTION_ID", c.CdnDistribution})
 	}
 	if c.AccessLog != "" {
 		kv = append(kv, KV{"OFFLOAD_CACHE_DIR", c.CacheDir}, KV{"OFFLOAD_ACCESS_LOG", c.AccessLog})

@@ -39,6 +39,9 @@ func TestParseStackOutputsCases(t *testing.T) {
 		{"ResolverBase wins over ResolverUrl",
 			`{"Stacks":[{"Outputs":[{"OutputKey":"ResolverBase","OutputValue":"https://b"},{"OutputKey":"ResolverUrl","OutputValue":"https://u/"}]}]}`,
 			StackOutputs{ResolverBase: "https://b"}, ""},
+		{"with the CDN, its distribution for erase",
+			`{"Stacks":[{"Outputs":[{"OutputKey":"BucketName","OutputValue":"b"},{"OutputKey":"CdnDistributionId","OutputValue":"EDFDVBD6EXAMPLE"}]}]}`,
+			StackOutputs{Bucket: "b", CdnDistribution: "EDFDVBD6EXAMPLE"}, ""},
 		{"no outputs yet", `{"Stacks":[{"StackId":"arn:aws-cn:cloudformation:cn-north-1:1:stack/a/b"}]}`, StackOutputs{Region: "cn-north-1"}, ""},
 		{"two stacks", `{"Stacks":[{"StackName":"a"},{"StackName":"b"}]}`, StackOutputs{}, "2 stacks (a, b)"},
 		{"no stacks", `{}`, StackOutputs{}, `no "Stacks"`},
@@ -199,5 +202,35 @@ func TestACLRoundTripAndMask(t *testing.T) {
 	two := got.withGroup(99, 5)
 	if two[2] != (aclEntry{tagGroup, 5, 99}) || two[3] != (aclEntry{tagGroup, 7, 1234}) || two[4].tag != tagMask {
 		t.Errorf("two groups: %v", two)
+	}
+}
+
+// TestManagedEnvCDN: with the stack's CDN on, init writes its distribution
+// into the env file, where erase reads it (OFFLOAD_CDN_DISTRIBUTION_ID):
+// an erasure recorded done without invalidating the edge is what a
+// forgotten --cdn-distribution gave. Without a CDN the key is not written.
+func TestManagedEnvCDN(t *testing.T) {
+	c := validConfig()
+	for _, kv := range managedEnv(c) {
+		if kv.Key == "OFFLOAD_CDN_DISTRIBUTION_ID" {
+			t.Errorf("no CDN: env file gets %v", kv)
+		}
+	}
+	c.CdnDistribution = "EDFDVBD6EXAMPLE"
+	found := false
+	for _, kv := range managedEnv(c) {
+		if kv.Key == "OFFLOAD_CDN_DISTRIBUTION_ID" {
+			found = kv.Value == "EDFDVBD6EXAMPLE"
+		}
+	}
+	if !found {
+		t.Errorf("CdnDistribution %q: env file %v; want OFFLOAD_CDN_DISTRIBUTION_ID=EDFDVBD6EXAMPLE", c.CdnDistribution, managedEnv(c))
+	}
+	if err := c.Validate(); err != nil {
+		t.Errorf("Validate: %v", err)
+	}
+	c.CdnDistribution = "EDFDVBD6EXAMPLE\nOFFLOAD_BUCKET=other"
+	if err := c.Validate(); err == nil {
+		t.Errorf("Validate accepted CdnDistribution %q", c.CdnDistribution)
 	}
 }

@@ -15,6 +15,9 @@ type StackOutputs struct {
 	Table        string // output TableName
 	ResolverBase string // output ResolverBase, or ResolverUrl without its trailing slash
 	Region       string // from the StackId ARN
+	// CdnDistribution is the output CdnDistributionId: empty unless the
+	// stack has Cdn=on.
+	CdnDistribution string
 }
 
 // describeStacks is the part of "aws cloudformation describe-stacks"'s JSON
@@ -68,6 +71,8 @@ func ParseStackOutputs(r io.Reader) (StackOutputs, error) {
 			o.ResolverBase = out.OutputValue
 		case "ResolverUrl":
 			resolverURL = out.OutputValue
+		case "CdnDistributionId":
+			o.CdnDistribution = out.OutputValue
 		}
 	}
 	if o.ResolverBase == "" && resolverURL != "" {

@@ -116,6 +116,14 @@ func (c Config) Validate() error {
 	if !missing(c.Region, "--region (or the StackId in the stack outputs)") && !regionName.MatchString(c.Region) {
 		add(fmt.Errorf("region %q: want a region code like eu-west-1", c.Region))
 	}
+	// A CloudFront distribution ID is capital letters and digits
+	// (EDFDVBD6EXAMPLE); anything else is no ID, and cannot smuggle a
+	// line into the env file.
+	if c.CdnDistribution != "" {
+		if err := offload.CheckDistributionID(c.CdnDistribution); err != nil {
+			add(fmt.Errorf("CDN distribution: %v", err))
+		}
+	}
 	if !missing(c.ResolverBase, "--resolver-base (or the ResolverBase output)") {
 		if err := checkResolverBase(c.ResolverBase); err != nil {
 			add(err)

@@ -251,7 +251,15 @@ var errHelp = errors.New("help requested")
 // settings lists every flag; help prints them in this order.
 var settings = []setting{
 	{"cdn-distribution", "OFFLOAD_CDN_DISTRIBUTION_ID", "", "with the template's Cdn=on, the CloudFront distribution (output CdnDistributionId): each key's cached copies\nare invalidated once S3 holds none of it, and the erasure is done only when the invalidation is",
-		func(o *options, v string) error { o.cdnDistribution = v; return nil }},
+		func(o *options, v string) error {
+			if v != "" {
+				if err := offload.CheckDistributionID(v); err != nil {
+					return err
+				}
+			}
+			o.cdnDistribution = v
+			return nil
+		}},
 	{"cdn-wait", "OFFLOAD_CDN_WAIT", agent.DefaultCDNWait.String(), "how long to wait for CloudFront to complete each invalidation; past it the key is not done (run erase again)",
 		func(o *options, v string) error {
 			d, err := time.ParseDuration(v)

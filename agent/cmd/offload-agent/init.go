@@ -38,7 +38,7 @@ Exit status: 0 done, 1 refused (something a person set would be replaced) or fai
 func initCommand(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("init", initUsage)
 	var c setup.Config
-	outputs := fs.String("stack-outputs", "", "the JSON of aws cloudformation describe-stacks --stack-name NAME (- for stdin): BucketName, TableName, ResolverBase (or ResolverUrl), and the region from StackId")
+	outputs := fs.String("stack-outputs", "", "the JSON of aws cloudformation describe-stacks --stack-name NAME (- for stdin): BucketName, TableName, ResolverBase (or ResolverUrl), the region from StackId, and with Cdn=on CdnDistributionId (for erase)")
 	fs.StringVar(&c.Bucket, "bucket", "", "S3 bucket (wins over the BucketName output)")
 	fs.StringVar(&c.Table, "table", "", "DynamoDB ledger table (wins over the TableName output)")
 	fs.StringVar(&c.Region, "region", "", "AWS region, e.g. eu-west-1 (wins over the stack's)")
@@ -72,6 +72,8 @@ func initCommand(args []string, getenv func(string) string, stdout, stderr io.Wr
 				*v.dst = v.from
 			}
 		}
+		// With Cdn=on, for erase (OFFLOAD_CDN_DISTRIBUTION_ID).
+		c.CdnDistribution = o.CdnDistribution
 	}
 	res, err := setup.Run(c)
 	for _, r := range res {

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/photosleeve/offload/infra/local/stacktest"
 )
@@ -118,5 +119,60 @@ func TestCDNKeyFromSecretsManager(t *testing.T) {
 		if strings.Contains(err.Error(), notAKey) || strings.Contains(err.Error(), "PRIVATE KEY-----") {
 			t.Errorf("the error shows the secret: %v", err)
 		}
+	}
+}
+
+// TestCDNKeyReadAgainAfterAFailedColdStart: under Lambda a failed read of
+// the key must not leave the execution environment answering 500 for its
+// whole life (hours): a refusal can be passing (IAM's grant still
+// propagating right after the deploy that added it, Secrets Manager
+// throttling), so the bare 500 tries the configuration again, at most once
+// per configRetry, and serves as soon as it succeeds.
+func TestCDNKeyReadAgainAfterAFailedColdStart(t *testing.T) {
+	key := ecdsaPEM(t)
+	endpoint := stacktest.StartSecretsManager(t, map[string]string{testSecretARN: key}, "AKIDRESOLVER")
+	t.Setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", endpoint)
+	t.Setenv("AWS_REGION", "us-east-1")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "SECRET")
+	t.Setenv("AWS_CA_BUNDLE", "")
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	env := map[string]string{envCDNURL: testCDN, envCDNKeyPairID: testKeyPairID, envCDNSecret: testSecretARN}
+	builds := 0
+	buildNow := func() (http.Handler, error) {
+		builds++
+		return build(context.Background(), log, func(k string) string { return env[k] }, "bucket", "", "original/", "/static/", "15m", "none", "true")
+	}
+
+	// The cold start: the role may not read the secret yet.
+	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDNOTYET")
+	if _, err := buildNow(); err == nil {
+		t.Fatal("build with a caller Secrets Manager refuses: no error")
+	}
+	now := time.Unix(1767290400, 0)
+	h := retryBuild(buildNow, log, func() time.Time { return now })
+	get := func() *httptest.ResponseRecorder {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/static/cat.jpg", nil))
+		return rec
+	}
+	if rec := get(); rec.Code != http.StatusInternalServerError || builds != 1 {
+		t.Errorf("at once: status %d after %d builds; want 500 without asking again", rec.Code, builds)
+	}
+
+	// The grant arrives; before configRetry has passed nothing is asked.
+	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDRESOLVER")
+	now = now.Add(configRetry - time.Second)
+	if rec := get(); rec.Code != http.StatusInternalServerError || builds != 1 {
+		t.Errorf("before configRetry: status %d after %d builds; want 500 without asking again", rec.Code, builds)
+	}
+	now = now.Add(time.Second)
+	rec := get()
+	if loc := rec.Header().Get("Location"); rec.Code != http.StatusFound || !strings.HasPrefix(loc, testCDN+"/original/cat.jpg?") || builds != 2 {
+		t.Errorf("after configRetry: status %d, Location %q, %d builds; want a 302 to the CDN after one more build", rec.Code, loc, builds)
+	}
+	if rec := get(); rec.Code != http.StatusFound || builds != 2 {
+		t.Errorf("then: status %d after %d builds; want 302 from the handler built once", rec.Code, builds)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -92,17 +93,20 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		}
 		return getenv(k)
 	}
-	h, err := build(context.Background(), log, getenvOrFlag, *bucket, *table, *keyPrefix, *urlPrefix, *expiry, *verify, *pathStyle)
+	buildNow := func() (http.Handler, error) {
+		return build(context.Background(), log, getenvOrFlag, *bucket, *table, *keyPrefix, *urlPrefix, *expiry, *verify, *pathStyle)
+	}
+	h, err := buildNow()
 	if err != nil {
 		log.Error("offload-resolver: bad configuration: " + strings.ReplaceAll(err.Error(), "\n", "; "))
 		if !inLambda {
 			return 2
 		}
 		// Under Lambda, answer every request with a bare 500 rather than
-		// crash-looping the init phase; the log line above says why.
-		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			http.Error(w, "internal error", http.StatusInternalServerError)
-		})
+		// crash-looping the init phase; the log line above says why. The
+		// configuration is tried again now and then: a failed read of the
+		// CDN's key may pass (see retryBuild).
+		h = retryBuild(buildNow, log, time.Now)
 	}
 	if inLambda {
 		awslambda.Start(lambda.FunctionURLHandler(h))
@@ -124,6 +128,48 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return 1
 	}
 	return 0
+}
+
+// configRetry is how often a resolver whose configuration failed under
+// Lambda tries it again. A wrong setting fails the same way each time, at
+// the cost of one log line (and, with the CDN, one GetSecretValue) per
+// execution environment a minute; a passing refusal is over within one.
+const configRetry = time.Minute
+
+// retryBuild is the handler of a Lambda execution environment whose
+// configuration failed at init: a bare 500, and at most once per
+// configRetry another try of build, whose handler serves from then on.
+// Without it one failed read of the CDN's key at a cold start (IAM's new
+// grant still propagating right after the deploy that added it, Secrets
+// Manager throttling) would leave the environment answering 500 for its
+// whole life, which Lambda does not bound.
+func retryBuild(build func() (http.Handler, error), log *slog.Logger, now func() time.Time) http.Handler {
+	var (
+		mu    sync.Mutex
+		built http.Handler
+		next  = now().Add(configRetry)
+	)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		h := built
+		if h == nil && !now().Before(next) {
+			next = now().Add(configRetry)
+			var err error
+			if h, err = build(); err != nil {
+				h = nil
+				log.Error("offload-resolver: bad configuration, still: " + strings.ReplaceAll(err.Error(), "\n", "; "))
+			} else {
+				log.Info("offload-resolver: configuration read on a retry")
+				built = h
+			}
+		}
+		mu.Unlock()
+		if h == nil {
+			http.Error(w, "internal error", http.StatusInternalServerError)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // build turns the settings into the handler, with the SDK clients made once.
