@@ -144,7 +144,7 @@ func (a *api) create(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n := a.cache.invalidate(batch.Paths.Items)
-	inv := &invalidation{ID: "I" + randomID(13), Status: "Completed",
+	inv := &invalidation{ID: "I" + RandomID(13), Status: "Completed",
 		CreateTime: a.now().UTC().Format("2006-01-02T15:04:05.000Z"), InvalidationBatch: batch}
 	a.byID[inv.ID], a.byRef[batch.CallerReference] = inv, inv
 	a.log.Info("invalidation", "id", inv.ID, "paths", batch.Paths.Items, "objects_dropped", n)
@@ -186,7 +186,7 @@ func apiError(w http.ResponseWriter, status int, typ, code, message string) {
 	b.WriteString(xml.Header)
 	b.WriteString(`<ErrorResponse xmlns="` + apiNamespace + `"><Error><Type>` + typ + `</Type><Code>` + code + `</Code><Message>`)
 	xml.EscapeText(&b, []byte(message))
-	b.WriteString(`</Message></Error><RequestId>` + randomID(20) + `</RequestId></ErrorResponse>`)
+	b.WriteString(`</Message></Error><RequestId>` + RandomID(20) + `</RequestId></ErrorResponse>`)
 	w.Header().Set("Content-Type", "text/xml")
 	w.WriteHeader(status)
 	io.WriteString(w, b.String())
@@ -207,8 +207,9 @@ func accessKeyOf(r *http.Request) string {
 	return key
 }
 
-// randomID returns n random capitals and digits, as CloudFront's IDs are.
-func randomID(n int) string {
+// RandomID returns n random capitals and digits, as CloudFront's IDs are
+// (a distribution's after an E, a public key's after a K).
+func RandomID(n int) string {
 	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 	b := make([]byte, n)
 	_, _ = rand.Read(b)

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/photosleeve/offload/infra/local/templatepolicy"
 )
 
 // CachePolicy is the part of a CloudFront cache policy the edge follows
@@ -90,18 +92,8 @@ func CachePolicyFromTemplate(template []byte) (CachePolicy, error) {
 	return p, nil
 }
 
-// child returns the value of key in a mapping node, or nil.
-func child(n *yaml.Node, key string) *yaml.Node {
-	if n == nil || n.Kind != yaml.MappingNode {
-		return nil
-	}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		if n.Content[i].Value == key {
-			return n.Content[i+1]
-		}
-	}
-	return nil
-}
+// child is templatepolicy's reading of a mapping.
+var child = templatepolicy.Child
 
 // ttl is how long an origin's 200 may be served from the cache, as
 // "Manage how long content stays in the cache (expiration)" describes it

@@ -18,6 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/cloudfront"
 
+	"github.com/photosleeve/offload/infra/local/edge"
 	"github.com/photosleeve/offload/infra/local/templatepolicy"
 )
 
@@ -75,7 +76,7 @@ func StartEdge(t testing.TB, opts EdgeOptions) *Edge {
 	dir := t.TempDir()
 	e := &Edge{DistributionID: opts.DistributionID, stack: s}
 	if e.DistributionID == "" {
-		e.DistributionID = "E" + randomID(13)
+		e.DistributionID = "E" + edge.RandomID(13)
 	}
 	addr, apiAddr := FreeAddr(t), FreeAddr(t)
 	e.URL, e.APIEndpoint = "http://"+addr, "http://"+apiAddr
@@ -168,18 +169,7 @@ func NewEdgeKey(t testing.TB, kind string) EdgeKey {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return EdgeKey{ID: "K" + randomID(13),
+	return EdgeKey{ID: "K" + edge.RandomID(13),
 		PrivateKeyPEM: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: priv}),
 		PublicKeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub})}
-}
-
-// randomID returns n random capitals and digits.
-func randomID(n int) string {
-	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	for i := range b {
-		b[i] = alphabet[int(b[i])%len(alphabet)]
-	}
-	return string(b)
 }

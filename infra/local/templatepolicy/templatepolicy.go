@@ -410,6 +410,10 @@ func value(n *yaml.Node, t Target) (string, error) {
 	}
 }
 
+// Child returns the value of key in a mapping node, or nil; the local
+// edge reads the template's cache policy with it too.
+func Child(n *yaml.Node, key string) *yaml.Node { return child(n, key) }
+
 // child returns the value of key in a mapping node, or nil.
 func child(n *yaml.Node, key string) *yaml.Node {
 	if n == nil || n.Kind != yaml.MappingNode {
