@@ -83,12 +83,35 @@ func Require(t testing.TB) *Stack {
 		}
 	}
 	for _, endpoint := range []string{s.S3Endpoint, s.DynamoDBEndpoint, s.ToxiproxyURL} {
-		if err := answers(endpoint); err != nil {
+		err := answers(endpoint)
+		if err != nil && endpoint == s.DynamoDBEndpoint && s.DynaliteRestartsFile != "" {
+			// The stack's dynalite is supervised: a test that resets a
+			// request mid-body kills it, and it answers again a moment
+			// later. A test that starts in that moment waits for it.
+			err = answersWithin(endpoint, dynaliteRestartWait)
+		}
+		if err != nil {
 			missing(err.Error())
 			return nil
 		}
 	}
 	return s
+}
+
+// dynaliteRestartWait bounds how long Require waits for the supervised
+// dynalite to come back; a restart takes about a second.
+const dynaliteRestartWait = 30 * time.Second
+
+// answersWithin is answers, asked again until it succeeds or d has passed.
+func answersWithin(endpoint string, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		err := answers(endpoint)
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // Unavailable ends a test that lacks something outside the stack it needs
