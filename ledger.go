@@ -28,6 +28,13 @@ type Record struct {
 	Host        string    // the web host whose agent uploaded it
 	Path        string    // path relative to that host's watch folder
 	UploadedAt  time.Time // when the agent recorded it (UTC)
+	// StorageClass is the S3 storage class the object was stored in when
+	// it was recorded (attribute StorageClassAttr): "" is STANDARD, S3's
+	// default, which a HEAD does not name either. An item written before
+	// the attribute existed reads as "": every original was STANDARD
+	// then. A lifecycle rule may move the object to another class later
+	// (see template.yaml); the ledger keeps the class it was uploaded in.
+	StorageClass string
 
 	// Erasure is set once an operator erased the original ("offload-agent
 	// erase"): the item stays as a tombstone that nothing may serve, fetch
@@ -64,6 +71,8 @@ const (
 	EraseDoneAttr  = "erase_done" // S: RFC 3339, set when S3 holds nothing of the key
 	AckedByAttr    = "acked_by"   // SS: host names
 	HostItemPrefix = "/host/"     // heartbeat items: no object key starts with "/"
+
+	StorageClassAttr = "storage_class" // S: Record.StorageClass; absent for STANDARD
 )
 
 // ErasedAtLayout is how ErasedAtAttr is written: RFC 3339 in UTC with all
@@ -106,7 +115,8 @@ func (r Record) Item() map[string]types.AttributeValue {
 	}
 	// DynamoDB refuses empty strings in key attributes only, but absent is
 	// clearer than empty for the optional ones.
-	for name, v := range map[string]string{"etag": r.ETag, "version_id": r.VersionID, "content_type": r.ContentType, "host": r.Host, "path": r.Path} {
+	for name, v := range map[string]string{"etag": r.ETag, "version_id": r.VersionID, "content_type": r.ContentType, "host": r.Host, "path": r.Path,
+		StorageClassAttr: r.StorageClass} {
 		if v != "" {
 			item[name] = &types.AttributeValueMemberS{Value: v}
 		}
@@ -138,7 +148,7 @@ func RecordFromItem(item map[string]types.AttributeValue) (Record, error) {
 	}
 	r := Record{
 		Key: str(LedgerPartitionKey), CRC64NVME: str("crc64nvme"), ETag: str("etag"), VersionID: str("version_id"),
-		ContentType: str("content_type"), Host: str("host"), Path: str("path"),
+		ContentType: str("content_type"), Host: str("host"), Path: str("path"), StorageClass: str(StorageClassAttr),
 	}
 	if r.Key == "" {
 		return r, fmt.Errorf("ledger item has no %q attribute", LedgerPartitionKey)

@@ -13,6 +13,8 @@ func TestRecordItemRoundTrip(t *testing.T) {
 		{Key: "original/a.jpg", Size: 0, CRC64NVME: "AAAAAAAAAAA=", UploadedAt: time.Date(2026, 11, 25, 4, 0, 0, 123, time.UTC)},
 		{Key: "original/é b.jpg", Size: 1 << 40, CRC64NVME: "rosUhgp5mIg=", ETag: `"abc-3"`, VersionID: "v1",
 			ContentType: "image/jpeg", Host: "web1", Path: "é b.jpg", UploadedAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)},
+		// Uploaded with a storage class (--storage-class).
+		{Key: "original/d.jpg", Size: 5, CRC64NVME: "rosUhgp5mIg=", StorageClass: "GLACIER_IR", UploadedAt: time.Date(2026, 12, 6, 1, 2, 3, 0, time.UTC)},
 		// A tombstone of a recorded original, erasure finished and
 		// acknowledged by two hosts.
 		{Key: "original/c.jpg", Size: 9, CRC64NVME: "rosUhgp5mIg=", VersionID: "v2", UploadedAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
@@ -53,6 +55,29 @@ func TestErasedAtSortsAsTime(t *testing.T) {
 			t.Errorf("Item's %s = %q; FormatErasedAt = %q", ErasedAtAttr, s, FormatErasedAt(at))
 		}
 		prev = s
+	}
+}
+
+// TestRecordStorageClass: the storage class is the attribute
+// StorageClassAttr, absent for S3's default (STANDARD, which a HEAD does
+// not name either), so an item written before the attribute existed reads
+// as STANDARD, which every original then was.
+func TestRecordStorageClass(t *testing.T) {
+	old := map[string]types.AttributeValue{
+		LedgerPartitionKey: &types.AttributeValueMemberS{Value: "original/old.jpg"},
+		"size":             &types.AttributeValueMemberN{Value: "7"},
+		"crc64nvme":        &types.AttributeValueMemberS{Value: "rosUhgp5mIg="},
+	}
+	r, err := RecordFromItem(old)
+	if err != nil || r.StorageClass != "" {
+		t.Errorf("an item without %s: %+v, %v; want StorageClass \"\" (STANDARD)", StorageClassAttr, r, err)
+	}
+	if _, ok := (Record{Key: "k"}).Item()[StorageClassAttr]; ok {
+		t.Errorf("a record in STANDARD (StorageClass \"\") writes %s; want it absent", StorageClassAttr)
+	}
+	item := Record{Key: "k", StorageClass: "INTELLIGENT_TIERING"}.Item()
+	if v, ok := item[StorageClassAttr].(*types.AttributeValueMemberS); !ok || v.Value != "INTELLIGENT_TIERING" {
+		t.Errorf("%s = %#v; want the string INTELLIGENT_TIERING", StorageClassAttr, item[StorageClassAttr])
 	}
 }
 

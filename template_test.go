@@ -233,8 +233,9 @@ func TestTemplateSecurity(t *testing.T) {
 	jsonEqual(t, "bucket BucketEncryption", b("BucketEncryption"),
 		`{"ServerSideEncryptionConfiguration": [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]}`)
 	jsonEqual(t, "bucket VersioningConfiguration", b("VersioningConfiguration"), `{"Status": "Enabled"}`)
-	jsonEqual(t, "bucket LifecycleConfiguration", b("LifecycleConfiguration"),
-		`{"Rules": [{"Id": "AbortIncompleteMultipartUploads", "Status": "Enabled", "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7}}]}`)
+	// The storage rules after it: TestTemplateLifecycle.
+	jsonEqual(t, "bucket lifecycle rule 1", get(b("LifecycleConfiguration"), "Rules", 0),
+		`{"Id": "AbortIncompleteMultipartUploads", "Status": "Enabled", "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7}}`)
 	// The name is the parameter's when given, else CloudFormation's.
 	if got := b("BucketName"); got != "If:HasBucketName.Ref:BucketName.Ref:AWS::NoValue" {
 		t.Errorf("bucket BucketName = %v; want the BucketName parameter when set", got)
@@ -322,6 +323,110 @@ func TestTemplateSecurity(t *testing.T) {
 		"AgentPolicyArn": "Ref:AgentPolicy", "AuditPolicyArn": "Ref:AuditPolicy", "EraserPolicyArn": "Ref:EraserPolicy",
 		"HostInstanceProfile": "Ref:AgentInstanceProfile", "HostInstanceProfileArn": "GetAtt:AgentInstanceProfile.Arn",
 		"CdnDomain": "GetAtt:CdnDistribution.DomainName", "CdnKeyPairId": "Ref:CdnKey", "CdnKeyGroupId": "Ref:CdnKeyGroup"}`)
+}
+
+// TestTemplateLifecycle: the bucket's lifecycle rules, each with exactly
+// its properties, and the parameters that turn them on.
+//   - Incomplete multipart uploads expire after 7 days, always.
+//   - StorageTransition (none by default) moves originals under the key
+//     prefix to INTELLIGENT_TIERING or GLACIER_IR StorageTransitionDays
+//     after upload, only those over 128 KiB: smaller ones would be billed
+//     as 128 KiB in Glacier IR, are never tiered in Intelligent-Tiering,
+//     and each transition is a request billed.
+//   - Noncurrent versions never expire unless NoncurrentVersionExpiration
+//     is on: they exist only after a delete or an overwrite, and are then
+//     the only copy of an original (the ledger's version, which the
+//     resolver still presigns).
+//
+// Each rule is always in the template and only its Status follows the
+// parameters, so a rule turned off stays a valid rule.
+func TestTemplateLifecycle(t *testing.T) {
+	rules := func(doc map[string]any) map[string]any {
+		byID := map[string]any{}
+		for _, r := range get(resource(t, doc, "OriginalsBucket"), "Properties", "LifecycleConfiguration", "Rules").([]any) {
+			byID[fmt.Sprint(get(r, "Id"))] = r
+		}
+		return byID
+	}
+	got := rules(loadTemplate(t))
+	if len(got) != 4 {
+		t.Errorf("lifecycle rules %v; want 4", slices.Sorted(maps.Keys(got)))
+	}
+	jsonEqual(t, "rule AbortIncompleteMultipartUploads", got["AbortIncompleteMultipartUploads"],
+		`{"Id": "AbortIncompleteMultipartUploads", "Status": "Enabled", "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7}}`)
+	jsonEqual(t, "rule TransitionToIntelligentTiering", got["TransitionToIntelligentTiering"],
+		`{"Id": "TransitionToIntelligentTiering", "Status": "If:TransitionToIntelligentTiering.Enabled.Disabled",
+		  "Prefix": "Ref:KeyPrefix", "ObjectSizeGreaterThan": "131072",
+		  "Transitions": [{"StorageClass": "INTELLIGENT_TIERING", "TransitionInDays": 30}]}`)
+	jsonEqual(t, "rule TransitionToGlacierInstantRetrieval", got["TransitionToGlacierInstantRetrieval"],
+		`{"Id": "TransitionToGlacierInstantRetrieval", "Status": "If:TransitionToGlacierIR.Enabled.Disabled",
+		  "Prefix": "Ref:KeyPrefix", "ObjectSizeGreaterThan": "131072",
+		  "Transitions": [{"StorageClass": "GLACIER_IR", "TransitionInDays": 30}]}`)
+	jsonEqual(t, "rule ExpireNoncurrentVersions", got["ExpireNoncurrentVersions"],
+		`{"Id": "ExpireNoncurrentVersions", "Status": "If:ExpireNoncurrentVersions.Enabled.Disabled",
+		  "NoncurrentVersionExpiration": {"NoncurrentDays": 365}}`)
+	if size := get(got["TransitionToGlacierInstantRetrieval"], "ObjectSizeGreaterThan"); size != strconv.Itoa(128<<10) {
+		t.Errorf("ObjectSizeGreaterThan = %v; want 128 KiB, %d bytes", size, 128<<10)
+	}
+
+	// The day counts are the parameters', not numbers of their own.
+	wired := rules(loadTemplateWith(t, map[string]any{"StorageTransitionDays": 0, "NoncurrentVersionExpirationDays": 90}))
+	for _, id := range []string{"TransitionToIntelligentTiering", "TransitionToGlacierInstantRetrieval"} {
+		if d := get(wired[id], "Transitions", 0, "TransitionInDays"); d != float64(0) {
+			t.Errorf("%s with StorageTransitionDays=0: TransitionInDays %v; want 0", id, d)
+		}
+	}
+	if d := get(wired["ExpireNoncurrentVersions"], "NoncurrentVersionExpiration", "NoncurrentDays"); d != float64(90) {
+		t.Errorf("ExpireNoncurrentVersions with NoncurrentVersionExpirationDays=90: NoncurrentDays %v; want 90", d)
+	}
+
+	// The parameters: defaults, and what CloudFormation accepts.
+	doc := loadTemplate(t)
+	for name, want := range map[string]string{
+		"StorageTransition":               `{"Type": "String", "Default": "none", "AllowedValues": ["none", "intelligent-tiering", "glacier-ir"]}`,
+		"StorageTransitionDays":           `{"Type": "Number", "Default": "30", "MinValue": 0, "MaxValue": 36500}`,
+		"NoncurrentVersionExpiration":     `{"Type": "String", "Default": "never", "AllowedValues": ["never", "on"]}`,
+		"NoncurrentVersionExpirationDays": `{"Type": "Number", "Default": "365", "MinValue": 1, "MaxValue": 36500}`,
+	} {
+		p, ok := get(doc, "Parameters", name).(map[string]any)
+		if !ok {
+			t.Errorf("no parameter %s", name)
+			continue
+		}
+		p = maps.Clone(p)
+		if p["Description"] == nil {
+			t.Errorf("parameter %s has no Description", name)
+		}
+		delete(p, "Description")
+		delete(p, "ConstraintDescription")
+		jsonEqual(t, "parameter "+name, p, want)
+	}
+
+	// Which rule each parameter value turns on.
+	raw, err := os.ReadFile("template.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		params map[string]string
+		on     []string
+	}{
+		{nil, nil},
+		{map[string]string{"StorageTransition": "intelligent-tiering"}, []string{"TransitionToIntelligentTiering"}},
+		{map[string]string{"StorageTransition": "glacier-ir"}, []string{"TransitionToGlacierIR"}},
+		{map[string]string{"NoncurrentVersionExpiration": "on"}, []string{"ExpireNoncurrentVersions"}},
+	} {
+		for _, cond := range []string{"TransitionToIntelligentTiering", "TransitionToGlacierIR", "ExpireNoncurrentVersions"} {
+			on, err := templatepolicy.Condition(raw, cond, deployedStack(tt.params))
+			if err != nil {
+				t.Errorf("condition %s: %v", cond, err)
+				continue
+			}
+			if want := slices.Contains(tt.on, cond); on != want {
+				t.Errorf("parameters %v: condition %s = %v; want %v", tt.params, cond, on, want)
+			}
+		}
+	}
 }
 
 // TestTemplateErasuresIndex: the ledger table has the sparse index

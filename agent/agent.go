@@ -122,6 +122,7 @@ func New(cfg Config, s3c *s3.Client, db *dynamodb.Client) (*Agent, error) {
 	}
 	store := newS3Store(s3c, cfg.Bucket, cfg.PartSize, cfg.Concurrency, cfg.CallTimeout)
 	store.bandwidth = newBandwidth(cfg.BandwidthLimit)
+	store.storageClass = types.StorageClass(cfg.StorageClass)
 	if !cfg.DryRun {
 		store.records = newResumeRecords(cfg.Watch, cfg.Host)
 	}
@@ -689,10 +690,11 @@ func (a *Agent) sweepOrphans(ctx context.Context) {
 		}
 		// This host's upload, recorded for a file version: kept while that
 		// very file is still in the folder, for the next attempt (or run)
-		// to resume; aborted once it changed or went.
+		// to resume; aborted once it changed or went, or once the agent
+		// uploads in another storage class (it would not be resumed).
 		if rec, ok := records[id]; ok && rec.Key == key {
 			if rel, err := a.cfg.Mapping.FileForKey(key); err == nil {
-				if now, err := a.lstat(rel); err == nil && rec.fits(key, now, rec.PartSize, rec.Host) {
+				if now, err := a.lstat(rel); err == nil && rec.fits(key, now, rec.PartSize, rec.Host, string(a.s3.storageClass)) {
 					return false
 				}
 			}
@@ -743,7 +745,7 @@ func (a *Agent) dropStaleRecords(seen map[string]bool, records map[string]upload
 			continue
 		}
 		if rel, err := a.cfg.Mapping.FileForKey(rec.Key); err == nil {
-			if now, err := a.lstat(rel); err == nil && rec.fits(rec.Key, now, rec.PartSize, rec.Host) {
+			if now, err := a.lstat(rel); err == nil && rec.fits(rec.Key, now, rec.PartSize, rec.Host, string(a.s3.storageClass)) {
 				continue
 			}
 		}

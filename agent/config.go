@@ -129,6 +129,11 @@ type Config struct {
 	// uploads, so the agent never starves the web server's uplink; 0 is
 	// no limit.
 	BandwidthLimit int64
+	// StorageClass is the S3 storage class every upload asks for
+	// (PutObject, CreateMultipartUpload); "" sends none, and S3 stores
+	// STANDARD. Only classes a GET reads at once are taken (see
+	// CheckStorageClass).
+	StorageClass string
 	// Cache, when Cache.Dir is set, keeps the most requested offloaded
 	// originals on this host, learning what is requested from the web
 	// server's access log (Cache.AccessLog); only in Run. The agent fills
@@ -256,6 +261,9 @@ func (c Config) Validate() error {
 				}
 			}
 		}
+	}
+	if err := CheckStorageClass(c.StorageClass); err != nil {
+		bad("storage class: %v", err)
 	}
 	if c.BandwidthLimit < 0 {
 		bad("bwlimit: must not be negative, got %d", c.BandwidthLimit)

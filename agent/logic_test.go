@@ -138,6 +138,8 @@ func TestValidate(t *testing.T) {
 		{"negative bwlimit", func(c *Config) { c.BandwidthLimit = -1 }, "bwlimit: must not be negative"},
 		{"bwlimit too low for the parts in flight", func(c *Config) { c.BandwidthLimit = 100 << 10 }, "bwlimit: at 102400 bytes/s, the uploads in flight (up to the memory budget, 8 parts of 8 MiB) take 10m55s to send"},
 		{"no workers", func(c *Config) { c.Workers = -1 }, "workers"},
+		{"archive storage class", func(c *Config) { c.StorageClass = "GLACIER" }, "storage class: GLACIER (S3 Glacier Flexible Retrieval) must be restored before a GET"},
+		{"unknown storage class", func(c *Config) { c.StorageClass = "glacier_ir" }, `storage class: "glacier_ir" is not an S3 storage class`},
 	}
 	for _, tt := range tests {
 		c := good
@@ -152,6 +154,33 @@ func TestValidate(t *testing.T) {
 		c.After, c.Archive = after, ""
 		if err := c.Validate(); err != nil {
 			t.Errorf("after %s without archive: %v", after, err)
+		}
+	}
+}
+
+// TestCheckStorageClass: the classes whose objects a presigned GET reads at
+// once are taken; those that need a restore first, those of other kinds of
+// bucket, and anything not spelled as S3 spells a class are refused, each
+// with the reason.
+func TestCheckStorageClass(t *testing.T) {
+	for _, ok := range []string{"", "STANDARD", "REDUCED_REDUNDANCY", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR"} {
+		if err := CheckStorageClass(ok); err != nil {
+			t.Errorf("CheckStorageClass(%q) = %v; want nil", ok, err)
+		}
+	}
+	for class, want := range map[string]string{
+		"GLACIER":         "must be restored before a GET",
+		"DEEP_ARCHIVE":    "must be restored before a GET",
+		"EXPRESS_ONEZONE": "not in a general purpose bucket",
+		"OUTPOSTS":        "not in a general purpose bucket",
+		"SNOW":            "not in a general purpose bucket",
+		"FSX_OPENZFS":     "not in a general purpose bucket",
+		"standard":        "not an S3 storage class",
+		"GLACIER-IR":      "not an S3 storage class",
+		" STANDARD":       "not an S3 storage class",
+	} {
+		if err := CheckStorageClass(class); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("CheckStorageClass(%q) = %v; want an error saying %q", class, err, want)
 		}
 	}
 }

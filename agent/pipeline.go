@@ -230,7 +230,7 @@ func (a *Agent) prove(ctx context.Context, res result, f *os.File, id fileID) (*
 	// recorded whatever becomes of the file (see recordProven).
 	cause, err := a.recordProven(ctx, offload.Record{
 		Key: key, Size: id.size, CRC64NVME: sum, ETag: obj.ETag, VersionID: obj.VersionID,
-		ContentType: ctype, Host: a.cfg.Host, Path: rel, UploadedAt: time.Now().UTC(),
+		ContentType: ctype, Host: a.cfg.Host, Path: rel, UploadedAt: time.Now().UTC(), StorageClass: obj.StorageClass,
 	})
 	switch {
 	case errors.Is(err, offload.ErrConflict):

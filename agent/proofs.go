@@ -149,8 +149,8 @@ var errNotAProof = errors.New("not a proof of what S3 holds")
 // ledger item (another key, a version that never was, a content type of
 // text/html that the resolver then serves). So the key must be the one
 // its path maps to, and a HEAD of the version it names (checksum mode;
-// s3:GetObjectVersion) must show the same size and CRC64NVME; the ETag and
-// the content type are S3's. A HEAD that fails (S3 unreachable, or a
+// s3:GetObjectVersion) must show the same size and CRC64NVME; the ETag,
+// the content type and the storage class are S3's. A HEAD that fails (S3 unreachable, or a
 // version that is gone: 404 NoSuchVersion, or 403 without s3:ListBucket,
 // https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html)
 // keeps the proof for the next try, as a failed ledger write does.
@@ -166,7 +166,7 @@ func (a *Agent) heldAsProven(ctx context.Context, r offload.Record) (offload.Rec
 		return r, fmt.Errorf("%w: S3 holds version %q with %d bytes, crc64nvme %q; the proof says %q, %d bytes, %q",
 			errNotAProof, obj.VersionID, obj.Size, obj.CRC64NVME, r.VersionID, r.Size, r.CRC64NVME)
 	}
-	r.ETag, r.ContentType = obj.ETag, obj.ContentType
+	r.ETag, r.ContentType, r.StorageClass = obj.ETag, obj.ContentType, obj.StorageClass
 	return r, nil
 }
 

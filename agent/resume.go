@@ -38,12 +38,17 @@ type uploadRecord struct {
 	Size     int64     `json:"size"`
 	Mtime    time.Time `json:"mtime"`
 	PartSize int64     `json:"part_size"`
+	// StorageClass is the class the upload was created with ("" none:
+	// STANDARD). S3 takes the class at CreateMultipartUpload, and the
+	// object completes in it, so an upload is resumed only under the same
+	// --storage-class. A record written before the field has none.
+	StorageClass string `json:"storage_class,omitempty"`
 }
 
 // fits reports whether the record is for this version of the file, under
-// this key, with this part size, made by host.
-func (r uploadRecord) fits(key string, id fileID, partSize int64, host string) bool {
-	return r.Key == key && r.Host == host && r.PartSize == partSize &&
+// this key, with this part size and storage class, made by host.
+func (r uploadRecord) fits(key string, id fileID, partSize int64, host, class string) bool {
+	return r.Key == key && r.Host == host && r.PartSize == partSize && r.StorageClass == class &&
 		r.Dev == id.dev && r.Ino == id.ino && r.Size == id.size && r.Mtime.Equal(id.mtime)
 }
 

@@ -55,7 +55,7 @@ func TestUploadRecordFits(t *testing.T) {
 		t.Fatal(err)
 	}
 	got, ok := r.load("k/a.mov")
-	if !ok || !got.fits("k/a.mov", id, 8<<20, "web-1") {
+	if !ok || !got.fits("k/a.mov", id, 8<<20, "web-1", "") {
 		t.Fatalf("reloaded record %+v, %v; want it to fit", got, ok)
 	}
 	for name, other := range map[string]fileID{
@@ -63,11 +63,11 @@ func TestUploadRecordFits(t *testing.T) {
 		"mtime": {dev: 1, ino: 2, size: 3 << 20, mtime: time.Unix(100, 6)},
 		"inode": {dev: 1, ino: 9, size: 3 << 20, mtime: id.mtime},
 	} {
-		if got.fits("k/a.mov", other, 8<<20, "web-1") {
+		if got.fits("k/a.mov", other, 8<<20, "web-1", "") {
 			t.Errorf("fits a file with another %s", name)
 		}
 	}
-	if got.fits("k/a.mov", id, 16<<20, "web-1") || got.fits("k/a.mov", id, 8<<20, "web-2") || got.fits("k/b.mov", id, 8<<20, "web-1") {
+	if got.fits("k/a.mov", id, 16<<20, "web-1", "") || got.fits("k/a.mov", id, 8<<20, "web-2", "") || got.fits("k/b.mov", id, 8<<20, "web-1", "") {
 		t.Error("fits another part size, host or key")
 	}
 	if _, ok := newResumeRecords(watch, "web-2").load("k/a.mov"); ok {

@@ -100,10 +100,11 @@ func killAfterParts(h *harness, c *partCounter, parts int64) {
 	}
 }
 
-// finish runs the command again until rel is archived, and stops it.
-func finish(h *harness, c *partCounter, rel string) {
+// finish runs the command again, with the extra flags, until rel is
+// archived, and stops it.
+func finish(h *harness, c *partCounter, rel string, extra ...string) {
 	h.t.Helper()
-	second := startCommand(h, c.endpoint)
+	second := startCommand(h, c.endpoint, extra...)
 	h.waitFor(rel+" archived after the restart", time.Minute, func() bool { return h.archived(rel) })
 	second.Process.Signal(syscall.SIGTERM)
 	if err := second.Wait(); err != nil {
@@ -159,6 +160,31 @@ func TestResumeNotIntoAChangedFile(t *testing.T) {
 	h.assertOffloaded("video.mov", changed)
 	if after := c.sent.Load() - before; after != int64(len(changed)) {
 		t.Errorf("sent %d bytes of parts for the changed file; want all %d", after, len(changed))
+	}
+}
+
+// TestResumeNotUnderAnotherClass: the agent restarts with another
+// --storage-class while an upload begun in the old one (STANDARD, none
+// sent) waits to be resumed. S3 fixes the class at CreateMultipartUpload,
+// so resuming would store the file in the old class: the old upload is
+// aborted, the file goes whole in a new one, and S3 holds it in the new
+// class, which the ledger records.
+func TestResumeNotUnderAnotherClass(t *testing.T) {
+	t.Parallel()
+	h, data, c := resumeCase(t, "pano.jpg", 17)
+	killAfterParts(h, c, 2)
+	before := c.sent.Load()
+	finish(h, c, "pano.jpg", "--storage-class", "REDUCED_REDUNDANCY")
+	h.assertOffloaded("pano.jpg", data)
+	if after := c.sent.Load() - before; after != int64(len(data)) {
+		t.Errorf("sent %d bytes of parts under the new class; want all %d (nothing of the upload begun in STANDARD reused)", after, len(data))
+	}
+	head, err := h.s3.HeadObject(context.Background(), &s3.HeadObjectInput{Bucket: aws.String(h.st.Bucket), Key: aws.String(h.key("pano.jpg"))})
+	if err != nil || head.StorageClass != s3types.StorageClassReducedRedundancy {
+		t.Errorf("HEAD after the restart: class %q, %v; want REDUCED_REDUNDANCY", head.StorageClass, err)
+	}
+	if rec := h.ledgerItem("pano.jpg"); rec.StorageClass != "REDUCED_REDUNDANCY" {
+		t.Errorf("ledger storage class %q; want REDUCED_REDUNDANCY", rec.StorageClass)
 	}
 }
 

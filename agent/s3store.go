@@ -30,6 +30,10 @@ type objectInfo struct {
 	ETag        string
 	VersionID   string
 	ContentType string // what the object was stored with; from a HEAD only
+	// StorageClass is the class S3 stores the object in, as the ledger
+	// records it ("" for STANDARD; see recordedClass): from a HEAD, or
+	// the class the upload asked for.
+	StorageClass string
 }
 
 // errObjectExists means the key already holds an object: the upload was
@@ -91,12 +95,14 @@ type upload struct {
 // files and parts alike, share one budget of PartSize × Concurrency bytes
 // (see bufferPool), so a 100 KiB file holds 128 KiB of it, not a part's.
 type s3Store struct {
-	client      *s3.Client
-	bandwidth   *rate.Limiter // nil: no limit
-	bucket      string
-	partSize    int64
-	callTimeout time.Duration
-	mem         *bufferPool
+	client    *s3.Client
+	bandwidth *rate.Limiter // nil: no limit
+	bucket    string
+	// storageClass is what every upload asks for ("": none, STANDARD).
+	storageClass types.StorageClass
+	partSize     int64
+	callTimeout  time.Duration
+	mem          *bufferPool
 	// mine holds the multipart uploads this process created and has not
 	// completed or aborted: true while one is live, false once its own
 	// abort failed (an orphan of ours, to abort again later).
@@ -158,12 +164,13 @@ func (s *s3Store) putSingle(ctx context.Context, u upload) (string, objectInfo, 
 		ChecksumAlgorithm: types.ChecksumAlgorithmCrc64nvme,
 		ChecksumCRC64NVME: aws.String(sum),
 		IfNoneMatch:       aws.String("*"),
+		StorageClass:      s.storageClass, // "" sends no header: STANDARD
 	})
 	if err != nil {
 		return sum, objectInfo{}, translate("put "+u.key, err)
 	}
 	return sum, objectInfo{Size: u.size, CRC64NVME: aws.ToString(out.ChecksumCRC64NVME),
-		ETag: aws.ToString(out.ETag), VersionID: aws.ToString(out.VersionId)}, nil
+		ETag: aws.ToString(out.ETag), VersionID: aws.ToString(out.VersionId), StorageClass: recordedClass(s.storageClass)}, nil
 }
 
 // putMultipart reads the file part by part in order, hashing the whole
@@ -212,6 +219,10 @@ func (s *s3Store) putMultipart(ctx context.Context, u upload, partSize int64) (s
 			ContentType:       aws.String(u.contentType),
 			ChecksumAlgorithm: types.ChecksumAlgorithmCrc64nvme,
 			ChecksumType:      types.ChecksumTypeFullObject,
+			// The object completes in the class the upload was
+			// created with: a resumed upload must have asked for the
+			// same one (uploadRecord.fits).
+			StorageClass: s.storageClass,
 		})
 		cancel()
 		if err != nil {
@@ -222,7 +233,8 @@ func (s *s3Store) putMultipart(ctx context.Context, u upload, partSize int64) (s
 		// run starts again, and aborts this one once its own completes
 		// (abortKey).
 		_ = s.records.save(uploadRecord{Key: u.key, UploadID: uploadID, Host: s.records.hostName(),
-			Dev: u.version.dev, Ino: u.version.ino, Size: u.version.size, Mtime: u.version.mtime, PartSize: partSize})
+			Dev: u.version.dev, Ino: u.version.ino, Size: u.version.size, Mtime: u.version.mtime, PartSize: partSize,
+			StorageClass: string(s.storageClass)})
 	}
 	s.setMine(uploadID, true)
 	committed, keep := false, false
@@ -282,7 +294,7 @@ func (s *s3Store) putMultipart(ctx context.Context, u upload, partSize int64) (s
 	committed = true
 	s.forget(uploadID)
 	return sum, objectInfo{Size: u.size, CRC64NVME: aws.ToString(out.ChecksumCRC64NVME),
-		ETag: aws.ToString(out.ETag), VersionID: aws.ToString(out.VersionId)}, nil
+		ETag: aws.ToString(out.ETag), VersionID: aws.ToString(out.VersionId), StorageClass: recordedClass(s.storageClass)}, nil
 }
 
 // uploadParts reads the body sequentially (one pass) and sends each part as
@@ -392,7 +404,7 @@ func (s *s3Store) resumable(ctx context.Context, u upload, partSize int64) (stri
 		s.records.remove(u.key, rec.UploadID)
 		return "", nil, nil
 	}
-	if !rec.fits(u.key, u.version, partSize, s.records.hostName()) {
+	if !rec.fits(u.key, u.version, partSize, s.records.hostName(), string(s.storageClass)) {
 		return drop()
 	}
 	have := map[int32]types.Part{}
@@ -614,7 +626,7 @@ func headAnswer(key string, out *s3.HeadObjectOutput, err error) (objectInfo, er
 		return objectInfo{}, translate("head "+key, err)
 	}
 	info := objectInfo{Size: aws.ToInt64(out.ContentLength), ETag: aws.ToString(out.ETag), VersionID: aws.ToString(out.VersionId),
-		ContentType: aws.ToString(out.ContentType)}
+		ContentType: aws.ToString(out.ContentType), StorageClass: recordedClass(types.StorageClass(out.StorageClass))}
 	// A composite checksum (of the parts' checksums) proves nothing about
 	// the whole object; only a full-object one counts.
 	if out.ChecksumType != types.ChecksumTypeComposite {

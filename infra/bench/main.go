@@ -16,6 +16,10 @@
 // Nor does the resolver load alone:
 //
 //	infra/local/stack run -- go run ./infra/bench --scenarios resolver --resolver bin/offload-resolver
+//
+// The storage cost table needs no servers at all:
+//
+//	go run ./infra/bench --scenarios storage
 package main
 
 import (
@@ -83,7 +87,7 @@ func main() {
 		conns    = flag.Int("conns", 32, "connections of the resolver load")
 		loadFor  = flag.Duration("load-for", 5*time.Second, "how long each resolver load runs")
 		reps     = flag.Int("reps", 3, "repetitions of each tool per scenario (the median is printed)")
-		only     = flag.String("scenarios", "", "comma-separated scenarios to run: 1, 2, 3 (uploads), wan (3 and 2 with --latency each way), daemon (close to start), backfill (once over --backfill-files against 2,000; only when named), resume (a 1 GiB upload under --bwlimit 32M killed half way; only when named), outage (CPU and memory with S3 down; only when named), resolver (the resolver load alone; no TLS or peers needed), hotcache (2,000 originals, a Zipf stream through lighttpd with and without the agent's cache, and the cost per 1,000 views; only when named); default all but backfill, outage and hotcache")
+		only     = flag.String("scenarios", "", "comma-separated scenarios to run: 1, 2, 3 (uploads), wan (3 and 2 with --latency each way), daemon (close to start), backfill (once over --backfill-files against 2,000; only when named), resume (a 1 GiB upload under --bwlimit 32M killed half way; only when named), outage (CPU and memory with S3 down; only when named), resolver (the resolver load alone; no TLS or peers needed), hotcache (2,000 originals, a Zipf stream through lighttpd with and without the agent's cache, and the cost per 1,000 views; only when named), storage (the cost per GB-month of the photo-size mix in each storage class, computed, no servers; only when named); default all but backfill, outage, hotcache and storage")
 		bfFiles  = flag.Int("backfill-files", 100_000, "files of the large backfill run")
 		bfSize   = flag.Int64("backfill-size", 32<<10, "bytes of each backfill file")
 		outFiles = flag.Int("outage-files", outageFiles, "tiny files waiting in the outage scenario")
@@ -107,6 +111,12 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(2)
 	}
+	if slices.Contains(strings.Split(*only, ","), "storage") {
+		printStorageCosts(os.Stdout, photoBands())
+		if *only = strings.Join(slices.DeleteFunc(strings.Split(*only, ","), func(id string) bool { return id == "storage" }), ","); *only == "" {
+			return // the table alone: no stack needed
+		}
+	}
 	if err := run(*agentBin, *baseline, *resolver, *reps, *conns, *loadFor, *latency, *only, *work); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -114,7 +124,7 @@ func main() {
 }
 
 // otherScenarios are the --scenarios ids beyond the upload scenarios'.
-var otherScenarios = []string{"daemon", "backfill", "resume", "outage", "resolver", "hotcache"}
+var otherScenarios = []string{"daemon", "backfill", "resume", "outage", "resolver", "hotcache", "storage"}
 
 // checkScenarios refuses a --scenarios list that names an unknown id, so a
 // typo is an error rather than a run that measures nothing.

@@ -8,7 +8,7 @@ import (
 // TestCheckScenarios: every id the help names is accepted, alone or in a
 // list; a typo is refused with the known ids, not run as nothing.
 func TestCheckScenarios(t *testing.T) {
-	for _, ok := range []string{"", "1", "1,3", "wan", "daemon", "backfill", "resume", "outage", "resolver", "hotcache", "3,hotcache", "2,outage,resume"} {
+	for _, ok := range []string{"", "1", "1,3", "wan", "daemon", "backfill", "resume", "outage", "resolver", "hotcache", "storage", "storage,3", "3,hotcache", "2,outage,resume"} {
 		if err := checkScenarios(ok); err != nil {
 			t.Errorf("checkScenarios(%q): %v; want nil", ok, err)
 		}

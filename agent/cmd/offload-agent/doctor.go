@@ -137,6 +137,8 @@ func doctorCommand(args []string, getenv func(string) string, stdout, stderr io.
 		results = append(results, doctor.Result{Status: doctor.OK, Name: "settings", Detail: fmt.Sprintf("watch %s, archive %s, bucket %s, table %s, key prefix %q", watch, orNone(archive), bucket, table, keyPrefix)})
 	}
 
+	results = append(results, doctor.StorageClass(lookup("OFFLOAD_STORAGE_CLASS")))
+
 	if os.Geteuid() == 0 {
 		serviceAWSFiles(userName, lookup)
 	}

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -161,7 +162,7 @@ func TestDoctorPassesOnAFirstDayDoneRight(t *testing.T) {
 	}
 	for _, name := range []string{"credentials", "region", "s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts",
 		"s3:ListBucketMultipartUploads", "s3:GetObject", "dynamodb:GetItem", "dynamodb:PutItem", "watch-folder", "archive-folder",
-		"rename", "leases", "web-fallback", "resolver"} {
+		"rename", "leases", "web-fallback", "resolver", "storage-class"} {
 		if l := line(out, name); !strings.HasPrefix(l, "ok") {
 			t.Errorf("check %s: %q; want ok", name, l)
 		}
@@ -202,6 +203,11 @@ func TestDoctorNamesTheCause(t *testing.T) {
 	t.Run("wrong bucket", func(t *testing.T) {
 		out, code := w.doctor(t, w.env, w.args("--bucket", "offload-no-such-bucket")...)
 		wantFail(t, out, code, "s3-bucket", "offload-no-such-bucket")
+	})
+
+	t.Run("a storage class that needs a restore", func(t *testing.T) {
+		out, code := w.doctor(t, append(slices.Clone(w.env), "OFFLOAD_STORAGE_CLASS=GLACIER"), w.args()...)
+		wantFail(t, out, code, "storage-class", "must be restored before a GET")
 	})
 	t.Run("missing grant", func(t *testing.T) {
 		// The template's agent policy without s3:PutObject, enforced by a

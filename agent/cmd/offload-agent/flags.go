@@ -321,6 +321,14 @@ var settings = []setting{
 			o.agent.Table = v
 			return nil
 		}},
+	{"storage-class", "OFFLOAD_STORAGE_CLASS", "", "S3 storage class of every upload, in S3's names: STANDARD_IA, ONEZONE_IA, INTELLIGENT_TIERING, GLACIER_IR (stored for less, still served at once)\nor REDUCED_REDUNDANCY; GLACIER and DEEP_ARCHIVE are refused, as a GET fails until a restore (default: none sent, S3's STANDARD)",
+		func(o *options, v string) error {
+			if err := agent.CheckStorageClass(v); err != nil {
+				return err
+			}
+			o.agent.StorageClass = v
+			return nil
+		}},
 	{"key-prefix", "OFFLOAD_KEY_PREFIX", offload.DefaultMapping.KeyPrefix, "prefix of every object key: empty or ending in /",
 		func(o *options, v string) error { o.agent.Mapping.KeyPrefix = v; return nil }},
 	{"url-prefix", "OFFLOAD_URL_PREFIX", offload.DefaultMapping.URLPrefix, "URL path the web server serves the watch folder under (shared with the resolver)",

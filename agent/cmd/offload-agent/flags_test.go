@@ -478,6 +478,42 @@ func TestBucketAndTableNames(t *testing.T) {
 	}
 }
 
+// TestStorageClassSetting: --storage-class (or OFFLOAD_STORAGE_CLASS) is
+// taken by run and once, none by default (S3's STANDARD); a class the
+// resolver cannot serve without a restore is refused at start, naming
+// where it came from.
+func TestStorageClassSetting(t *testing.T) {
+	none := func(string) string { return "" }
+	for _, cmd := range []string{"run", "once"} {
+		o, err := parseFlags(cmd, nil, none)
+		if err != nil || o.agent.StorageClass != "" {
+			t.Errorf("%s without --storage-class: %q, %v; want none", cmd, o.agent.StorageClass, err)
+		}
+		o, err = parseFlags(cmd, []string{"--storage-class", "GLACIER_IR"}, none)
+		if err != nil || o.agent.StorageClass != "GLACIER_IR" {
+			t.Errorf("%s --storage-class GLACIER_IR: %q, %v", cmd, o.agent.StorageClass, err)
+		}
+	}
+	o, err := parseFlags("run", nil, func(k string) string { return map[string]string{"OFFLOAD_STORAGE_CLASS": "INTELLIGENT_TIERING"}[k] })
+	if err != nil || o.agent.StorageClass != "INTELLIGENT_TIERING" {
+		t.Errorf("OFFLOAD_STORAGE_CLASS=INTELLIGENT_TIERING: %q, %v", o.agent.StorageClass, err)
+	}
+	for _, tt := range []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{[]string{"--storage-class", "DEEP_ARCHIVE"}, nil, "--storage-class DEEP_ARCHIVE: DEEP_ARCHIVE (S3 Glacier Deep Archive) must be restored before a GET"},
+		{nil, map[string]string{"OFFLOAD_STORAGE_CLASS": "GLACIER"}, "OFFLOAD_STORAGE_CLASS=GLACIER: GLACIER (S3 Glacier Flexible Retrieval) must be restored"},
+		{[]string{"--storage-class", "infrequent"}, nil, `--storage-class infrequent: "infrequent" is not an S3 storage class`},
+	} {
+		_, err := parseFlags("once", tt.args, func(k string) string { return tt.env[k] })
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("parseFlags(%q, %v) = %v; want an error saying %q", tt.args, tt.env, err, tt.want)
+		}
+	}
+}
+
 // TestDeprecatedSpellings: --workers, --metrics, --cache and their old
 // variables still work, each with one warning line naming the new one; the
 // new spelling wins; help lists only the new names, and the old on one line.
