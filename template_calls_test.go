@@ -33,6 +33,7 @@ const (
 	onBucket   = "bucket"
 	onTable    = "table"
 	onErasures = "index erasures"
+	onSecret   = "the CDN key's secret"
 )
 
 // iamAction is an IAM action and the kind of resource it is granted on.
@@ -86,6 +87,12 @@ var operationActions = map[string][]iamAction{
 	"dynamodb.Scan":              {{"dynamodb:Scan", onTable}},
 	"dynamodb.BatchGetItem":      {{"dynamodb:BatchGetItem", onTable}},
 	"dynamodb.BatchWriteItem":    {{"dynamodb:BatchWriteItem", onTable}},
+	// Secrets Manager: GetSecretValue authorizes as
+	// secretsmanager:GetSecretValue on the secret, "Actions, resources, and
+	// condition keys for AWS Secrets Manager",
+	// https://docs.aws.amazon.com/service-authorization/latest/reference/list_awssecretsmanager.html.
+	// The resolver's only secret is the CloudFront key (Cdn=on).
+	"secretsmanager.GetSecretValue": {{"secretsmanager:GetSecretValue", onSecret}},
 }
 
 // versionedActions: a request that names a version (versionId) is
@@ -100,8 +107,9 @@ var versionedActions = map[string]iamAction{
 // The SDK packages whose clients make the calls, by the service name the
 // operations above use.
 var sdkServices = map[string]string{
-	"github.com/aws/aws-sdk-go-v2/service/s3":       "s3",
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb": "dynamodb",
+	"github.com/aws/aws-sdk-go-v2/service/s3":             "s3",
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb":       "dynamodb",
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager": "secretsmanager",
 }
 
 // A component's program: the main package, the function that is the

@@ -30,6 +30,7 @@ import (
 	"github.com/photosleeve/offload"
 	"github.com/photosleeve/offload/infra/local/stacktest"
 	"github.com/photosleeve/offload/infra/local/templatepolicy"
+	"gopkg.in/yaml.v3"
 )
 
 // loadTemplate parses template.yaml with goformation, keeping references
@@ -594,14 +595,30 @@ func TestTemplatePoliciesAreLeastPrivilege(t *testing.T) {
 	}
 	// A key prefix no default shares, so a prefix written into the
 	// template instead of ${KeyPrefix} shows.
-	target := templatepolicy.Target{Bucket: "originals", KeyPrefix: "k-p/", Table: "ledger"}
+	// With Cdn=on (CdnOn), so the resolver's read of the CDN key is
+	// granted; Cdn=off is checked below.
+	const secretARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:offload-cdn-key-AbCdEf"
+	target := templatepolicy.Target{Bucket: "originals", KeyPrefix: "k-p/", Table: "ledger",
+		Conditions: map[string]bool{"CdnOn": true}, Parameters: map[string]string{"CdnPrivateKeySecret": secretARN}}
 	resourceOf := map[string]string{
 		onObjects:  target.BucketARN() + "/" + target.KeyPrefix + "*",
 		onBucket:   target.BucketARN(),
 		onTable:    target.TableARN(),
 		onErasures: target.TableARN() + "/index/" + offload.ErasuresIndex,
+		onSecret:   secretARN,
 	}
 	calls := componentCalls(t)
+	// With Cdn=off the resolver gets no OFFLOAD_CDN_* (TestTemplateCdnResolver),
+	// so it never reads the secret, and is granted all the rest.
+	off := target
+	off.Conditions = nil
+	offPolicy, err := templatepolicy.Policy(raw, templatepolicy.Resolver, off)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := offPolicy.Actions(); !slices.Equal(got, []string{"dynamodb:GetItem", "s3:GetObject", "s3:GetObjectVersion"}) {
+		t.Errorf("resolver with Cdn=off: granted %v; want the reads of the ledger and the originals only", got)
+	}
 	for _, c := range templatepolicy.Components {
 		if c == templatepolicy.Cloudfront {
 			// CloudFront's grant is for AWS's service, not for the
@@ -1046,6 +1063,9 @@ func TestTemplateCdnConditions(t *testing.T) {
 		if name == "OriginalsBucketPolicy" {
 			continue // its CDN statement: below
 		}
+		if name == "ResolverFunction" {
+			r = resolverFunction(t, doc, false) // its CDN settings and grant: TestTemplateCdnResolver
+		}
 		if b, _ := json.Marshal(r); strings.Contains(string(b), "Cdn") {
 			t.Errorf("resource %s refers to the CDN: %s", name, b)
 		}
@@ -1230,4 +1250,152 @@ func TestTemplateCdnOutputs(t *testing.T) {
 	if !maps.Equal(on, off) {
 		t.Errorf("Cdn=on changes the other outputs: %v; with it off %v", on, off)
 	}
+}
+
+// resolverFunction is the ResolverFunction resource as deployed with
+// CdnOn = cdn: each Fn::If resolved, an environment variable whose value is
+// AWS::NoValue left out, as CloudFormation does.
+func resolverFunction(t *testing.T, doc map[string]any, cdn bool) map[string]any {
+	t.Helper()
+	r := resolveIf(t, resource(t, doc, "ResolverFunction"), map[string]bool{"CdnOn": cdn}).(map[string]any)
+	vars, _ := get(r, "Properties", "Environment", "Variables").(map[string]any)
+	for k, v := range vars {
+		s, _ := v.(string)
+		rest, isIf := strings.CutPrefix(s, "If:")
+		if !isIf {
+			continue
+		}
+		cond, rest, _ := strings.Cut(rest, ".")
+		if cond != "CdnOn" {
+			t.Fatalf("%s: Fn::If on %s, which the test does not set", k, cond)
+		}
+		then, isNoValue := strings.CutSuffix(rest, ".Ref:AWS::NoValue")
+		switch {
+		case !isNoValue:
+			t.Errorf("%s = %s: want Fn::If [CdnOn, value, AWS::NoValue]", k, s)
+		case cdn:
+			vars[k] = then
+		default:
+			delete(vars, k)
+		}
+	}
+	return r
+}
+
+// TestTemplateCdnResolver: with Cdn=on the resolver gets the three CDN
+// settings (the distribution's https URL, the key's ID, the secret's ARN;
+// never the private key) and may read that secret, and only it; with
+// Cdn=off it gets neither. The secret's parameter is an ARN, empty by
+// default, and a rule refuses Cdn=on without it.
+func TestTemplateCdnResolver(t *testing.T) {
+	doc := loadTemplate(t)
+	jsonEqual(t, "parameter CdnPrivateKeySecret", get(doc, "Parameters", "CdnPrivateKeySecret"), `{"Type": "String", "Default": "",
+		"AllowedPattern": `+mustJSON(t, get(doc, "Parameters", "CdnPrivateKeySecret", "AllowedPattern"))+`,
+		"ConstraintDescription": `+mustJSON(t, get(doc, "Parameters", "CdnPrivateKeySecret", "ConstraintDescription"))+`,
+		"Description": `+mustJSON(t, get(doc, "Parameters", "CdnPrivateKeySecret", "Description"))+`}`)
+	pattern := regexp.MustCompile(get(doc, "Parameters", "CdnPrivateKeySecret", "AllowedPattern").(string))
+	for v, ok := range map[string]bool{
+		"": true,
+		"arn:aws:secretsmanager:eu-west-1:123456789012:secret:offload/cdn-key-AbCdEf":     true,
+		"arn:aws-cn:secretsmanager:cn-north-1:123456789012:secret:offload-cdn-key-AbCdEf": true,
+		"offload-cdn-key": false, // a name: the grant needs the ARN
+		"arn:aws:secretsmanager:eu-west-1:123456789012:secret:*": false,
+		"-----BEGIN PRIVATE KEY-----":                            false,
+	} {
+		if pattern.MatchString(v) != ok {
+			t.Errorf("CdnPrivateKeySecret %q: accepted %v; want %v", v, !ok, ok)
+		}
+	}
+
+	on := resolverFunction(t, doc, true)
+	off := resolverFunction(t, doc, false)
+	cdnVars := map[string]string{
+		"OFFLOAD_CDN_URL":                "https://${CdnDistribution.DomainName}",
+		"OFFLOAD_CDN_KEY_PAIR_ID":        "Ref:CdnKey",
+		"OFFLOAD_CDN_PRIVATE_KEY_SECRET": "Ref:CdnPrivateKeySecret",
+	}
+	onVars := get(on, "Properties", "Environment", "Variables").(map[string]any)
+	offVars := get(off, "Properties", "Environment", "Variables").(map[string]any)
+	for k, want := range cdnVars {
+		if got := onVars[k]; got != want {
+			t.Errorf("Cdn=on: %s = %v; want %s", k, got, want)
+		}
+		if got, ok := offVars[k]; ok {
+			t.Errorf("Cdn=off: %s = %v; want it absent", k, got)
+		}
+	}
+	if len(onVars) != len(offVars)+len(cdnVars) {
+		t.Errorf("Cdn=on adds %d variables; want exactly %v", len(onVars)-len(offVars), cdnVars)
+	}
+	if b, _ := json.Marshal(onVars); strings.Contains(string(b), "PRIVATE KEY") || strings.Contains(string(b), "Ref:CdnPublicKey") {
+		t.Errorf("the function's environment carries a key: %s", b)
+	}
+	grant := `{"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": "Ref:CdnPrivateKeySecret"}`
+	statements := func(r map[string]any) []any {
+		var all []any
+		for _, p := range get(r, "Properties", "Policies").([]any) {
+			all = append(all, get(p, "Statement").([]any)...)
+		}
+		return all
+	}
+	var found int
+	for _, st := range statements(on) {
+		if b, _ := json.Marshal(st); strings.Contains(string(b), "secretsmanager") {
+			jsonEqual(t, "Cdn=on: the secret's grant", st, grant)
+			found++
+		}
+	}
+	if found != 1 {
+		t.Errorf("Cdn=on: %d statements grant secretsmanager actions; want 1", found)
+	}
+	if b, _ := json.Marshal(statements(off)); strings.Contains(string(b), "secretsmanager") {
+		t.Errorf("Cdn=off: the resolver may read a secret: %s", b)
+	}
+
+	// The rule, read from the YAML itself (goformation keeps no Rules).
+	raw, err := os.ReadFile("template.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tmpl struct {
+		Rules map[string]struct {
+			RuleCondition yaml.Node `yaml:"RuleCondition"`
+			Assertions    []struct {
+				Assert            yaml.Node `yaml:"Assert"`
+				AssertDescription string    `yaml:"AssertDescription"`
+			} `yaml:"Assertions"`
+		} `yaml:"Rules"`
+	}
+	if err := yaml.Unmarshal(raw, &tmpl); err != nil {
+		t.Fatal(err)
+	}
+	rule, ok := tmpl.Rules["CdnNeedsPrivateKeySecret"]
+	if !ok {
+		t.Fatalf("no rule CdnNeedsPrivateKeySecret; rules %v", tmpl.Rules)
+	}
+	if got := yamlText(t, &rule.RuleCondition); got != `!Equals [!Ref Cdn, "on"]` {
+		t.Errorf("RuleCondition %s; want Cdn=on", got)
+	}
+	if len(rule.Assertions) != 1 || yamlText(t, &rule.Assertions[0].Assert) != `!Not [!Equals [!Ref CdnPrivateKeySecret, ""]]` ||
+		!strings.Contains(rule.Assertions[0].AssertDescription, "CdnPrivateKeySecret") {
+		t.Errorf("assertions %+v; want CdnPrivateKeySecret not empty, said so", rule.Assertions)
+	}
+}
+
+// yamlText is a node as flow-style YAML on one line.
+func yamlText(t *testing.T, n *yaml.Node) string {
+	t.Helper()
+	var setFlow func(*yaml.Node)
+	setFlow = func(n *yaml.Node) {
+		n.Style |= yaml.FlowStyle
+		for _, c := range n.Content {
+			setFlow(c)
+		}
+	}
+	setFlow(n)
+	b, err := yaml.Marshal(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
 }

@@ -1,7 +1,8 @@
 // Package lambda is the resolver: an http.Handler that answers a request for
 // an original that left the web host with a 302 to a short-lived presigned S3
-// URL (GET for a GET, HEAD for a HEAD). The bucket stays private; access
-// control goes here.
+// URL (GET for a GET, HEAD for a HEAD), or, with Config.CDN, to a CloudFront
+// signed URL for the same object. The bucket stays private; access control
+// goes here.
 //
 // The handler is plain net/http. The command offload-resolver serves it over
 // local HTTP, or, under Lambda, adapts Function URL events to it (see
@@ -83,6 +84,11 @@ type Config struct {
 	Expiry  time.Duration // life of a presigned URL (zero: DefaultExpiry)
 	Access  AccessControl // default AllowAll
 	Logger  *slog.Logger
+	// CDN, when set, sends visitors to CloudFront with a signed URL
+	// instead of to S3 with a presigned one; everything before the
+	// signing (the access check, the ledger, the type allowlist) is the
+	// same.
+	CDN *CDN
 }
 
 // Validate refuses a configuration the resolver cannot serve with.
@@ -99,6 +105,11 @@ func (c Config) Validate() error {
 	}
 	if c.Expiry < 0 || c.Expiry > maxExpiry { // zero: DefaultExpiry
 		errs = append(errs, fmt.Errorf("expiry: %s is outside (0, %s]", c.Expiry, maxExpiry))
+	}
+	if c.CDN != nil {
+		if err := c.CDN.validate(); err != nil {
+			errs = append(errs, fmt.Errorf("cdn: %w", err))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -140,8 +151,9 @@ func NewHandler(cfg Config, presign *s3.PresignClient, db offload.ItemGetter, cr
 }
 
 // ServeHTTP answers GET and HEAD for URLPrefix+NAME with a 302 to a
-// presigned URL on the bucket's own endpoint, and everything else with a
-// short plain-text refusal.
+// presigned URL on the bucket's own endpoint (with CDN set, a CloudFront
+// signed URL on CDN.BaseURL), and everything else with a short plain-text
+// refusal.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := h.now()
 	status, key := h.serve(w, r)
@@ -212,6 +224,12 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (status int, key
 		return refuse(w, r, http.StatusServiceUnavailable, "temporarily unavailable"), key
 	}
 	ck := urlCacheKey{target: tg, accessKeyID: life.accessKeyID, life: life.d}
+	if h.cfg.CDN != nil {
+		// A canned policy names the URL and its end, not the method
+		// (https://docs.aws.amazon.com/AmazonCloudFront/latest/DeveloperGuide/private-content-creating-signed-url-canned-policy.html),
+		// so one URL serves a GET and a HEAD; the behaviour allows both.
+		ck.method = ""
+	}
 	location, ok := h.cache.url(window, ck)
 	if !ok {
 		location, err = h.sign(r.Context(), tg, window, life.d)
@@ -272,8 +290,12 @@ type target struct {
 	disposition string // response-content-disposition; empty: none
 }
 
-// sign presigns t at the start of the window, for life.
+// sign presigns t at the start of the window, for life; with the CDN on,
+// it signs t's CloudFront URL to end at the same time.
 func (h *Handler) sign(ctx context.Context, t target, window time.Time, life time.Duration) (string, error) {
+	if h.cfg.CDN != nil {
+		return h.signCDN(t, window.Add(life))
+	}
 	opts := []func(*s3.PresignOptions){s3.WithPresignExpires(life), func(o *s3.PresignOptions) {
 		o.Presigner = signedAt{HTTPPresignerV4: o.Presigner, at: window}
 	}}
@@ -348,7 +370,10 @@ type urlLife struct {
 // ended); the template's bound on PresignExpiry keeps that window short.
 func (h *Handler) life(ctx context.Context, window, now time.Time) (urlLife, error) {
 	l := urlLife{d: h.cfg.Expiry}
-	if h.creds == nil {
+	if h.creds == nil || h.cfg.CDN != nil {
+		// A CloudFront URL is signed with the site's key, not the role's
+		// credentials (CloudFront's own OAC signs its request to S3), so
+		// their end does not end it.
 		return l, nil
 	}
 	c, err := h.creds.Retrieve(ctx)

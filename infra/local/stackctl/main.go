@@ -110,6 +110,8 @@ func dispatch(cmd string, args []string) (int, error) {
 		return runAWSShim(args)
 	case "edge": // a local CloudFront edge; stacktest.StartEdge starts one per test
 		return runEdge(args)
+	case "secrets-manager": // started by tests that read a secret (stacktest.StartSecretsManager)
+		return runSecretsManager(args)
 	case "supervise":
 		// Not in the usage: it is how "up" runs dynalite (supervise.go).
 		return supervise(ctx, args)

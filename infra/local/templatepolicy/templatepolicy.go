@@ -127,6 +127,14 @@ type Target struct {
 	Bucket    string // the bucket that stands in for OriginalsBucket
 	KeyPrefix string // the value of the KeyPrefix parameter
 	Table     string // the table that stands in for LedgerTable (S3Policy needs none)
+	// Conditions are the template's conditions as the target deploys
+	// them, for a statement written as an Fn::If (the resolver's read of
+	// the CDN key, under CdnOn). One not named is false, as every
+	// condition of the template is with its parameters' defaults.
+	Conditions map[string]bool
+	// Parameters resolve a !Ref to a parameter in a statement
+	// (CdnPrivateKeySecret).
+	Parameters map[string]string
 }
 
 // BucketARN is the ARN of the target's bucket.
@@ -216,6 +224,13 @@ func Policy(template []byte, component string, target Target) (Document, error) 
 	}
 	doc := Document{Version: "2012-10-17"}
 	for _, n := range statements {
+		n, err := ifBranch(n, target)
+		if err != nil {
+			return Document{}, fmt.Errorf("%s policy: %w", component, err)
+		}
+		if n == nil {
+			continue // AWS::NoValue: no statement
+		}
 		s, err := statement(n, target)
 		if err != nil {
 			return Document{}, fmt.Errorf("%s policy, statement at line %d: %w", component, n.Line, err)
@@ -232,6 +247,32 @@ func (d Document) JSON() string {
 		panic(err) // only strings and maps of strings
 	}
 	return string(b)
+}
+
+// ifBranch is the statement n stands for: n itself, or, for an
+// "!If [Condition, statement, !Ref AWS::NoValue]", the branch the target's
+// condition picks (nil for AWS::NoValue).
+func ifBranch(n *yaml.Node, t Target) (*yaml.Node, error) {
+	args := n
+	if n.Kind == yaml.MappingNode && len(n.Content) == 2 && n.Content[0].Value == "Fn::If" {
+		args = n.Content[1]
+	} else if n.Tag != "!If" {
+		return n, nil
+	}
+	if args.Kind != yaml.SequenceNode || len(args.Content) != 3 || args.Content[0].Kind != yaml.ScalarNode {
+		return nil, fmt.Errorf("line %d: want Fn::If [condition, statement, statement or AWS::NoValue]", n.Line)
+	}
+	branch := args.Content[2]
+	if t.Conditions[args.Content[0].Value] {
+		branch = args.Content[1]
+	}
+	if branch.Kind == yaml.ScalarNode && branch.Tag == "!Ref" && branch.Value == "AWS::NoValue" {
+		return nil, nil
+	}
+	if c := child(branch, "Ref"); c != nil && c.Value == "AWS::NoValue" {
+		return nil, nil
+	}
+	return branch, nil
 }
 
 func statement(n *yaml.Node, t Target) (Statement, error) {
@@ -321,6 +362,12 @@ func value(n *yaml.Node, t Target) (string, error) {
 	switch n.Tag {
 	case "!!str", "":
 		return n.Value, nil
+	case "!Ref":
+		v, ok := t.Parameters[n.Value]
+		if !ok {
+			return "", fmt.Errorf("line %d: unknown reference !Ref %s (not in Target.Parameters)", n.Line, n.Value)
+		}
+		return v, nil
 	case "!GetAtt":
 		v, ok := refs[n.Value]
 		if !ok {

@@ -192,3 +192,39 @@ func TestCloudFrontIsTheBucketPolicysStatement(t *testing.T) {
 		t.Error("AllowCloudFrontRead for another principal: no error")
 	}
 }
+
+// TestPolicyFollowsConditions: a statement written as an Fn::If is the
+// branch the target's condition picks, and nothing for AWS::NoValue: the
+// resolver may read the CDN key's secret, that secret only, with CdnOn
+// only.
+func TestPolicyFollowsConditions(t *testing.T) {
+	const secret = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:offload-cdn-key-AbCdEf"
+	for _, on := range []bool{false, true} {
+		target := Target{Bucket: "b", KeyPrefix: "p/", Table: "t", Conditions: map[string]bool{"CdnOn": on},
+			Parameters: map[string]string{"CdnPrivateKeySecret": secret}}
+		doc, err := Policy(readTemplate(t), Resolver, target)
+		if err != nil {
+			t.Fatalf("CdnOn=%v: %v", on, err)
+		}
+		if got := doc.Allows("secretsmanager:GetSecretValue", secret); got != on {
+			t.Errorf("CdnOn=%v: the resolver may read the secret: %v", on, got)
+		}
+		for _, s := range doc.Statement {
+			if slices.Contains(s.Action, "secretsmanager:GetSecretValue") && !slices.Equal(s.Resource, []string{secret}) {
+				t.Errorf("CdnOn=%v: GetSecretValue on %v; want exactly the secret", on, s.Resource)
+			}
+		}
+		if _, err := S3Policy(readTemplate(t), Resolver, target); err != nil {
+			t.Errorf("CdnOn=%v: S3Policy: %v", on, err)
+		}
+	}
+	// A condition the target leaves out is false, so the stack's S3
+	// policies need no parameter.
+	if _, err := S3Policy(readTemplate(t), Resolver, Target{Bucket: "b", KeyPrefix: "p/"}); err != nil {
+		t.Errorf("S3Policy without conditions: %v", err)
+	}
+	if _, err := Policy(readTemplate(t), Resolver, Target{Bucket: "b", KeyPrefix: "p/", Table: "t", Conditions: map[string]bool{"CdnOn": true}}); err == nil ||
+		!strings.Contains(err.Error(), "CdnPrivateKeySecret") {
+		t.Errorf("CdnOn without the secret's parameter: error %v; want one naming CdnPrivateKeySecret", err)
+	}
+}

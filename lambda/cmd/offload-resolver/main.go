@@ -22,12 +22,14 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
 	"github.com/photosleeve/offload"
 	"github.com/photosleeve/offload/lambda"
 )
 
-const usage = `offload-resolver answers GET/HEAD /static/NAME with a 302 to a presigned S3 URL.
+const usage = `offload-resolver answers GET/HEAD /static/NAME with a 302 to a presigned S3 URL
+(with --cdn-url, to a CloudFront signed URL).
 
 usage:
   offload-resolver [flags]                  serve HTTP on --listen (under Lambda: Function URL events)
@@ -63,6 +65,9 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		verify    = opt("verify", "OFFLOAD_VERIFY", "ledger", "ledger: 404 unless the ledger knows the key; none: presign without looking")
 		pathStyle = opt("s3-path-style", "OFFLOAD_S3_PATH_STYLE", "auto", "path-style S3 URLs: true, false, or auto (true with AWS_ENDPOINT_URL_S3)")
 		logFormat = opt("log-format", "OFFLOAD_LOG_FORMAT", "json", "log format: json or text")
+		cdnURL    = opt("cdn-url", envCDNURL, "", "CloudFront base URL (https://dxxxxxxxxxxxxx.cloudfront.net): redirect there with signed URLs instead of to S3; with --cdn-key-pair-id and --cdn-private-key-secret")
+		cdnKeyID  = opt("cdn-key-pair-id", envCDNKeyPairID, "", "ID of the CloudFront public key the URLs are signed for (the stack's output CdnKeyPairId)")
+		cdnSecret = opt("cdn-private-key-secret", envCDNSecret, "", "ARN or name of the Secrets Manager secret whose SecretString is the PEM private key")
 	)
 	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
@@ -79,7 +84,15 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	}
 	inLambda := getenv("AWS_LAMBDA_RUNTIME_API") != ""
 
-	h, err := build(context.Background(), log, getenv, *bucket, *table, *keyPrefix, *urlPrefix, *expiry, *verify, *pathStyle)
+	// The CDN settings reach build as the environment does, flags first.
+	flagged := map[string]string{envCDNURL: *cdnURL, envCDNKeyPairID: *cdnKeyID, envCDNSecret: *cdnSecret}
+	getenvOrFlag := func(k string) string {
+		if v, ok := flagged[k]; ok {
+			return v
+		}
+		return getenv(k)
+	}
+	h, err := build(context.Background(), log, getenvOrFlag, *bucket, *table, *keyPrefix, *urlPrefix, *expiry, *verify, *pathStyle)
 	if err != nil {
 		log.Error("offload-resolver: bad configuration: " + strings.ReplaceAll(err.Error(), "\n", "; "))
 		if !inLambda {
@@ -142,6 +155,10 @@ func build(ctx context.Context, log *slog.Logger, getenv func(string) string, bu
 	if pathStyle != "true" && pathStyle != "false" && pathStyle != "auto" {
 		errs = append(errs, fmt.Errorf("s3-path-style: want true, false or auto, got %q", pathStyle))
 	}
+	cdn, err := cdnSettings(getenv)
+	if err != nil {
+		errs = append(errs, err)
+	}
 	// The resolver's own settings are judged before the AWS ones, so a
 	// mistake is reported the same on every machine.
 	if err := cfg.Validate(); err != nil {
@@ -156,6 +173,11 @@ func build(ctx context.Context, log *slog.Logger, getenv func(string) string, bu
 	}
 	if awsCfg.Region == "" {
 		return nil, errors.New("AWS region: not set (AWS_REGION)")
+	}
+	if cdn.on() {
+		if cfg.CDN, err = cdn.load(ctx, secretsmanager.NewFromConfig(awsCfg)); err != nil {
+			return nil, err
+		}
 	}
 	s3c := s3.NewFromConfig(awsCfg, func(o *s3.Options) { o.UsePathStyle = usePathStyle })
 	return lambda.NewHandler(cfg, s3.NewPresignClient(s3c), dynamodb.NewFromConfig(awsCfg), awsCfg.Credentials)
