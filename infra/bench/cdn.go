@@ -135,7 +135,10 @@ func (b *bench) cdnRunOnce(ctx context.Context, r cdnRun, resolverBin, stackctl,
 		resolverEnv = []string{"AWS_ENDPOINT_URL_SECRETS_MANAGER=" + secrets,
 			"OFFLOAD_CDN_URL=" + url, "OFFLOAD_CDN_KEY_PAIR_ID=" + key.id, "OFFLOAD_CDN_PRIVATE_KEY_SECRET=" + cdnSecretID}
 	}
-	res, st, err := b.cacheRun(ctx, resolverBin, resolverEnv, dir, www, prefix, budget, r.threshold, stream, client)
+	// No probes: the time to the first local 200 is the hot cache
+	// scenario's, and the probes' polling would slow the runs with the
+	// cache only.
+	res, st, err := b.cacheRun(ctx, resolverBin, dir, www, prefix, budget, stream, client, runOpts{threshold: r.threshold, resolverEnv: resolverEnv})
 	if err != nil {
 		return res, st, err
 	}

@@ -35,7 +35,8 @@ const (
 	// such as Amazon Simple Storage Service (S3)", same page), but each is
 	// an S3 GET (s3PerGet). The always-free tier (1 TB and 10,000,000
 	// requests a month) is left out, like the other free tiers.
-	cfOutPerGB = 0.085
+	cfPricesDate = "2026-12-06"
+	cfOutPerGB   = 0.085
 	// CloudFront HTTPS requests in the United States: $0.0100 per 10,000.
 	// The template's behaviour is https-only. A third party's figure: the
 	// request table of AWS's pricing page could not be read.
@@ -104,8 +105,12 @@ func printCostTable(runs []costRun, resolver time.Duration, base string) {
 		costs[i] = costPer1000(r.res, r.st, resolver, r.cdn)
 		anyCDN = anyCDN || r.cdn
 	}
-	fmt.Printf("\ncost per 1,000 views, US$, AWS us-east-1 prices of %s (Lambda 128 MB arm64 billed %d ms per redirect):\n",
-		pricesDate, int(math.Ceil(float64(resolver)/float64(time.Millisecond))))
+	cf := ""
+	if anyCDN {
+		cf = ", CloudFront's for edges in the United States of " + cfPricesDate
+	}
+	fmt.Printf("\ncost per 1,000 views, US$, AWS us-east-1 prices of %s%s, free tiers left out (Lambda 128 MB arm64 billed %d ms per redirect):\n",
+		pricesDate, cf, int(math.Ceil(float64(resolver)/float64(time.Millisecond))))
 	fmt.Printf("%-40s", "")
 	for _, r := range runs {
 		fmt.Printf(" %20s", r.name)

@@ -95,7 +95,7 @@ func (b *bench) cacheBench(ctx context.Context, resolverBin string, thresholds [
 	}
 	var rows []row
 	for _, th := range append([]int{0}, thresholds...) {
-		res, st, err := b.cacheRun(ctx, resolverBin, nil, dir, www, prefix, budget, th, stream, client)
+		res, st, err := b.cacheRun(ctx, resolverBin, dir, www, prefix, budget, stream, client, runOpts{threshold: th, probe: true})
 		if err != nil {
 			return err
 		}
@@ -239,10 +239,21 @@ type cacheStatus struct {
 	FetchFailures map[string]int64 `json:"fetch_failures"`
 }
 
-// cacheRun starts the resolver (with resolverEnv added to its
-// environment), lighttpd with an access log and, when threshold > 0, the
-// agent with the cache; sends the stream; and stops all three by PID.
-func (b *bench) cacheRun(ctx context.Context, resolverBin string, resolverEnv []string, dir, www, prefix string, budget int64, threshold int, stream []cacheFile, client *http.Client) (streamResult, cacheStatus, error) {
+// runOpts are what one run of the stream varies.
+type runOpts struct {
+	threshold   int      // the agent's --cache-threshold; 0: no host cache
+	resolverEnv []string // added to the resolver's environment
+	// probe times each path from its threshold-th redirect to its first
+	// local 200 (streamResult.toLocal). The probes poll the cache folder
+	// every 5 ms, which costs CPU the other runs do not spend.
+	probe bool
+}
+
+// cacheRun starts the resolver, lighttpd with an access log and, when
+// o.threshold > 0, the agent with the cache; sends the stream; and stops
+// all three by PID.
+func (b *bench) cacheRun(ctx context.Context, resolverBin, dir, www, prefix string, budget int64, stream []cacheFile, client *http.Client, o runOpts) (streamResult, cacheStatus, error) {
+	threshold := o.threshold
 	var st cacheStatus
 	run := filepath.Join(dir, fmt.Sprintf("run-%d", threshold))
 	cacheDir, logFile := filepath.Join(run, "cache"), filepath.Join(run, "access.log")
@@ -257,7 +268,7 @@ func (b *bench) cacheRun(ctx context.Context, resolverBin string, resolverEnv []
 	}
 	resolver := exec.CommandContext(ctx, resolverBin, "--listen", resolverAddr, "--key-prefix", prefix, "--verify", "ledger", "--log-format", "json")
 	resolver.Env = append(os.Environ(), "AWS_ENDPOINT_URL_S3="+b.s3Endpoint, "AWS_ENDPOINT_URL_DYNAMODB="+b.dbEndpoint)
-	resolver.Env = append(resolver.Env, resolverEnv...)
+	resolver.Env = append(resolver.Env, o.resolverEnv...)
 	resolverLog, err := os.Create(filepath.Join(run, "resolver.log"))
 	if err != nil {
 		return streamResult{}, st, err
@@ -307,7 +318,11 @@ func (b *bench) cacheRun(ctx context.Context, resolverBin string, resolverEnv []
 		}
 	}
 
-	res, err := sendStream(ctx, client, "http://"+webAddr, cacheDir, stream, threshold)
+	probeAt := 0
+	if o.probe {
+		probeAt = threshold
+	}
+	res, err := sendStream(ctx, client, "http://"+webAddr, cacheDir, stream, probeAt)
 	if err != nil {
 		return res, st, err
 	}
@@ -332,10 +347,10 @@ type agentCacheStatus struct {
 // the next request of the stream. A 302 is followed as a browser would:
 // to the resolver, whose 302 leads to S3, where a one-byte ranged GET
 // stands for the download (its request is what S3 bills; the bytes out
-// are counted from the original's size). With threshold > 0, the
-// threshold-th redirect of a path starts a probe for the time to its first
+// are counted from the original's size). With probeAt > 0, the
+// probeAt-th redirect of a path starts a probe for the time to its first
 // local 200.
-func sendStream(ctx context.Context, client *http.Client, web, cacheDir string, stream []cacheFile, threshold int) (streamResult, error) {
+func sendStream(ctx context.Context, client *http.Client, web, cacheDir string, stream []cacheFile, probeAt int) (streamResult, error) {
 	var (
 		res       streamResult
 		next      atomic.Int64
@@ -434,7 +449,7 @@ func sendStream(ctx context.Context, client *http.Client, web, cacheDir string, 
 					}
 					resolver = append(resolver, took)
 					redirects[f.name]++
-					crossed := threshold > 0 && redirects[f.name] == threshold
+					crossed := probeAt > 0 && redirects[f.name] == probeAt
 					mu.Unlock()
 					if crossed {
 						probes.Add(1)
