@@ -174,9 +174,11 @@ func printCDNCounts(runs []costRun) {
 	fmt.Println(" or the edge's misses (CDN), plus the host cache's fetches; to browsers: the originals' bytes the views carried;")
 	fmt.Println(" S3 → internet: the bytes billed at S3's transfer price, the browsers' (S3 direct) and the host cache's fetches)")
 	for _, r := range runs {
+		fmt.Printf("%s: resolver median %s per redirect", r.name, r.res.resolverP50.Round(time.Microsecond))
 		if r.cdn {
-			fmt.Printf("%s: the edge fetched %d MiB from S3 for its misses (no transfer charge)\n", r.name, r.res.bytesEdgeMiss>>20)
+			fmt.Printf("; the edge fetched %d MiB from S3 for its misses (no transfer charge)", r.res.bytesEdgeMiss>>20)
 		}
+		fmt.Println()
 	}
 }
 
