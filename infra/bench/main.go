@@ -18,9 +18,11 @@
 //	infra/local/stack run -- go run ./infra/bench --scenarios resolver --resolver bin/offload-resolver
 //
 // The hot cache and CDN scenarios send a Zipf stream through lighttpd and
-// price each run per 1,000 views:
+// price each run per 1,000 views. They need no peers, nor TLS (the local
+// CloudFront edge is plain HTTP on loopback); --tls keeps S3 on HTTPS, as
+// BENCHMARKS.md's figures were measured:
 //
-//	infra/local/stack run --tls --bench-tools -- go run ./infra/bench --scenarios cdn --agent bin/offload-agent --resolver bin/offload-resolver
+//	infra/local/stack run --tls -- go run ./infra/bench --scenarios cdn --agent bin/offload-agent --resolver bin/offload-resolver
 package main
 
 import (
