@@ -67,7 +67,7 @@ func (b *bench) cacheBench(ctx context.Context, resolverBin string, thresholds [
 			return err
 		}
 	}
-	files, total, err := makeOriginals(watch)
+	files, total, err := makeOriginals(watch, cacheOriginals)
 	if err != nil {
 		return err
 	}
@@ -95,7 +95,7 @@ func (b *bench) cacheBench(ctx context.Context, resolverBin string, thresholds [
 	}
 	var rows []row
 	for _, th := range append([]int{0}, thresholds...) {
-		res, st, err := b.cacheRun(ctx, resolverBin, dir, www, prefix, budget, th, stream, client)
+		res, st, err := b.cacheRun(ctx, resolverBin, dir, www, prefix, budget, stream, client, runOpts{threshold: th, probe: true})
 		if err != nil {
 			return err
 		}
@@ -130,9 +130,9 @@ func (b *bench) cacheBench(ctx context.Context, resolverBin string, thresholds [
 	fmt.Printf("resolver: median %s per redirect (the local face, seen by the client, the ledger look-up cached)\n", base.resolverP50.Round(time.Microsecond))
 	var runs []costRun
 	for _, r := range rows {
-		runs = append(runs, costRun{r.name, r.res, r.st})
+		runs = append(runs, costRun{r.name, r.res, r.st, false})
 	}
-	printCostTable(runs, base.resolverP50)
+	printCostTable(runs, base.resolverP50, "without the cache")
 	return nil
 }
 
@@ -144,14 +144,15 @@ func sum(m map[string]int64) int64 {
 	return n
 }
 
-// makeOriginals writes the originals with sizes drawn from photoSizes.
-func makeOriginals(dir string) ([]cacheFile, int64, error) {
+// makeOriginals writes n originals with sizes drawn from photoSizes. The
+// draw is seeded: for a smaller n, the first n of the larger set.
+func makeOriginals(dir string, n int) ([]cacheFile, int64, error) {
 	r := rand.New(rand.NewPCG(cacheSeed, cacheSeed))
 	var files []cacheFile
 	var total int64
 	buf := make([]byte, 20<<20)
 	chacha := rand.NewChaCha8([32]byte{cacheSeed})
-	for i := range cacheOriginals {
+	for i := range n {
 		x, size := r.Float64(), int64(0)
 		for _, s := range photoSizes {
 			if x < s.share {
@@ -218,9 +219,14 @@ type streamResult struct {
 	// bytesLocal, bytesS3: the originals' bytes served by the web host, and
 	// those a browser would have fetched from S3 after a redirect.
 	bytesLocal, bytesS3 int64
-	toLocal             []time.Duration // threshold-th redirect → first local 200, per path
-	neverLocal          int             // paths that crossed the threshold and were not cached by the end
-	resolverP50         time.Duration
+	// edgeHits, edgeMisses: the browsers' GETs after a redirect that a
+	// CloudFront edge answered from its cache or fetched from S3 (X-Cache);
+	// 0 when the redirects lead to S3. bytesEdgeMiss: the originals' bytes
+	// the edge fetched from S3 for its misses (it fetches the whole object).
+	edgeHits, edgeMisses, bytesEdgeMiss int64
+	toLocal                             []time.Duration // threshold-th redirect → first local 200, per path
+	neverLocal                          int             // paths that crossed the threshold and were not cached by the end
+	resolverP50                         time.Duration
 }
 
 // cacheStatus is the part of the agent's /status the bench reads.
@@ -233,10 +239,21 @@ type cacheStatus struct {
 	FetchFailures map[string]int64 `json:"fetch_failures"`
 }
 
+// runOpts are what one run of the stream varies.
+type runOpts struct {
+	threshold   int      // the agent's --cache-threshold; 0: no host cache
+	resolverEnv []string // added to the resolver's environment
+	// probe times each path from its threshold-th redirect to its first
+	// local 200 (streamResult.toLocal). The probes poll the cache folder
+	// every 5 ms, which costs CPU the other runs do not spend.
+	probe bool
+}
+
 // cacheRun starts the resolver, lighttpd with an access log and, when
-// threshold > 0, the agent with the cache; sends the stream; and stops all
-// three by PID.
-func (b *bench) cacheRun(ctx context.Context, resolverBin, dir, www, prefix string, budget int64, threshold int, stream []cacheFile, client *http.Client) (streamResult, cacheStatus, error) {
+// o.threshold > 0, the agent with the cache; sends the stream; and stops
+// all three by PID.
+func (b *bench) cacheRun(ctx context.Context, resolverBin, dir, www, prefix string, budget int64, stream []cacheFile, client *http.Client, o runOpts) (streamResult, cacheStatus, error) {
+	threshold := o.threshold
 	var st cacheStatus
 	run := filepath.Join(dir, fmt.Sprintf("run-%d", threshold))
 	cacheDir, logFile := filepath.Join(run, "cache"), filepath.Join(run, "access.log")
@@ -251,8 +268,16 @@ func (b *bench) cacheRun(ctx context.Context, resolverBin, dir, www, prefix stri
 	}
 	resolver := exec.CommandContext(ctx, resolverBin, "--listen", resolverAddr, "--key-prefix", prefix, "--verify", "ledger", "--log-format", "json")
 	resolver.Env = append(os.Environ(), "AWS_ENDPOINT_URL_S3="+b.s3Endpoint, "AWS_ENDPOINT_URL_DYNAMODB="+b.dbEndpoint)
+	resolver.Env = append(resolver.Env, o.resolverEnv...)
+	resolverLog, err := os.Create(filepath.Join(run, "resolver.log"))
+	if err != nil {
+		return streamResult{}, st, err
+	}
+	defer resolverLog.Close()
+	resolver.Stderr = resolverLog
 	if err := startAndWait(ctx, resolver, resolverAddr); err != nil {
-		return streamResult{}, st, fmt.Errorf("resolver: %w", err)
+		log, _ := os.ReadFile(resolverLog.Name())
+		return streamResult{}, st, fmt.Errorf("resolver: %w; its log ends: %s", err, tail(string(log), 2000))
 	}
 	defer stop(resolver)
 
@@ -293,7 +318,11 @@ func (b *bench) cacheRun(ctx context.Context, resolverBin, dir, www, prefix stri
 		}
 	}
 
-	res, err := sendStream(ctx, client, "http://"+webAddr, cacheDir, stream, threshold)
+	probeAt := 0
+	if o.probe {
+		probeAt = threshold
+	}
+	res, err := sendStream(ctx, client, "http://"+webAddr, cacheDir, stream, probeAt)
 	if err != nil {
 		return res, st, err
 	}
@@ -318,10 +347,10 @@ type agentCacheStatus struct {
 // the next request of the stream. A 302 is followed as a browser would:
 // to the resolver, whose 302 leads to S3, where a one-byte ranged GET
 // stands for the download (its request is what S3 bills; the bytes out
-// are counted from the original's size). With threshold > 0, the
-// threshold-th redirect of a path starts a probe for the time to its first
+// are counted from the original's size). With probeAt > 0, the
+// probeAt-th redirect of a path starts a probe for the time to its first
 // local 200.
-func sendStream(ctx context.Context, client *http.Client, web, cacheDir string, stream []cacheFile, threshold int) (streamResult, error) {
+func sendStream(ctx context.Context, client *http.Client, web, cacheDir string, stream []cacheFile, probeAt int) (streamResult, error) {
 	var (
 		res       streamResult
 		next      atomic.Int64
@@ -403,7 +432,7 @@ func sendStream(ctx context.Context, client *http.Client, web, cacheDir string, 
 					res.bytesLocal += f.size
 					mu.Unlock()
 				case http.StatusFound:
-					took, err := followToS3(client, resp.Header.Get("Location"))
+					took, xCache, err := followToS3(client, resp.Header.Get("Location"))
 					if err != nil {
 						fail(fmt.Errorf("%s: %w", f.name, err))
 						return
@@ -411,9 +440,16 @@ func sendStream(ctx context.Context, client *http.Client, web, cacheDir string, 
 					mu.Lock()
 					res.redirects++
 					res.bytesS3 += f.size
+					switch xCache {
+					case xCacheHit:
+						res.edgeHits++
+					case xCacheMiss:
+						res.edgeMisses++
+						res.bytesEdgeMiss += f.size
+					}
 					resolver = append(resolver, took)
 					redirects[f.name]++
-					crossed := threshold > 0 && redirects[f.name] == threshold
+					crossed := probeAt > 0 && redirects[f.name] == probeAt
 					mu.Unlock()
 					if crossed {
 						probes.Add(1)
@@ -440,35 +476,43 @@ func sendStream(ctx context.Context, client *http.Client, web, cacheDir string, 
 	return res, nil
 }
 
+// The X-Cache values of a CloudFront edge's answer (stacktest.XCache).
+const (
+	xCacheHit  = "Hit from cloudfront"
+	xCacheMiss = "Miss from cloudfront"
+)
+
 // followToS3 follows the web server's 302 to the resolver and the
-// resolver's 302 to S3, and returns the resolver's time.
-func followToS3(client *http.Client, resolverURL string) (time.Duration, error) {
+// resolver's 302 to S3 (or to the CDN, when the resolver signs for it),
+// and returns the resolver's time and the final answer's X-Cache ("" from
+// S3).
+func followToS3(client *http.Client, resolverURL string) (time.Duration, string, error) {
 	start := time.Now()
 	resp, err := client.Get(resolverURL)
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	took := time.Since(start)
 	if resp.StatusCode != http.StatusFound {
-		return 0, fmt.Errorf("resolver: %s", resp.Status)
+		return 0, "", fmt.Errorf("resolver: %s", resp.Status)
 	}
 	req, err := http.NewRequest(http.MethodGet, resp.Header.Get("Location"), nil)
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	req.Header.Set("Range", "bytes=0-0")
 	s3resp, err := client.Do(req)
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	io.Copy(io.Discard, s3resp.Body)
 	s3resp.Body.Close()
 	if s3resp.StatusCode != http.StatusPartialContent {
-		return 0, fmt.Errorf("S3: %s", s3resp.Status)
+		return 0, "", fmt.Errorf("%s: %s (X-Cache %q)", req.URL.Host, s3resp.Status, s3resp.Header.Get("X-Cache"))
 	}
-	return took, nil
+	return took, s3resp.Header.Get("X-Cache"), nil
 }
 
 // lighttpdWithFallback is lighttpd as an operator configures it with

@@ -17,6 +17,13 @@
 //
 //	infra/local/stack run -- go run ./infra/bench --scenarios resolver --resolver bin/offload-resolver
 //
+// The hot cache and CDN scenarios send a Zipf stream through lighttpd and
+// price each run per 1,000 views. They need no peers, nor TLS (the local
+// CloudFront edge is plain HTTP on loopback); --tls keeps S3 on HTTPS, as
+// BENCHMARKS.md's figures were measured:
+//
+//	infra/local/stack run --tls -- go run ./infra/bench --scenarios cdn --agent bin/offload-agent --resolver bin/offload-resolver
+//
 // The storage cost table needs no servers at all:
 //
 //	go run ./infra/bench --scenarios storage
@@ -87,11 +94,13 @@ func main() {
 		conns    = flag.Int("conns", 32, "connections of the resolver load")
 		loadFor  = flag.Duration("load-for", 5*time.Second, "how long each resolver load runs")
 		reps     = flag.Int("reps", 3, "repetitions of each tool per scenario (the median is printed)")
-		only     = flag.String("scenarios", "", "comma-separated scenarios to run: 1, 2, 3 (uploads), wan (3 and 2 with --latency each way), daemon (close to start), backfill (once over --backfill-files against 2,000; only when named), resume (a 1 GiB upload under --bwlimit 32M killed half way; only when named), outage (CPU and memory with S3 down; only when named), resolver (the resolver load alone; no TLS or peers needed), hotcache (2,000 originals, a Zipf stream through lighttpd with and without the agent's cache, and the cost per 1,000 views; only when named), storage (the cost per GB-month of the photo-size mix in each storage class, computed, no servers; only when named); default all but backfill, outage, hotcache and storage")
+		only     = flag.String("scenarios", "", "comma-separated scenarios to run: 1, 2, 3 (uploads), wan (3 and 2 with --latency each way), daemon (close to start), backfill (once over --backfill-files against 2,000; only when named), resume (a 1 GiB upload under --bwlimit 32M killed half way; only when named), outage (CPU and memory with S3 down; only when named), resolver (the resolver load alone; no TLS or peers needed), hotcache (2,000 originals, a Zipf stream through lighttpd with and without the agent's cache, and the cost per 1,000 views; only when named), cdn (the same originals and stream, S3 direct and through a local CloudFront edge, each without and with the cache, and the cost per 1,000 views; only when named), storage (the cost per GB-month of the photo-size mix in each storage class, computed, no servers; only when named); default all but backfill, outage, hotcache, cdn and storage")
 		bfFiles  = flag.Int("backfill-files", 100_000, "files of the large backfill run")
 		bfSize   = flag.Int64("backfill-size", 32<<10, "bytes of each backfill file")
 		outFiles = flag.Int("outage-files", outageFiles, "tiny files waiting in the outage scenario")
 		outFor   = flag.Duration("outage-for", outageFor, "how long the outage scenario measures each agent, minute by minute")
+		cdnReqs  = flag.Int("cdn-requests", cacheRequests, "CDN scenario: requests in the stream")
+		cdnOrigs = flag.Int("cdn-originals", cacheOriginals, "CDN scenario: originals the stream draws from (the first N of the hot cache scenario's)")
 		cacheTh  = flag.String("cache-thresholds", "2,3,5", "hot cache scenario: the --cache-threshold values measured, each against the same stream without the cache")
 		work     = flag.String("work", "", "folder for the generated files (default: a temp folder, removed at the end)")
 	)
@@ -99,6 +108,11 @@ func main() {
 	agentArgs = strings.Fields(*extra)
 	backfillFiles, backfillSize = *bfFiles, *bfSize
 	outageFiles, outageFor = *outFiles, *outFor
+	cdnRequests, cdnOriginals = *cdnReqs, *cdnOrigs
+	if cdnRequests < 1 || cdnOriginals < 1 {
+		fmt.Fprintln(os.Stderr, "bench: --cdn-requests and --cdn-originals: want at least 1")
+		os.Exit(2)
+	}
 	for _, v := range strings.Split(*cacheTh, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(v))
 		if err != nil || n < 1 {
@@ -124,7 +138,7 @@ func main() {
 }
 
 // otherScenarios are the --scenarios ids beyond the upload scenarios'.
-var otherScenarios = []string{"daemon", "backfill", "resume", "outage", "resolver", "hotcache", "storage"}
+var otherScenarios = []string{"daemon", "backfill", "resume", "outage", "resolver", "hotcache", "cdn", "storage"}
 
 // checkScenarios refuses a --scenarios list that names an unknown id, so a
 // typo is an error rather than a run that measures nothing.
@@ -196,7 +210,7 @@ func run(agentBin, baselineBin, resolverBin string, reps, conns int, loadFor, la
 	outageOnly := only == "outage"
 	peers := false
 	for _, sc := range strings.Split(only, ",") {
-		peers = peers || (sc != "outage" && sc != "resume" && sc != "resolver" && sc != "hotcache")
+		peers = peers || (sc != "outage" && sc != "resume" && sc != "resolver" && sc != "hotcache" && sc != "cdn")
 	}
 	e, err := loadEnv(peers)
 	if err != nil {
@@ -249,6 +263,15 @@ func run(agentBin, baselineBin, resolverBin string, reps, conns int, loadFor, la
 		}
 		return b.cacheBench(ctx, resolverBin, cacheThresholds)
 	}
+	if only == "cdn" {
+		if resolverBin == "" {
+			return errors.New("--scenarios cdn: --resolver is empty")
+		}
+		if resolverBin, err = filepath.Abs(resolverBin); err != nil {
+			return err
+		}
+		return b.cdnBench(ctx, resolverBin)
+	}
 	if only == "resolver" {
 		if resolverBin == "" {
 			return errors.New("--scenarios resolver: --resolver is empty")
@@ -297,6 +320,18 @@ func run(agentBin, baselineBin, resolverBin string, reps, conns int, loadFor, la
 		}
 		if err := b.cacheBench(ctx, abs, cacheThresholds); err != nil {
 			return fmt.Errorf("hot cache: %w", err)
+		}
+	}
+	if slices.Contains(strings.Split(only, ","), "cdn") {
+		if resolverBin == "" {
+			return errors.New("--scenarios cdn: --resolver is empty")
+		}
+		abs, err := filepath.Abs(resolverBin)
+		if err != nil {
+			return err
+		}
+		if err := b.cdnBench(ctx, abs); err != nil {
+			return fmt.Errorf("cdn: %w", err)
 		}
 	}
 	if resolverBin != "" {
