@@ -143,7 +143,12 @@ type Target struct {
 const (
 	targetAccount   = "000000000000"
 	targetPartition = "aws"
+	targetRegion    = "local" // as in TableARN
 )
+
+// KMSViaS3 is what the condition key kms:ViaService is for a request S3
+// makes to KMS on a caller's behalf in the target's region.
+const KMSViaS3 = "s3." + targetRegion + ".amazonaws.com"
 
 // DistributionARN is the ARN of the target's CloudFront distribution.
 func (t Target) DistributionARN() string {
@@ -375,6 +380,7 @@ func value(n *yaml.Node, t Target) (string, error) {
 		"LedgerTable.Arn":     t.TableARN(),
 		"AWS::Partition":      targetPartition,
 		"AWS::AccountId":      targetAccount,
+		"AWS::Region":         targetRegion,
 	}
 	if t.Distribution != "" {
 		refs["CdnDistribution"] = t.Distribution
@@ -464,7 +470,14 @@ func Without(template []byte, component, action string) ([]byte, error) {
 			continue
 		}
 		var kept []*yaml.Node
-		for _, st := range list.Content {
+		for _, item := range list.Content {
+			// A statement written as !If [Condition, statement, ...]:
+			// the action goes from the statement of its "then" branch,
+			// and the !If goes with it when that is left with none.
+			st := item
+			if item.Tag == "!If" && item.Kind == yaml.SequenceNode && len(item.Content) == 3 {
+				st = item.Content[1]
+			}
 			actions := child(st, "Action")
 			switch {
 			case actions == nil:
@@ -485,7 +498,7 @@ func Without(template []byte, component, action string) ([]byte, error) {
 				}
 				actions.Content = left
 			}
-			kept = append(kept, st)
+			kept = append(kept, item)
 		}
 		list.Content = kept
 	}
