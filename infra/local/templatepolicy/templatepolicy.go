@@ -561,3 +561,27 @@ func cloudFrontStatement(resources *yaml.Node) (*yaml.Node, error) {
 	}
 	return out, nil
 }
+
+// KMSKeyARN is the ARN the local stack's KMS key (its --kms) stands in
+// for: the template's KmsKeyArn parameter.
+const KMSKeyARN = "arn:" + targetPartition + ":kms:" + targetRegion + ":" + targetAccount + ":key/offload-site-key"
+
+// KMS is what the template grants a component on the site's KMS key with
+// KmsKeyArn set.
+type KMS struct {
+	Decrypt, GenerateDataKey bool
+}
+
+// KMSGrants returns what template grants component on the site's KMS key
+// when KmsKeyArn is set (the condition KmsOn), with the key's ARN for the
+// parameter. The local stack gives it to the AWS shim, since MinIO checks
+// no KMS permission.
+func KMSGrants(template []byte, component string) (KMS, error) {
+	t := Target{Bucket: "b", Table: "t", Conditions: map[string]bool{"KmsOn": true},
+		Parameters: map[string]string{"KmsKeyArn": KMSKeyARN}}
+	doc, err := Policy(template, component, t)
+	if err != nil {
+		return KMS{}, err
+	}
+	return KMS{Decrypt: doc.Allows("kms:Decrypt", KMSKeyARN), GenerateDataKey: doc.Allows("kms:GenerateDataKey", KMSKeyARN)}, nil
+}
