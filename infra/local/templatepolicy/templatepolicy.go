@@ -576,7 +576,18 @@ type KMS struct {
 // when KmsKeyArn is set (the condition KmsOn), with the key's ARN for the
 // parameter. The local stack gives it to the AWS shim, since MinIO checks
 // no KMS permission.
+//
+// CloudFront is the exception: its kms:Decrypt is not the template's to
+// give. The key is the operator's, and Origin Access Control reads an
+// SSE-KMS object only when the key's policy lets the service principal
+// cloudfront.amazonaws.com decrypt for the distribution (AWS:SourceArn),
+// a statement docs/deploy-aws.md gives the operator to add ("SSE-KMS" in
+// https://docs.aws.amazon.com/AmazonCloudFront/latest/DeveloperGuide/private-content-restricting-access-to-s3.html).
+// The stack stands in for a deployment that followed it.
 func KMSGrants(template []byte, component string) (KMS, error) {
+	if component == Cloudfront {
+		return KMS{Decrypt: true}, nil
+	}
 	t := Target{Bucket: "b", Table: "t", Conditions: map[string]bool{"KmsOn": true},
 		Parameters: map[string]string{"KmsKeyArn": KMSKeyARN}}
 	doc, err := Policy(template, component, t)
