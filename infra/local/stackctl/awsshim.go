@@ -75,14 +75,14 @@ import (
 //     https://docs.aws.amazon.com/AmazonS3/latest/userguide/mpuoverview.html#mpuAndPermissions;
 //     "Permissions" in
 //     https://docs.aws.amazon.com/AmazonS3/latest/API/API_CreateMultipartUpload.html).
-// Unlike the lists above, --kms-decrypt and --kms-generate-data-key name
-// the access keys that HAVE the permission: a caller the stack did not
-// derive from the template (stacktest.EnvWithout's) lacks it, as a role
-// the key policy and IAM policies do not name lacks it on AWS.
+// As with the lists above, --no-kms-decrypt and --no-kms-generate-data-key
+// name the access keys whose grants lack the permission; a caller the
+// shim was not told about (credentials a test made after the start) is
+// left to MinIO, which lets it use the key.
 //
 // Which callers lack which permission the stack derives from template.yaml.
 
-const awsShimUsage = `usage: stackctl aws-shim --listen ADDR --upstream URL --bucket NAME [--ca FILE] [--cert FILE --key FILE] [--no-list-bucket KEY,...] [--no-get-object-version KEY,...] [--no-get-object KEY,...] [--no-delete-object KEY,...] [--no-delete-object-version KEY,...] [--kms --kms-decrypt KEY,... --kms-generate-data-key KEY,...]`
+const awsShimUsage = `usage: stackctl aws-shim --listen ADDR --upstream URL --bucket NAME [--ca FILE] [--cert FILE --key FILE] [--no-list-bucket KEY,...] [--no-get-object-version KEY,...] [--no-get-object KEY,...] [--no-delete-object KEY,...] [--no-delete-object-version KEY,...] [--kms [--no-kms-decrypt KEY,...] [--no-kms-generate-data-key KEY,...]]`
 
 // awsShimRule is what the shim needs to know to answer like AWS.
 type awsShimRule struct {
@@ -96,11 +96,11 @@ type awsShimRule struct {
 	// noDelete and noDeleteVersion hold those whose policy lacks
 	// s3:DeleteObject, s3:DeleteObjectVersion.
 	noDelete, noDeleteVersion map[string]bool
-	// kms: the bucket's default encryption is SSE-KMS. kmsDecrypt and
-	// kmsGenerate hold the access keys whose grants include kms:Decrypt,
-	// kms:GenerateDataKey on the key (every other caller lacks them).
-	kms                     bool
-	kmsDecrypt, kmsGenerate map[string]bool
+	// kms: the bucket's default encryption is SSE-KMS. noDecrypt and
+	// noGenerate hold the access keys whose grants lack kms:Decrypt,
+	// kms:GenerateDataKey on the key.
+	kms                   bool
+	noDecrypt, noGenerate map[string]bool
 }
 
 func runAWSShim(args []string) (int, error) {
@@ -117,8 +117,8 @@ func runAWSShim(args []string) (int, error) {
 	deleteKeys := fs.String("no-delete-object", "", "comma-separated access keys without s3:DeleteObject")
 	deleteVersionKeys := fs.String("no-delete-object-version", "", "comma-separated access keys without s3:DeleteObjectVersion")
 	kms := fs.Bool("kms", false, "the bucket encrypts with SSE-KMS: refuse key use to callers without the KMS permissions")
-	decryptKeys := fs.String("kms-decrypt", "", "with --kms, comma-separated access keys WITH kms:Decrypt on the bucket's key")
-	generateKeys := fs.String("kms-generate-data-key", "", "with --kms, comma-separated access keys WITH kms:GenerateDataKey on the bucket's key")
+	decryptKeys := fs.String("no-kms-decrypt", "", "with --kms, comma-separated access keys without kms:Decrypt on the bucket's key")
+	generateKeys := fs.String("no-kms-generate-data-key", "", "with --kms, comma-separated access keys without kms:GenerateDataKey on the bucket's key")
 	if err := fs.Parse(args); err != nil {
 		return 2, err
 	}
@@ -135,7 +135,7 @@ func runAWSShim(args []string) (int, error) {
 	}
 	rule := awsShimRule{bucket: *bucket, noListBucket: keySet(*keys), noGetVersion: keySet(*versionKeys), noGetObject: keySet(*getKeys),
 		noDelete: keySet(*deleteKeys), noDeleteVersion: keySet(*deleteVersionKeys),
-		kms: *kms, kmsDecrypt: keySet(*decryptKeys), kmsGenerate: keySet(*generateKeys)}
+		kms: *kms, noDecrypt: keySet(*decryptKeys), noGenerate: keySet(*generateKeys)}
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	if *ca != "" {
 		if err := loopback.TrustCA(transport, *ca); err != nil {
@@ -268,7 +268,7 @@ func (rule awsShimRule) deleteNotAllowed(r *http.Request) string {
 func (rule awsShimRule) decryptNotAllowed(resp *http.Response) bool {
 	req := resp.Request
 	return rule.kms && req.Method == http.MethodGet && resp.StatusCode/100 == 2 && rule.objectRequest(req) &&
-		resp.Header.Get("X-Amz-Server-Side-Encryption") == "aws:kms" && !rule.kmsDecrypt[accessKeyOf(req)]
+		resp.Header.Get("X-Amz-Server-Side-Encryption") == "aws:kms" && rule.noDecrypt[accessKeyOf(req)]
 }
 
 // writeKeyNotAllowed returns the KMS permission AWS would find missing for
@@ -288,11 +288,11 @@ func (rule awsShimRule) writeKeyNotAllowed(r *http.Request) string {
 	switch {
 	case r.Method == http.MethodPost && q.Has("uploads"), // CreateMultipartUpload
 		r.Method == http.MethodPut && !q.Has("uploadId") && r.Header.Get("X-Amz-Copy-Source") == "" && rule.objectRequest(r): // PutObject
-		if !rule.kmsGenerate[who] {
+		if rule.noGenerate[who] {
 			return "kms:GenerateDataKey"
 		}
 	case r.Method == http.MethodPut && q.Has("uploadId") && q.Has("partNumber"): // UploadPart
-		if !rule.kmsDecrypt[who] {
+		if rule.noDecrypt[who] {
 			return "kms:Decrypt"
 		}
 	}

@@ -350,9 +350,7 @@ func startAWSShim(ctx context.Context, st *state) error {
 		return err
 	}
 	var noList, noVersion, noGet, noDelete, noDeleteVersion []string
-	// The root user stands for the account's administrators, whom a key
-	// policy lets use the key.
-	kmsDecrypt, kmsGenerate := []string{accessKey}, []string{accessKey}
+	var noDecrypt, noGenerate []string
 	for _, name := range sortedKeys(st.Components) {
 		c := st.Components[name]
 		if !c.ListBucket {
@@ -370,11 +368,11 @@ func startAWSShim(ctx context.Context, st *state) error {
 		if !c.DeleteObjectVersion {
 			noDeleteVersion = append(noDeleteVersion, c.AccessKeyID)
 		}
-		if c.KMSDecrypt {
-			kmsDecrypt = append(kmsDecrypt, c.AccessKeyID)
+		if !c.KMSDecrypt {
+			noDecrypt = append(noDecrypt, c.AccessKeyID)
 		}
-		if c.KMSGenerateDataKey {
-			kmsGenerate = append(kmsGenerate, c.AccessKeyID)
+		if !c.KMSGenerateDataKey {
+			noGenerate = append(noGenerate, c.AccessKeyID)
 		}
 	}
 	args := []string{self, "aws-shim", "--listen", addr, "--upstream", st.S3Endpoint, "--bucket", bucket,
@@ -382,7 +380,7 @@ func startAWSShim(ctx context.Context, st *state) error {
 		"--no-get-object", strings.Join(noGet, ","), "--no-delete-object", strings.Join(noDelete, ","),
 		"--no-delete-object-version", strings.Join(noDeleteVersion, ",")}
 	if st.KMS {
-		args = append(args, "--kms", "--kms-decrypt", strings.Join(kmsDecrypt, ","), "--kms-generate-data-key", strings.Join(kmsGenerate, ","))
+		args = append(args, "--kms", "--no-kms-decrypt", strings.Join(noDecrypt, ","), "--no-kms-generate-data-key", strings.Join(noGenerate, ","))
 	}
 	// Over TLS the shim serves https with MinIO's certificate, so the
 	// components and the URLs the resolver signs use https, as on AWS.

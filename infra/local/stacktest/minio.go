@@ -141,24 +141,24 @@ func (m *MinIO) Credentials(s *Stack, template []byte, component string) Credent
 
 // AWSShim starts the stack's AWS shim (stackctl aws-shim) in front of this
 // server for the test, and returns its endpoint. On a KMS server it
-// refuses, as AWS does, the key's use to callers whose template lacks the
-// KMS permission (the ones Credentials made, as their template says; the
-// root user may). Plain HTTP.
+// refuses, as AWS does, the key's use to the callers Credentials made
+// whose template lacks the KMS permission. Plain HTTP. Call it after
+// Credentials: the shim knows the callers made before it starts.
 func (m *MinIO) AWSShim(t testing.TB) string {
 	t.Helper()
 	addr := FreeAddr(t)
 	args := []string{"aws-shim", "--listen", addr, "--upstream", m.Endpoint, "--bucket", m.Bucket}
 	if m.KMS {
-		decrypt, generate := []string{os.Getenv("AWS_ACCESS_KEY_ID")}, []string{os.Getenv("AWS_ACCESS_KEY_ID")}
+		var noDecrypt, noGenerate []string
 		for key, g := range m.kmsGrants {
-			if g.Decrypt {
-				decrypt = append(decrypt, key)
+			if !g.Decrypt {
+				noDecrypt = append(noDecrypt, key)
 			}
-			if g.GenerateDataKey {
-				generate = append(generate, key)
+			if !g.GenerateDataKey {
+				noGenerate = append(noGenerate, key)
 			}
 		}
-		args = append(args, "--kms", "--kms-decrypt", strings.Join(decrypt, ","), "--kms-generate-data-key", strings.Join(generate, ","))
+		args = append(args, "--kms", "--no-kms-decrypt", strings.Join(noDecrypt, ","), "--no-kms-generate-data-key", strings.Join(noGenerate, ","))
 	}
 	bin := Build(t, "./infra/local/stackctl")["stackctl"]
 	Start(t, nil, filepath.Join(t.TempDir(), "aws-shim.log"), bin, args...)
