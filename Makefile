@@ -50,8 +50,8 @@ docs: ## write the generated references again (docs/reference/cli.md from the bi
 	OFFLOAD_UPDATE_DOCS=1 $(GO) test -count=1 -run '^TestCLIReferenceIsCurrent$$' ./agent/cmd/offload-agent
 	OFFLOAD_UPDATE_DOCS=1 $(GO) test -count=1 -run '^TestMetricsReferenceIsCurrent$$' ./agent
 
-check-grants: ## take each S3 action template.yaml grants away in turn and prove a test fails without it (a few minutes)
-	$(GO) run ./infra/local/checkgrants
+check-grants: ## take each S3 action template.yaml grants away in turn and prove a test fails without it (a few minutes); STACK_FLAGS=--kms adds the KMS actions
+	$(GO) run ./infra/local/checkgrants $(if $(findstring --kms,$(STACK_FLAGS)),-kms)
 
 unit: ## only the tests that need no stack (integration tests skip)
 	$(GO) test -count=1 ./...

@@ -36,6 +36,8 @@ const (
 	onSecret   = "the CDN key's secret"
 	// The CloudFront distribution (with the template's Cdn=on).
 	onDistribution = "distribution"
+	// The site's KMS key (with the template's KmsKeyArn).
+	onKey = "the site's KMS key"
 )
 
 // iamAction is an IAM action and the kind of resource it is granted on.
@@ -101,6 +103,33 @@ var operationActions = map[string][]iamAction{
 	// the distribution.
 	"cloudfront.CreateInvalidation": {{"cloudfront:CreateInvalidation", onDistribution}},
 	"cloudfront.GetInvalidation":    {{"cloudfront:GetInvalidation", onDistribution}},
+}
+
+// sseKMSActions are the KMS actions an S3 operation needs of its caller
+// when the bucket encrypts with SSE-KMS (the template's KmsKeyArn). They are
+// not calls the code makes to KMS: S3 makes them, on the caller's behalf
+// and with the caller's permissions, so they are added to the S3 calls the
+// code makes rather than found as SDK calls of kms.
+//   - PutObject and CreateMultipartUpload encrypt a new object:
+//     kms:GenerateDataKey; UploadPart needs kms:Decrypt as well ("Multipart
+//     upload API and permissions",
+//     https://docs.aws.amazon.com/AmazonS3/latest/userguide/mpuoverview.html#mpuAndPermissions;
+//     "Permissions" in
+//     https://docs.aws.amazon.com/AmazonS3/latest/API/API_CreateMultipartUpload.html).
+//   - GetObject returns the object's data: kms:Decrypt ("Using server-side
+//     encryption with AWS KMS keys (SSE-KMS)",
+//     https://docs.aws.amazon.com/AmazonS3/latest/userguide/UsingKMSEncryption.html).
+//     The resolver's presigned GET is authorized as the resolver, its
+//     signer (https://docs.aws.amazon.com/AmazonS3/latest/userguide/using-presigned-url.html),
+//     and sdkOperation reads PresignGetObject as s3.GetObject.
+//
+// HeadObject, CompleteMultipartUpload, ListParts, the aborts, the
+// listings and the deletes read or write no object data and need none.
+var sseKMSActions = map[string][]iamAction{
+	"s3.PutObject":             {{"kms:GenerateDataKey", onKey}},
+	"s3.CreateMultipartUpload": {{"kms:GenerateDataKey", onKey}},
+	"s3.UploadPart":            {{"kms:Decrypt", onKey}},
+	"s3.GetObject":             {{"kms:Decrypt", onKey}},
 }
 
 // versionedActions: a request that names a version (versionId) is

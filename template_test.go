@@ -97,9 +97,17 @@ func loadTemplateWith(t *testing.T, overrides map[string]any) map[string]any {
 // statement) as {"If": [condition, then, else]}, for resolveIf (not
 // "Fn::If", which goformation's Template.JSON would evaluate again); one
 // of plain values reads as flat, a string like the other references.
+//
+// An Fn::If on KmsOn between two structures reads as its "else" branch,
+// the template as deployed without KmsKeyArn: that one is the bucket's
+// encryption rule, whose typed properties cannot hold {"If": ...}.
+// TestTemplateKms reads its "then" branch from the YAML itself.
 func keepIf(flat intrinsics.IntrinsicHandler) intrinsics.IntrinsicHandler {
 	return func(name string, input any, template any) any {
 		if args, ok := input.([]any); ok {
+			if _, typed := args[len(args)-1].(map[string]any); len(args) == 3 && args[0] == "KmsOn" && typed {
+				return args[2]
+			}
 			for _, a := range args {
 				switch a.(type) {
 				case map[string]any, []any:
@@ -230,6 +238,8 @@ func TestTemplateSecurity(t *testing.T) {
 	jsonEqual(t, "bucket PublicAccessBlockConfiguration", b("PublicAccessBlockConfiguration"),
 		`{"BlockPublicAcls": true, "BlockPublicPolicy": true, "IgnorePublicAcls": true, "RestrictPublicBuckets": true}`)
 	jsonEqual(t, "bucket OwnershipControls", b("OwnershipControls"), `{"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}`)
+	// SSE-S3 unless KmsKeyArn is set; then SSE-KMS with that key and an S3
+	// Bucket Key (TestTemplateKms).
 	jsonEqual(t, "bucket BucketEncryption", b("BucketEncryption"),
 		`{"ServerSideEncryptionConfiguration": [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]}`)
 	jsonEqual(t, "bucket VersioningConfiguration", b("VersioningConfiguration"), `{"Status": "Enabled"}`)
@@ -652,6 +662,67 @@ func TestTemplateResolverLimits(t *testing.T) {
 	}
 }
 
+// TestTemplateKms: KmsKeyArn is empty by default, takes a key's full ARN
+// and nothing else, and with it set the bucket encrypts with that key and
+// an S3 Bucket Key.
+func TestTemplateKms(t *testing.T) {
+	doc := loadTemplate(t)
+	p, _ := get(doc, "Parameters", "KmsKeyArn").(map[string]any)
+	if p == nil || p["Default"] != "" {
+		t.Fatalf("parameter KmsKeyArn = %v; want one whose Default is \"\" (SSE-S3, no KMS)", p)
+	}
+	re := regexp.MustCompile(fmt.Sprint(p["AllowedPattern"]))
+	for v, want := range map[string]bool{
+		"": true,
+		"arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab":     true,
+		"arn:aws:kms:eu-west-1:123456789012:key/mrk-1234abcd12ab34cd56ef1234567890ab":     true, // a multi-Region key
+		"arn:aws-cn:kms:cn-north-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab": true,
+		"arn:aws:kms:eu-west-1:123456789012:alias/site":                                   false, // an alias grants nothing in IAM
+		"1234abcd-12ab-34cd-56ef-1234567890ab":                                            false,
+		"create":                                                                          false,
+	} {
+		if got := re.MatchString(v); got != want {
+			t.Errorf("KmsKeyArn %q: accepted %v; want %v", v, got, want)
+		}
+	}
+	raw, err := os.ReadFile("template.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var root yaml.Node
+	if err := yaml.Unmarshal(raw, &root); err != nil {
+		t.Fatal(err)
+	}
+	var tmpl struct {
+		Conditions struct {
+			KmsOn yaml.Node `yaml:"KmsOn"`
+		} `yaml:"Conditions"`
+		Resources struct {
+			OriginalsBucket struct {
+				Properties struct {
+					BucketEncryption struct {
+						ServerSideEncryptionConfiguration []yaml.Node `yaml:"ServerSideEncryptionConfiguration"`
+					} `yaml:"BucketEncryption"`
+				} `yaml:"Properties"`
+			} `yaml:"OriginalsBucket"`
+		} `yaml:"Resources"`
+	}
+	if err := root.Decode(&tmpl); err != nil {
+		t.Fatal(err)
+	}
+	if got := yamlText(t, &tmpl.Conditions.KmsOn); got != `!Not [!Equals [!Ref KmsKeyArn, ""]]` {
+		t.Errorf("condition KmsOn = %s; want it true exactly when KmsKeyArn is set", got)
+	}
+	rules := tmpl.Resources.OriginalsBucket.Properties.BucketEncryption.ServerSideEncryptionConfiguration
+	if len(rules) != 1 {
+		t.Fatalf("bucket: %d encryption rules; want 1", len(rules))
+	}
+	want := `!If [KmsOn, {ServerSideEncryptionByDefault: {SSEAlgorithm: 'aws:kms', KMSMasterKeyID: !Ref KmsKeyArn}, BucketKeyEnabled: true}, {ServerSideEncryptionByDefault: {SSEAlgorithm: AES256}}]`
+	if got := yamlText(t, &rules[0]); got != want {
+		t.Errorf("bucket encryption rule:\n got %s\nwant %s", got, want)
+	}
+}
+
 // TestTemplatePoliciesAreLeastPrivilege: no Allow statement anywhere has a
 // wildcard action or the resource "*" (the bucket policy's TLS rule is a
 // Deny of s3:*, which takes rights away and may be broad); and each
@@ -703,8 +774,12 @@ func TestTemplatePoliciesAreLeastPrivilege(t *testing.T) {
 	// With Cdn=on (CdnOn), so the resolver's read of the CDN key is
 	// granted; Cdn=off is checked below.
 	const secretARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:offload-cdn-key-AbCdEf"
+	// And with KmsKeyArn set (KmsOn), so the KMS grants are there;
+	// without it, below.
+	const keyARN = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 	target := templatepolicy.Target{Bucket: "originals", KeyPrefix: "k-p/", Table: "ledger",
-		Conditions: map[string]bool{"CdnOn": true}, Parameters: map[string]string{"CdnPrivateKeySecret": secretARN},
+		Conditions:   map[string]bool{"CdnOn": true, "KmsOn": true},
+		Parameters:   map[string]string{"CdnPrivateKeySecret": secretARN, "KmsKeyArn": keyARN},
 		Distribution: "EDFDVBD6EXAMPLE"}
 	resourceOf := map[string]string{
 		onObjects:      target.BucketARN() + "/" + target.KeyPrefix + "*",
@@ -713,6 +788,7 @@ func TestTemplatePoliciesAreLeastPrivilege(t *testing.T) {
 		onErasures:     target.TableARN() + "/index/" + offload.ErasuresIndex,
 		onSecret:       secretARN,
 		onDistribution: target.DistributionARN(),
+		onKey:          keyARN,
 	}
 	calls := componentCalls(t)
 	// With Cdn=off the resolver gets no OFFLOAD_CDN_* (TestTemplateCdnResolver),
@@ -726,6 +802,20 @@ func TestTemplatePoliciesAreLeastPrivilege(t *testing.T) {
 	if got := offPolicy.Actions(); !slices.Equal(got, []string{"dynamodb:GetItem", "s3:GetObject", "s3:GetObjectVersion"}) {
 		t.Errorf("resolver with Cdn=off: granted %v; want the reads of the ledger and the originals only", got)
 	}
+	// Without KmsKeyArn no component is granted any KMS action.
+	noKMS := target
+	noKMS.Conditions = map[string]bool{"CdnOn": true}
+	for _, c := range templatepolicy.Components {
+		p, err := templatepolicy.Policy(raw, c, noKMS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range p.Actions() {
+			if strings.HasPrefix(a, "kms:") {
+				t.Errorf("%s without KmsKeyArn: granted %s", c, a)
+			}
+		}
+	}
 	for _, c := range templatepolicy.Components {
 		if c == templatepolicy.Cloudfront {
 			// CloudFront's grant is for AWS's service, not for the
@@ -737,7 +827,10 @@ func TestTemplatePoliciesAreLeastPrivilege(t *testing.T) {
 		need := map[string]string{}
 		why := map[string][]string{}
 		for _, call := range calls[c] {
-			for _, a := range call.Actions {
+			// With KmsOn the bucket is SSE-KMS: the S3 calls that
+			// encrypt or decrypt object data also need KMS actions
+			// (sseKMSActions).
+			for _, a := range append(slices.Clone(call.Actions), sseKMSActions[call.Op]...) {
 				need[a.Action] = a.On
 				why[a.Action] = append(why[a.Action], call.Op+" at "+call.Pos)
 			}
@@ -770,6 +863,11 @@ func TestTemplatePoliciesAreLeastPrivilege(t *testing.T) {
 				var wantCond map[string]map[string]string
 				if a == "s3:ListBucket" || a == "s3:ListBucketVersions" {
 					wantCond = map[string]map[string]string{"StringLike": {"s3:prefix": target.KeyPrefix + "*"}}
+				}
+				// The KMS grants only for S3's requests on the caller's
+				// behalf, never for a call to KMS itself.
+				if strings.HasPrefix(a, "kms:") {
+					wantCond = map[string]map[string]string{"StringEquals": {"kms:ViaService": templatepolicy.KMSViaS3}}
 				}
 				jsonEqual(t, c+": "+a+" Condition", s.Condition, mustJSON(t, wantCond))
 			}
@@ -1138,7 +1236,7 @@ func xmlText(s string) string {
 func bucketStatements(t *testing.T, doc map[string]any, cdn bool) []any {
 	t.Helper()
 	raw := get(resource(t, doc, "OriginalsBucketPolicy"), "Properties", "PolicyDocument", "Statement")
-	statements, _ := resolveIf(t, raw, map[string]bool{"CdnOn": cdn}).([]any)
+	statements, _ := resolveIf(t, raw, map[string]bool{"CdnOn": cdn, "KmsOn": false}).([]any)
 	return statements
 }
 
@@ -1411,7 +1509,7 @@ func TestTemplateCdnOutputs(t *testing.T) {
 // AWS::NoValue left out, as CloudFormation does.
 func resolverFunction(t *testing.T, doc map[string]any, cdn bool) map[string]any {
 	t.Helper()
-	r := resolveIf(t, resource(t, doc, "ResolverFunction"), map[string]bool{"CdnOn": cdn}).(map[string]any)
+	r := resolveIf(t, resource(t, doc, "ResolverFunction"), map[string]bool{"CdnOn": cdn, "KmsOn": false}).(map[string]any)
 	vars, _ := get(r, "Properties", "Environment", "Variables").(map[string]any)
 	for k, v := range vars {
 		s, _ := v.(string)

@@ -7,7 +7,10 @@
 // grant is more than the code needs, or no test exercises it.
 //
 // "make check-grants" runs it (a few minutes: one stack and one test run per
-// action).
+// action). With -kms (make check-grants STACK_FLAGS=--kms) the stacks run
+// with --kms, and the KMS actions the template grants with KmsKeyArn set
+// are taken away in turn too: the stack's AWS shim refuses them as AWS
+// does.
 package main
 
 import (
@@ -45,16 +48,17 @@ var failLine = regexp.MustCompile(`^\s*--- FAIL: (\S+)`)
 
 func main() {
 	only := flag.String("component", "", "check only this component (agent, resolver, audit, eraser, cloudfront)")
+	kms := flag.Bool("kms", false, "run the stacks with --kms and check the KMS grants (KmsKeyArn) too")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *only); err != nil {
+	if err := run(ctx, *only, *kms); err != nil {
 		fmt.Fprintln(os.Stderr, "check-grants:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, only string) error {
+func run(ctx context.Context, only string, kms bool) error {
 	repo, err := os.Getwd()
 	if err != nil {
 		return err
@@ -80,7 +84,20 @@ func run(ctx context.Context, only string) error {
 		if err != nil {
 			return err
 		}
-		for _, action := range doc.Actions() {
+		actions := doc.Actions()
+		if kms {
+			all, err := templatepolicy.Policy(tmpl, c, templatepolicy.Target{Bucket: "any", Table: "any",
+				Conditions: map[string]bool{"KmsOn": true}, Parameters: map[string]string{"KmsKeyArn": templatepolicy.KMSKeyARN}})
+			if err != nil {
+				return err
+			}
+			for _, a := range all.Actions() {
+				if strings.HasPrefix(a, "kms:") {
+					actions = append(actions, a)
+				}
+			}
+		}
+		for _, action := range actions {
 			less, err := templatepolicy.Without(tmpl, c, action)
 			if err != nil {
 				return err
@@ -90,7 +107,7 @@ func run(ctx context.Context, only string) error {
 				return err
 			}
 			start := time.Now()
-			failed, err := failingTests(ctx, repo, path, suites[c].pkg, suites[c].run)
+			failed, err := failingTests(ctx, repo, path, suites[c].pkg, suites[c].run, kms)
 			if err != nil {
 				return fmt.Errorf("%s without %s: %w", c, action, err)
 			}
@@ -113,8 +130,11 @@ func run(ctx context.Context, only string) error {
 // failingTests runs the tests on a private stack granted from template and
 // returns the names of those that failed. A run that fails without naming a
 // test (the stack did not come up, a build error) is an error.
-func failingTests(ctx context.Context, repo, template, pkg, runRegex string) ([]string, error) {
+func failingTests(ctx context.Context, repo, template, pkg, runRegex string, kms bool) ([]string, error) {
 	args := []string{"run", "--", "env", "OFFLOAD_REQUIRE_STACK=1", "go", "test", "-count=1", "-timeout", "5m"}
+	if kms {
+		args = append([]string{"run", "--kms"}, args[1:]...)
+	}
 	if runRegex != "" {
 		args = append(args, "-run", runRegex)
 	}

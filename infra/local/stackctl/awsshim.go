@@ -53,9 +53,36 @@ import (
 //     https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazons3.html).
 //     A delete of a version by a caller without s3:DeleteObjectVersion is
 //     refused here too.
+//
+// With --kms (the stack's --kms: the bucket's default encryption is SSE-KMS
+// with the stack's key) it also refuses, as AWS does, what a caller may not
+// do with the key. MinIO checks no KMS permission on object calls: its
+// policies know kms:* actions for its own KMS admin API only (kms-action.go
+// in minio/pkg), and it encrypts and decrypts for any caller allowed the S3
+// action. AWS asks the caller (for a presigned URL, its signer:
+// https://docs.aws.amazon.com/AmazonS3/latest/userguide/using-presigned-url.html)
+// for these, and answers 403 AccessDenied without them:
+//   - a GET of an SSE-KMS object (the answer carries
+//     x-amz-server-side-encryption: aws:kms) needs kms:Decrypt ("Using
+//     server-side encryption with AWS KMS keys (SSE-KMS)",
+//     https://docs.aws.amazon.com/AmazonS3/latest/userguide/UsingKMSEncryption.html).
+//     A HEAD is left alone: it returns no object data, and HeadObject's
+//     permissions are s3:GetObject only
+//     (https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadObject.html).
+//   - PutObject and CreateMultipartUpload into the bucket need
+//     kms:GenerateDataKey, and UploadPart needs kms:Decrypt ("Multipart
+//     upload API and permissions",
+//     https://docs.aws.amazon.com/AmazonS3/latest/userguide/mpuoverview.html#mpuAndPermissions;
+//     "Permissions" in
+//     https://docs.aws.amazon.com/AmazonS3/latest/API/API_CreateMultipartUpload.html).
+// As with the lists above, --no-kms-decrypt and --no-kms-generate-data-key
+// name the access keys whose grants lack the permission; a caller the
+// shim was not told about (credentials a test made after the start) is
+// left to MinIO, which lets it use the key.
+//
 // Which callers lack which permission the stack derives from template.yaml.
 
-const awsShimUsage = `usage: stackctl aws-shim --listen ADDR --upstream URL --bucket NAME [--ca FILE] [--cert FILE --key FILE] [--no-list-bucket KEY,...] [--no-get-object-version KEY,...] [--no-get-object KEY,...] [--no-delete-object KEY,...] [--no-delete-object-version KEY,...]`
+const awsShimUsage = `usage: stackctl aws-shim --listen ADDR --upstream URL --bucket NAME [--ca FILE] [--cert FILE --key FILE] [--no-list-bucket KEY,...] [--no-get-object-version KEY,...] [--no-get-object KEY,...] [--no-delete-object KEY,...] [--no-delete-object-version KEY,...] [--kms [--no-kms-decrypt KEY,...] [--no-kms-generate-data-key KEY,...]]`
 
 // awsShimRule is what the shim needs to know to answer like AWS.
 type awsShimRule struct {
@@ -69,6 +96,11 @@ type awsShimRule struct {
 	// noDelete and noDeleteVersion hold those whose policy lacks
 	// s3:DeleteObject, s3:DeleteObjectVersion.
 	noDelete, noDeleteVersion map[string]bool
+	// kms: the bucket's default encryption is SSE-KMS. noDecrypt and
+	// noGenerate hold the access keys whose grants lack kms:Decrypt,
+	// kms:GenerateDataKey on the key.
+	kms                   bool
+	noDecrypt, noGenerate map[string]bool
 }
 
 func runAWSShim(args []string) (int, error) {
@@ -84,6 +116,9 @@ func runAWSShim(args []string) (int, error) {
 	getKeys := fs.String("no-get-object", "", "comma-separated access keys without s3:GetObject")
 	deleteKeys := fs.String("no-delete-object", "", "comma-separated access keys without s3:DeleteObject")
 	deleteVersionKeys := fs.String("no-delete-object-version", "", "comma-separated access keys without s3:DeleteObjectVersion")
+	kms := fs.Bool("kms", false, "the bucket encrypts with SSE-KMS: refuse key use to callers without the KMS permissions")
+	decryptKeys := fs.String("no-kms-decrypt", "", "with --kms, comma-separated access keys without kms:Decrypt on the bucket's key")
+	generateKeys := fs.String("no-kms-generate-data-key", "", "with --kms, comma-separated access keys without kms:GenerateDataKey on the bucket's key")
 	if err := fs.Parse(args); err != nil {
 		return 2, err
 	}
@@ -99,7 +134,8 @@ func runAWSShim(args []string) (int, error) {
 		return 2, err
 	}
 	rule := awsShimRule{bucket: *bucket, noListBucket: keySet(*keys), noGetVersion: keySet(*versionKeys), noGetObject: keySet(*getKeys),
-		noDelete: keySet(*deleteKeys), noDeleteVersion: keySet(*deleteVersionKeys)}
+		noDelete: keySet(*deleteKeys), noDeleteVersion: keySet(*deleteVersionKeys),
+		kms: *kms, noDecrypt: keySet(*decryptKeys), noGenerate: keySet(*generateKeys)}
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	if *ca != "" {
 		if err := loopback.TrustCA(transport, *ca); err != nil {
@@ -158,6 +194,11 @@ func (rule awsShimRule) proxy(target *url.URL, transport http.RoundTripper, logg
 		FlushInterval: -1, // stream bodies as they come
 		ErrorLog:      logger,
 		ModifyResponse: func(resp *http.Response) error {
+			if rule.decryptNotAllowed(resp) {
+				logger.Printf("%s %s: an SSE-KMS object, refused as AWS does without kms:Decrypt: 403", resp.Request.Method, resp.Request.URL.Path)
+				resp.Body.Close()
+				return forbid(resp)
+			}
 			if !rule.missingKeyIsForbidden(resp) {
 				return nil
 			}
@@ -169,6 +210,9 @@ func (rule awsShimRule) proxy(target *url.URL, transport http.RoundTripper, logg
 		missing := rule.readNotAllowed(r)
 		if missing == "" {
 			missing = rule.deleteNotAllowed(r)
+		}
+		if missing == "" {
+			missing = rule.writeKeyNotAllowed(r)
 		}
 		if missing != "" {
 			logger.Printf("%s %s: refused as AWS does without %s: 403", r.Method, r.URL.Path, missing)
@@ -215,6 +259,42 @@ func (rule awsShimRule) deleteNotAllowed(r *http.Request) string {
 		return "s3:DeleteObjectVersion"
 	case q.Get("versionId") == "" && rule.noDelete[who]:
 		return "s3:DeleteObject"
+	}
+	return ""
+}
+
+// decryptNotAllowed reports whether resp is MinIO's answer with an SSE-KMS
+// object's data to a GET by a caller without kms:Decrypt.
+func (rule awsShimRule) decryptNotAllowed(resp *http.Response) bool {
+	req := resp.Request
+	return rule.kms && req.Method == http.MethodGet && resp.StatusCode/100 == 2 && rule.objectRequest(req) &&
+		resp.Header.Get("X-Amz-Server-Side-Encryption") == "aws:kms" && rule.noDecrypt[accessKeyOf(req)]
+}
+
+// writeKeyNotAllowed returns the KMS permission AWS would find missing for
+// r, a write of object data into the bucket whose default encryption is
+// SSE-KMS: kms:GenerateDataKey for PutObject (not a copy: the agent never
+// copies) and CreateMultipartUpload, kms:Decrypt for UploadPart. "" when r
+// is allowed or no such write.
+func (rule awsShimRule) writeKeyNotAllowed(r *http.Request) string {
+	if !rule.kms {
+		return ""
+	}
+	bucket, key, ok := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+	if !ok || bucket != rule.bucket || key == "" {
+		return ""
+	}
+	q, who := r.URL.Query(), accessKeyOf(r)
+	switch {
+	case r.Method == http.MethodPost && q.Has("uploads"), // CreateMultipartUpload
+		r.Method == http.MethodPut && !q.Has("uploadId") && r.Header.Get("X-Amz-Copy-Source") == "" && rule.objectRequest(r): // PutObject
+		if rule.noGenerate[who] {
+			return "kms:GenerateDataKey"
+		}
+	case r.Method == http.MethodPut && q.Has("uploadId") && q.Has("partNumber"): // UploadPart
+		if rule.noDecrypt[who] {
+			return "kms:Decrypt"
+		}
 	}
 	return ""
 }

@@ -26,10 +26,12 @@ The real local AWS stack on 127.0.0.1: MinIO (S3), dynalite (DynamoDB) and
 Toxiproxy, each on a free port, with the bucket and the ledger table created.
 
 commands:
-  up [--tls] [--s3 minio|versitygw] [--bench-tools]
+  up [--tls] [--kms] [--s3 minio|versitygw] [--bench-tools]
                  install what is missing, start the stack, wait until every
-                 part answers; safe to run twice. --bench-tools also builds
-                 s5cmd and rclone (OFFLOAD_S5CMD, OFFLOAD_RCLONE)
+                 part answers; safe to run twice. --kms runs MinIO with a
+                 static KMS key and makes the bucket's default encryption
+                 SSE-KMS with it. --bench-tools also builds s5cmd and rclone
+                 (OFFLOAD_S5CMD, OFFLOAD_RCLONE)
   down           stop exactly the processes "up" started (by PID) and
                  delete the stack's data
   env            print export lines for the running stack:
@@ -40,7 +42,7 @@ commands:
                  aws-lambda-rie, lighttpd, nginx, apache2)
   edge [flags]   serve a local CloudFront edge in front of the bucket
                  (infra/local/edge); "stackctl edge -h" lists its flags
-  run [--tls] [--s3 KIND] [--bench-tools] -- COMMAND [ARG...]
+  run [--tls] [--kms] [--s3 KIND] [--bench-tools] -- COMMAND [ARG...]
                  bring up a private stack, run COMMAND with its environment,
                  and bring it down again, even when COMMAND fails or is
                  interrupted; exits with COMMAND's status
@@ -133,6 +135,7 @@ func dispatch(cmd string, args []string) (int, error) {
 // upOptions are the flags of "up" and "run".
 type upOptions struct {
 	tls        bool
+	kms        bool
 	s3Kind     string
 	benchTools bool
 }
@@ -142,6 +145,7 @@ func parseUpFlags(name string, args []string) (upOptions, []string, error) {
 	fs.SetOutput(io.Discard)
 	var o upOptions
 	fs.BoolVar(&o.tls, "tls", false, "serve S3 over HTTPS with a self-signed certificate")
+	fs.BoolVar(&o.kms, "kms", false, "encrypt the bucket with SSE-KMS, MinIO's static key (minio only)")
 	fs.StringVar(&o.s3Kind, "s3", "minio", "S3 implementation: minio or versitygw")
 	fs.BoolVar(&o.benchTools, "bench-tools", false, "also install s5cmd and rclone, the peers make bench measures")
 	if err := fs.Parse(args); err != nil {
@@ -149,6 +153,9 @@ func parseUpFlags(name string, args []string) (upOptions, []string, error) {
 	}
 	if o.s3Kind != "minio" && o.s3Kind != "versitygw" {
 		return o, nil, fmt.Errorf("--s3 %q: want minio or versitygw", o.s3Kind)
+	}
+	if o.kms && o.s3Kind != "minio" {
+		return o, nil, errors.New("--kms needs --s3 minio (versitygw has no KMS)")
 	}
 	return o, fs.Args(), nil
 }

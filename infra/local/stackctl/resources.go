@@ -69,6 +69,14 @@ func createResources(ctx context.Context, st *state) error {
 	}); err != nil {
 		return err
 	}
+	if st.KMS {
+		if err := retry(ctx, "default encryption SSE-KMS on "+bucket, func() error {
+			_, err := s3c.PutBucketEncryption(ctx, kmsEncryption(bucket))
+			return err
+		}); err != nil {
+			return err
+		}
+	}
 	if st.S3Kind == "minio" {
 		if err := grantComponents(ctx, st, cfg); err != nil {
 			return err
@@ -128,6 +136,11 @@ type componentCreds struct {
 	// without a version id, and a specific version (see the AWS shim).
 	DeleteObject        bool `json:"delete_object"`
 	DeleteObjectVersion bool `json:"delete_object_version"`
+	// KMSDecrypt and KMSGenerateDataKey: with KmsKeyArn set (the
+	// stack's --kms), the template grants kms:Decrypt,
+	// kms:GenerateDataKey on the key (see the AWS shim).
+	KMSDecrypt         bool `json:"kms_decrypt"`
+	KMSGenerateDataKey bool `json:"kms_generate_data_key"`
 }
 
 // componentCredsLife is how long the components' credentials last: longer
@@ -154,6 +167,10 @@ func grantComponents(ctx context.Context, st *state, cfg aws.Config) error {
 		if err != nil {
 			return err
 		}
+		kms, err := templatepolicy.KMSGrants(tmpl, c)
+		if err != nil {
+			return err
+		}
 		var creds aws.Credentials
 		if err := retry(ctx, "credentials for "+c, func() error {
 			creds, err = templatepolicy.Assume(ctx, cfg, st.S3Endpoint, c, doc, componentCredsLife)
@@ -168,6 +185,7 @@ func grantComponents(ctx context.Context, st *state, cfg aws.Config) error {
 			GetObject:           doc.AllowsOn("s3:GetObject", target.BucketARN()+"/"),
 			DeleteObject:        doc.AllowsOn("s3:DeleteObject", target.BucketARN()+"/"),
 			DeleteObjectVersion: doc.AllowsOn("s3:DeleteObjectVersion", target.BucketARN()+"/"),
+			KMSDecrypt:          kms.Decrypt, KMSGenerateDataKey: kms.GenerateDataKey,
 		}
 	}
 	return st.save()

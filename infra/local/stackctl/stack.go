@@ -48,8 +48,13 @@ type service struct {
 
 // state is what "up" records and "down", "env" and "status" read.
 type state struct {
-	S3Kind           string    `json:"s3_kind"`
-	TLS              bool      `json:"tls"`
+	S3Kind string `json:"s3_kind"`
+	TLS    bool   `json:"tls"`
+	// KMS: MinIO runs with a static KMS key, kept in KMSKeyFile
+	// (name:base64, mode 0600), and the bucket's default encryption is
+	// SSE-KMS with it (kms.go).
+	KMS              bool      `json:"kms"`
+	KMSKeyFile       string    `json:"kms_key_file,omitempty"`
 	CAFile           string    `json:"ca_file,omitempty"`
 	DataDir          string    `json:"data_dir"`
 	S3Endpoint       string    `json:"s3_endpoint"`
@@ -130,6 +135,9 @@ func (st *state) env() [][2]string {
 	if st.AWSShimEndpoint != "" {
 		e = append(e, [2]string{"OFFLOAD_AWS_SHIM_S3", st.AWSShimEndpoint})
 	}
+	if st.KMSKeyFile != "" {
+		e = append(e, [2]string{"OFFLOAD_KMS_KEY_FILE", st.KMSKeyFile})
+	}
 	for _, name := range sortedKeys(st.Components) {
 		c, p := st.Components[name], "OFFLOAD_"+strings.ToUpper(name)+"_"
 		e = append(e, [2]string{p + "AWS_ACCESS_KEY_ID", c.AccessKeyID}, [2]string{p + "AWS_SECRET_ACCESS_KEY", c.SecretAccessKey},
@@ -165,6 +173,9 @@ func (st *state) summary() string {
 	if st.CAFile != "" {
 		parts = append(parts, "TLS CA "+st.CAFile+" (exported as AWS_CA_BUNDLE)")
 	}
+	if st.KMS {
+		parts = append(parts, "SSE-KMS with the key in "+st.KMSKeyFile)
+	}
 	return strings.Join(parts, ", ")
 }
 
@@ -178,8 +189,8 @@ func up(ctx context.Context, p stackPaths, opts upOptions) (*state, error) {
 	if old, err := loadState(p.state); err == nil {
 		old.dir = p.state
 		if healthy(ctx, old) == nil {
-			if old.TLS != opts.tls || old.S3Kind != opts.s3Kind {
-				return nil, fmt.Errorf("a stack with --s3 %s (tls %v) is already up; run down first", old.S3Kind, old.TLS)
+			if old.TLS != opts.tls || old.S3Kind != opts.s3Kind || old.KMS != opts.kms {
+				return nil, fmt.Errorf("a stack with --s3 %s (tls %v, kms %v) is already up; run down first", old.S3Kind, old.TLS, old.KMS)
 			}
 			fmt.Fprintln(os.Stderr, "stack: already up")
 			return old, nil
@@ -203,7 +214,7 @@ func up(ctx context.Context, p stackPaths, opts upOptions) (*state, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := &state{dir: p.state, repo: p.repo, S3Kind: opts.s3Kind, TLS: opts.tls, DataDir: data,
+	st := &state{dir: p.state, repo: p.repo, S3Kind: opts.s3Kind, TLS: opts.tls, KMS: opts.kms, DataDir: data,
 		ToxiproxyCLI: toxiproxyCLI.path(p.cache), RIE: rieTool.path(p.cache), MinIO: minioTool.path(p.cache),
 		S5cmd: t.s5cmd, Rclone: t.rclone}
 	if err := st.save(); err != nil {
@@ -252,6 +263,13 @@ func start(ctx context.Context, st *state, t tools) error {
 		args = append(args, filepath.Join(st.DataDir, "minio"))
 		env := append(base, "MINIO_ROOT_USER="+accessKey, "MINIO_ROOT_PASSWORD="+secretKey,
 			"MINIO_BROWSER=off", "MINIO_UPDATE=off", "MINIO_REGION="+region)
+		if st.KMS {
+			kmsEnv, err := st.makeKMSKey()
+			if err != nil {
+				return err
+			}
+			env = append(env, kmsEnv)
+		}
 		if err := st.startProcess("minio", s3Addr, env, args...); err != nil {
 			return err
 		}
@@ -332,6 +350,7 @@ func startAWSShim(ctx context.Context, st *state) error {
 		return err
 	}
 	var noList, noVersion, noGet, noDelete, noDeleteVersion []string
+	var noDecrypt, noGenerate []string
 	for _, name := range sortedKeys(st.Components) {
 		c := st.Components[name]
 		if !c.ListBucket {
@@ -349,11 +368,20 @@ func startAWSShim(ctx context.Context, st *state) error {
 		if !c.DeleteObjectVersion {
 			noDeleteVersion = append(noDeleteVersion, c.AccessKeyID)
 		}
+		if !c.KMSDecrypt {
+			noDecrypt = append(noDecrypt, c.AccessKeyID)
+		}
+		if !c.KMSGenerateDataKey {
+			noGenerate = append(noGenerate, c.AccessKeyID)
+		}
 	}
 	args := []string{self, "aws-shim", "--listen", addr, "--upstream", st.S3Endpoint, "--bucket", bucket,
 		"--no-list-bucket", strings.Join(noList, ","), "--no-get-object-version", strings.Join(noVersion, ","),
 		"--no-get-object", strings.Join(noGet, ","), "--no-delete-object", strings.Join(noDelete, ","),
 		"--no-delete-object-version", strings.Join(noDeleteVersion, ",")}
+	if st.KMS {
+		args = append(args, "--kms", "--no-kms-decrypt", strings.Join(noDecrypt, ","), "--no-kms-generate-data-key", strings.Join(noGenerate, ","))
+	}
 	// Over TLS the shim serves https with MinIO's certificate, so the
 	// components and the URLs the resolver signs use https, as on AWS.
 	scheme := "http"

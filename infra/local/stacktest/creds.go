@@ -69,6 +69,11 @@ func (s *Stack) EnvWithout(t testing.TB, component, action string) []string {
 	if s.S3Kind == "versitygw" {
 		t.Skipf("versitygw enforces no IAM policy: the %s cannot be refused %s", component, action)
 	}
+	if strings.HasPrefix(action, "kms:") {
+		// MinIO checks no KMS permission and the stack's AWS shim knows
+		// only the credentials made at its start.
+		t.Fatalf("EnvWithout(%s, %s): the stack cannot refuse a KMS action to credentials made now; use StartKMSMinIO, MinIO.Credentials and MinIO.AWSShim", component, action)
+	}
 	tmpl, err := os.ReadFile(templatepolicy.TemplatePath(RepoRoot(t)))
 	if err != nil {
 		t.Fatal(err)

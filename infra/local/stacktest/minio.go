@@ -2,16 +2,20 @@ package stacktest
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/photosleeve/offload/infra/local/templatepolicy"
 )
@@ -29,11 +33,50 @@ type MinIO struct {
 	proc     *Process
 	root     *s3.Client
 	t        testing.TB
+	// KMS: the server has a static KMS key and the bucket encrypts with
+	// SSE-KMS by default (the stack's --kms, or StartKMSMinIO).
+	KMS bool
+	// kmsGrants are what the template each credential was made from
+	// (Credentials) grants on the KMS key, by access key, for AWSShim.
+	kmsGrants map[string]templatepolicy.KMS
 }
 
 // StartMinIO starts a private MinIO with the stack's credentials and the
 // named bucket, using the binary the stack installed (OFFLOAD_MINIO).
+//
+// On a stack up with --kms it follows the flag: the same static KMS key,
+// and SSE-KMS as the bucket's default encryption.
 func (s *Stack) StartMinIO(t testing.TB, bucket string) *MinIO {
+	t.Helper()
+	var key string
+	if s.KMSKeyFile != "" {
+		b, err := os.ReadFile(s.KMSKeyFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		key = string(b)
+	}
+	return s.startMinIO(t, bucket, key)
+}
+
+// StartKMSMinIO is StartMinIO with SSE-KMS whatever the stack's flags: a
+// static KMS key of its own (the stack's with --kms), and SSE-KMS with it
+// as the bucket's default encryption.
+func (s *Stack) StartKMSMinIO(t testing.TB, bucket string) *MinIO {
+	t.Helper()
+	if s.KMSKeyFile != "" {
+		return s.StartMinIO(t, bucket)
+	}
+	var k [32]byte
+	_, _ = rand.Read(k[:])
+	return s.startMinIO(t, bucket, kmsKeyName+":"+base64.StdEncoding.EncodeToString(k[:]))
+}
+
+// kmsKeyName is the name of the static KMS key, as the stack's (stackctl's
+// kms.go).
+const kmsKeyName = "offload-site-key"
+
+func (s *Stack) startMinIO(t testing.TB, bucket, kmsKey string) *MinIO {
 	t.Helper()
 	if s.MinIO == "" {
 		t.Fatal("OFFLOAD_MINIO is not set: this test needs the MinIO binary infra/local/stack installs")
@@ -45,13 +88,82 @@ func (s *Stack) StartMinIO(t testing.TB, bucket string) *MinIO {
 	m.args = []string{"server", "--quiet", "--address", m.addr, "--console-address", FreeAddr(t), filepath.Join(dir, "data")}
 	m.env = []string{"MINIO_ROOT_USER=" + os.Getenv("AWS_ACCESS_KEY_ID"), "MINIO_ROOT_PASSWORD=" + os.Getenv("AWS_SECRET_ACCESS_KEY"),
 		"MINIO_BROWSER=off", "MINIO_UPDATE=off", "MINIO_REGION=" + s.Region}
+	if kmsKey != "" {
+		m.env = append(m.env, "MINIO_KMS_SECRET_KEY="+kmsKey)
+		m.KMS = true
+	}
 	m.start()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if _, err := m.root.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(bucket)}); err != nil {
 		t.Fatalf("create bucket %s in the private MinIO: %v", bucket, err)
 	}
+	if m.KMS {
+		_, err := m.root.PutBucketEncryption(ctx, &s3.PutBucketEncryptionInput{Bucket: aws.String(bucket),
+			ServerSideEncryptionConfiguration: &s3types.ServerSideEncryptionConfiguration{Rules: []s3types.ServerSideEncryptionRule{{
+				ApplyServerSideEncryptionByDefault: &s3types.ServerSideEncryptionByDefault{
+					SSEAlgorithm: s3types.ServerSideEncryptionAwsKms, KMSMasterKeyID: aws.String(kmsKeyName)},
+				BucketKeyEnabled: aws.Bool(true),
+			}}}})
+		if err != nil {
+			t.Fatalf("SSE-KMS on the private MinIO's bucket %s: %v", bucket, err)
+		}
+	}
 	return m
+}
+
+// Credentials returns temporary credentials on this server restricted to
+// the S3 part of what template (a copy of template.yaml, perhaps with an
+// action taken away: templatepolicy.Without) grants component, and notes
+// what it grants on the KMS key for AWSShim.
+func (m *MinIO) Credentials(s *Stack, template []byte, component string) Credentials {
+	m.t.Helper()
+	doc, err := templatepolicy.S3Policy(template, component, templatepolicy.Target{Bucket: m.Bucket})
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	kms, err := templatepolicy.KMSGrants(template, component)
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := templatepolicy.Assume(ctx, s.AWSConfig(m.t), m.Endpoint, component, doc, time.Hour)
+	if err != nil {
+		m.t.Fatalf("the private MinIO: %v", err)
+	}
+	if m.kmsGrants == nil {
+		m.kmsGrants = map[string]templatepolicy.KMS{}
+	}
+	m.kmsGrants[c.AccessKeyID] = kms
+	return Credentials{c.AccessKeyID, c.SecretAccessKey, c.SessionToken}
+}
+
+// AWSShim starts the stack's AWS shim (stackctl aws-shim) in front of this
+// server for the test, and returns its endpoint. On a KMS server it
+// refuses, as AWS does, the key's use to the callers Credentials made
+// whose template lacks the KMS permission. Plain HTTP. Call it after
+// Credentials: the shim knows the callers made before it starts.
+func (m *MinIO) AWSShim(t testing.TB) string {
+	t.Helper()
+	addr := FreeAddr(t)
+	args := []string{"aws-shim", "--listen", addr, "--upstream", m.Endpoint, "--bucket", m.Bucket}
+	if m.KMS {
+		var noDecrypt, noGenerate []string
+		for key, g := range m.kmsGrants {
+			if !g.Decrypt {
+				noDecrypt = append(noDecrypt, key)
+			}
+			if !g.GenerateDataKey {
+				noGenerate = append(noGenerate, key)
+			}
+		}
+		args = append(args, "--kms", "--no-kms-decrypt", strings.Join(noDecrypt, ","), "--no-kms-generate-data-key", strings.Join(noGenerate, ","))
+	}
+	bin := Build(t, "./infra/local/stackctl")["stackctl"]
+	Start(t, nil, filepath.Join(t.TempDir(), "aws-shim.log"), bin, args...)
+	WaitListening(t, addr)
+	return "http://" + addr
 }
 
 // Env returns environment entries that give a command the credentials of
@@ -95,6 +207,10 @@ func (m *MinIO) start() {
 		}
 	}
 }
+
+// S3Root returns an S3 client for this server with the root credentials,
+// to set up and inspect.
+func (m *MinIO) S3Root() *s3.Client { return m.root }
 
 // Kill stops the server with SIGKILL, the way a crash would.
 func (m *MinIO) Kill() { m.proc.Kill() }

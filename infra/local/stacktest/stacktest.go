@@ -46,6 +46,10 @@ type Stack struct {
 	// DynaliteRestartsFile is OFFLOAD_DYNALITE_RESTARTS: where the stack's
 	// supervisor records each restart of dynalite (see DynaliteRestarts).
 	DynaliteRestartsFile string
+	// KMSKeyFile is OFFLOAD_KMS_KEY_FILE, set when the stack runs with
+	// --kms: MinIO's static KMS key (name:base64), and the bucket's
+	// default encryption is SSE-KMS with it. StartMinIO follows it.
+	KMSKeyFile string
 }
 
 // Require returns the running stack. Without one it skips the test, or
@@ -65,6 +69,7 @@ func Require(t testing.TB) *Stack {
 		MinIO:            os.Getenv("OFFLOAD_MINIO"),
 
 		DynaliteRestartsFile: os.Getenv("OFFLOAD_DYNALITE_RESTARTS"),
+		KMSKeyFile:           os.Getenv("OFFLOAD_KMS_KEY_FILE"),
 	}
 	missing := func(why string) {
 		t.Helper()

@@ -143,7 +143,12 @@ type Target struct {
 const (
 	targetAccount   = "000000000000"
 	targetPartition = "aws"
+	targetRegion    = "local" // as in TableARN
 )
+
+// KMSViaS3 is what the condition key kms:ViaService is for a request S3
+// makes to KMS on a caller's behalf in the target's region.
+const KMSViaS3 = "s3." + targetRegion + ".amazonaws.com"
 
 // DistributionARN is the ARN of the target's CloudFront distribution.
 func (t Target) DistributionARN() string {
@@ -375,6 +380,7 @@ func value(n *yaml.Node, t Target) (string, error) {
 		"LedgerTable.Arn":     t.TableARN(),
 		"AWS::Partition":      targetPartition,
 		"AWS::AccountId":      targetAccount,
+		"AWS::Region":         targetRegion,
 	}
 	if t.Distribution != "" {
 		refs["CdnDistribution"] = t.Distribution
@@ -468,7 +474,14 @@ func Without(template []byte, component, action string) ([]byte, error) {
 			continue
 		}
 		var kept []*yaml.Node
-		for _, st := range list.Content {
+		for _, item := range list.Content {
+			// A statement written as !If [Condition, statement, ...]:
+			// the action goes from the statement of its "then" branch,
+			// and the !If goes with it when that is left with none.
+			st := item
+			if item.Tag == "!If" && item.Kind == yaml.SequenceNode && len(item.Content) == 3 {
+				st = item.Content[1]
+			}
 			actions := child(st, "Action")
 			switch {
 			case actions == nil:
@@ -489,7 +502,7 @@ func Without(template []byte, component, action string) ([]byte, error) {
 				}
 				actions.Content = left
 			}
-			kept = append(kept, st)
+			kept = append(kept, item)
 		}
 		list.Content = kept
 	}
@@ -551,4 +564,39 @@ func cloudFrontStatement(resources *yaml.Node) (*yaml.Node, error) {
 		}
 	}
 	return out, nil
+}
+
+// KMSKeyARN is the ARN the local stack's KMS key (its --kms) stands in
+// for: the template's KmsKeyArn parameter.
+const KMSKeyARN = "arn:" + targetPartition + ":kms:" + targetRegion + ":" + targetAccount + ":key/offload-site-key"
+
+// KMS is what the template grants a component on the site's KMS key with
+// KmsKeyArn set.
+type KMS struct {
+	Decrypt, GenerateDataKey bool
+}
+
+// KMSGrants returns what template grants component on the site's KMS key
+// when KmsKeyArn is set (the condition KmsOn), with the key's ARN for the
+// parameter. The local stack gives it to the AWS shim, since MinIO checks
+// no KMS permission.
+//
+// CloudFront is the exception: its kms:Decrypt is not the template's to
+// give. The key is the operator's, and Origin Access Control reads an
+// SSE-KMS object only when the key's policy lets the service principal
+// cloudfront.amazonaws.com decrypt for the distribution (AWS:SourceArn),
+// a statement docs/deploy-aws.md gives the operator to add ("SSE-KMS" in
+// https://docs.aws.amazon.com/AmazonCloudFront/latest/DeveloperGuide/private-content-restricting-access-to-s3.html).
+// The stack stands in for a deployment that followed it.
+func KMSGrants(template []byte, component string) (KMS, error) {
+	if component == Cloudfront {
+		return KMS{Decrypt: true}, nil
+	}
+	t := Target{Bucket: "b", Table: "t", Conditions: map[string]bool{"KmsOn": true},
+		Parameters: map[string]string{"KmsKeyArn": KMSKeyARN}}
+	doc, err := Policy(template, component, t)
+	if err != nil {
+		return KMS{}, err
+	}
+	return KMS{Decrypt: doc.Allows("kms:Decrypt", KMSKeyARN), GenerateDataKey: doc.Allows("kms:GenerateDataKey", KMSKeyARN)}, nil
 }
