@@ -51,29 +51,12 @@ func (b *bench) cdnBench(ctx context.Context, resolverBin string) error {
 	if shim == "" {
 		return errors.New("the stack exported no OFFLOAD_AWS_SHIM_S3, the edge's origin: run inside this version of infra/local/stack")
 	}
-	dir := filepath.Join(b.work, "cdn")
-	www, archive := filepath.Join(dir, "www"), filepath.Join(dir, "archive")
-	watch := filepath.Join(www, "static")
-	for _, d := range []string{watch, archive} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return err
-		}
-	}
-	files, total, err := makeOriginals(watch, cdnOriginals)
+	o, err := b.offloadOriginals(ctx, "cdn", cdnOriginals)
 	if err != nil {
 		return err
 	}
-	budget := int64(float64(total) * cacheShare)
-	fmt.Printf("(%d originals, %d MiB; cache budget %d MiB)\n", len(files), total>>20, budget>>20)
-	prefix := fmt.Sprintf("bench/cdn-%d/", time.Now().UnixNano())
-	start := time.Now()
-	env := []string{"AWS_ENDPOINT_URL_S3=" + b.s3Endpoint, "AWS_ENDPOINT_URL_DYNAMODB=" + b.dbEndpoint}
-	if _, err := command(ctx, env, b.agent, "once", "--watch", watch, "--archive", archive, "--key-prefix", prefix,
-		"--quiet", "1ms", "--host", "bench", "--log-level", "warn"); err != nil {
-		return fmt.Errorf("offloading the originals: %w", err)
-	}
-	fmt.Printf("(offloaded by offload-agent once in %s)\n", time.Since(start).Round(time.Second))
-	defer b.deletePrefix(ctx, prefix)
+	defer b.deletePrefix(ctx, o.prefix)
+	dir, www, files, budget, prefix := o.dir, o.www, o.files, o.budget, o.prefix
 
 	stackctl := filepath.Join(dir, "stackctl")
 	if _, err := command(ctx, nil, "go", "build", "-o", stackctl, "./infra/local/stackctl"); err != nil {

@@ -59,29 +59,12 @@ type cacheFile struct {
 func (b *bench) cacheBench(ctx context.Context, resolverBin string, thresholds []int) error {
 	fmt.Printf("\n## hot cache: %d originals (photo-size mix), Zipf(s=%.1f) stream of %d requests through lighttpd, %d clients, cache %.0f%% of the bytes\n",
 		cacheOriginals, cacheZipfS, cacheRequests, cacheClients, cacheShare*100)
-	dir := filepath.Join(b.work, "hotcache")
-	www, archive := filepath.Join(dir, "www"), filepath.Join(dir, "archive")
-	watch := filepath.Join(www, "static")
-	for _, d := range []string{watch, archive} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return err
-		}
-	}
-	files, total, err := makeOriginals(watch, cacheOriginals)
+	o, err := b.offloadOriginals(ctx, "hotcache", cacheOriginals)
 	if err != nil {
 		return err
 	}
-	budget := int64(float64(total) * cacheShare)
-	fmt.Printf("(%d originals, %d MiB; cache budget %d MiB)\n", len(files), total>>20, budget>>20)
-	prefix := fmt.Sprintf("bench/hotcache-%d/", time.Now().UnixNano())
-	start := time.Now()
-	env := []string{"AWS_ENDPOINT_URL_S3=" + b.s3Endpoint, "AWS_ENDPOINT_URL_DYNAMODB=" + b.dbEndpoint}
-	if _, err := command(ctx, env, b.agent, "once", "--watch", watch, "--archive", archive, "--key-prefix", prefix,
-		"--quiet", "1ms", "--host", "bench", "--log-level", "warn"); err != nil {
-		return fmt.Errorf("offloading the originals: %w", err)
-	}
-	fmt.Printf("(offloaded by offload-agent once in %s)\n", time.Since(start).Round(time.Second))
-	defer b.deletePrefix(ctx, prefix)
+	defer b.deletePrefix(ctx, o.prefix)
+	dir, www, files, budget, prefix := o.dir, o.www, o.files, o.budget, o.prefix
 
 	stream := zipfStream(files, cacheRequests)
 	client, err := b.browser()
@@ -142,6 +125,43 @@ func sum(m map[string]int64) int64 {
 		n += v
 	}
 	return n
+}
+
+// offloaded is a scenario's originals, offloaded by offload-agent once.
+type offloaded struct {
+	dir, www string // the scenario's folder, and the web root whose static/ held the originals
+	files    []cacheFile
+	budget   int64  // the host cache's size: cacheShare of the originals' bytes
+	prefix   string // their key prefix; the caller deletes it
+}
+
+// offloadOriginals writes n originals of the photo-size mix under
+// b.work/name/www/static and offloads them with offload-agent once, under a
+// key prefix of their own.
+func (b *bench) offloadOriginals(ctx context.Context, name string, n int) (offloaded, error) {
+	o := offloaded{dir: filepath.Join(b.work, name)}
+	o.www = filepath.Join(o.dir, "www")
+	watch, archive := filepath.Join(o.www, "static"), filepath.Join(o.dir, "archive")
+	for _, d := range []string{watch, archive} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return o, err
+		}
+	}
+	files, total, err := makeOriginals(watch, n)
+	if err != nil {
+		return o, err
+	}
+	o.files, o.budget = files, int64(float64(total)*cacheShare)
+	fmt.Printf("(%d originals, %d MiB; cache budget %d MiB)\n", len(files), total>>20, o.budget>>20)
+	o.prefix = fmt.Sprintf("bench/%s-%d/", name, time.Now().UnixNano())
+	start := time.Now()
+	env := []string{"AWS_ENDPOINT_URL_S3=" + b.s3Endpoint, "AWS_ENDPOINT_URL_DYNAMODB=" + b.dbEndpoint}
+	if _, err := command(ctx, env, b.agent, "once", "--watch", watch, "--archive", archive, "--key-prefix", o.prefix,
+		"--quiet", "1ms", "--host", "bench", "--log-level", "warn"); err != nil {
+		return o, fmt.Errorf("offloading the originals: %w", err)
+	}
+	fmt.Printf("(offloaded by offload-agent once in %s)\n", time.Since(start).Round(time.Second))
+	return o, nil
 }
 
 // makeOriginals writes n originals with sizes drawn from photoSizes. The
