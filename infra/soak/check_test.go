@@ -164,6 +164,9 @@ type report struct {
 	// its supervisor restarted with its data: not the agent's fault, so
 	// not a bad count.
 	dynaliteRestarts int
+	// phantomUploads are uploads MinIO lists but answers NoSuchUpload
+	// for: not orphans (world.phantom).
+	phantomUploads int
 }
 
 type count struct {
@@ -229,6 +232,7 @@ func (r *report) print(out io.Writer, s settings, took time.Duration) {
 	line("ledger items that disagree with what was written", r.ledgerNotWritten)
 	line("objects/ledger items for names never written", r.unexpectedKeys)
 	line("orphaned multipart uploads (listed by key)", r.orphanUploads)
+	line("  (excused: listed by MinIO, NoSuchUpload to ListParts)", r.phantomUploads)
 	line("files stranded in the claim folder", r.claimed)
 	line("conflicts injected", r.conflictsInjected)
 	line("conflicts detected", r.conflictsDetected)
@@ -303,6 +307,9 @@ func (w *world) check(versions []version, byName map[string][]int) *report {
 		w.t.Fatalf("list multipart uploads: %v", err)
 	}
 	r.orphanUploads = len(up)
+	w.phantomsMu.Lock()
+	r.phantomUploads = len(w.phantoms)
+	w.phantomsMu.Unlock()
 	for _, u := range up {
 		w.t.Logf("ORPHANED UPLOAD: %s, initiated %s (%s after the start)", aws.ToString(u.Key),
 			aws.ToTime(u.Initiated).Format(time.RFC3339Nano), aws.ToTime(u.Initiated).Sub(w.start).Round(time.Millisecond))

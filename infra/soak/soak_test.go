@@ -27,6 +27,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -209,6 +210,10 @@ type world struct {
 	// hold is a folder outside the watch folder, on its file system, where
 	// the breakages put files for a moment.
 	hold string
+	// phantoms are uploads MinIO lists by key but answers NoSuchUpload
+	// for (see openUploads), by upload id.
+	phantomsMu sync.Mutex
+	phantoms   map[string]bool
 }
 
 func newWorld(t *testing.T, st *stacktest.Stack, s settings) *world {
@@ -224,6 +229,7 @@ func newWorld(t *testing.T, st *stacktest.Stack, s settings) *world {
 		agentLog:    filepath.Join(dir, "agent.log"),
 		resolverLog: filepath.Join(dir, "resolver.log"),
 		injected:    map[faultKind]int{},
+		phantoms:    map[string]bool{},
 	}
 	for _, d := range []string{w.watch, w.archive, w.hold} {
 		if err := os.MkdirAll(d, 0o755); err != nil {

@@ -2,6 +2,7 @@ package soak
 
 import (
 	"context"
+	"errors"
 	"io/fs"
 	"path/filepath"
 	"slices"
@@ -14,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go"
 
 	"github.com/photosleeve/offload/infra/local/stacktest"
 )
@@ -139,10 +141,37 @@ func (w *world) openUploads(ctx context.Context, keys []string) ([]s3types.Multi
 	add(w.listUploads(ctx, w.mapping.KeyPrefix, false))
 	out := make([]s3types.MultipartUpload, 0, len(found))
 	for _, u := range found {
+		if w.phantom(ctx, u) {
+			continue
+		}
 		out = append(out, u)
 	}
 	sort.Slice(out, func(i, j int) bool { return aws.ToTime(out[i].Initiated).Before(aws.ToTime(out[j].Initiated)) })
 	return out, firstErr
+}
+
+// phantom reports whether MinIO lists u but does not hold it: ListParts
+// answers 404 NoSuchUpload. Seen once in a CI run after kills: the agent's
+// sweep aborted such an upload every 10 s (its abort answered as if it
+// were gone) while the listing by key kept showing it. An upload nothing
+// can complete, abort or read parts of is no orphan holding storage; it is
+// counted apart, and an upload whose parts MinIO answers for still counts
+// as orphaned.
+func (w *world) phantom(ctx context.Context, u s3types.MultipartUpload) bool {
+	_, err := w.s3.ListParts(ctx, &s3.ListPartsInput{Bucket: aws.String(soakBucket), Key: u.Key, UploadId: u.UploadId, MaxParts: aws.Int32(1)})
+	var nsu *s3types.NoSuchUpload
+	var api smithy.APIError
+	if !errors.As(err, &nsu) && !(errors.As(err, &api) && api.ErrorCode() == "NoSuchUpload") {
+		return false
+	}
+	w.phantomsMu.Lock()
+	defer w.phantomsMu.Unlock()
+	if !w.phantoms[aws.ToString(u.UploadId)] {
+		w.phantoms[aws.ToString(u.UploadId)] = true
+		w.t.Logf("MinIO lists an upload it answers NoSuchUpload for (not counted as orphaned): %s, upload %s, initiated %s",
+			aws.ToString(u.Key), aws.ToString(u.UploadId), aws.ToTime(u.Initiated).Format(time.RFC3339Nano))
+	}
+	return true
 }
 
 // listUploads lists the uploads of one whole key (byKey), or those under
