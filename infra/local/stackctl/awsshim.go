@@ -149,6 +149,20 @@ func runAWSShim(args []string) (int, error) {
 	if err != nil {
 		return 1, err
 	}
+	logger.Printf("serving %s in front of %s (bucket %s; access keys without s3:ListBucket %d, without s3:GetObjectVersion %d)",
+		*listen, *upstream, *bucket, len(rule.noListBucket), len(rule.noGetVersion))
+	return serveUntilSignal(srv, func() error {
+		if *cert != "" {
+			return srv.ServeTLS(l, *cert, *key)
+		}
+		return srv.Serve(l)
+	})
+}
+
+// serveUntilSignal runs serve (srv's Serve or ServeTLS on its listener)
+// until SIGINT or SIGTERM, then shuts srv down, giving requests in flight
+// 5 s: the AWS shim and the Secrets Manager stand-in end this way.
+func serveUntilSignal(srv *http.Server, serve func() error) (int, error) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go func() {
@@ -157,14 +171,7 @@ func runAWSShim(args []string) (int, error) {
 		defer cancel()
 		_ = srv.Shutdown(sctx)
 	}()
-	logger.Printf("serving %s in front of %s (bucket %s; access keys without s3:ListBucket %d, without s3:GetObjectVersion %d)",
-		*listen, *upstream, *bucket, len(rule.noListBucket), len(rule.noGetVersion))
-	if *cert != "" {
-		err = srv.ServeTLS(l, *cert, *key)
-	} else {
-		err = srv.Serve(l)
-	}
-	if !errors.Is(err, http.ErrServerClosed) {
+	if err := serve(); !errors.Is(err, http.ErrServerClosed) {
 		return 1, err
 	}
 	return 0, nil

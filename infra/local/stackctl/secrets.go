@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -10,10 +9,8 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"regexp"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -89,19 +86,8 @@ func runSecretsManager(args []string) (int, error) {
 		return 1, err
 	}
 	srv := &http.Server{Handler: sm, ErrorLog: logger, ReadHeaderTimeout: 30 * time.Second}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-	}()
 	logger.Printf("serving GetSecretValue on %s: %d secrets, %d access keys allowed", *listen, len(secrets), len(sm.allowed))
-	if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
-		return 1, err
-	}
-	return 0, nil
+	return serveUntilSignal(srv, func() error { return srv.Serve(l) })
 }
 
 // credentialKey is the access key of a SigV4 Authorization header.
