@@ -36,10 +36,11 @@ const eraseHelp = `offload-agent erase [flags] --why REASON PATH_OR_KEY...
   again; if that listing shows nothing: with --cdn-distribution, invalidate the
   key's path in CloudFront and wait until the invalidation completes; then record
   the erasure done. It prints what it removed and, for what it could not, S3's
-  answer and its cause (Object Lock, MFA delete) or the permission the call needs. A key that the ledger never
-  recorded and S3 never held is not done: check the name. The mark stays either
-  way: run erase again once fixed; a second run is harmless and stamps the
-  erasure again, so every host looks at it again.
+  answer and its cause (Object Lock, MFA delete) or the permission the call
+  needs. A key that the ledger never recorded and S3 never held is not done:
+  check the name. The mark stays either way: run erase again once fixed; a
+  second run is harmless and stamps the erasure again, so every host looks at
+  it again.
 
   Exit status: 0 when every key is done, 1 if any is not, 2 for bad usage.
   It needs the stack's EraserPolicy (output EraserPolicyArn), not the agent's.

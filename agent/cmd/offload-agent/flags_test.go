@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -685,5 +686,20 @@ func TestErasePollIsRuns(t *testing.T) {
 	}
 	if _, err := parseFlags("once", []string{"--erase-poll", "1m"}, func(string) string { return "" }); err == nil || !strings.Contains(err.Error(), "unknown flag --erase-poll") {
 		t.Errorf("once --erase-poll 1m: %v; want unknown flag", err)
+	}
+}
+
+// TestHelpProseIsWrapped: each command's description, above its flags,
+// reads in a terminal: no line over 100 columns (a sentence once ran to
+// 110 in erase's).
+func TestHelpProseIsWrapped(t *testing.T) {
+	for _, cmd := range commandNames() {
+		out, _, _ := cli(nil, "help", cmd)
+		prose, _, _ := strings.Cut(out, "\nflags")
+		for i, line := range strings.Split(prose, "\n") {
+			if n := utf8.RuneCountInString(line); n > 100 {
+				t.Errorf("offload-agent help %s, line %d: %d columns; want at most 100: %q", cmd, i+1, n, line)
+			}
+		}
 	}
 }
