@@ -266,3 +266,41 @@ func TestReadmeFirstDayIsTheTestedOne(t *testing.T) {
 		t.Errorf("README.md's install commands:\n%s\ndocs/install.md's, which the test runs:\n%s", got, want)
 	}
 }
+
+// TestChangelogIsKeepAChangelog: CHANGELOG.md has the shape Keep a
+// Changelog 1.1.0 gives it (https://keepachangelog.com/en/1.1.0/): second-level
+// headings only "[Unreleased]" or "[X.Y.Z] - YYYY-MM-DD", each with its link
+// reference at the foot; third-level headings only its six kinds of change.
+func TestChangelogIsKeepAChangelog(t *testing.T) {
+	text, err := os.ReadFile("CHANGELOG.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	version := regexp.MustCompile(`^## \[(Unreleased|\d+\.\d+\.\d+)\]( - \d{4}-\d{2}-\d{2})?$`)
+	kinds := map[string]bool{"Added": true, "Changed": true, "Deprecated": true, "Removed": true, "Fixed": true, "Security": true}
+	versions := 0
+	for i, line := range strings.Split(string(text), "\n") {
+		switch {
+		case strings.HasPrefix(line, "## "):
+			m := version.FindStringSubmatch(line)
+			if m == nil {
+				t.Errorf("CHANGELOG.md:%d: %q is not \"## [Unreleased]\" or \"## [X.Y.Z] - YYYY-MM-DD\"", i+1, line)
+				continue
+			}
+			if (m[1] == "Unreleased") != (m[2] == "") {
+				t.Errorf("CHANGELOG.md:%d: %q: a release has a date, [Unreleased] none", i+1, line)
+			}
+			if !strings.Contains(string(text), "\n["+m[1]+"]: http") {
+				t.Errorf("CHANGELOG.md:%d: %q has no link reference \"[%s]: URL\" at the foot", i+1, line, m[1])
+			}
+			versions++
+		case strings.HasPrefix(line, "### "):
+			if !kinds[strings.TrimPrefix(line, "### ")] {
+				t.Errorf("CHANGELOG.md:%d: %q is not one of Added, Changed, Deprecated, Removed, Fixed, Security", i+1, line)
+			}
+		}
+	}
+	if versions == 0 {
+		t.Error("CHANGELOG.md has no \"## [Unreleased]\" or version heading")
+	}
+}
