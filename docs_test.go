@@ -224,8 +224,14 @@ func TestUserDocsNameNoTests(t *testing.T) {
 	}
 }
 
+// runbookBase is where the alerts' runbook_url annotations point: the
+// repository's docs/operations.md as GitHub renders it.
+const runbookBase = "https://github.com/photosleeve/offload/blob/main/docs/operations.md"
+
 // TestEveryAlertHasARunbookEntry: each rule in infra/grafana/alerts.yaml
-// has a "### NAME" entry in docs/operations.md saying what to do.
+// has a "### NAME" entry in docs/operations.md saying what to do, and a
+// runbook_url annotation (the name Prometheus's and Grafana's own rules use)
+// that links to that entry's anchor, so the page opens where the alert is.
 func TestEveryAlertHasARunbookEntry(t *testing.T) {
 	rules, err := os.ReadFile(filepath.Join("infra", "grafana", "alerts.yaml"))
 	if err != nil {
@@ -242,6 +248,24 @@ func TestEveryAlertHasARunbookEntry(t *testing.T) {
 	for _, a := range alerts {
 		if !strings.Contains(string(ops), "\n### "+a[1]+"\n") {
 			t.Errorf("alert %s has no \"### %s\" entry in docs/operations.md", a[1], a[1])
+		}
+	}
+	anchors := headingAnchors(string(ops))
+	rule := regexp.MustCompile(`(?m)^\s*- alert: `)
+	runbook := regexp.MustCompile(`(?m)^\s*runbook_url: "?([^"\s]+)"?\s*$`)
+	for _, r := range rule.Split(string(rules), -1)[1:] {
+		name, _, _ := strings.Cut(r, "\n")
+		m := runbook.FindStringSubmatch(r)
+		if m == nil {
+			t.Errorf("alert %s has no runbook_url annotation", name)
+			continue
+		}
+		want := runbookBase + "#" + strings.ToLower(name)
+		if m[1] != want {
+			t.Errorf("alert %s: runbook_url %s, want %s", name, m[1], want)
+		}
+		if !anchors[strings.ToLower(name)] {
+			t.Errorf("alert %s: docs/operations.md has no anchor #%s", name, strings.ToLower(name))
 		}
 	}
 }
