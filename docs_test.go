@@ -294,15 +294,17 @@ func TestReadmeFirstDayIsTheTestedOne(t *testing.T) {
 // TestChangelogIsKeepAChangelog: CHANGELOG.md has the shape Keep a
 // Changelog 1.1.0 gives it (https://keepachangelog.com/en/1.1.0/): second-level
 // headings only "[Unreleased]" or "[X.Y.Z] - YYYY-MM-DD", each with its link
-// reference at the foot; third-level headings only its six kinds of change.
+// reference at the foot; third-level headings only its six kinds of change,
+// each once a version and in its order.
 func TestChangelogIsKeepAChangelog(t *testing.T) {
 	text, err := os.ReadFile("CHANGELOG.md")
 	if err != nil {
 		t.Fatal(err)
 	}
 	version := regexp.MustCompile(`^## \[(Unreleased|\d+\.\d+\.\d+)\]( - \d{4}-\d{2}-\d{2})?$`)
-	kinds := map[string]bool{"Added": true, "Changed": true, "Deprecated": true, "Removed": true, "Fixed": true, "Security": true}
-	versions := 0
+	// kinds are Keep a Changelog's kinds of change, in its order.
+	kinds := map[string]int{"Added": 1, "Changed": 2, "Deprecated": 3, "Removed": 4, "Fixed": 5, "Security": 6}
+	versions, lastKind := 0, 0
 	for i, line := range strings.Split(string(text), "\n") {
 		switch {
 		case strings.HasPrefix(line, "## "):
@@ -317,10 +319,16 @@ func TestChangelogIsKeepAChangelog(t *testing.T) {
 			if !strings.Contains(string(text), "\n["+m[1]+"]: http") {
 				t.Errorf("CHANGELOG.md:%d: %q has no link reference \"[%s]: URL\" at the foot", i+1, line, m[1])
 			}
-			versions++
+			versions, lastKind = versions+1, 0
 		case strings.HasPrefix(line, "### "):
-			if !kinds[strings.TrimPrefix(line, "### ")] {
+			k := kinds[strings.TrimPrefix(line, "### ")]
+			switch {
+			case k == 0:
 				t.Errorf("CHANGELOG.md:%d: %q is not one of Added, Changed, Deprecated, Removed, Fixed, Security", i+1, line)
+			case k <= lastKind:
+				t.Errorf("CHANGELOG.md:%d: %q is out of order or repeated: Added, Changed, Deprecated, Removed, Fixed, Security, each once", i+1, line)
+			default:
+				lastKind = k
 			}
 		}
 	}
