@@ -224,8 +224,14 @@ func TestUserDocsNameNoTests(t *testing.T) {
 	}
 }
 
+// runbookBase is where the alerts' runbook_url annotations point: the
+// repository's docs/operations.md as GitHub renders it.
+const runbookBase = "https://github.com/photosleeve/offload/blob/main/docs/operations.md"
+
 // TestEveryAlertHasARunbookEntry: each rule in infra/grafana/alerts.yaml
-// has a "### NAME" entry in docs/operations.md saying what to do.
+// has a "### NAME" entry in docs/operations.md saying what to do, and a
+// runbook_url annotation (the name Prometheus's and Grafana's own rules use)
+// that links to that entry's anchor, so the page opens where the alert is.
 func TestEveryAlertHasARunbookEntry(t *testing.T) {
 	rules, err := os.ReadFile(filepath.Join("infra", "grafana", "alerts.yaml"))
 	if err != nil {
@@ -242,6 +248,24 @@ func TestEveryAlertHasARunbookEntry(t *testing.T) {
 	for _, a := range alerts {
 		if !strings.Contains(string(ops), "\n### "+a[1]+"\n") {
 			t.Errorf("alert %s has no \"### %s\" entry in docs/operations.md", a[1], a[1])
+		}
+	}
+	anchors := headingAnchors(string(ops))
+	rule := regexp.MustCompile(`(?m)^\s*- alert: `)
+	runbook := regexp.MustCompile(`(?m)^\s*runbook_url: "?([^"\s]+)"?\s*$`)
+	for _, r := range rule.Split(string(rules), -1)[1:] {
+		name, _, _ := strings.Cut(r, "\n")
+		m := runbook.FindStringSubmatch(r)
+		if m == nil {
+			t.Errorf("alert %s has no runbook_url annotation", name)
+			continue
+		}
+		want := runbookBase + "#" + strings.ToLower(name)
+		if m[1] != want {
+			t.Errorf("alert %s: runbook_url %s, want %s", name, m[1], want)
+		}
+		if !anchors[strings.ToLower(name)] {
+			t.Errorf("alert %s: docs/operations.md has no anchor #%s", name, strings.ToLower(name))
 		}
 	}
 }
@@ -264,5 +288,51 @@ func TestReadmeFirstDayIsTheTestedOne(t *testing.T) {
 	}
 	if got, want := block("README.md"), block(filepath.Join("docs", "install.md")); got != want {
 		t.Errorf("README.md's install commands:\n%s\ndocs/install.md's, which the test runs:\n%s", got, want)
+	}
+}
+
+// TestChangelogIsKeepAChangelog: CHANGELOG.md has the shape Keep a
+// Changelog 1.1.0 gives it (https://keepachangelog.com/en/1.1.0/): second-level
+// headings only "[Unreleased]" or "[X.Y.Z] - YYYY-MM-DD", each with its link
+// reference at the foot; third-level headings only its six kinds of change,
+// each once a version and in its order.
+func TestChangelogIsKeepAChangelog(t *testing.T) {
+	text, err := os.ReadFile("CHANGELOG.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	version := regexp.MustCompile(`^## \[(Unreleased|\d+\.\d+\.\d+)\]( - \d{4}-\d{2}-\d{2})?$`)
+	// kinds are Keep a Changelog's kinds of change, in its order.
+	kinds := map[string]int{"Added": 1, "Changed": 2, "Deprecated": 3, "Removed": 4, "Fixed": 5, "Security": 6}
+	versions, lastKind := 0, 0
+	for i, line := range strings.Split(string(text), "\n") {
+		switch {
+		case strings.HasPrefix(line, "## "):
+			m := version.FindStringSubmatch(line)
+			if m == nil {
+				t.Errorf("CHANGELOG.md:%d: %q is not \"## [Unreleased]\" or \"## [X.Y.Z] - YYYY-MM-DD\"", i+1, line)
+				continue
+			}
+			if (m[1] == "Unreleased") != (m[2] == "") {
+				t.Errorf("CHANGELOG.md:%d: %q: a release has a date, [Unreleased] none", i+1, line)
+			}
+			if !strings.Contains(string(text), "\n["+m[1]+"]: http") {
+				t.Errorf("CHANGELOG.md:%d: %q has no link reference \"[%s]: URL\" at the foot", i+1, line, m[1])
+			}
+			versions, lastKind = versions+1, 0
+		case strings.HasPrefix(line, "### "):
+			k := kinds[strings.TrimPrefix(line, "### ")]
+			switch {
+			case k == 0:
+				t.Errorf("CHANGELOG.md:%d: %q is not one of Added, Changed, Deprecated, Removed, Fixed, Security", i+1, line)
+			case k <= lastKind:
+				t.Errorf("CHANGELOG.md:%d: %q is out of order or repeated: Added, Changed, Deprecated, Removed, Fixed, Security, each once", i+1, line)
+			default:
+				lastKind = k
+			}
+		}
+	}
+	if versions == 0 {
+		t.Error("CHANGELOG.md has no \"## [Unreleased]\" or version heading")
 	}
 }

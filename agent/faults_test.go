@@ -83,7 +83,7 @@ func TestOutageEndRetriesFailedFilesSoon(t *testing.T) {
 	t.Parallel()
 	const (
 		failing = 3 // different files failing in a row: the breaker needs 5
-		// quietGap is the README's "at least 10 s without one".
+		// quietGap is docs/architecture.md's "at least 10 s without one".
 		quietGap = 10 * time.Second
 		// ahead: a file's own retry must be due this long after S3 is back
 		// for the test to tell it from the brought-forward one (within 2 s).

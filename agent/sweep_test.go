@@ -108,7 +108,8 @@ func TestSweepAgesUploadsOnS3sClock(t *testing.T) {
 // both hosts' watch folders, and either may be uploading it. Here host
 // test-host is uploading big.mov (slowly) when host other-host starts with
 // the same file in its own folder: other-host's sweeps must leave the
-// upload alone, as the README promises for another host's live upload.
+// upload alone, as docs/architecture.md promises for another host's live
+// upload.
 func TestSweepLeavesAnotherHostsUploadOfACopiedFile(t *testing.T) {
 	h := newHarness(t)
 	proxy := h.st.Proxy(t, h.st.S3Endpoint)

@@ -134,7 +134,7 @@ const (
 )
 
 // checkInheritance checks what keeps folders the back-end makes later open
-// to the agent (README, install): the setgid bit, which keeps the folder's
+// to the agent (docs/install.md, "Folder permissions"): the setgid bit, which keeps the folder's
 // group on new folders, and a default ACL that gives a group rwx on new
 // files and folders.
 func checkInheritance(name, dir string) Result {

@@ -26,7 +26,7 @@ type fix struct {
 	ino uint64
 }
 
-// sharedMode is the mode the README's "chmod -R g+rwX" and, on folders,
+// sharedMode is the mode docs/install.md's "chmod -R g+rwX" and, on folders,
 // "chmod g+s" leave: group read and write, group execute on folders and on
 // files someone may execute, setgid on folders.
 func sharedMode(mode uint32, dir bool) uint32 {
@@ -40,8 +40,8 @@ func sharedMode(mode uint32, dir bool) uint32 {
 	return m
 }
 
-// sharedFolder gives the agent's group what the README's install step
-// gives it, on the folder and everything in it: "chgrp -R GROUP",
+// sharedFolder gives the agent's group what docs/install.md's commands
+// give it, on the folder and everything in it: "chgrp -R GROUP",
 // "chmod -R g+rwX", "chmod g+s" on every folder and "setfacl -R -d -m
 // g:GROUP:rwX", so a folder the back-end makes later (umask 022) inherits
 // the group (setgid) and gives it rwx (the default ACL), and the agent can
@@ -162,7 +162,7 @@ func (p *planner) folderFixes(root string) ([]fix, error) {
 	return fixes, err
 }
 
-// applyFixes does, per entry, what the README's commands do in their
+// applyFixes does, per entry, what docs/install.md's commands do in their
 // order: the group, then the mode (chown would clear a setgid bit set
 // before it on a file), then the default ACL.
 //

@@ -1,10 +1,10 @@
 // Package setup is "offload-agent init": it turns the SAM stack's outputs
 // into a configured host. It writes the agent's env file, gives the agent's
-// group access to the watch and archive folders the way the README's
-// install step does (group, g+rwX, setgid, a default ACL), makes the hot
+// group access to the watch and archive folders the way docs/install.md's
+// commands do (group, g+rwX, setgid, a default ACL), makes the hot
 // cache's folder, and writes the systemd drop-ins for the agent
-// (ReadWritePaths=) and for lighttpd (OFFLOAD_RESOLVER_BASE,
-// OFFLOAD_CACHE_ROOT).
+// (ReadWritePaths=), for the prune service (ReadWritePaths=) and for
+// lighttpd (OFFLOAD_RESOLVER_BASE, OFFLOAD_CACHE_ROOT).
 //
 // Run plans every item before it changes any, so a refusal (a value a
 // person set, a drop-in a person edited) changes nothing. A second run with
@@ -32,7 +32,7 @@ const (
 	PruneDropIn    = "/etc/systemd/system/offload-prune.service.d/offload.conf"
 )
 
-// Defaults for the folders and accounts (the README's and the package's).
+// Defaults for the folders and accounts (docs/install.md's and the package's).
 const (
 	DefaultWatch    = "/srv/www/static"
 	DefaultArchive  = "/srv/www/archive"

@@ -121,7 +121,7 @@ func TestWebServerSignedLinksKeyLengths(t *testing.T) {
 		keys[fmt.Sprintf("%d ASCII bytes", n)] = k
 	}
 	keys["non-ASCII, 70 bytes"] = strings.Repeat("clé-ключ", 7)[:70]
-	// Not here, as the README asks for an ASCII key: nginx refuses every
+	// Not here, as docs/web-servers/nginx.md asks for an ASCII key: nginx refuses every
 	// link with a non-ASCII key of 16 bytes or more but fewer than 16
 	// characters ("ключ-写真-clé!", 21 bytes: njs's key.length counts
 	// characters), and with a key that is not UTF-8 (njs's process.env is
@@ -177,7 +177,7 @@ func TestWebServerSignedLinksKeyLengths(t *testing.T) {
 // environment, the key with it, unless its "bin-copy-environment" names
 // the variables to pass (as Debian's 15-fastcgi-php.conf does). So a
 // php-cgi spawned without that list can read the key that signs links to
-// every original; offload-signing.conf and the README say so.
+// every original; offload-signing.conf and docs/web-servers/lighttpd.md say so.
 func TestLighttpdSigningKeyAndSpawnedBackEnds(t *testing.T) {
 	stacktest.Require(t) // the web servers come with the stack
 	bin := stacktest.Build(t, "./infra/e2e/testdata/fcgienv")["fcgienv"]
@@ -204,7 +204,7 @@ fastcgi.server = (
 		return m
 	}
 	if all := names("/copies-all"); !all["OFFLOAD_SIGNING_KEY"] {
-		t.Errorf("a back end spawned without bin-copy-environment got no OFFLOAD_SIGNING_KEY (it got %d variables): lighttpd no longer passes its environment on, and offload-signing.conf's and the README's warning is out of date", len(all))
+		t.Errorf("a back end spawned without bin-copy-environment got no OFFLOAD_SIGNING_KEY (it got %d variables): lighttpd no longer passes its environment on, and offload-signing.conf's and docs/web-servers/lighttpd.md's warning is out of date", len(all))
 	}
 	if some := names("/copies-some"); some["OFFLOAD_SIGNING_KEY"] || !some["PATH"] {
 		t.Errorf("a back end spawned with bin-copy-environment PATH, SHELL, USER: OFFLOAD_SIGNING_KEY %t, PATH %t; want only the variables named", some["OFFLOAD_SIGNING_KEY"], some["PATH"])

@@ -52,7 +52,7 @@ func TestUnitHardeningAndStop(t *testing.T) {
 		"ExecStart": "/usr/bin/offload-agent run", "User": "offload", "Restart": "on-failure",
 		"NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes",
 		"CapabilityBoundingSet": "CAP_LEASE", "AmbientCapabilities": "CAP_LEASE", "EnvironmentFile": "/etc/offload/agent.env",
-		// The README's hot cache folder, /var/cache/offload, readable by the web server.
+		// The hot cache folder of docs/hot-cache.md, /var/cache/offload, readable by the web server.
 		"CacheDirectory": "offload", "CacheDirectoryMode": "0755",
 	} {
 		if got := s[k]; len(got) != 1 || got[0] != want {

@@ -250,7 +250,7 @@ var errHelp = errors.New("help requested")
 
 // settings lists every flag; help prints them in this order.
 var settings = []setting{
-	{"cdn-distribution", "OFFLOAD_CDN_DISTRIBUTION_ID", "", "with the template's Cdn=on, the CloudFront distribution (output CdnDistributionId): each key's cached copies\nare invalidated once S3 holds none of it, and the erasure is done only when the invalidation is",
+	{"cdn-distribution", "OFFLOAD_CDN_DISTRIBUTION_ID", "", "with the template's Cdn=on, the CloudFront distribution (output CdnDistributionId): each key's cached copies\nare invalidated once S3 holds none of it, and the erasure is done only when the invalidation is complete",
 		func(o *options, v string) error {
 			if v != "" {
 				if err := offload.CheckDistributionID(v); err != nil {

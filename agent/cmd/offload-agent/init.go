@@ -16,7 +16,7 @@ Configures this host for the agent from the SAM stack's outputs, as root:
   ` + setup.EnvFile + `     the agent's settings, mode 0640 root:offload (keys it does not
                              manage are kept; a value a person set is not replaced without --force)
   the watch and archive folders   group offload, g+rwX, setgid, default ACL g:offload:rwX
-                             (what the README's install step did by hand), made if missing
+                             (what docs/install.md's commands do by hand), made if missing
   the cache folder           0755 offload:offload, for the hot cache and the web server
   ` + setup.AgentDropIn + `
                              ReadWritePaths= the three folders

@@ -81,7 +81,7 @@ func run() error {
 	_, port, _ := net.SplitHostPort(web)
 	conf := filepath.Join(dir, "lighttpd.conf")
 	// The access log through a pipe: lighttpd writes a plain log file a
-	// second or more late (see "The hot cache" in the README).
+	// second or more late (see docs/web-servers/lighttpd.md, "The access log for the hot cache").
 	accessLog := filepath.Join(logs, "lighttpd-access.log")
 	os.WriteFile(accessLog, nil, 0o644)
 	os.WriteFile(conf, fmt.Appendf(nil, "server.document-root = %q\nserver.bind = \"127.0.0.1\"\nserver.port = %s\nserver.errorlog = %q\nmimetype.assign = ( \".jpg\" => \"image/jpeg\" )\nserver.modules += ( \"mod_accesslog\" )\naccesslog.filename = %q\nvar.offload_lua = %q\nvar.offload_lua_404 = %q\ninclude %q\n",

@@ -172,7 +172,7 @@ func ensureDynalite(ctx context.Context, p stackPaths) (node, cli string, err er
 // webServerPackages are the Debian packages of the web servers the tests
 // run: lighttpd with mod_magnet, nginx with njs (signed links), and Apache
 // (apache2-bin, which apache2 pulls in, carries mod_rewrite and mod_lua);
-// and acl, whose setfacl the README's folder permissions for the agent use
+// and acl, whose setfacl docs/install.md's folder permissions for the agent use
 // (agent/permissions_test.go runs them); lintian, which judges the
 // Debian package (infra/package); and openssl, which checks the CloudFront
 // signer's signatures independently of Go (lambda/cdnsign).

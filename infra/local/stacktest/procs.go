@@ -161,8 +161,8 @@ func WaitListening(t testing.TB, addr string) {
 // through a pipe to cat ("|exec cat >>FILE"), which lighttpd writes at
 // once.
 //
-// SigningKey, when set, turns signed links on (README, "Signed links on the
-// web server"): the server gets the key as OFFLOAD_SIGNING_KEY in its
+// SigningKey, when set, turns signed links on (docs/signed-links.md, "Turn them
+// on"): the server gets the key as OFFLOAD_SIGNING_KEY in its
 // environment and the project's signing configuration, so that every
 // request under /static/ needs a valid link. SigningScript, when set with
 // it, is the signing script the server runs instead of the project's
