@@ -175,6 +175,9 @@ func (b *bench) pruneRuns(ctx context.Context, o offloaded, total int64, reps in
 		fmt.Printf("%-36s %9.2f %9.0f %9.0f %8.2f %10s %11.2f %15.2f\n", t.name, m.took.Seconds(), float64(files)/m.took.Seconds(),
 			mib/m.took.Seconds(), m.cpu.Seconds(), rss, m.took.Seconds()/read.took.Seconds(), m.took.Seconds()/asked.took.Seconds())
 	}
+	both := read.took + asked.took
+	fmt.Printf("the two baselines one after the other: %.2f s; prune --dry-run takes %.2f× that, prune %.2f×\n", both.Seconds(),
+		median(times[tools[0].name]).took.Seconds()/both.Seconds(), median(times[tools[1].name]).took.Seconds()/both.Seconds())
 	fmt.Println("(read: every archived file from the page cache through CRC64NVME, the local lower bound; requests: prune's")
 	fmt.Println(" two calls per file alone, a consistent GetItem then a HEAD of the recorded version with its checksum; CPU s of the")
 	fmt.Println(" baselines is this process's, SDK included)")
