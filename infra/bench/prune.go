@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -107,6 +108,14 @@ func (b *bench) pruneRuns(ctx context.Context, o offloaded, total int64, reps in
 	if err := linkTree(archive, keep); err != nil {
 		return err
 	}
+	// The offload just wrote the originals twice (the archive here, MinIO's
+	// copy): flush them, so that no timed run shares the disk and the
+	// cores with their writeback, and read them once untimed, so that every
+	// run reads from the page cache.
+	syscall.Sync()
+	if _, err := readTreeCRC(archive, runtime.NumCPU()); err != nil {
+		return err
+	}
 	files := len(o.files)
 	db := dynamodb.NewFromConfig(b.cfg)
 	prune := func(dry bool) func(ctx context.Context) (result, error) {
@@ -128,11 +137,12 @@ func (b *bench) pruneRuns(ctx context.Context, o offloaded, total int64, reps in
 			return b.ledgerAndHead(ctx, db, o.prefix, o.files, pruneInFlight)
 		}},
 	}
+	servers := stackServers(map[string]string{"MinIO": b.env.endpoint, "dynalite": os.Getenv("AWS_ENDPOINT_URL_DYNAMODB")})
 	times := map[string][]result{}
 	for rep := range reps {
 		for i := range tools {
 			t := tools[(i+rep)%len(tools)] // take turns
-			r, err := t.run(ctx)
+			r, err := withServerCPU(servers, t.run)(ctx)
 			if err != nil {
 				return fmt.Errorf("%s: %w", t.name, err)
 			}
@@ -165,22 +175,21 @@ func (b *bench) pruneRuns(ctx context.Context, o offloaded, total int64, reps in
 	mib := float64(total) / (1 << 20)
 	read, asked := median(times[tools[2].name]), median(times[tools[3].name])
 	fmt.Printf("\n### prune --min-age %s over %d archived files (%.0f MiB), %d repetitions, medians\n", pruneMinAge, files, mib, reps)
-	fmt.Printf("%-36s %9s %9s %9s %8s %10s %11s %15s\n", "run", "median s", "files/s", "MiB/s", "CPU s", "peak RSS", "time / read", "time / requests")
+	fmt.Printf("%-36s %9s %11s %8s %7s %7s %8s %9s %11s %15s\n", "run", "median s", "range s", "files/s", "MiB/s", "CPU s",
+		"servers", "peak RSS", "time / read", "time / requests")
 	for _, t := range tools {
 		m := median(times[t.name])
-		rss := "n/a"
-		if m.rss > 0 {
-			rss = fmt.Sprintf("%d MiB", m.rss>>20)
-		}
-		fmt.Printf("%-36s %9.2f %9.0f %9.0f %8.2f %10s %11.2f %15.2f\n", t.name, m.took.Seconds(), float64(files)/m.took.Seconds(),
-			mib/m.took.Seconds(), m.cpu.Seconds(), rss, m.took.Seconds()/read.took.Seconds(), m.took.Seconds()/asked.took.Seconds())
+		fmt.Printf("%-36s %9.2f %11s %8.0f %7.0f %7.2f %8.2f %9s %11.2f %15.2f\n", t.name, m.took.Seconds(), spread(times[t.name]),
+			float64(files)/m.took.Seconds(), mib/m.took.Seconds(), m.cpu.Seconds(), serverCPU(m).Seconds(), peakRSS(m),
+			m.took.Seconds()/read.took.Seconds(), m.took.Seconds()/asked.took.Seconds())
 	}
 	both := read.took + asked.took
 	fmt.Printf("the two baselines one after the other: %.2f s; prune --dry-run takes %.2f× that, prune %.2f×\n", both.Seconds(),
 		median(times[tools[0].name]).took.Seconds()/both.Seconds(), median(times[tools[1].name]).took.Seconds()/both.Seconds())
 	fmt.Println("(read: every archived file from the page cache through CRC64NVME, the local lower bound; requests: prune's")
-	fmt.Println(" two calls per file alone, a consistent GetItem then a HEAD of the recorded version with its checksum; CPU s of the")
-	fmt.Println(" baselines is this process's, SDK included)")
+	fmt.Println(" two calls per file alone, a consistent GetItem then a HEAD of the recorded version with its checksum; CPU s is the")
+	fmt.Println(" run's own, the baselines' this process's, SDK included; servers: the CPU s MinIO and dynalite used during the run;")
+	fmt.Printf(" %d cores in all)\n", runtime.NumCPU())
 	fmt.Println("requests per file (S3 and DynamoDB, one untimed run through a counting proxy):")
 	for _, t := range tools[:2] {
 		fmt.Printf("  %-34s %s\n", t.name, requests[t.name])
@@ -357,15 +366,16 @@ func (b *bench) eraseRuns(ctx context.Context, prefix string, all []string, n, r
 		}
 	}
 	names := []string{"offload-agent erase", "DeleteObject per version, one at a time"}
+	servers := stackServers(map[string]string{"MinIO": b.env.endpoint, "dynalite": os.Getenv("AWS_ENDPOINT_URL_DYNAMODB")})
 	times := map[string][]result{}
 	for rep := range reps {
-		runs := []func() (result, error){
-			func() (result, error) { return b.runErase(ctx, prefix, erase[rep]) },
-			func() (result, error) { return b.deleteVersions(ctx, plain[rep], versions) },
+		runs := []func(context.Context) (result, error){
+			func(ctx context.Context) (result, error) { return b.runErase(ctx, prefix, erase[rep]) },
+			func(ctx context.Context) (result, error) { return b.deleteVersions(ctx, plain[rep], versions) },
 		}
 		for i := range runs {
 			j := (i + rep) % len(runs)
-			r, err := runs[j]()
+			r, err := withServerCPU(servers, runs[j])(ctx)
 			if err != nil {
 				return fmt.Errorf("%s: %w", names[j], err)
 			}
@@ -393,15 +403,11 @@ func (b *bench) eraseRuns(ctx context.Context, prefix string, all []string, n, r
 
 	plainTime := median(times[names[1]]).took
 	fmt.Printf("\n### offload-agent erase of %d keys (one version each) in one invocation, %d repetitions, medians\n", n, reps)
-	fmt.Printf("%-42s %9s %9s %8s %10s %s\n", "run", "median s", "keys/s", "CPU s", "peak RSS", "time / plain deletes")
+	fmt.Printf("%-42s %9s %11s %7s %7s %8s %9s %s\n", "run", "median s", "range s", "keys/s", "CPU s", "servers", "peak RSS", "time / plain deletes")
 	for _, name := range names {
 		m := median(times[name])
-		rss := "n/a"
-		if m.rss > 0 {
-			rss = fmt.Sprintf("%d MiB", m.rss>>20)
-		}
-		fmt.Printf("%-42s %9.2f %9.0f %8.2f %10s %.2f\n", name, m.took.Seconds(), float64(n)/m.took.Seconds(), m.cpu.Seconds(), rss,
-			m.took.Seconds()/plainTime.Seconds())
+		fmt.Printf("%-42s %9.2f %11s %7.0f %7.2f %8.2f %9s %.2f\n", name, m.took.Seconds(), spread(times[name]), float64(n)/m.took.Seconds(),
+			m.cpu.Seconds(), serverCPU(m).Seconds(), peakRSS(m), m.took.Seconds()/plainTime.Seconds())
 	}
 	fmt.Printf("requests per key (S3 and DynamoDB, one untimed run through a counting proxy):\n  %-40s %s\n", names[0], requests)
 	return nil
@@ -496,4 +502,48 @@ func loadAverage() string {
 		return strings.Join(f[:3], ", ")
 	}
 	return "unknown"
+}
+
+// withServerCPU wraps a timed run to record the CPU time each of the
+// stack's servers used during it: on two shared cores, what a run costs
+// the servers is part of why it takes the time it does.
+func withServerCPU(servers []server, run func(context.Context) (result, error)) func(context.Context) (result, error) {
+	return func(ctx context.Context) (result, error) {
+		before := map[string]time.Duration{}
+		for _, s := range servers {
+			before[s.name] = cpuTime(s.pid)
+		}
+		r, err := run(ctx)
+		r.servers = map[string]time.Duration{}
+		for _, s := range servers {
+			r.servers[s.name] = cpuTime(s.pid) - before[s.name]
+		}
+		return r, err
+	}
+}
+
+// serverCPU is the CPU time the stack's servers used during the run.
+func serverCPU(r result) time.Duration {
+	var d time.Duration
+	for _, v := range r.servers {
+		d += v
+	}
+	return d
+}
+
+func peakRSS(r result) string {
+	if r.rss <= 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%d MiB", r.rss>>20)
+}
+
+// spread is the fastest and slowest of the runs, in seconds: how far
+// apart repetitions of one run fell, next to their median.
+func spread(rs []result) string {
+	lo, hi := rs[0].took, rs[0].took
+	for _, r := range rs[1:] {
+		lo, hi = min(lo, r.took), max(hi, r.took)
+	}
+	return fmt.Sprintf("%.2f–%.2f", lo.Seconds(), hi.Seconds())
 }

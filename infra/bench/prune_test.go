@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestEraseBatches: each repetition gets one batch for erase and one for
@@ -99,5 +100,16 @@ func TestOperation(t *testing.T) {
 	r.Header.Set("X-Amz-Target", "DynamoDB_20120810.GetItem")
 	if got := operation(r); got != "DynamoDB GetItem" {
 		t.Errorf("operation(GetItem) = %q; want %q", got, "DynamoDB GetItem")
+	}
+}
+
+// TestSpread: the fastest and the slowest run, whatever their order.
+func TestSpread(t *testing.T) {
+	rs := []result{{took: 2500 * time.Millisecond}, {took: 1250 * time.Millisecond}, {took: 7 * time.Second}}
+	if got, want := spread(rs), "1.25–7.00"; got != want {
+		t.Errorf("spread = %q; want %q", got, want)
+	}
+	if got, want := spread(rs[:1]), "2.50–2.50"; got != want {
+		t.Errorf("spread of one run = %q; want %q", got, want)
 	}
 }
