@@ -71,17 +71,13 @@ func (b *bench) pruneBench(ctx context.Context, files, keys, reps int) error {
 	}
 	defer b.deletePrefix(ctx, o.prefix)
 	var total int64
-	var names []string
+	var all []string // the originals' keys
 	for _, f := range o.files {
 		total += f.size
-		names = append(names, f.name)
+		all = append(all, o.prefix+f.name)
 	}
 	if err := b.pruneRuns(ctx, o, total, reps); err != nil {
 		return fmt.Errorf("prune: %w", err)
-	}
-	var all []string
-	for _, n := range names {
-		all = append(all, o.prefix+n)
 	}
 	if err := b.eraseRuns(ctx, o.prefix, all, keys, reps); err != nil {
 		return fmt.Errorf("erase: %w", err)
