@@ -57,6 +57,7 @@ func (b *bench) cdnBench(ctx context.Context, resolverBin string) error {
 	}
 	defer b.deletePrefix(ctx, o.prefix)
 	dir, www, files, budget, prefix := o.dir, o.www, o.files, o.budget, o.prefix
+	fmt.Printf("(cache budget %d MiB)\n", budget>>20)
 
 	stackctl := filepath.Join(dir, "stackctl")
 	if _, err := command(ctx, nil, "go", "build", "-o", stackctl, "./infra/local/stackctl"); err != nil {

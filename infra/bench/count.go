@@ -125,6 +125,8 @@ func operation(r *http.Request) string {
 		return "HeadObject"
 	case r.Method == http.MethodGet && q.Has("uploads"):
 		return "ListMultipartUploads"
+	case r.Method == http.MethodGet && q.Has("versions"):
+		return "ListObjectVersions"
 	case r.Method == http.MethodGet && (q.Has("list-type") || strings.Count(strings.Trim(r.URL.Path, "/"), "/") == 0):
 		return "ListObjects"
 	case r.Method == http.MethodGet:

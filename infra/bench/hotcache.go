@@ -65,6 +65,7 @@ func (b *bench) cacheBench(ctx context.Context, resolverBin string, thresholds [
 	}
 	defer b.deletePrefix(ctx, o.prefix)
 	dir, www, files, budget, prefix := o.dir, o.www, o.files, o.budget, o.prefix
+	fmt.Printf("(cache budget %d MiB)\n", budget>>20)
 
 	stream := zipfStream(files, cacheRequests)
 	client, err := b.browser()
@@ -152,7 +153,7 @@ func (b *bench) offloadOriginals(ctx context.Context, name string, n int) (offlo
 		return o, err
 	}
 	o.files, o.budget = files, int64(float64(total)*cacheShare)
-	fmt.Printf("(%d originals, %d MiB; cache budget %d MiB)\n", len(files), total>>20, o.budget>>20)
+	fmt.Printf("(%d originals, %d MiB)\n", len(files), total>>20)
 	o.prefix = fmt.Sprintf("bench/%s-%d/", name, time.Now().UnixNano())
 	start := time.Now()
 	env := []string{"AWS_ENDPOINT_URL_S3=" + b.s3Endpoint, "AWS_ENDPOINT_URL_DYNAMODB=" + b.dbEndpoint}

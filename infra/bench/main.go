@@ -24,6 +24,11 @@
 //
 //	infra/local/stack run --tls -- go run ./infra/bench --scenarios cdn --agent bin/offload-agent --resolver bin/offload-resolver
 //
+// The prune and erase scenario times the agent's prune and erase commands
+// against plain baselines; it needs neither TLS nor the peers:
+//
+//	infra/local/stack run -- go run ./infra/bench --scenarios prune --agent bin/offload-agent
+//
 // The storage cost table needs no servers at all:
 //
 //	go run ./infra/bench --scenarios storage
@@ -94,7 +99,7 @@ func main() {
 		conns    = flag.Int("conns", 32, "connections of the resolver load")
 		loadFor  = flag.Duration("load-for", 5*time.Second, "how long each resolver load runs")
 		reps     = flag.Int("reps", 3, "repetitions of each tool per scenario (the median is printed)")
-		only     = flag.String("scenarios", "", "comma-separated scenarios to run: 1, 2, 3 (uploads), wan (3 and 2 with --latency each way), daemon (close to start), backfill (once over --backfill-files against 2,000; only when named), resume (a 1 GiB upload under --bwlimit 32M killed half way; only when named), outage (CPU and memory with S3 down; only when named), resolver (the resolver load alone; no TLS or peers needed), hotcache (2,000 originals, a Zipf stream through lighttpd with and without the agent's cache, and the cost per 1,000 views; only when named), cdn (the same originals and stream, S3 direct and through a local CloudFront edge, each without and with the cache, and the cost per 1,000 views; only when named), storage (the cost per GB-month of the photo-size mix in each storage class, computed, no servers; only when named); default all but backfill, outage, hotcache, cdn and storage")
+		only     = flag.String("scenarios", "", "comma-separated scenarios to run: 1, 2, 3 (uploads), wan (3 and 2 with --latency each way), daemon (close to start), backfill (once over --backfill-files against 2,000; only when named), resume (a 1 GiB upload under --bwlimit 32M killed half way; only when named), outage (CPU and memory with S3 down; only when named), resolver (the resolver load alone; no TLS or peers needed), hotcache (2,000 originals, a Zipf stream through lighttpd with and without the agent's cache, and the cost per 1,000 views; only when named), cdn (the same originals and stream, S3 direct and through a local CloudFront edge, each without and with the cache, and the cost per 1,000 views; only when named), storage (the cost per GB-month of the photo-size mix in each storage class, computed, no servers; only when named), prune (--prune-files originals of the photo-size mix offloaded, then offload-agent prune --dry-run and prune against reading them through CRC64NVME and against their GetItem and HEAD alone, and offload-agent erase of --erase-keys keys against a DeleteObject per version; only when named); default all but backfill, outage, hotcache, cdn, storage and prune")
 		bfFiles  = flag.Int("backfill-files", 100_000, "files of the large backfill run")
 		bfSize   = flag.Int64("backfill-size", 32<<10, "bytes of each backfill file")
 		outFiles = flag.Int("outage-files", outageFiles, "tiny files waiting in the outage scenario")
@@ -102,6 +107,8 @@ func main() {
 		cdnReqs  = flag.Int("cdn-requests", cacheRequests, "CDN scenario: requests in the stream")
 		cdnOrigs = flag.Int("cdn-originals", cacheOriginals, "CDN scenario: originals the stream draws from (the first N of the hot cache scenario's)")
 		cacheTh  = flag.String("cache-thresholds", "2,3,5", "hot cache scenario: the --cache-threshold values measured, each against the same stream without the cache")
+		prFiles  = flag.Int("prune-files", pruneOriginals, "prune scenario: originals of the photo-size mix offloaded, then pruned")
+		erKeys   = flag.Int("erase-keys", eraseKeys, "prune scenario: keys erased in one offload-agent erase (needs (2 x --reps + 1) x this many originals)")
 		work     = flag.String("work", "", "folder for the generated files (default: a temp folder, removed at the end)")
 	)
 	flag.Parse()
@@ -109,6 +116,7 @@ func main() {
 	backfillFiles, backfillSize = *bfFiles, *bfSize
 	outageFiles, outageFor = *outFiles, *outFor
 	cdnRequests, cdnOriginals = *cdnReqs, *cdnOrigs
+	pruneFiles, eraseKeysCount = *prFiles, *erKeys
 	if cdnRequests < 1 || cdnOriginals < 1 {
 		fmt.Fprintln(os.Stderr, "bench: --cdn-requests and --cdn-originals: want at least 1")
 		os.Exit(2)
@@ -138,7 +146,7 @@ func main() {
 }
 
 // otherScenarios are the --scenarios ids beyond the upload scenarios'.
-var otherScenarios = []string{"daemon", "backfill", "resume", "outage", "resolver", "hotcache", "cdn", "storage"}
+var otherScenarios = []string{"daemon", "backfill", "resume", "outage", "resolver", "hotcache", "cdn", "storage", "prune"}
 
 // checkScenarios refuses a --scenarios list that names an unknown id, so a
 // typo is an error rather than a run that measures nothing.
@@ -206,11 +214,12 @@ func loadEnv(peers bool) (env, error) {
 
 func run(agentBin, baselineBin, resolverBin string, reps, conns int, loadFor, latency time.Duration, only, work string) error {
 	// outage and resume compare agent binaries and need no peers; neither
-	// does the resolver alone.
+	// does the resolver alone, nor prune, which times the agent's own
+	// commands.
 	outageOnly := only == "outage"
 	peers := false
 	for _, sc := range strings.Split(only, ",") {
-		peers = peers || (sc != "outage" && sc != "resume" && sc != "resolver" && sc != "hotcache" && sc != "cdn")
+		peers = peers || (sc != "outage" && sc != "resume" && sc != "resolver" && sc != "hotcache" && sc != "cdn" && sc != "prune")
 	}
 	e, err := loadEnv(peers)
 	if err != nil {
@@ -272,6 +281,9 @@ func run(agentBin, baselineBin, resolverBin string, reps, conns int, loadFor, la
 		}
 		return b.cdnBench(ctx, resolverBin)
 	}
+	if only == "prune" {
+		return b.pruneBench(ctx, pruneFiles, eraseKeysCount, reps)
+	}
 	if only == "resolver" {
 		if resolverBin == "" {
 			return errors.New("--scenarios resolver: --resolver is empty")
@@ -332,6 +344,11 @@ func run(agentBin, baselineBin, resolverBin string, reps, conns int, loadFor, la
 		}
 		if err := b.cdnBench(ctx, abs); err != nil {
 			return fmt.Errorf("cdn: %w", err)
+		}
+	}
+	if slices.Contains(strings.Split(only, ","), "prune") {
+		if err := b.pruneBench(ctx, pruneFiles, eraseKeysCount, reps); err != nil {
+			return fmt.Errorf("prune and erase: %w", err)
 		}
 	}
 	if resolverBin != "" {
@@ -741,6 +758,12 @@ func (b *bench) rawMultipart(ctx context.Context, path, key string, size, partSi
 
 // command runs a tool and returns its wall time and peak RSS.
 func command(ctx context.Context, env []string, name string, args ...string) (result, error) {
+	r, _, err := commandOutput(ctx, env, name, args...)
+	return r, err
+}
+
+// commandOutput is command, with what the tool printed (stdout and stderr).
+func commandOutput(ctx context.Context, env []string, name string, args ...string) (result, string, error) {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env = append(os.Environ(), env...)
 	var out strings.Builder
@@ -755,9 +778,9 @@ func command(ctx context.Context, env []string, name string, args ...string) (re
 		r.rss = ru.Maxrss << 10 // Linux reports KiB
 	}
 	if err != nil {
-		return r, fmt.Errorf("%s: %v\n%s", filepath.Base(name), err, tail(out.String(), 2000))
+		return r, out.String(), fmt.Errorf("%s: %v\n%s", filepath.Base(name), err, tail(out.String(), 2000))
 	}
-	return r, nil
+	return r, out.String(), nil
 }
 
 // deletePrefix deletes every object under prefix and says how many there were.
