@@ -53,8 +53,9 @@ type forgetter struct {
 	loaded  bool
 	through time.Time // erasures_through: every erasure up to it is acknowledged
 	// acked are the keys acknowledged by this run, with their erased_at,
-	// so that the overlap does not redo them every poll; those that fall
-	// out of the overlap are dropped.
+	// so that the overlap does not redo them every poll (a later erased_at,
+	// from erase run again, is done again); those that fall out of the
+	// overlap are dropped.
 	acked map[string]time.Time
 }
 
@@ -97,7 +98,10 @@ func (f *forgetter) poll(ctx context.Context) error {
 		if e.at.After(newest) {
 			newest = e.at
 		}
-		if _, done := f.acked[e.key]; done {
+		// Skipped only as the erasure this run acknowledged: a later
+		// erased_at is erase run again, which every host must look at
+		// again (the erased original may be back on this host).
+		if at, done := f.acked[e.key]; done && !e.at.After(at) {
 			continue
 		}
 		if err := f.forget(ctx, e.key); err != nil {
