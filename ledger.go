@@ -73,6 +73,11 @@ const (
 	HostItemPrefix = "/host/"     // heartbeat items: no object key starts with "/"
 
 	StorageClassAttr = "storage_class" // S: Record.StorageClass; absent for STANDARD
+
+	// EraseNothingAttr (S, "true") is set with EraseDoneAttr when that run
+	// of erase found nothing of the key (no record, no version, no
+	// upload): a name nothing knew, which a later run reports so again.
+	EraseNothingAttr = "erase_nothing"
 )
 
 // ErasedAtLayout is how ErasedAtAttr is written: RFC 3339 in UTC with all

@@ -187,10 +187,10 @@ func (e *Eraser) Erase(ctx context.Context, key string) EraseReport {
 			return r
 		}
 	}
-	if err := e.recordDone(ctx, key); err != nil {
+	r.NothingFound = !known && r.Versions+r.DeleteMarkers+r.Uploads == 0
+	if err := e.recordDone(ctx, key, r.NothingFound); err != nil {
 		r.fail(eraseRecordDone, "", "", err)
 	}
-	r.NothingFound = !known && r.Versions+r.DeleteMarkers+r.Uploads == 0
 	return r
 }
 
@@ -237,19 +237,23 @@ func (e *Eraser) s3Now(ctx context.Context, key string) time.Time {
 }
 
 // mark makes the key's ledger item a tombstone stamped at, creating it if
-// the key was never recorded (no condition), and reports whether an item
-// was there before. A re-run stamps erased_at again, so that every host,
-// whatever its watermark, looks at the erasure again (handling it twice is
-// harmless), and clears erase_done until this run has finished.
-func (e *Eraser) mark(ctx context.Context, key string, at time.Time) (existed bool, err error) {
+// the key was never recorded (no condition), and reports whether the key
+// was known before: the item was the record of an original, or the mark of
+// an earlier run that found something of the key. The mark of a run that
+// found nothing (erase_nothing) is not, so running that erase again still
+// reports the name unknown. A re-run stamps erased_at again, so that every
+// host, whatever its watermark, looks at the erasure again (handling it
+// twice is harmless), and clears erase_done and erase_nothing until this
+// run has finished.
+func (e *Eraser) mark(ctx context.Context, key string, at time.Time) (known bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, e.callTimeout())
 	defer cancel()
 	out, err := e.DB.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName:        aws.String(e.Table),
 		Key:              map[string]dbtypes.AttributeValue{offload.LedgerPartitionKey: attrS(key)},
-		UpdateExpression: aws.String("SET #at = :at, #in = :in, #by = :by, #why = :why REMOVE #done"),
+		UpdateExpression: aws.String("SET #at = :at, #in = :in, #by = :by, #why = :why REMOVE #done, #nothing"),
 		ExpressionAttributeNames: map[string]string{"#at": offload.ErasedAtAttr, "#in": offload.ErasedInAttr,
-			"#by": offload.ErasedByAttr, "#why": offload.ErasedWhyAttr, "#done": offload.EraseDoneAttr},
+			"#by": offload.ErasedByAttr, "#why": offload.ErasedWhyAttr, "#done": offload.EraseDoneAttr, "#nothing": offload.EraseNothingAttr},
 		ExpressionAttributeValues: map[string]dbtypes.AttributeValue{":at": attrS(offload.FormatErasedAt(at)),
 			":in": attrS(offload.ErasedPartition(e.KeyPrefix)), ":by": attrS(e.By), ":why": attrS(e.Why)},
 		ReturnValues: dbtypes.ReturnValueAllOld,
@@ -257,20 +261,31 @@ func (e *Eraser) mark(ctx context.Context, key string, at time.Time) (existed bo
 	if err != nil {
 		return false, err
 	}
-	return len(out.Attributes) > 0, nil
+	has := func(name string) bool { _, ok := out.Attributes[name]; return ok }
+	// crc64nvme is written by every record, never by a mark.
+	return has("crc64nvme") || has(offload.EraseDoneAttr) && !has(offload.EraseNothingAttr), nil
 }
 
-// recordDone sets erase_done on the tombstone mark made.
-func (e *Eraser) recordDone(ctx context.Context, key string) error {
+// recordDone sets erase_done on the tombstone mark made, and
+// erase_nothing when this run found nothing of the key.
+func (e *Eraser) recordDone(ctx context.Context, key string, nothing bool) error {
 	ctx, cancel := context.WithTimeout(ctx, e.callTimeout())
 	defer cancel()
+	update := "SET #done = :now"
+	names := map[string]string{"#done": offload.EraseDoneAttr, "#at": offload.ErasedAtAttr}
+	values := map[string]dbtypes.AttributeValue{":now": attrS(erasedNow())}
+	if nothing {
+		update += ", #nothing = :true"
+		names["#nothing"] = offload.EraseNothingAttr
+		values[":true"] = attrS("true")
+	}
 	_, err := e.DB.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName:                 aws.String(e.Table),
 		Key:                       map[string]dbtypes.AttributeValue{offload.LedgerPartitionKey: attrS(key)},
-		UpdateExpression:          aws.String("SET #done = :now"),
+		UpdateExpression:          aws.String(update),
 		ConditionExpression:       aws.String("attribute_exists(#at)"), // the mark is still there
-		ExpressionAttributeNames:  map[string]string{"#done": offload.EraseDoneAttr, "#at": offload.ErasedAtAttr},
-		ExpressionAttributeValues: map[string]dbtypes.AttributeValue{":now": attrS(erasedNow())},
+		ExpressionAttributeNames:  names,
+		ExpressionAttributeValues: values,
 	})
 	return err
 }

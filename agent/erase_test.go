@@ -355,6 +355,13 @@ func TestEraseNameNothingKnows(t *testing.T) {
 	if !h.ledgerItem("nothing.jpg").Erased() {
 		t.Errorf("the mark of %s is gone; want it kept", w.key)
 	}
+	// Run again as it was (the operator took it for a passing failure):
+	// the first run's mark is no record of an original, so the name is
+	// still one nothing knows.
+	out, errOut, code = w.eraseArgs([]string{"/static/nothing.jpg"})
+	if code != 1 || !strings.Contains(out, "NOT DONE "+w.key) || !strings.Contains(out, want) {
+		t.Errorf("the same erase run again: exit %d; want 1, NOT DONE and %q:\nstdout:\n%s\nstderr:\n%s", code, want, out, errOut)
+	}
 }
 
 // s3Date is S3's clock now: the Date header of a listing's answer.

@@ -53,8 +53,9 @@ type forgetter struct {
 	loaded  bool
 	through time.Time // erasures_through: every erasure up to it is acknowledged
 	// acked are the keys acknowledged by this run, with their erased_at,
-	// so that the overlap does not redo them every poll; those that fall
-	// out of the overlap are dropped.
+	// so that the overlap does not redo them every poll (a later erased_at,
+	// from erase run again, is done again); those that fall out of the
+	// overlap are dropped.
 	acked map[string]time.Time
 }
 
@@ -97,7 +98,10 @@ func (f *forgetter) poll(ctx context.Context) error {
 		if e.at.After(newest) {
 			newest = e.at
 		}
-		if _, done := f.acked[e.key]; done {
+		// Skipped only as the erasure this run acknowledged: a later
+		// erased_at is erase run again, which every host must look at
+		// again (the erased original may be back on this host).
+		if at, done := f.acked[e.key]; done && !e.at.After(at) {
 			continue
 		}
 		if err := f.forget(ctx, e.key); err != nil {
@@ -342,8 +346,10 @@ var beforeForgetUnlink = func(path string) {}
 // a symlink (one there is refused: errNotFolder), the file is read without
 // following one, and a last lstat just before the unlink must find the
 // file that was judged (device, inode, size, modification and change
-// times), or it is kept: a file swapped in between is never removed.
-func removeErased(dir, rel string, rec offload.Record) (removal, string, error) {
+// times), or it is kept: a file swapped in between is never removed. When
+// the file is gone (removed now or before), its folder is fsynced before
+// the return.
+func removeErased(dir, rel string, rec offload.Record) (done removal, why string, err error) {
 	top, err := openFolder(dir)
 	if err != nil {
 		return nothingThere, "", err
@@ -357,6 +363,14 @@ func removeErased(dir, rel string, rec offload.Record) (removal, string, error) 
 		return nothingThere, "", err
 	}
 	defer d.Close()
+	// The file is gone, by this unlink or an earlier poll's: the folder
+	// goes to the disk before the acknowledgement, which a power loss
+	// that undid the unlink would otherwise outlive.
+	defer func() {
+		if err == nil && done != keptOther {
+			err = d.sync()
+		}
+	}()
 	name := path.Base(rel)
 	var st unix.Stat_t
 	switch err := unix.Fstatat(d.fd(), name, &st, unix.AT_SYMLINK_NOFOLLOW); {

@@ -501,3 +501,28 @@ func TestForgetKeepsAFileSwappedBeforeTheUnlink(t *testing.T) {
 		t.Errorf("no log line says the swapped file was kept")
 	}
 }
+
+// TestForgetLooksAgainWhenEraseRunsAgain: erase stamps erased_at again on
+// each run so that every host looks at the erasure again. A host that
+// forgot it minutes ago (well within the index's overlap) must do so too:
+// here the erased original is back in its watch folder (the back-end wrote
+// the same bytes again), and a second run of erase must remove it, as the
+// first did, rather than being skipped as already acknowledged.
+func TestForgetLooksAgainWhenEraseRunsAgain(t *testing.T) {
+	t.Parallel()
+	a := hostHarness(t, "a", "")
+	data := randomBytes(1200, 24)
+	a.write("photo.jpg", data)
+	a.runDaemon(a.cfg)
+	a.waitFor("photo.jpg archived", time.Minute, func() bool { return a.archived("photo.jpg") })
+	a.erase("photo.jpg")
+	a.waitFor("photo.jpg forgotten", forgetWait, func() bool { return !a.archived("photo.jpg") && a.acked("photo.jpg", a.cfg.Host) })
+	a.waitThrough(a.cfg.Host, "photo.jpg")
+
+	a.write("photo.jpg", data)
+	// The second run's stamp: S3's clock, in whole seconds, a second on.
+	first := a.ledgerItem("photo.jpg").Erasure.At
+	a.markErased(a.cfg.Mapping.KeyPrefix, a.key("photo.jpg"), first.Add(time.Second))
+	back := filepath.Join(a.cfg.Watch, "photo.jpg")
+	a.waitFor("the erased original back in the watch folder removed by the second erase", forgetWait, func() bool { return gone(back) })
+}

@@ -192,6 +192,10 @@ func (a *Agent) prove(ctx context.Context, res result, f *os.File, id fileID) (*
 		return fail(outFailed, err)
 	}
 
+	if err := a.notErased(ctx, key); err != nil {
+		return fail(outConflict, err)
+	}
+
 	// Upload: one read pass. S3 checks the full-object CRC64NVME computed on
 	// the way; If-None-Match: * means an existing object is never replaced.
 	progress := a.track.begin(rel, id.size)
@@ -239,6 +243,34 @@ func (a *Agent) prove(ctx context.Context, res result, f *os.File, id fileID) (*
 		return failed(cause, err)
 	}
 	return &proof{id: id, key: key, sum: sum}, res
+}
+
+// erasedLookTimeout bounds notErased's look: a consistent GetItem takes
+// milliseconds, and one still waiting after this is a sick table, which
+// must not hold every upload for a whole call timeout; the record decides
+// then.
+const erasedLookTimeout = 10 * time.Second
+
+// notErased is errErased when key's ledger item is an erasure's tombstone,
+// so that a file under an erased name is never uploaded: erase left S3
+// nothing under the key, so If-None-Match would let the bytes in (the
+// erased original itself, from a host that kept it in its watch folder),
+// unrecorded, for a resolver without the ledger to serve. A look that
+// fails lets the upload go on, so uploads still go on while DynamoDB is
+// down (the record then refuses the tombstone, and a re-run of erase
+// removes the object). It reads only: an erasure marked after it is the
+// record's, and erase's last listing's, to catch.
+func (a *Agent) notErased(ctx context.Context, key string) error {
+	cctx, cancel := context.WithTimeout(ctx, min(a.cfg.CallTimeout, erasedLookTimeout))
+	defer cancel()
+	rec, err := offload.GetRecord(cctx, a.ledgerClient, a.cfg.Table, key)
+	switch {
+	case err == nil && rec.Erased():
+		return fmt.Errorf("ledger %s (erased at %s by %q): not uploaded: %w", key, rec.Erasure.At.Format(time.RFC3339), rec.Erasure.By, errErased)
+	case err != nil && !errors.Is(err, offload.ErrNotFound):
+		a.log.Debug("could not look for an erasure before the upload; the record decides", "key", key, "err", err)
+	}
+	return nil
 }
 
 // releaseLocal archives or deletes the local file, and only the version

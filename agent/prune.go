@@ -18,17 +18,18 @@ import (
 // Reasons prune keeps an archived file (the label values of
 // offload_prune_kept_files).
 const (
-	KeptYoung        = "young"         // its ledger item was recorded less than --min-age ago
-	KeptNotInLedger  = "not_in_ledger" // no ledger item names its key
-	KeptErased       = "erased"        // its ledger item is a tombstone: the erasure poller removes erased copies
-	KeptLocalDiffers = "local_differs" // its size or CRC64NVME is not the ledger's, or it changed while prune looked
-	KeptS3Missing    = "s3_missing"    // S3 does not hold the version the ledger names
-	KeptS3Differs    = "s3_differs"    // that version's size or full-object CRC64NVME is not the ledger's, or S3 gave no full-object checksum
-	KeptError        = "error"         // a call or a file operation failed
+	KeptYoung        = "young"          // its ledger item was recorded less than --min-age ago
+	KeptNotInLedger  = "not_in_ledger"  // no ledger item names its key
+	KeptErased       = "erased"         // its ledger item is a tombstone: the erasure poller removes erased copies
+	KeptLocalDiffers = "local_differs"  // its size or CRC64NVME is not the ledger's, or it changed while prune looked
+	KeptS3Missing    = "s3_missing"     // S3 does not hold the version the ledger names
+	KeptS3Differs    = "s3_differs"     // that version's size or full-object CRC64NVME is not the ledger's, or S3 gave no full-object checksum
+	KeptS3NotCurrent = "s3_not_current" // S3 holds that version, but not as the key's current one (a delete marker or another version on top): a lifecycle rule may expire it
+	KeptError        = "error"          // a call or a file operation failed
 )
 
 // keptReasons are every reason, in the order the metrics list them.
-var keptReasons = []string{KeptYoung, KeptNotInLedger, KeptErased, KeptLocalDiffers, KeptS3Missing, KeptS3Differs, KeptError}
+var keptReasons = []string{KeptYoung, KeptNotInLedger, KeptErased, KeptLocalDiffers, KeptS3Missing, KeptS3Differs, KeptS3NotCurrent, KeptError}
 
 // defaultPruneParallel bounds the files checked at once: each check is one
 // DynamoDB GetItem and one S3 HEAD, latency-bound, as in the audit.
@@ -80,7 +81,9 @@ var beforePruneUnlink = func(path string) {}
 //     MinAge ago;
 //   - the file's size and CRC64NVME are the item's;
 //   - S3 holds the version the item names with that size and a full-object
-//     CRC64NVME equal to it (a HEAD of that version with the checksum);
+//     CRC64NVME equal to it (a HEAD of that version with the checksum),
+//     and as the key's current version (a HEAD of the key): a noncurrent
+//     version is what a lifecycle rule expires;
 //   - a last lstat just before the unlink finds the same file (device,
 //     inode, size, modification and change times) as the walk saw and the
 //     checksum read.
@@ -221,6 +224,11 @@ func (pr *pruner) check(ctx context.Context, rel, key string, seen fileID) Prune
 	case obj.Size != rec.Size || obj.CRC64NVME != rec.CRC64NVME:
 		return kept(KeptS3Differs, "S3 version %q: %d bytes, crc64nvme %s; ledger: %d bytes, crc64nvme %s", rec.VersionID, obj.Size, obj.CRC64NVME, rec.Size, rec.CRC64NVME)
 	}
+	if why, err := pr.current(ctx, key, rec.VersionID); err != nil {
+		return pr.keptError(res, err)
+	} else if why != "" {
+		return kept(KeptS3NotCurrent, "%s", why)
+	}
 
 	if !pr.opts.DryRun {
 		switch changed, err := pr.remove(rel, seen); {
@@ -232,6 +240,32 @@ func (pr *pruner) check(ctx context.Context, rel, key string, seen fileID) Prune
 	}
 	res.Removed = true
 	return res
+}
+
+// current says why the recorded version is not the key's current one ("" if
+// it is), from a HEAD of the key without a version. A plain DELETE puts a
+// delete marker on top (the HEAD answers 404, or 403 to a caller without
+// s3:ListBucket: "Amazon S3 behaves as if the object was deleted",
+// https://docs.aws.amazon.com/AmazonS3/latest/userguide/DeleteMarker.html),
+// and a write around the agent a new version: either way the recorded
+// version is noncurrent, and a NoncurrentVersionExpiration rule deletes it
+// (https://docs.aws.amazon.com/AmazonS3/latest/API/API_NoncurrentVersionExpiration.html),
+// so the archived copy may be the one that stays. With no version recorded
+// (an unversioned bucket) the version HEAD was already of the current one.
+func (pr *pruner) current(ctx context.Context, key, versionID string) (string, error) {
+	if versionID == "" {
+		return "", nil
+	}
+	cur, err := pr.a.s3.head(ctx, key)
+	switch {
+	case errors.Is(err, offload.ErrNotFound), errors.Is(err, errNotVisible):
+		return fmt.Sprintf("the key's current version is a delete marker: version %q is noncurrent, and a lifecycle rule may expire it", versionID), nil
+	case err != nil:
+		return "", err
+	case cur.VersionID != versionID:
+		return fmt.Sprintf("the key's current version is %q, written around the agent: version %q is noncurrent, and a lifecycle rule may expire it", cur.VersionID, versionID), nil
+	}
+	return "", nil
 }
 
 // remove unlinks rel if it is still the file seen (device, inode, size,
@@ -320,7 +354,7 @@ func PruneMetrics(sum PruneSummary) *prometheus.Registry {
 		removed, bytes = 0, 0
 	}
 	kept := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "offload_prune_kept_files",
-		Help: "Archived files the last prune kept, by reason: young, not_in_ledger, erased, local_differs, s3_missing, s3_differs, error."}, []string{"reason"})
+		Help: "Archived files the last prune kept, by reason: young, not_in_ledger, erased, local_differs, s3_missing, s3_differs, s3_not_current, error."}, []string{"reason"})
 	for _, r := range keptReasons {
 		kept.WithLabelValues(r).Set(float64(sum.Kept[r]))
 	}

@@ -316,3 +316,51 @@ func TestPruneCommand(t *testing.T) {
 		t.Errorf("prune --json: exit %d, output:\n%s", code, out)
 	}
 }
+
+// TestPruneKeepsAVersionNoLongerCurrent: the archived copy is the second
+// copy of an original whose recorded version S3 still holds, but no longer
+// as the key's current version: a plain DELETE put a delete marker on top
+// (marker.jpg), or a write around the agent put a new version on top
+// (overwritten.jpg). That version is then noncurrent, which a lifecycle
+// rule (NoncurrentVersionExpiration) expires: S3 does not hold it safely,
+// and the archive may be the only copy that stays. Both are kept
+// (s3_not_current); an untouched file beside them is removed.
+func TestPruneKeepsAVersionNoLongerCurrent(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.requireAWSAnswers()
+	ctx := context.Background()
+	names := []string{"good.jpg", "marker.jpg", "overwritten.jpg"}
+	for i, rel := range names {
+		h.write(rel, randomBytes(1500+i, byte(40+i)))
+	}
+	if err := h.once(); err != nil {
+		t.Fatalf("Once: %v", err)
+	}
+	for _, rel := range names {
+		rec := h.ledgerItem(rel)
+		rec.UploadedAt = time.Now().Add(-60 * 24 * time.Hour).UTC()
+		if _, err := h.db.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(h.cfg.Table), Item: rec.Item()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := h.s3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(h.cfg.Bucket), Key: aws.String(h.key("marker.jpg"))}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.s3.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(h.cfg.Bucket), Key: aws.String(h.key("overwritten.jpg")),
+		Body: bytes.NewReader(randomBytes(10, 1)), ChecksumAlgorithm: s3types.ChecksumAlgorithmCrc64nvme}); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]agent.PruneResult{}
+	if _, err := h.newAgent(h.cfg).Prune(ctx, agent.PruneOptions{MinAge: time.Hour}, func(r agent.PruneResult) { got[r.Path] = r }); err != nil {
+		t.Fatalf("Prune: %v", err)
+	}
+	if r := got["good.jpg"]; !r.Removed || h.archived("good.jpg") {
+		t.Errorf("good.jpg: %+v, archived %v; want removed", r, h.archived("good.jpg"))
+	}
+	for _, rel := range []string{"marker.jpg", "overwritten.jpg"} {
+		if r := got[rel]; r.Removed || r.Kept != agent.KeptS3NotCurrent || !h.archived(rel) {
+			t.Errorf("%s, its recorded version no longer current: %+v, archived %v; want kept (%s)", rel, r, h.archived(rel), agent.KeptS3NotCurrent)
+		}
+	}
+}

@@ -169,9 +169,10 @@ func TestAuditSkipsTombstones(t *testing.T) {
 }
 
 // TestErasedNameIsNotRecordedAgain: after an erasure, the same name
-// written again uploads (S3 holds no version, so If-None-Match lets it),
-// but the ledger's tombstone refuses the record: the file is not archived,
-// the tombstone stays as it was, and the failure shows in the status.
+// written again is neither uploaded (S3 holds no version, so If-None-Match
+// would let it in; the agent looks for the tombstone first) nor recorded:
+// the file is not archived, the tombstone stays as it was, and the failure
+// shows in the status.
 func TestErasedNameIsNotRecordedAgain(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
@@ -196,6 +197,9 @@ func TestErasedNameIsNotRecordedAgain(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(h.cfg.Watch, "photo.jpg")); err != nil {
 		t.Errorf("photo.jpg left the watch folder: %v", err)
+	}
+	if h.objectExists("photo.jpg") {
+		t.Errorf("photo.jpg uploaded again after its erasure")
 	}
 	after := h.ledgerItem("photo.jpg")
 	if !after.Erased() || after.VersionID != before.VersionID || !after.UploadedAt.Equal(before.UploadedAt) || !after.Erasure.At.Equal(marked.Erasure.At) {
@@ -245,5 +249,40 @@ func TestPendingProofOfErasedNameIsDropped(t *testing.T) {
 	}
 	if h.archived("photo.jpg") {
 		t.Error("photo.jpg archived after its erasure")
+	}
+}
+
+// TestErasedOriginalIsNotUploadedAgain: a host keeps its originals in the
+// watch folder (--after keep) and is restarted after an erasure, before
+// its erasure poller removed the file (here: once, which runs no poller).
+// Its scan finds the erased original, and S3 holds no version of the key
+// any more, so If-None-Match would let an upload in: the erased bytes
+// would be back in S3, unrecorded, for a resolver without the ledger to
+// serve. The agent must refuse the file before uploading it: S3 holds
+// nothing of the key after the run, and the tombstone is as it was.
+func TestErasedOriginalIsNotUploadedAgain(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.cfg.After = agent.AfterKeep
+	h.write("photo.jpg", randomBytes(2000, 7))
+	if err := h.once(); err != nil {
+		t.Fatalf("Once: %v", err)
+	}
+	h.markErased(h.cfg.Mapping.KeyPrefix, h.key("photo.jpg"), time.Now())
+	h.deleteVersions(h.key("photo.jpg"))
+	marked := h.ledgerItem("photo.jpg")
+
+	if err := h.once(); !errors.Is(err, agent.ErrIncomplete) {
+		t.Errorf("Once after the erasure = %v; want ErrIncomplete (the file is refused)", err)
+	}
+	out, err := h.s3.ListObjectVersions(context.Background(), &s3.ListObjectVersionsInput{Bucket: aws.String(h.cfg.Bucket), Prefix: aws.String(h.key("photo.jpg"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(out.Versions) + len(out.DeleteMarkers); n != 0 {
+		t.Errorf("S3 holds %d versions of %s after a run that found its erased original in the watch folder; want none", n, h.key("photo.jpg"))
+	}
+	if rec := h.ledgerItem("photo.jpg"); !rec.Erased() || !rec.Erasure.At.Equal(marked.Erasure.At) {
+		t.Errorf("ledger item %+v; want the tombstone as marked", rec)
 	}
 }

@@ -207,6 +207,8 @@ type Cache struct {
 	// fail, which root itself cannot do for the root user the tests run
 	// as (a folder's mode does not stop root).
 	remove func(name string) error
+	// syncFolder fsyncs a folder under root; a test sees which.
+	syncFolder func(name string) error
 
 	stats counters
 	// warnedRedirect: the log showed a redirect for a file in the cache,
@@ -313,6 +315,7 @@ func New(cfg Config, s3c objectGetter, db offload.ItemGetter) (*Cache, error) {
 		now:       time.Now,
 	}
 	c.remove = root.Remove
+	c.syncFolder = func(name string) error { return syncIn(root, name) }
 	c.follow = &Follower{Path: cfg.AccessLog, Lines: c.Observe, Problem: c.logProblem}
 	if !cfg.DryRun {
 		if err := root.RemoveAll(fetchDir); err != nil {
@@ -634,7 +637,9 @@ func (c *Cache) EvictIdle(now time.Time) {
 //
 // It reports whether a file was removed. When the file could not be
 // removed it returns the error and keeps the entry: the file is still
-// there, served and counted, and the next Forget tries again.
+// there, served and counted, and the next Forget tries again. Once the
+// file is gone its folder is fsynced before the return (an error if that
+// fails), so the host acknowledges no unlink a power loss could undo.
 func (c *Cache) Forget(key string) (removed bool, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -656,15 +661,17 @@ func (c *Cache) Forget(key string) (removed bool, err error) {
 		return false, nil
 	}
 	fi, err := c.root.Lstat(rel)
+	gone := false
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
+		gone = true
 	case err != nil:
 		return false, fmt.Errorf("cache: %w", err)
 	case fi.Mode().IsRegular() || fi.Mode()&fs.ModeSymlink != 0:
 		if err := c.remove(rel); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return false, fmt.Errorf("cache: could not remove the erased original: %w", err)
 		}
-		removed = true
+		removed, gone = true, true
 	}
 	if cached {
 		f := e.Value.(*cachedFile)
@@ -675,6 +682,15 @@ func (c *Cache) Forget(key string) (removed bool, err error) {
 	}
 	if removed {
 		c.log.Debug("cache: removed", "key", key, "why", "erased")
+	}
+	if gone {
+		// The unlink, this one or an earlier one, reaches the disk before
+		// the host acknowledges the erasure: one a power loss undid
+		// would bring the file back, for the next start to index and
+		// the web server to serve.
+		if err := c.syncFolder(path.Dir(rel)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return removed, fmt.Errorf("cache: %w", err)
+		}
 	}
 	return removed, nil
 }
@@ -724,4 +740,14 @@ func (c *Cache) relFor(key string) (string, error) {
 		return "", fmt.Errorf("%w: %q is the agent's own folder", offload.ErrInvalidPath, rel)
 	}
 	return path.Join(c.files, rel), nil
+}
+
+// syncIn fsyncs the folder name under root.
+func syncIn(root *os.Root, name string) error {
+	f, err := root.Open(name)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
 }

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -195,5 +197,34 @@ func TestForgetRemovesAFileTheIndexLost(t *testing.T) {
 	}
 	if _, err := os.Stat(inside); err != nil {
 		t.Errorf("the file inside the folder: %v; want it kept", err)
+	}
+}
+
+// TestForgetMakesTheUnlinkDurable: the host acknowledges the erasure once
+// Forget returns, and never looks at it again; an unlink a power loss
+// undoes would bring the erased original back into the cache, which the
+// next start indexes and the web server serves. So Forget fsyncs the
+// cached file's folder before it returns, also when the file is already
+// gone (an earlier Forget's unlink, maybe not yet on disk).
+func TestForgetMakesTheUnlinkDurable(t *testing.T) {
+	w := newWorld(t)
+	w.offloaded("2026/cached.jpg", randomBytes(20<<10, 74))
+	c := w.start(w.cacheS3)
+	var synced []string
+	hotcache.OnSyncFolder(c, func(name string) { synced = append(synced, name) })
+	miss(c, "2026/cached.jpg", 2)
+	w.fetchEnded("2026/cached.jpg")
+	if _, err := os.Stat(w.cachedPath("2026/cached.jpg")); err != nil {
+		t.Fatalf("not fetched: %v", err)
+	}
+	folder := path.Join(hotcache.FilesFolder(w.cfg.Mapping), "2026")
+	for _, want := range []bool{true, false} {
+		synced = nil
+		if removed, err := c.Forget(w.cfg.Mapping.KeyPrefix + "2026/cached.jpg"); removed != want || err != nil {
+			t.Fatalf("Forget = %v, %v; want %v, nil", removed, err, want)
+		}
+		if !slices.Contains(synced, folder) {
+			t.Errorf("Forget (removed %v) returned without an fsync of %s (synced: %q): a power loss may bring the file back after the acknowledgement", want, folder, synced)
+		}
 	}
 }

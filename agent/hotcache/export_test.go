@@ -38,3 +38,12 @@ func FailRemove(c *Cache, err error) (restore func()) {
 		c.remove = c.root.Remove
 	}
 }
+
+// OnSyncFolder makes c call f with the path (under the cache root) of
+// each folder it fsyncs.
+func OnSyncFolder(c *Cache, f func(name string)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	sync := c.syncFolder
+	c.syncFolder = func(name string) error { f(name); return sync(name) }
+}

@@ -162,10 +162,12 @@ Durations: 300ms, 2s, 1m30s, 24h.
   Remove archived files that S3 provably holds, to free the disk: a file goes only when its
   ledger item was recorded at least --min-age ago, is not an erasure's tombstone, and has the
   file's size and CRC64NVME, and S3 holds the version the item names with that size and
-  full-object CRC64NVME (a HEAD of that version). A file that changed while prune looked is
-  kept. Symbolic links are never followed; dot-folders are skipped; emptied folders stay.
-  Each removed file is a line ("would remove" with --dry-run); a kept file is a line when a
-  person should look (not_in_ledger, local_differs, s3_missing, s3_differs, error); then the
+  full-object CRC64NVME (a HEAD of that version), as the key's current version (a HEAD of
+  the key: a version under a delete marker or a newer version is what a lifecycle rule
+  expires). A file that changed while prune looked is kept. Symbolic links are never
+  followed; dot-folders are skipped; emptied folders stay. Each removed file is a line
+  ("would remove" with --dry-run); a kept file is a line when a person should look
+  (not_in_ledger, local_differs, s3_missing, s3_differs, s3_not_current, error); then the
   summary. Exit 0 done, 1 some file could not be checked or removed, 2 bad usage.
   It reads the same settings as run (the same flags and environment), those that say where
   to look; the offload-prune timer runs it daily with /etc/offload/agent.env.

@@ -25,7 +25,7 @@ const (
 // person should look at it. Young and erased files are only counted.
 var pruneWorthALine = map[string]bool{
 	agent.KeptNotInLedger: true, agent.KeptLocalDiffers: true, agent.KeptS3Missing: true,
-	agent.KeptS3Differs: true, agent.KeptError: true,
+	agent.KeptS3Differs: true, agent.KeptS3NotCurrent: true, agent.KeptError: true,
 }
 
 // pruneCommand removes the archived files S3 holds (agent.Prune), prints a
