@@ -80,10 +80,10 @@ var beforePruneUnlink = func(path string) {}
 //   - the item exists, is not a tombstone, and was recorded at least
 //     MinAge ago;
 //   - the file's size and CRC64NVME are the item's;
-//   - S3 holds the version the item names with that size and a full-object
-//     CRC64NVME equal to it (a HEAD of that version with the checksum),
-//     and as the key's current version (a HEAD of the key): a noncurrent
-//     version is what a lifecycle rule expires;
+//   - S3 holds the version the item names as the key's current version
+//     (a noncurrent one is what a lifecycle rule expires), with that size
+//     and a full-object CRC64NVME equal to it: one HEAD of the key with the
+//     checksum, and a HEAD of the recorded version only to tell why not;
 //   - a last lstat just before the unlink finds the same file (device,
 //     inode, size, modification and change times) as the walk saw and the
 //     checksum read.
@@ -209,7 +209,23 @@ func (pr *pruner) check(ctx context.Context, rel, key string, seen fileID) Prune
 		return kept(KeptLocalDiffers, "archive: %d bytes, crc64nvme %s; ledger: %d bytes, crc64nvme %s", seen.size, sum, rec.Size, rec.CRC64NVME)
 	}
 
-	obj, err := pr.a.s3.headVersion(ctx, key, rec.VersionID)
+	// S3: the key's current version must be the recorded one, with the
+	// recorded size and full-object CRC64NVME. A HEAD of the key answers
+	// all of it; only when it names another version, or none, does a HEAD
+	// of the recorded version say whether S3 lost it (s3_missing) or holds
+	// it under something newer (s3_not_current).
+	obj, err := pr.a.s3.head(ctx, key)
+	notCurrent := ""
+	switch {
+	case err == nil && (rec.VersionID == "" || obj.VersionID == rec.VersionID):
+		// The recorded version is the current one (with none recorded, an
+		// unversioned bucket, the current one is all there is).
+	case err != nil && !errors.Is(err, offload.ErrNotFound) && !errors.Is(err, errNotVisible):
+		return pr.keptError(res, err)
+	default:
+		notCurrent = pr.notCurrent(obj, err, rec.VersionID)
+		obj, err = pr.a.s3.headVersion(ctx, key, rec.VersionID)
+	}
 	switch {
 	case errors.Is(err, offload.ErrNotFound), errors.Is(err, errNotVisible):
 		answer := "404"
@@ -223,11 +239,8 @@ func (pr *pruner) check(ctx context.Context, rel, key string, seen fileID) Prune
 		return kept(KeptS3Differs, "S3 gives no full-object CRC64NVME for version %q", rec.VersionID)
 	case obj.Size != rec.Size || obj.CRC64NVME != rec.CRC64NVME:
 		return kept(KeptS3Differs, "S3 version %q: %d bytes, crc64nvme %s; ledger: %d bytes, crc64nvme %s", rec.VersionID, obj.Size, obj.CRC64NVME, rec.Size, rec.CRC64NVME)
-	}
-	if why, err := pr.current(ctx, key, rec.VersionID); err != nil {
-		return pr.keptError(res, err)
-	} else if why != "" {
-		return kept(KeptS3NotCurrent, "%s", why)
+	case notCurrent != "":
+		return kept(KeptS3NotCurrent, "%s", notCurrent)
 	}
 
 	if !pr.opts.DryRun {
@@ -242,30 +255,21 @@ func (pr *pruner) check(ctx context.Context, rel, key string, seen fileID) Prune
 	return res
 }
 
-// current says why the recorded version is not the key's current one ("" if
-// it is), from a HEAD of the key without a version. A plain DELETE puts a
-// delete marker on top (the HEAD answers 404, or 403 to a caller without
-// s3:ListBucket: "Amazon S3 behaves as if the object was deleted",
+// notCurrent says why the recorded version is not the key's current one,
+// from the answer to a HEAD of the key without a version (cur, err). A
+// plain DELETE puts a delete marker on top (the HEAD answers 404, or 403
+// to a caller without s3:ListBucket: "Amazon S3 behaves as if the object
+// was deleted",
 // https://docs.aws.amazon.com/AmazonS3/latest/userguide/DeleteMarker.html),
 // and a write around the agent a new version: either way the recorded
 // version is noncurrent, and a NoncurrentVersionExpiration rule deletes it
 // (https://docs.aws.amazon.com/AmazonS3/latest/API/API_NoncurrentVersionExpiration.html),
-// so the archived copy may be the one that stays. With no version recorded
-// (an unversioned bucket) the version HEAD was already of the current one.
-func (pr *pruner) current(ctx context.Context, key, versionID string) (string, error) {
-	if versionID == "" {
-		return "", nil
+// so the archived copy may be the one that stays.
+func (pr *pruner) notCurrent(cur objectInfo, err error, versionID string) string {
+	if err != nil {
+		return fmt.Sprintf("the key's current version is a delete marker: version %q is noncurrent, and a lifecycle rule may expire it", versionID)
 	}
-	cur, err := pr.a.s3.head(ctx, key)
-	switch {
-	case errors.Is(err, offload.ErrNotFound), errors.Is(err, errNotVisible):
-		return fmt.Sprintf("the key's current version is a delete marker: version %q is noncurrent, and a lifecycle rule may expire it", versionID), nil
-	case err != nil:
-		return "", err
-	case cur.VersionID != versionID:
-		return fmt.Sprintf("the key's current version is %q, written around the agent: version %q is noncurrent, and a lifecycle rule may expire it", cur.VersionID, versionID), nil
-	}
-	return "", nil
+	return fmt.Sprintf("the key's current version is %q, written around the agent: version %q is noncurrent, and a lifecycle rule may expire it", cur.VersionID, versionID)
 }
 
 // remove unlinks rel if it is still the file seen (device, inode, size,
