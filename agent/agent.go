@@ -78,6 +78,8 @@ type Agent struct {
 	// leasesOK: the start-up check found that the kernel grants read
 	// leases here (see checkLeases).
 	leasesOK atomic.Bool
+	// erased are the erasures this process knows of (erasedKeys).
+	erased erasedKeys
 	// busy are the files a worker or the erasure poller has now.
 	busy busyFiles
 }
@@ -200,6 +202,9 @@ func (a *Agent) loop(ctx context.Context, once bool) error {
 	a.checkAtStart(once)
 	if !a.cfg.DryRun {
 		a.recoverAtStart(ctx)
+		if err := a.loadErased(ctx); err != nil {
+			a.log.Warn("could not read the erasures of the key prefix: every upload reads its ledger item first, until the erasure poller reads them", "err", err)
+		}
 	}
 
 	candidates := make(chan candidate, 4096)

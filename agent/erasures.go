@@ -88,6 +88,9 @@ func (f *forgetter) poll(ctx context.Context) error {
 	if err := f.heartbeat(ctx); err != nil {
 		return err
 	}
+	if err := f.a.loadErased(ctx); err != nil {
+		return err
+	}
 	erasures, err := f.look(ctx)
 	if err != nil {
 		return err
@@ -181,18 +184,37 @@ type erasure struct {
 
 // look queries the erasures index for the key prefix's tombstones erased
 // after through − erasureOverlap (all of them with no watermark), every
-// page, oldest first.
+// page, oldest first, and adds each to what the uploads check
+// (Agent.erased).
 func (f *forgetter) look(ctx context.Context) ([]erasure, error) {
+	since := time.Time{}
+	if !f.through.IsZero() {
+		since = f.through.Add(-erasureOverlap)
+	}
+	out, err := f.a.queryErasures(ctx, f.db, since, f.a.cfg.CallTimeout)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range out {
+		f.a.erased.add(e.key)
+	}
+	return out, nil
+}
+
+// queryErasures reads the erasures index for the key prefix's tombstones
+// erased after since (every one with a zero since), every page, oldest
+// first; each page's call is bounded by callTimeout.
+func (a *Agent) queryErasures(ctx context.Context, db *dynamodb.Client, since time.Time, callTimeout time.Duration) ([]erasure, error) {
 	cond := "#in = :in"
 	names := map[string]string{"#in": offload.ErasedInAttr}
-	values := map[string]types.AttributeValue{":in": &types.AttributeValueMemberS{Value: offload.ErasedPartition(f.a.cfg.Mapping.KeyPrefix)}}
-	if !f.through.IsZero() {
+	values := map[string]types.AttributeValue{":in": &types.AttributeValueMemberS{Value: offload.ErasedPartition(a.cfg.Mapping.KeyPrefix)}}
+	if !since.IsZero() {
 		cond += " AND #at > :since"
 		names["#at"] = offload.ErasedAtAttr
-		values[":since"] = &types.AttributeValueMemberS{Value: offload.FormatErasedAt(f.through.Add(-erasureOverlap))}
+		values[":since"] = &types.AttributeValueMemberS{Value: offload.FormatErasedAt(since)}
 	}
-	p := dynamodb.NewQueryPaginator(f.db, &dynamodb.QueryInput{
-		TableName:                 aws.String(f.a.cfg.Table),
+	p := dynamodb.NewQueryPaginator(db, &dynamodb.QueryInput{
+		TableName:                 aws.String(a.cfg.Table),
 		IndexName:                 aws.String(offload.ErasuresIndex),
 		KeyConditionExpression:    aws.String(cond),
 		ExpressionAttributeNames:  names,
@@ -200,7 +222,7 @@ func (f *forgetter) look(ctx context.Context) ([]erasure, error) {
 	})
 	var out []erasure
 	for p.HasMorePages() {
-		cctx, cancel := context.WithTimeout(ctx, f.a.cfg.CallTimeout)
+		cctx, cancel := context.WithTimeout(ctx, callTimeout)
 		page, err := p.NextPage(cctx)
 		cancel()
 		if err != nil {
@@ -214,7 +236,7 @@ func (f *forgetter) look(ctx context.Context) ([]erasure, error) {
 			}
 			t, err := time.Parse(time.RFC3339Nano, at.Value)
 			if err != nil {
-				f.a.log.Warn("a tombstone with an unreadable erased_at: skipped", "key", key.Value, "erased_at", at.Value)
+				a.log.Warn("a tombstone with an unreadable erased_at: skipped", "key", key.Value, "erased_at", at.Value)
 				continue
 			}
 			out = append(out, erasure{key: key.Value, at: t})

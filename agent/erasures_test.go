@@ -526,3 +526,29 @@ func TestForgetLooksAgainWhenEraseRunsAgain(t *testing.T) {
 	back := filepath.Join(a.cfg.Watch, "photo.jpg")
 	a.waitFor("the erased original back in the watch folder removed by the second erase", forgetWait, func() bool { return gone(back) })
 }
+
+// TestErasureSeenByThePollStopsItsUpload: an erasure marked while the
+// daemon runs, after it read the erasures at start, reaches the uploads
+// through the poller: a file written under the erased name after the
+// poll acknowledged the erasure is refused before its upload (a conflict),
+// and S3 holds nothing of the key.
+func TestErasureSeenByThePollStopsItsUpload(t *testing.T) {
+	t.Parallel()
+	h := hostHarness(t, "a", "")
+	h.write("first.jpg", randomBytes(1000, 40))
+	a, stop := h.runDaemon(h.cfg)
+	h.waitFor("first.jpg archived", forgetWait, func() bool { return h.archived("first.jpg") })
+	h.markErased(h.cfg.Mapping.KeyPrefix, h.key("later.jpg"), time.Now())
+	h.waitFor("the erasure of later.jpg acknowledged", forgetWait, func() bool { return h.acked("later.jpg", h.cfg.Host) })
+	h.write("later.jpg", randomBytes(1100, 41))
+	h.waitFor("later.jpg refused as a conflict", forgetWait, func() bool { return a.Stats().Conflicts.Load() > 0 })
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if h.objectExists("later.jpg") {
+		t.Errorf("later.jpg, written under a name erased while the daemon ran, was uploaded")
+	}
+	if _, err := os.Stat(filepath.Join(h.cfg.Watch, "later.jpg")); err != nil {
+		t.Errorf("later.jpg, a new file under the erased name, is gone from the watch folder: %v; want it kept", err)
+	}
+}

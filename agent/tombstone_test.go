@@ -3,10 +3,13 @@ package agent_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -284,5 +287,49 @@ func TestErasedOriginalIsNotUploadedAgain(t *testing.T) {
 	}
 	if rec := h.ledgerItem("photo.jpg"); !rec.Erased() || !rec.Erasure.At.Equal(marked.Erasure.At) {
 		t.Errorf("ledger item %+v; want the tombstone as marked", rec)
+	}
+}
+
+// TestUploadsReadNoLedgerItemFirst: looking for a tombstone before each
+// upload costs no call for a key no erasure names. once reads the key
+// prefix's erasures at start (the erasures index), then reads the ledger
+// item only of a file under an erased name, which it refuses: 20 files and
+// one erased name make one GetItem, not 21.
+func TestUploadsReadNoLedgerItemFirst(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	var gets, queries atomic.Int64
+	h.agentDB = h.st.DynamoDBAt(t, faultyS3(t, h.st.DynamoDBEndpoint, func(w http.ResponseWriter, r *http.Request, _ http.Handler) bool {
+		switch target := r.Header.Get("X-Amz-Target"); {
+		case strings.HasSuffix(target, ".GetItem"):
+			gets.Add(1)
+		case strings.HasSuffix(target, ".Query"):
+			queries.Add(1)
+		}
+		return false
+	}))
+	h.markErased(h.cfg.Mapping.KeyPrefix, h.key("gone.jpg"), time.Now())
+	h.write("gone.jpg", randomBytes(2000, 9))
+	const files = 20
+	for i := range files {
+		h.write(fmt.Sprintf("f%02d.jpg", i), randomBytes(3000+i, byte(i)))
+	}
+	if err := h.once(); !errors.Is(err, agent.ErrIncomplete) {
+		t.Errorf("once = %v; want ErrIncomplete (gone.jpg refused)", err)
+	}
+	t.Logf("GetItem %d, Query %d", gets.Load(), queries.Load())
+	if got := gets.Load(); got != 1 {
+		t.Errorf("once over %d files and one under an erased name: %d GetItem requests; want 1 (the erased name's)", files, got)
+	}
+	if queries.Load() == 0 {
+		t.Errorf("once never queried the erasures index")
+	}
+	if h.objectExists("gone.jpg") {
+		t.Errorf("gone.jpg, under an erased name, was uploaded")
+	}
+	for i := range files {
+		if rel := fmt.Sprintf("f%02d.jpg", i); !h.archived(rel) {
+			t.Errorf("%s not archived", rel)
+		}
 	}
 }
