@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -480,5 +481,39 @@ func TestEraseWithoutS3sDateUsesItsClock(t *testing.T) {
 	}
 	if at := h.ledgerItem("nodate.jpg").Erasure; at == nil || !at.At.Equal(clock) {
 		t.Errorf("erasure %+v; want erased_at %s, this machine's clock", at, clock)
+	}
+}
+
+// TestEraseManyKeysAtOnce: erase with --parallel 4 erases every key of
+// twelve (each with versions of its own) and prints their reports in the
+// order the names were given.
+func TestEraseManyKeysAtOnce(t *testing.T) {
+	t.Parallel()
+	w := newEraseWorld(t)
+	var names, want []string
+	for i := range 12 {
+		rel := fmt.Sprintf("many/%02d.jpg", i)
+		for v := range 2 {
+			if _, err := w.s3.PutObject(context.Background(), &s3.PutObjectInput{Bucket: aws.String(w.st.Bucket), Key: aws.String(w.harness.key(rel)),
+				Body: bytes.NewReader(randomBytes(100+v, byte(i)))}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		names = append(names, "/static/"+rel)
+		want = append(want, "erased "+w.harness.key(rel)+": removed 2 versions, 0 delete markers, 0 uploads")
+	}
+	out, _, code := w.eraseArgs(append([]string{"--parallel", "4"}, names...))
+	if code != 0 {
+		t.Errorf("erase of 12 keys, 4 at once: exit %d; want 0", code)
+	}
+	if got := strings.Split(strings.TrimSpace(out), "\n"); !slices.Equal(got, want) {
+		t.Errorf("erase of 12 keys, 4 at once, printed:\n%s\nwant, in the order given:\n%s", out, strings.Join(want, "\n"))
+	}
+	left, err := w.s3.ListObjectVersions(context.Background(), &s3.ListObjectVersionsInput{Bucket: aws.String(w.st.Bucket), Prefix: aws.String(w.harness.key("many/"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(left.Versions) + len(left.DeleteMarkers); n != 0 {
+		t.Errorf("after erase of the 12 keys: %d versions or delete markers left under many/", n)
 	}
 }

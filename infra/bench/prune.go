@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -339,10 +340,14 @@ func (b *bench) ledgerAndHead(ctx context.Context, db *dynamodb.Client, prefix s
 	return result{took: time.Since(start), cpu: selfCPU() - cpu0}, errors.Join(errs...)
 }
 
+// eraseParallel is the keys erase works on at once here (its --parallel,
+// given as its default), and the baseline's deletes at once.
+const eraseParallel = 8
+
 // eraseRuns times offload-agent erase of n keys in one invocation against
-// a DeleteObject of each of n other keys' versions, one call at a time as
-// erase sends them, taking turns; then counts erase's requests in one more
-// untimed run.
+// a DeleteObject of each of n other keys' versions, eraseParallel at once
+// as erase works on keys, taking turns; then counts erase's requests in
+// one more untimed run.
 func (b *bench) eraseRuns(ctx context.Context, prefix string, all []string, n, reps int) error {
 	erase, plain, counted, err := eraseBatches(all, n, reps)
 	if err != nil {
@@ -361,7 +366,7 @@ func (b *bench) eraseRuns(ctx context.Context, prefix string, all []string, n, r
 			versions[key] = rec.VersionID
 		}
 	}
-	names := []string{"offload-agent erase", "DeleteObject per version, one at a time"}
+	names := []string{"offload-agent erase", fmt.Sprintf("DeleteObject per version, %d at once", eraseParallel)}
 	servers := stackServers(map[string]string{"MinIO": b.env.endpoint, "dynalite": os.Getenv("AWS_ENDPOINT_URL_DYNAMODB")})
 	times := map[string][]result{}
 	for rep := range reps {
@@ -413,20 +418,37 @@ func (b *bench) eraseRuns(ctx context.Context, prefix string, all []string, n, r
 // its exit status 0 says every key is done.
 func (b *bench) runErase(ctx context.Context, prefix string, keys []string) (result, error) {
 	env := []string{"AWS_ENDPOINT_URL_S3=" + b.s3Endpoint, "AWS_ENDPOINT_URL_DYNAMODB=" + b.dbEndpoint}
-	args := append([]string{"erase", "--key-prefix", prefix, "--by", "bench", "--why", "bench: erase timing"}, keys...)
+	args := append([]string{"erase", "--key-prefix", prefix, "--by", "bench", "--why", "bench: erase timing", "--parallel", strconv.Itoa(eraseParallel)}, keys...)
 	r, _, err := commandOutput(ctx, env, b.agent, args...)
 	return r, err
 }
 
 // deleteVersions is erase's baseline: the one DeleteObject with a version
-// id that each key's version needs, one call at a time, and nothing else.
+// id that each key's version needs, eraseParallel keys at once, and
+// nothing else.
 func (b *bench) deleteVersions(ctx context.Context, keys []string, versions map[string]string) (result, error) {
 	start, cpu0 := time.Now(), selfCPU()
+	next := make(chan string)
+	errs := make([]error, eraseParallel)
+	var wg sync.WaitGroup
+	for w := range eraseParallel {
+		wg.Go(func() {
+			for key := range next {
+				if errs[w] != nil {
+					continue
+				}
+				_, errs[w] = b.s3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &b.env.bucket, Key: aws.String(key),
+					VersionId: aws.String(versions[key])})
+			}
+		})
+	}
 	for _, key := range keys {
-		if _, err := b.s3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &b.env.bucket, Key: aws.String(key),
-			VersionId: aws.String(versions[key])}); err != nil {
-			return result{}, err
-		}
+		next <- key
+	}
+	close(next)
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return result{}, err
 	}
 	return result{took: time.Since(start), cpu: selfCPU() - cpu0}, nil
 }

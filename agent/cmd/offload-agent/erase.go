@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"net/http"
 	"os"
 	"os/signal"
 	"os/user"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/aws/aws-sdk-go-v2/service/cloudfront"
@@ -56,6 +58,8 @@ func eraseCommand(args []string, getenv func(string) string, stdout, stderr io.W
 	}
 	var why string
 	var asJSON bool
+	parallel := defaultEraseParallel
+	c.fs.IntVar(&parallel, "parallel", parallel, fmt.Sprintf("keys erased at once (each key's calls go one after another); 1 to %d, as CloudFront has at most %d wildcard invalidations in progress", maxEraseParallel, maxEraseParallel))
 	c.fs.StringVar(&by, "by", by, "who asks for the erasure, recorded in the ledger (default: the user running erase)")
 	c.fs.StringVar(&why, "why", "", "why, recorded in the ledger: a request's reference, a court order... (required)")
 	c.fs.BoolVar(&asJSON, "json", false, "print each key's report as one JSON object a line")
@@ -72,6 +76,8 @@ func eraseCommand(args []string, getenv func(string) string, stdout, stderr io.W
 		err = errors.New("--by is required: the user running erase has no name")
 	case opts.agent.Bucket == "" || opts.agent.Table == "":
 		err = errors.New("--bucket and --table are required (or OFFLOAD_BUCKET and OFFLOAD_TABLE)")
+	case parallel < 1 || parallel > maxEraseParallel:
+		err = fmt.Errorf("--parallel: want 1 to %d keys at once, got %d", maxEraseParallel, parallel)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "offload-agent erase: %v\n", oneLine(err))
@@ -79,7 +85,7 @@ func eraseCommand(args []string, getenv func(string) string, stdout, stderr io.W
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	s3c, db, err := awsClients(ctx, opts.pathStyle, 1) // one call at a time
+	s3c, db, err := awsClients(ctx, opts.pathStyle, parallel)
 	if err != nil {
 		fmt.Fprintf(stderr, "offload-agent erase: %v\n", err)
 		return 2
@@ -95,8 +101,7 @@ func eraseCommand(args []string, getenv func(string) string, stdout, stderr io.W
 		e.CDN, e.Distribution, e.CDNWait = cloudfront.NewFromConfig(cfg), opts.cdnDistribution, opts.cdnWait
 	}
 	incomplete := 0
-	for _, key := range keys {
-		r := e.Erase(ctx, key)
+	for r := range eraseAll(ctx, e, keys, parallel) {
 		if !r.Done() {
 			incomplete++
 		}
@@ -114,6 +119,54 @@ func eraseCommand(args []string, getenv func(string) string, stdout, stderr io.W
 		return 1
 	}
 	return 0
+}
+
+// defaultEraseParallel and maxEraseParallel bound the keys erase works
+// on at once. Each key's calls go one after another (mark, abort, delete,
+// list, invalidate, record), so a key waits on a round trip per call; keys
+// at once hide that. With the CDN each key has a wildcard invalidation
+// ("/KEY*") in progress until it completes, and CloudFront allows 15 of
+// those paths in progress at a time: "If you're using the * wildcard, you
+// can have requests for up to 15 invalidation paths in progress at one
+// time"
+// (https://docs.aws.amazon.com/AmazonCloudFront/latest/DeveloperGuide/InvalidationLimits.html).
+const (
+	defaultEraseParallel = 8
+	maxEraseParallel     = 15
+)
+
+// eraseAll erases keys, parallel at once, and yields their reports in the
+// order of keys, each as soon as it and every one before it are done.
+func eraseAll(ctx context.Context, e *agent.Eraser, keys []string, parallel int) iter.Seq[agent.EraseReport] {
+	return func(yield func(agent.EraseReport) bool) {
+		reports := make([]chan agent.EraseReport, len(keys))
+		for i := range reports {
+			reports[i] = make(chan agent.EraseReport, 1)
+		}
+		// Every key is handed out, even once ctx has ended: its Erase then
+		// fails at once, and its report says so.
+		next := make(chan int)
+		var wg sync.WaitGroup
+		for range min(parallel, len(keys)) {
+			wg.Go(func() {
+				for i := range next {
+					reports[i] <- e.Erase(ctx, keys[i])
+				}
+			})
+		}
+		go func() {
+			defer close(next)
+			for i := range keys {
+				next <- i
+			}
+		}()
+		defer wg.Wait()
+		for i := range keys {
+			if !yield(<-reports[i]) {
+				return
+			}
+		}
+	}
 }
 
 // eraseKeys maps each argument to its object key: a URL path (starting

@@ -30,6 +30,8 @@ func TestEraseRefusesBadUsage(t *testing.T) {
 		{[]string{"--why", "request 12", "--bucket", "", "--table", "", "/static/a.jpg"}, "--bucket and --table are required"},
 		{[]string{"--why", "request 12", "--key-prefix", "../", "/static/a.jpg"}, "key prefix"},
 		{[]string{"--part-size", "1MiB", "--why", "x", "/static/a.jpg"}, "unknown flag --part-size"},
+		{[]string{"--parallel", "0", "--why", "x", "/static/a.jpg"}, "--parallel: want 1 to 15"},
+		{[]string{"--parallel", "16", "--why", "x", "/static/a.jpg"}, "--parallel: want 1 to 15"},
 	} {
 		var out, errOut strings.Builder
 		code := eraseCommand(tt.args, getenv, &out, &errOut)
