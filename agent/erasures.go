@@ -417,17 +417,15 @@ func removeErased(dir, rel string, rec offload.Record) (done removal, why string
 		return keptOther, why, nil
 	}
 	beforeForgetUnlink(d.name(name))
-	switch now, err := d.lstat(name); {
-	case errors.Is(err, fs.ErrNotExist):
-		return nothingThere, "", nil
-	case errors.Is(err, errNotRegular):
-		return keptOther, "replaced while it was looked at", nil
+	switch look, err := unlinkIfStill(func() (fileID, error) { return d.lstat(name) }, func() error { return d.remove(name) }, judged); {
 	case err != nil:
 		return nothingThere, "", err
-	case !now.exactly(judged):
+	case look == lookChanged:
 		return keptOther, "changed or replaced while it was looked at", nil
+	case look == lookGone:
+		return nothingThere, "", nil
 	}
-	return unlinked(d, name)
+	return removedCopy, "", nil
 }
 
 // unlinked unlinks name in d; gone already is nothing there.

@@ -54,6 +54,42 @@ func (a fileID) exactly(b fileID) bool {
 // errNotRegular refuses symlinks, folders, devices, FIFOs and sockets.
 var errNotRegular = errors.New("not a regular file")
 
+// lastLook is what unlinkIfStill found under a name just before it would
+// unlink it.
+type lastLook int
+
+const (
+	lookUnlinked lastLook = iota // the very file judged: now unlinked
+	lookGone                     // nothing under the name any more
+	lookChanged                  // the file changed, or another is there now: kept
+)
+
+// unlinkIfStill is the last step of a removal that judged a file first
+// (prune, the erasure poller): the name is unlinked only when a last
+// lstat, which does not follow a symlink, finds exactly the file judged
+// (device, inode, size, modification and change times). A file changed or
+// swapped in since the judgement is kept, never removed on a verdict about
+// another. lstat is errNotRegular for anything but a regular file.
+func unlinkIfStill(lstat func() (fileID, error), unlink func() error, judged fileID) (lastLook, error) {
+	switch now, err := lstat(); {
+	case errors.Is(err, fs.ErrNotExist):
+		return lookGone, nil
+	case errors.Is(err, errNotRegular):
+		return lookChanged, nil
+	case err != nil:
+		return lookGone, err
+	case !now.exactly(judged):
+		return lookChanged, nil
+	}
+	switch err := unlink(); {
+	case errors.Is(err, fs.ErrNotExist):
+		return lookGone, nil
+	case err != nil:
+		return lookGone, err
+	}
+	return lookUnlinked, nil
+}
+
 // openLocal opens rel under root for reading without following a symlink
 // (O_NOFOLLOW on the last name; os.Root refuses to leave the folder through
 // one on the way) and returns the open file with its identity.

@@ -276,21 +276,24 @@ func (pr *pruner) notCurrent(cur objectInfo, err error, versionID string) string
 // modification and change times), and queues its folder for the fsync;
 // changed says it was not.
 func (pr *pruner) remove(rel string, seen fileID) (changed bool, err error) {
-	beforePruneUnlink(filepath.Join(pr.a.cfg.Archive, filepath.FromSlash(rel)))
-	now, err := pr.root.Lstat(filepath.FromSlash(rel))
-	if errors.Is(err, fs.ErrNotExist) {
-		return true, nil
-	} else if err != nil {
-		return false, err
-	}
-	if id, ok := idOf(now); !ok || !now.Mode().IsRegular() || !id.exactly(seen) {
-		return true, nil
-	}
-	if err := pr.root.Remove(filepath.FromSlash(rel)); err != nil {
-		return false, err
+	name := filepath.FromSlash(rel)
+	beforePruneUnlink(filepath.Join(pr.a.cfg.Archive, name))
+	look, err := unlinkIfStill(func() (fileID, error) {
+		fi, err := pr.root.Lstat(name)
+		if err != nil {
+			return fileID{}, err
+		}
+		id, ok := idOf(fi)
+		if !ok || !fi.Mode().IsRegular() {
+			return fileID{}, fmt.Errorf("%s: %w", rel, errNotRegular)
+		}
+		return id, nil
+	}, func() error { return pr.root.Remove(name) }, seen)
+	if err != nil || look != lookUnlinked {
+		return err == nil, err
 	}
 	pr.mu.Lock()
-	pr.synced[filepath.Dir(filepath.Join(pr.a.cfg.Archive, filepath.FromSlash(rel)))] = true
+	pr.synced[filepath.Dir(filepath.Join(pr.a.cfg.Archive, name))] = true
 	pr.mu.Unlock()
 	return false, nil
 }
