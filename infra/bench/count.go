@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -43,6 +44,41 @@ func (w *statusWriter) WriteHeader(code int) {
 		w.status = code
 	}
 	w.ResponseWriter.WriteHeader(code)
+}
+
+// counters are a counting proxy in front of S3 and one in front of
+// DynamoDB, for the untimed runs that count a tool's requests.
+type counters struct{ s3, db *counter }
+
+func (b *bench) newCounters() (*counters, error) {
+	s3Count, err := newCounter(b.env.endpoint, b.env.ca)
+	if err != nil {
+		return nil, err
+	}
+	dbCount, err := newCounter(os.Getenv("AWS_ENDPOINT_URL_DYNAMODB"), b.env.ca)
+	if err != nil {
+		s3Count.close()
+		return nil, err
+	}
+	return &counters{s3: s3Count, db: dbCount}, nil
+}
+
+func (c *counters) close() {
+	c.s3.close()
+	c.db.close()
+}
+
+// count runs fn with b's S3 and DynamoDB endpoints pointed at the proxies,
+// and returns the requests it made to both, by operation.
+func (c *counters) count(b *bench, fn func() error) (map[string]int, error) {
+	b.s3Endpoint, b.dbEndpoint = c.s3.Endpoint, c.db.Endpoint
+	err := fn()
+	b.s3Endpoint, b.dbEndpoint = b.env.endpoint, os.Getenv("AWS_ENDPOINT_URL_DYNAMODB")
+	counts := c.s3.take()
+	for k, n := range c.db.take() {
+		counts[k] += n
+	}
+	return counts, err
 }
 
 // newCounter proxies to upstream. For an https upstream it serves TLS with

@@ -486,27 +486,16 @@ func (b *bench) scenario(ctx context.Context, sc scenario, reps int) error {
 		return nil
 	}
 	// One more run of each tool through counting proxies, untimed.
-	s3Count, err := newCounter(b.env.endpoint, b.env.ca)
+	c, err := b.newCounters()
 	if err != nil {
 		return err
 	}
-	defer s3Count.close()
-	dbCount, err := newCounter(os.Getenv("AWS_ENDPOINT_URL_DYNAMODB"), b.env.ca)
-	if err != nil {
-		return err
-	}
-	defer dbCount.close()
+	defer c.close()
 	requests := map[string]string{}
 	for _, t := range counted {
-		b.s3Endpoint, b.dbEndpoint = s3Count.Endpoint, dbCount.Endpoint
-		_, err := b.once(ctx, t, src)
-		b.s3Endpoint, b.dbEndpoint = b.env.endpoint, os.Getenv("AWS_ENDPOINT_URL_DYNAMODB")
+		counts, err := c.count(b, func() error { _, err := b.once(ctx, t, src); return err })
 		if err != nil {
 			return fmt.Errorf("%s (counting run): %w", t.name, err)
-		}
-		counts := s3Count.take()
-		for k, n := range dbCount.take() {
-			counts[k] += n
 		}
 		requests[t.name] = perFile(counts, sc.files)
 	}

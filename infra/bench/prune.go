@@ -148,25 +148,18 @@ func (b *bench) pruneRuns(ctx context.Context, o offloaded, total int64, reps in
 	}
 
 	// One more run of each prune through counting proxies, untimed.
-	s3Count, err := newCounter(b.env.endpoint, b.env.ca)
+	c, err := b.newCounters()
 	if err != nil {
 		return err
 	}
-	defer s3Count.close()
-	dbCount, err := newCounter(os.Getenv("AWS_ENDPOINT_URL_DYNAMODB"), b.env.ca)
-	if err != nil {
-		return err
-	}
-	defer dbCount.close()
+	defer c.close()
 	requests := map[string]string{}
 	for _, t := range tools[:2] {
-		b.s3Endpoint, b.dbEndpoint = s3Count.Endpoint, dbCount.Endpoint
-		_, err := t.run(ctx)
-		b.s3Endpoint, b.dbEndpoint = b.env.endpoint, os.Getenv("AWS_ENDPOINT_URL_DYNAMODB")
+		counts, err := c.count(b, func() error { _, err := t.run(ctx); return err })
 		if err != nil {
 			return fmt.Errorf("%s (counting run): %w", t.name, err)
 		}
-		requests[t.name] = perFile(takeBoth(s3Count, dbCount), files)
+		requests[t.name] = perFile(counts, files)
 	}
 
 	mib := float64(total) / (1 << 20)
@@ -384,23 +377,16 @@ func (b *bench) eraseRuns(ctx context.Context, prefix string, all []string, n, r
 		}
 	}
 
-	s3Count, err := newCounter(b.env.endpoint, b.env.ca)
+	c, err := b.newCounters()
 	if err != nil {
 		return err
 	}
-	defer s3Count.close()
-	dbCount, err := newCounter(os.Getenv("AWS_ENDPOINT_URL_DYNAMODB"), b.env.ca)
-	if err != nil {
-		return err
-	}
-	defer dbCount.close()
-	b.s3Endpoint, b.dbEndpoint = s3Count.Endpoint, dbCount.Endpoint
-	_, err = b.runErase(ctx, prefix, counted)
-	b.s3Endpoint, b.dbEndpoint = b.env.endpoint, os.Getenv("AWS_ENDPOINT_URL_DYNAMODB")
+	defer c.close()
+	counts, err := c.count(b, func() error { _, err := b.runErase(ctx, prefix, counted); return err })
 	if err != nil {
 		return fmt.Errorf("erase (counting run): %w", err)
 	}
-	requests := perFile(takeBoth(s3Count, dbCount), n)
+	requests := perFile(counts, n)
 
 	plainTime := median(times[names[1]]).took
 	fmt.Printf("\n### offload-agent erase of %d keys (one version each) in one invocation, %d repetitions, medians\n", n, reps)
@@ -500,16 +486,6 @@ func relinkArchive(keep, archive string) error {
 		return err
 	}
 	return linkTree(keep, archive)
-}
-
-// takeBoth returns the S3 and DynamoDB counts so far, together, and starts
-// both again from zero.
-func takeBoth(s3Count, dbCount *counter) map[string]int {
-	counts := s3Count.take()
-	for k, n := range dbCount.take() {
-		counts[k] += n
-	}
-	return counts
 }
 
 // loadAverage is the machine's load over 1, 5 and 15 minutes, for the
