@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 )
@@ -70,16 +71,22 @@ func (a *Agent) loadErased(ctx context.Context) error {
 	}
 	all, err := a.queryErasures(ctx, a.ledgerClient, time.Time{}, min(a.cfg.CallTimeout, erasedLookTimeout))
 	if err != nil {
-		return err
+		return fmt.Errorf("read every erasure of the key prefix (until it succeeds, each upload reads its ledger item first): %w", err)
 	}
-	a.erased.mu.Lock()
-	defer a.erased.mu.Unlock()
-	if a.erased.keys == nil {
-		a.erased.keys = make(map[string]struct{}, len(all))
-	}
-	for _, e := range all {
-		a.erased.keys[e.key] = struct{}{}
-	}
-	a.erased.loaded = true
+	a.erased.loadAll(all)
 	return nil
+}
+
+// loadAll adds every erasure the index held at one time, all, and marks
+// the set loaded.
+func (e *erasedKeys) loadAll(all []erasure) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.keys == nil {
+		e.keys = make(map[string]struct{}, len(all))
+	}
+	for _, x := range all {
+		e.keys[x.key] = struct{}{}
+	}
+	e.loaded = true
 }
