@@ -15,11 +15,14 @@ import (
 //
 // A key in it, or any key while it is not loaded (DynamoDB did not answer
 // at start), is looked up in the ledger before its upload (notErased); any
-// other key costs no call. An erasure marked after the last look is not in
-// it until the next poll (--erase-poll; once does not poll): a file under
-// that name uploaded meanwhile is refused by the record step, which never
-// writes over a tombstone, and the erasure's own last listing, a re-run of
-// erase and the audit's erased-object-present find its object.
+// other key costs no call. An erasure not in the index at the last look
+// (marked after it, or not there yet: the index is eventually consistent)
+// is not in it until the next poll (--erase-poll; once does not poll): a
+// file under that name uploaded meanwhile is refused by the record step,
+// which never writes over a tombstone, so the resolver never serves it;
+// its object stays in S3 unless the erasure's own last listing came after
+// the upload, until the audit's erased-object-present finds it and erase
+// is run again.
 //
 // It holds one string per erasure of the key prefix, ever: erasures are
 // rare next to uploads (a site erasing a million originals holds some
