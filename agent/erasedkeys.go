@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 )
@@ -14,11 +15,14 @@ import (
 //
 // A key in it, or any key while it is not loaded (DynamoDB did not answer
 // at start), is looked up in the ledger before its upload (notErased); any
-// other key costs no call. An erasure marked after the last look is not in
-// it until the next poll (--erase-poll; once does not poll): a file under
-// that name uploaded meanwhile is refused by the record step, which never
-// writes over a tombstone, and the erasure's own last listing, a re-run of
-// erase and the audit's erased-object-present find its object.
+// other key costs no call. An erasure not in the index at the last look
+// (marked after it, or not there yet: the index is eventually consistent)
+// is not in it until the next poll (--erase-poll; once does not poll): a
+// file under that name uploaded meanwhile is refused by the record step,
+// which never writes over a tombstone, so the resolver never serves it;
+// its object stays in S3 unless the erasure's own last listing came after
+// the upload, until the audit's erased-object-present finds it and erase
+// is run again.
 //
 // It holds one string per erasure of the key prefix, ever: erasures are
 // rare next to uploads (a site erasing a million originals holds some
@@ -70,16 +74,22 @@ func (a *Agent) loadErased(ctx context.Context) error {
 	}
 	all, err := a.queryErasures(ctx, a.ledgerClient, time.Time{}, min(a.cfg.CallTimeout, erasedLookTimeout))
 	if err != nil {
-		return err
+		return fmt.Errorf("read every erasure of the key prefix (until it succeeds, each upload reads its ledger item first): %w", err)
 	}
-	a.erased.mu.Lock()
-	defer a.erased.mu.Unlock()
-	if a.erased.keys == nil {
-		a.erased.keys = make(map[string]struct{}, len(all))
-	}
-	for _, e := range all {
-		a.erased.keys[e.key] = struct{}{}
-	}
-	a.erased.loaded = true
+	a.erased.loadAll(all)
 	return nil
+}
+
+// loadAll adds every erasure the index held at one time, all, and marks
+// the set loaded.
+func (e *erasedKeys) loadAll(all []erasure) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.keys == nil {
+		e.keys = make(map[string]struct{}, len(all))
+	}
+	for _, x := range all {
+		e.keys[x.key] = struct{}{}
+	}
+	e.loaded = true
 }

@@ -88,14 +88,20 @@ func (f *forgetter) poll(ctx context.Context) error {
 	if err := f.heartbeat(ctx); err != nil {
 		return err
 	}
-	if err := f.a.loadErased(ctx); err != nil {
-		return err
+	// Reading every erasure (for the uploads' check) must not hold back
+	// forgetting those since the watermark: with years of erasures the
+	// first read can fail where the second does not. Without a watermark
+	// the look reads every erasure itself (look).
+	var errs []error
+	if !f.through.IsZero() {
+		if err := f.a.loadErased(ctx); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	erasures, err := f.look(ctx)
 	if err != nil {
-		return err
+		return errors.Join(append(errs, err)...)
 	}
-	var errs []error
 	var oldestLeft, newest time.Time
 	for _, e := range erasures {
 		if e.at.After(newest) {
@@ -183,9 +189,9 @@ type erasure struct {
 }
 
 // look queries the erasures index for the key prefix's tombstones erased
-// after through − erasureOverlap (all of them with no watermark), every
-// page, oldest first, and adds each to what the uploads check
-// (Agent.erased).
+// after through − erasureOverlap (all of them with no watermark, which
+// then loads Agent.erased whole), every page, oldest first, and adds each
+// to what the uploads check (Agent.erased).
 func (f *forgetter) look(ctx context.Context) ([]erasure, error) {
 	since := time.Time{}
 	if !f.through.IsZero() {
@@ -194,6 +200,11 @@ func (f *forgetter) look(ctx context.Context) ([]erasure, error) {
 	out, err := f.a.queryErasures(ctx, f.db, since, f.a.cfg.CallTimeout)
 	if err != nil {
 		return nil, err
+	}
+	if since.IsZero() {
+		// Every erasure of the key prefix, as loadErased reads them.
+		f.a.erased.loadAll(out)
+		return out, nil
 	}
 	for _, e := range out {
 		f.a.erased.add(e.key)

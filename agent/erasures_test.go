@@ -1,14 +1,18 @@
 package agent_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -550,5 +554,60 @@ func TestErasureSeenByThePollStopsItsUpload(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(h.cfg.Watch, "later.jpg")); err != nil {
 		t.Errorf("later.jpg, a new file under the erased name, is gone from the watch folder: %v; want it kept", err)
+	}
+}
+
+// TestForgetGoesOnWhileEveryErasureCannotBeRead: a host restarted with a
+// watermark reads every erasure of its key prefix (for the uploads'
+// check) and, each poll, those since its watermark (to forget them). The
+// first read failing, here every Query without a lower bound answered
+// 500 (a table throttled or slow under years of erasures), must not stop
+// the second: the host still removes an erased original and acknowledges
+// it, and uploads meanwhile read the ledger item first.
+func TestForgetGoesOnWhileEveryErasureCannotBeRead(t *testing.T) {
+	t.Parallel()
+	h := hostHarness(t, "a", "")
+	h.write("first.jpg", randomBytes(1000, 50))
+	h.write("second.jpg", randomBytes(1100, 51))
+	_, stop := h.runDaemon(h.cfg)
+	h.waitFor("first.jpg and second.jpg archived", time.Minute, func() bool { return h.archived("first.jpg") && h.archived("second.jpg") })
+	h.erase("first.jpg")
+	h.waitFor("first.jpg forgotten", forgetWait, func() bool { return !h.archived("first.jpg") && h.acked("first.jpg", h.cfg.Host) })
+	h.waitThrough(h.cfg.Host, "first.jpg")
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+
+	var refused atomic.Int64
+	h.agentDB = h.st.DynamoDBAt(t, faultyS3(t, h.st.DynamoDBEndpoint, func(w http.ResponseWriter, r *http.Request, _ http.Handler) bool {
+		if !strings.HasSuffix(r.Header.Get("X-Amz-Target"), ".Query") {
+			return false
+		}
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			t.Error(err)
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		if bytes.Contains(body, []byte(":since")) {
+			return false
+		}
+		refused.Add(1)
+		w.Header().Set("Content-Type", "application/x-amz-json-1.0")
+		w.WriteHeader(http.StatusInternalServerError)
+		io.WriteString(w, `{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"refused by the test"}`)
+		return true
+	}))
+	a, _ := h.runDaemon(h.cfg)
+	h.erase("second.jpg")
+	h.waitFor("second.jpg forgotten while every erasure cannot be read", forgetWait, func() bool {
+		return !h.archived("second.jpg") && h.acked("second.jpg", h.cfg.Host)
+	})
+	if refused.Load() == 0 {
+		t.Errorf("no Query of every erasure was made (and refused)")
+	}
+	h.write("third.jpg", randomBytes(1200, 52))
+	h.waitFor("third.jpg archived", time.Minute, func() bool { return h.archived("third.jpg") })
+	if n := a.Stats().Conflicts.Load(); n != 0 {
+		t.Errorf("%d conflicts; want none", n)
 	}
 }

@@ -136,7 +136,9 @@ const (
 )
 
 // eraseAll erases keys, parallel at once, and yields their reports in the
-// order of keys, each as soon as it and every one before it are done.
+// order of keys, each as soon as it and every one before it are done. A
+// reader that stops stops the erasing: the keys not yet begun are not
+// (those begun finish before eraseAll returns).
 func eraseAll(ctx context.Context, e *agent.Eraser, keys []string, parallel int) iter.Seq[agent.EraseReport] {
 	return func(yield func(agent.EraseReport) bool) {
 		reports := make([]chan agent.EraseReport, len(keys))
@@ -154,13 +156,19 @@ func eraseAll(ctx context.Context, e *agent.Eraser, keys []string, parallel int)
 				}
 			})
 		}
+		stop := make(chan struct{})
 		go func() {
 			defer close(next)
 			for i := range keys {
-				next <- i
+				select {
+				case next <- i:
+				case <-stop:
+					return
+				}
 			}
 		}()
 		defer wg.Wait()
+		defer close(stop) // first: no key is handed out once the reader stops
 		for i := range keys {
 			if !yield(<-reports[i]) {
 				return
