@@ -113,6 +113,9 @@ type Config struct {
 	// ErasePoll: in Run, how often the host writes its heartbeat and
 	// removes its copies of newly erased originals (see forgetter).
 	ErasePoll time.Duration
+	// erasedFreshness overrides erasedFreshness (tests: 0 is the default,
+	// negative refreshes before every upload).
+	erasedFreshness time.Duration
 	// SettleTimeout: in Once, a file still open for writing or changing
 	// this long after it was first seen is given up and reported.
 	SettleTimeout time.Duration

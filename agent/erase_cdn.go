@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -13,6 +15,10 @@ import (
 
 	"github.com/photosleeve/offload"
 )
+
+// invalidations counts this process's CloudFront invalidations, for their
+// caller references.
+var invalidations atomic.Int64
 
 // The CDN's part of an erasure. With the template's Cdn=on, copies of an
 // original may sit in CloudFront's edge caches for up to the cache
@@ -69,8 +75,11 @@ func (e *Eraser) invalidate(ctx context.Context, key string) (string, error) {
 		InvalidationBatch: &cftypes.InvalidationBatch{
 			// Unique per call: a repeated reference with the same paths
 			// returns the earlier invalidation, which may have completed
-			// before this run's deletes.
-			CallerReference: aws.String("offload-erase-" + strconv.FormatInt(time.Now().UnixNano(), 36)),
+			// before this run's deletes, and one with other paths fails
+			// (https://docs.aws.amazon.com/cloudfront/latest/APIReference/API_InvalidationBatch.html).
+			// Keys erased at once may call within one clock tick: the
+			// time, this process and a count of its invalidations.
+			CallerReference: aws.String(fmt.Sprintf("offload-erase-%s-%d-%d", strconv.FormatInt(time.Now().UnixNano(), 36), os.Getpid(), invalidations.Add(1))),
 			Paths:           &cftypes.Paths{Quantity: aws.Int32(1), Items: []string{path}},
 		},
 	})

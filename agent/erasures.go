@@ -197,13 +197,14 @@ func (f *forgetter) look(ctx context.Context) ([]erasure, error) {
 	if !f.through.IsZero() {
 		since = f.through.Add(-erasureOverlap)
 	}
+	began := time.Now()
 	out, err := f.a.queryErasures(ctx, f.db, since, f.a.cfg.CallTimeout)
 	if err != nil {
 		return nil, err
 	}
 	if since.IsZero() {
 		// Every erasure of the key prefix, as loadErased reads them.
-		f.a.erased.loadAll(out)
+		f.a.erased.loadAll(out, began)
 		return out, nil
 	}
 	for _, e := range out {

@@ -611,3 +611,26 @@ func TestForgetGoesOnWhileEveryErasureCannotBeRead(t *testing.T) {
 		t.Errorf("%d conflicts; want none", n)
 	}
 }
+
+// TestErasureBeforeAnUploadStopsIt: an erasure marked while the daemon
+// runs, which its poller has not seen (the poll is an hour here), still
+// stops the upload of a file under that name: the upload refreshes what
+// it knows of the erasures first (here before every upload; by default at
+// most once a second).
+func TestErasureBeforeAnUploadStopsIt(t *testing.T) {
+	t.Parallel()
+	h := hostHarness(t, "a", "")
+	h.cfg.ErasePoll = time.Hour
+	h.write("first.jpg", randomBytes(1000, 50))
+	a, stop := h.runDaemon(agent.RefreshErasuresBeforeEveryUpload(h.cfg))
+	h.waitFor("first.jpg archived", forgetWait, func() bool { return h.archived("first.jpg") })
+	h.markErased(h.cfg.Mapping.KeyPrefix, h.key("late.jpg"), time.Now())
+	h.write("late.jpg", randomBytes(1100, 51))
+	h.waitFor("late.jpg refused as a conflict", forgetWait, func() bool { return a.Stats().Conflicts.Load() > 0 })
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if h.objectExists("late.jpg") {
+		t.Errorf("late.jpg, written under a name erased after the daemon's last poll, was uploaded")
+	}
+}

@@ -162,3 +162,10 @@ func HasUploadRecord(watch, host, key string) bool {
 // SetEraserClock replaces the eraser's own clock, which it reads only when
 // S3's answer has no Date.
 func SetEraserClock(e *Eraser, now func() time.Time) { e.now = now }
+
+// RefreshErasuresBeforeEveryUpload makes cfg's agent query the erasures
+// index before every upload, instead of at most once per erasedFreshness.
+func RefreshErasuresBeforeEveryUpload(cfg Config) Config {
+	cfg.erasedFreshness = -1
+	return cfg
+}

@@ -192,7 +192,7 @@ func (a *Agent) prove(ctx context.Context, res result, f *os.File, id fileID) (*
 		return fail(outFailed, err)
 	}
 
-	if a.erased.mayBe(key) {
+	if a.mayBeErased(ctx, key) {
 		if err := a.notErased(ctx, key); err != nil {
 			return fail(outConflict, err)
 		}
