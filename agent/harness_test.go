@@ -35,14 +35,14 @@ type harness struct {
 	db      *dynamodb.Client
 	agentS3 *s3.Client // what the agent uses (a proxy in fault tests)
 	agentDB *dynamodb.Client
-	logs    *syncBuffer
+	logs    *stacktest.SyncBuffer
 }
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
 	st := stacktest.Require(t)
 	dir := t.TempDir()
-	h := &harness{t: t, st: st, s3: st.S3(t), db: st.DynamoDB(t), logs: &syncBuffer{}}
+	h := &harness{t: t, st: st, s3: st.S3(t), db: st.DynamoDB(t), logs: &stacktest.SyncBuffer{}}
 	// The agent runs with only what template.yaml's AgentPolicy grants, and
 	// through the AWS shim, which answers a HEAD of a missing key with 403
 	// as AWS does for a caller without s3:ListBucket. The harness's own
@@ -285,22 +285,4 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
-}
-
-// syncBuffer collects logs for assertions.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -11,7 +11,6 @@ import (
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/photosleeve/offload/agent"
-	"github.com/photosleeve/offload/infra/local/stacktest"
 )
 
 // TestPruneInABucketWhoseVersioningChanged: prune's proof is one HEAD of
@@ -25,13 +24,7 @@ func TestPruneInABucketWhoseVersioningChanged(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	const bucket = "prune-versioning"
-	m := h.st.StartMinIO(t, bucket)
-	root := h.st.S3At(t, m.Endpoint)
-	h.cfg.Bucket = bucket
-	h.agentS3 = s3.NewFromConfig(h.st.AWSConfig(t), func(o *s3.Options) {
-		o.UsePathStyle, o.BaseEndpoint = true, aws.String(m.Endpoint)
-		o.Credentials = envCredentials(m.Env(h.st, stacktest.Agent))
-	})
+	_, root := h.onPrivateMinIO(bucket)
 	ctx := context.Background()
 	versioning := func(status s3types.BucketVersioningStatus) {
 		t.Helper()

@@ -22,13 +22,7 @@ func TestSweepFindsUploadsMinIOForgot(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	const bucket = "sweep"
-	m := h.st.StartMinIO(t, bucket)
-	root := h.st.S3At(t, m.Endpoint)
-	h.cfg.Bucket = bucket
-	h.agentS3 = s3.NewFromConfig(h.st.AWSConfig(t), func(o *s3.Options) {
-		o.UsePathStyle, o.BaseEndpoint = true, aws.String(m.Endpoint)
-		o.Credentials = envCredentials(m.Env(h.st, stacktest.Agent))
-	})
+	m, root := h.onPrivateMinIO(bucket)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
@@ -66,6 +60,20 @@ func TestSweepFindsUploadsMinIOForgot(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// onPrivateMinIO starts a MinIO of h's own holding bucket, points h's agent
+// at it with the agent's template grants there, and returns it with a
+// client of it that has the root credentials.
+func (h *harness) onPrivateMinIO(bucket string) (*stacktest.MinIO, *s3.Client) {
+	h.t.Helper()
+	m := h.st.StartMinIO(h.t, bucket)
+	h.cfg.Bucket = bucket
+	h.agentS3 = s3.NewFromConfig(h.st.AWSConfig(h.t), func(o *s3.Options) {
+		o.UsePathStyle, o.BaseEndpoint = true, aws.String(m.Endpoint)
+		o.Credentials = envCredentials(m.Env(h.st, stacktest.Agent))
+	})
+	return m, h.st.S3At(h.t, m.Endpoint)
 }
 
 // envCredentials returns the credentials in environment entries like those

@@ -37,7 +37,7 @@ type world struct {
 	db      *dynamodb.Client
 	cacheS3 *s3.Client
 	cfg     hotcache.Config
-	logs    *syncBuffer
+	logs    *stacktest.SyncBuffer
 	// done receives the key of each fetch once it has ended (start sets it).
 	done <-chan string
 	// skew is how far the cache's clock is ahead of time.Now.
@@ -47,7 +47,7 @@ type world struct {
 func newWorld(t *testing.T) *world {
 	t.Helper()
 	st := stacktest.Require(t)
-	w := &world{t: t, st: st, s3: st.S3(t), db: st.DynamoDB(t), logs: &syncBuffer{}}
+	w := &world{t: t, st: st, s3: st.S3(t), db: st.DynamoDB(t), logs: &stacktest.SyncBuffer{}}
 	w.cacheS3 = st.S3For(t, stacktest.Agent, st.AWSShimEndpoint(t))
 	dir := t.TempDir()
 	w.cfg = hotcache.Config{
@@ -723,23 +723,6 @@ func diskBytes(t *testing.T, dir string) int64 {
 		return nil
 	})
 	return n
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 type testWriter struct{ t *testing.T }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -108,7 +107,7 @@ type serviceAgent struct {
 	cmd    *exec.Cmd
 	done   chan struct{}
 	err    error
-	stderr *lockedWriter // when not piped by the test
+	stderr *stacktest.SyncBuffer // when not piped by the test
 }
 
 // agentRun returns the arguments of "offload-agent run" on fresh folders
@@ -136,7 +135,7 @@ func startService(t *testing.T, bin string, env, args []string, stderr io.Writer
 	s := &serviceAgent{cmd: exec.Command(bin, args...), done: make(chan struct{})}
 	s.cmd.Env = env
 	if stderr == nil {
-		s.stderr = &lockedWriter{}
+		s.stderr = &stacktest.SyncBuffer{}
 		stderr = s.stderr
 	}
 	s.cmd.Stderr = stderr
@@ -157,25 +156,6 @@ func startService(t *testing.T, bin string, env, args []string, stderr io.Writer
 		}
 	})
 	return s
-}
-
-// lockedWriter keeps what the agent logs, for the test to read while it
-// runs.
-type lockedWriter struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *lockedWriter) Write(b []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(b)
-}
-
-func (l *lockedWriter) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
 }
 
 // stop sends SIGTERM and returns the exit status.

@@ -6,7 +6,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -40,7 +39,7 @@ func TestDemo(t *testing.T) {
 
 	cmd := exec.Command(bins["demo"])
 	cmd.Dir = work
-	var stderr syncBuffer
+	var stderr stacktest.SyncBuffer
 	cmd.Stderr = &stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -154,23 +153,4 @@ wait:
 	if _, err := os.Stat(demoDir); err == nil {
 		t.Errorf("the demo left its folder %s", demoDir)
 	}
-}
-
-// syncBuffer is a strings.Builder safe for the writer goroutine exec
-// starts and the test reading it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
